@@ -1,0 +1,154 @@
+"""Word-vector models: reading every supported file format into one read-only `WordVectors` space.
+
+gensim does the parsing (word2vec text and binary, GloVe, fastText `.bin`, gensim native); the embedded default is
+distilled by `embedsvc.backends.minilm_static`. Raw vectors are kept as loaded (memory-mapped where the format
+allows); the unit-normalised copy used for cosine search is computed once, as gensim's `vectors / norms`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from gensim.models import KeyedVectors
+from gensim.models.fasttext import FastTextKeyedVectors, load_facebook_vectors
+
+from embedsvc.errors import EmbedsvcError, out_of_vocabulary
+from embedsvc.settings import ModelSpec, WordVectorFormat
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """A model file could not be read; the message is one line naming the model, the file and the problem."""
+
+
+def checksum(vectors: np.ndarray, words: Sequence[str]) -> str:
+    """sha256 of the float32 vectors and the newline-joined vocabulary: a model's identity."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    digest.update("\n".join(words).encode("utf-8"))
+    return digest.hexdigest()
+
+
+class WordVectors:
+    """A read-only vocabulary of word vectors with gensim KeyedVectors semantics."""
+
+    def __init__(self, name: str, kv: KeyedVectors, *, fmt: WordVectorFormat, source: str) -> None:
+        vectors = np.asarray(kv.vectors)
+        if vectors.ndim != 2 or vectors.shape[0] == 0:
+            raise ValueError("the model has no vectors")
+        if vectors.dtype != np.float32:
+            vectors = vectors.astype(np.float32)
+            kv.vectors = vectors
+        if not np.isfinite(vectors).all():
+            raise ValueError("the vectors contain NaN or infinite values")
+        self.name = name
+        self.kv = kv
+        self.format = fmt
+        self.source = source
+        self.has_subwords = isinstance(kv, FastTextKeyedVectors)
+        self.words: list[str] = kv.index_to_key
+        self.index: dict[str, int] = kv.key_to_index
+        self.vectors: np.ndarray = vectors
+        # float32 as gensim computes them (np.linalg.norm of float32 rows), so unit rows equal get_vector(norm=True).
+        self.norms: np.ndarray = np.linalg.norm(vectors, axis=1)
+        kv.norms = self.norms
+        with np.errstate(divide="ignore", invalid="ignore"):
+            unit = vectors / self.norms[:, None]
+        # A zero vector has no direction: gensim would produce NaN; it scores 0 against everything here instead.
+        unit[self.norms == 0] = 0.0
+        self.unit: np.ndarray = np.ascontiguousarray(unit, dtype=np.float32)
+        self.unit.setflags(write=False)
+        self.version = "sha256:" + checksum(vectors, self.words)[:16]
+        self.space = f"model:{name}@{self.version}"
+
+    @property
+    def dimension(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @property
+    def size(self) -> int:
+        return int(self.vectors.shape[0])
+
+    def indices(self, words: Sequence[str], field: str | None = None) -> list[int | None]:
+        """Vocabulary index of each word; None for OOV words of a subword model; OUT_OF_VOCABULARY otherwise."""
+        found = [self.index.get(w) for w in words]
+        if not self.has_subwords:
+            missing = [w for w, i in zip(words, found, strict=True) if i is None]
+            if missing:
+                raise out_of_vocabulary(self.name, missing, field)
+        return found
+
+    def vector(self, word: str, index: int | None, *, norm: bool) -> np.ndarray:
+        """The word's vector (unit length with `norm`); subword models build OOV vectors from n-grams."""
+        if index is not None:
+            return self.unit[index] if norm else self.vectors[index]
+        vec = np.asarray(self.kv.get_vector(word, norm=norm), dtype=np.float32)
+        if not np.isfinite(vec).all() or not vec.any():
+            raise out_of_vocabulary(self.name, [word])
+        return vec
+
+    @cache  # noqa: B019 - one entry per (restrict_vocab, case) asked; the space lives as long as the server
+    def case_folded_vocabulary(self, restrict_vocab: int, case_sensitive: bool) -> dict[str, int]:
+        """gensim evaluate_word_analogies' `ok_vocab`: key -> index of its first (most frequent) spelling."""
+        keys = self.words[:restrict_vocab]
+        if case_sensitive:
+            return {k: i for i, k in reversed(list(enumerate(keys)))}
+        return {k.upper(): i for i, k in reversed(list(enumerate(keys)))}
+
+
+def _word2vec(binary: bool, no_header: bool = False) -> Callable[[Path], KeyedVectors]:
+    def load(path: Path) -> KeyedVectors:
+        return KeyedVectors.load_word2vec_format(str(path), binary=binary, no_header=no_header)
+
+    return load
+
+
+def _gensim_native(path: Path) -> KeyedVectors:
+    kv = KeyedVectors.load(str(path), mmap="r")
+    if not isinstance(kv, KeyedVectors):
+        raise ValueError(f"the file holds a {type(kv).__name__}, not KeyedVectors")
+    return kv
+
+
+_LOADERS: dict[WordVectorFormat, Callable[[Path], KeyedVectors]] = {
+    WordVectorFormat.WORD2VEC_TEXT: _word2vec(binary=False),
+    WordVectorFormat.WORD2VEC_BINARY: _word2vec(binary=True),
+    WordVectorFormat.GLOVE: _word2vec(binary=False, no_header=True),
+    WordVectorFormat.FASTTEXT: lambda path: load_facebook_vectors(str(path)),
+    WordVectorFormat.GENSIM: _gensim_native,
+}
+
+
+def load_word_vectors(spec: ModelSpec, data_dir: Path) -> WordVectors:
+    """Read the model a spec names; any failure becomes a one-line ModelLoadError."""
+    if spec.format is WordVectorFormat.MODEL2VEC_DISTILLED:
+        from embedsvc.backends.minilm_static import load_minilm_static
+
+        try:
+            kv, source = load_minilm_static(data_dir)
+            return WordVectors(spec.name, kv, fmt=spec.format, source=source)
+        except Exception as exc:
+            raise ModelLoadError(f"model '{spec.name}': cannot build the embedded default: {_one_line(exc)}") from exc
+    path = spec.path
+    if path is None or not path.is_file():
+        raise ModelLoadError(f"model '{spec.name}': {path}: no such file")
+    try:
+        kv = _LOADERS[spec.format](path)
+        return WordVectors(spec.name, kv, fmt=spec.format, source=str(path))
+    except EmbedsvcError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(
+            f"model '{spec.name}': cannot read {path} as {spec.format.value}: {_one_line(exc)}"
+        ) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -1,0 +1,236 @@
+"""The one frozen Settings object: server options, limits and the models to host.
+
+Built only by `embedsvc.cli` from flags, environment and an optional TOML file (see `Settings.from_config`); nothing
+else reads the environment. Every limit is documented here and in the README's configuration section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+EMBEDDED_WORD_MODEL = "minilm-static"
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the key and the problem in one line."""
+
+
+class ModelKind(StrEnum):
+    WORD_VECTORS = "word-vectors"
+
+
+class WordVectorFormat(StrEnum):
+    WORD2VEC_TEXT = "word2vec-text"
+    WORD2VEC_BINARY = "word2vec-binary"
+    GLOVE = "glove"
+    FASTTEXT = "fasttext"
+    GENSIM = "gensim"
+    # The embedded default: distilled from all-MiniLM-L6-v2 with model2vec and cached under the data directory.
+    MODEL2VEC_DISTILLED = "model2vec"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model to host."""
+
+    name: str
+    kind: ModelKind
+    format: WordVectorFormat
+    # The file to read; None for the embedded default, which is built from an installed package.
+    path: Path | None = None
+    description: str = ""
+    # gensim's native format is a pickle: loading one runs code from the file, so it must be asked for explicitly.
+    allow_pickle: bool = False
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request size limits. Anything over a limit is refused with INVALID_ARGUMENT / LIMIT_EXCEEDED."""
+
+    # Expressions in one Arithmetic call, and words in one NearestWords call.
+    max_expressions: int = 4096
+    # Terms in one expression.
+    max_terms: int = 64
+    # Characters in the text form of one expression.
+    max_expression_chars: int = 4096
+    # Hits per expression or per word (top_n).
+    max_top_n: int = 1000
+    # Words in EmbedWords and DoesntMatch, pairs in Similarity.
+    max_words_per_request: int = 10_000
+    # Characters in one word.
+    max_word_chars: int = 512
+    # Bytes of an analogy file sent to EvaluateAnalogies.
+    max_analogy_bytes: int = 32 * 1024 * 1024
+    # Bytes of one gRPC message, in either direction.
+    max_message_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs to start. Frozen: a running server never changes its settings."""
+
+    host: str = "127.0.0.1"
+    # 0 picks a free port (tests do this).
+    port: int = 50051
+    # Caches and durable state. The CLI defaults it to $XDG_DATA_HOME/embedsvc (~/.local/share/embedsvc).
+    data_dir: Path = Path("embedsvc-data")
+    # Also serve the embedded default models (minilm-static) next to the configured ones.
+    embedded_models: bool = True
+    models: tuple[ModelSpec, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    # gRPC server reflection, for grpcurl and friends.
+    reflection: bool = True
+    # Worker threads answering calls.
+    max_workers: int = 8
+    # Seconds in-flight calls get to finish after SIGTERM.
+    grace_period_s: float = 10.0
+    # "auto" | "cpu" | "cuda:N"; word vectors always run on the CPU (numpy/FAISS).
+    device: str = "auto"
+    log_level: str = "INFO"
+
+    def all_models(self) -> tuple[ModelSpec, ...]:
+        """The configured models, preceded by the embedded defaults unless disabled or overridden by name."""
+        configured = {m.name for m in self.models}
+        embedded = (
+            ModelSpec(
+                name=EMBEDDED_WORD_MODEL,
+                kind=ModelKind.WORD_VECTORS,
+                format=WordVectorFormat.MODEL2VEC_DISTILLED,
+                description="Static word vectors distilled with model2vec from all-MiniLM-L6-v2 (whole words only).",
+            ),
+        )
+        defaults = tuple(m for m in embedded if m.name not in configured) if self.embedded_models else ()
+        return defaults + self.models
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> Settings:
+        """Build Settings from a parsed TOML document; `overrides` (from flags) win over the file.
+
+        Layout: a `[server]` table with the scalar fields above, a `[limits]` table, and `[[models]]` entries.
+        """
+        unknown = set(config) - {"server", "limits", "models"}
+        if unknown:
+            raise ConfigError(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
+        server = _table(config, "server")
+        scalar_fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("models", "limits")}
+        values: dict[str, Any] = {}
+        for key, value in server.items():
+            if key not in scalar_fields:
+                raise ConfigError(f"server.{key}: unknown key")
+            values[key] = _coerce(f"server.{key}", value, cls.__dataclass_fields__[key].default)
+        limits_table = _table(config, "limits")
+        limit_values: dict[str, int] = {}
+        for key, value in limits_table.items():
+            if key not in Limits.__dataclass_fields__:
+                raise ConfigError(f"limits.{key}: unknown key")
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"limits.{key}: must be a positive integer, got {value!r}")
+            limit_values[key] = value
+        models_list = config.get("models", [])
+        if not isinstance(models_list, list):
+            raise ConfigError("models: must be an array of tables ([[models]])")
+        models = tuple(_model_spec(i, entry) for i, entry in enumerate(models_list))
+        names = [m.name for m in models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigError(f"models: duplicate name(s): {', '.join(duplicates)}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "data_dir" in values:
+            values["data_dir"] = Path(values["data_dir"]).expanduser()
+        settings = cls(**values, limits=Limits(**limit_values), models=models)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"server.port: {self.port} is not a TCP port")
+        if self.max_workers < 1:
+            raise ConfigError("server.max_workers: must be at least 1")
+        if self.grace_period_s < 0:
+            raise ConfigError("server.grace_period_s: must not be negative")
+        if not (self.device in ("auto", "cpu") or _is_cuda(self.device)):
+            raise ConfigError(f"server.device: {self.device!r} is not auto, cpu or cuda:N")
+
+
+def _is_cuda(device: str) -> bool:
+    return device.startswith("cuda:") and device[5:].isdigit()
+
+
+def _table(config: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = config.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: must be a table")
+    return value
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+        return value
+    if isinstance(default, Path):
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: must be a path string, got {value!r}")
+        return Path(value).expanduser()
+    if isinstance(default, float):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"{key}: must be a number, got {value!r}")
+        return float(value)
+    if not isinstance(value, type(default)) or isinstance(value, bool):
+        raise ConfigError(f"{key}: must be of type {type(default).__name__}, got {value!r}")
+    return value
+
+
+def _model_spec(i: int, entry: Any) -> ModelSpec:
+    where = f"models[{i}]"
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where}: must be a table")
+    allowed = {"name", "kind", "path", "format", "description", "allow_pickle"}
+    unknown = set(entry) - allowed
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name or len(name) > 128 or not all(c.isalnum() or c in "-_." for c in name):
+        raise ConfigError(f"{where}.name: must be 1-128 characters of letters, digits, '-', '_' or '.', got {name!r}")
+    where = f"models[{i}] ({name})"
+    kind = _enum(f"{where}.kind", ModelKind, entry.get("kind", ModelKind.WORD_VECTORS.value))
+    fmt = _enum(f"{where}.format", WordVectorFormat, entry.get("format"))
+    if fmt is WordVectorFormat.MODEL2VEC_DISTILLED:
+        raise ConfigError(f"{where}.format: 'model2vec' is reserved for the embedded default")
+    path = entry.get("path")
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"{where}.path: a file path is required")
+    allow_pickle = entry.get("allow_pickle", False)
+    if not isinstance(allow_pickle, bool):
+        raise ConfigError(f"{where}.allow_pickle: must be true or false")
+    if fmt is WordVectorFormat.GENSIM and not allow_pickle:
+        raise ConfigError(
+            f"{where}: gensim's native format is a Python pickle, which runs code from the file when loaded; "
+            "set allow_pickle = true only for files you trust, or convert it to word2vec-binary"
+        )
+    description = entry.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(f"{where}.description: must be a string")
+    return ModelSpec(
+        name=name,
+        kind=kind,
+        format=fmt,
+        path=Path(path).expanduser(),
+        description=description,
+        allow_pickle=allow_pickle,
+    )
+
+
+def _enum(key: str, enum: type[E], value: Any) -> E:
+    try:
+        return enum(value)
+    except ValueError:
+        choices = " | ".join(e.value for e in enum if e.value != "model2vec")
+        raise ConfigError(f"{key}: must be one of {choices}, got {value!r}") from None

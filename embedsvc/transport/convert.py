@@ -1,0 +1,144 @@
+"""Pure conversions between protobuf messages and domain objects; no I/O, no grpc."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embedsvc.core import arithmetic
+from embedsvc.core.analogies import AnalogyReport, SectionScore
+from embedsvc.core.expression import Expression, Term, TermKind, check_weight, parse_expression
+from embedsvc.core.registry import ModelInfo, ModelState, Provenance
+from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid
+from embedsvc.settings import Limits, ModelKind
+from embedsvc.v1 import arithmetic_pb2, common_pb2, models_pb2
+
+_METHODS = {
+    arithmetic_pb2.METHOD_UNSPECIFIED: arithmetic.Method.COSADD,
+    arithmetic_pb2.METHOD_COSADD: arithmetic.Method.COSADD,
+    arithmetic_pb2.METHOD_COSMUL: arithmetic.Method.COSMUL,
+}
+_KINDS = {ModelKind.WORD_VECTORS: models_pb2.MODEL_KIND_WORD_VECTORS}
+_STATES = {
+    ModelState.LOADING: models_pb2.MODEL_STATE_LOADING,
+    ModelState.READY: models_pb2.MODEL_STATE_READY,
+    ModelState.FAILED: models_pb2.MODEL_STATE_FAILED,
+}
+# Proto oneof name -> term kind, for the kinds a word model cannot evaluate (refused by the arithmetic engine).
+_OTHER_TERM_KINDS = {
+    "text": TermKind.TEXT,
+    "image": TermKind.IMAGE,
+    "item": TermKind.ITEM,
+    "direction": TermKind.DIRECTION,
+}
+
+
+def method(value: int) -> arithmetic.Method:
+    try:
+        return _METHODS[value]
+    except KeyError:
+        raise invalid("method", f"unknown method {value}") from None
+
+
+def vector(message: common_pb2.Vector, field: str) -> np.ndarray:
+    values = np.asarray(message.values, dtype=np.float32)
+    if not np.isfinite(values).all():
+        raise EmbedsvcError(Reason.NOT_FINITE, "the vector has NaN or infinite components", field=field)
+    return values
+
+
+def vector_message(values: np.ndarray, space: str) -> common_pb2.Vector:
+    return common_pb2.Vector(values=values.tolist(), space=space)
+
+
+def provenance_message(p: Provenance) -> common_pb2.Provenance:
+    return common_pb2.Provenance(model=p.model, model_version=p.model_version, method=p.method, parameters=p.parameters)
+
+
+def model_info_message(info: ModelInfo) -> models_pb2.ModelInfo:
+    return models_pb2.ModelInfo(
+        name=info.name,
+        kind=_KINDS[info.kind],
+        dimension=info.dimension,
+        vocabulary_size=info.vocabulary_size,
+        device=info.device,
+        state=_STATES[info.state],
+        version=info.version,
+        format=info.format,
+        source=info.source,
+        has_subwords=info.has_subwords,
+        description=info.description,
+        space=info.space,
+        error=info.error,
+    )
+
+
+def _term(message: arithmetic_pb2.Term, field: str) -> Term:
+    weight = check_weight(message.weight if message.HasField("weight") else 1.0, field + ".weight")
+    which = message.WhichOneof("value")
+    if which == "word":
+        if not message.word:
+            raise EmbedsvcError(Reason.MISSING_FIELD, "the word is empty", field=field + ".word")
+        return Term(TermKind.WORD, weight, message.word)
+    if which == "vector":
+        values = vector(message.vector, field + ".vector.values")
+        return Term(TermKind.VECTOR, weight, vector=values, space=message.vector.space)
+    if which is None:
+        raise EmbedsvcError(Reason.MISSING_FIELD, "the term has no value", field=field)
+    return Term(_OTHER_TERM_KINDS[which], weight)
+
+
+def expressions(messages: list[arithmetic_pb2.Expression], limits: Limits) -> list[Expression]:
+    check_count("expressions", "expressions", len(messages), limits.max_expressions)
+    result: list[Expression] = []
+    for e, message in enumerate(messages):
+        field = f"expressions[{e}]"
+        if message.text and message.terms:
+            raise invalid(field, "set either text or terms, not both")
+        if message.text:
+            result.append(
+                parse_expression(
+                    message.text,
+                    field_name=field + ".text",
+                    max_chars=limits.max_expression_chars,
+                    max_terms=limits.max_terms,
+                )
+            )
+            continue
+        check_count(field + ".terms", "terms", len(message.terms), limits.max_terms)
+        result.append(Expression(tuple(_term(t, f"{field}.terms[{i}]") for i, t in enumerate(message.terms))))
+    return result
+
+
+def expression_result_message(result: arithmetic.ExpressionResult, space: str) -> arithmetic_pb2.ExpressionResult:
+    message = arithmetic_pb2.ExpressionResult(
+        terms=[
+            arithmetic_pb2.ResolvedTerm(weight=t.weight, word=t.word, kind=t.kind.value, in_vocabulary=t.in_vocabulary)
+            for t in result.terms
+        ],
+        hits=[
+            arithmetic_pb2.ArithmeticHit(
+                word=h.word, score=h.score, is_input=h.is_input, contributions=list(h.contributions)
+            )
+            for h in result.hits
+        ],
+    )
+    if result.query_vector is not None:
+        message.query_vector.CopyFrom(vector_message(result.query_vector, space))
+    return message
+
+
+def _section(score: SectionScore) -> arithmetic_pb2.SectionScore:
+    return arithmetic_pb2.SectionScore(
+        name=score.name, correct=score.correct, incorrect=score.incorrect, accuracy=score.accuracy
+    )
+
+
+def analogy_report_message(report: AnalogyReport, provenance: Provenance) -> arithmetic_pb2.EvaluateAnalogiesResponse:
+    return arithmetic_pb2.EvaluateAnalogiesResponse(
+        sections=[_section(s) for s in report.sections],
+        total=_section(report.total),
+        questions=report.questions,
+        oov_questions=report.oov_questions,
+        skipped_lines=report.skipped_lines,
+        provenance=provenance_message(provenance),
+    )

@@ -1,0 +1,125 @@
+"""The gRPC server: services, health, reflection, interceptors, model loading and graceful shutdown.
+
+The port opens at once; models load on a background thread while health says NOT_SERVING for the services that need
+them, then SERVING. A model that fails to load stops the server with a one-line error (`load_error`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from embedsvc.core.registry import ModelRegistry
+from embedsvc.settings import Settings
+from embedsvc.transport.arithmetic_servicer import ArithmeticServicer
+from embedsvc.transport.interceptors import ErrorInterceptor
+from embedsvc.transport.models_servicer import ModelServicer
+from embedsvc.transport.words_servicer import WordServicer
+from embedsvc.v1 import (
+    arithmetic_pb2,
+    arithmetic_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    words_pb2,
+    words_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+MODEL_SERVICE = models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
+WORD_SERVICE = words_pb2.DESCRIPTOR.services_by_name["WordService"].full_name
+ARITHMETIC_SERVICE = arithmetic_pb2.DESCRIPTOR.services_by_name["ArithmeticService"].full_name
+# Services that answer only once their models are loaded; "" is the whole server.
+MODEL_BOUND_SERVICES = (WORD_SERVICE, ARITHMETIC_SERVICE, "")
+
+
+class Server:
+    """A bound, not yet started server; `start()` opens it and begins loading models."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = ModelRegistry(settings.all_models(), settings.data_dir)
+        self.ready = threading.Event()
+        self.stopped = threading.Event()
+        self.load_error: str | None = None
+        limits = settings.limits
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
+            interceptors=[ErrorInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", limits.max_message_bytes),
+                ("grpc.max_send_message_length", limits.max_message_bytes),
+                # Two servers must never share a port silently.
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.registry), self._grpc)
+        words_pb2_grpc.add_WordServiceServicer_to_server(WordServicer(self.registry, limits), self._grpc)
+        arithmetic_pb2_grpc.add_ArithmeticServiceServicer_to_server(
+            ArithmeticServicer(self.registry, limits), self._grpc
+        )
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        self.health.set(MODEL_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        for name in MODEL_BOUND_SERVICES:
+            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if settings.reflection:
+            names = (MODEL_SERVICE, WORD_SERVICE, ARITHMETIC_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+            reflection.enable_server_reflection(names, self._grpc)
+        address = f"{settings.host}:{settings.port}"
+        try:
+            self.port = self._grpc.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {address}: {exc}") from None
+
+    def start(self) -> None:
+        self._grpc.start()
+        log.info("listening on %s:%d", self.settings.host, self.port)
+        threading.Thread(target=self._load, name="model-loader", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            self.registry.load_all()
+        except Exception as exc:
+            self.load_error = str(exc)
+            log.error("%s", exc)
+            self.stop(0)
+            return
+        for name in MODEL_BOUND_SERVICES:
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("all models ready; serving")
+        self.ready.set()
+
+    def wait_until_ready(self, timeout: float | None = None) -> None:
+        """Block until every model is loaded; raise RuntimeError on a load failure or time-out."""
+        while not self.ready.wait(0.05):
+            if self.load_error is not None:
+                raise RuntimeError(self.load_error)
+            if timeout is not None:
+                timeout -= 0.05
+                if timeout <= 0:
+                    raise TimeoutError("models are still loading")
+
+    def stop(self, grace: float | None = None) -> None:
+        """Health goes NOT_SERVING, new calls are refused, in-flight calls get `grace` seconds to finish."""
+        if self.stopped.is_set():
+            return
+        self.health.enter_graceful_shutdown()
+        grace = self.settings.grace_period_s if grace is None else grace
+        self._grpc.stop(grace).wait()
+        self.stopped.set()
+        log.info("stopped")
+
+    def wait_for_termination(self) -> None:
+        self.stopped.wait()
+
+
+def create_server(settings: Settings) -> tuple[Server, int]:
+    """Build and bind a server (port 0 picks a free one); call `start()` to serve."""
+    server = Server(settings)
+    return server, server.port

@@ -1,0 +1,55 @@
+"""THE table from domain errors to gRPC status codes, and the google.rpc.Status each error travels as."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from embedsvc.errors import EmbedsvcError, Reason
+
+DOMAIN = "embedsvc.v1"
+
+# Why: bad input is INVALID_ARGUMENT (including over-limit requests: AIP-193 keeps RESOURCE_EXHAUSTED for quota and
+# overload); a missing model is NOT_FOUND; a model still loading is UNAVAILABLE because retrying soon succeeds.
+STATUS_CODES: dict[Reason, grpc.StatusCode] = {
+    Reason.MISSING_FIELD: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.INVALID_VALUE: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.LIMIT_EXCEEDED: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.NOT_FINITE: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.OUT_OF_VOCABULARY: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.INVALID_EXPRESSION: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.TERM_KIND_NOT_SUPPORTED: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.DIMENSION_MISMATCH: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.SPACE_MISMATCH: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.INVALID_ANALOGY_FILE: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.MODEL_KIND_MISMATCH: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.MODEL_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Reason.MODEL_NOT_READY: grpc.StatusCode.UNAVAILABLE,
+    Reason.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+INTERNAL_MESSAGE = "internal error; the server log has the details"
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def to_status(error: EmbedsvcError) -> status_pb2.Status:
+    """The google.rpc.Status of a domain error: code, message, ErrorInfo and, with a field, BadRequest."""
+    code = STATUS_CODES[error.reason]
+    metadata = dict(error.metadata)
+    if error.field:
+        metadata["field"] = error.field
+    details = [_pack(error_details_pb2.ErrorInfo(reason=error.reason.value, domain=DOMAIN, metadata=metadata))]
+    if error.field:
+        violation = error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)
+        details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
+    return status_pb2.Status(code=code.value[0], message=error.message, details=details)
+
+
+def internal_status() -> status_pb2.Status:
+    return to_status(EmbedsvcError(Reason.INTERNAL, INTERNAL_MESSAGE))
