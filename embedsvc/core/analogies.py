@@ -108,42 +108,53 @@ def evaluate_analogies(
 ) -> AnalogyReport:
     if restrict_vocab <= 0:
         raise invalid("restrict_vocab", f"restrict_vocab must be positive, got {restrict_vocab}")
-    vocab = space.case_folded_vocabulary(restrict_vocab, case_sensitive)
-    fold = (lambda w: w) if case_sensitive else str.upper
-    correct = [0] * len(analogies.sections)
-    incorrect = [0] * len(analogies.sections)
-    oov = 0
-    asked: list[tuple[int, tuple[str, str, str, str], tuple[int, int, int, int]]] = []
-    for q in analogies.questions:
-        folded = tuple(fold(w) for w in q.words)
-        ids = tuple(vocab.get(w, -1) for w in folded)
-        if min(ids) < 0:
-            oov += 1
-            if dummy4unknown:
-                incorrect[q.section] += 1
-            continue
-        asked.append((q.section, folded, ids))  # type: ignore[arg-type]
+    vocab, canonical = space.folded_vocabulary(restrict_vocab, case_sensitive)
+    fold = _identity if case_sensitive else str.upper
+    n_sections = len(analogies.sections)
+    sections = np.fromiter((q.section for q in analogies.questions), dtype=np.int64, count=len(analogies.questions))
+    ids = np.fromiter(
+        (vocab.get(fold(w), -1) for q in analogies.questions for w in q.words),
+        dtype=np.int64,
+        count=4 * len(analogies.questions),
+    ).reshape(-1, 4)
+    known = (ids >= 0).all(axis=1)
+    oov_per_section = np.bincount(sections[~known], minlength=n_sections)
+    asked_ids, asked_sections = ids[known], sections[known]
     base = space.unit[: min(restrict_vocab, space.size)]
-    for start in range(0, len(asked), _CHUNK):
-        chunk = asked[start : start + _CHUNK]
-        ids = np.asarray([c[2] for c in chunk], dtype=np.int64)
-        labels = _search(space, base, ids, method)
-        for (section, folded, (a, b, c, _)), row in zip(chunk, labels, strict=True):
-            inputs = {a, b, c}
-            sims = [int(i) for i in row if i >= 0 and int(i) not in inputs][:5]
-            ignore = set(folded[:3])
-            predicted = None
-            for i in sims:
-                predicted = fold(space.words[i])
-                if predicted in vocab and predicted not in ignore:
-                    break
-            if predicted == folded[3]:
-                correct[section] += 1
-            else:
-                incorrect[section] += 1
-    scores = tuple(SectionScore(name, correct[i], incorrect[i]) for i, name in enumerate(analogies.sections))
-    total = SectionScore(TOTAL, sum(correct), sum(incorrect))
-    return AnalogyReport(scores, total, len(analogies.questions), oov, analogies.skipped_lines)
+    right = np.zeros(len(asked_ids), dtype=bool)
+    for start in range(0, len(asked_ids), _CHUNK):
+        chunk = asked_ids[start : start + _CHUNK]
+        right[start : start + _CHUNK] = _count(chunk, _search(space, base, chunk, method), canonical)
+    correct = np.bincount(asked_sections[right], minlength=n_sections)
+    incorrect = np.bincount(asked_sections[~right], minlength=n_sections)
+    if dummy4unknown:
+        incorrect = incorrect + oov_per_section
+    scores = tuple(SectionScore(name, int(correct[i]), int(incorrect[i])) for i, name in enumerate(analogies.sections))
+    total = SectionScore(TOTAL, int(correct.sum()), int(incorrect.sum()))
+    return AnalogyReport(scores, total, len(analogies.questions), int((~known).sum()), analogies.skipped_lines)
+
+
+def _identity(word: str) -> str:
+    return word
+
+
+def _count(ids: np.ndarray, labels: np.ndarray, canonical: np.ndarray) -> np.ndarray:
+    """Which questions are right, by gensim's rules, from the top-8 hits of each.
+
+    gensim drops the hits whose index is an input's, keeps 5, predicts the first whose case-folded key is not an
+    input word (or, when none qualifies, the last of the 5), and compares that key with the expected one. Keys are
+    compared as canonical indices: every spelling of a folded key maps to the index of its first spelling.
+    """
+    a, b, c, d = (ids[:, i : i + 1] for i in range(4))
+    kept = (labels >= 0) & (labels != a) & (labels != b) & (labels != c)
+    kept &= np.cumsum(kept, axis=1) <= 5
+    keys = np.where(kept, canonical[np.maximum(labels, 0)], -1)
+    qualifies = kept & (keys != a) & (keys != b) & (keys != c)
+    rows = np.arange(len(ids))
+    first = np.argmax(qualifies, axis=1)
+    last = labels.shape[1] - 1 - np.argmax(kept[:, ::-1], axis=1)
+    predicted = np.where(qualifies.any(axis=1), keys[rows, first], keys[rows, last])
+    return kept.any(axis=1) & (predicted == d[:, 0])
 
 
 def _search(space: WordVectors, base: np.ndarray, ids: np.ndarray, method: Method) -> np.ndarray:

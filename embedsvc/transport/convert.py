@@ -12,7 +12,7 @@ from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid
 from embedsvc.settings import Limits, ModelKind
 from embedsvc.v1 import arithmetic_pb2, common_pb2, models_pb2
 
-_METHODS = {
+_METHODS: dict[int, arithmetic.Method] = {
     arithmetic_pb2.METHOD_UNSPECIFIED: arithmetic.Method.COSADD,
     arithmetic_pb2.METHOD_COSADD: arithmetic.Method.COSADD,
     arithmetic_pb2.METHOD_COSMUL: arithmetic.Method.COSMUL,
@@ -94,6 +94,8 @@ def expressions(messages: list[arithmetic_pb2.Expression], limits: Limits) -> li
         field = f"expressions[{e}]"
         if message.text and message.terms:
             raise invalid(field, "set either text or terms, not both")
+        if not message.text and not message.terms:
+            raise EmbedsvcError(Reason.INVALID_EXPRESSION, "the expression is empty", field=field)
         if message.text:
             result.append(
                 parse_expression(

@@ -27,15 +27,15 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method  # type: ignore[attr-defined]
+        method = handler_call_details.method
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_unary(handler.unary_unary, method))  # type: ignore[attr-defined]
+            return handler._replace(unary_unary=_unary(handler.unary_unary, method))
         if handler.stream_unary is not None:
-            return handler._replace(stream_unary=_unary(handler.stream_unary, method))  # type: ignore[attr-defined]
+            return handler._replace(stream_unary=_unary(handler.stream_unary, method))
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_streaming(handler.unary_stream, method))  # type: ignore[attr-defined]
+            return handler._replace(unary_stream=_streaming(handler.unary_stream, method))
         if handler.stream_stream is not None:
-            return handler._replace(stream_stream=_streaming(handler.stream_stream, method))  # type: ignore[attr-defined]
+            return handler._replace(stream_stream=_streaming(handler.stream_stream, method))
         return handler
 
 
@@ -49,7 +49,7 @@ def _abort(context: grpc.ServicerContext, method: str, exc: Exception, started: 
 
 def _already_aborted(context: grpc.ServicerContext) -> bool:
     # context.abort() raises a bare Exception after setting the code; let it through untouched.
-    return context.code() is not None  # type: ignore[attr-defined]
+    return context.code() is not None
 
 
 def _unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:

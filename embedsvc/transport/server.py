@@ -112,8 +112,8 @@ class Server:
         self.health.enter_graceful_shutdown()
         grace = self.settings.grace_period_s if grace is None else grace
         self._grpc.stop(grace).wait()
-        self.stopped.set()
         log.info("stopped")
+        self.stopped.set()
 
     def wait_for_termination(self) -> None:
         self.stopped.wait()

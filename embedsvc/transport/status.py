@@ -34,7 +34,7 @@ INTERNAL_MESSAGE = "internal error; the server log has the details"
 
 def _pack(message: object) -> any_pb2.Any:
     packed = any_pb2.Any()
-    packed.Pack(message)  # type: ignore[arg-type]
+    packed.Pack(message)
     return packed
 
 

@@ -1,0 +1,134 @@
+"""Shared fixtures: real word-vector files from gensim's test data, a planted model built in code, the embedded
+minilm-static (distilled once per test session), and a real server on port 0 hosting all of them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import gensim
+import numpy as np
+import pytest
+from gensim.models import KeyedVectors
+from gensim.models.fasttext import load_facebook_vectors
+
+from embedsvc.backends.word_vectors import WordVectors, load_word_vectors
+from embedsvc.client import Client
+from embedsvc.settings import ModelKind, ModelSpec, Settings, WordVectorFormat
+from embedsvc.transport.server import Server, create_server
+
+GENSIM_DATA = Path(gensim.__file__).parent / "test" / "test_data"
+QUESTIONS_WORDS = GENSIM_DATA / "questions-words.txt"
+
+# name -> (file in gensim's test data, format): real vectors trained by their authors.
+REAL_FILES = {
+    "glove": ("test_glove.txt", WordVectorFormat.GLOVE),
+    "lee-text": ("lee_fasttext.vec", WordVectorFormat.WORD2VEC_TEXT),
+    "lee-binary": ("euclidean_vectors.bin", WordVectorFormat.WORD2VEC_BINARY),
+    "lee-fasttext": ("lee_fasttext.bin", WordVectorFormat.FASTTEXT),
+}
+
+
+def gensim_reference(name: str) -> KeyedVectors:
+    """The same file loaded by gensim alone, to compare answers with."""
+    file, fmt = REAL_FILES[name]
+    path = str(GENSIM_DATA / file)
+    if fmt is WordVectorFormat.FASTTEXT:
+        return load_facebook_vectors(path)
+    return KeyedVectors.load_word2vec_format(
+        path, binary=fmt is WordVectorFormat.WORD2VEC_BINARY, no_header=fmt is WordVectorFormat.GLOVE
+    )
+
+
+def planted_vectors(seed: int = 7) -> tuple[list[str], np.ndarray]:
+    """Words built from shared latent factors so that analogies hold by construction:
+    king - man + woman = queen, paris - france + italy = rome, and so on, plus random distractors."""
+    rng = np.random.default_rng(seed)
+    dim = 32
+    factor = {n: rng.normal(size=dim) for n in ("royal", "person", "child", "male", "female", "capital", "country")}
+    for c in ("fr", "it", "de"):
+        factor[c] = rng.normal(size=dim)
+    recipes = {
+        "king": ("royal", "male"),
+        "queen": ("royal", "female"),
+        "man": ("person", "male"),
+        "woman": ("person", "female"),
+        "boy": ("child", "male"),
+        "girl": ("child", "female"),
+        "paris": ("capital", "fr"),
+        "france": ("country", "fr"),
+        "rome": ("capital", "it"),
+        "italy": ("country", "it"),
+        "berlin": ("capital", "de"),
+        "germany": ("country", "de"),
+    }
+    words = list(recipes)
+    vectors = [sum(factor[f] for f in fs) + rng.normal(scale=0.05, size=dim) for fs in recipes.values()]
+    for i in range(40):
+        words.append(f"noise{i}")
+        vectors.append(rng.normal(size=dim) * 1.5)
+    return words, np.asarray(vectors, dtype=np.float32)
+
+
+def write_word2vec_text(path: Path, words: list[str], vectors: np.ndarray) -> Path:
+    kv = KeyedVectors(vector_size=vectors.shape[1], count=0, dtype=np.float32)
+    kv.add_vectors(words, vectors)
+    kv.save_word2vec_format(str(path), binary=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def planted_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    words, vectors = planted_vectors()
+    return write_word2vec_text(tmp_path_factory.mktemp("planted") / "planted.txt", words, vectors)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data directory for the session, so minilm-static is distilled only once."""
+    return tmp_path_factory.mktemp("data")
+
+
+def real_specs() -> tuple[ModelSpec, ...]:
+    return tuple(
+        ModelSpec(name=name, kind=ModelKind.WORD_VECTORS, format=fmt, path=GENSIM_DATA / file)
+        for name, (file, fmt) in REAL_FILES.items()
+    )
+
+
+@pytest.fixture(scope="session")
+def minilm(data_dir: Path) -> WordVectors:
+    spec = Settings().all_models()[0]
+    return load_word_vectors(spec, data_dir)
+
+
+@pytest.fixture(scope="session")
+def spaces(planted_file: Path, data_dir: Path) -> dict[str, WordVectors]:
+    specs = (*real_specs(), ModelSpec("planted", ModelKind.WORD_VECTORS, WordVectorFormat.WORD2VEC_TEXT, planted_file))
+    return {s.name: load_word_vectors(s, data_dir) for s in specs}
+
+
+@pytest.fixture(scope="session")
+def server_settings(planted_file: Path, data_dir: Path, minilm: WordVectors) -> Settings:
+    planted = ModelSpec("planted", ModelKind.WORD_VECTORS, WordVectorFormat.WORD2VEC_TEXT, planted_file)
+    return Settings(host="127.0.0.1", port=0, data_dir=data_dir, models=(*real_specs(), planted), grace_period_s=2)
+
+
+@pytest.fixture(scope="session")
+def server(server_settings: Settings) -> Iterator[Server]:
+    srv, _port = create_server(server_settings)
+    srv.start()
+    srv.wait_until_ready(timeout=120)
+    yield srv
+    srv.stop(0)
+
+
+@pytest.fixture(scope="session")
+def target(server: Server) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+@pytest.fixture
+def client(target: str) -> Iterator[Client]:
+    with Client(target, timeout=60) as c:
+        yield c

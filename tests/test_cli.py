@@ -1,0 +1,196 @@
+"""The CLI against a real server: in-process for the commands, as a subprocess for `serve` itself."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from embedsvc.cli import main
+from embedsvc.client import Client
+from tests.conftest import GENSIM_DATA, QUESTIONS_WORDS
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_arith_json_lists_queen_first(capsys, target):
+    code, out, _ = run(capsys, "--target", target, "arith", "--model", "minilm-static", "king - man + woman", "--json")
+    assert code == 0
+    payload = json.loads(out)
+    assert payload["hits"][0] == {"word": "queen", "score": pytest.approx(0.4973, abs=1e-3), "is_input": False}
+    assert payload["provenance"]["model"] == "minilm-static"
+
+
+def test_arith_text_cosmul_and_keep_inputs(capsys, target):
+    code, out, _ = run(
+        capsys,
+        "--target",
+        target,
+        "arith",
+        "--model",
+        "planted",
+        "king - man + woman",
+        "--topn",
+        "2",
+        "--method",
+        "cosmul",
+        "--keep-inputs",
+    )
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 2 and any(line.startswith("queen") for line in lines)
+
+
+def test_models_nearest_embed_similarity_doesnt_match(capsys, target):
+    code, out, _ = run(capsys, "--target", target, "--json", "models")
+    assert code == 0 and "minilm-static" in [m["name"] for m in json.loads(out)["models"]]
+    code, out, _ = run(capsys, "--target", target, "models")
+    assert re.search(r"^minilm-static\s+ready\s+dim 256", out, re.M)
+    code, out, _ = run(capsys, "--target", target, "nearest", "--model", "planted", "king", "--topn", "3")
+    assert code == 0 and len(out.splitlines()) == 3
+    code, out, _ = run(
+        capsys, "--target", target, "embed", "--model", "planted", "--word", "king", "--word", "queen", "--json"
+    )
+    payload = json.loads(out)
+    assert len(payload["vectors"]) == 2 and len(payload["vectors"][0]) == 32
+    assert payload["space"].startswith("model:planted@")
+    code, out, _ = run(capsys, "--target", target, "similarity", "--model", "planted", "king", "queen")
+    assert -1 <= float(out) <= 1
+    code, out, _ = run(
+        capsys, "--target", target, "doesnt-match", "--model", "minilm-static", "breakfast", "cereal", "dinner", "lunch"
+    )
+    assert out.strip() == "cereal"
+
+
+def test_evaluate_analogies_json(capsys, target, minilm):
+    code, out, _ = run(
+        capsys, "--target", target, "evaluate-analogies", "--model", "minilm-static", str(QUESTIONS_WORDS), "--json"
+    )
+    assert code == 0
+    payload = json.loads(out)
+    score, _ = minilm.kv.evaluate_word_analogies(str(QUESTIONS_WORDS))
+    assert payload["total"]["accuracy"] == pytest.approx(score)
+    assert set(payload["total"]) == {"correct", "incorrect", "accuracy"}
+    assert len(payload["sections"]) == 14
+
+
+def test_errors_print_one_line_and_exit_non_zero(capsys, target, tmp_path):
+    code, out, err = run(capsys, "--target", target, "arith", "--model", "minilm-static", "king - zzqxv")
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "OUT_OF_VOCABULARY" in err and "zzqxv" in err
+    code, _, err = run(capsys, "--target", target, "evaluate-analogies", "--model", "planted", str(tmp_path / "no.txt"))
+    assert code == 1 and err.startswith("error: cannot read") and err.count("\n") == 1
+    code, _, err = run(capsys, "--target", "127.0.0.1:1", "models")
+    assert code == 1 and err.startswith("error: cannot reach embedsvc at 127.0.0.1:1")
+
+
+def start_serve(*args, env=None):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "embedsvc", "serve", "--port", "0", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        match = re.search(r"listening on [\d.]+:(\d+)", line)
+        if match:
+            threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
+            return proc, int(match.group(1)), lines
+    proc.kill()
+    raise AssertionError("serve did not start: " + "".join(lines))
+
+
+def test_serve_with_config_then_sigterm_lets_calls_finish(data_dir, tmp_path, minilm):
+    config = tmp_path / "embedsvc.toml"
+    config.write_text(
+        f'[server]\ngrace_period_s = 20\n\n[[models]]\nname = "glove"\nkind = "word-vectors"\n'
+        f'path = "{GENSIM_DATA / "test_glove.txt"}"\nformat = "glove"\n'
+    )
+    proc, port, _lines = start_serve("--config", str(config), "--data-dir", str(data_dir))
+    try:
+        with Client(f"127.0.0.1:{port}") as c:
+            c.wait_until_serving(60)
+            assert [m.name for m in c.list_models()] == ["minilm-static", "glove"]
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "embedsvc",
+                    "--target",
+                    f"127.0.0.1:{port}",
+                    "arith",
+                    "--model",
+                    "minilm-static",
+                    "king - man + woman",
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            assert json.loads(out)["hits"][0]["word"] == "queen"
+            results = []
+            slow = threading.Thread(
+                target=lambda: results.append(c.evaluate_analogies("minilm-static", QUESTIONS_WORDS, method="cosmul"))
+            )
+            slow.start()
+            time.sleep(0.5)  # the call is in flight
+            proc.send_signal(signal.SIGTERM)
+            slow.join(60)
+            assert results and results[0].total.correct > 0  # the in-flight call finished
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+
+
+def test_serve_fails_fast_with_a_one_line_error(tmp_path):
+    bad = tmp_path / "bad.vec"
+    bad.write_text("2 3\nking 1 2 3\nqueen 1 2\n")
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[server]\nembedded_models = false\n\n[[models]]\nname = "w"\npath = "{bad}"\nformat = "word2vec-text"\n'
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "embedsvc",
+            "serve",
+            "--port",
+            "0",
+            "--config",
+            str(config),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: model 'w': cannot read {bad} as word2vec-text: ")
+
+
+def test_serve_rejects_a_bad_config(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[[models]]\nname = "g"\npath = "/x"\nformat = "gensim"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "embedsvc", "serve", "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1 and "allow_pickle" in proc.stderr and proc.stderr.count("\n") == 1

@@ -1,0 +1,74 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from embedsvc.settings import ConfigError, Settings, WordVectorFormat
+
+
+def test_defaults_serve_the_embedded_model():
+    settings = Settings.from_config({})
+    assert [m.name for m in settings.all_models()] == ["minilm-static"]
+    assert Settings(embedded_models=False).all_models() == ()
+
+
+def test_toml_example_from_the_readme():
+    config = tomllib.loads(
+        """
+        [server]
+        port = 6000
+        reflection = false
+
+        [limits]
+        max_top_n = 50
+
+        [[models]]
+        name = "glove"
+        kind = "word-vectors"
+        path = "/data/glove.6B.300d.txt"
+        format = "glove"
+        """
+    )
+    settings = Settings.from_config(config, data_dir="/tmp/x")
+    assert settings.port == 6000 and settings.reflection is False
+    assert settings.limits.max_top_n == 50
+    assert settings.data_dir == Path("/tmp/x")
+    (glove,) = settings.models
+    assert glove.format is WordVectorFormat.GLOVE and glove.path == Path("/data/glove.6B.300d.txt")
+    assert [m.name for m in settings.all_models()] == ["minilm-static", "glove"]
+
+
+def test_flags_override_the_file():
+    settings = Settings.from_config({"server": {"port": 1}}, port=2, host=None)
+    assert settings.port == 2 and settings.host == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"sever": {}}, "unknown top-level"),
+        ({"server": {"prot": 1}}, "server.prot: unknown key"),
+        ({"server": {"port": "80"}}, "server.port: must be of type int"),
+        ({"server": {"port": 70000}}, "not a TCP port"),
+        ({"server": {"device": "tpu"}}, "server.device"),
+        ({"limits": {"max_top_n": 0}}, "limits.max_top_n: must be a positive integer"),
+        ({"models": [{"name": "a", "path": "/x"}]}, "format: must be one of"),
+        ({"models": [{"name": "a b", "format": "glove", "path": "/x"}]}, "models[0].name"),
+        ({"models": [{"name": "a", "format": "glove"}]}, "path: a file path is required"),
+        ({"models": [{"name": "a", "format": "gensim", "path": "/x"}]}, "allow_pickle = true"),
+        ({"models": [{"name": "a", "format": "model2vec", "path": "/x"}]}, "reserved"),
+        ({"models": [{"name": "a", "kind": "vae", "format": "glove", "path": "/x"}]}, "kind: must be one of"),
+        ({"models": [{"name": "a", "format": "glove", "path": "/x", "colour": 1}]}, "unknown key(s): colour"),
+        ({"models": [{"name": "a", "format": "glove", "path": "/x"}] * 2}, "duplicate name(s): a"),
+    ],
+)
+def test_bad_config_names_the_key(config, message):
+    with pytest.raises(ConfigError) as info:
+        Settings.from_config(config)
+    assert message in str(info.value)
+
+
+def test_a_configured_model_can_replace_the_embedded_one():
+    config = {"models": [{"name": "minilm-static", "format": "glove", "path": "/x"}]}
+    (only,) = Settings.from_config(config).all_models()
+    assert only.format is WordVectorFormat.GLOVE
