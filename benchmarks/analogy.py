@@ -25,11 +25,11 @@ import gensim
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _serve import serve  # noqa: E402
+from _serve import serve
 
-from embedsvc.backends.word_vectors import load_word_vectors  # noqa: E402
-from embedsvc.client import Client  # noqa: E402
-from embedsvc.settings import Settings  # noqa: E402
+from embedsvc.backends.word_vectors import load_word_vectors
+from embedsvc.client import Client
+from embedsvc.settings import Settings
 
 QUESTIONS = Path(gensim.__file__).parent / "test" / "test_data" / "questions-words.txt"
 
