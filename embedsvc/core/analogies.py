@@ -172,7 +172,6 @@ def _search(space: WordVectors, base: np.ndarray, ids: np.ndarray, method: Metho
     batch = TermBatch(
         vectors=np.ascontiguousarray(terms, dtype=np.float32),
         weights=np.tile(np.array([1.0, 1.0, -1.0]), n),
-        owner=np.repeat(np.arange(n), 3),
         starts=np.arange(0, 3 * n, 3),
         inputs=[],
         resolved=[],

@@ -33,6 +33,9 @@ from embedsvc.settings import Limits
 _COSMUL_BLOCK_TERMS = 256
 
 
+# Hits per expression when a request leaves top_n at 0 (gensim's default).
+DEFAULT_TOP_N = 10
+
 FieldOf = Callable[[int, int | None], str]
 
 
@@ -49,7 +52,7 @@ class Method(StrEnum):
 @dataclass(frozen=True)
 class Options:
     method: Method = Method.COSADD
-    top_n: int = 10
+    top_n: int = DEFAULT_TOP_N
     restrict_vocab: int = 0  # 0 = the whole vocabulary
     keep_inputs: bool = False
     return_query_vector: bool = False
@@ -106,20 +109,21 @@ def check_options(options: Options, limits: Limits) -> Options:
 
 @dataclass
 class TermBatch:
-    """The resolved terms of a batch, flattened: term t belongs to expression owner[t]."""
+    """The resolved terms of a batch, flattened: expression e owns terms starts[e] to ends()[e]."""
 
     vectors: np.ndarray  # (T, d) float32, unit rows for word terms, raw rows for vector terms
     weights: np.ndarray  # (T,) float64
-    owner: np.ndarray  # (T,) int
     starts: np.ndarray  # (B,) first term of each expression
     inputs: list[set[int]]  # vocabulary indices of each expression's word terms
     resolved: list[tuple[ResolvedTerm, ...]]
+
+    def ends(self) -> np.ndarray:
+        return np.append(self.starts[1:], len(self.weights))
 
 
 def _resolve(space: WordVectors, expressions: Sequence[Expression], field_of: FieldOf) -> TermBatch:
     rows: list[np.ndarray] = []
     weights: list[float] = []
-    owner: list[int] = []
     starts: list[int] = []
     inputs: list[set[int]] = []
     resolved: list[tuple[ResolvedTerm, ...]] = []
@@ -153,7 +157,6 @@ def _resolve(space: WordVectors, expressions: Sequence[Expression], field_of: Fi
                     metadata={"kind": term.kind.value},
                 )
             weights.append(term.weight)
-            owner.append(e)
         if not expr.terms:
             raise EmbedsvcError(
                 Reason.INVALID_EXPRESSION,
@@ -167,7 +170,6 @@ def _resolve(space: WordVectors, expressions: Sequence[Expression], field_of: Fi
     return TermBatch(
         vectors=np.vstack(rows).astype(np.float32, copy=False),
         weights=np.asarray(weights, dtype=np.float64),
-        owner=np.asarray(owner),
         starts=np.asarray(starts),
         inputs=inputs,
         resolved=resolved,
@@ -231,7 +233,7 @@ def cosmul_top(
     k = min(k, base.shape[0])
     scores = np.empty((b, k), np.float32)
     labels = np.empty((b, k), np.int64)
-    ends = np.append(batch.starts[1:], len(batch.owner))
+    ends = batch.ends()
     e = 0
     while e < b:
         # As many expressions as fit in one block of term rows.
@@ -324,7 +326,7 @@ def _contributions(
     if not indices:
         return []
     lo = batch.starts[e]
-    hi = batch.starts[e + 1] if e + 1 < len(batch.starts) else len(batch.owner)
+    hi = batch.ends()[e]
     cos = space.unit[indices].astype(np.float64) @ batch.vectors[lo:hi].astype(np.float64).T  # (hits, terms)
     w = batch.weights[lo:hi]
     if method is Method.COSADD:

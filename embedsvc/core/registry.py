@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -76,7 +75,7 @@ class ModelRegistry:
         }
         self._word_models: dict[str, WordVectors] = {}
 
-    def load_all(self, on_ready: Callable[[str], None] | None = None) -> None:
+    def load_all(self) -> None:
         """Load and warm up every model in configuration order; the first failure is raised (one line)."""
         for name, spec in self._specs.items():
             started = time.monotonic()
@@ -107,8 +106,6 @@ class ModelRegistry:
                 space.version,
                 time.monotonic() - started,
             )
-            if on_ready is not None:
-                on_ready(name)
 
     def infos(self) -> list[ModelInfo]:
         with self._lock:

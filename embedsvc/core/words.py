@@ -26,13 +26,17 @@ class Ranking:
     ranking: tuple[tuple[str, float], ...]  # most central first
 
 
+def check_word(word: str, field: str, limits: Limits) -> None:
+    if not word:
+        raise missing(field, "a non-empty word")
+    if len(word) > limits.max_word_chars:
+        raise limit_exceeded(field, "word length in characters", len(word), limits.max_word_chars)
+
+
 def check_words(words: Sequence[str], field: str, limits: Limits, *, minimum: int = 1) -> None:
     check_count(field, "words", len(words), limits.max_words_per_request, minimum=minimum)
     for i, word in enumerate(words):
-        if not word:
-            raise missing(f"{field}[{i}]", "a non-empty word")
-        if len(word) > limits.max_word_chars:
-            raise limit_exceeded(f"{field}[{i}]", "word length in characters", len(word), limits.max_word_chars)
+        check_word(word, f"{field}[{i}]", limits)
 
 
 def _vectors(space: WordVectors, words: Sequence[str], field: str, *, norm: bool) -> tuple[np.ndarray, list[bool]]:

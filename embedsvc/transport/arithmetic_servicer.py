@@ -12,8 +12,6 @@ from embedsvc.settings import Limits
 from embedsvc.transport import convert
 from embedsvc.v1 import arithmetic_pb2, arithmetic_pb2_grpc
 
-DEFAULT_TOP_N = 10
-
 
 class ArithmeticServicer(arithmetic_pb2_grpc.ArithmeticServiceServicer):
     def __init__(self, registry: ModelRegistry, limits: Limits) -> None:
@@ -27,7 +25,7 @@ class ArithmeticServicer(arithmetic_pb2_grpc.ArithmeticServiceServicer):
         options = arithmetic.check_options(
             arithmetic.Options(
                 method=convert.method(request.method),
-                top_n=request.top_n or DEFAULT_TOP_N,
+                top_n=request.top_n or arithmetic.DEFAULT_TOP_N,
                 restrict_vocab=request.restrict_vocab,
                 keep_inputs=request.keep_inputs,
                 return_query_vector=request.return_query_vector,

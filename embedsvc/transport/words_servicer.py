@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import grpc
 
-from embedsvc.core import words
+from embedsvc.core import arithmetic, words
 from embedsvc.core.registry import ModelRegistry, provenance
 from embedsvc.settings import Limits
 from embedsvc.transport import convert
 from embedsvc.v1 import words_pb2, words_pb2_grpc
-
-DEFAULT_TOP_N = 10
 
 
 class WordServicer(words_pb2_grpc.WordServiceServicer):
@@ -35,7 +33,7 @@ class WordServicer(words_pb2_grpc.WordServiceServicer):
         self, request: words_pb2.NearestWordsRequest, context: grpc.ServicerContext
     ) -> words_pb2.NearestWordsResponse:
         space = self._registry.word_model(request.model)
-        top_n = request.top_n or DEFAULT_TOP_N
+        top_n = request.top_n or arithmetic.DEFAULT_TOP_N
         lists = words.nearest(
             space, list(request.words), self._limits, top_n=top_n, restrict_vocab=request.restrict_vocab
         )

@@ -8,7 +8,7 @@ from embedsvc.v1 import errors_pb2
 
 def test_every_reason_has_a_code_and_a_proto_value():
     assert set(STATUS_CODES) == set(Reason)
-    proto = {n.removeprefix("ERROR_REASON_") for n in errors_pb2.ErrorReason} - {"UNSPECIFIED"}
+    proto = {n.removeprefix("ERROR_REASON_") for n in errors_pb2.ErrorReason.keys()} - {"UNSPECIFIED"}  # noqa: SIM118
     assert proto == {r.value for r in Reason}
 
 
