@@ -10,7 +10,7 @@ metadata from the server's google.rpc.Status details.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,12 +18,15 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 import numpy as np
+from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from embedsvc.v1 import (
     arithmetic_pb2,
     arithmetic_pb2_grpc,
+    collections_pb2,
+    collections_pb2_grpc,
     common_pb2,
     models_pb2,
     models_pb2_grpc,
@@ -38,6 +41,17 @@ _OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 ]
 METHODS = {"cosadd": arithmetic_pb2.METHOD_COSADD, "cosmul": arithmetic_pb2.METHOD_COSMUL}
+METRICS = {
+    "cosine": collections_pb2.METRIC_COSINE,
+    "l2": collections_pb2.METRIC_L2,
+    "ip": collections_pb2.METRIC_INNER_PRODUCT,
+}
+INDEX_KINDS = {
+    "flat": collections_pb2.INDEX_KIND_FLAT,
+    "hnsw": collections_pb2.INDEX_KIND_HNSW,
+    "ivf-flat": collections_pb2.INDEX_KIND_IVF_FLAT,
+    "ivf-pq": collections_pb2.INDEX_KIND_IVF_PQ,
+}
 
 
 @dataclass(frozen=True)
@@ -206,6 +220,85 @@ def _embeddings(response: words_pb2.EmbedWordsResponse) -> Embeddings:
     return Embeddings(vectors, space, list(response.in_vocabulary), _provenance(response.provenance))
 
 
+@dataclass(frozen=True)
+class SearchHit:
+    id: str
+    score: float
+    metadata: dict[str, Any]
+    input: str = ""
+    vector: np.ndarray | None = None
+
+
+def _hit(h: collections_pb2.SearchHit) -> SearchHit:
+    vector = np.asarray(h.vector.values, dtype=np.float32) if h.HasField("vector") else None
+    return SearchHit(h.id, h.score, json_format.MessageToDict(h.metadata), h.input, vector)
+
+
+def _item_dict(item: collections_pb2.Item) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "vector": np.asarray(item.vector.values, dtype=np.float32) if item.HasField("vector") else None,
+        "metadata": json_format.MessageToDict(item.metadata),
+        "input": item.input,
+    }
+
+
+def build_items(
+    ids: Sequence[str],
+    vectors: np.ndarray | None = None,
+    metadata: Sequence[dict[str, Any] | None] | None = None,
+    inputs: Sequence[str] | None = None,
+) -> list[collections_pb2.Item]:
+    """Item messages from parallel lists: ids, an (n, d) array (or None with inputs), metadata dicts, inputs."""
+    items = []
+    rows = np.asarray(vectors, dtype=np.float32) if vectors is not None else None
+    for n, item_id in enumerate(ids):
+        item = collections_pb2.Item(id=item_id, input=inputs[n] if inputs is not None else "")
+        if rows is not None:
+            item.vector.values.extend(rows[n].tolist())
+        if metadata is not None and metadata[n]:
+            item.metadata.update(metadata[n])
+        items.append(item)
+    return items
+
+
+def _query(
+    vector: np.ndarray | SpaceVector | None = None,
+    item_id: str = "",
+    input: str = "",
+    expression: ExpressionLike | None = None,
+) -> collections_pb2.Query:
+    if vector is not None:
+        return collections_pb2.Query(vector=_vector(vector))
+    if item_id:
+        return collections_pb2.Query(item_id=item_id)
+    if input:
+        return collections_pb2.Query(input=input)
+    if expression is not None:
+        return collections_pb2.Query(expression=_expression(expression))
+    raise ValueError("give one of vector, item_id, input or expression")
+
+
+def _search_options(
+    k: int = 10,
+    filter: str = "",
+    exact: bool = False,
+    ef_search: int = 0,
+    nprobe: int = 0,
+    include_vectors: bool = False,
+    include_metadata: bool = True,
+) -> collections_pb2.SearchOptions:
+    return collections_pb2.SearchOptions(
+        k=k,
+        filter=filter,
+        exact=exact,
+        ef_search=ef_search,
+        nprobe=nprobe,
+        include_vectors=include_vectors,
+        include_metadata=include_metadata,
+    )
+
+
 class _Calls:
     """Request builders and response parsers shared by the sync and async clients: (stub, method, request, parse)."""
 
@@ -214,6 +307,54 @@ class _Calls:
         self.words = words_pb2_grpc.WordServiceStub(channel)
         self.arith = arithmetic_pb2_grpc.ArithmeticServiceStub(channel)
         self.health = health_pb2_grpc.HealthStub(channel)
+        self.collections = collections_pb2_grpc.CollectionServiceStub(channel)
+
+    def create_collection(
+        self, name: str, dimension: int, metric: str, index: str, model: str, params: dict[str, int]
+    ) -> tuple[Any, Any, Any]:
+        request = collections_pb2.CreateCollectionRequest(
+            name=name,
+            dimension=dimension,
+            metric=METRICS[metric],
+            index=collections_pb2.IndexSpec(kind=INDEX_KINDS[index], **params),
+            model=model,
+        )
+        return self.collections.CreateCollection, request, lambda r: r.collection
+
+    def get_collection(self, name: str) -> tuple[Any, Any, Any]:
+        request = collections_pb2.GetCollectionRequest(name=name)
+        return self.collections.GetCollection, request, lambda r: r.collection
+
+    def list_collections(self) -> tuple[Any, Any, Any]:
+        request = collections_pb2.ListCollectionsRequest()
+        return self.collections.ListCollections, request, lambda r: list(r.collections)
+
+    def delete_collection(self, name: str) -> tuple[Any, Any, Any]:
+        request = collections_pb2.DeleteCollectionRequest(name=name)
+        return self.collections.DeleteCollection, request, lambda r: None
+
+    def upsert(self, collection: str, items: list[collections_pb2.Item]) -> tuple[Any, Any, Any]:
+        request = collections_pb2.UpsertRequest(collection=collection, items=items)
+        return self.collections.Upsert, request, lambda r: (r.upserted, r.count)
+
+    def delete_items(self, collection: str, ids: Sequence[str]) -> tuple[Any, Any, Any]:
+        request = collections_pb2.DeleteItemsRequest(collection=collection, ids=list(ids))
+        return self.collections.DeleteItems, request, lambda r: (r.deleted, r.missing)
+
+    def get_items(self, collection: str, ids: Sequence[str], include_vectors: bool) -> tuple[Any, Any, Any]:
+        request = collections_pb2.GetItemsRequest(collection=collection, ids=list(ids), include_vectors=include_vectors)
+        return self.collections.GetItems, request, lambda r: ([_item_dict(i) for i in r.items], list(r.missing_ids))
+
+    def search(self, collection: str, query: collections_pb2.Query, options: Any) -> tuple[Any, Any, Any]:
+        request = collections_pb2.SearchRequest(collection=collection, query=query, options=options)
+        return self.collections.Search, request, lambda r: [_hit(h) for h in r.hits]
+
+    def batch_search(self, collection: str, queries: list[Any], options: Any) -> tuple[Any, Any, Any]:
+        request = collections_pb2.BatchSearchRequest(collection=collection, queries=queries, options=options)
+        return self.collections.BatchSearch, request, lambda r: [[_hit(h) for h in lst.hits] for lst in r.results]
+
+    def rebuild(self, name: str) -> tuple[Any, Any, Any]:
+        return self.collections.Rebuild, collections_pb2.RebuildRequest(name=name), lambda r: r.collection
 
     def list_models(self) -> tuple[Callable[..., Any], Any, Callable[[Any], Any]]:
         return self.models.ListModels, models_pb2.ListModelsRequest(), lambda r: list(r.models)
@@ -328,6 +469,123 @@ class Client:
         """ "SERVING", "NOT_SERVING", ... for the whole server ("") or one service."""
         return self._run(self._calls.health_check(service))
 
+    # ---- collections ---------------------------------------------------------------------------------------------
+
+    def create_collection(
+        self,
+        name: str,
+        *,
+        dimension: int = 0,
+        metric: str = "cosine",
+        index: str = "flat",
+        model: str = "",
+        **params: int,
+    ) -> collections_pb2.CollectionInfo:
+        """metric: cosine | l2 | ip; index: flat | hnsw | ivf-flat | ivf-pq; params: m, ef_construction, ef_search,
+        nlist, nprobe, pq_m, pq_bits."""
+        return self._run(self._calls.create_collection(name, dimension, metric, index, model, params))
+
+    def get_collection(self, name: str) -> collections_pb2.CollectionInfo:
+        return self._run(self._calls.get_collection(name))
+
+    def list_collections(self) -> list[collections_pb2.CollectionInfo]:
+        return self._run(self._calls.list_collections())
+
+    def delete_collection(self, name: str) -> None:
+        self._run(self._calls.delete_collection(name))
+
+    def upsert(
+        self,
+        collection: str,
+        ids: Sequence[str],
+        vectors: np.ndarray | None = None,
+        metadata: Sequence[dict[str, Any] | None] | None = None,
+        inputs: Sequence[str] | None = None,
+    ) -> tuple[int, int]:
+        """One atomic batch; returns (upserted, live count)."""
+        return self._run(self._calls.upsert(collection, build_items(ids, vectors, metadata, inputs)))
+
+    def upsert_stream(
+        self,
+        collection: str,
+        ids: Sequence[str],
+        vectors: np.ndarray | None = None,
+        metadata: Sequence[dict[str, Any] | None] | None = None,
+        inputs: Sequence[str] | None = None,
+        *,
+        batch_size: int = 1000,
+        progress: Callable[[int], None] | None = None,
+    ) -> collections_pb2.UpsertStreamResponse:
+        """Bulk load over one stream, `batch_size` items a message; `progress(n)` is called as batches are sent."""
+
+        def messages() -> Iterator[collections_pb2.UpsertStreamRequest]:
+            for start in range(0, len(ids), batch_size):
+                end = min(start + batch_size, len(ids))
+                items = build_items(
+                    ids[start:end],
+                    vectors[start:end] if vectors is not None else None,
+                    metadata[start:end] if metadata is not None else None,
+                    inputs[start:end] if inputs is not None else None,
+                )
+                yield collections_pb2.UpsertStreamRequest(collection=collection, items=items)
+                if progress is not None:
+                    progress(end - start)
+
+        try:
+            response: collections_pb2.UpsertStreamResponse = self._calls.collections.UpsertStream(
+                messages(), timeout=self.timeout
+            )
+            return response
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
+    def delete_items(self, collection: str, ids: Sequence[str]) -> tuple[int, int]:
+        """Returns (deleted, missing)."""
+        return self._run(self._calls.delete_items(collection, ids))
+
+    def get_items(
+        self, collection: str, ids: Sequence[str], *, include_vectors: bool = False
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """Returns (items as dicts with id, vector, metadata, input; the ids not found)."""
+        return self._run(self._calls.get_items(collection, ids, include_vectors))
+
+    def search(
+        self,
+        collection: str,
+        *,
+        vector: np.ndarray | SpaceVector | None = None,
+        item_id: str = "",
+        input: str = "",
+        expression: ExpressionLike | None = None,
+        **options: Any,
+    ) -> list[SearchHit]:
+        """One of vector, item_id, input, expression. Options: k, filter, exact, ef_search, nprobe,
+        include_vectors, include_metadata."""
+        query = _query(vector, item_id, input, expression)
+        return self._run(self._calls.search(collection, query, _search_options(**options)))
+
+    def batch_search(
+        self, collection: str, queries: np.ndarray | Sequence[collections_pb2.Query], **options: Any
+    ) -> list[list[SearchHit]]:
+        """Many queries: an (n, d) array of vectors, or Query messages. Options as for search."""
+        if isinstance(queries, np.ndarray):
+            messages = [collections_pb2.Query(vector=_vector(v)) for v in queries]
+        else:
+            messages = list(queries)
+        return self._run(self._calls.batch_search(collection, messages, _search_options(**options)))
+
+    def rebuild(self, name: str) -> collections_pb2.CollectionInfo:
+        return self._run(self._calls.rebuild(name))
+
+    def export_items(self, collection: str, *, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every item, with its vector and metadata."""
+        request = collections_pb2.ExportItemsRequest(collection=collection, batch_size=batch_size)
+        try:
+            for response in self._calls.collections.ExportItems(request, timeout=self.timeout):
+                yield from (_item_dict(i) for i in response.items)
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+
     def wait_until_serving(self, timeout: float = 120.0, service: str = "") -> None:
         """Poll health until SERVING; raise TimeoutError otherwise."""
         deadline = time.monotonic() + timeout
@@ -394,3 +652,26 @@ class AsyncClient:
 
     async def health(self, service: str = "") -> str:
         return await self._run(self._calls.health_check(service))
+
+    async def upsert(
+        self,
+        collection: str,
+        ids: Sequence[str],
+        vectors: np.ndarray | None = None,
+        metadata: Sequence[dict[str, Any] | None] | None = None,
+        inputs: Sequence[str] | None = None,
+    ) -> tuple[int, int]:
+        return await self._run(self._calls.upsert(collection, build_items(ids, vectors, metadata, inputs)))
+
+    async def search(
+        self,
+        collection: str,
+        *,
+        vector: np.ndarray | SpaceVector | None = None,
+        item_id: str = "",
+        input: str = "",
+        expression: ExpressionLike | None = None,
+        **options: Any,
+    ) -> list[SearchHit]:
+        query = _query(vector, item_id, input, expression)
+        return await self._run(self._calls.search(collection, query, _search_options(**options)))

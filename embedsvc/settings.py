@@ -70,6 +70,20 @@ class Limits:
     max_analogy_bytes: int = 32 * 1024 * 1024
     # Bytes of one gRPC message, in either direction.
     max_message_bytes: int = 64 * 1024 * 1024
+    # Collections: items per Upsert call or UpsertStream message, ids per DeleteItems or GetItems call.
+    max_upsert_items: int = 10_000
+    # Collections: bytes of one item id (UTF-8).
+    max_id_bytes: int = 256
+    # Collections: bytes of one item's metadata as JSON.
+    max_metadata_bytes: int = 64 * 1024
+    # Collections: hits per query (k).
+    max_k: int = 1000
+    # Collections: queries per BatchSearch call.
+    max_queries: int = 1024
+    # Collections: characters of a metadata filter.
+    max_filter_chars: int = 4096
+    # Collections: components of a vector.
+    max_dimension: int = 4096
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,8 @@ class Settings:
     reflection: bool = True
     # Worker threads answering calls.
     max_workers: int = 8
+    # A collection checkpoints (and empties its log) once its log is larger than this many bytes.
+    checkpoint_bytes: int = 256 * 1024 * 1024
     # Seconds in-flight calls get to finish after SIGTERM.
     grace_period_s: float = 10.0
     # "auto" | "cpu" | "cuda:N"; word vectors always run on the CPU (numpy/FAISS).

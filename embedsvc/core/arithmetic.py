@@ -271,6 +271,16 @@ def _weighted_product(factors: np.ndarray, exponents: np.ndarray) -> np.ndarray 
     return np.prod(factors ** exponents.astype(np.float32)[:, None], axis=0)
 
 
+def compose(
+    space: WordVectors, expressions: Sequence[Expression], field_of: FieldOf = expression_field
+) -> tuple[np.ndarray, list[set[str]]]:
+    """The 3CosAdd query vector of each expression (unit length), and the words each one uses."""
+    batch = _resolve(space, expressions, field_of)
+    queries, _ = _cosadd_queries(batch, field_of)
+    words = [{t.word for t in terms if t.kind is TermKind.WORD} for terms in batch.resolved]
+    return queries, words
+
+
 def evaluate(
     space: WordVectors,
     expressions: Sequence[Expression],

@@ -87,11 +87,15 @@ def _term(message: arithmetic_pb2.Term, field: str) -> Term:
     return Term(_OTHER_TERM_KINDS[which], weight)
 
 
-def expressions(messages: list[arithmetic_pb2.Expression], limits: Limits) -> list[Expression]:
+def expressions(
+    messages: list[arithmetic_pb2.Expression], limits: Limits, field: str | None = None
+) -> list[Expression]:
+    """Expressions of a request; `field` names a single expression embedded elsewhere (a search query)."""
     check_count("expressions", "expressions", len(messages), limits.max_expressions)
     result: list[Expression] = []
+    single = field
     for e, message in enumerate(messages):
-        field = f"expressions[{e}]"
+        field = single or f"expressions[{e}]"
         if message.text and message.terms:
             raise invalid(field, "set either text or terms, not both")
         if not message.text and not message.terms:

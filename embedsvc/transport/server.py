@@ -14,15 +14,20 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from embedsvc.core.collections import Collections
 from embedsvc.core.registry import ModelRegistry
+from embedsvc.index.store import CollectionStore
 from embedsvc.settings import Settings
 from embedsvc.transport.arithmetic_servicer import ArithmeticServicer
+from embedsvc.transport.collections_servicer import CollectionServicer
 from embedsvc.transport.interceptors import ErrorInterceptor
 from embedsvc.transport.models_servicer import ModelServicer
 from embedsvc.transport.words_servicer import WordServicer
 from embedsvc.v1 import (
     arithmetic_pb2,
     arithmetic_pb2_grpc,
+    collections_pb2,
+    collections_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
     words_pb2,
@@ -34,8 +39,9 @@ log = logging.getLogger(__name__)
 MODEL_SERVICE = models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 WORD_SERVICE = words_pb2.DESCRIPTOR.services_by_name["WordService"].full_name
 ARITHMETIC_SERVICE = arithmetic_pb2.DESCRIPTOR.services_by_name["ArithmeticService"].full_name
-# Services that answer only once their models are loaded; "" is the whole server.
-MODEL_BOUND_SERVICES = (WORD_SERVICE, ARITHMETIC_SERVICE, "")
+COLLECTION_SERVICE = collections_pb2.DESCRIPTOR.services_by_name["CollectionService"].full_name
+# Services that answer only once models are loaded and collections recovered; "" is the whole server.
+MODEL_BOUND_SERVICES = (WORD_SERVICE, ARITHMETIC_SERVICE, COLLECTION_SERVICE, "")
 
 
 class Server:
@@ -44,6 +50,7 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.registry = ModelRegistry(settings.all_models(), settings.data_dir)
+        self.store = CollectionStore(settings.data_dir, settings.checkpoint_bytes)
         self.ready = threading.Event()
         self.stopped = threading.Event()
         self.load_error: str | None = None
@@ -63,13 +70,23 @@ class Server:
         arithmetic_pb2_grpc.add_ArithmeticServiceServicer_to_server(
             ArithmeticServicer(self.registry, limits), self._grpc
         )
+        collections_pb2_grpc.add_CollectionServiceServicer_to_server(
+            CollectionServicer(Collections(self.store, self.registry, limits)), self._grpc
+        )
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         self.health.set(MODEL_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         for name in MODEL_BOUND_SERVICES:
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         if settings.reflection:
-            names = (MODEL_SERVICE, WORD_SERVICE, ARITHMETIC_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+            names = (
+                MODEL_SERVICE,
+                WORD_SERVICE,
+                ARITHMETIC_SERVICE,
+                COLLECTION_SERVICE,
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            )
             reflection.enable_server_reflection(names, self._grpc)
         address = f"{settings.host}:{settings.port}"
         try:
@@ -85,6 +102,8 @@ class Server:
     def _load(self) -> None:
         try:
             self.registry.load_all()
+            # Collections bound to a model need it loaded; a damaged collection does not stop the others.
+            self.store.recover_all()
         except Exception as exc:
             self.load_error = str(exc)
             log.error("%s", exc)
@@ -92,7 +111,7 @@ class Server:
             return
         for name in MODEL_BOUND_SERVICES:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("all models ready; serving")
+        log.info("all models ready and collections recovered; serving")
         self.ready.set()
 
     def wait_until_ready(self, timeout: float | None = None) -> None:
@@ -112,6 +131,7 @@ class Server:
         self.health.enter_graceful_shutdown()
         grace = self.settings.grace_period_s if grace is None else grace
         self._grpc.stop(grace).wait()
+        self.store.close_all(checkpoint=self.load_error is None)
         log.info("stopped")
         self.stopped.set()
 

@@ -27,6 +27,17 @@ STATUS_CODES: dict[Reason, grpc.StatusCode] = {
     Reason.MODEL_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     Reason.MODEL_NOT_READY: grpc.StatusCode.UNAVAILABLE,
     Reason.INTERNAL: grpc.StatusCode.INTERNAL,
+    Reason.COLLECTION_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Reason.COLLECTION_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    Reason.COLLECTION_NOT_READY: grpc.StatusCode.UNAVAILABLE,
+    Reason.DATA_LOSS: grpc.StatusCode.DATA_LOSS,
+    Reason.INVALID_FILTER: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.INVALID_METADATA: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.DUPLICATE_ID: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.ITEM_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Reason.MODEL_BINDING: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.STORAGE_FULL: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Reason.STORAGE_ERROR: grpc.StatusCode.UNAVAILABLE,
 }
 
 INTERNAL_MESSAGE = "internal error; the server log has the details"

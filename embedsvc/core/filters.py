@@ -1,0 +1,212 @@
+"""Metadata filters: `genre = "jazz" AND year >= 1990 AND NOT tags IN ["live", "demo"]`.
+
+Grammar (keywords case-insensitive):
+    expr    := or
+    or      := and { OR and }
+    and     := unary { AND unary }
+    unary   := NOT unary | "(" expr ")" | compare
+    compare := field ("=" | "!=" | "<" | "<=" | ">" | ">=") value | field IN "[" value { "," value } "]"
+    value   := "string" | number | true | false
+A field is a bare name (letters, digits, '_', '.', '-') or a "quoted" one. On a list field, = and IN match when any
+element matches and != when no element does; < and friends compare numbers with numbers and strings with strings.
+A missing field matches only !=. A filter compiles once into a predicate over an item's metadata dict.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from embedsvc.errors import EmbedsvcError, Reason, limit_exceeded
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+      (?P<string>"(?:[^"\\]|\\.)*")
+    | (?P<number>-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?![\w.])
+    | (?P<op><=|>=|!=|=|<|>)
+    | (?P<punct>[()\[\],])
+    | (?P<name>[A-Za-z_][\w.\-]*)
+    )""",
+    re.VERBOSE,
+)
+_KEYWORDS = {"and", "or", "not", "in", "true", "false"}
+
+
+@dataclass(frozen=True)
+class _Tok:
+    kind: str
+    text: str
+    position: int
+
+
+def _error(message: str, position: int) -> EmbedsvcError:
+    return EmbedsvcError(Reason.INVALID_FILTER, message, field="options.filter", metadata={"position": str(position)})
+
+
+def _tokenize(text: str) -> list[_Tok]:
+    tokens: list[_Tok] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        match = _TOKEN.match(text, pos)
+        if match is None or match.end() == pos:
+            start = len(text) - len(text[pos:].lstrip())
+            raise _error(f"unexpected character {text[start]!r}", start)
+        kind = match.lastgroup or ""
+        value = match.group(kind)
+        start = match.start(kind)
+        if kind == "name" and value.lower() in _KEYWORDS:
+            kind, value = "kw", value.lower()
+        tokens.append(_Tok(kind, value, start))
+        pos = match.end()
+    tokens.append(_Tok("end", "", len(text)))
+    return tokens
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.tokens = _tokenize(text)
+        self.i = 0
+
+    def peek(self) -> _Tok:
+        return self.tokens[self.i]
+
+    def take(self) -> _Tok:
+        tok = self.tokens[self.i]
+        self.i += 1
+        return tok
+
+    def accept(self, kind: str, text: str | None = None) -> bool:
+        tok = self.peek()
+        if tok.kind == kind and (text is None or tok.text == text):
+            self.i += 1
+            return True
+        return False
+
+    def expect(self, kind: str, text: str, what: str) -> None:
+        if not self.accept(kind, text):
+            tok = self.peek()
+            raise _error(f"expected {what}, got {tok.text or 'the end'!r}", tok.position)
+
+    def parse(self) -> Predicate:
+        predicate = self.or_()
+        tok = self.peek()
+        if tok.kind != "end":
+            raise _error(f"unexpected {tok.text!r}", tok.position)
+        return predicate
+
+    def or_(self) -> Predicate:
+        parts = [self.and_()]
+        while self.accept("kw", "or"):
+            parts.append(self.and_())
+        return parts[0] if len(parts) == 1 else (lambda m: any(p(m) for p in parts))
+
+    def and_(self) -> Predicate:
+        parts = [self.unary()]
+        while self.accept("kw", "and"):
+            parts.append(self.unary())
+        return parts[0] if len(parts) == 1 else (lambda m: all(p(m) for p in parts))
+
+    def unary(self) -> Predicate:
+        if self.accept("kw", "not"):
+            inner = self.unary()
+            return lambda m: not inner(m)
+        if self.accept("punct", "("):
+            inner = self.or_()
+            self.expect("punct", ")", "')'")
+            return inner
+        return self.compare()
+
+    def compare(self) -> Predicate:
+        tok = self.take()
+        if tok.kind == "name":
+            field = tok.text
+        elif tok.kind == "string":
+            field = _unquote(tok.text)
+        else:
+            raise _error(f"expected a field name, got {tok.text or 'the end'!r}", tok.position)
+        if self.accept("kw", "in"):
+            self.expect("punct", "[", "'['")
+            values = [self.value()]
+            while self.accept("punct", ","):
+                values.append(self.value())
+            self.expect("punct", "]", "']'")
+            return _membership(field, values)
+        op = self.take()
+        if op.kind != "op":
+            raise _error(f"expected a comparison after {field!r}, got {op.text or 'the end'!r}", op.position)
+        return _comparison(field, op.text, self.value())
+
+    def value(self) -> Any:
+        tok = self.take()
+        if tok.kind == "string":
+            return _unquote(tok.text)
+        if tok.kind == "number":
+            number = float(tok.text)
+            if not math.isfinite(number):
+                raise _error(f"{tok.text} is not a finite number", tok.position)
+            return number
+        if tok.kind == "kw" and tok.text in ("true", "false"):
+            return tok.text == "true"
+        raise _error(f"expected a value, got {tok.text or 'the end'!r}", tok.position)
+
+
+def _unquote(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text[1:-1])
+
+
+def _same_kind(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool)
+    return isinstance(a, str) == isinstance(b, str)
+
+
+def _equal(a: Any, b: Any) -> bool:
+    return _same_kind(a, b) and a == b
+
+
+_ORDER: dict[str, Callable[[Any, Any], bool]] = {
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+def _elements(metadata: Mapping[str, Any], field: str) -> list[Any] | None:
+    if field not in metadata:
+        return None
+    value = metadata[field]
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _comparison(field: str, op: str, value: Any) -> Predicate:
+    if op == "=":
+        return lambda m: any(_equal(e, value) for e in (_elements(m, field) or ()))
+    if op == "!=":
+        return lambda m: not any(_equal(e, value) for e in (_elements(m, field) or ()))
+    if isinstance(value, bool):
+        raise _error(f"{op} needs a number or a string, not {str(value).lower()}", 0)
+    order = _ORDER[op]
+    return lambda m: any(
+        _same_kind(e, value) and not isinstance(e, bool) and order(e, value) for e in (_elements(m, field) or ())
+    )
+
+
+def _membership(field: str, values: list[Any]) -> Predicate:
+    return lambda m: any(_equal(e, v) for e in (_elements(m, field) or ()) for v in values)
+
+
+def compile_filter(text: str, max_chars: int) -> Predicate | None:
+    """The predicate of a filter; None for an empty filter (everything matches)."""
+    if len(text) > max_chars:
+        raise limit_exceeded("options.filter", "filter length in characters", len(text), max_chars)
+    if not text.strip():
+        return None
+    return _Parser(text).parse()

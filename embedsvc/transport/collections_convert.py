@@ -1,0 +1,154 @@
+"""Pure conversions for CollectionService: messages <-> collection domain objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from google.protobuf import json_format, struct_pb2
+
+from embedsvc.core.collections import CollectionInfo, ItemIn, QueryIn, SearchOptions
+from embedsvc.errors import invalid
+from embedsvc.index.collection import Hit, StoredItem
+from embedsvc.index.faiss_index import IndexKind, IndexParams, Metric
+from embedsvc.settings import Limits
+from embedsvc.transport import convert
+from embedsvc.v1 import collections_pb2
+
+METRICS: dict[int, Metric] = {
+    collections_pb2.METRIC_COSINE: Metric.COSINE,
+    collections_pb2.METRIC_L2: Metric.L2,
+    collections_pb2.METRIC_INNER_PRODUCT: Metric.INNER_PRODUCT,
+}
+_METRIC_MESSAGES: dict[Metric, Any] = {v: k for k, v in METRICS.items()}
+KINDS: dict[int, IndexKind] = {
+    collections_pb2.INDEX_KIND_UNSPECIFIED: IndexKind.FLAT,
+    collections_pb2.INDEX_KIND_FLAT: IndexKind.FLAT,
+    collections_pb2.INDEX_KIND_HNSW: IndexKind.HNSW,
+    collections_pb2.INDEX_KIND_IVF_FLAT: IndexKind.IVF_FLAT,
+    collections_pb2.INDEX_KIND_IVF_PQ: IndexKind.IVF_PQ,
+}
+_KIND_MESSAGES: dict[IndexKind, Any] = {v: k for k, v in KINDS.items() if k != collections_pb2.INDEX_KIND_UNSPECIFIED}
+_STATES = {
+    "recovering": collections_pb2.COLLECTION_STATE_RECOVERING,
+    "ready": collections_pb2.COLLECTION_STATE_READY,
+    "data_loss": collections_pb2.COLLECTION_STATE_DATA_LOSS,
+}
+
+
+def metric(value: int) -> Metric | None:
+    if value == collections_pb2.METRIC_UNSPECIFIED:
+        return None
+    if value not in METRICS:
+        raise invalid("metric", f"unknown metric {value}")
+    return METRICS[value]
+
+
+def index_params(spec: collections_pb2.IndexSpec) -> IndexParams:
+    if spec.kind not in KINDS:
+        raise invalid("index.kind", f"unknown index kind {spec.kind}")
+    values = (spec.m, spec.ef_construction, spec.ef_search, spec.nlist, spec.nprobe, spec.pq_m, spec.pq_bits)
+    for name, value in zip(
+        ("m", "ef_construction", "ef_search", "nlist", "nprobe", "pq_m", "pq_bits"), values, strict=True
+    ):
+        if value < 0:
+            raise invalid(f"index.{name}", f"{name} must not be negative")
+    return IndexParams(KINDS[spec.kind], *values)
+
+
+def index_spec(params: IndexParams) -> collections_pb2.IndexSpec:
+    return collections_pb2.IndexSpec(
+        kind=_KIND_MESSAGES[params.kind],
+        m=params.m,
+        ef_construction=params.ef_construction,
+        ef_search=params.ef_search,
+        nlist=params.nlist,
+        nprobe=params.nprobe,
+        pq_m=params.pq_m,
+        pq_bits=params.pq_bits,
+    )
+
+
+def info_message(info: CollectionInfo) -> collections_pb2.CollectionInfo:
+    c = info.config
+    return collections_pb2.CollectionInfo(
+        name=c.name,
+        dimension=c.dimension,
+        metric=_METRIC_MESSAGES[c.metric],
+        index=index_spec(c.index),
+        count=info.count,
+        trained=info.trained,
+        model=c.model,
+        model_version=c.model_version,
+        space=c.space,
+        disk_bytes=info.disk_bytes,
+        memory_bytes=info.memory_bytes,
+        state=_STATES[info.state],
+        error=info.error,
+        tombstones=info.tombstones,
+    )
+
+
+def _struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    if value:
+        message.update(value)
+    return message
+
+
+def items(messages: Any) -> list[ItemIn]:
+    out = []
+    for n, m in enumerate(messages):
+        has_vector = m.HasField("vector") and len(m.vector.values) > 0
+        out.append(
+            ItemIn(
+                id=m.id,
+                vector=convert.vector(m.vector, f"items[{n}].vector") if has_vector else None,
+                input=m.input,
+                metadata=json_format.MessageToDict(m.metadata) if m.HasField("metadata") else None,
+                space=m.vector.space if has_vector else "",
+            )
+        )
+    return out
+
+
+def item_message(item: StoredItem, space: str, *, with_vector: bool) -> collections_pb2.Item:
+    message = collections_pb2.Item(id=item.id, input=item.input, metadata=_struct(item.metadata))
+    if with_vector:
+        message.vector.CopyFrom(convert.vector_message(item.vector, space))
+    return message
+
+
+def query(message: collections_pb2.Query, field: str, limits: Limits) -> QueryIn:
+    which = message.WhichOneof("query")
+    if which == "vector":
+        return QueryIn(vector=convert.vector(message.vector, field + ".vector"), space=message.vector.space)
+    if which == "item_id":
+        return QueryIn(item_id=message.item_id)
+    if which == "input":
+        return QueryIn(input=message.input)
+    if which == "expression":
+        (expression,) = convert.expressions([message.expression], limits, field=field + ".expression")
+        return QueryIn(expression=expression)
+    return QueryIn()
+
+
+def search_options(message: collections_pb2.SearchOptions) -> SearchOptions:
+    return SearchOptions(
+        k=message.k,
+        filter=message.filter,
+        ef_search=message.ef_search,
+        nprobe=message.nprobe,
+        exact=message.exact,
+        include_metadata=message.include_metadata if message.HasField("include_metadata") else True,
+        include_vectors=message.include_vectors,
+    )
+
+
+def hit_message(hit: Hit, space: str) -> collections_pb2.SearchHit:
+    message = collections_pb2.SearchHit(id=hit.id, score=hit.score, input=hit.input)
+    if hit.metadata is not None:
+        message.metadata.CopyFrom(_struct(hit.metadata))
+    if hit.vector is not None:
+        message.vector.CopyFrom(convert.vector_message(np.asarray(hit.vector), space))
+    return message
