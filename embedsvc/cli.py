@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from embedsvc import __version__
 
 DEFAULT_TARGET = "localhost:50051"
@@ -87,6 +89,37 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--case-sensitive", action="store_true")
     ev.add_argument("--dummy4unknown", action="store_true", help="count OOV questions as wrong")
     ev.add_argument("--method", choices=("cosadd", "cosmul"), default="cosadd")
+    col = sub.add_parser("collections", parents=[common], help="create, list, describe and delete collections")
+    col_sub = col.add_subparsers(dest="collections_command", required=True, metavar="ACTION")
+    cc = col_sub.add_parser("create", parents=[common], help="create a collection")
+    cc.add_argument("name")
+    cc.add_argument("--dim", type=int, default=0, help="dimension (not needed with --model)")
+    cc.add_argument("--metric", choices=("cosine", "l2", "ip"), default="cosine")
+    cc.add_argument("--index", choices=("flat", "hnsw", "ivf-flat", "ivf-pq"), default="flat")
+    cc.add_argument("--model", default="", help="bind to a hosted model: items and queries may be words")
+    for flag in ("m", "ef-construction", "ef-search", "nlist", "nprobe", "pq-m", "pq-bits"):
+        cc.add_argument(f"--{flag}", type=int, default=0, help="index parameter (0: the default)")
+    col_sub.add_parser("list", parents=[common], help="list collections")
+    for action in ("info", "delete", "rebuild"):
+        col_sub.add_parser(action, parents=[common], help=f"{action} a collection").add_argument("name")
+
+    up = sub.add_parser("upsert", parents=[common], help="add or replace items from a .npy file")
+    up.add_argument("collection")
+    up.add_argument("--vectors", type=Path, required=True, help="an (n, d) .npy array")
+    up.add_argument("--ids", type=Path, help="a text file, one id a line (default: row numbers 0..n-1)")
+    up.add_argument("--metadata", type=Path, help="a JSONL file, one object a line")
+    up.add_argument("--batch-size", type=int, default=1000)
+
+    se = sub.add_parser("search", parents=[common], help="the items nearest to a query")
+    se.add_argument("collection")
+    query = se.add_mutually_exclusive_group(required=True)
+    query.add_argument("--vector-file", type=Path, help="a .npy file with one vector (or the first row is used)")
+    query.add_argument("--item", help="an item id of the collection")
+    query.add_argument("--word", help="a word, for a collection bound to a word model")
+    query.add_argument("--expr", help='a vector expression, e.g. "king - man + woman" (bound collections)')
+    se.add_argument("-k", type=int, default=10)
+    se.add_argument("--filter", default="", help="e.g. 'genre = \"jazz\" AND year >= 1990'")
+    se.add_argument("--exact", action="store_true", help="exhaustive search whatever the index")
     return p
 
 
@@ -238,6 +271,31 @@ def _command(args: argparse.Namespace) -> int:
             odd, ranking = client.doesnt_match(args.model, args.word)
             payload = {"odd_one_out": odd, "ranking": [{"word": w, "score": s} for w, s in ranking]}
             _print(args, payload, odd)
+        elif args.command == "collections":
+            _collections(args, client)
+        elif args.command == "upsert":
+            return _upsert(args, client)
+        elif args.command == "search":
+            vector = None
+            if args.vector_file is not None:
+                array = np.load(args.vector_file, allow_pickle=False)
+                vector = np.asarray(array, dtype=np.float32).reshape(-1, array.shape[-1])[0]
+            hits = client.search(
+                args.collection,
+                vector=vector,
+                item_id=args.item or "",
+                input=args.word or "",
+                expression=args.expr,
+                k=args.k,
+                filter=args.filter,
+                exact=args.exact,
+            )
+            payload = {"hits": [{"id": h.id, "score": h.score, "metadata": h.metadata} for h in hits]}
+            width = max((len(h.id) for h in hits), default=2)
+            text = "\n".join(
+                f"{h.id:<{width}}  {h.score:.4f}" + (f"  {json.dumps(h.metadata)}" if h.metadata else "") for h in hits
+            )
+            _print(args, payload, text)
         elif args.command == "evaluate-analogies":
             try:
                 data = args.file.read_bytes()
@@ -271,6 +329,79 @@ def _command(args: argparse.Namespace) -> int:
             lines.append(f"{'total':<28} {t.accuracy:6.1%}  ({t.correct}/{t.correct + t.incorrect})")
             lines.append(f"questions {report.questions}, skipped as OOV {report.oov_questions}")
             _print(args, payload, "\n".join(lines))
+    return 0
+
+
+def _info_dict(info: Any) -> dict[str, Any]:
+    from google.protobuf.json_format import MessageToDict
+
+    return MessageToDict(info, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def _info_line(info: Any) -> str:
+    from embedsvc.v1 import collections_pb2
+
+    kind = collections_pb2.IndexKind.Name(info.index.kind).removeprefix("INDEX_KIND_").lower().replace("_", "-")
+    metric = collections_pb2.Metric.Name(info.metric).removeprefix("METRIC_").lower()
+    state = collections_pb2.CollectionState.Name(info.state).removeprefix("COLLECTION_STATE_").lower()
+    bound = f"  model {info.model}" if info.model else ""
+    return f"{info.name:<16} {state:<10} {info.count:>9} items  dim {info.dimension:<5} {metric:<13} {kind}{bound}"
+
+
+def _collections(args: argparse.Namespace, client: Any) -> None:
+    action = args.collections_command
+    if action == "create":
+        params = {
+            name: getattr(args, name)
+            for name in ("m", "ef_construction", "ef_search", "nlist", "nprobe", "pq_m", "pq_bits")
+            if getattr(args, name)
+        }
+        info = client.create_collection(
+            args.name, dimension=args.dim, metric=args.metric, index=args.index, model=args.model, **params
+        )
+        _print(args, _info_dict(info), _info_line(info))
+    elif action == "list":
+        infos = client.list_collections()
+        _print(args, {"collections": [_info_dict(i) for i in infos]}, "\n".join(_info_line(i) for i in infos))
+    elif action == "info":
+        info = client.get_collection(args.name)
+        _print(args, _info_dict(info), json.dumps(_info_dict(info), indent=2))
+    elif action == "rebuild":
+        info = client.rebuild(args.name)
+        _print(args, _info_dict(info), _info_line(info))
+    else:
+        client.delete_collection(args.name)
+        _print(args, {"deleted": args.name}, f"deleted {args.name}")
+
+
+def _upsert(args: argparse.Namespace, client: Any) -> int:
+    from tqdm import tqdm
+
+    try:
+        vectors = np.load(args.vectors, allow_pickle=False)
+        ids = args.ids.read_text(encoding="utf-8").splitlines() if args.ids else [str(i) for i in range(len(vectors))]
+        metadata = (
+            [json.loads(line) for line in args.metadata.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if args.metadata
+            else None
+        )
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot read the input files: {exc}", file=sys.stderr)
+        return 1
+    if vectors.ndim != 2 or len(ids) != len(vectors) or (metadata is not None and len(metadata) != len(vectors)):
+        shape = getattr(vectors, "shape", None)
+        count = len(metadata) if metadata is not None else "-"
+        print(f"error: {shape} vectors, {len(ids)} ids and {count} metadata lines do not match", file=sys.stderr)
+        return 1
+    with tqdm(total=len(ids), unit="item", disable=args.json, file=sys.stderr) as bar:
+        response = client.upsert_stream(
+            args.collection, ids, vectors.astype(np.float32), metadata, batch_size=args.batch_size, progress=bar.update
+        )
+    _print(
+        args,
+        {"upserted": response.upserted, "batches": response.batches, "count": response.count},
+        f"upserted {response.upserted} items in {response.batches} batches; {args.collection} has {response.count}",
+    )
     return 0
 
 

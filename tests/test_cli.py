@@ -194,3 +194,72 @@ def test_serve_rejects_a_bad_config(tmp_path):
         [sys.executable, "-m", "embedsvc", "serve", "--config", str(config)], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 1 and "allow_pickle" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_collections_commands(capsys, target, tmp_path):
+    import numpy as np
+
+    x = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "q.npy", x[5])
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps({"even": i % 2 == 0}) + "\n" for i in range(300)))
+    code, out, _ = run(
+        capsys,
+        "--target",
+        target,
+        "collections",
+        "create",
+        "cli",
+        "--dim",
+        "8",
+        "--metric",
+        "l2",
+        "--index",
+        "ivf-flat",
+        "--nlist",
+        "4",
+    )
+    assert code == 0 and out.startswith("cli ")
+    code, out, err = run(
+        capsys,
+        "--target",
+        target,
+        "upsert",
+        "cli",
+        "--vectors",
+        str(tmp_path / "x.npy"),
+        "--metadata",
+        str(tmp_path / "m.jsonl"),
+        "--batch-size",
+        "100",
+    )
+    assert code == 0 and "upserted 300 items in 3 batches" in out
+    code, out, _ = run(
+        capsys,
+        "--target",
+        target,
+        "search",
+        "cli",
+        "--vector-file",
+        str(tmp_path / "q.npy"),
+        "-k",
+        "3",
+        "--filter",
+        "even = false",
+        "--json",
+    )
+    hits = json.loads(out)["hits"]
+    assert hits[0] == {"id": "5", "score": 0.0, "metadata": {"even": False}} and len(hits) == 3
+    code, out, _ = run(capsys, "--target", target, "--json", "collections", "info", "cli")
+    assert json.loads(out)["count"] == "300" and json.loads(out)["trained"] is True
+    code, out, _ = run(capsys, "--target", target, "collections", "create", "w", "--model", "planted")
+    words = ["king", "queen", "man", "woman"]
+    Client(target).upsert("w", words, inputs=words)
+    code, out, _ = run(capsys, "--target", target, "--json", "search", "w", "--expr", "king - man + woman", "-k", "1")
+    assert json.loads(out)["hits"][0]["id"] == "queen"
+    code, out, _ = run(capsys, "--target", target, "--json", "search", "w", "--word", "king", "-k", "1")
+    assert json.loads(out)["hits"][0]["id"] != "king"
+    code, _, err = run(capsys, "--target", target, "search", "cli", "--item", "nope")
+    assert code == 1 and "ITEM_NOT_FOUND" in err
+    for name in ("cli", "w"):
+        assert run(capsys, "--target", target, "collections", "delete", name)[0] == 0

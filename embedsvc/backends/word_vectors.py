@@ -12,10 +12,12 @@ import logging
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from gensim.models import KeyedVectors
-from gensim.models.fasttext import FastTextKeyedVectors, load_facebook_vectors
+
+if TYPE_CHECKING:  # gensim takes over a second to import; a server without word models never needs it
+    from gensim.models import KeyedVectors
 
 from embedsvc.errors import EmbedsvcError, out_of_vocabulary
 from embedsvc.settings import ModelSpec, WordVectorFormat
@@ -51,6 +53,8 @@ class WordVectors:
         self.kv = kv
         self.format = fmt
         self.source = source
+        from gensim.models.fasttext import FastTextKeyedVectors
+
         self.has_subwords = isinstance(kv, FastTextKeyedVectors)
         self.words: list[str] = kv.index_to_key
         self.index: dict[str, int] = kv.key_to_index
@@ -106,23 +110,33 @@ class WordVectors:
 
 def _word2vec(binary: bool, no_header: bool = False) -> Callable[[Path], KeyedVectors]:
     def load(path: Path) -> KeyedVectors:
+        from gensim.models import KeyedVectors
+
         return KeyedVectors.load_word2vec_format(str(path), binary=binary, no_header=no_header)
 
     return load
 
 
 def _gensim_native(path: Path) -> KeyedVectors:
+    from gensim.models import KeyedVectors
+
     kv = KeyedVectors.load(str(path), mmap="r")
     if not isinstance(kv, KeyedVectors):
         raise ValueError(f"the file holds a {type(kv).__name__}, not KeyedVectors")
     return kv
 
 
+def _fasttext(path: Path) -> KeyedVectors:
+    from gensim.models.fasttext import load_facebook_vectors
+
+    return load_facebook_vectors(str(path))
+
+
 _LOADERS: dict[WordVectorFormat, Callable[[Path], KeyedVectors]] = {
     WordVectorFormat.WORD2VEC_TEXT: _word2vec(binary=False),
     WordVectorFormat.WORD2VEC_BINARY: _word2vec(binary=True),
     WordVectorFormat.GLOVE: _word2vec(binary=False, no_header=True),
-    WordVectorFormat.FASTTEXT: lambda path: load_facebook_vectors(str(path)),
+    WordVectorFormat.FASTTEXT: _fasttext,
     WordVectorFormat.GENSIM: _gensim_native,
 }
 

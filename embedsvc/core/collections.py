@@ -294,6 +294,8 @@ class Collections:
             ef_search=options.ef_search,
             nprobe=options.nprobe,
             exact=options.exact,
+            with_metadata=options.include_metadata,
+            with_vectors=options.include_vectors,
         )
         config = collection.config
         provenance = Provenance(
@@ -333,6 +335,7 @@ class Collections:
                 model = self._bound_model(collection, where + ".input")
                 (index,) = model.indices([query.input], where + ".input")
                 vectors[q] = model.vector(query.input, index, norm=False)
+                exclude[q] = collection.slots_with_inputs({query.input})
             elif query.expression is not None:
                 expressions.append((q, query.expression))
             else:

@@ -60,7 +60,8 @@ class IndexParams:
                 ef_construction=self.ef_construction or 200,
                 ef_search=self.ef_search or 64,
             )
-        ivf = IndexParams(self.kind, nlist=self.nlist or 256, nprobe=self.nprobe or 16)
+        nlist = self.nlist or 256
+        ivf = IndexParams(self.kind, nlist=nlist, nprobe=self.nprobe or min(16, nlist))
         if self.kind is IndexKind.IVF_FLAT:
             return ivf
         pq_m = self.pq_m or next(m for m in (64, 32, 16, 8, 4, 2, 1) if dimension % m == 0)

@@ -1,0 +1,140 @@
+"""Kill a real server with SIGKILL while clients upsert, restart it, and check that nothing acknowledged is lost.
+
+Each client sends atomic batches of items whose vectors derive from the batch tag; a batch counts as acknowledged
+when Upsert returned. After every restart the whole collection is exported and checked: every acknowledged item is
+present with its exact vector and metadata, and every batch is either fully visible or not at all.
+Used by tests/test_crash.py and benchmarks/crash.py.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from embedsvc.client import Client, EmbedsvcClientError
+
+DIM = 16
+BATCH = 20
+COLLECTION = "crash"
+
+
+def batch_vectors(tag: str) -> np.ndarray:
+    return np.random.default_rng(zlib.crc32(tag.encode())).normal(size=(BATCH, DIM)).astype(np.float32)
+
+
+@dataclass
+class Outcome:
+    kills: int = 0
+    acknowledged: dict[str, int] = field(default_factory=dict)  # batch tag -> round
+    lost: list[str] = field(default_factory=list)
+    torn: list[str] = field(default_factory=list)
+
+    @property
+    def acknowledged_items(self) -> int:
+        return BATCH * len(self.acknowledged)
+
+
+def start(data_dir: Path, config: Path) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "embedsvc",
+            "serve",
+            "--port",
+            "0",
+            "--config",
+            str(config),
+            "--data-dir",
+            str(data_dir),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        match = re.search(r"listening on [\d.]+:(\d+)", line)
+        if match:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            return proc, f"127.0.0.1:{match.group(1)}"
+    raise RuntimeError(f"the server exited with {proc.wait()}")
+
+
+def verify(client: Client, outcome: Outcome) -> None:
+    visible: dict[str, dict[str, object]] = {item["id"]: item for item in client.export_items(COLLECTION)}
+    per_batch: dict[str, int] = {}
+    for item_id, item in visible.items():
+        tag = str(item["metadata"]["batch"])
+        per_batch[tag] = per_batch.get(tag, 0) + 1
+        vectors = batch_vectors(tag)
+        i = int(item["metadata"]["i"])
+        if item_id != f"{tag}-{i}" or not np.array_equal(item["vector"], vectors[i]):
+            outcome.torn.append(item_id)
+    outcome.torn.extend(tag for tag, n in per_batch.items() if n != BATCH)
+    for tag in outcome.acknowledged:
+        for i in range(BATCH):
+            if f"{tag}-{i}" not in visible:
+                outcome.lost.append(f"{tag}-{i}")
+
+
+def writer(target: str, round_: int, client_no: int, outcome: Outcome, lock: threading.Lock) -> None:
+    with Client(target, timeout=10) as client:
+        n = 0
+        while True:
+            tag = f"r{round_}c{client_no}b{n}"
+            ids = [f"{tag}-{i}" for i in range(BATCH)]
+            metadata = [{"batch": tag, "i": i, "round": round_} for i in range(BATCH)]
+            try:
+                client.upsert(COLLECTION, ids, batch_vectors(tag), metadata)
+            except EmbedsvcClientError:
+                return  # the server is gone
+            with lock:
+                outcome.acknowledged[tag] = round_
+            n += 1
+
+
+def run(data_dir: Path, kills: int, *, clients: int = 3, seed: int = 0, log=print) -> Outcome:
+    rng = random.Random(seed)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = data_dir / "crash.toml"
+    config.write_text("[server]\nembedded_models = false\n")
+    outcome = Outcome()
+    lock = threading.Lock()
+    for round_ in range(kills + 1):
+        proc, target = start(data_dir, config)
+        try:
+            with Client(target, timeout=30) as client:
+                client.wait_until_serving(60)
+                if round_ == 0 and not client.list_collections():
+                    client.create_collection(COLLECTION, dimension=DIM, metric="cosine")
+                verify(client, outcome)
+            if round_ == kills:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+                break
+            threads = [threading.Thread(target=writer, args=(target, round_, c, outcome, lock)) for c in range(clients)]
+            for t in threads:
+                t.start()
+            time.sleep(rng.uniform(0.2, 1.0))
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+            outcome.kills += 1
+            for t in threads:
+                t.join(30)
+            log(f"kill {outcome.kills}: {len(outcome.acknowledged)} batches acknowledged so far")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(30)
+    return outcome

@@ -1,0 +1,148 @@
+"""CollectionService through a real server: every RPC, bound collections, and bad input as (code, reason)."""
+
+import grpc
+import numpy as np
+import pytest
+
+from embedsvc.client import EmbedsvcClientError
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.fixture
+def vectors_collection(client):
+    name = "vecs"
+    client.create_collection(name, dimension=8, metric="l2", index="hnsw", m=8)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 8)).astype(np.float32)
+    ids = [f"item{i}" for i in range(200)]
+    client.upsert(name, ids, x, [{"even": i % 2 == 0, "i": i, "tags": ["t" + str(i % 3)]} for i in range(200)])
+    yield name, x
+    client.delete_collection(name)
+
+
+def test_lifecycle_and_read_your_writes(client, vectors_collection):
+    name, x = vectors_collection
+    info = client.get_collection(name)
+    assert (info.count, info.dimension, info.index.m, info.index.ef_search, info.space) == (
+        200,
+        8,
+        8,
+        64,
+        "collection:vecs",
+    )
+    assert name in [c.name for c in client.list_collections()]
+    client.upsert(name, ["new"], np.full((1, 8), 9.0, np.float32), [{"fresh": True}])
+    (hit,) = client.search(name, vector=np.full(8, 9.0, np.float32), k=1)
+    assert (hit.id, hit.score, hit.metadata) == ("new", 0.0, {"fresh": True})
+    items, missing = client.get_items(name, ["item3", "nope"], include_vectors=True)
+    np.testing.assert_array_equal(items[0]["vector"], x[3])
+    assert items[0]["metadata"] == {"even": False, "i": 3.0, "tags": ["t0"]} and missing == ["nope"]
+    assert client.delete_items(name, ["new", "nope"]) == (1, 1)
+    assert client.get_collection(name).count == 200
+
+
+def test_search_kinds_filters_and_batch(client, vectors_collection):
+    name, x = vectors_collection
+    hits = client.search(name, item_id="item5", k=3)
+    assert "item5" not in [h.id for h in hits] and len(hits) == 3
+    hits = client.search(name, vector=x[0], k=5, filter='even = true AND tags IN ["t0", "t1"]', exact=True)
+    assert len(hits) == 5 and all(h.metadata["even"] for h in hits) and hits[0].id == "item0"
+    lists = client.batch_search(name, x[:4], k=2, include_vectors=True, include_metadata=False)
+    assert [lst[0].id for lst in lists] == ["item0", "item1", "item2", "item3"]
+    assert lists[0][0].metadata == {} and lists[0][0].vector is not None
+    exported = list(client.export_items(name, batch_size=64))
+    assert len(exported) == 200 and all(e["vector"] is not None for e in exported)
+    info = client.rebuild(name)
+    assert info.count == 200 and info.tombstones == 0
+
+
+def test_stream_upsert(client):
+    client.create_collection("stream", dimension=4, metric="ip")
+    try:
+        x = np.arange(4000, dtype=np.float32).reshape(1000, 4)
+        seen = []
+        response = client.upsert_stream(
+            "stream", [str(i) for i in range(1000)], x, batch_size=300, progress=seen.append
+        )
+        assert (response.upserted, response.batches, response.count) == (1000, 4, 1000)
+        assert sum(seen) == 1000
+    finally:
+        client.delete_collection("stream")
+
+
+def test_bound_collection_of_words(client):
+    client.create_collection("animals", metric="cosine", model="planted")
+    try:
+        words = ["king", "queen", "man", "woman", "paris", "rome", "italy", "france"]
+        client.upsert("animals", words, inputs=words)
+        hits = client.search("animals", expression="king - man + woman", k=2)
+        assert hits[0].id == "queen" and hits[0].input == "queen"
+        assert {"king", "man", "woman"}.isdisjoint(h.id for h in hits)
+        assert client.search("animals", input="paris", k=1)[0].id == "paris"
+        emb = client.embed_words("planted", ["rome"])
+        assert client.search("animals", vector=emb[0], k=1)[0].id == "rome"  # the model's space is the collection's
+        other = client.embed_words("glove", ["the"])
+        with pytest.raises(EmbedsvcClientError) as info:
+            client.search("animals", vector=other[0], k=1)
+        assert info.value.reason in ("SPACE_MISMATCH", "DIMENSION_MISMATCH")
+        with pytest.raises(EmbedsvcClientError) as info:
+            client.upsert("animals", ["x"], inputs=["zzqq"])
+        assert info.value.reason == "OUT_OF_VOCABULARY"
+    finally:
+        client.delete_collection("animals")
+
+
+def err(call):
+    with pytest.raises(EmbedsvcClientError) as info:
+        call()
+    return info.value.code, info.value.reason, info.value.field
+
+
+V8 = np.zeros((1, 8), np.float32)
+BAD = [
+    (
+        "unknown collection",
+        lambda c: c.search("nope", vector=np.zeros(8)),
+        (grpc.StatusCode.NOT_FOUND, "COLLECTION_NOT_FOUND"),
+    ),
+    (
+        "duplicate create",
+        lambda c: c.create_collection("vecs", dimension=8, metric="l2"),
+        (grpc.StatusCode.ALREADY_EXISTS, "COLLECTION_EXISTS"),
+    ),
+    ("bad name", lambda c: c.create_collection("a/b", dimension=8), (INVALID, "INVALID_VALUE")),
+    ("no dimension", lambda c: c.create_collection("d0", metric="l2"), (INVALID, "MISSING_FIELD")),
+    ("bad pq_m", lambda c: c.create_collection("pq", dimension=10, index="ivf-pq", pq_m=3), (INVALID, "INVALID_VALUE")),
+    (
+        "wrong dimension",
+        lambda c: c.upsert("vecs", ["a"], np.zeros((1, 3), np.float32)),
+        (INVALID, "DIMENSION_MISMATCH"),
+    ),
+    ("nan vector", lambda c: c.upsert("vecs", ["a"], np.full((1, 8), np.nan, np.float32)), (INVALID, "NOT_FINITE")),
+    ("inf query", lambda c: c.search("vecs", vector=np.full(8, np.inf)), (INVALID, "NOT_FINITE")),
+    ("empty id", lambda c: c.upsert("vecs", [""], V8), (INVALID, "MISSING_FIELD")),
+    ("long id", lambda c: c.upsert("vecs", ["x" * 300], V8), (INVALID, "LIMIT_EXCEEDED")),
+    ("duplicate id", lambda c: c.upsert("vecs", ["a", "a"], np.zeros((2, 8), np.float32)), (INVALID, "DUPLICATE_ID")),
+    ("nested metadata", lambda c: c.upsert("vecs", ["a"], V8, [{"x": {"y": 1}}]), (INVALID, "INVALID_METADATA")),
+    ("bad filter", lambda c: c.search("vecs", vector=np.zeros(8), filter="i >"), (INVALID, "INVALID_FILTER")),
+    ("k zero", lambda c: c.search("vecs", vector=np.zeros(8), k=-1), (INVALID, "INVALID_VALUE")),
+    ("k over", lambda c: c.search("vecs", vector=np.zeros(8), k=5000), (INVALID, "LIMIT_EXCEEDED")),
+    ("unknown item", lambda c: c.search("vecs", item_id="nope"), (grpc.StatusCode.NOT_FOUND, "ITEM_NOT_FOUND")),
+    ("input unbound", lambda c: c.search("vecs", input="king"), (grpc.StatusCode.FAILED_PRECONDITION, "MODEL_BINDING")),
+    ("no items", lambda c: c.upsert("vecs", []), (INVALID, "MISSING_FIELD")),
+    (
+        "too many",
+        lambda c: c.upsert("vecs", [str(i) for i in range(10_001)], np.zeros((10_001, 8), np.float32)),
+        (INVALID, "LIMIT_EXCEEDED"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "call", "expected"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_leaves_the_collection_unchanged(client, vectors_collection, case, call, expected):
+    name, _ = vectors_collection
+    code, reason, _field = err(lambda: call(client))
+    assert (code, reason) == expected
+    assert client.get_collection(name).count == 200
+    assert client.health("embedsvc.v1.CollectionService") == "SERVING"
