@@ -248,18 +248,17 @@ def build_items(
     vectors: np.ndarray | None = None,
     metadata: Sequence[dict[str, Any] | None] | None = None,
     inputs: Sequence[str] | None = None,
-) -> list[collections_pb2.Item]:
-    """Item messages from parallel lists: ids, an (n, d) array (or None with inputs), metadata dicts, inputs."""
+) -> tuple[list[collections_pb2.Item], bytes]:
+    """Item messages from parallel lists (ids, an (n, d) array or None with inputs, metadata dicts, inputs), and
+    the vectors packed as float32 little-endian for the request's `packed_vectors`."""
     items = []
-    rows = np.asarray(vectors, dtype=np.float32) if vectors is not None else None
     for n, item_id in enumerate(ids):
         item = collections_pb2.Item(id=item_id, input=inputs[n] if inputs is not None else "")
-        if rows is not None:
-            item.vector.values.extend(rows[n].tolist())
         if metadata is not None and metadata[n]:
             item.metadata.update(metadata[n])
         items.append(item)
-    return items
+    packed = b"" if vectors is None else np.ascontiguousarray(vectors, dtype="<f4").tobytes()
+    return items, packed
 
 
 def _query(
@@ -333,8 +332,9 @@ class _Calls:
         request = collections_pb2.DeleteCollectionRequest(name=name)
         return self.collections.DeleteCollection, request, lambda r: None
 
-    def upsert(self, collection: str, items: list[collections_pb2.Item]) -> tuple[Any, Any, Any]:
-        request = collections_pb2.UpsertRequest(collection=collection, items=items)
+    def upsert(self, collection: str, built: tuple[list[collections_pb2.Item], bytes]) -> tuple[Any, Any, Any]:
+        items, packed = built
+        request = collections_pb2.UpsertRequest(collection=collection, items=items, packed_vectors=packed)
         return self.collections.Upsert, request, lambda r: (r.upserted, r.count)
 
     def delete_items(self, collection: str, ids: Sequence[str]) -> tuple[Any, Any, Any]:
@@ -521,13 +521,13 @@ class Client:
         def messages() -> Iterator[collections_pb2.UpsertStreamRequest]:
             for start in range(0, len(ids), batch_size):
                 end = min(start + batch_size, len(ids))
-                items = build_items(
+                items, packed = build_items(
                     ids[start:end],
                     vectors[start:end] if vectors is not None else None,
                     metadata[start:end] if metadata is not None else None,
                     inputs[start:end] if inputs is not None else None,
                 )
-                yield collections_pb2.UpsertStreamRequest(collection=collection, items=items)
+                yield collections_pb2.UpsertStreamRequest(collection=collection, items=items, packed_vectors=packed)
                 if progress is not None:
                     progress(end - start)
 

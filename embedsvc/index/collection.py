@@ -36,8 +36,18 @@ LOG = "wal.log"
 # Above this share of matching items a filtered search asks the ANN index (with the filter as a selector);
 # below it the matching rows are few enough to search exactly.
 _ANN_MIN_SELECTIVITY = 0.05
+# Without a filter, up to this many tombstones are covered by fetching that many extra hits; beyond it, a selector.
+_MAX_OVERFETCH = 1024
 # IVF-PQ fetches this many times k candidates by their PQ codes and re-ranks them with the stored vectors.
 _PQ_RERANK = 4
+
+
+def _fit(array: np.ndarray, width: int, fill: float = 0.0) -> np.ndarray:
+    """`array` with exactly `width` columns: cut, or padded with `fill`."""
+    if array.shape[1] >= width:
+        return array[:, :width].copy()
+    pad = np.full((array.shape[0], width - array.shape[1]), fill, dtype=array.dtype)
+    return np.concatenate([array, pad], axis=1)
 
 
 class State(StrEnum):
@@ -424,12 +434,23 @@ class Collection:
             if want == 0:
                 return [[] for _ in queries], True
             kind = self.config.index.kind
+            dead = n - self.count
             use_exact = (
                 exact
                 or not self._index.trained
                 or (kind is not IndexKind.FLAT and eligible < _ANN_MIN_SELECTIVITY * self.count)
             )
-            if use_exact and kind is not IndexKind.FLAT:
+            if predicate is None and dead <= _MAX_OVERFETCH and not (use_exact and kind is not IndexKind.FLAT):
+                # No selector (FAISS keeps its fast path): fetch enough to cover every tombstone, drop them after.
+                fetch = min(want + dead, n)
+                if kind is IndexKind.IVF_PQ:
+                    fetch = min(_PQ_RERANK * fetch, n)
+                scores, labels = self._index.search(queries, fetch, None, ef_search=ef_search, nprobe=nprobe)
+                scores, labels = self._drop_dead(scores, labels)
+                if kind is IndexKind.IVF_PQ:
+                    scores, labels = self._rerank(queries, labels, want)
+                scores, labels = scores[:, :want], labels[:, :want]
+            elif use_exact or kind is IndexKind.FLAT:
                 scores, labels = self._exact(queries, allowed, want)
             else:
                 # PQ distances are coarse: fetch more candidates and re-rank them with the stored vectors.
@@ -437,9 +458,13 @@ class Collection:
                 scores, labels = self._index.search(queries, fetch, allowed, ef_search=ef_search, nprobe=nprobe)
                 if kind is IndexKind.IVF_PQ:
                     scores, labels = self._rerank(queries, labels, want)
-                short = np.flatnonzero((labels < 0).any(axis=1))
-                if len(short):
-                    scores[short], labels[short] = self._exact(queries[short], allowed, want)
+            short = np.flatnonzero((labels < 0).any(axis=1)) if labels.shape[1] == want else np.arange(len(queries))
+            if len(short):
+                # An approximate search came back short of k eligible items: answer those queries exactly.
+                exact_scores, exact_labels = self._exact(queries[short], allowed, want)
+                scores = _fit(scores, want)
+                labels = _fit(labels, want, fill=-1)
+                scores[short], labels[short] = exact_scores, exact_labels
             results = []
             for q in range(len(queries)):
                 skip = exclude[q] if q < len(exclude) else set()
@@ -456,7 +481,14 @@ class Collection:
                     if s >= 0 and int(s) not in skip
                 ]
                 results.append(hits[:k])
-            return results, use_exact or kind is IndexKind.FLAT
+            return results, bool(use_exact or kind is IndexKind.FLAT)
+
+    def _drop_dead(self, scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Move tombstoned hits to the end of each row, as -1 labels."""
+        live = (labels >= 0) & self._live[np.maximum(labels, 0)]
+        order = np.argsort(~live, axis=1, kind="stable")
+        labels = np.where(np.take_along_axis(live, order, 1), np.take_along_axis(labels, order, 1), -1)
+        return np.take_along_axis(scores, order, 1), labels
 
     def _rerank(self, queries: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores of each query's candidates, best k first; -1 labels stay last."""

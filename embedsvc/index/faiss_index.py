@@ -19,6 +19,17 @@ import numpy as np
 _faiss: Any = faiss
 
 
+# Query batches at least this large use FAISS's BLAS path. This FAISS build defaults to 128,000, which sends every
+# batch below that through a scalar path about ten times slower (measured: 250 queries of 256 dims over 100k vectors
+# took 1.3 s instead of 0.12 s). FAISS's own historical default is 20.
+BLAS_THRESHOLD = 20
+
+
+def configure_faiss() -> None:
+    """Process-wide FAISS settings for serving; called once when a server is built."""
+    faiss.cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
+
+
 class Metric(StrEnum):
     COSINE = "cosine"
     L2 = "l2"
@@ -146,11 +157,16 @@ class VectorIndex:
             self.index.add(vectors)
 
     def search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray, *, ef_search: int = 0, nprobe: int = 0
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None, *, ef_search: int = 0, nprobe: int = 0
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top k among the allowed slots (a bool mask over slots); labels -1 where there are fewer."""
-        bitmap = np.packbits(allowed, bitorder="little")
-        selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
+        """Top k among the allowed slots (a bool mask over slots, or None for all); labels -1 where there are fewer.
+
+        A selector takes FAISS's flat search off its BLAS path, so pass None whenever every slot may be returned.
+        """
+        bitmap = selector = None
+        if allowed is not None:
+            bitmap = np.packbits(allowed, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
         if self.params.kind is IndexKind.HNSW:
             params: Any = _faiss.SearchParametersHNSW(efSearch=max(ef_search or self.params.ef_search, k), sel=selector)
         elif self.params.is_ivf:

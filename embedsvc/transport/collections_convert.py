@@ -8,7 +8,7 @@ import numpy as np
 from google.protobuf import json_format, struct_pb2
 
 from embedsvc.core.collections import CollectionInfo, ItemIn, QueryIn, SearchOptions
-from embedsvc.errors import invalid
+from embedsvc.errors import EmbedsvcError, Reason, invalid
 from embedsvc.index.collection import Hit, StoredItem
 from embedsvc.index.faiss_index import IndexKind, IndexParams, Metric
 from embedsvc.settings import Limits
@@ -96,14 +96,31 @@ def _struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
     return message
 
 
-def items(messages: Any) -> list[ItemIn]:
+def _packed(data: bytes, count: int) -> np.ndarray:
+    if count == 0 or len(data) % (4 * count):
+        raise EmbedsvcError(
+            Reason.DIMENSION_MISMATCH,
+            f"packed_vectors has {len(data)} bytes, not a whole number of float32 rows for {count} items",
+            field="packed_vectors",
+        )
+    return np.frombuffer(data, dtype="<f4").reshape(count, -1).astype(np.float32, copy=False)
+
+
+def items(messages: Any, packed: bytes = b"") -> list[ItemIn]:
+    rows = _packed(packed, len(messages)) if packed else None
     out = []
     for n, m in enumerate(messages):
         has_vector = m.HasField("vector") and len(m.vector.values) > 0
+        if rows is not None and has_vector:
+            raise invalid(f"items[{n}].vector", "set packed_vectors or each item's vector, not both")
+        if rows is not None:
+            vector: np.ndarray | None = rows[n]
+        else:
+            vector = convert.vector(m.vector, f"items[{n}].vector") if has_vector else None
         out.append(
             ItemIn(
                 id=m.id,
-                vector=convert.vector(m.vector, f"items[{n}].vector") if has_vector else None,
+                vector=vector,
                 input=m.input,
                 metadata=json_format.MessageToDict(m.metadata) if m.HasField("metadata") else None,
                 space=m.vector.space if has_vector else "",

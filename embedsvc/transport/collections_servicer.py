@@ -44,7 +44,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
     def Upsert(
         self, request: collections_pb2.UpsertRequest, context: grpc.ServicerContext
     ) -> collections_pb2.UpsertResponse:
-        upserted, count = self._c.upsert(request.collection, cc.items(request.items))
+        upserted, count = self._c.upsert(request.collection, cc.items(request.items, request.packed_vectors))
         return collections_pb2.UpsertResponse(upserted=upserted, count=count)
 
     def UpsertStream(
@@ -63,7 +63,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
                     field="collection",
                 )
             name = request.collection
-            n, count = self._c.upsert(name, cc.items(request.items))
+            n, count = self._c.upsert(name, cc.items(request.items, request.packed_vectors))
             upserted += n
             batches += 1
         return collections_pb2.UpsertStreamResponse(upserted=upserted, batches=batches, count=count)

@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from embedsvc.core.collections import Collections
 from embedsvc.core.registry import ModelRegistry
+from embedsvc.index.faiss_index import configure_faiss
 from embedsvc.index.store import CollectionStore
 from embedsvc.settings import Settings
 from embedsvc.transport.arithmetic_servicer import ArithmeticServicer
@@ -49,6 +50,7 @@ class Server:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        configure_faiss()
         self.registry = ModelRegistry(settings.all_models(), settings.data_dir)
         self.store = CollectionStore(settings.data_dir, settings.checkpoint_bytes)
         self.ready = threading.Event()

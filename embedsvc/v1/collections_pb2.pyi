@@ -162,12 +162,14 @@ class DeleteCollectionResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class UpsertRequest(_message.Message):
-    __slots__ = ("collection", "items")
+    __slots__ = ("collection", "items", "packed_vectors")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_VECTORS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     items: _containers.RepeatedCompositeFieldContainer[Item]
-    def __init__(self, collection: _Optional[str] = ..., items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ...) -> None: ...
+    packed_vectors: bytes
+    def __init__(self, collection: _Optional[str] = ..., items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., packed_vectors: _Optional[bytes] = ...) -> None: ...
 
 class UpsertResponse(_message.Message):
     __slots__ = ("upserted", "count")
@@ -178,12 +180,14 @@ class UpsertResponse(_message.Message):
     def __init__(self, upserted: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class UpsertStreamRequest(_message.Message):
-    __slots__ = ("collection", "items")
+    __slots__ = ("collection", "items", "packed_vectors")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_VECTORS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     items: _containers.RepeatedCompositeFieldContainer[Item]
-    def __init__(self, collection: _Optional[str] = ..., items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ...) -> None: ...
+    packed_vectors: bytes
+    def __init__(self, collection: _Optional[str] = ..., items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., packed_vectors: _Optional[bytes] = ...) -> None: ...
 
 class UpsertStreamResponse(_message.Message):
     __slots__ = ("upserted", "batches", "count")

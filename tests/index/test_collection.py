@@ -181,3 +181,19 @@ def test_torn_tail_is_truncated_at_every_offset(tmp_path):
         assert recovered.state is State.READY and recovered.count == 4, cut
         assert path.stat().st_size == 2 * record  # the torn bytes are gone
         recovered.close()
+
+
+@pytest.mark.parametrize("kind", [IndexKind.FLAT, IndexKind.HNSW])
+def test_search_after_deletes_and_replacements_equals_brute_force(store, kind):
+    collection, x = make(store, "c", 2000, Metric.L2, kind)
+    rng = np.random.default_rng(4)
+    gone = rng.choice(2000, 300, replace=False)
+    collection.delete([str(i) for i in gone])
+    moved = [i for i in range(0, 2000, 7) if i not in set(gone.tolist())][:50]
+    x[moved] += 5.0
+    collection.upsert(Upsert([str(i) for i in moved], x[moved], [{}] * len(moved), [""] * len(moved)))
+    live = np.setdiff1d(np.arange(2000), gone)
+    q = x[live[:20]] + 0.01
+    hits, _ = collection.search(q, 10, exact=kind is not IndexKind.FLAT)
+    order, _ = brute_force(x[live], q, 10, Metric.L2)
+    assert [[int(h.id) for h in r] for r in hits] == live[order].tolist()

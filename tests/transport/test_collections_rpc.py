@@ -79,7 +79,7 @@ def test_bound_collection_of_words(client):
         hits = client.search("animals", expression="king - man + woman", k=2)
         assert hits[0].id == "queen" and hits[0].input == "queen"
         assert {"king", "man", "woman"}.isdisjoint(h.id for h in hits)
-        assert client.search("animals", input="paris", k=1)[0].id == "paris"
+        assert "paris" not in [h.id for h in client.search("animals", input="paris", k=3)]  # like most_similar
         emb = client.embed_words("planted", ["rome"])
         assert client.search("animals", vector=emb[0], k=1)[0].id == "rome"  # the model's space is the collection's
         other = client.embed_words("glove", ["the"])
