@@ -231,7 +231,8 @@ class SearchHit:
 
 def _hit(h: collections_pb2.SearchHit) -> SearchHit:
     vector = np.asarray(h.vector.values, dtype=np.float32) if h.HasField("vector") else None
-    return SearchHit(h.id, h.score, json_format.MessageToDict(h.metadata), h.input, vector)
+    metadata = json_format.MessageToDict(h.metadata) if h.HasField("metadata") else {}
+    return SearchHit(h.id, h.score, metadata, h.input, vector)
 
 
 def _item_dict(item: collections_pb2.Item) -> dict[str, Any]:
