@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -23,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from embedsvc.client import Client, EmbedsvcClientError
+from tests import serve_process
 
 DIM = 16
 BATCH = 20
@@ -43,32 +41,6 @@ class Outcome:
     @property
     def acknowledged_items(self) -> int:
         return BATCH * len(self.acknowledged)
-
-
-def start(data_dir: Path, config: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "embedsvc",
-            "serve",
-            "--port",
-            "0",
-            "--config",
-            str(config),
-            "--data-dir",
-            str(data_dir),
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        match = re.search(r"listening on [\d.]+:(\d+)", line)
-        if match:
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
-            return proc, f"127.0.0.1:{match.group(1)}"
-    raise RuntimeError(f"the server exited with {proc.wait()}")
 
 
 def verify(client: Client, outcome: Outcome) -> None:
@@ -112,7 +84,7 @@ def run(data_dir: Path, kills: int, *, clients: int = 3, seed: int = 0, log=prin
     outcome = Outcome()
     lock = threading.Lock()
     for round_ in range(kills + 1):
-        proc, target = start(data_dir, config)
+        proc, target = serve_process.start("--config", str(config), "--data-dir", str(data_dir))
         try:
             with Client(target, timeout=30) as client:
                 client.wait_until_serving(60)

@@ -1,7 +1,6 @@
 """The CLI against a real server: in-process for the commands, as a subprocess for `serve` itself."""
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -13,6 +12,7 @@ import pytest
 
 from embedsvc.cli import main
 from embedsvc.client import Client
+from tests import serve_process
 from tests.conftest import GENSIM_DATA, QUESTIONS_WORDS
 
 
@@ -93,37 +93,15 @@ def test_errors_print_one_line_and_exit_non_zero(capsys, target, tmp_path):
     assert code == 1 and err.startswith("error: cannot reach embedsvc at 127.0.0.1:1")
 
 
-def start_serve(*args, env=None):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "embedsvc", "serve", "--port", "0", *args],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    lines = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        lines.append(line)
-        match = re.search(r"listening on [\d.]+:(\d+)", line)
-        if match:
-            threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
-            return proc, int(match.group(1)), lines
-    proc.kill()
-    raise AssertionError("serve did not start: " + "".join(lines))
-
-
 def test_serve_with_config_then_sigterm_lets_calls_finish(data_dir, tmp_path, minilm):
     config = tmp_path / "embedsvc.toml"
     config.write_text(
         f'[server]\ngrace_period_s = 20\n\n[[models]]\nname = "glove"\nkind = "word-vectors"\n'
         f'path = "{GENSIM_DATA / "test_glove.txt"}"\nformat = "glove"\n'
     )
-    proc, port, _lines = start_serve("--config", str(config), "--data-dir", str(data_dir))
+    proc, target = serve_process.start("--config", str(config), "--data-dir", str(data_dir))
     try:
-        with Client(f"127.0.0.1:{port}") as c:
+        with Client(target) as c:
             c.wait_until_serving(60)
             assert [m.name for m in c.list_models()] == ["minilm-static", "glove"]
             out = subprocess.run(
@@ -132,7 +110,7 @@ def test_serve_with_config_then_sigterm_lets_calls_finish(data_dir, tmp_path, mi
                     "-m",
                     "embedsvc",
                     "--target",
-                    f"127.0.0.1:{port}",
+                    target,
                     "arith",
                     "--model",
                     "minilm-static",

@@ -21,6 +21,7 @@ import numpy as np
 from gensim.models import KeyedVectors
 
 from embedsvc.backends.word_vectors import checksum as _checksum
+from embedsvc.durable import fsync_dir, fsync_file
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,6 @@ def distill_whole_words() -> tuple[list[str], np.ndarray]:
     return [tokens[i] for i in keep], np.ascontiguousarray(embedding[keep])
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_cache(cache_dir: Path, words: list[str], vectors: np.ndarray) -> None:
     """Write the cache atomically: a temporary sibling directory, fsync'd, then renamed into place."""
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -80,12 +73,11 @@ def write_cache(cache_dir: Path, words: list[str], vectors: np.ndarray) -> None:
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+            fsync_file(f)
         if cache_dir.exists():
             shutil.rmtree(cache_dir)
         os.replace(tmp, cache_dir)
-        _fsync_dir(cache_dir.parent)
+        fsync_dir(cache_dir.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -20,6 +20,7 @@ import numpy as np
 
 from embedsvc.backends.word_vectors import WordVectors
 from embedsvc.core.expression import Expression, TermKind
+from embedsvc.core.vectors import check_vector
 from embedsvc.errors import (
     EmbedsvcError,
     Reason,
@@ -147,7 +148,16 @@ def _resolve(space: WordVectors, expressions: Sequence[Expression], field_of: Fi
                         seen.add(index)
                 terms.append(ResolvedTerm(term.kind, term.weight, term.value, index is not None))
             elif term.kind is TermKind.VECTOR and term.vector is not None:
-                rows.append(_checked_vector(space, term.vector, term.space, field_name))
+                rows.append(
+                    check_vector(
+                        term.vector,
+                        term.space,
+                        space=space.space,
+                        dimension=space.dimension,
+                        owner=f"model '{space.name}'",
+                        field=field_name + ".vector",
+                    )
+                )
                 terms.append(ResolvedTerm(term.kind, term.weight, "", False))
             else:
                 raise EmbedsvcError(
@@ -174,30 +184,6 @@ def _resolve(space: WordVectors, expressions: Sequence[Expression], field_of: Fi
         inputs=inputs,
         resolved=resolved,
     )
-
-
-def _checked_vector(space: WordVectors, vector: np.ndarray, tag: str, field_name: str) -> np.ndarray:
-    if tag and tag != space.space:
-        raise EmbedsvcError(
-            Reason.SPACE_MISMATCH,
-            f"the vector belongs to {tag}, not to {space.space}",
-            field=field_name + ".vector.space",
-            metadata={"expected": space.space, "actual": tag},
-        )
-    if vector.shape != (space.dimension,):
-        raise EmbedsvcError(
-            Reason.DIMENSION_MISMATCH,
-            f"the vector has {vector.size} components; model '{space.name}' has {space.dimension}",
-            field=field_name + ".vector.values",
-            metadata={"expected": str(space.dimension), "actual": str(vector.size)},
-        )
-    if not np.isfinite(vector).all():
-        raise EmbedsvcError(
-            Reason.NOT_FINITE,
-            "the vector has NaN or infinite components",
-            field=field_name,
-        )
-    return vector.astype(np.float32, copy=False)
 
 
 def _cosadd_queries(batch: TermBatch, field_of: FieldOf) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ from embedsvc.core import arithmetic
 from embedsvc.core.expression import Expression
 from embedsvc.core.filters import compile_filter
 from embedsvc.core.registry import ModelRegistry, Provenance
+from embedsvc.core.vectors import check_vector
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
 from embedsvc.index.collection import Collection, CollectionConfig, Hit, StoredItem
 from embedsvc.index.faiss_index import IndexParams, Metric
@@ -199,25 +200,17 @@ class Collections:
             )
         return model
 
-    def _vector(self, collection: Collection, vector: np.ndarray, space: str, field: str) -> np.ndarray:
+    @staticmethod
+    def _vector(collection: Collection, vector: np.ndarray, tag: str, field: str) -> np.ndarray:
         config = collection.config
-        if space and space != config.space:
-            raise EmbedsvcError(
-                Reason.SPACE_MISMATCH,
-                f"the vector belongs to {space}, not to {config.space}",
-                field=field + ".space",
-                metadata={"expected": config.space, "actual": space},
-            )
-        if vector.shape != (config.dimension,):
-            raise EmbedsvcError(
-                Reason.DIMENSION_MISMATCH,
-                f"the vector has {vector.size} components; collection '{config.name}' has {config.dimension}",
-                field=field + ".values",
-                metadata={"expected": str(config.dimension), "actual": str(vector.size)},
-            )
-        if not np.isfinite(vector).all():
-            raise EmbedsvcError(Reason.NOT_FINITE, "the vector has NaN or infinite components", field=field)
-        return vector
+        return check_vector(
+            vector,
+            tag,
+            space=config.space,
+            dimension=config.dimension,
+            owner=f"collection '{config.name}'",
+            field=field,
+        )
 
     def prepare_upsert(self, name: str, items: Sequence[ItemIn]) -> tuple[Collection, Upsert]:
         """Validate and embed a batch; nothing is written until `Collection.upsert`."""

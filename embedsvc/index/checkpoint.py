@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from embedsvc.durable import fsync_dir, fsync_file
+
 PREFIX = "checkpoint-"
 
 
@@ -29,19 +31,6 @@ class Snapshot:
     vectors: np.ndarray  # (n, d) float32
     metadata: list[dict[str, Any]]
     inputs: list[str]
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -81,7 +70,7 @@ def write_checkpoint(directory: Path, snapshot: Snapshot) -> Path:
     }
     (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
     for f in tmp.iterdir():
-        _fsync_file(f)
+        fsync_file(f)
     fsync_dir(tmp)
     if final.exists():
         shutil.rmtree(final)

@@ -1,0 +1,32 @@
+"""Checks on a vector that enters a space (a model's or a collection's): its space tag, its length, its values."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embedsvc.errors import EmbedsvcError, Reason
+
+
+def check_vector(vector: np.ndarray, tag: str, *, space: str, dimension: int, owner: str, field: str) -> np.ndarray:
+    """The vector as float32, or SPACE_MISMATCH / DIMENSION_MISMATCH / NOT_FINITE.
+
+    `field` names the Vector message in the request (its `.space` and `.values` are reported); `owner` is how the
+    space is named in messages, for example "model 'glove'".
+    """
+    if tag and tag != space:
+        raise EmbedsvcError(
+            Reason.SPACE_MISMATCH,
+            f"the vector belongs to {tag}, not to {space}",
+            field=field + ".space",
+            metadata={"expected": space, "actual": tag},
+        )
+    if vector.shape != (dimension,):
+        raise EmbedsvcError(
+            Reason.DIMENSION_MISMATCH,
+            f"the vector has {vector.size} components; {owner} has {dimension}",
+            field=field + ".values",
+            metadata={"expected": str(dimension), "actual": str(vector.size)},
+        )
+    if not np.isfinite(vector).all():
+        raise EmbedsvcError(Reason.NOT_FINITE, "the vector has NaN or infinite components", field=field + ".values")
+    return vector.astype(np.float32, copy=False)
