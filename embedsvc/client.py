@@ -44,8 +44,8 @@ from embedsvc.client_messages import (
     _item_dict,
     _query,
     _search_options,
-    _vector,
     build_items,
+    packed_rows,
 )
 from embedsvc.v1 import (
     arithmetic_pb2,
@@ -135,8 +135,12 @@ class _Calls:
         request = collections_pb2.SearchRequest(collection=collection, query=query, options=options)
         return self.collections.Search, request, lambda r: [_hit(h) for h in r.hits]
 
-    def batch_search(self, collection: str, queries: list[Any], options: Any) -> tuple[Any, Any, Any]:
-        request = collections_pb2.BatchSearchRequest(collection=collection, queries=queries, options=options)
+    def batch_search(self, collection: str, queries: np.ndarray | list[Any], options: Any) -> tuple[Any, Any, Any]:
+        request = collections_pb2.BatchSearchRequest(collection=collection, options=options)
+        if isinstance(queries, np.ndarray):  # one packed float32 matrix: no per-query messages on either side
+            request.packed_queries = packed_rows(queries)
+        else:
+            request.queries.extend(queries)
         return self.collections.BatchSearch, request, lambda r: [[_hit(h) for h in lst.hits] for lst in r.results]
 
     def rebuild(self, name: str) -> tuple[Any, Any, Any]:
@@ -353,12 +357,10 @@ class Client:
     def batch_search(
         self, collection: str, queries: np.ndarray | Sequence[collections_pb2.Query], **options: Any
     ) -> list[list[SearchHit]]:
-        """Many queries: an (n, d) array of vectors, or Query messages. Options as for search."""
-        if isinstance(queries, np.ndarray):
-            messages = [collections_pb2.Query(vector=_vector(v)) for v in queries]
-        else:
-            messages = list(queries)
-        return self._run(self._calls.batch_search(collection, messages, _search_options(**options)))
+        """Many queries: an (n, d) array of vectors (sent packed), or Query messages. Options as for search."""
+        if not isinstance(queries, np.ndarray):
+            queries = list(queries)
+        return self._run(self._calls.batch_search(collection, queries, _search_options(**options)))
 
     def rebuild(self, name: str) -> collections_pb2.CollectionInfo:
         return self._run(self._calls.rebuild(name))

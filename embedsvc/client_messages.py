@@ -234,8 +234,15 @@ def build_items(
         if metadata is not None and metadata[n]:
             item.metadata.update(metadata[n])
         items.append(item)
-    packed = b"" if vectors is None else np.ascontiguousarray(vectors, dtype="<f4").tobytes()
-    return items, packed
+    return items, b"" if vectors is None else packed_rows(vectors)
+
+
+def packed_rows(vectors: np.ndarray) -> bytes:
+    """An (n, d) array as the float32 little-endian, row-major bytes of a `packed_*` field."""
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2:
+        raise ValueError(f"expected an (n, d) array of vectors, got shape {vectors.shape}")
+    return np.ascontiguousarray(vectors, dtype="<f4").tobytes()
 
 
 def _query(

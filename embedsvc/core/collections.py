@@ -50,6 +50,13 @@ class QueryIn:
 
 
 @dataclass(frozen=True)
+class PackedQueries:
+    """Query vectors as one flat float32 array, rows of the collection's dimension (the bulk form of BatchSearch)."""
+
+    values: np.ndarray
+
+
+@dataclass(frozen=True)
 class SearchOptions:
     k: int = DEFAULT_K
     filter: str = ""
@@ -263,12 +270,18 @@ class Collections:
     # ---- search --------------------------------------------------------------------------------------------------
 
     def search(
-        self, name: str, queries: Sequence[QueryIn], options: SearchOptions, *, batch: bool
+        self, name: str, queries: Sequence[QueryIn] | PackedQueries, options: SearchOptions, *, batch: bool
     ) -> tuple[list[list[Hit]], Provenance, Collection]:
         collection = self._collection(name)
         field = "queries" if batch else "query"
+        rows: np.ndarray | None = None
+        listed: Sequence[QueryIn] = ()
+        if isinstance(queries, PackedQueries):
+            rows, field = self._packed_queries(collection, queries), "packed_queries"
+        else:
+            listed = queries
         if batch:
-            check_count("queries", "queries", len(queries), self.limits.max_queries)
+            check_count(field, "queries", len(rows if rows is not None else listed), self.limits.max_queries)
         k = options.k or DEFAULT_K
         if k < 0:
             raise invalid("options.k", f"k must be positive, got {k}")
@@ -278,7 +291,11 @@ class Collections:
             if not 0 <= value <= 65536:
                 raise invalid(f"options.{name_}", f"{name_} must be 0..65536, got {value}")
         predicate = compile_filter(options.filter, self.limits.max_filter_chars)
-        vectors, exclude = self._query_vectors(collection, queries, field, batch)
+        exclude: list[set[int]] = []
+        if rows is not None:
+            vectors = rows
+        else:
+            vectors, exclude = self._query_vectors(collection, listed, field, batch)
         hits, exact = collection.search(
             vectors,
             k,
@@ -300,6 +317,25 @@ class Collections:
             | ({"nprobe": str(options.nprobe)} if options.nprobe else {}),
         )
         return hits, provenance, collection
+
+    @staticmethod
+    def _packed_queries(collection: Collection, packed: PackedQueries) -> np.ndarray:
+        dimension = collection.config.dimension
+        if packed.values.ndim != 1 or packed.values.size % dimension:
+            raise EmbedsvcError(
+                Reason.DIMENSION_MISMATCH,
+                f"packed_queries has {packed.values.size} float32 values, not whole rows of {dimension} "
+                f"(collection '{collection.config.name}')",
+                field="packed_queries",
+                metadata={"expected": str(dimension), "actual": str(packed.values.size)},
+            )
+        rows = packed.values.reshape(-1, dimension)
+        if not np.isfinite(rows).all():
+            bad = int(np.flatnonzero(~np.isfinite(rows).all(axis=1))[0])
+            raise EmbedsvcError(
+                Reason.NOT_FINITE, f"query row {bad} has NaN or infinite components", field="packed_queries"
+            )
+        return rows
 
     def _query_vectors(
         self, collection: Collection, queries: Sequence[QueryIn], field: str, batch: bool

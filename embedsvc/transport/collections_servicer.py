@@ -92,23 +92,22 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
         hits, provenance, collection = self._c.search(
             request.collection, [query], cc.search_options(request.options), batch=False
         )
-        space = collection.config.space
-        return collections_pb2.SearchResponse(
-            hits=[cc.hit_message(h, space) for h in hits[0]], provenance=convert.provenance_message(provenance)
-        )
+        response = collections_pb2.SearchResponse(provenance=convert.provenance_message(provenance))
+        cc.add_hits(response.hits, hits[0], collection.config.space)
+        return response
 
     def BatchSearch(
         self, request: collections_pb2.BatchSearchRequest, context: grpc.ServicerContext
     ) -> collections_pb2.BatchSearchResponse:
-        queries = [cc.query(q, f"queries[{i}]", self._c.limits) for i, q in enumerate(request.queries)]
+        queries = cc.batch_queries(request, self._c.limits)
         lists, provenance, collection = self._c.search(
             request.collection, queries, cc.search_options(request.options), batch=True
         )
+        response = collections_pb2.BatchSearchResponse(provenance=convert.provenance_message(provenance))
         space = collection.config.space
-        return collections_pb2.BatchSearchResponse(
-            results=[collections_pb2.HitList(hits=[cc.hit_message(h, space) for h in hits]) for hits in lists],
-            provenance=convert.provenance_message(provenance),
-        )
+        for hits in lists:
+            cc.add_hits(response.results.add().hits, hits, space)
+        return response
 
     def Rebuild(
         self, request: collections_pb2.RebuildRequest, context: grpc.ServicerContext

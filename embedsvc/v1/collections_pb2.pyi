@@ -296,14 +296,16 @@ class SearchResponse(_message.Message):
     def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
 
 class BatchSearchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "options")
+    __slots__ = ("collection", "queries", "options", "packed_queries")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_QUERIES_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _containers.RepeatedCompositeFieldContainer[Query]
     options: SearchOptions
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ...) -> None: ...
+    packed_queries: bytes
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., packed_queries: _Optional[bytes] = ...) -> None: ...
 
 class HitList(_message.Message):
     __slots__ = ("hits",)

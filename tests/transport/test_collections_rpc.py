@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from embedsvc.client import EmbedsvcClientError
+from embedsvc.v1 import collections_pb2
+from embedsvc.v1.common_pb2 import Vector
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -55,6 +57,33 @@ def test_search_kinds_filters_and_batch(client, vectors_collection):
     assert len(exported) == 200 and all(e["vector"] is not None for e in exported)
     info = client.rebuild(name)
     assert info.count == 200 and info.tombstones == 0
+
+
+def test_packed_batch_equals_query_messages(client, vectors_collection):
+    name, x = vectors_collection
+    rng = np.random.default_rng(1)
+    q = rng.normal(size=(50, 8)).astype(np.float32)
+    packed = client.batch_search(name, q, k=7, exact=True)
+    messages = client.batch_search(
+        name, [collections_pb2.Query(vector=Vector(values=v.tolist())) for v in q], k=7, exact=True
+    )
+    assert [[(h.id, h.score, h.metadata) for h in lst] for lst in packed] == [
+        [(h.id, h.score, h.metadata) for h in lst] for lst in messages
+    ]
+    truth = np.argsort(((x[None, :, :] - q[:, None, :]) ** 2).sum(axis=2), axis=1)[:, :7]
+    assert [[h.id for h in lst] for lst in packed] == [[f"item{i}" for i in row] for row in truth]
+
+
+def test_packed_and_listed_queries_together_are_refused(client, vectors_collection):
+    name, x = vectors_collection
+    request = collections_pb2.BatchSearchRequest(
+        collection=name,
+        queries=[collections_pb2.Query(vector=Vector(values=x[0].tolist()))],
+        packed_queries=x[:1].tobytes(),
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        client._calls.collections.BatchSearch(request)
+    assert info.value.code() == INVALID and "packed_queries" in info.value.details()
 
 
 def test_stream_upsert(client):
@@ -121,6 +150,10 @@ BAD = [
     ),
     ("nan vector", lambda c: c.upsert("vecs", ["a"], np.full((1, 8), np.nan, np.float32)), (INVALID, "NOT_FINITE")),
     ("inf query", lambda c: c.search("vecs", vector=np.full(8, np.inf)), (INVALID, "NOT_FINITE")),
+    ("nan packed", lambda c: c.batch_search("vecs", np.full((3, 8), np.nan, np.float32)), (INVALID, "NOT_FINITE")),
+    ("ragged packed", lambda c: c.batch_search("vecs", np.zeros((3, 3), np.float32)), (INVALID, "DIMENSION_MISMATCH")),
+    ("packed over", lambda c: c.batch_search("vecs", np.zeros((1025, 8), np.float32)), (INVALID, "LIMIT_EXCEEDED")),
+    ("no queries", lambda c: c.batch_search("vecs", []), (INVALID, "MISSING_FIELD")),
     ("empty id", lambda c: c.upsert("vecs", [""], V8), (INVALID, "MISSING_FIELD")),
     ("long id", lambda c: c.upsert("vecs", ["x" * 300], V8), (INVALID, "LIMIT_EXCEEDED")),
     ("duplicate id", lambda c: c.upsert("vecs", ["a", "a"], np.zeros((2, 8), np.float32)), (INVALID, "DUPLICATE_ID")),
