@@ -68,10 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     n.add_argument("word", nargs="+")
     n.add_argument("--topn", type=int, default=10)
 
-    e = sub.add_parser("embed", parents=[common], help="print vectors")
+    e = sub.add_parser("embed", parents=[common], help="print the vectors of words or texts")
     e.add_argument("--model", required=True)
-    e.add_argument("--word", action="append", required=True, help="a word (repeatable)")
+    what = e.add_mutually_exclusive_group(required=True)
+    what.add_argument("--word", action="append", help="a word of a word model (repeatable)")
+    what.add_argument("--text", action="append", help="a text, for a model that embeds texts (repeatable)")
     e.add_argument("--normalize", action="store_true", help="unit-length vectors")
+    e.add_argument(
+        "--long-texts", choices=("truncate", "chunk"), default="truncate", help="texts over the model's max length"
+    )
 
     si = sub.add_parser("similarity", parents=[common], help="cosine similarity of two words")
     si.add_argument("--model", required=True)
@@ -116,10 +121,20 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--vector-file", type=Path, help="a .npy file with one vector (or the first row is used)")
     query.add_argument("--item", help="an item id of the collection")
     query.add_argument("--word", help="a word, for a collection bound to a word model")
+    query.add_argument("--text", help="a text, for a collection bound to a text model")
     query.add_argument("--expr", help='a vector expression, e.g. "king - man + woman" (bound collections)')
     se.add_argument("-k", type=int, default=10)
     se.add_argument("--filter", default="", help="e.g. 'genre = \"jazz\" AND year >= 1990'")
     se.add_argument("--exact", action="store_true", help="exhaustive search whatever the index")
+
+    it = sub.add_parser("index-texts", parents=[common], help="add documents to a collection bound to a text model")
+    it.add_argument("collection")
+    it.add_argument(
+        "file",
+        type=Path,
+        help='one document a line (ids 0..n-1), or JSONL: {"id": ..., "text": ..., "metadata": {...}} a line',
+    )
+    it.add_argument("--batch-size", type=int, default=64, help="documents per stream message")
     return p
 
 
@@ -204,10 +219,7 @@ def _command(args: argparse.Namespace) -> int:
         if args.command == "models":
             models = client.list_models()
             rows = [MessageToDict(m, preserving_proto_field_name=True) for m in models]
-            text = "\n".join(
-                f"{m.name:<16} {models_state(m):<8} dim {m.dimension:<5} vocab {m.vocabulary_size:<8} {m.version}"
-                for m in models
-            )
+            text = "\n".join(f"{m.name:<16} {models_state(m):<8} {_model_line(m)}" for m in models)
             _print(args, {"models": rows}, text)
         elif args.command == "arith":
             result = client.arithmetic(
@@ -251,6 +263,23 @@ def _command(args: argparse.Namespace) -> int:
                 for w, hits in zip(args.word, lists, strict=True)
             )
             _print(args, payload, text)
+        elif args.command == "embed" and args.text:
+            te = client.embed_texts(args.model, args.text, normalize=args.normalize, long_texts=args.long_texts)
+            payload = {
+                "texts": args.text,
+                "vectors": te.vectors.tolist(),
+                "truncated": te.truncated,
+                "token_counts": te.token_counts,
+                "space": te.space,
+                "provenance": _provenance(te.provenance),
+            }
+            text = "\n".join(
+                f"{_clip(t, 30)}\t" + " ".join(f"{x:.6f}" for x in v)
+                for t, v in zip(args.text, te.vectors, strict=True)
+            )
+            _print(args, payload, text)
+        elif args.command == "index-texts":
+            return _index_texts(args, client)
         elif args.command == "embed":
             emb = client.embed_words(args.model, args.word, normalize=args.normalize)
             payload = {
@@ -284,16 +313,19 @@ def _command(args: argparse.Namespace) -> int:
                 args.collection,
                 vector=vector,
                 item_id=args.item or "",
-                input=args.word or "",
+                input=args.word or args.text or "",
                 expression=args.expr,
                 k=args.k,
                 filter=args.filter,
                 exact=args.exact,
             )
-            payload = {"hits": [{"id": h.id, "score": h.score, "metadata": h.metadata} for h in hits]}
+            payload = {"hits": [{"id": h.id, "score": h.score, "metadata": h.metadata, "input": h.input} for h in hits]}
             width = max((len(h.id) for h in hits), default=2)
             text = "\n".join(
-                f"{h.id:<{width}}  {h.score:.4f}" + (f"  {json.dumps(h.metadata)}" if h.metadata else "") for h in hits
+                f"{h.id:<{width}}  {h.score:.4f}"
+                + (f"  {json.dumps(h.metadata)}" if h.metadata else "")
+                + (f"  {_clip(h.input)}" if h.input else "")
+                for h in hits
             )
             _print(args, payload, text)
         elif args.command == "evaluate-analogies":
@@ -403,6 +435,83 @@ def _upsert(args: argparse.Namespace, client: Any) -> int:
         f"upserted {response.upserted} items in {response.batches} batches; {args.collection} has {response.count}",
     )
     return 0
+
+
+def _clip(text: str, width: int = 70) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def read_documents(path: Path) -> tuple[list[str], list[str], list[dict[str, Any] | None]]:
+    """(ids, texts, metadata) from one document a line, or JSONL objects with "text" and optional "id", "metadata".
+
+    Plain files: ids are line numbers 0..n-1 and blank lines are skipped (they keep their number). A file is JSONL
+    when its name ends in .jsonl or its first non-blank line starts with "{"."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    first = next((line for line in lines if line.strip()), "")
+    ids: list[str] = []
+    texts: list[str] = []
+    metadata: list[dict[str, Any] | None] = []
+    if path.suffix == ".jsonl" or first.lstrip().startswith("{"):
+        for n, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"line {n + 1}: not JSON: {exc.msg}") from None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise ValueError(f'line {n + 1}: expected an object with a "text" string')
+            meta = record.get("metadata")
+            if meta is not None and not isinstance(meta, dict):
+                raise ValueError(f'line {n + 1}: "metadata" must be an object')
+            ids.append(str(record.get("id", n)))
+            texts.append(record["text"])
+            metadata.append(meta)
+    else:
+        for n, line in enumerate(lines):
+            if line.strip():
+                ids.append(str(n))
+                texts.append(line)
+                metadata.append(None)
+    return ids, texts, metadata
+
+
+def _index_texts(args: argparse.Namespace, client: Any) -> int:
+    from tqdm import tqdm
+
+    try:
+        ids, texts, metadata = read_documents(args.file)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        print(f"error: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 1
+    if not texts:
+        print(f"error: {args.file} has no documents", file=sys.stderr)
+        return 1
+    with tqdm(total=len(ids), unit="doc", disable=args.json, file=sys.stderr) as bar:
+        response = client.upsert_stream(
+            args.collection,
+            ids,
+            metadata=metadata if any(m for m in metadata) else None,
+            inputs=texts,
+            batch_size=args.batch_size,
+            progress=bar.update,
+        )
+    _print(
+        args,
+        {"indexed": response.upserted, "batches": response.batches, "count": response.count},
+        f"indexed {response.upserted} documents in {response.batches} batches; {args.collection} has {response.count}",
+    )
+    return 0
+
+
+def _model_line(m: Any) -> str:
+    from embedsvc.v1 import models_pb2
+
+    if m.kind == models_pb2.MODEL_KIND_TEXT_ENCODER:
+        return f"dim {m.dimension:<5} text     max {m.max_seq_length:<4} tokens {m.device:<6} {m.version}"
+    texts = "  (+texts)" if m.embeds_texts else ""
+    return f"dim {m.dimension:<5} words    vocab {m.vocabulary_size:<8} {m.version}{texts}"
 
 
 def models_state(info: Any) -> str:

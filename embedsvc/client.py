@@ -35,8 +35,10 @@ from embedsvc.client_messages import (
     SectionScore,
     SpaceVector,
     TermLike,
+    TextEmbeddings,
     _analogy_report,
     _arithmetic_result,
+    _embed_texts_request,
     _embeddings,
     _error,
     _expression,
@@ -44,6 +46,7 @@ from embedsvc.client_messages import (
     _item_dict,
     _query,
     _search_options,
+    _text_embeddings,
     build_items,
     packed_rows,
 )
@@ -54,6 +57,8 @@ from embedsvc.v1 import (
     collections_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
+    text_pb2,
+    text_pb2_grpc,
     words_pb2,
     words_pb2_grpc,
 )
@@ -80,6 +85,7 @@ __all__ = [
     "SectionScore",
     "SpaceVector",
     "TermLike",
+    "TextEmbeddings",
     "build_items",
 ]
 
@@ -92,6 +98,7 @@ class _Calls:
         self.words = words_pb2_grpc.WordServiceStub(channel)
         self.arith = arithmetic_pb2_grpc.ArithmeticServiceStub(channel)
         self.health = health_pb2_grpc.HealthStub(channel)
+        self.text = text_pb2_grpc.TextServiceStub(channel)
         self.collections = collections_pb2_grpc.CollectionServiceStub(channel)
 
     def create_collection(
@@ -155,6 +162,9 @@ class _Calls:
     def embed_words(self, model: str, words: Sequence[str], normalize: bool) -> tuple[Any, Any, Any]:
         request = words_pb2.EmbedWordsRequest(model=model, words=list(words), normalize=normalize)
         return self.words.EmbedWords, request, _embeddings
+
+    def embed_texts(self, model: str, texts: Sequence[str], normalize: bool, long_texts: str) -> tuple[Any, Any, Any]:
+        return self.text.EmbedTexts, _embed_texts_request(model, texts, normalize, long_texts), _text_embeddings
 
     def nearest_words(self, model: str, words: Sequence[str], top_n: int, restrict_vocab: int) -> tuple[Any, Any, Any]:
         request = words_pb2.NearestWordsRequest(
@@ -234,6 +244,49 @@ class Client:
 
     def embed_words(self, model: str, words: Sequence[str], *, normalize: bool = False) -> Embeddings:
         return self._run(self._calls.embed_words(model, words, normalize))
+
+    def embed_texts(
+        self, model: str, texts: Sequence[str], *, normalize: bool = False, long_texts: str = "truncate"
+    ) -> TextEmbeddings:
+        """One vector per text; long_texts "truncate" (the model's max_seq_length) or "chunk" (mean of windows)."""
+        return self._run(self._calls.embed_texts(model, texts, normalize, long_texts))
+
+    def embed_texts_stream(
+        self,
+        model: str,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 256,
+        normalize: bool = False,
+        long_texts: str = "truncate",
+        progress: Callable[[int], None] | None = None,
+    ) -> TextEmbeddings:
+        """Bulk embedding over one EmbedTextsStream call, batch_size texts per message; the vectors of all batches."""
+        requests = (
+            text_pb2.EmbedTextsStreamRequest(
+                batch=_embed_texts_request(model, texts[i : i + batch_size], normalize, long_texts)
+            )
+            for i in range(0, len(texts), batch_size)
+        )
+        parts: list[TextEmbeddings] = []
+        try:
+            for response in self._calls.text.EmbedTextsStream(requests, timeout=self.timeout):
+                parts.append(_text_embeddings(response.batch))
+                if progress is not None:
+                    progress(len(response.batch.vectors))
+        except grpc.RpcError as exc:
+            raise _error(exc) from None
+        if not parts:
+            raise ValueError("no texts given")
+        offsets = np.cumsum([0] + [len(p) for p in parts])
+        return TextEmbeddings(
+            np.concatenate([p.vectors for p in parts]),
+            parts[0].space,
+            provenance=parts[0].provenance,
+            truncated=[int(o) + t for o, p in zip(offsets, parts, strict=False) for t in p.truncated],
+            token_counts=[c for p in parts for c in p.token_counts],
+            max_seq_length=parts[0].max_seq_length,
+        )
 
     def nearest_words(
         self, model: str, words: Sequence[str], *, top_n: int = 10, restrict_vocab: int = 0
@@ -420,6 +473,11 @@ class AsyncClient:
 
     async def embed_words(self, model: str, words: Sequence[str], *, normalize: bool = False) -> Embeddings:
         return await self._run(self._calls.embed_words(model, words, normalize))
+
+    async def embed_texts(
+        self, model: str, texts: Sequence[str], *, normalize: bool = False, long_texts: str = "truncate"
+    ) -> TextEmbeddings:
+        return await self._run(self._calls.embed_texts(model, texts, normalize, long_texts))
 
     async def nearest_words(
         self, model: str, words: Sequence[str], *, top_n: int = 10, restrict_vocab: int = 0

@@ -14,7 +14,7 @@ import numpy as np
 from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 
-from embedsvc.v1 import arithmetic_pb2, collections_pb2, common_pb2, words_pb2
+from embedsvc.v1 import arithmetic_pb2, collections_pb2, common_pb2, text_pb2, words_pb2
 
 METHODS = {"cosadd": arithmetic_pb2.METHOD_COSADD, "cosmul": arithmetic_pb2.METHOD_COSMUL}
 METRICS = {
@@ -194,6 +194,38 @@ def _embeddings(response: words_pb2.EmbedWordsResponse) -> Embeddings:
     vectors = np.asarray([v.values for v in response.vectors], dtype=np.float32)
     space = response.vectors[0].space if response.vectors else ""
     return Embeddings(vectors, space, list(response.in_vocabulary), _provenance(response.provenance))
+
+
+@dataclass(frozen=True)
+class TextEmbeddings(Embeddings):
+    """EmbedTexts' answer: the vectors, which texts were longer than the model reads, and token counts."""
+
+    truncated: list[int] = field(default_factory=list)
+    token_counts: list[int] = field(default_factory=list)
+    max_seq_length: int = 0
+
+
+def _text_embeddings(response: text_pb2.EmbedTextsResponse) -> TextEmbeddings:
+    vectors = np.asarray([v.values for v in response.vectors], dtype=np.float32)
+    return TextEmbeddings(
+        vectors,
+        response.vectors[0].space if response.vectors else "",
+        provenance=_provenance(response.provenance),
+        truncated=list(response.truncated),
+        token_counts=list(response.token_counts),
+        max_seq_length=response.max_seq_length,
+    )
+
+
+LONG_TEXT_MODES = {"truncate": text_pb2.LONG_TEXT_MODE_TRUNCATE, "chunk": text_pb2.LONG_TEXT_MODE_CHUNK}
+
+
+def _embed_texts_request(model: str, texts: Sequence[str], normalize: bool, long_texts: str) -> Any:
+    if long_texts not in LONG_TEXT_MODES:
+        raise ValueError(f"long_texts must be one of {', '.join(LONG_TEXT_MODES)}, got {long_texts!r}")
+    return text_pb2.EmbedTextsRequest(
+        model=model, texts=list(texts), normalize=normalize, long_texts=LONG_TEXT_MODES[long_texts]
+    )
 
 
 @dataclass(frozen=True)

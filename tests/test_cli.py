@@ -103,7 +103,7 @@ def test_serve_with_config_then_sigterm_lets_calls_finish(data_dir, tmp_path, mi
     try:
         with Client(target) as c:
             c.wait_until_serving(60)
-            assert [m.name for m in c.list_models()] == ["minilm-static", "glove"]
+            assert [m.name for m in c.list_models()] == ["minilm-static", "minilm", "glove"]
             out = subprocess.run(
                 [
                     sys.executable,
@@ -227,7 +227,7 @@ def test_collections_commands(capsys, target, tmp_path):
         "--json",
     )
     hits = json.loads(out)["hits"]
-    assert hits[0] == {"id": "5", "score": 0.0, "metadata": {"even": False}} and len(hits) == 3
+    assert hits[0] == {"id": "5", "score": 0.0, "metadata": {"even": False}, "input": ""} and len(hits) == 3
     code, out, _ = run(capsys, "--target", target, "--json", "collections", "info", "cli")
     assert json.loads(out)["count"] == "300" and json.loads(out)["trained"] is True
     code, out, _ = run(capsys, "--target", target, "collections", "create", "w", "--model", "planted")
@@ -241,3 +241,53 @@ def test_collections_commands(capsys, target, tmp_path):
     assert code == 1 and "ITEM_NOT_FOUND" in err
     for name in ("cli", "w"):
         assert run(capsys, "--target", target, "collections", "delete", name)[0] == 0
+
+
+def test_semantic_search_walkthrough(capsys, target, tmp_path):
+    """The README's walkthrough: index gensim's Lee corpus (one document a line), search it by text."""
+    corpus = GENSIM_DATA / "lee_background.cor"
+    code, out, _ = run(capsys, "--target", target, "collections", "create", "lee-docs", "--model", "minilm")
+    assert code == 0 and "dim 384" in out and "model minilm" in out
+    try:
+        code, out, _ = run(capsys, "--target", target, "index-texts", "lee-docs", str(corpus), "--json")
+        documents = [line for line in corpus.read_text(encoding="latin-1").splitlines() if line.strip()]
+        assert code == 0 and json.loads(out)["count"] == len(documents) == 300
+        code, out, _ = run(
+            capsys, "--target", target, "search", "lee-docs", "--text", "bushfires near Sydney", "-k", "5", "--json"
+        )
+        hits = json.loads(out)["hits"]
+        assert code == 0 and len(hits) == 5
+        assert all("fire" in h["input"].lower() for h in hits[:3])
+        assert hits[0]["score"] >= hits[-1]["score"]
+    finally:
+        run(capsys, "--target", target, "collections", "delete", "lee-docs")
+
+
+def test_index_texts_jsonl_and_embed_text(capsys, target, tmp_path):
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(
+        json.dumps({"id": "a", "text": "The cat sat on the mat.", "metadata": {"animal": True}})
+        + "\n"
+        + json.dumps({"id": "b", "text": "Stock markets fell sharply today.", "metadata": {"animal": False}})
+        + "\n"
+    )
+    run(capsys, "--target", target, "collections", "create", "jl", "--model", "minilm")
+    try:
+        code, out, _ = run(capsys, "--target", target, "index-texts", "jl", str(docs))
+        assert code == 0 and "indexed 2 documents" in out
+        code, out, _ = run(
+            capsys, "--target", target, "search", "jl", "--text", "a kitten", "-k", "1", "--filter", "animal = true"
+        )
+        assert out.startswith("a ")
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text('{"id": 1}\n')
+        code, _, err = run(capsys, "--target", target, "index-texts", "jl", str(bad))
+        assert code == 1 and 'expected an object with a "text"' in err
+    finally:
+        run(capsys, "--target", target, "collections", "delete", "jl")
+    code, out, _ = run(
+        capsys, "--target", target, "embed", "--model", "minilm", "--text", "hello world", "--text", "hi", "--json"
+    )
+    payload = json.loads(out)
+    assert code == 0 and len(payload["vectors"]) == 2 and len(payload["vectors"][0]) == 384
+    assert payload["truncated"] == [] and payload["provenance"]["model"] == "minilm"

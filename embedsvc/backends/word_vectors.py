@@ -151,12 +151,14 @@ def load_word_vectors(spec: ModelSpec, data_dir: Path) -> WordVectors:
             return WordVectors(spec.name, kv, fmt=spec.format, source=source)
         except Exception as exc:
             raise ModelLoadError(f"model '{spec.name}': cannot build the embedded default: {_one_line(exc)}") from exc
-    path = spec.path
+    path, fmt = spec.path, spec.format
+    if not isinstance(fmt, WordVectorFormat):
+        raise ModelLoadError(f"model '{spec.name}': {fmt.value} is not a word-vector format")
     if path is None or not path.is_file():
         raise ModelLoadError(f"model '{spec.name}': {path}: no such file")
     try:
-        kv = _LOADERS[spec.format](path)
-        return WordVectors(spec.name, kv, fmt=spec.format, source=str(path))
+        kv = _LOADERS[fmt](path)
+        return WordVectors(spec.name, kv, fmt=fmt, source=str(path))
     except EmbedsvcError:
         raise
     except Exception as exc:

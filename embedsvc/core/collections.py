@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from embedsvc.backends.word_vectors import WordVectors
-from embedsvc.core import arithmetic
+from embedsvc.core.batching import CallControl
+from embedsvc.core.binding import Binding, binding
 from embedsvc.core.expression import Expression
 from embedsvc.core.filters import compile_filter
 from embedsvc.core.registry import ModelRegistry, Provenance
@@ -134,7 +134,7 @@ class Collections:
             raise missing("metric", "the metric")
         model_version = space = ""
         if model:
-            bound = self.registry.word_model(model)
+            bound = binding(self.registry, model)
             if dimension and dimension != bound.dimension:
                 raise EmbedsvcError(
                     Reason.DIMENSION_MISMATCH,
@@ -188,7 +188,7 @@ class Collections:
         collection.check_ready()
         return collection
 
-    def _bound_model(self, collection: Collection, field: str) -> WordVectors:
+    def _bound_model(self, collection: Collection, field: str) -> Binding:
         config = collection.config
         if not config.model:
             raise EmbedsvcError(
@@ -196,7 +196,7 @@ class Collections:
                 f"collection '{config.name}' is not bound to a model, so it takes vectors, not raw inputs",
                 field=field,
             )
-        model = self.registry.word_model(config.model)
+        model = binding(self.registry, config.model)
         if model.version != config.model_version:
             raise EmbedsvcError(
                 Reason.MODEL_BINDING,
@@ -219,7 +219,9 @@ class Collections:
             field=field,
         )
 
-    def prepare_upsert(self, name: str, items: Sequence[ItemIn]) -> tuple[Collection, Upsert]:
+    def prepare_upsert(
+        self, name: str, items: Sequence[ItemIn], control: CallControl | None = None
+    ) -> tuple[Collection, Upsert]:
         """Validate and embed a batch; nothing is written until `Collection.upsert`."""
         collection = self._collection(name)
         _check_ids([i.id for i in items], "items", self.limits)
@@ -238,15 +240,13 @@ class Collections:
                 vectors[n] = self._vector(collection, item.vector, item.space, field + ".vector")
         if to_embed:
             model = self._bound_model(collection, f"items[{to_embed[0]}].input")
-            words = [items[n].input for n in to_embed]
-            indices = model.indices(words, f"items[{to_embed[0]}].input")
-            for n, word, index in zip(to_embed, words, indices, strict=True):
-                vectors[n] = model.vector(word, index, norm=False)
+            inputs = [items[n].input for n in to_embed]
+            vectors[to_embed] = model.embed(inputs, lambda i, _t: f"items[{to_embed[i]}].input", self.limits, control)
         metadata = [_check_metadata(i.metadata, f"items[{n}].metadata", self.limits) for n, i in enumerate(items)]
         return collection, Upsert([i.id for i in items], vectors, metadata, [i.input for i in items])
 
-    def upsert(self, name: str, items: Sequence[ItemIn]) -> tuple[int, int]:
-        collection, op = self.prepare_upsert(name, items)
+    def upsert(self, name: str, items: Sequence[ItemIn], control: CallControl | None = None) -> tuple[int, int]:
+        collection, op = self.prepare_upsert(name, items, control)
         return len(op.ids), collection.upsert(op)
 
     def delete_items(self, name: str, ids: Sequence[str]) -> tuple[int, int]:
@@ -270,7 +270,13 @@ class Collections:
     # ---- search --------------------------------------------------------------------------------------------------
 
     def search(
-        self, name: str, queries: Sequence[QueryIn] | PackedQueries, options: SearchOptions, *, batch: bool
+        self,
+        name: str,
+        queries: Sequence[QueryIn] | PackedQueries,
+        options: SearchOptions,
+        *,
+        batch: bool,
+        control: CallControl | None = None,
     ) -> tuple[list[list[Hit]], Provenance, Collection]:
         collection = self._collection(name)
         field = "queries" if batch else "query"
@@ -295,7 +301,7 @@ class Collections:
         if rows is not None:
             vectors = rows
         else:
-            vectors, exclude = self._query_vectors(collection, listed, field, batch)
+            vectors, exclude = self._query_vectors(collection, listed, field, batch, control)
         hits, exact = collection.search(
             vectors,
             k,
@@ -338,12 +344,18 @@ class Collections:
         return rows
 
     def _query_vectors(
-        self, collection: Collection, queries: Sequence[QueryIn], field: str, batch: bool
+        self,
+        collection: Collection,
+        queries: Sequence[QueryIn],
+        field: str,
+        batch: bool,
+        control: CallControl | None,
     ) -> tuple[np.ndarray, list[set[int]]]:
         config = collection.config
         vectors = np.empty((len(queries), config.dimension), np.float32)
         exclude: list[set[int]] = [set() for _ in queries]
         expressions: list[tuple[int, Expression]] = []
+        inputs: list[tuple[int, str]] = []
         for q, query in enumerate(queries):
             where = f"{field}[{q}]" if batch else field
             if query.vector is not None:
@@ -361,14 +373,18 @@ class Collections:
                 vectors[q] = item.vector
                 exclude[q] = {slot}
             elif query.input:
-                model = self._bound_model(collection, where + ".input")
-                (index,) = model.indices([query.input], where + ".input")
-                vectors[q] = model.vector(query.input, index, norm=False)
-                exclude[q] = collection.slots_with_inputs({query.input})
+                inputs.append((q, query.input))
             elif query.expression is not None:
                 expressions.append((q, query.expression))
             else:
                 raise missing(where, "a query (vector, item_id, input or expression)")
+        if inputs:  # embedded together: one batch for a text model
+            where_input = [(f"{field}[{q}]" if batch else field) + ".input" for q, _ in inputs]
+            model = self._bound_model(collection, where_input[0])
+            embedded = model.embed([i for _, i in inputs], lambda n, _t: where_input[n], self.limits, control)
+            for (q, text), vector in zip(inputs, embedded, strict=True):
+                vectors[q] = vector
+                exclude[q] = collection.slots_with_inputs({text})
         if expressions:
             first = expressions[0][0]
             model = self._bound_model(collection, (f"{field}[{first}]" if batch else field) + ".expression")
@@ -378,7 +394,7 @@ class Collections:
                 base = f"{field}[{positions[e]}]" if batch else field
                 return base + ".expression" + (f".terms[{t}]" if t is not None else "")
 
-            composed, words = arithmetic.compose(model, [e for _, e in expressions], field_of)
+            composed, words = model.compose([e for _, e in expressions], field_of, self.limits, control)
             for (q, _), vector, used in zip(expressions, composed, words, strict=True):
                 vectors[q] = vector
                 exclude[q] = collection.slots_with_inputs(used)

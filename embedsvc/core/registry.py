@@ -11,11 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from embedsvc.backends.text_encoders import TextEncoder
 from embedsvc.backends.word_vectors import WordVectors, load_word_vectors
 from embedsvc.core import arithmetic
+from embedsvc.core.batching import Batcher
 from embedsvc.core.expression import Expression, Term, TermKind
 from embedsvc.errors import EmbedsvcError, Reason
-from embedsvc.settings import ModelKind, ModelSpec
+from embedsvc.settings import ModelKind, ModelSpec, WordVectorFormat
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,8 @@ class ModelInfo:
     space: str = ""
     has_subwords: bool = False
     error: str = ""
+    embeds_texts: bool = False
+    max_seq_length: int = 0
 
 
 @dataclass(frozen=True)
@@ -51,16 +55,28 @@ class Provenance:
     parameters: dict[str, str]
 
 
-def provenance(space: WordVectors, method: str, parameters: dict[str, str] | None = None) -> Provenance:
+def provenance(space: WordVectors | TextEncoder, method: str, parameters: dict[str, str] | None = None) -> Provenance:
     return Provenance(space.name, space.version, method, dict(parameters or {}))
+
+
+@dataclass(frozen=True)
+class TextModel:
+    """A loaded text encoder and the batcher that feeds it."""
+
+    encoder: TextEncoder
+    batcher: Batcher
 
 
 class ModelRegistry:
     """Holds every configured model; loads them once, warms them up, then hands them out read-only."""
 
-    def __init__(self, specs: tuple[ModelSpec, ...], data_dir: Path) -> None:
+    def __init__(
+        self, specs: tuple[ModelSpec, ...], data_dir: Path, *, device: str = "auto", max_queued_texts: int = 16_384
+    ) -> None:
         self._specs = {s.name: s for s in specs}
         self._data_dir = data_dir
+        self._device = device
+        self._max_queued_texts = max_queued_texts
         self._lock = threading.Lock()
         self._infos: dict[str, ModelInfo] = {
             s.name: ModelInfo(
@@ -74,38 +90,99 @@ class ModelRegistry:
             for s in specs
         }
         self._word_models: dict[str, WordVectors] = {}
+        self._text_models: dict[str, TextModel] = {}
 
     def load_all(self) -> None:
-        """Load and warm up every model in configuration order; the first failure is raised (one line)."""
-        for name, spec in self._specs.items():
+        """Load and warm up every model, word models first (averaged-words encoders need theirs), each kind in
+        configuration order; the first failure is raised (one line)."""
+        ordered = sorted(self._specs.values(), key=lambda s: s.kind is not ModelKind.WORD_VECTORS)
+        for spec in ordered:
             started = time.monotonic()
             try:
-                space = load_word_vectors(spec, self._data_dir)
-                _warm_up(space)
+                if spec.kind is ModelKind.WORD_VECTORS:
+                    self._load_word_model(spec)
+                else:
+                    self._load_text_model(spec)
             except Exception as exc:
                 with self._lock:
-                    self._infos[name] = replace(self._infos[name], state=ModelState.FAILED, error=str(exc))
+                    self._infos[spec.name] = replace(self._infos[spec.name], state=ModelState.FAILED, error=str(exc))
                 raise
-            with self._lock:
-                self._word_models[name] = space
-                self._infos[name] = replace(
-                    self._infos[name],
-                    state=ModelState.READY,
-                    dimension=space.dimension,
-                    vocabulary_size=space.size,
-                    version=space.version,
-                    space=space.space,
-                    has_subwords=space.has_subwords,
-                    source=space.source,
-                )
+            info = self.info(spec.name)
             log.info(
-                "model %s ready: %d words x %d, %s, %.1f s",
-                name,
-                space.size,
-                space.dimension,
-                space.version,
+                "model %s ready: %s, dimension %d, %s on %s, %.1f s",
+                spec.name,
+                spec.kind.value,
+                info.dimension,
+                info.version,
+                info.device,
                 time.monotonic() - started,
             )
+
+    def _load_word_model(self, spec: ModelSpec) -> None:
+        space = load_word_vectors(spec, self._data_dir)
+        _warm_up(space)
+        sentence_mode = None
+        if spec.format is WordVectorFormat.MODEL2VEC_DISTILLED:
+            from embedsvc.backends.minilm_static import sentence_model_dir
+            from embedsvc.backends.text_encoders import StaticEncoder
+
+            sentence_mode = self._start_text_model(spec, StaticEncoder(spec.name, sentence_model_dir(self._data_dir)))
+        with self._lock:
+            self._word_models[spec.name] = space
+            if sentence_mode is not None:
+                self._text_models[spec.name] = sentence_mode
+            self._infos[spec.name] = replace(
+                self._infos[spec.name],
+                state=ModelState.READY,
+                dimension=space.dimension,
+                vocabulary_size=space.size,
+                version=space.version,
+                space=space.space,
+                has_subwords=space.has_subwords,
+                source=space.source,
+                embeds_texts=sentence_mode is not None,
+                max_seq_length=sentence_mode.encoder.max_seq_length if sentence_mode else 0,
+            )
+
+    def _load_text_model(self, spec: ModelSpec) -> None:
+        from embedsvc.backends.text_encoders import load_text_encoder, resolve_device
+
+        device = resolve_device(spec.device or self._device)
+        encoder = load_text_encoder(spec, device=device, word_models=self._word_models)
+        model = self._start_text_model(spec, encoder)
+        with self._lock:
+            self._text_models[spec.name] = model
+            self._infos[spec.name] = replace(
+                self._infos[spec.name],
+                state=ModelState.READY,
+                dimension=encoder.dimension,
+                version=encoder.version,
+                space=encoder.space,
+                device=encoder.device,
+                embeds_texts=True,
+                max_seq_length=encoder.max_seq_length,
+                source=str(spec.path) if spec.path else ("words:" + spec.words if spec.words else "embedded"),
+            )
+
+    def _start_text_model(self, spec: ModelSpec, encoder: TextEncoder) -> TextModel:
+        warm = ["warm up", "a longer sentence that warms up the thread pools and the allocator " * 4]
+        encoder.encode(warm)  # the first batch pays for thread pools and allocations, not a caller
+        batcher = Batcher(
+            spec.name,
+            encoder.encode,
+            max_batch_size=spec.max_batch_size,
+            max_wait_s=spec.max_wait_ms / 1e3,
+            enabled=spec.batching,
+            max_queued=self._max_queued_texts,
+        )
+        return TextModel(encoder, batcher)
+
+    def close(self) -> None:
+        """Stop the batch workers (queued calls fail with MODEL_NOT_READY)."""
+        with self._lock:
+            models = list(self._text_models.values())
+        for model in models:
+            model.batcher.close()
 
     def infos(self) -> list[ModelInfo]:
         with self._lock:
@@ -124,9 +201,15 @@ class ModelRegistry:
             raise EmbedsvcError(Reason.MISSING_FIELD, "the model name is required", field="model")
         info = self.info(name)
         if info.kind is not ModelKind.WORD_VECTORS:
+            hint = (
+                "; a sentence model has no vocabulary: for arithmetic, search a collection bound to it with an "
+                "expression query"
+                if info.kind is ModelKind.TEXT_ENCODER
+                else ""
+            )
             raise EmbedsvcError(
                 Reason.MODEL_KIND_MISMATCH,
-                f"model '{name}' is a {info.kind.value} model, not a word-vectors model",
+                f"model '{name}' is a {info.kind.value} model, not a word-vectors model{hint}",
                 field="model",
                 metadata={"model": name, "kind": info.kind.value},
             )
@@ -139,6 +222,29 @@ class ModelRegistry:
                 metadata={"model": name, "state": info.state.value},
             )
         return space
+
+    def text_model(self, name: str) -> TextModel:
+        """The ready text model of that name; MODEL_NOT_FOUND, MODEL_NOT_READY or MODEL_KIND_MISMATCH."""
+        if not name:
+            raise EmbedsvcError(Reason.MISSING_FIELD, "the model name is required", field="model")
+        info = self.info(name)
+        if info.kind is ModelKind.WORD_VECTORS and info.state is ModelState.READY and not info.embeds_texts:
+            raise EmbedsvcError(
+                Reason.MODEL_KIND_MISMATCH,
+                f"model '{name}' is a word-vectors model without a sentence mode; configure an averaged-words text "
+                f'encoder over it (format = "averaged-words", words = "{name}")',
+                field="model",
+                metadata={"model": name, "kind": info.kind.value},
+            )
+        model = self._text_models.get(name)
+        if model is None:
+            raise EmbedsvcError(
+                Reason.MODEL_NOT_READY,
+                f"model '{name}' is {info.state.value}" + (f": {info.error}" if info.error else "; retry shortly"),
+                field="model",
+                metadata={"model": name, "state": info.state.value},
+            )
+        return model
 
     def _not_found(self, name: str) -> EmbedsvcError:
         known = ", ".join(self._specs) or "none"

@@ -44,7 +44,8 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
     def Upsert(
         self, request: collections_pb2.UpsertRequest, context: grpc.ServicerContext
     ) -> collections_pb2.UpsertResponse:
-        upserted, count = self._c.upsert(request.collection, cc.items(request.items, request.packed_vectors))
+        items = cc.items(request.items, request.packed_vectors)
+        upserted, count = self._c.upsert(request.collection, items, convert.call_control(context))
         return collections_pb2.UpsertResponse(upserted=upserted, count=count)
 
     def UpsertStream(
@@ -52,6 +53,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
     ) -> collections_pb2.UpsertStreamResponse:
         name = None
         upserted = batches = count = 0
+        control = convert.call_control(context)
         for request in request_iterator:
             if not request.collection:
                 raise missing("collection", "the collection name")
@@ -63,7 +65,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
                     field="collection",
                 )
             name = request.collection
-            n, count = self._c.upsert(name, cc.items(request.items, request.packed_vectors))
+            n, count = self._c.upsert(name, cc.items(request.items, request.packed_vectors), control)
             upserted += n
             batches += 1
         return collections_pb2.UpsertStreamResponse(upserted=upserted, batches=batches, count=count)
@@ -90,7 +92,11 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
             raise missing("query", "a query")
         query = cc.query(request.query, "query", self._c.limits)
         hits, provenance, collection = self._c.search(
-            request.collection, [query], cc.search_options(request.options), batch=False
+            request.collection,
+            [query],
+            cc.search_options(request.options),
+            batch=False,
+            control=convert.call_control(context),
         )
         response = collections_pb2.SearchResponse(provenance=convert.provenance_message(provenance))
         cc.add_hits(response.hits, hits[0], collection.config.space)
@@ -101,7 +107,11 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
     ) -> collections_pb2.BatchSearchResponse:
         queries = cc.batch_queries(request, self._c.limits)
         lists, provenance, collection = self._c.search(
-            request.collection, queries, cc.search_options(request.options), batch=True
+            request.collection,
+            queries,
+            cc.search_options(request.options),
+            batch=True,
+            control=convert.call_control(context),
         )
         response = collections_pb2.BatchSearchResponse(provenance=convert.provenance_message(provenance))
         space = collection.config.space

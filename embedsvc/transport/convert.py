@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
+import grpc
 import numpy as np
 
 from embedsvc.core import arithmetic
 from embedsvc.core.analogies import AnalogyReport, SectionScore
+from embedsvc.core.batching import CallControl
 from embedsvc.core.expression import Expression, Term, TermKind, check_weight, parse_expression
 from embedsvc.core.registry import ModelInfo, ModelState, Provenance
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid
@@ -17,7 +22,10 @@ _METHODS: dict[int, arithmetic.Method] = {
     arithmetic_pb2.METHOD_COSADD: arithmetic.Method.COSADD,
     arithmetic_pb2.METHOD_COSMUL: arithmetic.Method.COSMUL,
 }
-_KINDS = {ModelKind.WORD_VECTORS: models_pb2.MODEL_KIND_WORD_VECTORS}
+_KINDS = {
+    ModelKind.WORD_VECTORS: models_pb2.MODEL_KIND_WORD_VECTORS,
+    ModelKind.TEXT_ENCODER: models_pb2.MODEL_KIND_TEXT_ENCODER,
+}
 _STATES = {
     ModelState.LOADING: models_pb2.MODEL_STATE_LOADING,
     ModelState.READY: models_pb2.MODEL_STATE_READY,
@@ -69,6 +77,8 @@ def model_info_message(info: ModelInfo) -> models_pb2.ModelInfo:
         description=info.description,
         space=info.space,
         error=info.error,
+        embeds_texts=info.embeds_texts,
+        max_seq_length=info.max_seq_length,
     )
 
 
@@ -148,3 +158,12 @@ def analogy_report_message(report: AnalogyReport, provenance: Provenance) -> ari
         skipped_lines=report.skipped_lines,
         provenance=provenance_message(provenance),
     )
+
+
+def call_control(context: grpc.ServicerContext) -> CallControl:
+    """The call's deadline and a flag set when the client cancels (or the call ends), for the batcher."""
+    remaining = context.time_remaining()
+    cancelled = threading.Event()
+    context.add_callback(cancelled.set)
+    deadline = time.monotonic() + remaining if remaining is not None else None
+    return CallControl(deadline=deadline, cancelled=cancelled)

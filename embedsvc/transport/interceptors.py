@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 from grpc_status import rpc_status
 
-from embedsvc.errors import EmbedsvcError
+from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.transport.status import internal_status, to_status
 
 log = logging.getLogger("embedsvc.access")
@@ -28,15 +28,62 @@ class ErrorInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        handler = handler._replace(request_deserializer=_lenient(handler.request_deserializer))
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_unary(handler.unary_unary, method))
+            return handler._replace(unary_unary=_unary(handler.unary_unary, method, streamed=False))
         if handler.stream_unary is not None:
-            return handler._replace(stream_unary=_unary(handler.stream_unary, method))
+            return handler._replace(stream_unary=_unary(handler.stream_unary, method, streamed=True))
         if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_streaming(handler.unary_stream, method))
+            return handler._replace(unary_stream=_streaming(handler.unary_stream, method, streamed=False))
         if handler.stream_stream is not None:
-            return handler._replace(stream_stream=_streaming(handler.stream_stream, method))
+            return handler._replace(stream_stream=_streaming(handler.stream_stream, method, streamed=True))
         return handler
+
+
+class Undecodable:
+    """Stands in for a request message that could not be parsed (invalid UTF-8 in a string field, bad bytes).
+
+    grpc answers a deserializer exception with a bare INTERNAL; decoding leniently and refusing in the handler gives
+    the caller INVALID_ARGUMENT / INVALID_ENCODING instead."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    strict = deserializer
+
+    def decode(raw: bytes) -> Any:
+        try:
+            return strict(raw)
+        except Exception as exc:
+            return Undecodable(str(exc))
+
+    return decode
+
+
+def _refuse(message: Undecodable) -> EmbedsvcError:
+    return EmbedsvcError(
+        Reason.INVALID_ENCODING,
+        f"the request cannot be decoded (string fields must be valid UTF-8): {message.error}",
+    )
+
+
+def _decoded(request: Any, streamed: bool) -> Any:
+    if not streamed:
+        if isinstance(request, Undecodable):
+            raise _refuse(request)
+        return request
+
+    def messages() -> Iterator[Any]:
+        for message in request:
+            if isinstance(message, Undecodable):
+                raise _refuse(message)
+            yield message
+
+    return messages()
 
 
 def _abort(context: grpc.ServicerContext, method: str, exc: Exception, started: float) -> None:
@@ -52,11 +99,11 @@ def _already_aborted(context: grpc.ServicerContext) -> bool:
     return context.code() is not None
 
 
-def _unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+def _unary(behavior: Callable[..., Any], method: str, *, streamed: bool) -> Callable[..., Any]:
     def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
         started = time.perf_counter()
         try:
-            response = behavior(request, context)
+            response = behavior(_decoded(request, streamed), context)
         except Exception as exc:
             if _already_aborted(context):
                 raise
@@ -67,11 +114,11 @@ def _unary(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
     return wrapper
 
 
-def _streaming(behavior: Callable[..., Iterator[Any]], method: str) -> Callable[..., Iterator[Any]]:
+def _streaming(behavior: Callable[..., Iterator[Any]], method: str, *, streamed: bool) -> Callable[..., Iterator[Any]]:
     def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         started = time.perf_counter()
         try:
-            yield from behavior(request, context)
+            yield from behavior(_decoded(request, streamed), context)
         except Exception as exc:
             if _already_aborted(context):
                 raise

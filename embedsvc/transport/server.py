@@ -23,6 +23,7 @@ from embedsvc.transport.arithmetic_servicer import ArithmeticServicer
 from embedsvc.transport.collections_servicer import CollectionServicer
 from embedsvc.transport.interceptors import ErrorInterceptor
 from embedsvc.transport.models_servicer import ModelServicer
+from embedsvc.transport.text_servicer import TextServicer
 from embedsvc.transport.words_servicer import WordServicer
 from embedsvc.v1 import (
     arithmetic_pb2,
@@ -31,6 +32,8 @@ from embedsvc.v1 import (
     collections_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
+    text_pb2,
+    text_pb2_grpc,
     words_pb2,
     words_pb2_grpc,
 )
@@ -41,8 +44,9 @@ MODEL_SERVICE = models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 WORD_SERVICE = words_pb2.DESCRIPTOR.services_by_name["WordService"].full_name
 ARITHMETIC_SERVICE = arithmetic_pb2.DESCRIPTOR.services_by_name["ArithmeticService"].full_name
 COLLECTION_SERVICE = collections_pb2.DESCRIPTOR.services_by_name["CollectionService"].full_name
-# Services that answer only once models are loaded and collections recovered; "" is the whole server.
-MODEL_BOUND_SERVICES = (WORD_SERVICE, ARITHMETIC_SERVICE, COLLECTION_SERVICE, "")
+TEXT_SERVICE = text_pb2.DESCRIPTOR.services_by_name["TextService"].full_name
+# Services that answer only once models are loaded and warmed up and collections recovered; "" is the whole server.
+MODEL_BOUND_SERVICES = (WORD_SERVICE, ARITHMETIC_SERVICE, COLLECTION_SERVICE, TEXT_SERVICE, "")
 
 
 class Server:
@@ -51,7 +55,12 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         configure_faiss()
-        self.registry = ModelRegistry(settings.all_models(), settings.data_dir)
+        self.registry = ModelRegistry(
+            settings.all_models(),
+            settings.data_dir,
+            device=settings.device,
+            max_queued_texts=settings.limits.max_queued_texts,
+        )
         self.store = CollectionStore(settings.data_dir, settings.checkpoint_bytes)
         self.ready = threading.Event()
         self.stopped = threading.Event()
@@ -72,6 +81,7 @@ class Server:
         arithmetic_pb2_grpc.add_ArithmeticServiceServicer_to_server(
             ArithmeticServicer(self.registry, limits), self._grpc
         )
+        text_pb2_grpc.add_TextServiceServicer_to_server(TextServicer(self.registry, limits), self._grpc)
         collections_pb2_grpc.add_CollectionServiceServicer_to_server(
             CollectionServicer(Collections(self.store, self.registry, limits)), self._grpc
         )
@@ -86,6 +96,7 @@ class Server:
                 WORD_SERVICE,
                 ARITHMETIC_SERVICE,
                 COLLECTION_SERVICE,
+                TEXT_SERVICE,
                 health.SERVICE_NAME,
                 reflection.SERVICE_NAME,
             )
@@ -133,6 +144,7 @@ class Server:
         self.health.enter_graceful_shutdown()
         grace = self.settings.grace_period_s if grace is None else grace
         self._grpc.stop(grace).wait()
+        self.registry.close()
         self.store.close_all(checkpoint=self.load_error is None)
         log.info("stopped")
         self.stopped.set()

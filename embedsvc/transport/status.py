@@ -38,6 +38,11 @@ STATUS_CODES: dict[Reason, grpc.StatusCode] = {
     Reason.MODEL_BINDING: grpc.StatusCode.FAILED_PRECONDITION,
     Reason.STORAGE_FULL: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.STORAGE_ERROR: grpc.StatusCode.UNAVAILABLE,
+    Reason.INVALID_ENCODING: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Reason.CANCELLED: grpc.StatusCode.CANCELLED,
+    Reason.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Reason.UNEMBEDDABLE_INPUT: grpc.StatusCode.INVALID_ARGUMENT,
 }
 
 INTERNAL_MESSAGE = "internal error; the server log has the details"

@@ -11,6 +11,7 @@ class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MODEL_KIND_UNSPECIFIED: _ClassVar[ModelKind]
     MODEL_KIND_WORD_VECTORS: _ClassVar[ModelKind]
+    MODEL_KIND_TEXT_ENCODER: _ClassVar[ModelKind]
 
 class ModelState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -20,13 +21,14 @@ class ModelState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_STATE_FAILED: _ClassVar[ModelState]
 MODEL_KIND_UNSPECIFIED: ModelKind
 MODEL_KIND_WORD_VECTORS: ModelKind
+MODEL_KIND_TEXT_ENCODER: ModelKind
 MODEL_STATE_UNSPECIFIED: ModelState
 MODEL_STATE_LOADING: ModelState
 MODEL_STATE_READY: ModelState
 MODEL_STATE_FAILED: ModelState
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "kind", "dimension", "vocabulary_size", "device", "state", "version", "format", "source", "has_subwords", "description", "space", "error")
+    __slots__ = ("name", "kind", "dimension", "vocabulary_size", "device", "state", "version", "format", "source", "has_subwords", "description", "space", "error", "embeds_texts", "max_seq_length")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +42,8 @@ class ModelInfo(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     SPACE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    EMBEDS_TEXTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SEQ_LENGTH_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: ModelKind
     dimension: int
@@ -53,7 +57,9 @@ class ModelInfo(_message.Message):
     description: str
     space: str
     error: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimension: _Optional[int] = ..., vocabulary_size: _Optional[int] = ..., device: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., version: _Optional[str] = ..., format: _Optional[str] = ..., source: _Optional[str] = ..., has_subwords: _Optional[bool] = ..., description: _Optional[str] = ..., space: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    embeds_texts: bool
+    max_seq_length: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimension: _Optional[int] = ..., vocabulary_size: _Optional[int] = ..., device: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., version: _Optional[str] = ..., format: _Optional[str] = ..., source: _Optional[str] = ..., has_subwords: _Optional[bool] = ..., description: _Optional[str] = ..., space: _Optional[str] = ..., error: _Optional[str] = ..., embeds_texts: _Optional[bool] = ..., max_seq_length: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

@@ -86,9 +86,16 @@ def test_minilm_static_quality_and_cache(minilm, data_dir):
     assert words == minilm.words
 
 
-def test_corrupt_cache_is_detected(tmp_path, minilm):
+def test_corrupt_cache_is_detected(tmp_path, minilm, data_dir):
+    from model2vec import StaticModel
+
     cache = tmp_path / "cache"
-    minilm_static.write_cache(cache, list(minilm.words), np.asarray(minilm.vectors))
+    static = StaticModel.from_pretrained(str(minilm_static.sentence_model_dir(data_dir)), force_download=False)
+    minilm_static.write_cache(cache, list(minilm.words), np.asarray(minilm.vectors), static)
+    assert minilm_static.read_cache(cache) is not None
+    (cache / minilm_static.STATIC_SUBDIR / "model.safetensors").rename(tmp_path / "moved")
+    assert minilm_static.read_cache(cache) is None  # no sentence mode: rebuilt
+    (tmp_path / "moved").rename(cache / minilm_static.STATIC_SUBDIR / "model.safetensors")
     assert minilm_static.read_cache(cache) is not None
     raw = bytearray((cache / "vectors.npy").read_bytes())
     raw[-1] ^= 0xFF

@@ -230,7 +230,7 @@ def test_analogy_file_over_the_limit(server_settings, data_dir):
 
     settings = replace(
         server_settings,
-        models=server_settings.models[-1:],
+        models=tuple(m for m in server_settings.models if m.name == "planted"),
         embedded_models=False,
         limits=Limits(max_analogy_bytes=100, max_expressions=2),
     )

@@ -1,0 +1,54 @@
+"""TextService: texts in, one vector each, through the model's dynamic batcher."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from embedsvc.core import texts
+from embedsvc.core.batching import CallControl
+from embedsvc.core.registry import ModelRegistry
+from embedsvc.errors import missing
+from embedsvc.settings import Limits
+from embedsvc.transport import convert
+from embedsvc.transport.convert import call_control
+from embedsvc.v1 import text_pb2, text_pb2_grpc
+
+
+class TextServicer(text_pb2_grpc.TextServiceServicer):
+    def __init__(self, registry: ModelRegistry, limits: Limits) -> None:
+        self._registry = registry
+        self._limits = limits
+
+    def _embed(self, request: text_pb2.EmbedTextsRequest, control: CallControl) -> text_pb2.EmbedTextsResponse:
+        embedded = texts.embed_texts(
+            self._registry,
+            request.model,
+            list(request.texts),
+            self._limits,
+            normalize=request.normalize,
+            chunk=request.long_texts == text_pb2.LONG_TEXT_MODE_CHUNK,
+            control=control,
+        )
+        return text_pb2.EmbedTextsResponse(
+            vectors=[convert.vector_message(v, embedded.space) for v in embedded.vectors],
+            truncated=embedded.truncated,
+            token_counts=embedded.token_counts,
+            max_seq_length=embedded.max_seq_length,
+            provenance=convert.provenance_message(embedded.provenance),
+        )
+
+    def EmbedTexts(
+        self, request: text_pb2.EmbedTextsRequest, context: grpc.ServicerContext
+    ) -> text_pb2.EmbedTextsResponse:
+        return self._embed(request, call_control(context))
+
+    def EmbedTextsStream(
+        self, request_iterator: Iterator[text_pb2.EmbedTextsStreamRequest], context: grpc.ServicerContext
+    ) -> Iterator[text_pb2.EmbedTextsStreamResponse]:
+        control = call_control(context)
+        for message in request_iterator:
+            if not message.HasField("batch"):
+                raise missing("batch", "a batch of texts")
+            yield text_pb2.EmbedTextsStreamResponse(batch=self._embed(message.batch, control))
