@@ -168,7 +168,7 @@ class StaticEncoder(TextEncoder):
         from model2vec import StaticModel
 
         self.name = name
-        self.model = StaticModel.from_pretrained(str(path), normalize=False, force_download=False)
+        self.model = StaticModel.from_pretrained(str(path), force_download=False)
         self.max_seq_length = max_seq_length
         self.dimension = int(self.model.dim)
         self.version = _file_digest([p for p in path.glob("*.safetensors")])

@@ -1,7 +1,8 @@
 """Dynamic batching: concurrent calls to one encoder merged into batches run by one worker thread.
 
 Callers (gRPC threads) queue jobs and wait; the worker takes the oldest job, waits at most `max_wait_s` for more to
-arrive (or until `max_batch_size` texts are queued), drops the jobs whose caller cancelled or whose deadline passed,
+arrive (until the texts already queued plus as many as its last batch held, the callers it just answered, are there,
+or a full `max_batch_size`), drops the jobs whose caller cancelled or whose deadline passed,
 sorts the batch's texts by length so that padded batches stay short, runs the encoder once, and hands each caller its
 own rows in its own order. A call larger than `max_batch_size` is split into several jobs. With batching off, every
 job runs alone (the same worker, so the model still sees one batch at a time). The model never runs on a gRPC
@@ -23,19 +24,43 @@ from embedsvc.errors import EmbedsvcError, Reason
 
 log = logging.getLogger(__name__)
 
-# How often a waiting caller checks whether it was cancelled.
-_POLL_S = 0.05
 
-
-@dataclass(frozen=True)
 class CallControl:
-    """A call's deadline (time.monotonic(), None for none) and its cancellation flag, as the transport sees them."""
+    """A call's deadline (time.monotonic(), None for none) and whether it was cancelled, as the transport sees them.
 
-    deadline: float | None = None
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    `cancel()` (the transport calls it when the client goes away) also wakes whoever waits for the call's work, so
+    waiting costs nothing until something happens: no polling threads competing with the model for the GIL.
+    """
+
+    def __init__(self, deadline: float | None = None) -> None:
+        self.deadline = deadline
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._wakers: list[threading.Event] = []
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            wakers, self._wakers = self._wakers, []
+        for event in wakers:
+            event.set()
+
+    def wake_on_cancel(self, event: threading.Event) -> None:
+        with self._lock:
+            if self._cancelled:
+                event.set()
+            else:
+                self._wakers.append(event)
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
     def check(self) -> None:
-        if self.cancelled.is_set():
+        if self._cancelled:
             raise EmbedsvcError(Reason.CANCELLED, "the call was cancelled")
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise EmbedsvcError(Reason.DEADLINE_EXCEEDED, "the call's deadline passed before its texts were embedded")
@@ -48,8 +73,14 @@ class _Job:
     control: CallControl
     enqueued: float
     done: threading.Event = field(default_factory=threading.Event)
+    # Set when the job is done, and when its caller cancels (then `done` stays clear).
+    wake: threading.Event = field(default_factory=threading.Event)
     result: np.ndarray | None = None
     error: BaseException | None = None
+
+    def finish(self) -> None:
+        self.done.set()
+        self.wake.set()
 
 
 @dataclass
@@ -81,6 +112,7 @@ class Batcher:
         self.stats = BatchStats()
         self._queue: deque[_Job] = deque()
         self._queued_texts = 0
+        self._last_size = max_batch_size
         self._cond = threading.Condition()
         self._closed = False
         self._worker = threading.Thread(target=self._loop, name=f"batch-{name}", daemon=True)
@@ -111,11 +143,11 @@ class Batcher:
             self._cond.notify()
         parts = []
         for job in jobs:
-            while not job.done.wait(_POLL_S):
-                if control.cancelled.is_set() or (
-                    control.deadline is not None and time.monotonic() >= control.deadline
-                ):
-                    control.check()  # the worker will drop the jobs that have not started
+            control.wake_on_cancel(job.wake)
+            while not job.done.is_set():
+                job.wake.wait(control.remaining())
+                if not job.done.is_set():
+                    control.check()  # cancelled or expired: raise; the worker drops the jobs not yet started
             if job.error is not None:
                 raise job.error
             assert job.result is not None
@@ -127,20 +159,36 @@ class Batcher:
             self._closed = True
             self._cond.notify_all()
         self._worker.join(timeout=5)
+        if self.stats.batches:
+            log.info(
+                "model %s: %d batches, %d texts (%.1f a batch), %d jobs dropped",
+                self.name,
+                self.stats.batches,
+                self.stats.texts,
+                self.stats.texts / self.stats.batches,
+                self.stats.dropped_jobs,
+            )
 
     def _take(self) -> list[_Job] | None:
         """The next batch, after waiting for it to fill; None once closed."""
         with self._cond:
+            # The callers the last batch answered tend to come straight back (closed-loop clients): expect them.
+            free_at = time.monotonic()
+            expected = min(self.max_batch_size, self._queued_texts + self._last_size)
             while not self._queue and not self._closed:
                 self._cond.wait()
             if self._closed:
                 for job in self._queue:
                     job.error = EmbedsvcError(Reason.MODEL_NOT_READY, f"model '{self.name}' is shutting down")
-                    job.done.set()
+                    job.finish()
                 return None
             if self.enabled:
-                fill_by = self._queue[0].enqueued + self.max_wait_s
-                while self._queued_texts < self.max_batch_size and (left := fill_by - time.monotonic()) > 0:
+                # Wait until the expected texts are queued, for at most max_wait_s counted from when the worker was
+                # free or the oldest text arrived, whichever is later. Counting from arrival alone locks closed-loop
+                # clients into half batches: those queued during a batch would start the next one at once, without
+                # the callers that batch is about to answer.
+                fill_by = max(self._queue[0].enqueued, free_at) + self.max_wait_s
+                while self._queued_texts < expected and (left := fill_by - time.monotonic()) > 0:
                     self._cond.wait(left)
             batch = [self._queue.popleft()]
             size = len(batch[0].texts)
@@ -149,6 +197,7 @@ class Batcher:
                 batch.append(job)
                 size += len(job.texts)
             self._queued_texts -= size
+            self._last_size = size
             return batch
 
     def _loop(self) -> None:
@@ -160,7 +209,7 @@ class Batcher:
                     live.append(job)
                 except EmbedsvcError as exc:  # cancelled or expired while queued: never run
                     job.error = exc
-                    job.done.set()
+                    job.finish()
                     self.stats.dropped_jobs += 1
             if live:
                 self._run_batch(live)
@@ -182,7 +231,7 @@ class Batcher:
                 log.exception("model %s failed on a batch of %d texts", self.name, len(texts))
             for job in jobs:
                 job.error = exc
-                job.done.set()
+                job.finish()
             return
         self.stats.batches += 1
         self.stats.texts += len(texts)
@@ -190,4 +239,4 @@ class Batcher:
         for job in jobs:
             job.result = out[start : start + len(job.texts)]
             start += len(job.texts)
-            job.done.set()
+            job.finish()

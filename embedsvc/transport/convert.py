@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import grpc
@@ -161,9 +160,8 @@ def analogy_report_message(report: AnalogyReport, provenance: Provenance) -> ari
 
 
 def call_control(context: grpc.ServicerContext) -> CallControl:
-    """The call's deadline and a flag set when the client cancels (or the call ends), for the batcher."""
+    """The call's deadline, and a control that is cancelled when the call ends early (client gone, cancelled)."""
     remaining = context.time_remaining()
-    cancelled = threading.Event()
-    context.add_callback(cancelled.set)
-    deadline = time.monotonic() + remaining if remaining is not None else None
-    return CallControl(deadline=deadline, cancelled=cancelled)
+    control = CallControl(deadline=time.monotonic() + remaining if remaining is not None else None)
+    context.add_callback(control.cancel)  # also runs when the call completes normally: harmless then
+    return control

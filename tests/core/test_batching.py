@@ -99,7 +99,7 @@ def test_cancelled_and_expired_work_is_dropped_before_it_runs():
         t1.start()
         t2.start()
         time.sleep(0.05)
-        cancelled.cancelled.set()
+        cancelled.cancel()
         t1.join(2)
         t2.join(2)
         blocker.join(2)
