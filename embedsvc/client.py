@@ -521,3 +521,11 @@ class AsyncClient:
     ) -> list[SearchHit]:
         query = _query(vector, item_id, input, expression)
         return await self._run(self._calls.search(collection, query, _search_options(**options)))
+
+    async def batch_search(
+        self, collection: str, queries: np.ndarray | Sequence[collections_pb2.Query], **options: Any
+    ) -> list[list[SearchHit]]:
+        """As Client.batch_search: an (n, d) array (sent packed) or Query messages."""
+        if not isinstance(queries, np.ndarray):
+            queries = list(queries)
+        return await self._run(self._calls.batch_search(collection, queries, _search_options(**options)))

@@ -74,6 +74,20 @@ def test_packed_batch_equals_query_messages(client, vectors_collection):
     assert [[h.id for h in lst] for lst in packed] == [[f"item{i}" for i in row] for row in truth]
 
 
+def test_async_batch_search_sends_packed_queries(target, vectors_collection):
+    import asyncio
+
+    from embedsvc.client import AsyncClient
+
+    name, x = vectors_collection
+
+    async def main():
+        async with AsyncClient(target) as c:
+            return await c.batch_search(name, x[:3], k=1, exact=True)
+
+    assert [lst[0].id for lst in asyncio.run(main())] == ["item0", "item1", "item2"]
+
+
 def test_packed_and_listed_queries_together_are_refused(client, vectors_collection):
     name, x = vectors_collection
     request = collections_pb2.BatchSearchRequest(

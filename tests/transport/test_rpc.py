@@ -282,12 +282,14 @@ def test_async_client(target):
                 c.arithmetic("minilm-static", ["king - man + woman"], top_n=1),
                 c.embed_words("planted", ["king"]),
                 c.health(),
+                c.embed_texts("minilm", ["a day at the beach", "winter"]),
             )
             with pytest.raises(EmbedsvcClientError) as info:
                 await c.arithmetic("planted", ["zzq"])
             return results, info.value
 
-    (arith, emb, health), error = asyncio.run(main())
+    (arith, emb, health, texts), error = asyncio.run(main())
+    assert texts.vectors.shape == (2, 384) and texts.provenance.model == "minilm"
     assert arith.results[0].hits[0].word == "queen"
     assert emb.vectors.shape == (1, 32)
     assert health == "SERVING"
