@@ -72,9 +72,6 @@ def write_cache(cache_dir: Path, words: list[str], vectors: np.ndarray, model: A
         np.save(tmp / "vectors.npy", vectors)
         if model is not None:
             model.save_pretrained(str(tmp / STATIC_SUBDIR))
-            for f in (tmp / STATIC_SUBDIR).iterdir():
-                fsync_file(f)
-            fsync_dir(tmp / STATIC_SUBDIR)
         (tmp / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
         meta = {
             **RECIPE,
@@ -83,9 +80,11 @@ def write_cache(cache_dir: Path, words: list[str], vectors: np.ndarray, model: A
             "sha256": _checksum(vectors, words),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        for f in tmp.iterdir():
+        for f in tmp.rglob("*"):  # files first, then the directories that name them
             if f.is_file():
                 fsync_file(f)
+        for d in [p for p in tmp.rglob("*") if p.is_dir()]:
+            fsync_dir(d)
         if cache_dir.exists():
             shutil.rmtree(cache_dir)
         os.replace(tmp, cache_dir)

@@ -187,10 +187,18 @@ def _resolve(space: WordVectors, expressions: Sequence[Expression], field_of: Fi
 
 
 def _cosadd_queries(batch: TermBatch, field_of: FieldOf) -> tuple[np.ndarray, np.ndarray]:
-    """Unit-normalised weighted means (B, d) float32, and each expression's pre-normalisation scale."""
-    weighted = batch.vectors.astype(np.float64) * batch.weights[:, None]
-    sums = np.add.reduceat(weighted, batch.starts, axis=0)
-    total = np.add.reduceat(np.abs(batch.weights), batch.starts)
+    return cosadd_means(batch.vectors, batch.weights, batch.starts, field_of)
+
+
+def cosadd_means(
+    vectors: np.ndarray, weights: np.ndarray, starts: np.ndarray, field_of: FieldOf
+) -> tuple[np.ndarray, np.ndarray]:
+    """3CosAdd query vectors: for each expression (its terms are rows starts[e]:starts[e+1] of `vectors`, already
+    normalised as the model wants), the weighted mean sum(w * v) / sum(|w|), unit-normalised. Returns the (B, d)
+    float32 queries and each expression's pre-normalisation scale; terms that cancel out are INVALID_EXPRESSION."""
+    weighted = vectors.astype(np.float64) * weights[:, None]
+    sums = np.add.reduceat(weighted, starts, axis=0)
+    total = np.add.reduceat(np.abs(weights), starts)
     means = sums / total[:, None]
     norms = np.linalg.norm(means, axis=1)
     degenerate = np.flatnonzero(~(norms > 1e-12))
@@ -198,7 +206,7 @@ def _cosadd_queries(batch: TermBatch, field_of: FieldOf) -> tuple[np.ndarray, np
         e = int(degenerate[0])
         raise EmbedsvcError(
             Reason.INVALID_EXPRESSION,
-            "the terms cancel out to the zero vector, which has no nearest words",
+            "the terms cancel out to the zero vector, which has no nearest neighbours",
             field=field_of(e, None),
         )
     queries = np.ascontiguousarray((means / norms[:, None]).astype(np.float32))

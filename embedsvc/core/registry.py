@@ -197,9 +197,7 @@ class ModelRegistry:
 
     def word_model(self, name: str) -> WordVectors:
         """The ready word model of that name; MODEL_NOT_FOUND, MODEL_NOT_READY or MODEL_KIND_MISMATCH."""
-        if not name:
-            raise EmbedsvcError(Reason.MISSING_FIELD, "the model name is required", field="model")
-        info = self.info(name)
+        info = self._named_info(name)
         if info.kind is not ModelKind.WORD_VECTORS:
             hint = (
                 "; a sentence model has no vocabulary: for arithmetic, search a collection bound to it with an "
@@ -215,19 +213,12 @@ class ModelRegistry:
             )
         space = self._word_models.get(name)
         if space is None:
-            raise EmbedsvcError(
-                Reason.MODEL_NOT_READY,
-                f"model '{name}' is {info.state.value}" + (f": {info.error}" if info.error else "; retry shortly"),
-                field="model",
-                metadata={"model": name, "state": info.state.value},
-            )
+            raise _not_ready(info)
         return space
 
     def text_model(self, name: str) -> TextModel:
         """The ready text model of that name; MODEL_NOT_FOUND, MODEL_NOT_READY or MODEL_KIND_MISMATCH."""
-        if not name:
-            raise EmbedsvcError(Reason.MISSING_FIELD, "the model name is required", field="model")
-        info = self.info(name)
+        info = self._named_info(name)
         if info.kind is ModelKind.WORD_VECTORS and info.state is ModelState.READY and not info.embeds_texts:
             raise EmbedsvcError(
                 Reason.MODEL_KIND_MISMATCH,
@@ -238,13 +229,13 @@ class ModelRegistry:
             )
         model = self._text_models.get(name)
         if model is None:
-            raise EmbedsvcError(
-                Reason.MODEL_NOT_READY,
-                f"model '{name}' is {info.state.value}" + (f": {info.error}" if info.error else "; retry shortly"),
-                field="model",
-                metadata={"model": name, "state": info.state.value},
-            )
+            raise _not_ready(info)
         return model
+
+    def _named_info(self, name: str) -> ModelInfo:
+        if not name:
+            raise EmbedsvcError(Reason.MISSING_FIELD, "the model name is required", field="model")
+        return self.info(name)
 
     def _not_found(self, name: str) -> EmbedsvcError:
         known = ", ".join(self._specs) or "none"
@@ -254,6 +245,15 @@ class ModelRegistry:
             field="model",
             metadata={"model": name},
         )
+
+
+def _not_ready(info: ModelInfo) -> EmbedsvcError:
+    return EmbedsvcError(
+        Reason.MODEL_NOT_READY,
+        f"model '{info.name}' is {info.state.value}" + (f": {info.error}" if info.error else "; retry shortly"),
+        field="model",
+        metadata={"model": info.name, "state": info.state.value},
+    )
 
 
 def _warm_up(space: WordVectors) -> None:

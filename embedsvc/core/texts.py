@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embedsvc.core.arithmetic import FieldOf
+from embedsvc.core.arithmetic import FieldOf, cosadd_means
 from embedsvc.core.batching import CallControl
 from embedsvc.core.expression import Expression, TermKind
 from embedsvc.core.registry import ModelRegistry, Provenance, TextModel, provenance
@@ -154,32 +154,25 @@ def compose(
     if order:
         vectors, _, _ = encode(model, order, field_of=lambda n: unique[order[n]], normalize=True, control=control)
         rows = dict(zip(order, vectors, strict=True))
-    queries = np.empty((len(expressions), encoder.dimension), np.float32)
-    used: list[set[str]] = []
+    rows_of_terms: list[np.ndarray] = []
     for e, expr in enumerate(expressions):
-        total = np.zeros(encoder.dimension, np.float64)
         for t, term in enumerate(expr.terms):
             if term.kind is TermKind.VECTOR:
                 assert term.vector is not None
-                vector = check_vector(
-                    term.vector,
-                    term.space,
-                    space=encoder.space,
-                    dimension=encoder.dimension,
-                    owner=f"model '{encoder.name}'",
-                    field=field_of(e, t) + ".vector",
+                rows_of_terms.append(
+                    check_vector(
+                        term.vector,
+                        term.space,
+                        space=encoder.space,
+                        dimension=encoder.dimension,
+                        owner=f"model '{encoder.name}'",
+                        field=field_of(e, t) + ".vector",
+                    )
                 )
             else:
-                vector = rows[term.value]
-            total += term.weight * vector
-        total /= sum(abs(t.weight) for t in expr.terms)
-        norm = float(np.linalg.norm(total))
-        if not norm > 1e-12:
-            raise EmbedsvcError(
-                Reason.INVALID_EXPRESSION,
-                "the terms cancel out to the zero vector, which has no neighbours",
-                field=field_of(e, None),
-            )
-        queries[e] = total / norm
-        used.append({t.value for t in expr.terms if t.kind is not TermKind.VECTOR})
+                rows_of_terms.append(rows[term.value])
+    weights = np.asarray([t.weight for expr in expressions for t in expr.terms], np.float64)
+    starts = np.cumsum([0] + [len(expr.terms) for expr in expressions[:-1]])
+    queries, _ = cosadd_means(np.stack(rows_of_terms), weights, starts, field_of)
+    used = [{t.value for t in expr.terms if t.kind is not TermKind.VECTOR} for expr in expressions]
     return queries, used
