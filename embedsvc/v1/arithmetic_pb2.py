@@ -25,39 +25,37 @@ _sym_db = _symbol_database.Default()
 from embedsvc.v1 import common_pb2 as embedsvc_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65mbedsvc/v1/arithmetic.proto\x12\x0b\x65mbedsvc.v1\x1a\x18\x65mbedsvc/v1/common.proto\")\n\x07ItemRef\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\x1a\n\nImageInput\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\xdb\x01\n\x04Term\x12\x13\n\x06weight\x18\x01 \x01(\x01H\x01\x88\x01\x01\x12\x0e\n\x04word\x18\x02 \x01(\tH\x00\x12%\n\x06vector\x18\x03 \x01(\x0b\x32\x13.embedsvc.v1.VectorH\x00\x12\x0e\n\x04text\x18\x04 \x01(\tH\x00\x12(\n\x05image\x18\x05 \x01(\x0b\x32\x17.embedsvc.v1.ImageInputH\x00\x12$\n\x04item\x18\x06 \x01(\x0b\x32\x14.embedsvc.v1.ItemRefH\x00\x12\x13\n\tdirection\x18\x07 \x01(\tH\x00\x42\x07\n\x05valueB\t\n\x07_weight\"<\n\nExpression\x12\x0c\n\x04text\x18\x01 \x01(\t\x12 \n\x05terms\x18\x02 \x03(\x0b\x32\x11.embedsvc.v1.Term\"Q\n\x0cResolvedTerm\x12\x0e\n\x06weight\x18\x01 \x01(\x01\x12\x0c\n\x04word\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x15\n\rin_vocabulary\x18\x04 \x01(\x08\"U\n\rArithmeticHit\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x10\n\x08is_input\x18\x03 \x01(\x08\x12\x15\n\rcontributions\x18\x04 \x03(\x01\"\x91\x01\n\x10\x45xpressionResult\x12(\n\x05terms\x18\x01 \x03(\x0b\x32\x19.embedsvc.v1.ResolvedTerm\x12(\n\x04hits\x18\x02 \x03(\x0b\x32\x1a.embedsvc.v1.ArithmeticHit\x12)\n\x0cquery_vector\x18\x03 \x01(\x0b\x32\x13.embedsvc.v1.Vector\"\xec\x01\n\x11\x41rithmeticRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12,\n\x0b\x65xpressions\x18\x02 \x03(\x0b\x32\x17.embedsvc.v1.Expression\x12#\n\x06method\x18\x03 \x01(\x0e\x32\x13.embedsvc.v1.Method\x12\r\n\x05top_n\x18\x04 \x01(\x05\x12\x16\n\x0erestrict_vocab\x18\x05 \x01(\x03\x12\x13\n\x0bkeep_inputs\x18\x06 \x01(\x08\x12\x1b\n\x13return_query_vector\x18\x07 \x01(\x08\x12\x1c\n\x14return_contributions\x18\x08 \x01(\x08\"q\n\x12\x41rithmeticResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.embedsvc.v1.ExpressionResult\x12+\n\nprovenance\x18\x02 \x01(\x0b\x32\x17.embedsvc.v1.Provenance\"\xa8\x01\n\x18\x45valuateAnalogiesRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tanalogies\x18\x02 \x01(\x0c\x12\x16\n\x0erestrict_vocab\x18\x03 \x01(\x03\x12\x16\n\x0e\x63\x61se_sensitive\x18\x04 \x01(\x08\x12\x15\n\rdummy4unknown\x18\x05 \x01(\x08\x12#\n\x06method\x18\x06 \x01(\x0e\x32\x13.embedsvc.v1.Method\"R\n\x0cSectionScore\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63orrect\x18\x02 \x01(\x03\x12\x11\n\tincorrect\x18\x03 \x01(\x03\x12\x10\n\x08\x61\x63\x63uracy\x18\x04 \x01(\x01\"\xe0\x01\n\x19\x45valuateAnalogiesResponse\x12+\n\x08sections\x18\x01 \x03(\x0b\x32\x19.embedsvc.v1.SectionScore\x12(\n\x05total\x18\x02 \x01(\x0b\x32\x19.embedsvc.v1.SectionScore\x12\x11\n\tquestions\x18\x03 \x01(\x03\x12\x15\n\roov_questions\x18\x04 \x01(\x03\x12\x15\n\rskipped_lines\x18\x05 \x01(\x03\x12+\n\nprovenance\x18\x06 \x01(\x0b\x32\x17.embedsvc.v1.Provenance*F\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x11\n\rMETHOD_COSADD\x10\x01\x12\x11\n\rMETHOD_COSMUL\x10\x02\x32\xc6\x01\n\x11\x41rithmeticService\x12M\n\nArithmetic\x12\x1e.embedsvc.v1.ArithmeticRequest\x1a\x1f.embedsvc.v1.ArithmeticResponse\x12\x62\n\x11\x45valuateAnalogies\x12%.embedsvc.v1.EvaluateAnalogiesRequest\x1a&.embedsvc.v1.EvaluateAnalogiesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65mbedsvc/v1/arithmetic.proto\x12\x0b\x65mbedsvc.v1\x1a\x18\x65mbedsvc/v1/common.proto\")\n\x07ItemRef\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\xdb\x01\n\x04Term\x12\x13\n\x06weight\x18\x01 \x01(\x01H\x01\x88\x01\x01\x12\x0e\n\x04word\x18\x02 \x01(\tH\x00\x12%\n\x06vector\x18\x03 \x01(\x0b\x32\x13.embedsvc.v1.VectorH\x00\x12\x0e\n\x04text\x18\x04 \x01(\tH\x00\x12(\n\x05image\x18\x05 \x01(\x0b\x32\x17.embedsvc.v1.ImageInputH\x00\x12$\n\x04item\x18\x06 \x01(\x0b\x32\x14.embedsvc.v1.ItemRefH\x00\x12\x13\n\tdirection\x18\x07 \x01(\tH\x00\x42\x07\n\x05valueB\t\n\x07_weight\"<\n\nExpression\x12\x0c\n\x04text\x18\x01 \x01(\t\x12 \n\x05terms\x18\x02 \x03(\x0b\x32\x11.embedsvc.v1.Term\"Q\n\x0cResolvedTerm\x12\x0e\n\x06weight\x18\x01 \x01(\x01\x12\x0c\n\x04word\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x15\n\rin_vocabulary\x18\x04 \x01(\x08\"U\n\rArithmeticHit\x12\x0c\n\x04word\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x10\n\x08is_input\x18\x03 \x01(\x08\x12\x15\n\rcontributions\x18\x04 \x03(\x01\"\x91\x01\n\x10\x45xpressionResult\x12(\n\x05terms\x18\x01 \x03(\x0b\x32\x19.embedsvc.v1.ResolvedTerm\x12(\n\x04hits\x18\x02 \x03(\x0b\x32\x1a.embedsvc.v1.ArithmeticHit\x12)\n\x0cquery_vector\x18\x03 \x01(\x0b\x32\x13.embedsvc.v1.Vector\"\xec\x01\n\x11\x41rithmeticRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12,\n\x0b\x65xpressions\x18\x02 \x03(\x0b\x32\x17.embedsvc.v1.Expression\x12#\n\x06method\x18\x03 \x01(\x0e\x32\x13.embedsvc.v1.Method\x12\r\n\x05top_n\x18\x04 \x01(\x05\x12\x16\n\x0erestrict_vocab\x18\x05 \x01(\x03\x12\x13\n\x0bkeep_inputs\x18\x06 \x01(\x08\x12\x1b\n\x13return_query_vector\x18\x07 \x01(\x08\x12\x1c\n\x14return_contributions\x18\x08 \x01(\x08\"q\n\x12\x41rithmeticResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.embedsvc.v1.ExpressionResult\x12+\n\nprovenance\x18\x02 \x01(\x0b\x32\x17.embedsvc.v1.Provenance\"\xa8\x01\n\x18\x45valuateAnalogiesRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tanalogies\x18\x02 \x01(\x0c\x12\x16\n\x0erestrict_vocab\x18\x03 \x01(\x03\x12\x16\n\x0e\x63\x61se_sensitive\x18\x04 \x01(\x08\x12\x15\n\rdummy4unknown\x18\x05 \x01(\x08\x12#\n\x06method\x18\x06 \x01(\x0e\x32\x13.embedsvc.v1.Method\"R\n\x0cSectionScore\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63orrect\x18\x02 \x01(\x03\x12\x11\n\tincorrect\x18\x03 \x01(\x03\x12\x10\n\x08\x61\x63\x63uracy\x18\x04 \x01(\x01\"\xe0\x01\n\x19\x45valuateAnalogiesResponse\x12+\n\x08sections\x18\x01 \x03(\x0b\x32\x19.embedsvc.v1.SectionScore\x12(\n\x05total\x18\x02 \x01(\x0b\x32\x19.embedsvc.v1.SectionScore\x12\x11\n\tquestions\x18\x03 \x01(\x03\x12\x15\n\roov_questions\x18\x04 \x01(\x03\x12\x15\n\rskipped_lines\x18\x05 \x01(\x03\x12+\n\nprovenance\x18\x06 \x01(\x0b\x32\x17.embedsvc.v1.Provenance*F\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x11\n\rMETHOD_COSADD\x10\x01\x12\x11\n\rMETHOD_COSMUL\x10\x02\x32\xc6\x01\n\x11\x41rithmeticService\x12M\n\nArithmetic\x12\x1e.embedsvc.v1.ArithmeticRequest\x1a\x1f.embedsvc.v1.ArithmeticResponse\x12\x62\n\x11\x45valuateAnalogies\x12%.embedsvc.v1.EvaluateAnalogiesRequest\x1a&.embedsvc.v1.EvaluateAnalogiesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'embedsvc.v1.arithmetic_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_METHOD']._serialized_start=1580
-  _globals['_METHOD']._serialized_end=1650
+  _globals['_METHOD']._serialized_start=1552
+  _globals['_METHOD']._serialized_end=1622
   _globals['_ITEMREF']._serialized_start=71
   _globals['_ITEMREF']._serialized_end=112
-  _globals['_IMAGEINPUT']._serialized_start=114
-  _globals['_IMAGEINPUT']._serialized_end=140
-  _globals['_TERM']._serialized_start=143
-  _globals['_TERM']._serialized_end=362
-  _globals['_EXPRESSION']._serialized_start=364
-  _globals['_EXPRESSION']._serialized_end=424
-  _globals['_RESOLVEDTERM']._serialized_start=426
-  _globals['_RESOLVEDTERM']._serialized_end=507
-  _globals['_ARITHMETICHIT']._serialized_start=509
-  _globals['_ARITHMETICHIT']._serialized_end=594
-  _globals['_EXPRESSIONRESULT']._serialized_start=597
-  _globals['_EXPRESSIONRESULT']._serialized_end=742
-  _globals['_ARITHMETICREQUEST']._serialized_start=745
-  _globals['_ARITHMETICREQUEST']._serialized_end=981
-  _globals['_ARITHMETICRESPONSE']._serialized_start=983
-  _globals['_ARITHMETICRESPONSE']._serialized_end=1096
-  _globals['_EVALUATEANALOGIESREQUEST']._serialized_start=1099
-  _globals['_EVALUATEANALOGIESREQUEST']._serialized_end=1267
-  _globals['_SECTIONSCORE']._serialized_start=1269
-  _globals['_SECTIONSCORE']._serialized_end=1351
-  _globals['_EVALUATEANALOGIESRESPONSE']._serialized_start=1354
-  _globals['_EVALUATEANALOGIESRESPONSE']._serialized_end=1578
-  _globals['_ARITHMETICSERVICE']._serialized_start=1653
-  _globals['_ARITHMETICSERVICE']._serialized_end=1851
+  _globals['_TERM']._serialized_start=115
+  _globals['_TERM']._serialized_end=334
+  _globals['_EXPRESSION']._serialized_start=336
+  _globals['_EXPRESSION']._serialized_end=396
+  _globals['_RESOLVEDTERM']._serialized_start=398
+  _globals['_RESOLVEDTERM']._serialized_end=479
+  _globals['_ARITHMETICHIT']._serialized_start=481
+  _globals['_ARITHMETICHIT']._serialized_end=566
+  _globals['_EXPRESSIONRESULT']._serialized_start=569
+  _globals['_EXPRESSIONRESULT']._serialized_end=714
+  _globals['_ARITHMETICREQUEST']._serialized_start=717
+  _globals['_ARITHMETICREQUEST']._serialized_end=953
+  _globals['_ARITHMETICRESPONSE']._serialized_start=955
+  _globals['_ARITHMETICRESPONSE']._serialized_end=1068
+  _globals['_EVALUATEANALOGIESREQUEST']._serialized_start=1071
+  _globals['_EVALUATEANALOGIESREQUEST']._serialized_end=1239
+  _globals['_SECTIONSCORE']._serialized_start=1241
+  _globals['_SECTIONSCORE']._serialized_end=1323
+  _globals['_EVALUATEANALOGIESRESPONSE']._serialized_start=1326
+  _globals['_EVALUATEANALOGIESRESPONSE']._serialized_end=1550
+  _globals['_ARITHMETICSERVICE']._serialized_start=1625
+  _globals['_ARITHMETICSERVICE']._serialized_end=1823
 # @@protoc_insertion_point(module_scope)

@@ -25,12 +25,6 @@ class ItemRef(_message.Message):
     id: str
     def __init__(self, collection: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
 
-class ImageInput(_message.Message):
-    __slots__ = ("data",)
-    DATA_FIELD_NUMBER: _ClassVar[int]
-    data: bytes
-    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
-
 class Term(_message.Message):
     __slots__ = ("weight", "word", "vector", "text", "image", "item", "direction")
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -44,10 +38,10 @@ class Term(_message.Message):
     word: str
     vector: _common_pb2.Vector
     text: str
-    image: ImageInput
+    image: _common_pb2.ImageInput
     item: ItemRef
     direction: str
-    def __init__(self, weight: _Optional[float] = ..., word: _Optional[str] = ..., vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., text: _Optional[str] = ..., image: _Optional[_Union[ImageInput, _Mapping]] = ..., item: _Optional[_Union[ItemRef, _Mapping]] = ..., direction: _Optional[str] = ...) -> None: ...
+    def __init__(self, weight: _Optional[float] = ..., word: _Optional[str] = ..., vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., text: _Optional[str] = ..., image: _Optional[_Union[_common_pb2.ImageInput, _Mapping]] = ..., item: _Optional[_Union[ItemRef, _Mapping]] = ..., direction: _Optional[str] = ...) -> None: ...
 
 class Expression(_message.Message):
     __slots__ = ("text", "terms")

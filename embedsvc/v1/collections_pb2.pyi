@@ -98,16 +98,18 @@ class CollectionInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index: _Optional[_Union[IndexSpec, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., space: _Optional[str] = ..., disk_bytes: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[CollectionState, str]] = ..., error: _Optional[str] = ..., tombstones: _Optional[int] = ...) -> None: ...
 
 class Item(_message.Message):
-    __slots__ = ("id", "vector", "input", "metadata")
+    __slots__ = ("id", "vector", "input", "metadata", "image")
     ID_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
     id: str
     vector: _common_pb2.Vector
     input: str
     metadata: _struct_pb2.Struct
-    def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., input: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    image: _common_pb2.ImageInput
+    def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., input: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., image: _Optional[_Union[_common_pb2.ImageInput, _Mapping]] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
     __slots__ = ("name", "dimension", "metric", "index", "model")
@@ -234,16 +236,18 @@ class GetItemsResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., missing_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Query(_message.Message):
-    __slots__ = ("vector", "item_id", "input", "expression")
+    __slots__ = ("vector", "item_id", "input", "expression", "image")
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     EXPRESSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
     vector: _common_pb2.Vector
     item_id: str
     input: str
     expression: _arithmetic_pb2.Expression
-    def __init__(self, vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., item_id: _Optional[str] = ..., input: _Optional[str] = ..., expression: _Optional[_Union[_arithmetic_pb2.Expression, _Mapping]] = ...) -> None: ...
+    image: _common_pb2.ImageInput
+    def __init__(self, vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., item_id: _Optional[str] = ..., input: _Optional[str] = ..., expression: _Optional[_Union[_arithmetic_pb2.Expression, _Mapping]] = ..., image: _Optional[_Union[_common_pb2.ImageInput, _Mapping]] = ...) -> None: ...
 
 class SearchOptions(_message.Message):
     __slots__ = ("k", "filter", "ef_search", "nprobe", "exact", "include_vectors", "include_metadata")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65mbedsvc/v1/common.proto\x12\x0b\x65mbedsvc.v1\"\'\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\r\n\x05space\x18\x02 \x01(\t\"\xb2\x01\n\nProvenance\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12;\n\nparameters\x18\x04 \x03(\x0b\x32\'.embedsvc.v1.Provenance.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65mbedsvc/v1/common.proto\x12\x0b\x65mbedsvc.v1\"\'\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\r\n\x05space\x18\x02 \x01(\t\"\xb2\x01\n\nProvenance\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12;\n\nparameters\x18\x04 \x03(\x0b\x32\'.embedsvc.v1.Provenance.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"r\n\x08RawImage\x12\x0e\n\x06pixels\x18\x01 \x01(\x0c\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x04 \x01(\x05\x12%\n\x05\x64type\x18\x05 \x01(\x0e\x32\x16.embedsvc.v1.PixelType\"L\n\nImageInput\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12$\n\x03raw\x18\x02 \x01(\x0b\x32\x15.embedsvc.v1.RawImageH\x00\x42\x08\n\x06source*U\n\tPixelType\x12\x1a\n\x16PIXEL_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10PIXEL_TYPE_UINT8\x10\x01\x12\x16\n\x12PIXEL_TYPE_FLOAT32\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PROVENANCE_PARAMETERSENTRY']._loaded_options = None
   _globals['_PROVENANCE_PARAMETERSENTRY']._serialized_options = b'8\001'
+  _globals['_PIXELTYPE']._serialized_start=457
+  _globals['_PIXELTYPE']._serialized_end=542
   _globals['_VECTOR']._serialized_start=41
   _globals['_VECTOR']._serialized_end=80
   _globals['_PROVENANCE']._serialized_start=83
   _globals['_PROVENANCE']._serialized_end=261
   _globals['_PROVENANCE_PARAMETERSENTRY']._serialized_start=212
   _globals['_PROVENANCE_PARAMETERSENTRY']._serialized_end=261
+  _globals['_RAWIMAGE']._serialized_start=263
+  _globals['_RAWIMAGE']._serialized_end=377
+  _globals['_IMAGEINPUT']._serialized_start=379
+  _globals['_IMAGEINPUT']._serialized_end=455
 # @@protoc_insertion_point(module_scope)

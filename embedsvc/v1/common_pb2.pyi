@@ -1,10 +1,20 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class PixelType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PIXEL_TYPE_UNSPECIFIED: _ClassVar[PixelType]
+    PIXEL_TYPE_UINT8: _ClassVar[PixelType]
+    PIXEL_TYPE_FLOAT32: _ClassVar[PixelType]
+PIXEL_TYPE_UNSPECIFIED: PixelType
+PIXEL_TYPE_UINT8: PixelType
+PIXEL_TYPE_FLOAT32: PixelType
 
 class Vector(_message.Message):
     __slots__ = ("values", "space")
@@ -32,3 +42,25 @@ class Provenance(_message.Message):
     method: str
     parameters: _containers.ScalarMap[str, str]
     def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., method: _Optional[str] = ..., parameters: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class RawImage(_message.Message):
+    __slots__ = ("pixels", "height", "width", "channels", "dtype")
+    PIXELS_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    pixels: bytes
+    height: int
+    width: int
+    channels: int
+    dtype: PixelType
+    def __init__(self, pixels: _Optional[bytes] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., dtype: _Optional[_Union[PixelType, str]] = ...) -> None: ...
+
+class ImageInput(_message.Message):
+    __slots__ = ("data", "raw")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    RAW_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    raw: RawImage
+    def __init__(self, data: _Optional[bytes] = ..., raw: _Optional[_Union[RawImage, _Mapping]] = ...) -> None: ...

@@ -12,6 +12,8 @@ class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_KIND_UNSPECIFIED: _ClassVar[ModelKind]
     MODEL_KIND_WORD_VECTORS: _ClassVar[ModelKind]
     MODEL_KIND_TEXT_ENCODER: _ClassVar[ModelKind]
+    MODEL_KIND_VAE: _ClassVar[ModelKind]
+    MODEL_KIND_IMAGE_ENCODER: _ClassVar[ModelKind]
 
 class ModelState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -22,13 +24,15 @@ class ModelState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 MODEL_KIND_UNSPECIFIED: ModelKind
 MODEL_KIND_WORD_VECTORS: ModelKind
 MODEL_KIND_TEXT_ENCODER: ModelKind
+MODEL_KIND_VAE: ModelKind
+MODEL_KIND_IMAGE_ENCODER: ModelKind
 MODEL_STATE_UNSPECIFIED: ModelState
 MODEL_STATE_LOADING: ModelState
 MODEL_STATE_READY: ModelState
 MODEL_STATE_FAILED: ModelState
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "kind", "dimension", "vocabulary_size", "device", "state", "version", "format", "source", "has_subwords", "description", "space", "error", "embeds_texts", "max_seq_length")
+    __slots__ = ("name", "kind", "dimension", "vocabulary_size", "device", "state", "version", "format", "source", "has_subwords", "description", "space", "error", "embeds_texts", "max_seq_length", "image_size", "image_channels")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +48,8 @@ class ModelInfo(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     EMBEDS_TEXTS_FIELD_NUMBER: _ClassVar[int]
     MAX_SEQ_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_CHANNELS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: ModelKind
     dimension: int
@@ -59,7 +65,9 @@ class ModelInfo(_message.Message):
     error: str
     embeds_texts: bool
     max_seq_length: int
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimension: _Optional[int] = ..., vocabulary_size: _Optional[int] = ..., device: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., version: _Optional[str] = ..., format: _Optional[str] = ..., source: _Optional[str] = ..., has_subwords: _Optional[bool] = ..., description: _Optional[str] = ..., space: _Optional[str] = ..., error: _Optional[str] = ..., embeds_texts: _Optional[bool] = ..., max_seq_length: _Optional[int] = ...) -> None: ...
+    image_size: int
+    image_channels: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimension: _Optional[int] = ..., vocabulary_size: _Optional[int] = ..., device: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., version: _Optional[str] = ..., format: _Optional[str] = ..., source: _Optional[str] = ..., has_subwords: _Optional[bool] = ..., description: _Optional[str] = ..., space: _Optional[str] = ..., error: _Optional[str] = ..., embeds_texts: _Optional[bool] = ..., max_seq_length: _Optional[int] = ..., image_size: _Optional[int] = ..., image_channels: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
