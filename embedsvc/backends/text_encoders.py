@@ -9,7 +9,6 @@ only by the encoders that need them.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from embedsvc.backends.devices import file_digest
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.settings import ModelSpec, TextEncoderFormat, Weighting
 
@@ -60,26 +60,6 @@ class TextEncoder(ABC):
     def unembeddable(self, texts: list[str]) -> list[int]:
         """Positions of texts this encoder cannot embed (checked before they are queued)."""
         return []
-
-
-def _file_digest(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        with path.open("rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-    return "sha256:" + digest.hexdigest()[:16]
-
-
-def resolve_device(device: str) -> str:
-    """ "auto" -> "cuda:0" when torch sees a GPU, else "cpu"; explicit devices are checked."""
-    import torch
-
-    if device == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device} was asked for, but torch sees no CUDA device")
-    return device
 
 
 def _counter(tokenizer: Any) -> Any:
@@ -134,7 +114,7 @@ class SentenceTransformerEncoder(TextEncoder):
             raise RuntimeError(f"{path} does not say its embedding dimension")
         self.dimension = int(dimension)
         weights = [p for p in path.rglob("*") if p.suffix in (".safetensors", ".bin") and p.is_file()]
-        self.version = _file_digest(weights) if weights else "sha256:unknown"
+        self.version = file_digest(weights) if weights else "sha256:unknown"
 
     def token_counts(self, texts: list[str]) -> list[int]:
         return [len(e.ids) + self._special for e in self._counter.encode_batch(texts, add_special_tokens=False)]
@@ -171,7 +151,7 @@ class StaticEncoder(TextEncoder):
         self.model = StaticModel.from_pretrained(str(path), force_download=False)
         self.max_seq_length = max_seq_length
         self.dimension = int(self.model.dim)
-        self.version = _file_digest([p for p in path.glob("*.safetensors")])
+        self.version = file_digest([p for p in path.glob("*.safetensors")])
         self._counter = _counter(self.model.tokenizer)
 
     def token_counts(self, texts: list[str]) -> list[int]:

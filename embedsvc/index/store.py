@@ -14,9 +14,8 @@ import threading
 import uuid
 from pathlib import Path
 
-from embedsvc.durable import fsync_dir
+from embedsvc.durable import fsync_dir, write_atomic
 from embedsvc.errors import EmbedsvcError, Reason
-from embedsvc.index.checkpoint import write_atomic
 from embedsvc.index.collection import CONFIG, Collection, CollectionConfig, State
 
 log = logging.getLogger(__name__)

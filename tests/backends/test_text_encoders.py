@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from embedsvc.backends.text_encoders import SentenceTransformerEncoder, _windows, load_text_encoder, resolve_device
+from embedsvc.backends.devices import resolve_device
+from embedsvc.backends.text_encoders import SentenceTransformerEncoder, _windows, load_text_encoder
 from embedsvc.settings import ModelKind, ModelSpec, TextEncoderFormat
 
 

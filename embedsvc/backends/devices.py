@@ -1,0 +1,27 @@
+"""Where torch models run, and the version tag of a model read from weight files; shared by every torch backend."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+
+def resolve_device(device: str) -> str:
+    """ "auto" -> "cuda:0" when torch sees a GPU, else "cpu"; explicit devices are checked."""
+    import torch
+
+    if device == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device} was asked for, but torch sees no CUDA device")
+    return device
+
+
+def file_digest(paths: list[Path]) -> str:
+    """ "sha256:" and 16 hex digits over the files' bytes, in name order: the version of a model read from them."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        with path.open("rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()[:16]
