@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from embedsvc import __version__
+from embedsvc.cli_images import IMAGE_COMMANDS
+from embedsvc.cli_images import add_commands as add_image_commands
 
 DEFAULT_TARGET = "localhost:50051"
 
@@ -73,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     what = e.add_mutually_exclusive_group(required=True)
     what.add_argument("--word", action="append", help="a word of a word model (repeatable)")
     what.add_argument("--text", action="append", help="a text, for a model that embeds texts (repeatable)")
+    what.add_argument("--image", action="append", type=Path, help="a PNG/JPEG file, for an image model (repeatable)")
     e.add_argument("--normalize", action="store_true", help="unit-length vectors")
     e.add_argument(
         "--long-texts", choices=("truncate", "chunk"), default="truncate", help="texts over the model's max length"
@@ -135,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
         help='one document a line (ids 0..n-1), or JSONL: {"id": ..., "text": ..., "metadata": {...}} a line',
     )
     it.add_argument("--batch-size", type=int, default=64, help="documents per stream message")
+    add_image_commands(sub, common)
     return p
 
 
@@ -280,6 +284,22 @@ def _command(args: argparse.Namespace) -> int:
             _print(args, payload, text)
         elif args.command == "index-texts":
             return _index_texts(args, client)
+        elif args.command in IMAGE_COMMANDS:
+            from embedsvc import cli_images
+
+            return cli_images.run(args, client)
+        elif args.command == "embed" and args.image:
+            ie = client.embed_images(args.model, [p.read_bytes() for p in args.image], normalize=args.normalize)
+            payload = {
+                "images": [str(p) for p in args.image],
+                "vectors": ie.vectors.tolist(),
+                "space": ie.space,
+                "provenance": _provenance(ie.provenance),
+            }
+            text = "\n".join(
+                f"{p}\t" + " ".join(f"{x:.6f}" for x in v) for p, v in zip(args.image, ie.vectors, strict=True)
+            )
+            _print(args, payload, text)
         elif args.command == "embed":
             emb = client.embed_words(args.model, args.word, normalize=args.normalize)
             payload = {
@@ -508,6 +528,10 @@ def _index_texts(args: argparse.Namespace, client: Any) -> int:
 def _model_line(m: Any) -> str:
     from embedsvc.v1 import models_pb2
 
+    if m.kind in (models_pb2.MODEL_KIND_VAE, models_pb2.MODEL_KIND_IMAGE_ENCODER):
+        kind = "vae" if m.kind == models_pb2.MODEL_KIND_VAE else "image"
+        shape = f"{m.image_size}x{m.image_size}x{m.image_channels}"
+        return f"dim {m.dimension:<5} {kind:<8} {shape:<10} {m.device:<6} {m.version}"
     if m.kind == models_pb2.MODEL_KIND_TEXT_ENCODER:
         return f"dim {m.dimension:<5} text     max {m.max_seq_length:<4} tokens {m.device:<6} {m.version}"
     texts = "  (+texts)" if m.embeds_texts else ""
@@ -524,6 +548,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "train-vae":
+        from embedsvc.cli_images import train_vae
+
+        return train_vae(args)
     from embedsvc.client import EmbedsvcClientError
 
     try:

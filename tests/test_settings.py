@@ -8,7 +8,7 @@ from embedsvc.settings import ConfigError, ModelKind, Settings, TextEncoderForma
 
 def test_defaults_serve_the_embedded_model():
     settings = Settings.from_config({})
-    assert [m.name for m in settings.all_models()] == ["minilm-static", "minilm"]
+    assert [m.name for m in settings.all_models()] == ["minilm-static", "minilm", "mnist-vae"]
     assert Settings(embedded_models=False).all_models() == ()
 
 
@@ -35,7 +35,7 @@ def test_toml_example_from_the_readme():
     assert settings.data_dir == Path("/tmp/x")
     (glove,) = settings.models
     assert glove.format is WordVectorFormat.GLOVE and glove.path == Path("/data/glove.6B.300d.txt")
-    assert [m.name for m in settings.all_models()] == ["minilm-static", "minilm", "glove"]
+    assert [m.name for m in settings.all_models()] == ["minilm-static", "minilm", "mnist-vae", "glove"]
 
 
 def test_flags_override_the_file():
@@ -57,7 +57,33 @@ def test_flags_override_the_file():
         ({"models": [{"name": "a", "format": "glove"}]}, "path: a file path is required"),
         ({"models": [{"name": "a", "format": "gensim", "path": "/x"}]}, "allow_pickle = true"),
         ({"models": [{"name": "a", "format": "model2vec", "path": "/x"}]}, "reserved"),
-        ({"models": [{"name": "a", "kind": "vae", "format": "glove", "path": "/x"}]}, "kind: must be one of"),
+        ({"models": [{"name": "a", "kind": "sound", "format": "glove", "path": "/x"}]}, "kind: must be one of"),
+        ({"models": [{"name": "a", "kind": "vae", "format": "glove", "path": "/x"}]}, "format: must be one of"),
+        ({"models": [{"name": "a", "kind": "vae"}]}, "path: a checkpoint folder"),
+        (
+            {"models": [{"name": "a", "kind": "image-encoder", "format": "torchvision", "path": "/w.safetensors"}]},
+            "architecture: a torchvision model name",
+        ),
+        (
+            {
+                "models": [
+                    {"name": "a", "kind": "image-encoder", "format": "torchscript", "path": "/m.pt", "channels": 2}
+                ]
+            },
+            "channels: must be 1 or 3",
+        ),
+        (
+            {
+                "models": [
+                    {"name": "a", "kind": "image-encoder", "format": "torchscript", "path": "/m.pt", "std": [1, 0, 1]}
+                ]
+            },
+            "std: must be positive",
+        ),
+        (
+            {"models": [{"name": "a", "kind": "vae", "path": "/m", "architecture": "resnet18"}]},
+            "unknown key(s) for a vae model: architecture",
+        ),
         ({"models": [{"name": "a", "format": "glove", "path": "/x", "colour": 1}]}, "unknown key(s) for a word"),
         ({"models": [{"name": "t", "kind": "text-encoder", "format": "bert"}]}, "format: must be one of"),
         ({"models": [{"name": "t", "kind": "text-encoder", "format": "sentence-transformers"}]}, "model directory"),
@@ -121,8 +147,9 @@ def test_bad_config_names_the_key(config, message):
 
 def test_a_configured_model_can_replace_the_embedded_one():
     config = {"models": [{"name": "minilm-static", "format": "glove", "path": "/x"}]}
-    embedded_text, replaced = Settings.from_config(config).all_models()
-    assert embedded_text.name == "minilm" and replaced.format is WordVectorFormat.GLOVE
+    embedded_text, embedded_vae, replaced = Settings.from_config(config).all_models()
+    assert embedded_text.name == "minilm" and embedded_vae.name == "mnist-vae"
+    assert replaced.format is WordVectorFormat.GLOVE
 
 
 def test_text_encoders_from_toml():
@@ -159,3 +186,36 @@ def test_text_encoders_from_toml():
     assert (sif.format, sif.words, sif.weighting) == (TextEncoderFormat.AVERAGED_WORDS, "glove", Weighting.SIF)
     assert (mpnet.kind, mpnet.fp16, mpnet.max_batch_size, mpnet.max_wait_ms) == (ModelKind.TEXT_ENCODER, True, 32, 2.0)
     assert mpnet.batching and mpnet.path == Path("/models/all-mpnet-base-v2")
+
+
+def test_image_models_from_toml():
+    config = tomllib.loads(
+        """
+        [[models]]
+        name = "faces"
+        kind = "vae"
+        path = "/models/faces-vae"
+        device = "cpu"
+
+        [[models]]
+        name = "resnet"
+        kind = "image-encoder"
+        format = "torchvision"
+        architecture = "resnet18"
+        path = "/models/resnet18.safetensors"
+
+        [[models]]
+        name = "grey"
+        kind = "image-encoder"
+        format = "torchscript"
+        path = "/models/grey.pt"
+        image_size = 64
+        channels = 1
+        mean = [0.5]
+        std = [0.25]
+        """
+    )
+    faces, resnet, grey = Settings.from_config(config).models
+    assert faces.kind is ModelKind.VAE and faces.path == Path("/models/faces-vae") and faces.device == "cpu"
+    assert resnet.architecture == "resnet18" and resnet.image_size == 224 and resnet.mean == (0.485, 0.456, 0.406)
+    assert (grey.channels, grey.image_size, grey.mean, grey.std) == (1, 64, (0.5,), (0.25,))

@@ -19,6 +19,8 @@ from embedsvc.core.batching import CallControl
 from embedsvc.core.binding import Binding, binding
 from embedsvc.core.expression import Expression
 from embedsvc.core.filters import compile_filter
+from embedsvc.core.images import ImageInput
+from embedsvc.core.latents import Latents
 from embedsvc.core.registry import ModelRegistry, Provenance
 from embedsvc.core.vectors import check_vector
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
@@ -38,6 +40,8 @@ class ItemIn:
     input: str = ""
     metadata: dict[str, Any] | None = None
     space: str = ""
+    # For a collection bound to an image model: the image to embed.
+    image: ImageInput | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class QueryIn:
     item_id: str = ""
     input: str = ""
     expression: Expression | None = None
+    image: ImageInput | None = None
 
 
 @dataclass(frozen=True)
@@ -119,10 +124,13 @@ def _check_ids(ids: Sequence[str], field: str, limits: Limits) -> None:
 
 
 class Collections:
-    def __init__(self, store: CollectionStore, registry: ModelRegistry, limits: Limits) -> None:
+    def __init__(
+        self, store: CollectionStore, registry: ModelRegistry, limits: Limits, latents: Latents | None = None
+    ) -> None:
         self.store = store
         self.registry = registry
         self.limits = limits
+        self.latents = latents
 
     # ---- lifecycle -----------------------------------------------------------------------------------------------
 
@@ -134,7 +142,7 @@ class Collections:
             raise missing("metric", "the metric")
         model_version = space = ""
         if model:
-            bound = binding(self.registry, model)
+            bound = binding(self.registry, model, self.latents)
             if dimension and dimension != bound.dimension:
                 raise EmbedsvcError(
                     Reason.DIMENSION_MISMATCH,
@@ -196,7 +204,7 @@ class Collections:
                 f"collection '{config.name}' is not bound to a model, so it takes vectors, not raw inputs",
                 field=field,
             )
-        model = binding(self.registry, config.model)
+        model = binding(self.registry, config.model, self.latents)
         if model.version != config.model_version:
             raise EmbedsvcError(
                 Reason.MODEL_BINDING,
@@ -228,16 +236,24 @@ class Collections:
         dimension = collection.config.dimension
         vectors = np.empty((len(items), dimension), np.float32)
         to_embed: list[int] = []
+        images: list[int] = []
         for n, item in enumerate(items):
             field = f"items[{n}]"
-            if item.vector is not None and item.input:
-                raise invalid(field, "set either vector or input, not both")
-            if item.vector is None:
+            if sum((item.vector is not None, bool(item.input), item.image is not None)) > 1:
+                raise invalid(field, "set one of vector, input and image")
+            if item.image is not None:
+                images.append(n)
+            elif item.vector is None:
                 if not item.input:
-                    raise missing(field + ".vector", "a vector (or an input for a bound collection)")
+                    raise missing(field + ".vector", "a vector (or an input or image for a bound collection)")
                 to_embed.append(n)
             else:
                 vectors[n] = self._vector(collection, item.vector, item.space, field + ".vector")
+        if images:
+            check_count("items", "items with images", len(images), self.limits.max_images_per_request)
+            model = self._bound_model(collection, f"items[{images[0]}].image")
+            pictures = [items[n].image for n in images]
+            vectors[images] = model.embed_images(pictures, lambda i: f"items[{images[i]}].image")  # type: ignore[arg-type]
         if to_embed:
             model = self._bound_model(collection, f"items[{to_embed[0]}].input")
             inputs = [items[n].input for n in to_embed]
@@ -356,6 +372,7 @@ class Collections:
         exclude: list[set[int]] = [set() for _ in queries]
         expressions: list[tuple[int, Expression]] = []
         inputs: list[tuple[int, str]] = []
+        pictures: list[tuple[int, ImageInput]] = []
         for q, query in enumerate(queries):
             where = f"{field}[{q}]" if batch else field
             if query.vector is not None:
@@ -376,8 +393,14 @@ class Collections:
                 inputs.append((q, query.input))
             elif query.expression is not None:
                 expressions.append((q, query.expression))
+            elif query.image is not None:
+                pictures.append((q, query.image))
             else:
-                raise missing(where, "a query (vector, item_id, input or expression)")
+                raise missing(where, "a query (vector, item_id, input, expression or image)")
+        if pictures:
+            where_image = [(f"{field}[{q}]" if batch else field) + ".image" for q, _ in pictures]
+            model = self._bound_model(collection, where_image[0])
+            vectors[[q for q, _ in pictures]] = model.embed_images([p for _, p in pictures], lambda n: where_image[n])
         if inputs:  # embedded together: one batch for a text model
             where_input = [(f"{field}[{q}]" if batch else field) + ".input" for q, _ in inputs]
             model = self._bound_model(collection, where_input[0])

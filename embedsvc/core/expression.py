@@ -28,7 +28,7 @@ class TermKind(StrEnum):
 
 @dataclass(frozen=True)
 class Term:
-    """One weighted term. `value` is the word or text; `vector` is set for VECTOR terms."""
+    """One weighted term. `value` is the word, text or direction name; `vector` is set for VECTOR terms."""
 
     kind: TermKind
     weight: float = 1.0
@@ -36,6 +36,8 @@ class Term:
     vector: np.ndarray | None = field(default=None, compare=False)
     # The space a VECTOR term is tagged with ("" when untagged).
     space: str = ""
+    # IMAGE terms: the image (PNG/JPEG bytes or an embedsvc.core.images.RawImage).
+    image: object | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

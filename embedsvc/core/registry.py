@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from embedsvc.backends.image_encoders import ImageEncoder
 from embedsvc.backends.text_encoders import TextEncoder
+from embedsvc.backends.vae import VAEModel
 from embedsvc.backends.word_vectors import WordVectors, load_word_vectors
 from embedsvc.core import arithmetic
 from embedsvc.core.batching import Batcher
@@ -45,6 +47,8 @@ class ModelInfo:
     error: str = ""
     embeds_texts: bool = False
     max_seq_length: int = 0
+    image_size: int = 0
+    image_channels: int = 0
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,9 @@ class Provenance:
     parameters: dict[str, str]
 
 
-def provenance(space: WordVectors | TextEncoder, method: str, parameters: dict[str, str] | None = None) -> Provenance:
+def provenance(
+    space: WordVectors | TextEncoder | ImageEncoder, method: str, parameters: dict[str, str] | None = None
+) -> Provenance:
     return Provenance(space.name, space.version, method, dict(parameters or {}))
 
 
@@ -91,18 +97,23 @@ class ModelRegistry:
         }
         self._word_models: dict[str, WordVectors] = {}
         self._text_models: dict[str, TextModel] = {}
+        # Every image model (VAEs too, as encoders of their latent mean), and the VAEs.
+        self._image_models: dict[str, ImageEncoder] = {}
+        self._vaes: dict[str, VAEModel] = {}
 
     def load_all(self) -> None:
-        """Load and warm up every model, word models first (averaged-words encoders need theirs), each kind in
-        configuration order; the first failure is raised (one line)."""
+        """Load and warm up every model, word models first (averaged-words encoders need theirs), then text and image
+        models, each kind in configuration order; the first failure is raised (one line)."""
         ordered = sorted(self._specs.values(), key=lambda s: s.kind is not ModelKind.WORD_VECTORS)
         for spec in ordered:
             started = time.monotonic()
             try:
                 if spec.kind is ModelKind.WORD_VECTORS:
                     self._load_word_model(spec)
-                else:
+                elif spec.kind is ModelKind.TEXT_ENCODER:
                     self._load_text_model(spec)
+                else:
+                    self._load_image_model(spec)
             except Exception as exc:
                 with self._lock:
                     self._infos[spec.name] = replace(self._infos[spec.name], state=ModelState.FAILED, error=str(exc))
@@ -145,7 +156,8 @@ class ModelRegistry:
             )
 
     def _load_text_model(self, spec: ModelSpec) -> None:
-        from embedsvc.backends.text_encoders import load_text_encoder, resolve_device
+        from embedsvc.backends.devices import resolve_device
+        from embedsvc.backends.text_encoders import load_text_encoder
 
         device = resolve_device(spec.device or self._device)
         encoder = load_text_encoder(spec, device=device, word_models=self._word_models)
@@ -162,6 +174,36 @@ class ModelRegistry:
                 embeds_texts=True,
                 max_seq_length=encoder.max_seq_length,
                 source=str(spec.path) if spec.path else ("words:" + spec.words if spec.words else "embedded"),
+            )
+
+    def _load_image_model(self, spec: ModelSpec) -> None:
+        from embedsvc.backends.devices import resolve_device
+
+        device = resolve_device(spec.device or self._device)
+        assert spec.path is not None
+        encoder: ImageEncoder
+        if spec.kind is ModelKind.VAE:
+            vae = VAEModel.load(spec.name, spec.path, device)
+            vae.decode(vae.encode(np.zeros((2, *_image_dims(vae)), np.float32))[0])  # warm-up: both halves
+            encoder = vae
+        else:
+            from embedsvc.backends.image_encoders import load_image_encoder
+
+            encoder = load_image_encoder(spec, device)  # warms up (it embeds a blank image to learn its dimension)
+        with self._lock:
+            self._image_models[spec.name] = encoder
+            if spec.kind is ModelKind.VAE:
+                self._vaes[spec.name] = vae
+            self._infos[spec.name] = replace(
+                self._infos[spec.name],
+                state=ModelState.READY,
+                dimension=encoder.dimension,
+                version=encoder.version,
+                space=encoder.space,
+                device=encoder.device,
+                source=str(spec.path),
+                image_size=encoder.shape.size,
+                image_channels=encoder.shape.channels,
             )
 
     def _start_text_model(self, spec: ModelSpec, encoder: TextEncoder) -> TextModel:
@@ -232,6 +274,26 @@ class ModelRegistry:
             raise _not_ready(info)
         return model
 
+    def image_model(self, name: str) -> ImageEncoder:
+        """The ready image model (a VAE or an image encoder) of that name."""
+        info = self._named_info(name)
+        if info.kind not in (ModelKind.VAE, ModelKind.IMAGE_ENCODER):
+            raise _kind_mismatch(info, "an image model (vae or image-encoder)")
+        model = self._image_models.get(name)
+        if model is None:
+            raise _not_ready(info)
+        return model
+
+    def vae(self, name: str) -> VAEModel:
+        """The ready VAE of that name; MODEL_NOT_FOUND, MODEL_NOT_READY or MODEL_KIND_MISMATCH."""
+        info = self._named_info(name)
+        if info.kind is not ModelKind.VAE:
+            raise _kind_mismatch(info, "a VAE")
+        model = self._vaes.get(name)
+        if model is None:
+            raise _not_ready(info)
+        return model
+
     def _named_info(self, name: str) -> ModelInfo:
         if not name:
             raise EmbedsvcError(Reason.MISSING_FIELD, "the model name is required", field="model")
@@ -245,6 +307,19 @@ class ModelRegistry:
             field="model",
             metadata={"model": name},
         )
+
+
+def _kind_mismatch(info: ModelInfo, wanted: str) -> EmbedsvcError:
+    return EmbedsvcError(
+        Reason.MODEL_KIND_MISMATCH,
+        f"model '{info.name}' is a {info.kind.value} model, not {wanted}",
+        field="model",
+        metadata={"model": info.name, "kind": info.kind.value},
+    )
+
+
+def _image_dims(model: VAEModel) -> tuple[int, int, int]:
+    return model.shape.channels, model.shape.size, model.shape.size
 
 
 def _not_ready(info: ModelInfo) -> EmbedsvcError:

@@ -13,7 +13,7 @@ from embedsvc.errors import EmbedsvcError, Reason, invalid
 from embedsvc.index.collection import Hit, StoredItem
 from embedsvc.index.faiss_index import IndexKind, IndexParams, Metric
 from embedsvc.settings import Limits
-from embedsvc.transport import convert
+from embedsvc.transport import convert, images_convert
 from embedsvc.v1 import collections_pb2
 
 METRICS: dict[int, Metric] = {
@@ -125,6 +125,7 @@ def items(messages: Any, packed: bytes = b"") -> list[ItemIn]:
                 input=m.input,
                 metadata=json_format.MessageToDict(m.metadata) if m.HasField("metadata") else None,
                 space=m.vector.space if has_vector else "",
+                image=images_convert.image(m.image, f"items[{n}].image") if m.HasField("image") else None,
             )
         )
     return out
@@ -148,6 +149,8 @@ def query(message: collections_pb2.Query, field: str, limits: Limits) -> QueryIn
     if which == "expression":
         (expression,) = convert.expressions([message.expression], limits, field=field + ".expression")
         return QueryIn(expression=expression)
+    if which == "image":
+        return QueryIn(image=images_convert.image(message.image, field + ".image"))
     return QueryIn()
 
 

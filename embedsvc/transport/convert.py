@@ -24,18 +24,17 @@ _METHODS: dict[int, arithmetic.Method] = {
 _KINDS = {
     ModelKind.WORD_VECTORS: models_pb2.MODEL_KIND_WORD_VECTORS,
     ModelKind.TEXT_ENCODER: models_pb2.MODEL_KIND_TEXT_ENCODER,
+    ModelKind.VAE: models_pb2.MODEL_KIND_VAE,
+    ModelKind.IMAGE_ENCODER: models_pb2.MODEL_KIND_IMAGE_ENCODER,
 }
 _STATES = {
     ModelState.LOADING: models_pb2.MODEL_STATE_LOADING,
     ModelState.READY: models_pb2.MODEL_STATE_READY,
     ModelState.FAILED: models_pb2.MODEL_STATE_FAILED,
 }
-# Proto oneof name -> term kind, for the kinds a word model cannot evaluate (refused by the arithmetic engine).
+# Proto oneof name -> term kind, for kinds no model evaluates yet (refused by the engines with TERM_KIND_NOT_SUPPORTED).
 _OTHER_TERM_KINDS = {
-    "text": TermKind.TEXT,
-    "image": TermKind.IMAGE,
     "item": TermKind.ITEM,
-    "direction": TermKind.DIRECTION,
 }
 
 
@@ -47,7 +46,7 @@ def method(value: int) -> arithmetic.Method:
 
 
 def vector(message: common_pb2.Vector, field: str) -> np.ndarray:
-    values = np.asarray(message.values, dtype=np.float32)
+    values = np.array(list(message.values), dtype=np.float32)  # list() first: numpy reads lists far faster
     if not np.isfinite(values).all():
         raise EmbedsvcError(Reason.NOT_FINITE, "the vector has NaN or infinite components", field=field)
     return values
@@ -78,6 +77,8 @@ def model_info_message(info: ModelInfo) -> models_pb2.ModelInfo:
         error=info.error,
         embeds_texts=info.embeds_texts,
         max_seq_length=info.max_seq_length,
+        image_size=info.image_size,
+        image_channels=info.image_channels,
     )
 
 
@@ -91,6 +92,16 @@ def _term(message: arithmetic_pb2.Term, field: str) -> Term:
     if which == "vector":
         values = vector(message.vector, field + ".vector.values")
         return Term(TermKind.VECTOR, weight, vector=values, space=message.vector.space)
+    if which == "text":  # checked (empty, too long) by the text model that evaluates it
+        return Term(TermKind.TEXT, weight, message.text)
+    if which == "image":
+        from embedsvc.transport.images_convert import image
+
+        return Term(TermKind.IMAGE, weight, image=image(message.image, field + ".image"))
+    if which == "direction":
+        if not message.direction:
+            raise EmbedsvcError(Reason.MISSING_FIELD, "the direction name is empty", field=field + ".direction")
+        return Term(TermKind.DIRECTION, weight, message.direction)
     if which is None:
         raise EmbedsvcError(Reason.MISSING_FIELD, "the term has no value", field=field)
     return Term(_OTHER_TERM_KINDS[which], weight)

@@ -15,6 +15,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from embedsvc.core.collections import Collections
+from embedsvc.core.directions import DirectionStore
+from embedsvc.core.latents import Latents
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.index.faiss_index import configure_faiss
 from embedsvc.index.store import CollectionStore
@@ -22,6 +24,7 @@ from embedsvc.settings import Settings
 from embedsvc.transport.arithmetic_servicer import ArithmeticServicer
 from embedsvc.transport.collections_servicer import CollectionServicer
 from embedsvc.transport.interceptors import ErrorInterceptor
+from embedsvc.transport.latent_servicer import ImageServicer, LatentServicer
 from embedsvc.transport.models_servicer import ModelServicer
 from embedsvc.transport.text_servicer import TextServicer
 from embedsvc.transport.words_servicer import WordServicer
@@ -30,6 +33,10 @@ from embedsvc.v1 import (
     arithmetic_pb2_grpc,
     collections_pb2,
     collections_pb2_grpc,
+    images_pb2,
+    images_pb2_grpc,
+    latent_pb2,
+    latent_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
     text_pb2,
@@ -45,8 +52,18 @@ WORD_SERVICE = words_pb2.DESCRIPTOR.services_by_name["WordService"].full_name
 ARITHMETIC_SERVICE = arithmetic_pb2.DESCRIPTOR.services_by_name["ArithmeticService"].full_name
 COLLECTION_SERVICE = collections_pb2.DESCRIPTOR.services_by_name["CollectionService"].full_name
 TEXT_SERVICE = text_pb2.DESCRIPTOR.services_by_name["TextService"].full_name
+IMAGE_SERVICE = images_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name
+LATENT_SERVICE = latent_pb2.DESCRIPTOR.services_by_name["LatentService"].full_name
 # Services that answer only once models are loaded and warmed up and collections recovered; "" is the whole server.
-MODEL_BOUND_SERVICES = (WORD_SERVICE, ARITHMETIC_SERVICE, COLLECTION_SERVICE, TEXT_SERVICE, "")
+MODEL_BOUND_SERVICES = (
+    WORD_SERVICE,
+    ARITHMETIC_SERVICE,
+    COLLECTION_SERVICE,
+    TEXT_SERVICE,
+    IMAGE_SERVICE,
+    LATENT_SERVICE,
+    "",
+)
 
 
 class Server:
@@ -82,9 +99,13 @@ class Server:
             ArithmeticServicer(self.registry, limits), self._grpc
         )
         text_pb2_grpc.add_TextServiceServicer_to_server(TextServicer(self.registry, limits), self._grpc)
+        self.directions = DirectionStore(settings.data_dir / "directions")
+        latents = Latents(self.registry, self.directions, limits)
         collections_pb2_grpc.add_CollectionServiceServicer_to_server(
-            CollectionServicer(Collections(self.store, self.registry, limits)), self._grpc
+            CollectionServicer(Collections(self.store, self.registry, limits, latents)), self._grpc
         )
+        latent_pb2_grpc.add_LatentServiceServicer_to_server(LatentServicer(latents), self._grpc)
+        images_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(latents), self._grpc)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         self.health.set(MODEL_SERVICE, health_pb2.HealthCheckResponse.SERVING)
@@ -97,6 +118,8 @@ class Server:
                 ARITHMETIC_SERVICE,
                 COLLECTION_SERVICE,
                 TEXT_SERVICE,
+                IMAGE_SERVICE,
+                LATENT_SERVICE,
                 health.SERVICE_NAME,
                 reflection.SERVICE_NAME,
             )

@@ -43,6 +43,10 @@ STATUS_CODES: dict[Reason, grpc.StatusCode] = {
     Reason.CANCELLED: grpc.StatusCode.CANCELLED,
     Reason.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.UNEMBEDDABLE_INPUT: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.INVALID_IMAGE: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.UNSUPPORTED_IMAGE_FORMAT: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.DIRECTION_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Reason.DIRECTION_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
 }
 
 INTERNAL_MESSAGE = "internal error; the server log has the details"

@@ -1,0 +1,202 @@
+"""A loaded VAE: its checkpoint on disk (safetensors weights + JSON config, never a pickle) and numpy in / numpy out.
+
+A checkpoint is a directory holding `model.safetensors` and `config.json`:
+`{"format": "embedsvc-vae", "model": <VAEConfig>, "data": {...}, "training": {...}, "metrics": {...}}`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from embedsvc.backends.devices import file_digest
+from embedsvc.core.images import ImageShape
+from embedsvc.durable import write_atomic
+from embedsvc.nets.vae import ConvVAE, VAEConfig, kl_to_standard_normal
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+FORMAT = "embedsvc-vae"
+# Images per forward pass: bounds the memory one call can take.
+CHUNK = 1024
+
+
+class CheckpointError(ValueError):
+    """A VAE checkpoint directory cannot be read; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    config: VAEConfig
+    # data, training and metrics sections of config.json, as written by `train-vae`.
+    meta: dict[str, Any]
+
+
+def save_checkpoint(directory: Path, net: ConvVAE, meta: dict[str, Any]) -> None:
+    """Write weights and config atomically (each file: temp, fsync, rename)."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
+    document = {"format": FORMAT, "model": net.config.to_json(), **meta}
+    write_atomic(directory / WEIGHTS, save(state, metadata={"format": FORMAT}))
+    write_atomic(directory / CONFIG, (json.dumps(document, indent=2, sort_keys=False) + "\n").encode())
+
+
+def read_checkpoint(directory: Path) -> tuple[Checkpoint, dict[str, torch.Tensor]]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config_path, weights_path = directory / CONFIG, directory / WEIGHTS
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing (a VAE checkpoint is a folder with {CONFIG} and {WEIGHTS})")
+    try:
+        document = json.loads(config_path.read_text())
+        if document.get("format") != FORMAT:
+            raise CheckpointError(f"{config_path}: format is {document.get('format')!r}, not {FORMAT!r}")
+        config = VAEConfig.from_json(document["model"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{config_path}: {exc}") from None
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights_path}: {exc}") from None
+    meta = {k: v for k, v in document.items() if k not in ("format", "model")}
+    return Checkpoint(config, meta), state
+
+
+class VAEModel:
+    """A VAE ready to serve: eval mode, weights frozen, inference under `torch.inference_mode()`.
+
+    Thread-safe: forward passes share no mutable state; `inpaint` optimises a private latent tensor.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        net: ConvVAE,
+        *,
+        version: str,
+        device: str = "cpu",
+        meta: dict[str, Any] | None = None,
+        source: str = "",
+    ) -> None:
+        net.eval().requires_grad_(False).to(device)
+        self.name = name
+        self.net = net
+        self.config = net.config
+        self.meta = dict(meta or {})
+        self.device = device
+        self.source = source
+        self.version = version
+        self.space = f"model:{name}@{version}"
+        self.shape = ImageShape(net.config.channels, net.config.image_size)
+
+    @classmethod
+    def load(cls, name: str, directory: Path, device: str = "cpu") -> VAEModel:
+        """Read a checkpoint folder; its version is the digest of both files."""
+        checkpoint, state = read_checkpoint(directory)
+        net = ConvVAE(checkpoint.config)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{directory / WEIGHTS}: weights do not fit the config ({exc})") from None
+        version = file_digest([directory / WEIGHTS, directory / CONFIG])
+        return cls(name, net, version=version, device=device, meta=checkpoint.meta, source=str(directory))
+
+    method = "vae-mean"
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    @property
+    def dimension(self) -> int:
+        return self.config.latent_dim
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """As an image encoder: the latent mean of each image."""
+        return self.encode(images)[0]
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self.device)
+
+    def encode(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, C, H, W) in [0, 1] -> (mean, log variance) of q(z|x), each (N, latent_dim) float32."""
+        means, log_vars = [], []
+        with torch.inference_mode():
+            for start in range(0, len(images), CHUNK):
+                mean, log_var = self.net.encode(self._tensor(images[start : start + CHUNK]))
+                means.append(mean.cpu().numpy())
+                log_vars.append(log_var.cpu().numpy())
+        empty = np.zeros((0, self.latent_dim), dtype=np.float32)
+        return (np.concatenate(means) if means else empty), (np.concatenate(log_vars) if log_vars else empty)
+
+    def decode(self, latents: np.ndarray) -> np.ndarray:
+        """(N, latent_dim) -> mean images E[x|z], (N, C, H, W) float32 in [0, 1]."""
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(latents), CHUNK):
+                out.append(self.net.decode(self._tensor(latents[start : start + CHUNK])).cpu().numpy())
+        if not out:
+            return np.zeros((0, self.shape.channels, self.shape.size, self.shape.size), dtype=np.float32)
+        return np.concatenate(out)
+
+    def elbo_terms(self, images: np.ndarray, *, samples: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(reconstruction NLL, KL) per image in nats; their sum is -ELBO (beta = 1 whatever the training beta was).
+
+        samples = 0 evaluates the reconstruction term at z = mean (deterministic); samples > 0 averages that many
+        reparameterised draws (seeded), the usual Monte Carlo estimate.
+        """
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        recons, kls = [], []
+        with torch.inference_mode():
+            for start in range(0, len(images), CHUNK):
+                x = self._tensor(images[start : start + CHUNK])
+                mean, log_var = self.net.encode(x)
+                kl = kl_to_standard_normal(mean, log_var)
+                if samples == 0:
+                    recon = self.net.reconstruction_nll(self.net.decode_params(mean), x)
+                else:
+                    recon = torch.zeros(len(x), device=self.device)
+                    for _ in range(samples):
+                        noise = torch.randn(mean.shape, generator=generator, device=self.device)
+                        z = mean + noise * (0.5 * log_var).exp()
+                        recon += self.net.reconstruction_nll(self.net.decode_params(z), x)
+                    recon /= samples
+                recons.append(recon.cpu().numpy())
+                kls.append(kl.cpu().numpy())
+        empty = np.zeros(0, dtype=np.float32)
+        return (np.concatenate(recons) if recons else empty), (np.concatenate(kls) if kls else empty)
+
+    def inpaint(
+        self, images: np.ndarray, known: np.ndarray, *, steps: int, learning_rate: float = 0.05, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Complete missing pixels: find z maximising log p(known pixels | z) + log p(z) (MAP, Adam from the
+        encoder's mean of the image with missing pixels set to the decoder's prior mean), then keep the known pixels
+        and take the decoder's mean elsewhere. `known` is 1 where a pixel is known, 0 where it is missing.
+        Returns (completed images, latents)."""
+        x = self._tensor(images)
+        mask = self._tensor(known)
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            prior_mean = self.net.decode(torch.zeros(1, self.latent_dim, device=self.device))
+            start, _ = self.net.encode(x * mask + prior_mean * (1 - mask))
+        z = start.clone().requires_grad_(True)
+        optimiser = torch.optim.Adam([z], lr=learning_rate)
+        with torch.enable_grad():
+            for _ in range(steps):
+                optimiser.zero_grad()
+                nll = self.net.reconstruction_nll(self.net.decode_params(z), x, mask)
+                loss = (nll + 0.5 * z.pow(2).sum(dim=1)).sum()
+                loss.backward()
+                optimiser.step()
+        with torch.inference_mode():
+            decoded = self.net.decode(z.detach())
+            completed = x * mask + decoded * (1 - mask)
+        return completed.cpu().numpy(), z.detach().cpu().numpy()

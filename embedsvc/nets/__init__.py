@@ -1,0 +1,1 @@
+"""torch nn.Modules (architectures) and their frozen config dataclasses."""

@@ -1,0 +1,186 @@
+"""LatentService and ImageService: thin adapters over embedsvc.core.latents and the image models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+
+from embedsvc.core.images import to_model_input
+from embedsvc.core.latents import Generated, Latents
+from embedsvc.core.registry import provenance
+from embedsvc.errors import check_count
+from embedsvc.transport import convert
+from embedsvc.transport import images_convert as ic
+from embedsvc.v1 import images_pb2, images_pb2_grpc, latent_pb2, latent_pb2_grpc
+
+
+class LatentServicer(latent_pb2_grpc.LatentServiceServicer):
+    def __init__(self, latents: Latents) -> None:
+        self._latents = latents
+        self._limits = latents.limits
+
+    def _space(self, model: str) -> str:
+        return self._latents.registry.vae(model).space
+
+    def _images(self, result: Generated, model: str) -> list[latent_pb2.GeneratedImage]:
+        return ic.generated(result, self._space(model))
+
+    def EncodeImages(
+        self, request: latent_pb2.EncodeImagesRequest, context: grpc.ServicerContext
+    ) -> latent_pb2.EncodeImagesResponse:
+        mean, log_var, prov = self._latents.encode(request.model, ic.images(request.images))
+        response = latent_pb2.EncodeImagesResponse(provenance=convert.provenance_message(prov))
+        space = self._space(request.model)
+        for m, v in zip(mean.tolist(), log_var.tolist(), strict=True):  # one tolist per matrix: cheaper than per row
+            code = response.codes.add()
+            code.mean.values.extend(m)
+            code.mean.space = space
+            code.log_variance.values.extend(v)
+            code.log_variance.space = space
+        return response
+
+    def DecodeLatents(
+        self, request: latent_pb2.DecodeLatentsRequest, context: grpc.ServicerContext
+    ) -> latent_pb2.DecodeLatentsResponse:
+        check_count(
+            "expressions", "expressions", len(request.expressions), self._limits.max_images_per_request, minimum=0
+        )
+        expressions = convert.expressions(list(request.expressions), self._limits) if request.expressions else []
+        result = self._latents.decode(request.model, [ic.tagged(v) for v in request.latents], expressions)
+        return latent_pb2.DecodeLatentsResponse(
+            images=self._images(result, request.model), provenance=convert.provenance_message(result.provenance)
+        )
+
+    def Sample(self, request: latent_pb2.SampleRequest, context: grpc.ServicerContext) -> latent_pb2.SampleResponse:
+        result, seed = self._latents.sample(
+            request.model,
+            request.n,
+            request.seed if request.HasField("seed") else None,
+            request.temperature if request.HasField("temperature") else None,
+        )
+        return latent_pb2.SampleResponse(
+            images=self._images(result, request.model),
+            seed=seed,
+            provenance=convert.provenance_message(result.provenance),
+        )
+
+    def Reconstruct(
+        self, request: latent_pb2.ReconstructRequest, context: grpc.ServicerContext
+    ) -> latent_pb2.ReconstructResponse:
+        result = self._latents.reconstruct(request.model, ic.images(request.images))
+        return latent_pb2.ReconstructResponse(
+            images=self._images(result, request.model), provenance=convert.provenance_message(result.provenance)
+        )
+
+    def _frames(self, result: Generated, positions: np.ndarray, model: str) -> Iterator[latent_pb2.Frame]:
+        prov = convert.provenance_message(result.provenance)
+        for i, (image, position) in enumerate(zip(self._images(result, model), positions, strict=True)):
+            yield latent_pb2.Frame(index=i, position=float(position), image=image, provenance=prov)
+
+    def Interpolate(
+        self, request: latent_pb2.InterpolateRequest, context: grpc.ServicerContext
+    ) -> Iterator[latent_pb2.InterpolateResponse]:
+        result = self._latents.interpolate(
+            request.model,
+            ic.point(request.start, request.HasField("start"), "start"),
+            ic.point(request.end, request.HasField("end"), "end"),
+            request.steps,
+            request.mode == latent_pb2.INTERPOLATION_MODE_SPHERICAL,
+        )
+        positions = np.linspace(0.0, 1.0, len(result.latents))
+        for frame in self._frames(result, positions, request.model):
+            yield latent_pb2.InterpolateResponse(frame=frame)
+
+    def CreateDirection(
+        self, request: latent_pb2.CreateDirectionRequest, context: grpc.ServicerContext
+    ) -> latent_pb2.CreateDirectionResponse:
+        sets = tuple(
+            (
+                s.label,
+                ic.images(s.images, f"{field}.images"),
+                [ic.tagged(v) for v in s.latents],
+            )
+            for s, field in ((request.from_examples, "from_examples"), (request.to_examples, "to_examples"))
+        )
+        direction = self._latents.create_direction(
+            request.model, request.name, sets, request.description, request.replace
+        )
+        return latent_pb2.CreateDirectionResponse(direction=ic.direction_message(direction, self._space(request.model)))
+
+    def ListDirections(
+        self, request: latent_pb2.ListDirectionsRequest, context: grpc.ServicerContext
+    ) -> latent_pb2.ListDirectionsResponse:
+        if request.model:
+            self._latents.registry.vae(request.model)  # MODEL_NOT_FOUND / MODEL_KIND_MISMATCH for a wrong name
+        spaces = {i.name: i.space for i in self._latents.registry.infos()}
+        return latent_pb2.ListDirectionsResponse(
+            directions=[
+                ic.direction_message(d, spaces.get(d.model, "")) for d in self._latents.directions.list(request.model)
+            ]
+        )
+
+    def DeleteDirection(
+        self, request: latent_pb2.DeleteDirectionRequest, context: grpc.ServicerContext
+    ) -> latent_pb2.DeleteDirectionResponse:
+        self._latents.directions.delete(request.model, request.name)
+        return latent_pb2.DeleteDirectionResponse()
+
+    def Traverse(
+        self, request: latent_pb2.TraverseRequest, context: grpc.ServicerContext
+    ) -> Iterator[latent_pb2.TraverseResponse]:
+        strengths = list(request.strengths)
+        result = self._latents.traverse(
+            request.model, ic.point(request.start, request.HasField("start"), "start"), request.direction, strengths
+        )
+        for frame in self._frames(result, np.asarray(strengths), request.model):
+            yield latent_pb2.TraverseResponse(frame=frame)
+
+    def AnomalyScore(
+        self, request: latent_pb2.AnomalyScoreRequest, context: grpc.ServicerContext
+    ) -> latent_pb2.AnomalyScoreResponse:
+        nelbo, recon, kl, prov = self._latents.anomaly_scores(
+            request.model, ic.images(request.images), request.samples, request.seed
+        )
+        return latent_pb2.AnomalyScoreResponse(
+            scores=[
+                latent_pb2.ImageScore(negative_elbo=float(n), reconstruction_nll=float(r), kl=float(k))
+                for n, r, k in zip(nelbo, recon, kl, strict=True)
+            ],
+            provenance=convert.provenance_message(prov),
+        )
+
+    def Inpaint(self, request: latent_pb2.InpaintRequest, context: grpc.ServicerContext) -> latent_pb2.InpaintResponse:
+        result = self._latents.inpaint(
+            request.model,
+            ic.image(request.image, "image") if request.HasField("image") else None,
+            ic.image(request.mask, "mask") if request.HasField("mask") else None,
+            request.steps,
+            request.seed,
+        )
+        (image,) = self._images(result, request.model)
+        return latent_pb2.InpaintResponse(image=image, provenance=convert.provenance_message(result.provenance))
+
+
+class ImageServicer(images_pb2_grpc.ImageServiceServicer):
+    def __init__(self, latents: Latents) -> None:
+        self._registry = latents.registry
+        self._limits = latents.limits
+
+    def EmbedImages(
+        self, request: images_pb2.EmbedImagesRequest, context: grpc.ServicerContext
+    ) -> images_pb2.EmbedImagesResponse:
+        model = self._registry.image_model(request.model)
+        check_count("images", "images", len(request.images), self._limits.max_images_per_request)
+        pixels = to_model_input(ic.images(request.images), model.shape, max_pixels=self._limits.max_image_pixels)
+        vectors = model.embed(pixels)
+        if request.normalize:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = vectors / np.where(norms > 0, norms, 1.0)
+        return images_pb2.EmbedImagesResponse(
+            vectors=[convert.vector_message(v, model.space) for v in vectors],
+            provenance=convert.provenance_message(
+                provenance(model, model.method, {"normalize": str(request.normalize).lower(), "device": model.device})
+            ),
+        )
