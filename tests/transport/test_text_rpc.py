@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from embedsvc.client import Client, EmbedsvcClientError
-from embedsvc.v1 import text_pb2
+from embedsvc.v1 import arithmetic_pb2, text_pb2
 from tests.conftest import GENSIM_DATA
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -230,5 +230,15 @@ def test_text_arithmetic_searches_the_bound_collection(client, st_model):
         assert [h.id for h in hits] == want
         np.testing.assert_allclose([h.score for h in hits], np.sort(items @ q)[::-1], atol=1e-5)
         assert hits[0].id == "2"  # the winter beach
+        # The structured form: Term.text terms carry their texts and give the same ranking.
+        structured = arithmetic_pb2.Expression(
+            terms=[
+                arithmetic_pb2.Term(text="a day at the beach"),
+                arithmetic_pb2.Term(text="summer", weight=-1.0),
+                arithmetic_pb2.Term(text="winter"),
+            ]
+        )
+        hits = client.search("seasons", expression=structured, k=len(docs))
+        assert [h.id for h in hits] == want
     finally:
         client.delete_collection("seasons")
