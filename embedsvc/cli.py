@@ -23,6 +23,8 @@ import numpy as np
 from embedsvc import __version__
 from embedsvc.cli_images import IMAGE_COMMANDS
 from embedsvc.cli_images import add_commands as add_image_commands
+from embedsvc.cli_maps import MAP_COMMANDS
+from embedsvc.cli_maps import add_commands as add_map_commands
 
 DEFAULT_TARGET = "localhost:50051"
 
@@ -139,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     it.add_argument("--batch-size", type=int, default=64, help="documents per stream message")
     add_image_commands(sub, common)
+    add_map_commands(sub, common)
     return p
 
 
@@ -284,6 +287,10 @@ def _command(args: argparse.Namespace) -> int:
             _print(args, payload, text)
         elif args.command == "index-texts":
             return _index_texts(args, client)
+        elif args.command in MAP_COMMANDS:
+            from embedsvc import cli_maps
+
+            return cli_maps.run(args, client)
         elif args.command in IMAGE_COMMANDS:
             from embedsvc import cli_images
 

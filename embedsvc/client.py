@@ -28,6 +28,7 @@ from embedsvc.client_images import (
     embed_images_call,
     image_input,
 )
+from embedsvc.client_maps import MapClientMixin
 from embedsvc.client_messages import (
     INDEX_KINDS,
     METHODS,
@@ -66,6 +67,7 @@ from embedsvc.v1 import (
     collections_pb2_grpc,
     images_pb2_grpc,
     latent_pb2_grpc,
+    maps_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
     text_pb2,
@@ -117,6 +119,7 @@ class _Calls:
         self.collections = collections_pb2_grpc.CollectionServiceStub(channel)
         self.images = images_pb2_grpc.ImageServiceStub(channel)
         self.latent = latent_pb2_grpc.LatentServiceStub(channel)
+        self.maps = maps_pb2_grpc.MapServiceStub(channel)
 
     def create_collection(
         self, name: str, dimension: int, metric: str, index: str, model: str, params: dict[str, int]
@@ -229,7 +232,7 @@ class _Calls:
         )
 
 
-class Client(ImageClientMixin):
+class Client(ImageClientMixin, MapClientMixin):
     """Blocking client. `timeout` (seconds) applies to every call unless a call passes its own."""
 
     def __init__(self, target: str = "localhost:50051", *, timeout: float | None = 60.0) -> None:

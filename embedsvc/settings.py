@@ -159,6 +159,14 @@ class Limits:
     max_direction_examples: int = 10_000
     # Monte Carlo draws per image in AnomalyScore.
     max_elbo_samples: int = 64
+    # Maps: points in one Project, Cluster or Plot point set.
+    max_map_points: int = 20_000
+    # Maps: components of one Cluster (and max_k).
+    max_clusters: int = 50
+    # Maps: width and height of a plot, in pixels.
+    max_plot_pixels_side: int = 4096
+    # Maps: points a plot labels (more are drawn unlabelled).
+    max_annotated_points: int = 200
 
 
 @dataclass(frozen=True)

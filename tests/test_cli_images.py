@@ -182,3 +182,65 @@ def test_directions_traverse_inpaint_anomaly_embed(capsys, target, tmp_path, dig
         strip,
     )
     assert code == 1 and "DIRECTION_NOT_FOUND" in err
+
+
+def test_map_and_cluster_commands(capsys, target, tmp_path):
+    out = tmp_path / "map.png"
+    code, stdout, _ = run(
+        capsys,
+        "--target",
+        target,
+        "map",
+        "--model",
+        "minilm-static",
+        "--words",
+        "animals: cat dog lion horse",
+        "--words",
+        "jobs: doctor lawyer nurse judge",
+        "--width",
+        "500",
+        "--height",
+        "400",
+        "--out",
+        out,
+    )
+    assert code == 0 and "wrote" in stdout and Image.open(out).size == (500, 400)
+    code, stdout, _ = run(
+        capsys,
+        "--target",
+        target,
+        "--json",
+        "cluster",
+        "--model",
+        "minilm-static",
+        "--words",
+        "cat dog lion horse doctor lawyer nurse judge",
+        "--reduce-to",
+        "2",
+        "-k",
+        "2",
+    )
+    payload = json.loads(stdout)
+    assert code == 0 and payload["k"] == 2
+    animals = {payload["assignments"][w] for w in ("cat", "dog", "lion", "horse")}
+    jobs = {payload["assignments"][w] for w in ("doctor", "lawyer", "nurse", "judge")}
+    assert len(animals) == len(jobs) == 1 and animals != jobs
+    code, stdout, _ = run(
+        capsys,
+        "--target",
+        target,
+        "cluster",
+        "--model",
+        "minilm-static",
+        "--top-n",
+        "200",
+        "-k",
+        "5",
+        "--method",
+        "kmeans",
+    )
+    assert code == 0 and stdout.startswith("k = 5") and len(stdout.splitlines()) == 6
+    code, _, err = run(
+        capsys, "--target", target, "map", "--model", "minilm-static", "--words", "cat zzqqx", "--out", out
+    )
+    assert code == 1 and "OUT_OF_VOCABULARY" in err

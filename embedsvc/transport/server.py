@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from embedsvc.core.collections import Collections
 from embedsvc.core.directions import DirectionStore
 from embedsvc.core.latents import Latents
+from embedsvc.core.maps import Maps
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.index.faiss_index import configure_faiss
 from embedsvc.index.store import CollectionStore
@@ -25,6 +26,7 @@ from embedsvc.transport.arithmetic_servicer import ArithmeticServicer
 from embedsvc.transport.collections_servicer import CollectionServicer
 from embedsvc.transport.interceptors import ErrorInterceptor
 from embedsvc.transport.latent_servicer import ImageServicer, LatentServicer
+from embedsvc.transport.maps_servicer import MapServicer
 from embedsvc.transport.models_servicer import ModelServicer
 from embedsvc.transport.text_servicer import TextServicer
 from embedsvc.transport.words_servicer import WordServicer
@@ -37,6 +39,8 @@ from embedsvc.v1 import (
     images_pb2_grpc,
     latent_pb2,
     latent_pb2_grpc,
+    maps_pb2,
+    maps_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
     text_pb2,
@@ -54,6 +58,7 @@ COLLECTION_SERVICE = collections_pb2.DESCRIPTOR.services_by_name["CollectionServ
 TEXT_SERVICE = text_pb2.DESCRIPTOR.services_by_name["TextService"].full_name
 IMAGE_SERVICE = images_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name
 LATENT_SERVICE = latent_pb2.DESCRIPTOR.services_by_name["LatentService"].full_name
+MAP_SERVICE = maps_pb2.DESCRIPTOR.services_by_name["MapService"].full_name
 # Services that answer only once models are loaded and warmed up and collections recovered; "" is the whole server.
 MODEL_BOUND_SERVICES = (
     WORD_SERVICE,
@@ -62,6 +67,7 @@ MODEL_BOUND_SERVICES = (
     TEXT_SERVICE,
     IMAGE_SERVICE,
     LATENT_SERVICE,
+    MAP_SERVICE,
     "",
 )
 
@@ -101,9 +107,9 @@ class Server:
         text_pb2_grpc.add_TextServiceServicer_to_server(TextServicer(self.registry, limits), self._grpc)
         self.directions = DirectionStore(settings.data_dir / "directions")
         latents = Latents(self.registry, self.directions, limits)
-        collections_pb2_grpc.add_CollectionServiceServicer_to_server(
-            CollectionServicer(Collections(self.store, self.registry, limits, latents)), self._grpc
-        )
+        collections = Collections(self.store, self.registry, limits, latents)
+        collections_pb2_grpc.add_CollectionServiceServicer_to_server(CollectionServicer(collections), self._grpc)
+        maps_pb2_grpc.add_MapServiceServicer_to_server(MapServicer(Maps(latents, collections, limits)), self._grpc)
         latent_pb2_grpc.add_LatentServiceServicer_to_server(LatentServicer(latents), self._grpc)
         images_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(latents), self._grpc)
         self.health = health.HealthServicer(experimental_non_blocking=True)
@@ -120,6 +126,7 @@ class Server:
                 TEXT_SERVICE,
                 IMAGE_SERVICE,
                 LATENT_SERVICE,
+                MAP_SERVICE,
                 health.SERVICE_NAME,
                 reflection.SERVICE_NAME,
             )
