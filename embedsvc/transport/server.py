@@ -118,18 +118,8 @@ class Server:
         for name in MODEL_BOUND_SERVICES:
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         if settings.reflection:
-            names = (
-                MODEL_SERVICE,
-                WORD_SERVICE,
-                ARITHMETIC_SERVICE,
-                COLLECTION_SERVICE,
-                TEXT_SERVICE,
-                IMAGE_SERVICE,
-                LATENT_SERVICE,
-                MAP_SERVICE,
-                health.SERVICE_NAME,
-                reflection.SERVICE_NAME,
-            )
+            services = (MODEL_SERVICE, *(name for name in MODEL_BOUND_SERVICES if name))
+            names = (*services, health.SERVICE_NAME, reflection.SERVICE_NAME)
             reflection.enable_server_reflection(names, self._grpc)
         address = f"{settings.host}:{settings.port}"
         try:

@@ -254,13 +254,26 @@ def test_message_size_limit_is_enforced(client):
 
 def test_health_per_service_and_reflection(client, target):
     assert client.health() == "SERVING"
-    for service in ("embedsvc.v1.ModelService", "embedsvc.v1.WordService", "embedsvc.v1.ArithmeticService"):
+    services = {
+        f"embedsvc.v1.{name}"
+        for name in (
+            "ModelService",
+            "WordService",
+            "ArithmeticService",
+            "TextService",
+            "CollectionService",
+            "ImageService",
+            "LatentService",
+            "MapService",
+        )
+    }
+    for service in services:
         assert client.health(service) == "SERVING"
     with grpc.insecure_channel(target) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         (response,) = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         names = {s.name for s in response.list_services_response.service}
-    assert {"embedsvc.v1.ArithmeticService", "grpc.health.v1.Health"} <= names
+    assert services | {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
 
 
 def test_concurrent_callers_get_their_own_answers(client):
