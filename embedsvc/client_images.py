@@ -7,7 +7,7 @@ float32 in [0, 1], sent raw (not resized by the server: it must have the model's
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,8 +107,8 @@ class ImageClientMixin:
     _calls: Any
     timeout: float | None
 
-    def _run(self, call: Any) -> Any:  # provided by Client
-        raise NotImplementedError
+    # Provided by Client: sends (rpc, request, parse) and raises EmbedsvcClientError on failure.
+    _run: Callable[[Any], Any]
 
     def _stream(self, rpc: Any, request: Any) -> list[GeneratedImage]:
         try:

@@ -6,7 +6,7 @@ png = client.plot(word_points("minilm-static", ["cat", "dog", "doctor", "nurse"]
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,8 +111,8 @@ class MapClientMixin:
 
     _calls: Any
 
-    def _run(self, call: Any) -> Any:  # provided by Client
-        raise NotImplementedError
+    # Provided by Client: sends (rpc, request, parse) and raises EmbedsvcClientError on failure.
+    _run: Callable[[Any], Any]
 
     def project(
         self, points: maps_pb2.PointSet, *, dimensions: int = 2, transform: Sequence[maps_pb2.PointSet] = ()

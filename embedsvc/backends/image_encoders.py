@@ -57,6 +57,7 @@ class TorchImageEncoder:
         self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self._std = torch.tensor(spec.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         # Found by embedding one blank image at load (also the warm-up).
+        self._dimension = 0
         self._dimension = int(
             self.embed(np.zeros((1, spec.channels, spec.image_size, spec.image_size), np.float32)).shape[1]
         )
@@ -78,7 +79,7 @@ class TorchImageEncoder:
                 if features.dim() != 2:
                     features = features.flatten(1)
                 out.append(features.float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, getattr(self, "_dimension", 0)), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, self._dimension), np.float32)
 
 
 def import_torchvision() -> types.ModuleType:

@@ -47,7 +47,13 @@ def plot(maps: Maps, point_set: PointSetIn | None, options: PlotOptions) -> tupl
     points = maps.points(point_set)
     projection = project_points(points, 2)
     colours, legend = _colours(points, options, maps)
-    thumbnails = _thumbnails(points, maps) if options.thumbnails else None
+    thumbnails = None
+    if options.thumbnails:
+        # At most max_annotated_points pictures, spread evenly over the points (every point keeps its marker); only
+        # those are decoded.
+        n = len(points.labels)
+        chosen = np.unique(np.linspace(0, n - 1, min(n, limits.max_annotated_points)).round().astype(int))
+        thumbnails = (chosen, _thumbnails(points, chosen, maps))
     annotate = options.annotate and thumbnails is None
     return _draw(projection, colours, legend, thumbnails, options, annotate, limits.max_annotated_points), projection
 
@@ -89,13 +95,14 @@ def _category(value: object) -> str:
     return str(value)
 
 
-def _thumbnails(points: Points, maps: Maps) -> np.ndarray:
-    """(n, C, H, W) pictures of the points: the images given, or a VAE-bound collection's vectors decoded."""
+def _thumbnails(points: Points, chosen: np.ndarray, maps: Maps) -> np.ndarray:
+    """(len(chosen), C, H, W) pictures of those points: the images given, or a VAE-bound collection's vectors
+    decoded."""
     if points.images is not None:
-        return points.images
+        return points.images[chosen]
     if points.vae:
         vae = maps.registry.vae(points.vae)
-        return vae.decode(points.vectors.astype(np.float32))
+        return vae.decode(points.vectors[chosen].astype(np.float32))
     raise invalid("style", "thumbnails need images (ImagePoints) or a collection bound to a VAE")
 
 
@@ -103,7 +110,7 @@ def _draw(
     projection: Projection,
     categories: list[str] | None,
     legend_title: str,
-    thumbnails: np.ndarray | None,
+    thumbnails: tuple[np.ndarray, np.ndarray] | None,
     options: PlotOptions,
     annotate: bool,
     max_annotated: int,
@@ -132,10 +139,9 @@ def _draw(
         if len(names) <= 20:
             axes.legend(title=legend_title, fontsize="small", loc="best", markerscale=1.5)
     if thumbnails is not None:
-        # At most max_annotated pictures, spread evenly over the points (every point keeps its marker).
-        chosen = np.unique(np.linspace(0, len(xy) - 1, min(len(xy), max_annotated)).round().astype(int))
+        chosen, pictures = thumbnails
         zoom = max(0.4, min(1.2, options.width / 1000))
-        for (x, y), picture in zip(xy[chosen], thumbnails[chosen], strict=True):
+        for (x, y), picture in zip(xy[chosen], pictures, strict=True):
             array = picture[0] if picture.shape[0] == 1 else picture.transpose(1, 2, 0)
             box = OffsetImage(array, zoom=zoom, cmap="gray" if picture.shape[0] == 1 else None)
             axes.add_artist(AnnotationBbox(box, (x, y), frameon=False))

@@ -82,9 +82,10 @@ def test_encode_equals_the_model_in_process(client, vae, digits):
 def test_decode_and_reconstruct(client, vae, digits):
     z = np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32)
     decoded = client.decode_latents(MODEL, z)
-    for g, want in zip(decoded, vae.decode(z), strict=True):
+    for g, want, latent in zip(decoded, vae.decode(z), z, strict=True):
         np.testing.assert_allclose(g.array(), want[0], atol=1 / 255 + 1e-6)  # PNG's 8 bits
-        np.testing.assert_allclose(g.latent, g.latent)
+        np.testing.assert_array_equal(g.latent, latent)
+        assert g.space == client.get_model(MODEL).space
     images = digits[1].images[:100]
     recon = np.stack([g.array() for g in client.reconstruct(MODEL, [png(x) for x in images])])
     mse = float(np.mean((recon - images[:, 0]) ** 2))
