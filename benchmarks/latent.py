@@ -29,8 +29,8 @@ from _serve import serve
 
 from embedsvc.backends.vae import VAEModel
 from embedsvc.client import Client
-from embedsvc.core.image_data import load_dataset
-from embedsvc.core.images import ImageShape, to_model_input, to_png
+from embedsvc.core.images.codec import ImageShape, to_model_input, to_png
+from embedsvc.core.images.datasets import load_dataset
 from embedsvc.settings import EMBEDDED_VAE, EMBEDDED_VAE_DIR, Limits
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import gensim
 
 from embedsvc.backends.word_vectors import load_word_vectors
-from embedsvc.core.analogies import evaluate_analogies, parse_analogies
-from embedsvc.core.arithmetic import Method
+from embedsvc.core.words.analogies import evaluate_analogies, parse_analogies
+from embedsvc.core.words.arithmetic import Method
 from embedsvc.settings import ModelKind, ModelSpec, Settings, WordVectorFormat
 
 DATA = Path(gensim.__file__).parent / "test" / "test_data"

@@ -1,7 +1,3 @@
 """embedsvc: a gRPC service for embedding models, vector arithmetic and latent spaces."""
 
 __version__ = "0.1.0"
-
-from embedsvc import _torchvision_compat
-
-_torchvision_compat.install()

@@ -99,9 +99,9 @@ def train_vae(args: argparse.Namespace) -> int:
 
     from embedsvc.backends.devices import resolve_device
     from embedsvc.backends.vae import save_checkpoint
-    from embedsvc.core.image_data import DataError, ImageDataset, load_dataset
-    from embedsvc.core.images import ImageShape, to_model_input, to_png
-    from embedsvc.core.vae_training import TrainOptions, held_out_metrics, train_vae
+    from embedsvc.core.images.codec import ImageShape, to_model_input, to_png
+    from embedsvc.core.images.datasets import DataError, ImageDataset, load_dataset
+    from embedsvc.core.images.training import TrainOptions, held_out_metrics, train_vae
     from embedsvc.nets.vae import Likelihood, VAEConfig
 
     try:
@@ -218,7 +218,7 @@ def _grid_png(pngs: list[bytes], columns: int = 0) -> bytes:
 
     from PIL import Image
 
-    from embedsvc.core.images import grid, to_png
+    from embedsvc.core.images.codec import grid, to_png
 
     arrays = []
     for data in pngs:

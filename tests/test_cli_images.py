@@ -11,8 +11,8 @@ from PIL import Image
 
 from embedsvc.backends.vae import VAEModel
 from embedsvc.cli import main
-from embedsvc.core.image_data import load_dataset
-from embedsvc.core.images import to_png
+from embedsvc.core.images.codec import to_png
+from embedsvc.core.images.datasets import load_dataset
 
 
 def run(capsys, *argv):

@@ -5,8 +5,8 @@ torchvision classification architecture whose weights come from a local file (th
 classifier head replaced by identity), and a TorchScript module. Inputs are float32 (N, C, H, W) in [0, 1] at the
 encoder's `shape`; each encoder applies its own normalisation.
 
-torchvision is imported through `embedsvc._torchvision_compat`, so that PyPI's torchvision works beside the CPU build
-of torch (its compiled detection operators do not load there; classification architectures never call them).
+torchvision is imported behind `embedsvc.backends.torchvision_compat`, so that PyPI's torchvision works beside the CPU
+build of torch (its compiled detection operators do not load there; classification architectures never call them).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from embedsvc.backends.devices import file_digest
-from embedsvc.core.images import ImageShape
+from embedsvc.core.images.codec import ImageShape
 from embedsvc.settings import ImageEncoderFormat, ModelSpec
 
 CHUNK = 256
@@ -83,7 +83,7 @@ class TorchImageEncoder:
 
 
 def import_torchvision() -> types.ModuleType:
-    """torchvision (importable beside a mismatched torch thanks to embedsvc._torchvision_compat)."""
+    """torchvision (importable beside a mismatched torch thanks to embedsvc.backends.torchvision_compat)."""
     import torchvision
 
     return torchvision

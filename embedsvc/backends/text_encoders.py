@@ -3,8 +3,8 @@
 Each encoder turns a list of texts into one float32 row per text, truncating every text to its `max_seq_length`
 tokens, counts tokens the way its tokenizer does (so callers can report truncation and sort by length), and can split a
 long text into windows of at most `max_seq_length` tokens for chunked mean pooling. Normalisation and batching are the
-caller's (`embedsvc.core.texts`, `embedsvc.core.batching`). torch, sentence-transformers and model2vec are imported
-only by the encoders that need them.
+caller's (`embedsvc.core.texts`). torch, sentence-transformers and model2vec are imported only by the encoders that
+need them.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from embedsvc.backends.devices import file_digest
-from embedsvc.core.images import ImageShape
+from embedsvc.core.images.codec import ImageShape
 from embedsvc.durable import write_atomic
 from embedsvc.nets.vae import ConvVAE, VAEConfig, kl_to_standard_normal
 

@@ -15,9 +15,9 @@ from embedsvc.backends.image_encoders import ImageEncoder
 from embedsvc.backends.text_encoders import TextEncoder
 from embedsvc.backends.vae import VAEModel
 from embedsvc.backends.word_vectors import WordVectors, load_word_vectors
-from embedsvc.core import arithmetic
-from embedsvc.core.batching import Batcher
 from embedsvc.core.expression import Expression, Term, TermKind
+from embedsvc.core.texts.batching import Batcher
+from embedsvc.core.words import arithmetic
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.settings import ModelKind, ModelSpec, WordVectorFormat
 

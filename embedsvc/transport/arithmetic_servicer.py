@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import grpc
 
-from embedsvc.core import arithmetic
-from embedsvc.core.analogies import GENSIM_RESTRICT_VOCAB, evaluate_analogies, parse_analogies
 from embedsvc.core.registry import ModelRegistry, provenance
+from embedsvc.core.words import arithmetic
+from embedsvc.core.words.analogies import GENSIM_RESTRICT_VOCAB, evaluate_analogies, parse_analogies
 from embedsvc.errors import limit_exceeded, missing
 from embedsvc.settings import Limits
 from embedsvc.transport import convert

@@ -8,10 +8,9 @@ from typing import Any
 import numpy as np
 from google.protobuf import json_format, struct_pb2
 
-from embedsvc.core.collections import CollectionInfo, ItemIn, PackedQueries, QueryIn, SearchOptions
+from embedsvc.core.collections.service import CollectionInfo, ItemIn, PackedQueries, QueryIn, SearchOptions
 from embedsvc.errors import EmbedsvcError, Reason, invalid
-from embedsvc.index.collection import Hit, StoredItem
-from embedsvc.index.faiss_index import IndexKind, IndexParams, Metric
+from embedsvc.index.types import Hit, IndexKind, IndexParams, Metric, StoredItem
 from embedsvc.settings import Limits
 from embedsvc.transport import convert, images_convert
 from embedsvc.v1 import collections_pb2

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from embedsvc.core.collections import Collections
+from embedsvc.core.collections.service import Collections
 from embedsvc.errors import EmbedsvcError, Reason, missing
 from embedsvc.transport import collections_convert as cc
 from embedsvc.transport import convert

@@ -7,11 +7,11 @@ import time
 import grpc
 import numpy as np
 
-from embedsvc.core import arithmetic
-from embedsvc.core.analogies import AnalogyReport, SectionScore
-from embedsvc.core.batching import CallControl
+from embedsvc.core.control import CallControl
 from embedsvc.core.expression import Expression, Term, TermKind, check_weight, parse_expression
 from embedsvc.core.registry import ModelInfo, ModelState, Provenance
+from embedsvc.core.words import arithmetic
+from embedsvc.core.words.analogies import AnalogyReport, SectionScore
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid
 from embedsvc.settings import Limits, ModelKind
 from embedsvc.v1 import arithmetic_pb2, common_pb2, models_pb2

@@ -6,9 +6,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from embedsvc.core.directions import Direction
-from embedsvc.core.images import ImageInput, PixelType, RawImage, to_png
-from embedsvc.core.latents import Generated, Point, TaggedVector
+from embedsvc.core.images.codec import ImageInput, PixelType, RawImage, to_png
+from embedsvc.core.images.directions import Direction
+from embedsvc.core.images.latents import Generated, Point, TaggedVector
 from embedsvc.errors import invalid, missing
 from embedsvc.v1 import common_pb2, latent_pb2
 

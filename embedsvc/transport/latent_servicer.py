@@ -1,4 +1,4 @@
-"""LatentService and ImageService: thin adapters over embedsvc.core.latents and the image models."""
+"""LatentService and ImageService: thin adapters over embedsvc.core.images.latents and the image models."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 
-from embedsvc.core.images import to_model_input
-from embedsvc.core.latents import Generated, Latents
+from embedsvc.core.images.codec import to_model_input
+from embedsvc.core.images.latents import Generated, Latents
 from embedsvc.core.registry import provenance
 from embedsvc.errors import check_count
 from embedsvc.transport import convert

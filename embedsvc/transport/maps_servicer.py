@@ -1,11 +1,12 @@
-"""MapService: thin adapter over embedsvc.core.maps and embedsvc.core.plots."""
+"""MapService: thin adapter over embedsvc.core.maps.projection and embedsvc.core.maps.plots."""
 
 from __future__ import annotations
 
 import grpc
 import numpy as np
 
-from embedsvc.core import maps, plots
+from embedsvc.core.maps import plots
+from embedsvc.core.maps import projection as maps
 from embedsvc.errors import invalid
 from embedsvc.transport import convert
 from embedsvc.transport import images_convert as ic

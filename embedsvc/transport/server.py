@@ -14,13 +14,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from embedsvc.core.collections import Collections
-from embedsvc.core.directions import DirectionStore
-from embedsvc.core.latents import Latents
-from embedsvc.core.maps import Maps
+from embedsvc.core.collections.service import Collections
+from embedsvc.core.images.directions import DirectionStore
+from embedsvc.core.images.latents import Latents
+from embedsvc.core.maps.projection import Maps
 from embedsvc.core.registry import ModelRegistry
-from embedsvc.index.faiss_index import configure_faiss
-from embedsvc.index.store import CollectionStore
+from embedsvc.index.exact import configure_faiss
+from embedsvc.index.faiss.store import CollectionStore
 from embedsvc.settings import Settings
 from embedsvc.transport.arithmetic_servicer import ArithmeticServicer
 from embedsvc.transport.collections_servicer import CollectionServicer

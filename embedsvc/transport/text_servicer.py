@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import grpc
 
-from embedsvc.core import texts
-from embedsvc.core.batching import CallControl
+from embedsvc.core.control import CallControl
 from embedsvc.core.registry import ModelRegistry
+from embedsvc.core.texts import embedding as texts
 from embedsvc.errors import missing
 from embedsvc.settings import Limits
 from embedsvc.transport import convert

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import grpc
 
-from embedsvc.core import arithmetic, words
 from embedsvc.core.registry import ModelRegistry, provenance
+from embedsvc.core.words import arithmetic
+from embedsvc.core.words import lookups as words
 from embedsvc.settings import Limits
 from embedsvc.transport import convert
 from embedsvc.v1 import words_pb2, words_pb2_grpc

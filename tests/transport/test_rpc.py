@@ -310,7 +310,7 @@ def test_async_client(target):
 
 
 def test_unexpected_errors_are_internal_without_details(client, server, monkeypatch, caplog):
-    from embedsvc.core import words
+    from embedsvc.core.words import lookups as words
 
     def boom(*args, **kwargs):
         raise ZeroDivisionError("secret internals")

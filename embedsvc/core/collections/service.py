@@ -1,0 +1,424 @@
+"""Collections as the API sees them: validation, model binding, queries of every kind, provenance.
+
+Storage, FAISS and durability live in `embedsvc.index`; this module decides what a request means. A collection bound
+to a word model embeds raw inputs (words) with it, answers expression queries with the model's 3CosAdd query vector,
+and records the model's version: if the model changes, raw inputs are refused (MODEL_BINDING) rather than mixed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from embedsvc.core.collections.binding import Binding, binding
+from embedsvc.core.collections.filters import compile_filter
+from embedsvc.core.control import CallControl
+from embedsvc.core.expression import Expression
+from embedsvc.core.images.codec import ImageInput
+from embedsvc.core.images.latents import Latents
+from embedsvc.core.registry import ModelRegistry, Provenance
+from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
+from embedsvc.index.faiss.collection import Collection
+from embedsvc.index.faiss.log import Upsert
+from embedsvc.index.faiss.store import CollectionStore, check_name
+from embedsvc.index.types import CollectionConfig, Hit, IndexParams, Metric, StoredItem
+from embedsvc.settings import Limits
+from embedsvc.vectors import check_vector
+
+DEFAULT_K = 10
+
+
+@dataclass(frozen=True)
+class ItemIn:
+    id: str
+    vector: np.ndarray | None  # None when `input` is to be embedded
+    input: str = ""
+    metadata: dict[str, Any] | None = None
+    space: str = ""
+    # For a collection bound to an image model: the image to embed.
+    image: ImageInput | None = None
+
+
+@dataclass(frozen=True)
+class QueryIn:
+    vector: np.ndarray | None = None
+    space: str = ""
+    item_id: str = ""
+    input: str = ""
+    expression: Expression | None = None
+    image: ImageInput | None = None
+
+
+@dataclass(frozen=True)
+class PackedQueries:
+    """Query vectors as one flat float32 array, rows of the collection's dimension (the bulk form of BatchSearch)."""
+
+    values: np.ndarray
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    k: int = DEFAULT_K
+    filter: str = ""
+    ef_search: int = 0
+    nprobe: int = 0
+    exact: bool = False
+    include_metadata: bool = True
+    include_vectors: bool = False
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    config: CollectionConfig
+    state: str
+    error: str
+    count: int = 0
+    trained: bool = False
+    tombstones: int = 0
+    disk_bytes: int = 0
+    memory_bytes: int = 0
+
+
+def _check_metadata(value: Any, field: str, limits: Limits) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise EmbedsvcError(Reason.INVALID_METADATA, "metadata must be an object", field=field)
+    for key, v in value.items():
+        elements = v if isinstance(v, list) else [v]
+        for e in elements:
+            if isinstance(e, bool | str) or (isinstance(e, int | float) and math.isfinite(e)):
+                continue
+            raise EmbedsvcError(
+                Reason.INVALID_METADATA,
+                f"metadata field {key!r}: values must be strings, finite numbers, bools or lists of those",
+                field=f"{field}.{key}",
+            )
+    size = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+    if size > limits.max_metadata_bytes:
+        raise limit_exceeded(field, "metadata size in bytes", size, limits.max_metadata_bytes)
+    return value
+
+
+def _check_id(item_id: str, field: str, limits: Limits) -> None:
+    if not item_id:
+        raise missing(field, "an item id")
+    size = len(item_id.encode("utf-8"))
+    if size > limits.max_id_bytes:
+        raise limit_exceeded(field, "id size in bytes", size, limits.max_id_bytes)
+
+
+def _check_ids(ids: Sequence[str], field: str, limits: Limits) -> None:
+    check_count(field, "ids", len(ids), limits.max_upsert_items)
+    seen: set[str] = set()
+    for i, item_id in enumerate(ids):
+        _check_id(item_id, f"{field}[{i}]", limits)
+        if item_id in seen:
+            raise EmbedsvcError(Reason.DUPLICATE_ID, f"id {item_id!r} appears twice", field=f"{field}[{i}]")
+        seen.add(item_id)
+
+
+class Collections:
+    def __init__(
+        self, store: CollectionStore, registry: ModelRegistry, limits: Limits, latents: Latents | None = None
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.limits = limits
+        self.latents = latents
+
+    # ---- lifecycle -----------------------------------------------------------------------------------------------
+
+    def create(
+        self, name: str, dimension: int, metric: Metric | None, index: IndexParams, model: str
+    ) -> CollectionInfo:
+        check_name(name)
+        if metric is None:
+            raise missing("metric", "the metric")
+        model_version = space = ""
+        if model:
+            bound = binding(self.registry, model, self.latents)
+            if dimension and dimension != bound.dimension:
+                raise EmbedsvcError(
+                    Reason.DIMENSION_MISMATCH,
+                    f"model '{model}' has dimension {bound.dimension}, not {dimension}",
+                    field="dimension",
+                    metadata={"expected": str(bound.dimension), "actual": str(dimension)},
+                )
+            dimension, model_version, space = bound.dimension, bound.version, bound.space
+        if dimension <= 0:
+            raise missing("dimension", "a positive dimension (or a model)")
+        if dimension > self.limits.max_dimension:
+            raise limit_exceeded("dimension", "dimension", dimension, self.limits.max_dimension)
+        resolved = index.resolved(dimension)
+        for field, message in resolved.problems(dimension):
+            raise invalid(field, message)
+        config = CollectionConfig(
+            name, dimension, metric, resolved, model, model_version, space or f"collection:{name}"
+        )
+        return self._info(self.store.create(config))
+
+    def info(self, name: str) -> CollectionInfo:
+        check_name(name)
+        return self._info(self.store.get(name))
+
+    def list_all(self) -> list[CollectionInfo]:
+        return [self._info(self.store.get(n)) for n in self.store.names()]
+
+    def delete(self, name: str) -> None:
+        check_name(name)
+        self.store.delete(name)
+
+    def rebuild(self, name: str) -> CollectionInfo:
+        check_name(name)
+        collection = self.store.get(name)
+        collection.rebuild()
+        return self._info(collection)
+
+    @staticmethod
+    def _info(collection: Collection) -> CollectionInfo:
+        base = CollectionInfo(collection.config, collection.state.value, collection.error)
+        if collection.state.value != "ready":
+            return base
+        stats = collection.info()
+        return CollectionInfo(collection.config, collection.state.value, collection.error, **stats)
+
+    # ---- items ---------------------------------------------------------------------------------------------------
+
+    def _collection(self, name: str) -> Collection:
+        check_name(name, "collection")
+        collection = self.store.get(name)
+        collection.check_ready()
+        return collection
+
+    def _bound_model(self, collection: Collection, field: str) -> Binding:
+        config = collection.config
+        if not config.model:
+            raise EmbedsvcError(
+                Reason.MODEL_BINDING,
+                f"collection '{config.name}' is not bound to a model, so it takes vectors, not raw inputs",
+                field=field,
+            )
+        model = binding(self.registry, config.model, self.latents)
+        if model.version != config.model_version:
+            raise EmbedsvcError(
+                Reason.MODEL_BINDING,
+                f"model '{config.model}' is now {model.version}, but collection '{config.name}' holds vectors of "
+                f"{config.model_version}; re-create the collection to use the new model",
+                field=field,
+                metadata={"expected": config.model_version, "actual": model.version},
+            )
+        return model
+
+    @staticmethod
+    def _vector(collection: Collection, vector: np.ndarray, tag: str, field: str) -> np.ndarray:
+        config = collection.config
+        return check_vector(
+            vector,
+            tag,
+            space=config.space,
+            dimension=config.dimension,
+            owner=f"collection '{config.name}'",
+            field=field,
+        )
+
+    def prepare_upsert(
+        self, name: str, items: Sequence[ItemIn], control: CallControl | None = None
+    ) -> tuple[Collection, Upsert]:
+        """Validate and embed a batch; nothing is written until `Collection.upsert`."""
+        collection = self._collection(name)
+        _check_ids([i.id for i in items], "items", self.limits)
+        dimension = collection.config.dimension
+        vectors = np.empty((len(items), dimension), np.float32)
+        to_embed: list[int] = []
+        images: list[int] = []
+        for n, item in enumerate(items):
+            field = f"items[{n}]"
+            if sum((item.vector is not None, bool(item.input), item.image is not None)) > 1:
+                raise invalid(field, "set one of vector, input and image")
+            if item.image is not None:
+                images.append(n)
+            elif item.vector is None:
+                if not item.input:
+                    raise missing(field + ".vector", "a vector (or an input or image for a bound collection)")
+                to_embed.append(n)
+            else:
+                vectors[n] = self._vector(collection, item.vector, item.space, field + ".vector")
+        if images:
+            check_count("items", "items with images", len(images), self.limits.max_images_per_request)
+            model = self._bound_model(collection, f"items[{images[0]}].image")
+            pictures = [items[n].image for n in images]
+            vectors[images] = model.embed_images(pictures, lambda i: f"items[{images[i]}].image")  # type: ignore[arg-type]
+        if to_embed:
+            model = self._bound_model(collection, f"items[{to_embed[0]}].input")
+            inputs = [items[n].input for n in to_embed]
+            vectors[to_embed] = model.embed(inputs, lambda i, _t: f"items[{to_embed[i]}].input", self.limits, control)
+        metadata = [_check_metadata(i.metadata, f"items[{n}].metadata", self.limits) for n, i in enumerate(items)]
+        return collection, Upsert([i.id for i in items], vectors, metadata, [i.input for i in items])
+
+    def upsert(self, name: str, items: Sequence[ItemIn], control: CallControl | None = None) -> tuple[int, int]:
+        collection, op = self.prepare_upsert(name, items, control)
+        return len(op.ids), collection.upsert(op)
+
+    def delete_items(self, name: str, ids: Sequence[str]) -> tuple[int, int]:
+        collection = self._collection(name)
+        _check_ids(ids, "ids", self.limits)
+        return collection.delete(ids)
+
+    def get_items(self, name: str, ids: Sequence[str], *, with_vectors: bool) -> tuple[list[StoredItem], list[str]]:
+        collection = self._collection(name)
+        _check_ids(ids, "ids", self.limits)
+        found = collection.get(ids, with_vectors=with_vectors)
+        return [f for f in found if f is not None], [i for i, f in zip(ids, found, strict=True) if f is None]
+
+    def export(self, name: str, batch_size: int) -> Iterator[list[StoredItem]]:
+        collection = self._collection(name)
+        batch_size = batch_size or 1000
+        if not 1 <= batch_size <= self.limits.max_upsert_items:
+            raise invalid("batch_size", f"batch_size must be 1..{self.limits.max_upsert_items}")
+        return collection.export(batch_size)
+
+    # ---- search --------------------------------------------------------------------------------------------------
+
+    def search(
+        self,
+        name: str,
+        queries: Sequence[QueryIn] | PackedQueries,
+        options: SearchOptions,
+        *,
+        batch: bool,
+        control: CallControl | None = None,
+    ) -> tuple[list[list[Hit]], Provenance, Collection]:
+        collection = self._collection(name)
+        field = "queries" if batch else "query"
+        rows: np.ndarray | None = None
+        listed: Sequence[QueryIn] = ()
+        if isinstance(queries, PackedQueries):
+            rows, field = self._packed_queries(collection, queries), "packed_queries"
+        else:
+            listed = queries
+        if batch:
+            check_count(field, "queries", len(rows if rows is not None else listed), self.limits.max_queries)
+        k = options.k or DEFAULT_K
+        if k < 0:
+            raise invalid("options.k", f"k must be positive, got {k}")
+        if k > self.limits.max_k:
+            raise limit_exceeded("options.k", "k", k, self.limits.max_k)
+        for name_, value in (("ef_search", options.ef_search), ("nprobe", options.nprobe)):
+            if not 0 <= value <= 65536:
+                raise invalid(f"options.{name_}", f"{name_} must be 0..65536, got {value}")
+        predicate = compile_filter(options.filter, self.limits.max_filter_chars)
+        exclude: list[set[int]] = []
+        if rows is not None:
+            vectors = rows
+        else:
+            vectors, exclude = self._query_vectors(collection, listed, field, batch, control)
+        hits, exact = collection.search(
+            vectors,
+            k,
+            predicate=predicate,
+            exclude=exclude,
+            ef_search=options.ef_search,
+            nprobe=options.nprobe,
+            exact=options.exact,
+            with_metadata=options.include_metadata,
+            with_vectors=options.include_vectors,
+        )
+        config = collection.config
+        provenance = Provenance(
+            config.model,
+            config.model_version,
+            f"{config.index.kind.value}/{config.metric.value}",
+            {"collection": config.name, "k": str(k), "filter": options.filter, "exact": str(exact).lower()}
+            | ({"ef_search": str(options.ef_search)} if options.ef_search else {})
+            | ({"nprobe": str(options.nprobe)} if options.nprobe else {}),
+        )
+        return hits, provenance, collection
+
+    @staticmethod
+    def _packed_queries(collection: Collection, packed: PackedQueries) -> np.ndarray:
+        dimension = collection.config.dimension
+        if packed.values.ndim != 1 or packed.values.size % dimension:
+            raise EmbedsvcError(
+                Reason.DIMENSION_MISMATCH,
+                f"packed_queries has {packed.values.size} float32 values, not whole rows of {dimension} "
+                f"(collection '{collection.config.name}')",
+                field="packed_queries",
+                metadata={"expected": str(dimension), "actual": str(packed.values.size)},
+            )
+        rows = packed.values.reshape(-1, dimension)
+        if not np.isfinite(rows).all():
+            bad = int(np.flatnonzero(~np.isfinite(rows).all(axis=1))[0])
+            raise EmbedsvcError(
+                Reason.NOT_FINITE, f"query row {bad} has NaN or infinite components", field="packed_queries"
+            )
+        return rows
+
+    def _query_vectors(
+        self,
+        collection: Collection,
+        queries: Sequence[QueryIn],
+        field: str,
+        batch: bool,
+        control: CallControl | None,
+    ) -> tuple[np.ndarray, list[set[int]]]:
+        config = collection.config
+        vectors = np.empty((len(queries), config.dimension), np.float32)
+        exclude: list[set[int]] = [set() for _ in queries]
+        expressions: list[tuple[int, Expression]] = []
+        inputs: list[tuple[int, str]] = []
+        pictures: list[tuple[int, ImageInput]] = []
+        for q, query in enumerate(queries):
+            where = f"{field}[{q}]" if batch else field
+            if query.vector is not None:
+                vectors[q] = self._vector(collection, query.vector, query.space, where + ".vector")
+            elif query.item_id:
+                _check_id(query.item_id, where + ".item_id", self.limits)
+                (item,) = collection.get([query.item_id], with_vectors=True)
+                slot = collection.slot_of(query.item_id)
+                if item is None or slot is None:
+                    raise EmbedsvcError(
+                        Reason.ITEM_NOT_FOUND,
+                        f"no item {query.item_id!r} in collection '{config.name}'",
+                        field=where + ".item_id",
+                    )
+                vectors[q] = item.vector
+                exclude[q] = {slot}
+            elif query.input:
+                inputs.append((q, query.input))
+            elif query.expression is not None:
+                expressions.append((q, query.expression))
+            elif query.image is not None:
+                pictures.append((q, query.image))
+            else:
+                raise missing(where, "a query (vector, item_id, input, expression or image)")
+        if pictures:
+            where_image = [(f"{field}[{q}]" if batch else field) + ".image" for q, _ in pictures]
+            model = self._bound_model(collection, where_image[0])
+            vectors[[q for q, _ in pictures]] = model.embed_images([p for _, p in pictures], lambda n: where_image[n])
+        if inputs:  # embedded together: one batch for a text model
+            where_input = [(f"{field}[{q}]" if batch else field) + ".input" for q, _ in inputs]
+            model = self._bound_model(collection, where_input[0])
+            embedded = model.embed([i for _, i in inputs], lambda n, _t: where_input[n], self.limits, control)
+            for (q, text), vector in zip(inputs, embedded, strict=True):
+                vectors[q] = vector
+                exclude[q] = collection.slots_with_inputs({text})
+        if expressions:
+            first = expressions[0][0]
+            model = self._bound_model(collection, (f"{field}[{first}]" if batch else field) + ".expression")
+            positions = [q for q, _ in expressions]
+
+            def field_of(e: int, t: int | None) -> str:
+                base = f"{field}[{positions[e]}]" if batch else field
+                return base + ".expression" + (f".terms[{t}]" if t is not None else "")
+
+            composed, words = model.compose([e for _, e in expressions], field_of, self.limits, control)
+            for (q, _), vector, used in zip(expressions, composed, words, strict=True):
+                vectors[q] = vector
+                exclude[q] = collection.slots_with_inputs(used)
+        return vectors, exclude

@@ -1,0 +1,1 @@
+"""Images and latent spaces: decoding and encoding pictures, VAE generation, directions, data sets and training."""

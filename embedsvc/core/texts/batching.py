@@ -1,0 +1,202 @@
+"""Dynamic batching: concurrent calls to one encoder merged into batches run by one worker thread.
+
+Callers (gRPC threads) queue jobs and wait; the worker takes the oldest job, waits at most `max_wait_s` for more to
+arrive (until the texts already queued plus as many as its last batch held, the callers it just answered, are there,
+or a full `max_batch_size`), drops the jobs whose caller cancelled or whose deadline passed,
+sorts the batch's texts by length so that padded batches stay short, runs the encoder once, and hands each caller its
+own rows in its own order. A call larger than `max_batch_size` is split into several jobs. With batching off, every
+job runs alone (the same worker, so the model still sees one batch at a time). The model never runs on a gRPC
+thread, and a full queue refuses new work (OVERLOADED) instead of growing without bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from embedsvc.core.control import CallControl
+from embedsvc.errors import EmbedsvcError, Reason
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    texts: list[str]
+    lengths: list[int]
+    control: CallControl
+    enqueued: float
+    done: threading.Event = field(default_factory=threading.Event)
+    # Set when the job is done, and when its caller cancels (then `done` stays clear).
+    wake: threading.Event = field(default_factory=threading.Event)
+    result: np.ndarray | None = None
+    error: BaseException | None = None
+
+    def finish(self) -> None:
+        self.done.set()
+        self.wake.set()
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    texts: int = 0
+    dropped_jobs: int = 0
+
+
+class Batcher:
+    """One worker thread per encoder; `submit` is thread-safe and blocks its caller until its rows are ready."""
+
+    def __init__(
+        self,
+        name: str,
+        run: Callable[[list[str]], np.ndarray],
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        enabled: bool = True,
+        max_queued: int = 16_384,
+    ) -> None:
+        self.name = name
+        self._run = run
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.enabled = enabled
+        self.max_queued = max_queued
+        self.stats = BatchStats()
+        self._queue: deque[_Job] = deque()
+        self._queued_texts = 0
+        self._last_size = max_batch_size
+        self._cond = threading.Condition()
+        self._closed = False
+        self._worker = threading.Thread(target=self._loop, name=f"batch-{name}", daemon=True)
+        self._worker.start()
+
+    def submit(self, texts: Sequence[str], lengths: Sequence[int], control: CallControl | None = None) -> np.ndarray:
+        """The encoder's rows for these texts, in order. Raises CANCELLED, DEADLINE_EXCEEDED, OVERLOADED or the
+        encoder's own error."""
+        control = control or CallControl()
+        control.check()
+        step = self.max_batch_size
+        now = time.monotonic()
+        jobs = [
+            _Job(list(texts[i : i + step]), list(lengths[i : i + step]), control, now)
+            for i in range(0, len(texts), step)
+        ]
+        with self._cond:
+            if self._closed:
+                raise EmbedsvcError(Reason.MODEL_NOT_READY, f"model '{self.name}' is shutting down")
+            if self._queued_texts + len(texts) > self.max_queued:
+                raise EmbedsvcError(
+                    Reason.OVERLOADED,
+                    f"model '{self.name}' has {self._queued_texts} texts queued (limit {self.max_queued}); retry later",
+                    metadata={"model": self.name, "queued": str(self._queued_texts)},
+                )
+            self._queue.extend(jobs)
+            self._queued_texts += len(texts)
+            self._cond.notify()
+        parts = []
+        for job in jobs:
+            control.wake_on_cancel(job.wake)
+            while not job.done.is_set():
+                job.wake.wait(control.remaining())
+                if not job.done.is_set():
+                    control.check()  # cancelled or expired: raise; the worker drops the jobs not yet started
+            if job.error is not None:
+                raise job.error
+            assert job.result is not None
+            parts.append(job.result)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._worker.join(timeout=5)
+        if self.stats.batches:
+            log.info(
+                "model %s: %d batches, %d texts (%.1f a batch), %d jobs dropped",
+                self.name,
+                self.stats.batches,
+                self.stats.texts,
+                self.stats.texts / self.stats.batches,
+                self.stats.dropped_jobs,
+            )
+
+    def _take(self) -> list[_Job] | None:
+        """The next batch, after waiting for it to fill; None once closed."""
+        with self._cond:
+            # The callers the last batch answered tend to come straight back (closed-loop clients): expect them.
+            free_at = time.monotonic()
+            expected = min(self.max_batch_size, self._queued_texts + self._last_size)
+            while not self._queue and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                for job in self._queue:
+                    job.error = EmbedsvcError(Reason.MODEL_NOT_READY, f"model '{self.name}' is shutting down")
+                    job.finish()
+                return None
+            if self.enabled:
+                # Wait until the expected texts are queued, for at most max_wait_s counted from when the worker was
+                # free or the oldest text arrived, whichever is later. Counting from arrival alone locks closed-loop
+                # clients into half batches: those queued during a batch would start the next one at once, without
+                # the callers that batch is about to answer.
+                fill_by = max(self._queue[0].enqueued, free_at) + self.max_wait_s
+                while self._queued_texts < expected and (left := fill_by - time.monotonic()) > 0:
+                    self._cond.wait(left)
+            batch = [self._queue.popleft()]
+            size = len(batch[0].texts)
+            while self.enabled and self._queue and size + len(self._queue[0].texts) <= self.max_batch_size:
+                job = self._queue.popleft()
+                batch.append(job)
+                size += len(job.texts)
+            self._queued_texts -= size
+            self._last_size = size
+            return batch
+
+    def _loop(self) -> None:
+        while (batch := self._take()) is not None:
+            live = []
+            for job in batch:
+                try:
+                    job.control.check()
+                    live.append(job)
+                except EmbedsvcError as exc:  # cancelled or expired while queued: never run
+                    job.error = exc
+                    job.finish()
+                    self.stats.dropped_jobs += 1
+            if live:
+                self._run_batch(live)
+
+    def _run_batch(self, jobs: list[_Job]) -> None:
+        texts = [t for job in jobs for t in job.texts]
+        lengths = np.asarray([n for job in jobs for n in job.lengths])
+        order = np.argsort(-lengths, kind="stable")  # longest first, as sentence-transformers does
+        try:
+            rows = self._run([texts[i] for i in order])
+            out = np.empty_like(rows)
+            out[order] = rows
+        except BaseException as exc:
+            if len(jobs) > 1:  # one caller's bad input must not fail the others: run each job alone
+                for job in jobs:
+                    self._run_batch([job])
+                return
+            if not isinstance(exc, EmbedsvcError):
+                log.exception("model %s failed on a batch of %d texts", self.name, len(texts))
+            for job in jobs:
+                job.error = exc
+                job.finish()
+            return
+        self.stats.batches += 1
+        self.stats.texts += len(texts)
+        start = 0
+        for job in jobs:
+            job.result = out[start : start + len(job.texts)]
+            start += len(job.texts)
+            job.finish()

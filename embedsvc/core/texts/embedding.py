@@ -1,0 +1,178 @@
+"""Embedding texts: validation, truncation or chunking of long texts, normalisation, provenance.
+
+The model runs behind its batcher (`embedsvc.core.texts.batching`), so this is what every caller of a text encoder goes
+through: TextService, collections bound to a text model, and text terms of vector expressions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedsvc.core.control import CallControl
+from embedsvc.core.expression import Expression, TermKind
+from embedsvc.core.registry import ModelRegistry, Provenance, TextModel, provenance
+from embedsvc.core.words.arithmetic import FieldOf, cosadd_means
+from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded
+from embedsvc.settings import Limits
+from embedsvc.vectors import check_vector
+
+
+@dataclass(frozen=True)
+class TextEmbeddings:
+    vectors: np.ndarray
+    # Positions of texts longer than the model's max_seq_length (truncated, or chunked on request).
+    truncated: list[int]
+    token_counts: list[int]
+    max_seq_length: int
+    space: str
+    provenance: Provenance
+
+
+def check_texts(texts: Sequence[str], field: str, limits: Limits) -> None:
+    """1..max_texts_per_request texts, none empty or whitespace-only, none over max_text_chars characters."""
+    check_count(field, "texts", len(texts), limits.max_texts_per_request)
+    for n, text in enumerate(texts):
+        check_text(text, f"{field}[{n}]", limits)
+
+
+def check_text(text: str, field: str, limits: Limits) -> None:
+    if not text.strip():
+        raise invalid(field, "the text is empty or only whitespace")
+    if len(text) > limits.max_text_chars:
+        raise limit_exceeded(field, "characters", len(text), limits.max_text_chars)
+
+
+def encode(
+    model: TextModel,
+    texts: Sequence[str],
+    *,
+    field_of: Callable[[int], str],
+    normalize: bool,
+    chunk: bool = False,
+    control: CallControl | None = None,
+) -> tuple[np.ndarray, list[int], list[int]]:
+    """Vectors of checked texts through the model's batcher; returns (vectors, truncated positions, token counts)."""
+    encoder = model.encoder
+    texts = list(texts)
+    bad = encoder.unembeddable(texts)
+    if bad:
+        raise EmbedsvcError(
+            Reason.UNEMBEDDABLE_INPUT,
+            f"model '{encoder.name}' knows no word of this text",
+            field=field_of(bad[0]),
+            metadata={"model": encoder.name, "positions": ",".join(map(str, bad[:20]))},
+        )
+    counts = encoder.token_counts(texts)
+    limit = encoder.max_seq_length
+    truncated = [n for n, c in enumerate(counts) if limit and c > limit]
+    if chunk and truncated:
+        pieces = [encoder.chunks(t) if limit and c > limit else [t] for t, c in zip(texts, counts, strict=True)]
+        flat = [p for ps in pieces for p in ps]
+        rows = model.batcher.submit(flat, encoder.token_counts(flat), control)
+        vectors = np.empty((len(texts), encoder.dimension), np.float32)
+        start = 0
+        for n, ps in enumerate(pieces):
+            vectors[n] = rows[start : start + len(ps)].mean(axis=0)
+            start += len(ps)
+    else:
+        vectors = np.array(model.batcher.submit(texts, counts, control), dtype=np.float32)
+    if normalize:
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+    return vectors, truncated, counts
+
+
+def embed_texts(
+    registry: ModelRegistry,
+    model_name: str,
+    texts: Sequence[str],
+    limits: Limits,
+    *,
+    normalize: bool = False,
+    chunk: bool = False,
+    control: CallControl | None = None,
+) -> TextEmbeddings:
+    """EmbedTexts: checked texts -> one vector each, with truncation report and provenance."""
+    model = registry.text_model(model_name)
+    check_texts(texts, "texts", limits)
+    vectors, truncated, counts = encode(
+        model, texts, field_of=lambda n: f"texts[{n}]", normalize=normalize, chunk=chunk, control=control
+    )
+    encoder = model.encoder
+    return TextEmbeddings(
+        vectors=vectors,
+        truncated=truncated,
+        token_counts=counts,
+        max_seq_length=encoder.max_seq_length,
+        space=encoder.space,
+        provenance=provenance(
+            encoder,
+            encoder.method,
+            {
+                "normalize": str(normalize).lower(),
+                "long_texts": "chunk" if chunk else "truncate",
+                "device": encoder.device,
+            },
+        ),
+    )
+
+
+def compose(
+    model: TextModel,
+    expressions: Sequence[Expression],
+    field_of: FieldOf,
+    limits: Limits,
+    control: CallControl | None = None,
+) -> tuple[np.ndarray, list[set[str]]]:
+    """3CosAdd over a text model: the unit-normalised weighted mean of each expression's terms, and its texts.
+
+    Text terms (and bare words, which a sentence model reads as one-word texts) are embedded and unit-normalised, as
+    gensim normalises word terms; vector terms must be in the model's space and are used as given. Each distinct
+    text is embedded once per call.
+    """
+    encoder = model.encoder
+    unique: dict[str, str] = {}  # text -> the field of its first use
+    for e, expr in enumerate(expressions):
+        if not expr.terms:
+            raise EmbedsvcError(Reason.INVALID_EXPRESSION, "the expression has no terms", field=field_of(e, None))
+        for t, term in enumerate(expr.terms):
+            if term.kind in (TermKind.TEXT, TermKind.WORD):
+                check_text(term.value, field_of(e, t), limits)
+                unique.setdefault(term.value, field_of(e, t))
+            elif term.kind is not TermKind.VECTOR:
+                raise EmbedsvcError(
+                    Reason.TERM_KIND_NOT_SUPPORTED,
+                    f"{term.kind.value} terms cannot be evaluated against text model '{encoder.name}'",
+                    field=field_of(e, t),
+                    metadata={"kind": term.kind.value},
+                )
+    order = list(unique)
+    rows = {}
+    if order:
+        vectors, _, _ = encode(model, order, field_of=lambda n: unique[order[n]], normalize=True, control=control)
+        rows = dict(zip(order, vectors, strict=True))
+    rows_of_terms: list[np.ndarray] = []
+    for e, expr in enumerate(expressions):
+        for t, term in enumerate(expr.terms):
+            if term.kind is TermKind.VECTOR:
+                assert term.vector is not None
+                rows_of_terms.append(
+                    check_vector(
+                        term.vector,
+                        term.space,
+                        space=encoder.space,
+                        dimension=encoder.dimension,
+                        owner=f"model '{encoder.name}'",
+                        field=field_of(e, t) + ".vector",
+                    )
+                )
+            else:
+                rows_of_terms.append(rows[term.value])
+    weights = np.asarray([t.weight for expr in expressions for t in expr.terms], np.float64)
+    starts = np.cumsum([0] + [len(expr.terms) for expr in expressions[:-1]])
+    queries, _ = cosadd_means(np.stack(rows_of_terms), weights, starts, field_of)
+    used = [{t.value for t in expr.terms if t.kind is not TermKind.VECTOR} for expr in expressions]
+    return queries, used

@@ -1,0 +1,1 @@
+"""Word models as the API uses them: lookups, gensim-exact vector arithmetic, analogy evaluation."""

@@ -1,0 +1,91 @@
+"""Word lookups with gensim KeyedVectors semantics: embed, nearest words, similarity, the odd one out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedsvc.backends.word_vectors import WordVectors
+from embedsvc.core.expression import Expression, Term, TermKind
+from embedsvc.core.words import arithmetic
+from embedsvc.errors import check_count, limit_exceeded, missing
+from embedsvc.settings import Limits
+
+
+@dataclass(frozen=True)
+class Embedded:
+    vectors: np.ndarray  # (n, d) float32
+    in_vocabulary: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class Ranking:
+    odd_one_out: str
+    ranking: tuple[tuple[str, float], ...]  # most central first
+
+
+def check_word(word: str, field: str, limits: Limits) -> None:
+    if not word:
+        raise missing(field, "a non-empty word")
+    if len(word) > limits.max_word_chars:
+        raise limit_exceeded(field, "word length in characters", len(word), limits.max_word_chars)
+
+
+def check_words(words: Sequence[str], field: str, limits: Limits, *, minimum: int = 1) -> None:
+    check_count(field, "words", len(words), limits.max_words_per_request, minimum=minimum)
+    for i, word in enumerate(words):
+        check_word(word, f"{field}[{i}]", limits)
+
+
+def _vectors(space: WordVectors, words: Sequence[str], field: str, *, norm: bool) -> tuple[np.ndarray, list[bool]]:
+    indices = space.indices(words, field)
+    rows = [space.vector(w, i, norm=norm) for w, i in zip(words, indices, strict=True)]
+    return np.vstack(rows).astype(np.float32, copy=False), [i is not None for i in indices]
+
+
+def embed(space: WordVectors, words: Sequence[str], limits: Limits, *, normalize: bool) -> Embedded:
+    check_words(words, "words", limits)
+    vectors, known = _vectors(space, words, "words", norm=normalize)
+    return Embedded(vectors, tuple(known))
+
+
+def nearest(
+    space: WordVectors, words: Sequence[str], limits: Limits, *, top_n: int, restrict_vocab: int
+) -> list[list[tuple[str, float]]]:
+    """gensim most_similar(word) for each word: one batched search, each word excluded from its own list."""
+    check_count("words", "words", len(words), limits.max_expressions)
+    check_words(words, "words", limits)
+    options = arithmetic.check_options(arithmetic.Options(top_n=top_n, restrict_vocab=restrict_vocab), limits)
+    expressions = [Expression((Term(TermKind.WORD, 1.0, w),)) for w in words]
+    results = arithmetic.evaluate(space, expressions, options, lambda e, _t: f"words[{e}]")
+    return [[(h.word, h.score) for h in r.hits] for r in results]
+
+
+def similarity(space: WordVectors, pairs: Sequence[tuple[str, str]], limits: Limits) -> list[float]:
+    """Cosine similarity of each pair, as gensim similarity: dot of the unit vectors."""
+    check_count("pairs", "pairs", len(pairs), limits.max_words_per_request)
+    flat = [w for pair in pairs for w in pair]
+    for i, (first, second) in enumerate(pairs):
+        for name, word in (("first", first), ("second", second)):
+            if not word:
+                raise missing(f"pairs[{i}].{name}", "a non-empty word")
+            if len(word) > limits.max_word_chars:
+                raise limit_exceeded(
+                    f"pairs[{i}].{name}", "word length in characters", len(word), limits.max_word_chars
+                )
+    unit, _ = _vectors(space, flat, "pairs", norm=True)
+    sims = np.einsum("ij,ij->i", unit[0::2].astype(np.float64), unit[1::2].astype(np.float64))
+    return [float(s) for s in sims]
+
+
+def doesnt_match(space: WordVectors, words: Sequence[str], limits: Limits) -> Ranking:
+    """gensim doesnt_match / rank_by_centrality: cosine of each unit vector with their normalised mean."""
+    check_words(words, "words", limits, minimum=2)
+    unit, _ = _vectors(space, words, "words", norm=True)
+    mean = unit.mean(axis=0)
+    mean = (mean / np.linalg.norm(mean)).astype(np.float32) if mean.any() else mean
+    dists = unit @ mean
+    ranked = sorted(zip(dists.tolist(), words, strict=True), reverse=True)
+    return Ranking(ranked[-1][1], tuple((w, float(d)) for d, w in ranked))

@@ -1,0 +1,1 @@
+"""The embedded collection backend: FAISS indexes over items kept in a write-ahead log and checkpoints."""

@@ -1,0 +1,501 @@
+"""One collection: its durable files, its items in memory, and its FAISS index.
+
+Files in the collection's directory: `collection.json` (the configuration, written once), `wal.log` (see log.py) and
+`checkpoint-<lsn>/` (see checkpoint.py). Memory holds every stored row ("slot"): id, vector, metadata, raw input and
+a live flag; a replaced or deleted row is a tombstone until the next checkpoint compacts it away. The FAISS index is a
+cache rebuilt from these rows at start.
+
+Concurrency: searches hold the read side of a lock; applying committed records holds the write side. Writers are
+ordered by the log (group commit); a record is applied only after it is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.index.exact import exact_search
+from embedsvc.index.faiss import checkpoint
+from embedsvc.index.faiss.log import Delete, LogWriter, Record, Upsert, scan
+from embedsvc.index.faiss.vector_index import VectorIndex
+from embedsvc.index.types import CollectionConfig, Hit, IndexKind, Metric, StoredItem
+
+log = logging.getLogger(__name__)
+
+CONFIG = "collection.json"
+LOG = "wal.log"
+# Above this share of matching items a filtered search asks the ANN index (with the filter as a selector);
+# below it the matching rows are few enough to search exactly.
+_ANN_MIN_SELECTIVITY = 0.05
+# Without a filter, up to this many tombstones are covered by fetching that many extra hits; beyond it, a selector.
+_MAX_OVERFETCH = 1024
+# IVF-PQ fetches this many times k candidates by their PQ codes and re-ranks them with the stored vectors.
+_PQ_RERANK = 4
+
+
+def _fit(array: np.ndarray, width: int, fill: float = 0.0) -> np.ndarray:
+    """`array` with exactly `width` columns: cut, or padded with `fill`."""
+    if array.shape[1] >= width:
+        return array[:, :width].copy()
+    pad = np.full((array.shape[0], width - array.shape[1]), fill, dtype=array.dtype)
+    return np.concatenate([array, pad], axis=1)
+
+
+class State(StrEnum):
+    RECOVERING = "recovering"
+    READY = "ready"
+    DATA_LOSS = "data_loss"
+
+
+class RWLock:
+    """Many readers or one writer; a waiting writer keeps new readers out."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class Collection:
+    def __init__(self, directory: Path, config: CollectionConfig, checkpoint_bytes: int) -> None:
+        self.directory = directory
+        self.config = config
+        self.checkpoint_bytes = checkpoint_bytes
+        self.state = State.RECOVERING
+        self.error = ""
+        self._rw = RWLock()
+        self._writer: LogWriter | None = None
+        self._reset(0)
+
+    # ---- state -------------------------------------------------------------------------------------------------
+
+    def _reset(self, capacity: int) -> None:
+        d = self.config.dimension
+        self._n = 0
+        self._ids: list[str] = []
+        self._meta: list[dict[str, Any]] = []
+        self._inputs: list[str] = []
+        self._vectors = np.empty((max(capacity, 16), d), np.float32)
+        self._unit = self._vectors if self.config.metric is not Metric.COSINE else np.empty_like(self._vectors)
+        self._live = np.zeros(max(capacity, 16), bool)
+        self._slot_of: dict[str, int] = {}
+        self._index = VectorIndex(self.config.index, d, self.config.metric)
+
+    def _grow(self, extra: int) -> None:
+        need = self._n + extra
+        if need <= len(self._live):
+            return
+        capacity = max(need, 2 * len(self._live))
+        vectors = np.empty((capacity, self.config.dimension), np.float32)
+        vectors[: self._n] = self._vectors[: self._n]
+        if self._unit is self._vectors:
+            self._vectors = self._unit = vectors
+        else:
+            unit = np.empty_like(vectors)
+            unit[: self._n] = self._unit[: self._n]
+            self._vectors, self._unit = vectors, unit
+        live = np.zeros(capacity, bool)
+        live[: self._n] = self._live[: self._n]
+        self._live = live
+
+    def _index_form(self, vectors: np.ndarray) -> np.ndarray:
+        if self.config.metric is not Metric.COSINE:
+            return vectors
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        return (vectors / norms).astype(np.float32)
+
+    def _append(self, op: Upsert, *, index: bool) -> None:
+        n = len(op.ids)
+        self._grow(n)
+        start = self._n
+        for i, item_id in enumerate(op.ids):
+            old = self._slot_of.get(item_id)
+            if old is not None:
+                self._live[old] = False
+            self._slot_of[item_id] = start + i
+        self._vectors[start : start + n] = op.vectors
+        if self._unit is not self._vectors:
+            self._unit[start : start + n] = self._index_form(op.vectors)
+        self._live[start : start + n] = True
+        self._ids.extend(op.ids)
+        self._meta.extend(op.metadata)
+        self._inputs.extend(op.inputs)
+        self._n += n
+        if index:
+            self._index_new(np.arange(start, start + n))
+
+    def _remove(self, op: Delete) -> None:
+        for item_id in op.ids:
+            slot = self._slot_of.pop(item_id, None)
+            if slot is not None:
+                self._live[slot] = False
+
+    def _index_new(self, slots: np.ndarray) -> None:
+        if self._index.trained:
+            self._index.add(slots, self._unit[slots])
+        elif self.count >= self.config.index.train_size:
+            self._train_and_fill()
+
+    def _train_and_fill(self) -> None:
+        live = np.flatnonzero(self._live[: self._n])
+        self._index.train(self._unit[live])
+        self._index.add(live, self._unit[live])
+
+    def _rebuild_index(self) -> None:
+        self._index = VectorIndex(self.config.index, self.config.dimension, self.config.metric)
+        if not self._index.trained:
+            if self.count >= self.config.index.train_size and self.count > 0:
+                self._train_and_fill()
+            return
+        if self._n:
+            self._index.add(np.arange(self._n), self._unit[: self._n])
+
+    def _apply(self, records: list[Record]) -> None:
+        with self._rw.write():
+            for record in records:
+                if isinstance(record.operation, Upsert):
+                    self._append(record.operation, index=True)
+                else:
+                    self._remove(record.operation)
+
+    @property
+    def count(self) -> int:
+        return len(self._slot_of)
+
+    # ---- recovery, checkpoints -----------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: Path, checkpoint_bytes: int) -> Collection:
+        """Recover from checkpoint and log. Damage makes a DATA_LOSS collection, not an exception."""
+        config = CollectionConfig.from_json((directory / CONFIG).read_bytes())
+        collection = cls(directory, config, checkpoint_bytes)
+        collection._recover()
+        return collection
+
+    def _recover(self) -> None:
+        lsn = 0
+        try:
+            latest = checkpoint.latest_checkpoint(self.directory)
+            if latest is not None:
+                snapshot = checkpoint.read_checkpoint(latest, self.config.dimension)
+                self._load(snapshot)
+                lsn = snapshot.lsn
+        except (OSError, ValueError, KeyError) as exc:
+            self._damaged(f"checkpoint unreadable: {exc}")
+            return
+        path = self.directory / LOG
+        result = scan(path, self.config.dimension)
+        if result.corruption:
+            self._damaged(f"log corrupt: {result.corruption}")
+            return
+        if result.torn_bytes:
+            log.warning("%s: dropping a torn record of %d bytes at the end of the log", path, result.torn_bytes)
+            with open(path, "r+b") as fh:
+                fh.truncate(result.valid_bytes)
+                fh.flush()
+                os.fsync(fh.fileno())
+        replayed = 0
+        for record in result.records:
+            if record.lsn <= lsn:
+                continue  # already in the checkpoint (a crash came between checkpoint and log truncation)
+            if isinstance(record.operation, Upsert):
+                self._append(record.operation, index=False)
+            else:
+                self._remove(record.operation)
+            lsn = record.lsn
+            replayed += 1
+        self._rebuild_index()
+        self._writer = LogWriter(path, lsn + 1, self._apply)
+        self.state = State.READY
+        log.info("collection %s: %d items (%d log records replayed)", self.config.name, self.count, replayed)
+
+    def _damaged(self, message: str) -> None:
+        self.state = State.DATA_LOSS
+        self.error = message
+        log.error("collection %s is damaged: %s", self.config.name, message)
+
+    def _load(self, snapshot: checkpoint.Snapshot) -> None:
+        self._reset(len(snapshot.ids))
+        if snapshot.ids:
+            op = Upsert(snapshot.ids, snapshot.vectors, snapshot.metadata, snapshot.inputs)
+            self._append(op, index=False)
+
+    def _snapshot(self, lsn: int) -> checkpoint.Snapshot:
+        with self._rw.read():
+            live = np.flatnonzero(self._live[: self._n])
+            return checkpoint.Snapshot(
+                lsn=lsn,
+                ids=[self._ids[s] for s in live],
+                vectors=self._vectors[live].copy(),
+                metadata=[self._meta[s] for s in live],
+                inputs=[self._inputs[s] for s in live],
+            )
+
+    def checkpoint(self, *, compact: bool = False) -> None:
+        """Write a checkpoint of the live items and empty the log; `compact` also rebuilds memory and index."""
+        writer = self._require_writer()
+
+        def run() -> None:
+            snapshot = self._snapshot(writer.last_lsn)
+            checkpoint.write_checkpoint(self.directory, snapshot)
+            writer.truncate()
+            if compact:
+                with self._rw.write():
+                    self._load(snapshot)
+                    self._rebuild_index()
+
+        writer.exclusive(run)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    # ---- operations ----------------------------------------------------------------------------------------------
+
+    def check_ready(self) -> None:
+        if self.state is State.DATA_LOSS:
+            raise EmbedsvcError(
+                Reason.DATA_LOSS,
+                f"collection '{self.config.name}' is damaged: {self.error}",
+                metadata={"collection": self.config.name},
+            )
+        if self.state is State.RECOVERING:
+            raise EmbedsvcError(
+                Reason.COLLECTION_NOT_READY,
+                f"collection '{self.config.name}' is replaying its log; retry shortly",
+                metadata={"collection": self.config.name},
+            )
+
+    def _require_writer(self) -> LogWriter:
+        self.check_ready()
+        if self._writer is None:
+            raise EmbedsvcError(Reason.STORAGE_ERROR, f"collection '{self.config.name}' is closed")
+        return self._writer
+
+    def upsert(self, op: Upsert) -> int:
+        """Durably add or replace items; returns the live count afterwards."""
+        writer = self._require_writer()
+        writer.commit(op)
+        self._maybe_checkpoint(writer)
+        return self.count
+
+    def delete(self, ids: Sequence[str]) -> tuple[int, int]:
+        writer = self._require_writer()
+        with self._rw.read():
+            present = [i for i in ids if i in self._slot_of]
+        if present:
+            writer.commit(Delete(present))
+            self._maybe_checkpoint(writer)
+        return len(present), len(ids) - len(present)
+
+    def _maybe_checkpoint(self, writer: LogWriter) -> None:
+        if writer.size > self.checkpoint_bytes:
+            self.checkpoint(compact=self._n > 2 * max(self.count, 1))
+
+    def get(self, ids: Sequence[str], *, with_vectors: bool) -> list[StoredItem | None]:
+        self.check_ready()
+        empty = np.empty(0, np.float32)
+        with self._rw.read():
+            out: list[StoredItem | None] = []
+            for item_id in ids:
+                slot = self._slot_of.get(item_id)
+                out.append(
+                    None
+                    if slot is None
+                    else StoredItem(
+                        item_id,
+                        self._vectors[slot].copy() if with_vectors else empty,
+                        self._meta[slot],
+                        self._inputs[slot],
+                    )
+                )
+            return out
+
+    def slot_of(self, item_id: str) -> int | None:
+        with self._rw.read():
+            return self._slot_of.get(item_id)
+
+    def slots_with_inputs(self, inputs: set[str]) -> set[int]:
+        with self._rw.read():
+            return {int(s) for s in np.flatnonzero(self._live[: self._n]) if self._inputs[s] in inputs}
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        predicate: Callable[[Mapping[str, Any]], bool] | None = None,
+        exclude: Sequence[set[int]] = (),
+        ef_search: int = 0,
+        nprobe: int = 0,
+        exact: bool = False,
+        with_metadata: bool = True,
+        with_vectors: bool = False,
+    ) -> tuple[list[list[Hit]], bool]:
+        """k hits per query among live items matching the predicate, minus each query's excluded slots.
+
+        Returns the hits and whether the search was exact. Whenever at least k items are eligible, k are returned:
+        an ANN search that comes back short is redone exactly for that query.
+        """
+        self.check_ready()
+        queries = self._index_form(np.ascontiguousarray(queries, dtype=np.float32))
+        extra = max((len(e) for e in exclude), default=0)
+        with self._rw.read():
+            n = self._n
+            allowed = self._live[:n].copy()
+            if predicate is not None:
+                for slot in np.flatnonzero(allowed):
+                    allowed[slot] = predicate(self._meta[slot])
+            eligible = int(allowed.sum())
+            want = min(k + extra, eligible)
+            if want == 0:
+                return [[] for _ in queries], True
+            kind = self.config.index.kind
+            dead = n - self.count
+            use_exact = (
+                exact
+                or not self._index.trained
+                or (kind is not IndexKind.FLAT and eligible < _ANN_MIN_SELECTIVITY * self.count)
+            )
+            if predicate is None and dead <= _MAX_OVERFETCH and not (use_exact and kind is not IndexKind.FLAT):
+                # No selector (FAISS keeps its fast path): fetch enough to cover every tombstone, drop them after.
+                fetch = min(want + dead, n)
+                if kind is IndexKind.IVF_PQ:
+                    fetch = min(_PQ_RERANK * fetch, n)
+                scores, labels = self._index.search(queries, fetch, None, ef_search=ef_search, nprobe=nprobe)
+                scores, labels = self._drop_dead(scores, labels)
+                if kind is IndexKind.IVF_PQ:
+                    scores, labels = self._rerank(queries, labels, want)
+                scores, labels = scores[:, :want], labels[:, :want]
+            elif use_exact or kind is IndexKind.FLAT:
+                scores, labels = self._exact(queries, allowed, want)
+            else:
+                # PQ distances are coarse: fetch more candidates and re-rank them with the stored vectors.
+                fetch = min(_PQ_RERANK * want, eligible) if kind is IndexKind.IVF_PQ else want
+                scores, labels = self._index.search(queries, fetch, allowed, ef_search=ef_search, nprobe=nprobe)
+                if kind is IndexKind.IVF_PQ:
+                    scores, labels = self._rerank(queries, labels, want)
+            short = np.flatnonzero((labels < 0).any(axis=1)) if labels.shape[1] == want else np.arange(len(queries))
+            if len(short):
+                # An approximate search came back short of k eligible items: answer those queries exactly.
+                exact_scores, exact_labels = self._exact(queries[short], allowed, want)
+                scores = _fit(scores, want)
+                labels = _fit(labels, want, fill=-1)
+                scores[short], labels[short] = exact_scores, exact_labels
+            # Python ints and floats up front: indexing numpy scalars one by one costs more than the search itself
+            # for large batches.
+            ids, meta, inputs, vectors = self._ids, self._meta, self._inputs, self._vectors
+            results = []
+            for q, (row, row_scores) in enumerate(zip(labels.tolist(), scores.tolist(), strict=True)):
+                skip = exclude[q] if q < len(exclude) else ()
+                hits = [
+                    Hit(
+                        s,
+                        ids[s],
+                        d,
+                        meta[s] if with_metadata else None,
+                        inputs[s],
+                        vectors[s].copy() if with_vectors else None,
+                    )
+                    for s, d in zip(row, row_scores, strict=True)
+                    if s >= 0 and s not in skip
+                ]
+                results.append(hits[:k])
+            return results, bool(use_exact or kind is IndexKind.FLAT)
+
+    def _drop_dead(self, scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Move tombstoned hits to the end of each row, as -1 labels."""
+        live = (labels >= 0) & self._live[np.maximum(labels, 0)]
+        order = np.argsort(~live, axis=1, kind="stable")
+        labels = np.where(np.take_along_axis(live, order, 1), np.take_along_axis(labels, order, 1), -1)
+        return np.take_along_axis(scores, order, 1), labels
+
+    def _rerank(self, queries: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores of each query's candidates, best k first; -1 labels stay last."""
+        candidates = self._unit[np.maximum(labels, 0)]  # (q, c, d)
+        if self.config.metric is Metric.L2:
+            exact = ((candidates - queries[:, None, :]) ** 2).sum(axis=2)
+            exact[labels < 0] = np.inf
+            order = np.argsort(exact, axis=1, kind="stable")[:, :k]
+        else:
+            exact = np.einsum("qcd,qd->qc", candidates, queries)
+            exact[labels < 0] = -np.inf
+            order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(exact, order, 1).astype(np.float32), np.take_along_axis(labels, order, 1)
+
+    def _exact(self, queries: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.flatnonzero(allowed)
+        base = self._unit[: self._n] if len(rows) == self._n else self._unit[rows]
+        scores, positions = exact_search(base, queries, k, self.config.metric)
+        labels = np.where(positions >= 0, rows[np.maximum(positions, 0)], -1)
+        return scores, labels
+
+    def export(self, batch_size: int) -> Iterator[list[StoredItem]]:
+        self.check_ready()
+        with self._rw.read():
+            slots = np.flatnonzero(self._live[: self._n])
+        for start in range(0, len(slots), batch_size):
+            with self._rw.read():
+                batch = [
+                    StoredItem(self._ids[s], self._vectors[s].copy(), self._meta[s], self._inputs[s])
+                    for s in slots[start : start + batch_size]
+                    if self._live[s]
+                ]
+            yield batch
+
+    def rebuild(self) -> None:
+        """Retrain and refill the index from the live items, and checkpoint (dropping tombstones)."""
+        self.checkpoint(compact=True)
+
+    def info(self) -> dict[str, Any]:
+        disk = sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())
+        with self._rw.read():
+            memory = self._vectors.nbytes + (0 if self._unit is self._vectors else self._unit.nbytes)
+            memory += self._index.memory_bytes() + 200 * self._n
+            return {
+                "count": self.count,
+                "trained": self._index.trained,
+                "tombstones": self._n - self.count,
+                "disk_bytes": disk,
+                "memory_bytes": memory,
+            }

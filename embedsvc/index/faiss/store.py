@@ -1,0 +1,135 @@
+"""All collections of a server, under `<data_dir>/collections/<name>/`.
+
+Creating writes the directory under a temporary name and renames it into place; deleting renames it aside before
+removing it; either way a crash leaves a whole collection or none. Index files are only ever read from here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import threading
+import uuid
+from pathlib import Path
+
+from embedsvc.durable import fsync_dir, write_atomic
+from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.index.faiss.collection import CONFIG, Collection, State
+from embedsvc.index.types import CollectionConfig, IndexParams, Metric
+
+log = logging.getLogger(__name__)
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+def check_name(name: str, field: str = "name") -> None:
+    if not name:
+        raise EmbedsvcError(Reason.MISSING_FIELD, "the collection name is required", field=field)
+    if not NAME.match(name):
+        raise EmbedsvcError(
+            Reason.INVALID_VALUE,
+            f"collection name {name!r}: use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit",
+            field=field,
+        )
+
+
+class CollectionStore:
+    def __init__(self, data_dir: Path, checkpoint_bytes: int) -> None:
+        self.root = data_dir / "collections"
+        self.checkpoint_bytes = checkpoint_bytes
+        self._lock = threading.Lock()
+        self._collections: dict[str, Collection] = {}
+        self._recovering: set[str] = set()
+
+    def recover_all(self) -> None:
+        """Open every collection on disk; damaged ones are kept, in state DATA_LOSS, and the others serve."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for leftover in self.root.glob(".*"):
+            shutil.rmtree(leftover, ignore_errors=True)  # half-created or half-deleted collections
+        names = sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME.match(p.name))
+        with self._lock:
+            self._recovering.update(names)
+        for name in names:
+            try:
+                collection = Collection.open(self.root / name, self.checkpoint_bytes)
+            except Exception as exc:  # an unreadable collection.json: keep the name, refuse its calls
+                log.exception("collection %s cannot be opened", name)
+                config = CollectionConfig(name, 1, Metric.L2, IndexParams())
+                collection = Collection(self.root / name, config, self.checkpoint_bytes)
+                collection.state, collection.error = State.DATA_LOSS, f"{CONFIG} unreadable: {exc}"
+            with self._lock:
+                self._collections[name] = collection
+                self._recovering.discard(name)
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._collections)
+
+    def get(self, name: str) -> Collection:
+        with self._lock:
+            collection = self._collections.get(name)
+            recovering = name in self._recovering
+        if collection is None:
+            if recovering:
+                raise EmbedsvcError(
+                    Reason.COLLECTION_NOT_READY,
+                    f"collection '{name}' is replaying its log; retry shortly",
+                    metadata={"collection": name},
+                )
+            raise EmbedsvcError(
+                Reason.COLLECTION_NOT_FOUND,
+                f"no collection named '{name}'",
+                field="collection",
+                metadata={"collection": name},
+            )
+        return collection
+
+    def create(self, config: CollectionConfig) -> Collection:
+        with self._lock:
+            if config.name in self._collections or config.name in self._recovering:
+                raise EmbedsvcError(
+                    Reason.COLLECTION_EXISTS,
+                    f"a collection named '{config.name}' exists",
+                    field="name",
+                    metadata={"collection": config.name},
+                )
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = self.root / f".new-{config.name}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
+            write_atomic(tmp / CONFIG, config.to_json())
+            final = self.root / config.name
+            os.replace(tmp, final)
+            fsync_dir(self.root)
+            collection = Collection.open(final, self.checkpoint_bytes)
+            self._collections[config.name] = collection
+            return collection
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            collection = self._collections.pop(name, None)
+            if collection is None:
+                raise EmbedsvcError(
+                    Reason.COLLECTION_NOT_FOUND,
+                    f"no collection named '{name}'",
+                    field="name",
+                    metadata={"collection": name},
+                )
+            collection.close()
+            aside = self.root / f".deleted-{name}-{uuid.uuid4().hex[:8]}"
+            os.replace(self.root / name, aside)
+            fsync_dir(self.root)
+        shutil.rmtree(aside, ignore_errors=True)
+
+    def close_all(self, *, checkpoint: bool) -> None:
+        """At shutdown: checkpoint (so the next start replays nothing) and close every collection."""
+        with self._lock:
+            collections = list(self._collections.values())
+        for collection in collections:
+            try:
+                if checkpoint and collection.state is State.READY:
+                    collection.checkpoint()
+            except Exception:
+                log.exception("checkpoint of %s at shutdown failed; the log still holds every write", collection)
+            collection.close()

@@ -1,0 +1,199 @@
+"""Collections: exact search equals brute force, ANN recall, filters without shortfall, durability and recovery."""
+
+import numpy as np
+import pytest
+
+from embedsvc.core.collections.filters import compile_filter
+from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.index.faiss.collection import LOG, Collection, State
+from embedsvc.index.faiss.log import Upsert
+from embedsvc.index.faiss.store import CollectionStore
+from embedsvc.index.types import CollectionConfig, IndexKind, IndexParams, Metric
+
+
+def clustered(n, d=32, centers=50, seed=0):
+    """Vectors around random centres: structured data that graph and IVF indexes are built for."""
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(centers, d))
+    return (c[rng.integers(0, centers, n)] + 0.3 * rng.normal(size=(n, d))).astype(np.float32)
+
+
+def make(store, name, n, metric=Metric.COSINE, kind=IndexKind.FLAT, d=32, **params):
+    collection = store.create(CollectionConfig(name, d, metric, IndexParams(kind, **params).resolved(d)))
+    x = clustered(n, d)
+    for s in range(0, n, 1000):
+        ids = [str(i) for i in range(s, min(s + 1000, n))]
+        collection.upsert(
+            Upsert(ids, x[s : s + len(ids)], [{"g": int(i) % 4, "i": int(i)} for i in ids], [""] * len(ids))
+        )
+    return collection, x
+
+
+def brute_force(x, q, k, metric):
+    if metric is Metric.COSINE:
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    if metric is Metric.L2:
+        scores = ((q[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+        order = np.argsort(scores, axis=1, kind="stable")[:, :k]
+    else:
+        scores = q @ x.T
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(scores, order, 1)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = CollectionStore(tmp_path, 1 << 30)
+    yield s
+    s.close_all(checkpoint=False)
+
+
+@pytest.mark.parametrize("metric", list(Metric))
+def test_flat_equals_numpy_brute_force(store, metric):
+    collection, x = make(store, "c", 3000, metric)
+    q = clustered(20, seed=9)
+    hits, exact = collection.search(q, 10)
+    order, scores = brute_force(x, q, 10, metric)
+    assert exact
+    for row, expected, expected_scores in zip(hits, order, scores, strict=True):
+        assert [int(h.id) for h in row] == expected.tolist()
+        np.testing.assert_allclose([h.score for h in row], expected_scores, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "minimum"),
+    [
+        (IndexKind.HNSW, {}, 0.95),
+        (IndexKind.IVF_FLAT, {"nlist": 32, "nprobe": 8}, 0.9),
+        (IndexKind.IVF_PQ, {"nlist": 16, "nprobe": 8, "pq_m": 16, "pq_bits": 6}, 0.8),
+    ],
+)
+def test_ann_recall_at_10(store, kind, params, minimum):
+    collection, x = make(store, "c", 6000, Metric.COSINE, kind, **params)
+    assert collection.info()["trained"]
+    q = clustered(100, seed=5)
+    hits, exact = collection.search(q, 10)
+    assert not exact
+    truth, _ = brute_force(x, q, 10, Metric.COSINE)
+    recall = np.mean([len({int(h.id) for h in r} & set(t.tolist())) / 10 for r, t in zip(hits, truth, strict=True)])
+    assert recall >= minimum, recall
+    exact_hits, was_exact = collection.search(q[:5], 10, exact=True)
+    assert was_exact and [[int(h.id) for h in r] for r in exact_hits] == truth[:5].tolist()
+
+
+def test_ivf_searches_exactly_until_trained(store):
+    collection, x = make(store, "c", 500, Metric.L2, IndexKind.IVF_FLAT, nlist=64)
+    assert not collection.info()["trained"]  # 39 x 64 vectors are needed
+    hits, exact = collection.search(x[:3], 5)
+    assert exact and hits[0][0].id == "0"
+    more = clustered(2500, seed=3)
+    collection.upsert(Upsert([f"m{i}" for i in range(2500)], more, [{}] * 2500, [""] * 2500))
+    assert collection.info()["trained"]
+    assert collection.search(x[:1], 1)[0][0][0].id == "0"
+
+
+@pytest.mark.parametrize("kind", [IndexKind.FLAT, IndexKind.HNSW, IndexKind.IVF_FLAT])
+@pytest.mark.parametrize("text", ["g = 1", "i < 40", "i >= 100 AND i < 112 OR g = 9", "i = 7"])
+def test_filtered_search_has_no_shortfall(store, kind, text):
+    collection, x = make(store, "c", 4000, Metric.COSINE, kind, nlist=16)
+    predicate = compile_filter(text, 1000)
+    matching = np.array([predicate({"g": i % 4, "i": i}) for i in range(4000)])
+    q = clustered(10, seed=11)
+    hits, _ = collection.search(q, 10, predicate=predicate)
+    for row in hits:
+        assert len(row) == min(10, matching.sum())
+        assert all(matching[int(h.id)] for h in row)
+    if kind is IndexKind.FLAT:
+        rows = np.flatnonzero(matching)
+        order, _ = brute_force(x[rows], q, 10, Metric.COSINE)
+        assert [[int(h.id) for h in r] for r in hits] == rows[order].tolist()
+
+
+def test_upsert_replaces_delete_removes_and_recovery_restores(tmp_path):
+    store = CollectionStore(tmp_path, 1 << 30)
+    collection, x = make(store, "c", 100, Metric.L2)
+    collection.upsert(Upsert(["5"], np.zeros((1, 32), np.float32), [{"new": True}], [""]))
+    assert collection.delete(["6", "nope"]) == (1, 1)
+    (five, six) = collection.get(["5", "6"], with_vectors=True)
+    assert six is None and five.metadata == {"new": True} and not five.vector.any()
+    assert collection.info()["tombstones"] == 2
+    store.close_all(checkpoint=False)  # a crash: no checkpoint, the log has everything
+    again = CollectionStore(tmp_path, 1 << 30)
+    again.recover_all()
+    recovered = again.get("c")
+    assert recovered.count == 99
+    (five, six, seven) = recovered.get(["5", "6", "7"], with_vectors=True)
+    assert six is None and five.metadata == {"new": True}
+    np.testing.assert_array_equal(seven.vector, x[7])
+    recovered.rebuild()  # checkpoint with compaction: the log is emptied, tombstones dropped
+    assert recovered.info()["tombstones"] == 0 and (tmp_path / "collections" / "c" / LOG).stat().st_size == 0
+    again.close_all(checkpoint=True)
+    third = CollectionStore(tmp_path, 1 << 30)
+    third.recover_all()
+    assert third.get("c").count == 99
+    third.close_all(checkpoint=False)
+
+
+def test_automatic_checkpoint_keeps_everything(tmp_path):
+    store = CollectionStore(tmp_path, 50_000)  # a tiny threshold: checkpoints happen during the loads
+    _, x = make(store, "c", 3000, Metric.INNER_PRODUCT)
+    assert list((tmp_path / "collections" / "c").glob("checkpoint-*"))
+    store.close_all(checkpoint=False)
+    again = CollectionStore(tmp_path, 50_000)
+    again.recover_all()
+    items = again.get("c").get([str(i) for i in range(3000)], with_vectors=True)
+    np.testing.assert_array_equal(np.vstack([i.vector for i in items]), x)
+    again.close_all(checkpoint=False)
+
+
+def test_corruption_marks_one_collection_data_loss(tmp_path):
+    store = CollectionStore(tmp_path, 1 << 30)
+    make(store, "bad", 3000, Metric.L2)
+    make(store, "good", 100, Metric.L2)
+    store.close_all(checkpoint=False)
+    path = tmp_path / "collections" / "bad" / LOG
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    again = CollectionStore(tmp_path, 1 << 30)
+    again.recover_all()
+    assert again.get("bad").state is State.DATA_LOSS
+    with pytest.raises(EmbedsvcError) as info:
+        again.get("bad").search(np.zeros((1, 32), np.float32), 1)
+    assert info.value.reason is Reason.DATA_LOSS
+    assert again.get("good").count == 100
+    again.close_all(checkpoint=False)
+
+
+def test_torn_tail_is_truncated_at_every_offset(tmp_path):
+    store = CollectionStore(tmp_path, 1 << 30)
+    collection = store.create(CollectionConfig("c", 4, Metric.L2, IndexParams().resolved(4)))
+    for i in range(3):
+        collection.upsert(Upsert([f"a{i}", f"b{i}"], np.full((2, 4), i, np.float32), [{"i": i}, {}], ["", ""]))
+    store.close_all(checkpoint=False)
+    path = tmp_path / "collections" / "c" / LOG
+    full = path.read_bytes()
+    record = len(full) // 3
+    for cut in range(2 * record, len(full)):
+        path.write_bytes(full[:cut])
+        recovered = Collection.open(tmp_path / "collections" / "c", 1 << 30)
+        assert recovered.state is State.READY and recovered.count == 4, cut
+        assert path.stat().st_size == 2 * record  # the torn bytes are gone
+        recovered.close()
+
+
+@pytest.mark.parametrize("kind", [IndexKind.FLAT, IndexKind.HNSW])
+def test_search_after_deletes_and_replacements_equals_brute_force(store, kind):
+    collection, x = make(store, "c", 2000, Metric.L2, kind)
+    rng = np.random.default_rng(4)
+    gone = rng.choice(2000, 300, replace=False)
+    collection.delete([str(i) for i in gone])
+    moved = [i for i in range(0, 2000, 7) if i not in set(gone.tolist())][:50]
+    x[moved] += 5.0
+    collection.upsert(Upsert([str(i) for i in moved], x[moved], [{}] * len(moved), [""] * len(moved)))
+    live = np.setdiff1d(np.arange(2000), gone)
+    q = x[live[:20]] + 0.01
+    hits, _ = collection.search(q, 10, exact=kind is not IndexKind.FLAT)
+    order, _ = brute_force(x[live], q, 10, Metric.L2)
+    assert [[int(h.id) for h in r] for r in hits] == live[order].tolist()
