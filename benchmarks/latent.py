@@ -27,11 +27,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _serve import serve
 
-from embedsvc.backends.vae import VAEModel
+from embedsvc.backends.vae import EMBEDDED_VAE, EMBEDDED_VAE_DIR, VAEModel
 from embedsvc.client import Client
 from embedsvc.core.images.codec import ImageShape, to_model_input, to_png
 from embedsvc.core.images.datasets import load_dataset
-from embedsvc.settings import EMBEDDED_VAE, EMBEDDED_VAE_DIR, Limits
+from embedsvc.settings import Limits
 
 
 def batches(items: list, size: int) -> list[list]:

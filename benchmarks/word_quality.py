@@ -15,10 +15,11 @@ from pathlib import Path
 
 import gensim
 
-from embedsvc.backends.word_vectors import load_word_vectors
+from embedsvc.backends.base import ModelSpec
+from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions, load_word_vectors
 from embedsvc.core.words.analogies import evaluate_analogies, parse_analogies
 from embedsvc.core.words.arithmetic import Method
-from embedsvc.settings import ModelKind, ModelSpec, Settings, WordVectorFormat
+from embedsvc.settings import Settings
 
 DATA = Path(gensim.__file__).parent / "test" / "test_data"
 
@@ -30,7 +31,7 @@ def main() -> None:
     parser.add_argument("--format", choices=[f.value for f in WordVectorFormat if f.value != "model2vec"])
     args = parser.parse_args()
     if args.file:
-        spec = ModelSpec(args.file.stem, ModelKind.WORD_VECTORS, WordVectorFormat(args.format), args.file)
+        spec = ModelSpec(args.file.stem, WordVectorsOptions(WordVectorFormat(args.format), args.file))
     else:
         spec = Settings().all_models()[0]
     space = load_word_vectors(spec, args.data_dir or Path(tempfile.mkdtemp()))

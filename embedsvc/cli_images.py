@@ -97,9 +97,10 @@ IMAGE_COMMANDS = {"sample", "reconstruct", "interpolate", "direction", "traverse
 def train_vae(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from embedsvc.backends.base import ImageShape
     from embedsvc.backends.devices import resolve_device
     from embedsvc.backends.vae import save_checkpoint
-    from embedsvc.core.images.codec import ImageShape, to_model_input, to_png
+    from embedsvc.core.images.codec import to_model_input, to_png
     from embedsvc.core.images.datasets import DataError, ImageDataset, load_dataset
     from embedsvc.core.images.training import TrainOptions, held_out_metrics, train_vae
     from embedsvc.nets.vae import Likelihood, VAEConfig

@@ -96,7 +96,8 @@ def _generated(messages: Any) -> list[GeneratedImage]:
 
 def resize_png(data: bytes, size: int, channels: int) -> bytes:
     """An image file's bytes as a PNG of the model's size and channels (for pictures beside generated ones)."""
-    from embedsvc.core.images.codec import ImageShape, to_model_input, to_png
+    from embedsvc.backends.base import ImageShape
+    from embedsvc.core.images.codec import to_model_input, to_png
 
     return to_png(to_model_input([data], ImageShape(channels, size), max_pixels=1 << 28)[0])
 

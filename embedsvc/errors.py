@@ -48,6 +48,10 @@ class Reason(StrEnum):
     DIRECTION_EXISTS = "DIRECTION_EXISTS"
 
 
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the key and the problem in one line."""
+
+
 class EmbedsvcError(Exception):
     """A failure with a reason, an optional offending request field and string metadata for machines."""
 

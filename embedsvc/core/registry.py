@@ -1,4 +1,9 @@
-"""The registry of hosted models: what is configured, what is loaded, and the provenance of each answer."""
+"""The registry of hosted models: what is configured, what is loaded, and the provenance of each answer.
+
+Models are loaded through their kind (`embedsvc.backends.kinds`), then warmed up per capability: a word model answers
+one search, a text encoder encodes a warm-up batch and gets its batcher, an image model embeds a blank image, a VAE
+also decodes one. Callers ask for a capability (`word_model`, `text_model`, `image_model`, `vae`), never for a kind.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
+from embedsvc.backends.base import Capability, LoadContext, Loaded, ModelSpec
 from embedsvc.backends.image_encoders import ImageEncoder
+from embedsvc.backends.kinds import kind_of, load_order
 from embedsvc.backends.text_encoders import TextEncoder
 from embedsvc.backends.vae import VAEModel
-from embedsvc.backends.word_vectors import WordVectors, load_word_vectors
+from embedsvc.backends.word_vectors import WordVectors
 from embedsvc.core.expression import Expression, Term, TermKind
 from embedsvc.core.texts.batching import Batcher
 from embedsvc.core.words import arithmetic
 from embedsvc.errors import EmbedsvcError, Reason
-from embedsvc.settings import ModelKind, ModelSpec, WordVectorFormat
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +39,7 @@ class ModelState(StrEnum):
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
-    kind: ModelKind
+    kind: str
     format: str
     state: ModelState
     description: str
@@ -73,6 +79,23 @@ class TextModel:
     batcher: Batcher
 
 
+@dataclass(frozen=True)
+class Hosted:
+    """A loaded, warmed-up model: what its kind loaded, and the batcher of its text encoder."""
+
+    loaded: Loaded
+    text: TextModel | None = None
+
+
+# What each capability is called in MODEL_KIND_MISMATCH messages.
+_WANTED = {
+    Capability.WORDS: "a word-vectors model",
+    Capability.TEXTS: "a model that embeds texts",
+    Capability.IMAGES: "an image model (vae or image-encoder)",
+    Capability.LATENTS: "a VAE",
+}
+
+
 class ModelRegistry:
     """Holds every configured model; loads them once, warms them up, then hands them out read-only."""
 
@@ -80,6 +103,7 @@ class ModelRegistry:
         self, specs: tuple[ModelSpec, ...], data_dir: Path, *, device: str = "auto", max_queued_texts: int = 16_384
     ) -> None:
         self._specs = {s.name: s for s in specs}
+        self._offers = {s.name: kind_of(s).offers(s) for s in specs}
         self._data_dir = data_dir
         self._device = device
         self._max_queued_texts = max_queued_texts
@@ -91,130 +115,67 @@ class ModelRegistry:
                 format=s.format.value,
                 state=ModelState.LOADING,
                 description=s.description,
-                source=str(s.path) if s.path else "embedded",
+                source=s.source,
             )
             for s in specs
         }
-        self._word_models: dict[str, WordVectors] = {}
-        self._text_models: dict[str, TextModel] = {}
-        # Every image model (VAEs too, as encoders of their latent mean), and the VAEs.
-        self._image_models: dict[str, ImageEncoder] = {}
-        self._vaes: dict[str, VAEModel] = {}
+        self._hosted: dict[str, Hosted] = {}
 
     def load_all(self) -> None:
-        """Load and warm up every model, word models first (averaged-words encoders need theirs), then text and image
-        models, each kind in configuration order; the first failure is raised (one line)."""
-        ordered = sorted(self._specs.values(), key=lambda s: s.kind is not ModelKind.WORD_VECTORS)
-        for spec in ordered:
+        """Load and warm up every model, each after the models it builds on, otherwise in configuration order; the
+        first failure is raised (one line)."""
+        for spec in load_order(self._specs.values()):
             started = time.monotonic()
             try:
-                if spec.kind is ModelKind.WORD_VECTORS:
-                    self._load_word_model(spec)
-                elif spec.kind is ModelKind.TEXT_ENCODER:
-                    self._load_text_model(spec)
-                else:
-                    self._load_image_model(spec)
+                hosted = self._load(spec)
             except Exception as exc:
                 with self._lock:
                     self._infos[spec.name] = replace(self._infos[spec.name], state=ModelState.FAILED, error=str(exc))
                 raise
+            with self._lock:
+                self._hosted[spec.name] = hosted
+                self._infos[spec.name] = _ready_info(self._infos[spec.name], hosted)
             info = self.info(spec.name)
             log.info(
                 "model %s ready: %s, dimension %d, %s on %s, %.1f s",
                 spec.name,
-                spec.kind.value,
+                spec.kind,
                 info.dimension,
                 info.version,
                 info.device,
                 time.monotonic() - started,
             )
 
-    def _load_word_model(self, spec: ModelSpec) -> None:
-        space = load_word_vectors(spec, self._data_dir)
-        _warm_up(space)
-        sentence_mode = None
-        if spec.format is WordVectorFormat.MODEL2VEC_DISTILLED:
-            from embedsvc.backends.minilm_static import sentence_model_dir
-            from embedsvc.backends.text_encoders import StaticEncoder
-
-            sentence_mode = self._start_text_model(spec, StaticEncoder(spec.name, sentence_model_dir(self._data_dir)))
+    def _load(self, spec: ModelSpec) -> Hosted:
         with self._lock:
-            self._word_models[spec.name] = space
-            if sentence_mode is not None:
-                self._text_models[spec.name] = sentence_mode
-            self._infos[spec.name] = replace(
-                self._infos[spec.name],
-                state=ModelState.READY,
-                dimension=space.dimension,
-                vocabulary_size=space.size,
-                version=space.version,
-                space=space.space,
-                has_subwords=space.has_subwords,
-                source=space.source,
-                embeds_texts=sentence_mode is not None,
-                max_seq_length=sentence_mode.encoder.max_seq_length if sentence_mode else 0,
-            )
+            loaded_so_far = {name: h.loaded for name, h in self._hosted.items()}
+        loaded = kind_of(spec).load(spec, LoadContext(self._data_dir, self._device, loaded_so_far))
+        if loaded.words is not None:
+            _warm_up_words(loaded.words)
+        if loaded.image is not None:
+            image = loaded.image.shape
+            blank = np.zeros((2, image.channels, image.size, image.size), np.float32)
+            if loaded.vae is not None:
+                loaded.vae.decode(loaded.vae.encode(blank)[0])  # both halves
+            else:
+                loaded.image.embed(blank)
+        text = None
+        if loaded.text is not None:
+            text = self._start_text_model(spec.name, loaded)
+        return Hosted(loaded, text)
 
-    def _load_text_model(self, spec: ModelSpec) -> None:
-        from embedsvc.backends.devices import resolve_device
-        from embedsvc.backends.text_encoders import load_text_encoder
-
-        device = resolve_device(spec.device or self._device)
-        encoder = load_text_encoder(spec, device=device, word_models=self._word_models)
-        model = self._start_text_model(spec, encoder)
-        with self._lock:
-            self._text_models[spec.name] = model
-            self._infos[spec.name] = replace(
-                self._infos[spec.name],
-                state=ModelState.READY,
-                dimension=encoder.dimension,
-                version=encoder.version,
-                space=encoder.space,
-                device=encoder.device,
-                embeds_texts=True,
-                max_seq_length=encoder.max_seq_length,
-                source=str(spec.path) if spec.path else ("words:" + spec.words if spec.words else "embedded"),
-            )
-
-    def _load_image_model(self, spec: ModelSpec) -> None:
-        from embedsvc.backends.devices import resolve_device
-
-        device = resolve_device(spec.device or self._device)
-        assert spec.path is not None
-        encoder: ImageEncoder
-        if spec.kind is ModelKind.VAE:
-            vae = VAEModel.load(spec.name, spec.path, device)
-            vae.decode(vae.encode(np.zeros((2, *_image_dims(vae)), np.float32))[0])  # warm-up: both halves
-            encoder = vae
-        else:
-            from embedsvc.backends.image_encoders import load_image_encoder
-
-            encoder = load_image_encoder(spec, device)  # warms up (it embeds a blank image to learn its dimension)
-        with self._lock:
-            self._image_models[spec.name] = encoder
-            if spec.kind is ModelKind.VAE:
-                self._vaes[spec.name] = vae
-            self._infos[spec.name] = replace(
-                self._infos[spec.name],
-                state=ModelState.READY,
-                dimension=encoder.dimension,
-                version=encoder.version,
-                space=encoder.space,
-                device=encoder.device,
-                source=str(spec.path),
-                image_size=encoder.shape.size,
-                image_channels=encoder.shape.channels,
-            )
-
-    def _start_text_model(self, spec: ModelSpec, encoder: TextEncoder) -> TextModel:
+    def _start_text_model(self, name: str, loaded: Loaded) -> TextModel:
+        encoder = loaded.text
+        assert encoder is not None
         warm = ["warm up", "a longer sentence that warms up the thread pools and the allocator " * 4]
         encoder.encode(warm)  # the first batch pays for thread pools and allocations, not a caller
+        options = loaded.batching
         batcher = Batcher(
-            spec.name,
+            name,
             encoder.encode,
-            max_batch_size=spec.max_batch_size,
-            max_wait_s=spec.max_wait_ms / 1e3,
-            enabled=spec.batching,
+            max_batch_size=options.max_batch_size,
+            max_wait_s=options.max_wait_ms / 1e3,
+            enabled=options.enabled,
             max_queued=self._max_queued_texts,
         )
         return TextModel(encoder, batcher)
@@ -222,7 +183,7 @@ class ModelRegistry:
     def close(self) -> None:
         """Stop the batch workers (queued calls fail with MODEL_NOT_READY)."""
         with self._lock:
-            models = list(self._text_models.values())
+            models = [h.text for h in self._hosted.values() if h.text is not None]
         for model in models:
             model.batcher.close()
 
@@ -237,62 +198,45 @@ class ModelRegistry:
             raise self._not_found(name)
         return info
 
+    def offers(self, name: str) -> frozenset[Capability]:
+        """What the model offers (known before it has loaded); MODEL_NOT_FOUND for an unknown name."""
+        self._named_info(name)
+        return self._offers[name]
+
     def word_model(self, name: str) -> WordVectors:
         """The ready word model of that name; MODEL_NOT_FOUND, MODEL_NOT_READY or MODEL_KIND_MISMATCH."""
-        info = self._named_info(name)
-        if info.kind is not ModelKind.WORD_VECTORS:
-            hint = (
-                "; a sentence model has no vocabulary: for arithmetic, search a collection bound to it with an "
-                "expression query"
-                if info.kind is ModelKind.TEXT_ENCODER
-                else ""
-            )
-            raise EmbedsvcError(
-                Reason.MODEL_KIND_MISMATCH,
-                f"model '{name}' is a {info.kind.value} model, not a word-vectors model{hint}",
-                field="model",
-                metadata={"model": name, "kind": info.kind.value},
-            )
-        space = self._word_models.get(name)
-        if space is None:
-            raise _not_ready(info)
-        return space
+        hosted = self._hosted_with(name, Capability.WORDS)
+        assert hosted.loaded.words is not None
+        return hosted.loaded.words
 
     def text_model(self, name: str) -> TextModel:
         """The ready text model of that name; MODEL_NOT_FOUND, MODEL_NOT_READY or MODEL_KIND_MISMATCH."""
-        info = self._named_info(name)
-        if info.kind is ModelKind.WORD_VECTORS and info.state is ModelState.READY and not info.embeds_texts:
-            raise EmbedsvcError(
-                Reason.MODEL_KIND_MISMATCH,
-                f"model '{name}' is a word-vectors model without a sentence mode; configure an averaged-words text "
-                f'encoder over it (format = "averaged-words", words = "{name}")',
-                field="model",
-                metadata={"model": name, "kind": info.kind.value},
-            )
-        model = self._text_models.get(name)
-        if model is None:
-            raise _not_ready(info)
-        return model
+        hosted = self._hosted_with(name, Capability.TEXTS)
+        assert hosted.text is not None
+        return hosted.text
 
     def image_model(self, name: str) -> ImageEncoder:
         """The ready image model (a VAE or an image encoder) of that name."""
-        info = self._named_info(name)
-        if info.kind not in (ModelKind.VAE, ModelKind.IMAGE_ENCODER):
-            raise _kind_mismatch(info, "an image model (vae or image-encoder)")
-        model = self._image_models.get(name)
-        if model is None:
-            raise _not_ready(info)
-        return model
+        hosted = self._hosted_with(name, Capability.IMAGES)
+        assert hosted.loaded.image is not None
+        return hosted.loaded.image
 
     def vae(self, name: str) -> VAEModel:
         """The ready VAE of that name; MODEL_NOT_FOUND, MODEL_NOT_READY or MODEL_KIND_MISMATCH."""
+        hosted = self._hosted_with(name, Capability.LATENTS)
+        assert hosted.loaded.vae is not None
+        return hosted.loaded.vae
+
+    def _hosted_with(self, name: str, capability: Capability) -> Hosted:
         info = self._named_info(name)
-        if info.kind is not ModelKind.VAE:
-            raise _kind_mismatch(info, "a VAE")
-        model = self._vaes.get(name)
-        if model is None:
+        offers = self._offers[name]
+        if capability not in offers:
+            raise _kind_mismatch(info, capability, offers)
+        with self._lock:
+            hosted = self._hosted.get(name)
+        if hosted is None:
             raise _not_ready(info)
-        return model
+        return hosted
 
     def _named_info(self, name: str) -> ModelInfo:
         if not name:
@@ -309,17 +253,45 @@ class ModelRegistry:
         )
 
 
-def _kind_mismatch(info: ModelInfo, wanted: str) -> EmbedsvcError:
-    return EmbedsvcError(
-        Reason.MODEL_KIND_MISMATCH,
-        f"model '{info.name}' is a {info.kind.value} model, not {wanted}",
-        field="model",
-        metadata={"model": info.name, "kind": info.kind.value},
+def _ready_info(info: ModelInfo, hosted: Hosted) -> ModelInfo:
+    loaded = hosted.loaded
+    shape = loaded.image_shape
+    return replace(
+        info,
+        state=ModelState.READY,
+        dimension=loaded.dimension,
+        vocabulary_size=loaded.vocabulary_size,
+        device=loaded.device,
+        version=loaded.version,
+        space=f"model:{info.name}@{loaded.version}",
+        has_subwords=loaded.has_subwords,
+        source=loaded.source,
+        embeds_texts=hosted.text is not None,
+        max_seq_length=hosted.text.encoder.max_seq_length if hosted.text else 0,
+        image_size=shape.size if shape else 0,
+        image_channels=shape.channels if shape else 0,
     )
 
 
-def _image_dims(model: VAEModel) -> tuple[int, int, int]:
-    return model.shape.channels, model.shape.size, model.shape.size
+def _kind_mismatch(info: ModelInfo, wanted: Capability, offers: frozenset[Capability]) -> EmbedsvcError:
+    hint = ""
+    if wanted is Capability.WORDS and Capability.TEXTS in offers:
+        hint = (
+            "; a sentence model has no vocabulary: for arithmetic, search a collection bound to it with an "
+            "expression query"
+        )
+    message = f"model '{info.name}' is a {info.kind} model, not {_WANTED[wanted]}{hint}"
+    if wanted is Capability.TEXTS and Capability.WORDS in offers:
+        message = (
+            f"model '{info.name}' is a {info.kind} model without a sentence mode; configure an averaged-words text "
+            f'encoder over it (format = "averaged-words", words = "{info.name}")'
+        )
+    return EmbedsvcError(
+        Reason.MODEL_KIND_MISMATCH,
+        message,
+        field="model",
+        metadata={"model": info.name, "kind": info.kind},
+    )
 
 
 def _not_ready(info: ModelInfo) -> EmbedsvcError:
@@ -331,7 +303,7 @@ def _not_ready(info: ModelInfo) -> EmbedsvcError:
     )
 
 
-def _warm_up(space: WordVectors) -> None:
+def _warm_up_words(space: WordVectors) -> None:
     """One search of each kind, so the first request does not pay for thread pools and page faults."""
     word = space.words[0]
     options = arithmetic.Options(top_n=1)

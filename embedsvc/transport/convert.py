@@ -13,19 +13,13 @@ from embedsvc.core.registry import ModelInfo, ModelState, Provenance
 from embedsvc.core.words import arithmetic
 from embedsvc.core.words.analogies import AnalogyReport, SectionScore
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid
-from embedsvc.settings import Limits, ModelKind
+from embedsvc.settings import Limits
 from embedsvc.v1 import arithmetic_pb2, common_pb2, models_pb2
 
 _METHODS: dict[int, arithmetic.Method] = {
     arithmetic_pb2.METHOD_UNSPECIFIED: arithmetic.Method.COSADD,
     arithmetic_pb2.METHOD_COSADD: arithmetic.Method.COSADD,
     arithmetic_pb2.METHOD_COSMUL: arithmetic.Method.COSMUL,
-}
-_KINDS = {
-    ModelKind.WORD_VECTORS: models_pb2.MODEL_KIND_WORD_VECTORS,
-    ModelKind.TEXT_ENCODER: models_pb2.MODEL_KIND_TEXT_ENCODER,
-    ModelKind.VAE: models_pb2.MODEL_KIND_VAE,
-    ModelKind.IMAGE_ENCODER: models_pb2.MODEL_KIND_IMAGE_ENCODER,
 }
 _STATES = {
     ModelState.LOADING: models_pb2.MODEL_STATE_LOADING,
@@ -60,10 +54,15 @@ def provenance_message(p: Provenance) -> common_pb2.Provenance:
     return common_pb2.Provenance(model=p.model, model_version=p.model_version, method=p.method, parameters=p.parameters)
 
 
+def model_kind(kind: str) -> models_pb2.ModelKind:
+    """A kind's proto enum value, by name: "text-encoder" is MODEL_KIND_TEXT_ENCODER."""
+    return models_pb2.ModelKind.Value("MODEL_KIND_" + kind.upper().replace("-", "_"))
+
+
 def model_info_message(info: ModelInfo) -> models_pb2.ModelInfo:
     return models_pb2.ModelInfo(
         name=info.name,
-        kind=_KINDS[info.kind],
+        kind=model_kind(info.kind),
         dimension=info.dimension,
         vocabulary_size=info.vocabulary_size,
         device=info.device,

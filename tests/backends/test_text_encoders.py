@@ -4,9 +4,15 @@ from pathlib import Path
 
 import pytest
 
+from embedsvc.backends.base import ModelSpec
 from embedsvc.backends.devices import resolve_device
-from embedsvc.backends.text_encoders import SentenceTransformerEncoder, _windows, load_text_encoder
-from embedsvc.settings import ModelKind, ModelSpec, TextEncoderFormat
+from embedsvc.backends.text_encoders import (
+    SentenceTransformerEncoder,
+    TextEncoderFormat,
+    TextEncoderOptions,
+    _windows,
+    load_text_encoder,
+)
 
 
 def test_auto_resolves_to_cpu_without_cuda_and_cuda_is_refused():
@@ -28,10 +34,10 @@ def test_fp16_needs_a_gpu():
 
 
 def test_a_missing_directory_and_a_missing_word_model_are_named(tmp_path):
-    spec = ModelSpec("st", ModelKind.TEXT_ENCODER, TextEncoderFormat.SENTENCE_TRANSFORMERS, tmp_path / "nope")
+    spec = ModelSpec("st", TextEncoderOptions(TextEncoderFormat.SENTENCE_TRANSFORMERS, tmp_path / "nope"))
     with pytest.raises(RuntimeError, match="not a sentence-transformers model directory"):
         load_text_encoder(spec, device="cpu", word_models={})
-    spec = ModelSpec("avg", ModelKind.TEXT_ENCODER, TextEncoderFormat.AVERAGED_WORDS, words="glove")
+    spec = ModelSpec("avg", TextEncoderOptions(TextEncoderFormat.AVERAGED_WORDS, words="glove"))
     with pytest.raises(RuntimeError, match="'glove', which is not a loaded word-vectors model"):
         load_text_encoder(spec, device="cpu", word_models={})
 

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from embedsvc.backends import minilm_static
-from embedsvc.backends.word_vectors import ModelLoadError, load_word_vectors
-from embedsvc.settings import ModelKind, ModelSpec, WordVectorFormat
+from embedsvc.backends.base import ModelSpec
+from embedsvc.backends.word_vectors import ModelLoadError, WordVectorFormat, WordVectorsOptions, load_word_vectors
 from tests.conftest import REAL_FILES, gensim_reference, planted_vectors
 
 
 def spec(path: Path, fmt: WordVectorFormat, name: str = "m", allow_pickle: bool = False) -> ModelSpec:
-    return ModelSpec(name, ModelKind.WORD_VECTORS, fmt, path, allow_pickle=allow_pickle)
+    return ModelSpec(name, WordVectorsOptions(fmt, path, allow_pickle=allow_pickle))
 
 
 @pytest.mark.parametrize("name", list(REAL_FILES))

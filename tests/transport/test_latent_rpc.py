@@ -16,13 +16,12 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import KNeighborsClassifier
 
 from embedsvc.backends.image_encoders import import_torchvision
-from embedsvc.backends.vae import VAEModel
+from embedsvc.backends.vae import EMBEDDED_VAE_DIR, VAEModel
 from embedsvc.client import DirectionRef, EmbedsvcClientError
 from embedsvc.client_images import image_expression
 from embedsvc.core.images.codec import to_png
 from embedsvc.core.images.datasets import load_dataset, split
 from embedsvc.core.images.directions import DirectionStore
-from embedsvc.settings import EMBEDDED_VAE_DIR
 from embedsvc.v1 import arithmetic_pb2, latent_pb2, latent_pb2_grpc
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

@@ -326,7 +326,8 @@ def test_health_is_not_serving_while_loading(server_settings, tmp_path):
     """A server whose model cannot load reports NOT_SERVING, then stops with the one-line error."""
     from dataclasses import replace
 
-    from embedsvc.settings import ModelKind, ModelSpec, WordVectorFormat
+    from embedsvc.backends.base import ModelSpec
+    from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
     from embedsvc.transport.server import create_server
 
     bad = tmp_path / "bad.txt"
@@ -334,7 +335,7 @@ def test_health_is_not_serving_while_loading(server_settings, tmp_path):
     settings = replace(
         server_settings,
         embedded_models=False,
-        models=(ModelSpec("bad", ModelKind.WORD_VECTORS, WordVectorFormat.WORD2VEC_TEXT, bad),),
+        models=(ModelSpec("bad", WordVectorsOptions(WordVectorFormat.WORD2VEC_TEXT, bad)),),
     )
     srv, _port = create_server(settings)
     assert srv.health._server_status["embedsvc.v1.WordService"] == health_pb2.HealthCheckResponse.NOT_SERVING

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embedsvc.backends.base import Capability
 from embedsvc.backends.image_encoders import ImageEncoder
 from embedsvc.backends.word_vectors import WordVectors
 from embedsvc.core.control import CallControl
@@ -25,12 +26,12 @@ from embedsvc.core.texts import embedding as texts
 from embedsvc.core.words import arithmetic
 from embedsvc.core.words.arithmetic import FieldOf
 from embedsvc.errors import EmbedsvcError, Reason
-from embedsvc.settings import Limits, ModelKind
+from embedsvc.settings import Limits
 
 
 @dataclass(frozen=True)
 class Binding:
-    """A bound model: exactly one of `words` and `text` is set."""
+    """A bound model: exactly one of `words`, `text` and `images` is set (`latents` goes with `images`)."""
 
     name: str
     version: str
@@ -92,9 +93,10 @@ class Binding:
 
 
 def binding(registry: ModelRegistry, name: str, latents: Latents | None = None) -> Binding:
-    """The ready model of that name as a binding (MODEL_NOT_FOUND / MODEL_NOT_READY as the registry says)."""
-    kind = registry.info(name).kind
-    if kind in (ModelKind.VAE, ModelKind.IMAGE_ENCODER):
+    """The ready model of that name as a binding (MODEL_NOT_FOUND / MODEL_NOT_READY as the registry says): an image
+    model embeds images, a word model words (even one that also embeds texts), any other model texts."""
+    offers = registry.offers(name)
+    if Capability.IMAGES in offers:
         image_model = registry.image_model(name)
         return Binding(
             image_model.name,
@@ -104,9 +106,9 @@ def binding(registry: ModelRegistry, name: str, latents: Latents | None = None) 
             images=image_model,
             latents=latents,
         )
-    if kind is ModelKind.TEXT_ENCODER:
-        model = registry.text_model(name)
-        e = model.encoder
-        return Binding(e.name, e.version, e.space, e.dimension, text=model)
-    space = registry.word_model(name)
-    return Binding(space.name, space.version, space.space, space.dimension, words=space)
+    if Capability.WORDS in offers:
+        space = registry.word_model(name)
+        return Binding(space.name, space.version, space.space, space.dimension, words=space)
+    model = registry.text_model(name)
+    e = model.encoder
+    return Binding(e.name, e.version, e.space, e.dimension, text=model)

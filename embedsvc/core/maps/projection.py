@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from embedsvc.backends.base import Capability
 from embedsvc.core.collections.service import Collections
 from embedsvc.core.images.codec import ImageInput
 from embedsvc.core.images.latents import Latents, TaggedVector
@@ -203,7 +204,7 @@ class Maps:
             raise invalid(field, f"collection '{source.collection}' has no items")
         config = info.config
         vae = ""
-        if config.model and self.registry.info(config.model).kind.value == "vae":
+        if config.model and Capability.LATENTS in self.registry.offers(config.model):
             vae = config.model
         return Points(
             np.stack([i.vector for i in items]).astype(np.float64),
