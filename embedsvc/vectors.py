@@ -1,10 +1,19 @@
-"""Checks on a vector that enters a space (a model's or a collection's): its space tag, its length, its values."""
+"""Vectors as every layer handles them: unit rows, and the checks on a vector that enters a space (a model's or a
+collection's): its space tag, its length, its values."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from embedsvc.errors import EmbedsvcError, Reason
+
+
+def unit_rows(rows: np.ndarray, norms: np.ndarray | None = None) -> np.ndarray:
+    """Each row divided by its L2 norm, in the rows' own dtype (float32 rows give gensim's unit vectors bit for bit);
+    zero rows stay zero. `norms` (one per row) when the caller has them already."""
+    norms = np.linalg.norm(rows, axis=1) if norms is None else norms
+    column = norms[:, None]
+    return np.divide(rows, column, out=np.zeros(rows.shape, rows.dtype), where=column > 0)
 
 
 def check_vector(vector: np.ndarray, tag: str, *, space: str, dimension: int, owner: str, field: str) -> np.ndarray:

@@ -34,6 +34,7 @@ from embedsvc.backends.base import (
     path_value,
 )
 from embedsvc.errors import ConfigError, EmbedsvcError, out_of_vocabulary
+from embedsvc.vectors import unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +99,8 @@ class WordVectors:
         # float32 as gensim computes them (np.linalg.norm of float32 rows), so unit rows equal get_vector(norm=True).
         self.norms: np.ndarray = np.linalg.norm(vectors, axis=1)
         kv.norms = self.norms
-        with np.errstate(divide="ignore", invalid="ignore"):
-            unit = vectors / self.norms[:, None]
         # A zero vector has no direction: gensim would produce NaN; it scores 0 against everything here instead.
-        unit[self.norms == 0] = 0.0
-        self.unit: np.ndarray = np.ascontiguousarray(unit, dtype=np.float32)
+        self.unit: np.ndarray = np.ascontiguousarray(unit_rows(vectors, self.norms), dtype=np.float32)
         self.unit.setflags(write=False)
         self.version = "sha256:" + checksum(vectors, self.words)[:16]
         self.space = f"model:{name}@{self.version}"

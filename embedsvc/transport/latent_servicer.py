@@ -14,6 +14,7 @@ from embedsvc.errors import check_count
 from embedsvc.transport import convert
 from embedsvc.transport import images_convert as ic
 from embedsvc.v1 import images_pb2, images_pb2_grpc, latent_pb2, latent_pb2_grpc
+from embedsvc.vectors import unit_rows
 
 
 class LatentServicer(latent_pb2_grpc.LatentServiceServicer):
@@ -176,8 +177,7 @@ class ImageServicer(images_pb2_grpc.ImageServiceServicer):
         pixels = to_model_input(ic.images(request.images), model.shape, max_pixels=self._limits.max_image_pixels)
         vectors = model.embed(pixels)
         if request.normalize:
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            vectors = vectors / np.where(norms > 0, norms, 1.0)
+            vectors = unit_rows(vectors)
         return images_pb2.EmbedImagesResponse(
             vectors=[convert.vector_message(v, model.space) for v in vectors],
             provenance=convert.provenance_message(

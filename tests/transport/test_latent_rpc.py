@@ -17,8 +17,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from embedsvc.backends.image_encoders import import_torchvision
 from embedsvc.backends.vae import EMBEDDED_VAE_DIR, VAEModel
-from embedsvc.client import DirectionRef, EmbedsvcClientError
-from embedsvc.client_images import image_expression
+from embedsvc.client import DirectionRef, EmbedsvcClientError, image_expression
 from embedsvc.core.images.codec import to_png
 from embedsvc.core.images.datasets import load_dataset, split
 from embedsvc.core.images.directions import DirectionStore

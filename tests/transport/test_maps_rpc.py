@@ -12,8 +12,14 @@ from PIL import Image
 from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 
-from embedsvc.client import EmbedsvcClientError
-from embedsvc.client_maps import collection_points, image_points, text_points, vector_points, word_points
+from embedsvc.client import (
+    EmbedsvcClientError,
+    collection_points,
+    image_points,
+    text_points,
+    vector_points,
+    word_points,
+)
 from embedsvc.core.images.codec import to_png
 from embedsvc.core.images.datasets import load_dataset
 from embedsvc.v1 import common_pb2, maps_pb2

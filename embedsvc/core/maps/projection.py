@@ -21,6 +21,7 @@ from embedsvc.core.registry import Provenance
 from embedsvc.core.texts import embedding as texts
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
 from embedsvc.settings import Limits
+from embedsvc.vectors import unit_rows
 
 
 @dataclass(frozen=True)
@@ -138,8 +139,7 @@ class Maps:
                 )
             points.groups = list(point_set.groups)
         if point_set.normalize:
-            norms = np.linalg.norm(points.vectors, axis=1, keepdims=True)
-            points.vectors = points.vectors / np.where(norms > 0, norms, 1.0)
+            points.vectors = unit_rows(points.vectors)
         return points
 
     def _gather(self, source: Source, field: str) -> Points:
@@ -330,12 +330,23 @@ def cluster_points(
     seed: int,
     limits: Limits,
 ) -> Clusters:
-    from sklearn.cluster import KMeans
+    """k-means with k clusters, or a Gaussian mixture with k components (k = 0: the k in 1..max_k of lowest BIC),
+    optionally on the points' PCA projection to `reduce_to` dimensions."""
     from sklearn.decomposition import PCA
-    from sklearn.mixture import GaussianMixture
 
+    max_k = _check_cluster_counts(points, k, max_k, reduce_to, limits)
     x = points.vectors
-    n, d = x.shape
+    if reduce_to:
+        x = PCA(n_components=reduce_to, svd_solver="full").fit_transform(x)
+    parameters = {"method": method.value, "seed": str(seed), "reduce_to": str(reduce_to)}
+    if method is ClusterMethod.KMEANS:
+        return _kmeans(points, x, k, seed, parameters)
+    return _gaussian_mixture(points, x, k, max_k, covariance, seed, parameters)
+
+
+def _check_cluster_counts(points: Points, k: int, max_k: int, reduce_to: int, limits: Limits) -> int:
+    """Validate k, max_k (returned with its default) and reduce_to against the points and the limits."""
+    n, d = points.vectors.shape
     if k < 0:
         raise invalid("k", f"k must be 0 (choose by BIC) or positive, got {k}")
     if k > limits.max_clusters:
@@ -343,61 +354,70 @@ def cluster_points(
     if k > n:
         raise invalid("k", f"k = {k} is more than the {n} points")
     max_k = max_k or 10
-    if max_k < 1 or max_k > limits.max_clusters:
-        raise (
-            limit_exceeded("max_k", "clusters", max_k, limits.max_clusters)
-            if max_k > 0
-            else invalid("max_k", f"max_k must be positive, got {max_k}")
-        )
+    if max_k < 1:
+        raise invalid("max_k", f"max_k must be positive, got {max_k}")
+    if max_k > limits.max_clusters:
+        raise limit_exceeded("max_k", "clusters", max_k, limits.max_clusters)
     if reduce_to < 0 or reduce_to > min(n, d):
         raise invalid("reduce_to", f"reduce_to must be 0..{min(n, d)} (points and dimension), got {reduce_to}")
-    if reduce_to:
-        x = PCA(n_components=reduce_to, svd_solver="full").fit_transform(x)
-    parameters = {"method": method.value, "seed": str(seed), "reduce_to": str(reduce_to)}
-    if method is ClusterMethod.KMEANS:
-        if k == 0:
-            raise invalid("k", "k-means needs k (BIC applies to Gaussian mixtures)")
-        km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(x)
-        assignments = km.labels_.astype(np.int64)
-        responsibilities = np.eye(k)[assignments]
-        weights = np.bincount(assignments, minlength=k) / n
-        return Clusters(
-            k,
-            assignments,
-            responsibilities,
-            km.cluster_centers_,
-            weights,
-            [],
-            points.labels,
-            0.0,
-            Provenance("", "", "sklearn KMeans", parameters | {"k": str(k)}),
-        )
+    return max_k
+
+
+def _kmeans(points: Points, x: np.ndarray, k: int, seed: int, parameters: dict[str, str]) -> Clusters:
+    from sklearn.cluster import KMeans
+
+    if k == 0:
+        raise invalid("k", "k-means needs k (BIC applies to Gaussian mixtures)")
+    km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(x)
+    assignments = km.labels_.astype(np.int64)
+    return Clusters(
+        k=k,
+        assignments=assignments,
+        responsibilities=np.eye(k)[assignments],
+        means=km.cluster_centers_,
+        weights=np.bincount(assignments, minlength=k) / len(x),
+        bic=[],
+        labels=points.labels,
+        mean_log_likelihood=0.0,
+        provenance=Provenance("", "", "sklearn KMeans", parameters | {"k": str(k)}),
+    )
+
+
+def _gaussian_mixture(
+    points: Points,
+    x: np.ndarray,
+    k: int,
+    max_k: int,
+    covariance: Covariance,
+    seed: int,
+    parameters: dict[str, str],
+) -> Clusters:
+    from sklearn.mixture import GaussianMixture
 
     # A component must not collapse onto a single point (its likelihood, and so BIC, would run away on the small sets
     # maps are often drawn of): the variance floor is 1% of the data's mean variance per dimension.
     reg_covar = max(1e-6, 0.01 * float(x.var(axis=0).mean()))
-
-    def fit(components: int) -> Any:
-        return GaussianMixture(
+    bic: list[tuple[int, float]] = []
+    best: Any = None
+    for components in [k] if k else range(1, min(max_k, len(x)) + 1):
+        model = GaussianMixture(
             n_components=components, covariance_type=covariance.value, n_init=3, random_state=seed, reg_covar=reg_covar
         ).fit(x)
-
-    tried = [k] if k else list(range(1, min(max_k, n) + 1))
-    models = {c: fit(c) for c in tried}
-    bic = [(c, float(m.bic(x))) for c, m in models.items()]
-    chosen = k or min(bic, key=lambda b: b[1])[0]
-    gm = models[chosen]
-    responsibilities = gm.predict_proba(x)
+        bic.append((components, float(model.bic(x))))
+        if best is None or bic[-1][1] < min(b for _, b in bic[:-1]):  # keep only the best mixture so far
+            best = model
+    responsibilities = best.predict_proba(x)
+    chosen = int(best.n_components)
     return Clusters(
-        chosen,
-        responsibilities.argmax(axis=1).astype(np.int64),
-        responsibilities,
-        gm.means_,
-        gm.weights_,
-        bic,
-        points.labels,
-        float(gm.score(x)),
-        Provenance(
+        k=chosen,
+        assignments=responsibilities.argmax(axis=1).astype(np.int64),
+        responsibilities=responsibilities,
+        means=best.means_,
+        weights=best.weights_,
+        bic=bic,
+        labels=points.labels,
+        mean_log_likelihood=float(best.score(x)),
+        provenance=Provenance(
             "",
             "",
             "sklearn GaussianMixture",

@@ -17,7 +17,7 @@ from embedsvc.core.registry import ModelRegistry, Provenance, TextModel, provena
 from embedsvc.core.words.arithmetic import FieldOf, cosadd_means
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded
 from embedsvc.settings import Limits
-from embedsvc.vectors import check_vector
+from embedsvc.vectors import check_vector, unit_rows
 
 
 @dataclass(frozen=True)
@@ -80,8 +80,7 @@ def encode(
     else:
         vectors = np.array(model.batcher.submit(texts, counts, control), dtype=np.float32)
     if normalize:
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+        vectors = unit_rows(vectors)
     return vectors, truncated, counts
 
 

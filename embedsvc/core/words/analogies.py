@@ -16,6 +16,7 @@ from embedsvc.backends.word_vectors import WordVectors
 from embedsvc.core.words.arithmetic import Method, TermBatch, cosmul_top
 from embedsvc.errors import EmbedsvcError, Reason, invalid
 from embedsvc.index.exact import knn_inner_product
+from embedsvc.vectors import unit_rows
 
 GENSIM_RESTRICT_VOCAB = 300_000
 TOTAL = "Total accuracy"
@@ -164,9 +165,7 @@ def _search(space: WordVectors, base: np.ndarray, ids: np.ndarray, method: Metho
     if method is Method.COSADD:
         # gensim sums b, c, -a in that order, divides by 3, then normalises.
         means = (unit[ids[:, 1]].astype(np.float64) + unit[ids[:, 2]] - unit[ids[:, 0]]) / 3.0
-        norms = np.linalg.norm(means, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0
-        queries = np.ascontiguousarray((means / norms).astype(np.float32))
+        queries = np.ascontiguousarray(unit_rows(means).astype(np.float32))
         return knn_inner_product(queries, base, 8)[1]
     n = ids.shape[0]
     terms = unit[ids[:, [1, 2, 0]].reshape(-1)]

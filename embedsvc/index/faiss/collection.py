@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -26,8 +24,10 @@ from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index.exact import exact_search
 from embedsvc.index.faiss import checkpoint
 from embedsvc.index.faiss.log import Delete, LogWriter, Record, Upsert, scan
+from embedsvc.index.faiss.rwlock import RWLock
 from embedsvc.index.faiss.vector_index import VectorIndex
 from embedsvc.index.types import CollectionConfig, Hit, IndexKind, Metric, StoredItem
+from embedsvc.vectors import unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -54,44 +54,6 @@ class State(StrEnum):
     RECOVERING = "recovering"
     READY = "ready"
     DATA_LOSS = "data_loss"
-
-
-class RWLock:
-    """Many readers or one writer; a waiting writer keeps new readers out."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-        self._waiting = 0
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            while self._writer or self._waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                self._cond.notify_all()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._waiting += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._waiting -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
 
 
 class Collection:
@@ -139,9 +101,7 @@ class Collection:
     def _index_form(self, vectors: np.ndarray) -> np.ndarray:
         if self.config.metric is not Metric.COSINE:
             return vectors
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0
-        return (vectors / norms).astype(np.float32)
+        return unit_rows(vectors.astype(np.float32, copy=False))
 
     def _append(self, op: Upsert, *, index: bool) -> None:
         n = len(op.ids)
@@ -381,67 +341,111 @@ class Collection:
         queries = self._index_form(np.ascontiguousarray(queries, dtype=np.float32))
         extra = max((len(e) for e in exclude), default=0)
         with self._rw.read():
-            n = self._n
-            allowed = self._live[:n].copy()
-            if predicate is not None:
-                for slot in np.flatnonzero(allowed):
-                    allowed[slot] = predicate(self._meta[slot])
+            allowed = self._allowed(predicate)
             eligible = int(allowed.sum())
             want = min(k + extra, eligible)
             if want == 0:
                 return [[] for _ in queries], True
-            kind = self.config.index.kind
-            dead = n - self.count
-            use_exact = (
-                exact
-                or not self._index.trained
-                or (kind is not IndexKind.FLAT and eligible < _ANN_MIN_SELECTIVITY * self.count)
+            scores, labels, was_exact = self._candidates(
+                queries,
+                want,
+                allowed,
+                eligible,
+                filtered=predicate is not None,
+                exact=exact,
+                ef_search=ef_search,
+                nprobe=nprobe,
             )
-            if predicate is None and dead <= _MAX_OVERFETCH and not (use_exact and kind is not IndexKind.FLAT):
-                # No selector (FAISS keeps its fast path): fetch enough to cover every tombstone, drop them after.
-                fetch = min(want + dead, n)
-                if kind is IndexKind.IVF_PQ:
-                    fetch = min(_PQ_RERANK * fetch, n)
-                scores, labels = self._index.search(queries, fetch, None, ef_search=ef_search, nprobe=nprobe)
-                scores, labels = self._drop_dead(scores, labels)
-                if kind is IndexKind.IVF_PQ:
-                    scores, labels = self._rerank(queries, labels, want)
-                scores, labels = scores[:, :want], labels[:, :want]
-            elif use_exact or kind is IndexKind.FLAT:
-                scores, labels = self._exact(queries, allowed, want)
-            else:
-                # PQ distances are coarse: fetch more candidates and re-rank them with the stored vectors.
-                fetch = min(_PQ_RERANK * want, eligible) if kind is IndexKind.IVF_PQ else want
-                scores, labels = self._index.search(queries, fetch, allowed, ef_search=ef_search, nprobe=nprobe)
-                if kind is IndexKind.IVF_PQ:
-                    scores, labels = self._rerank(queries, labels, want)
-            short = np.flatnonzero((labels < 0).any(axis=1)) if labels.shape[1] == want else np.arange(len(queries))
-            if len(short):
-                # An approximate search came back short of k eligible items: answer those queries exactly.
-                exact_scores, exact_labels = self._exact(queries[short], allowed, want)
-                scores = _fit(scores, want)
-                labels = _fit(labels, want, fill=-1)
-                scores[short], labels[short] = exact_scores, exact_labels
-            # Python ints and floats up front: indexing numpy scalars one by one costs more than the search itself
-            # for large batches.
-            ids, meta, inputs, vectors = self._ids, self._meta, self._inputs, self._vectors
-            results = []
-            for q, (row, row_scores) in enumerate(zip(labels.tolist(), scores.tolist(), strict=True)):
-                skip = exclude[q] if q < len(exclude) else ()
-                hits = [
-                    Hit(
-                        s,
-                        ids[s],
-                        d,
-                        meta[s] if with_metadata else None,
-                        inputs[s],
-                        vectors[s].copy() if with_vectors else None,
-                    )
-                    for s, d in zip(row, row_scores, strict=True)
-                    if s >= 0 and s not in skip
-                ]
-                results.append(hits[:k])
-            return results, bool(use_exact or kind is IndexKind.FLAT)
+            return self._hits(
+                labels, scores, exclude, k, with_metadata=with_metadata, with_vectors=with_vectors
+            ), was_exact
+
+    def _allowed(self, predicate: Callable[[Mapping[str, Any]], bool] | None) -> np.ndarray:
+        """The slots a search may return: live, and matching the predicate."""
+        allowed = self._live[: self._n].copy()
+        if predicate is not None:
+            for slot in np.flatnonzero(allowed):
+                allowed[slot] = predicate(self._meta[slot])
+        return allowed
+
+    def _candidates(
+        self,
+        queries: np.ndarray,
+        want: int,
+        allowed: np.ndarray,
+        eligible: int,
+        *,
+        filtered: bool,
+        exact: bool,
+        ef_search: int,
+        nprobe: int,
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The best `want` allowed slots of each query (labels -1 past the end) and whether they are exact."""
+        n, kind = self._n, self.config.index.kind
+        dead = n - self.count
+        use_exact = (
+            exact
+            or not self._index.trained
+            or (kind is not IndexKind.FLAT and eligible < _ANN_MIN_SELECTIVITY * self.count)
+        )
+        if not filtered and dead <= _MAX_OVERFETCH and not (use_exact and kind is not IndexKind.FLAT):
+            # No selector (FAISS keeps its fast path): fetch enough to cover every tombstone, drop them after.
+            fetch = min(want + dead, n)
+            if kind is IndexKind.IVF_PQ:
+                fetch = min(_PQ_RERANK * fetch, n)
+            scores, labels = self._index.search(queries, fetch, None, ef_search=ef_search, nprobe=nprobe)
+            scores, labels = self._drop_dead(scores, labels)
+            if kind is IndexKind.IVF_PQ:
+                scores, labels = self._rerank(queries, labels, want)
+            scores, labels = scores[:, :want], labels[:, :want]
+        elif use_exact or kind is IndexKind.FLAT:
+            scores, labels = self._exact(queries, allowed, want)
+        else:
+            # PQ distances are coarse: fetch more candidates and re-rank them with the stored vectors.
+            fetch = min(_PQ_RERANK * want, eligible) if kind is IndexKind.IVF_PQ else want
+            scores, labels = self._index.search(queries, fetch, allowed, ef_search=ef_search, nprobe=nprobe)
+            if kind is IndexKind.IVF_PQ:
+                scores, labels = self._rerank(queries, labels, want)
+        short = np.flatnonzero((labels < 0).any(axis=1)) if labels.shape[1] == want else np.arange(len(queries))
+        if len(short):
+            # An approximate search came back short of k eligible items: answer those queries exactly.
+            exact_scores, exact_labels = self._exact(queries[short], allowed, want)
+            scores = _fit(scores, want)
+            labels = _fit(labels, want, fill=-1)
+            scores[short], labels[short] = exact_scores, exact_labels
+        return scores, labels, bool(use_exact or kind is IndexKind.FLAT)
+
+    def _hits(
+        self,
+        labels: np.ndarray,
+        scores: np.ndarray,
+        exclude: Sequence[set[int]],
+        k: int,
+        *,
+        with_metadata: bool,
+        with_vectors: bool,
+    ) -> list[list[Hit]]:
+        """At most k hits per query, skipping its excluded slots."""
+        # Python ints and floats up front: indexing numpy scalars one by one costs more than the search itself for
+        # large batches.
+        ids, meta, inputs, vectors = self._ids, self._meta, self._inputs, self._vectors
+        results = []
+        for q, (row, row_scores) in enumerate(zip(labels.tolist(), scores.tolist(), strict=True)):
+            skip = exclude[q] if q < len(exclude) else ()
+            hits = [
+                Hit(
+                    s,
+                    ids[s],
+                    d,
+                    meta[s] if with_metadata else None,
+                    inputs[s],
+                    vectors[s].copy() if with_vectors else None,
+                )
+                for s, d in zip(row, row_scores, strict=True)
+                if s >= 0 and s not in skip
+            ]
+            results.append(hits[:k])
+        return results
 
     def _drop_dead(self, scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Move tombstoned hits to the end of each row, as -1 labels."""

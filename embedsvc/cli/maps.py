@@ -1,13 +1,12 @@
-"""The map commands of `embedsvc`: `map` (a PNG of a 2-D PCA projection) and `cluster` (Gaussian mixtures, k-means)."""
+"""Commands over maps of a space: `map` (a PNG of a 2-D PCA projection) and `cluster` (Gaussian mixtures, k-means)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-MAP_COMMANDS = {"map", "cluster"}
+from embedsvc.cli.output import emit, fail
 
 
 def _source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +24,7 @@ def _source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalize", action="store_true", help="unit-normalise the vectors first (cosine geometry)")
 
 
-def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
     m = sub.add_parser("map", parents=[common], help="draw a 2-D PCA map of words, texts, images or a collection")
     _source_arguments(m)
     m.add_argument(
@@ -38,6 +37,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     m.add_argument("--width", type=int, default=800)
     m.add_argument("--height", type=int, default=600)
     m.add_argument("--out", required=True, type=Path)
+    m.set_defaults(handler=draw_map)
 
     c = sub.add_parser("cluster", parents=[common], help="Gaussian-mixture (or k-means) clusters of a point set")
     _source_arguments(c)
@@ -47,6 +47,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     c.add_argument("--covariance", choices=("full", "diag", "spherical", "tied"), default="diag")
     c.add_argument("--reduce-to", type=int, default=0, help="cluster a PCA projection to this many dimensions")
     c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(handler=cluster)
 
 
 def _parse_groups(values: list[str]) -> tuple[list[str], list[str]]:
@@ -64,12 +65,12 @@ def _parse_groups(values: list[str]) -> tuple[list[str], list[str]]:
 
 def point_set(args: argparse.Namespace) -> tuple[Any, bool]:
     """The request's PointSet, and whether it carries groups."""
-    from embedsvc.client_maps import collection_points, image_points, text_points, word_points
+    from embedsvc.client import collection_points, image_points, text_points, word_points
 
     if args.collection:
         return collection_points(args.collection, normalize=args.normalize), False
     if not args.model:
-        raise SystemExit("error: --model is required with --words, --top-n, --texts or --images")
+        fail("--model is required with --words, --top-n, --texts or --images")
     if args.words:
         words, groups = _parse_groups(args.words)
         grouped = len(args.words) > 1 or any(":" in w for w in args.words)
@@ -82,24 +83,26 @@ def point_set(args: argparse.Namespace) -> tuple[Any, bool]:
     return image_points(args.model, images, labels=[p.stem for p in args.images]), False
 
 
-def run(args: argparse.Namespace, client: Any) -> int:
+def draw_map(args: argparse.Namespace, client: Any) -> None:
     points, grouped = point_set(args)
-    if args.command == "map":
-        color_by = args.color_by if args.color_by is not None else ("group" if grouped else "")
-        png = client.plot(
-            points,
-            width=args.width,
-            height=args.height,
-            title=args.title,
-            color_by=color_by,
-            cluster_k=args.clusters,
-            annotate=not args.no_labels,
-            thumbnails=args.thumbnails,
-        )
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_bytes(png)
-        _report(args, {"out": str(args.out), "bytes": len(png)}, f"wrote {args.out} ({args.width}x{args.height})")
-        return 0
+    color_by = args.color_by if args.color_by is not None else ("group" if grouped else "")
+    png = client.plot(
+        points,
+        width=args.width,
+        height=args.height,
+        title=args.title,
+        color_by=color_by,
+        cluster_k=args.clusters,
+        annotate=not args.no_labels,
+        thumbnails=args.thumbnails,
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(png)
+    emit(args, {"out": str(args.out), "bytes": len(png)}, f"wrote {args.out} ({args.width}x{args.height})")
+
+
+def cluster(args: argparse.Namespace, client: Any) -> None:
+    points, _ = point_set(args)
     result = client.cluster(
         points,
         k=args.k,
@@ -110,8 +113,8 @@ def run(args: argparse.Namespace, client: Any) -> int:
         seed=args.seed,
     )
     members: dict[int, list[str]] = {}
-    for label, cluster in zip(result.labels, result.assignments.tolist(), strict=True):
-        members.setdefault(cluster, []).append(label)
+    for label, index in zip(result.labels, result.assignments.tolist(), strict=True):
+        members.setdefault(index, []).append(label)
     payload = {
         "k": result.k,
         "assignments": dict(zip(result.labels, result.assignments.tolist(), strict=True)),
@@ -123,9 +126,4 @@ def run(args: argparse.Namespace, client: Any) -> int:
     for c in sorted(members):
         shown = " ".join(members[c][:12]) + (f" ... (+{len(members[c]) - 12})" if len(members[c]) > 12 else "")
         lines.append(f"{c}: {shown}")
-    _report(args, payload, "\n".join(lines))
-    return 0
-
-
-def _report(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
-    print(json.dumps(payload) if getattr(args, "json", False) else text)
+    emit(args, payload, "\n".join(lines))

@@ -1,0 +1,146 @@
+"""Commands over collections: `collections create|list|info|delete|rebuild`, `upsert` (from .npy files), `search`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedsvc.cli.output import clip, emit, fail, message_dict
+
+INDEX_PARAMETERS = ("m", "ef_construction", "ef_search", "nlist", "nprobe", "pq_m", "pq_bits")
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    col = sub.add_parser("collections", parents=[common], help="create, list, describe and delete collections")
+    col_sub = col.add_subparsers(dest="collections_command", required=True, metavar="ACTION")
+    cc = col_sub.add_parser("create", parents=[common], help="create a collection")
+    cc.add_argument("name")
+    cc.add_argument("--dim", type=int, default=0, help="dimension (not needed with --model)")
+    cc.add_argument("--metric", choices=("cosine", "l2", "ip"), default="cosine")
+    cc.add_argument("--index", choices=("flat", "hnsw", "ivf-flat", "ivf-pq"), default="flat")
+    cc.add_argument("--model", default="", help="bind to a hosted model: items and queries may be words")
+    for name in INDEX_PARAMETERS:
+        cc.add_argument(f"--{name.replace('_', '-')}", type=int, default=0, help="index parameter (0: the default)")
+    cc.set_defaults(handler=create)
+    col_sub.add_parser("list", parents=[common], help="list collections").set_defaults(handler=list_all)
+    for action, handler in (("info", info), ("delete", delete), ("rebuild", rebuild)):
+        parser = col_sub.add_parser(action, parents=[common], help=f"{action} a collection")
+        parser.add_argument("name")
+        parser.set_defaults(handler=handler)
+
+    up = sub.add_parser("upsert", parents=[common], help="add or replace items from a .npy file")
+    up.add_argument("collection")
+    up.add_argument("--vectors", type=Path, required=True, help="an (n, d) .npy array")
+    up.add_argument("--ids", type=Path, help="a text file, one id a line (default: row numbers 0..n-1)")
+    up.add_argument("--metadata", type=Path, help="a JSONL file, one object a line")
+    up.add_argument("--batch-size", type=int, default=1000)
+    up.set_defaults(handler=upsert)
+
+    se = sub.add_parser("search", parents=[common], help="the items nearest to a query")
+    se.add_argument("collection")
+    query = se.add_mutually_exclusive_group(required=True)
+    query.add_argument("--vector-file", type=Path, help="a .npy file with one vector (or the first row is used)")
+    query.add_argument("--item", help="an item id of the collection")
+    query.add_argument("--word", help="a word, for a collection bound to a word model")
+    query.add_argument("--text", help="a text, for a collection bound to a text model")
+    query.add_argument("--expr", help='a vector expression, e.g. "king - man + woman" (bound collections)')
+    se.add_argument("-k", type=int, default=10)
+    se.add_argument("--filter", default="", help="e.g. 'genre = \"jazz\" AND year >= 1990'")
+    se.add_argument("--exact", action="store_true", help="exhaustive search whatever the index")
+    se.set_defaults(handler=search)
+
+
+def info_line(info: Any) -> str:
+    from embedsvc.v1 import collections_pb2
+
+    kind = collections_pb2.IndexKind.Name(info.index.kind).removeprefix("INDEX_KIND_").lower().replace("_", "-")
+    metric = collections_pb2.Metric.Name(info.metric).removeprefix("METRIC_").lower()
+    state = collections_pb2.CollectionState.Name(info.state).removeprefix("COLLECTION_STATE_").lower()
+    bound = f"  model {info.model}" if info.model else ""
+    return f"{info.name:<16} {state:<10} {info.count:>9} items  dim {info.dimension:<5} {metric:<13} {kind}{bound}"
+
+
+def create(args: argparse.Namespace, client: Any) -> None:
+    params = {name: getattr(args, name) for name in INDEX_PARAMETERS if getattr(args, name)}
+    created = client.create_collection(
+        args.name, dimension=args.dim, metric=args.metric, index=args.index, model=args.model, **params
+    )
+    emit(args, message_dict(created), info_line(created))
+
+
+def list_all(args: argparse.Namespace, client: Any) -> None:
+    infos = client.list_collections()
+    emit(args, {"collections": [message_dict(i) for i in infos]}, "\n".join(info_line(i) for i in infos))
+
+
+def info(args: argparse.Namespace, client: Any) -> None:
+    found = message_dict(client.get_collection(args.name))
+    emit(args, found, json.dumps(found, indent=2))
+
+
+def rebuild(args: argparse.Namespace, client: Any) -> None:
+    rebuilt = client.rebuild(args.name)
+    emit(args, message_dict(rebuilt), info_line(rebuilt))
+
+
+def delete(args: argparse.Namespace, client: Any) -> None:
+    client.delete_collection(args.name)
+    emit(args, {"deleted": args.name}, f"deleted {args.name}")
+
+
+def upsert(args: argparse.Namespace, client: Any) -> None:
+    from tqdm import tqdm
+
+    try:
+        vectors = np.load(args.vectors, allow_pickle=False)
+        ids = args.ids.read_text(encoding="utf-8").splitlines() if args.ids else [str(i) for i in range(len(vectors))]
+        metadata = (
+            [json.loads(line) for line in args.metadata.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if args.metadata
+            else None
+        )
+    except (OSError, ValueError) as exc:
+        fail(f"cannot read the input files: {exc}")
+    if vectors.ndim != 2 or len(ids) != len(vectors) or (metadata is not None and len(metadata) != len(vectors)):
+        count = len(metadata) if metadata is not None else "-"
+        fail(f"{getattr(vectors, 'shape', None)} vectors, {len(ids)} ids and {count} metadata lines do not match")
+    with tqdm(total=len(ids), unit="item", disable=args.json, file=sys.stderr) as bar:
+        response = client.upsert_stream(
+            args.collection, ids, vectors.astype(np.float32), metadata, batch_size=args.batch_size, progress=bar.update
+        )
+    emit(
+        args,
+        {"upserted": response.upserted, "batches": response.batches, "count": response.count},
+        f"upserted {response.upserted} items in {response.batches} batches; {args.collection} has {response.count}",
+    )
+
+
+def search(args: argparse.Namespace, client: Any) -> None:
+    vector = None
+    if args.vector_file is not None:
+        array = np.load(args.vector_file, allow_pickle=False)
+        vector = np.asarray(array, dtype=np.float32).reshape(-1, array.shape[-1])[0]
+    hits = client.search(
+        args.collection,
+        vector=vector,
+        item_id=args.item or "",
+        input=args.word or args.text or "",
+        expression=args.expr,
+        k=args.k,
+        filter=args.filter,
+        exact=args.exact,
+    )
+    payload = {"hits": [{"id": h.id, "score": h.score, "metadata": h.metadata, "input": h.input} for h in hits]}
+    width = max((len(h.id) for h in hits), default=2)
+    text = "\n".join(
+        f"{h.id:<{width}}  {h.score:.4f}"
+        + (f"  {json.dumps(h.metadata)}" if h.metadata else "")
+        + (f"  {clip(h.input)}" if h.input else "")
+        for h in hits
+    )
+    emit(args, payload, text)

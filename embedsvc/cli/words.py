@@ -1,0 +1,231 @@
+"""Commands over models, words and arithmetic: `models`, `embed`, `arith`, `nearest`, `similarity`, `doesnt-match`,
+`evaluate-analogies`."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from embedsvc.cli.output import clip, emit, fail, message_dict, provenance
+
+# How `embedsvc models` names a kind; a kind not listed shows its own name.
+_KIND_LABELS = {"word-vectors": "words", "text-encoder": "text", "image-encoder": "image"}
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    sub.add_parser("models", parents=[common], help="list the hosted models").set_defaults(handler=models)
+
+    a = sub.add_parser("arith", parents=[common], help="evaluate a vector expression, e.g. 'king - man + woman'")
+    a.add_argument("--model", required=True)
+    a.add_argument("expression", nargs="+", help="one or more expressions")
+    a.add_argument("--topn", type=int, default=10)
+    a.add_argument("--method", choices=("cosadd", "cosmul"), default="cosadd")
+    a.add_argument("--keep-inputs", action="store_true", help="keep the expression's own words among the hits")
+    a.add_argument("--restrict-vocab", type=int, default=0, help="search only the first N words")
+    a.add_argument("--contributions", action="store_true", help="show each term's share of each score")
+    a.set_defaults(handler=arith)
+
+    n = sub.add_parser("nearest", parents=[common], help="the nearest words of a word")
+    n.add_argument("--model", required=True)
+    n.add_argument("word", nargs="+")
+    n.add_argument("--topn", type=int, default=10)
+    n.set_defaults(handler=nearest)
+
+    e = sub.add_parser("embed", parents=[common], help="print the vectors of words, texts or images")
+    e.add_argument("--model", required=True)
+    what = e.add_mutually_exclusive_group(required=True)
+    what.add_argument("--word", action="append", help="a word of a word model (repeatable)")
+    what.add_argument("--text", action="append", help="a text, for a model that embeds texts (repeatable)")
+    what.add_argument("--image", action="append", type=Path, help="a PNG/JPEG file, for an image model (repeatable)")
+    e.add_argument("--normalize", action="store_true", help="unit-length vectors")
+    e.add_argument(
+        "--long-texts", choices=("truncate", "chunk"), default="truncate", help="texts over the model's max length"
+    )
+    e.set_defaults(handler=embed)
+
+    si = sub.add_parser("similarity", parents=[common], help="cosine similarity of two words")
+    si.add_argument("--model", required=True)
+    si.add_argument("first")
+    si.add_argument("second")
+    si.set_defaults(handler=similarity)
+
+    d = sub.add_parser("doesnt-match", parents=[common], help="which word does not go with the others")
+    d.add_argument("--model", required=True)
+    d.add_argument("word", nargs="+")
+    d.set_defaults(handler=doesnt_match)
+
+    ev = sub.add_parser("evaluate-analogies", parents=[common], help="accuracy on a questions-words.txt file")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("file", type=Path)
+    ev.add_argument("--restrict-vocab", type=int, default=300_000)
+    ev.add_argument("--case-sensitive", action="store_true")
+    ev.add_argument("--dummy4unknown", action="store_true", help="count OOV questions as wrong")
+    ev.add_argument("--method", choices=("cosadd", "cosmul"), default="cosadd")
+    ev.set_defaults(handler=evaluate_analogies)
+
+
+def models(args: argparse.Namespace, client: Any) -> None:
+    found = client.list_models()
+    rows = [message_dict(m, all_fields=False) for m in found]
+    emit(args, {"models": rows}, "\n".join(f"{m.name:<16} {model_state(m):<8} {model_line(m)}" for m in found))
+
+
+def model_state(info: Any) -> str:
+    from embedsvc.v1 import models_pb2
+
+    return str(models_pb2.ModelState.Name(info.state)).removeprefix("MODEL_STATE_").lower()
+
+
+def model_line(m: Any) -> str:
+    """What `embedsvc models` shows of a model: from what it reports (image shape, vocabulary, token limit)."""
+    from embedsvc.v1 import models_pb2
+
+    kind = str(models_pb2.ModelKind.Name(m.kind)).removeprefix("MODEL_KIND_").lower().replace("_", "-")
+    label = _KIND_LABELS.get(kind, kind)
+    if m.image_size:
+        shape = f"{m.image_size}x{m.image_size}x{m.image_channels}"
+        return f"dim {m.dimension:<5} {label:<8} {shape:<10} {m.device:<6} {m.version}"
+    if m.vocabulary_size:
+        texts = "  (+texts)" if m.embeds_texts else ""
+        return f"dim {m.dimension:<5} {label:<8} vocab {m.vocabulary_size:<8} {m.version}{texts}"
+    return f"dim {m.dimension:<5} {label:<8} max {m.max_seq_length:<4} tokens {m.device:<6} {m.version}"
+
+
+def _hits_table(hits: Sequence[Any], contributions: bool = False) -> str:
+    width = max((len(h.word) for h in hits), default=4)
+    lines = []
+    for h in hits:
+        line = f"{h.word:<{width}}  {h.score:.4f}" + ("  (input)" if h.is_input else "")
+        if contributions:
+            line += "  [" + ", ".join(f"{c:+.4f}" for c in h.contributions) + "]"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def arith(args: argparse.Namespace, client: Any) -> None:
+    result = client.arithmetic(
+        args.model,
+        args.expression,
+        method=args.method,
+        top_n=args.topn,
+        keep_inputs=args.keep_inputs,
+        restrict_vocab=args.restrict_vocab,
+        return_contributions=args.contributions,
+    )
+    payloads = [
+        {
+            "expression": expr,
+            "terms": r.terms,
+            "hits": [
+                {"word": h.word, "score": h.score, "is_input": h.is_input}
+                | ({"contributions": list(h.contributions)} if args.contributions else {})
+                for h in r.hits
+            ],
+        }
+        for expr, r in zip(args.expression, result.results, strict=True)
+    ]
+    payload: dict[str, Any] = payloads[0] if len(payloads) == 1 else {"results": payloads}
+    payload["provenance"] = provenance(result.provenance)
+    text = "\n\n".join(
+        (f"{p['expression']}\n" if len(payloads) > 1 else "") + _hits_table(r.hits, args.contributions)
+        for p, r in zip(payloads, result.results, strict=True)
+    )
+    emit(args, payload, text)
+
+
+def nearest(args: argparse.Namespace, client: Any) -> None:
+    lists = client.nearest_words(args.model, args.word, top_n=args.topn)
+    payload = {
+        "results": [
+            {"word": w, "hits": [{"word": h.word, "score": h.score} for h in hits]}
+            for w, hits in zip(args.word, lists, strict=True)
+        ]
+    }
+    text = "\n\n".join(
+        (f"{w}\n" if len(lists) > 1 else "") + _hits_table(hits) for w, hits in zip(args.word, lists, strict=True)
+    )
+    emit(args, payload, text)
+
+
+def _rows(labels: Sequence[str], vectors: Any) -> str:
+    return "\n".join(f"{label}\t" + " ".join(f"{x:.6f}" for x in v) for label, v in zip(labels, vectors, strict=True))
+
+
+def embed(args: argparse.Namespace, client: Any) -> None:
+    if args.text:
+        te = client.embed_texts(args.model, args.text, normalize=args.normalize, long_texts=args.long_texts)
+        payload = {
+            "texts": args.text,
+            "vectors": te.vectors.tolist(),
+            "truncated": te.truncated,
+            "token_counts": te.token_counts,
+            "space": te.space,
+            "provenance": provenance(te.provenance),
+        }
+        emit(args, payload, _rows([clip(t, 30) for t in args.text], te.vectors))
+    elif args.image:
+        ie = client.embed_images(args.model, [_read(p) for p in args.image], normalize=args.normalize)
+        payload = {
+            "images": [str(p) for p in args.image],
+            "vectors": ie.vectors.tolist(),
+            "space": ie.space,
+            "provenance": provenance(ie.provenance),
+        }
+        emit(args, payload, _rows([str(p) for p in args.image], ie.vectors))
+    else:
+        emb = client.embed_words(args.model, args.word, normalize=args.normalize)
+        payload = {
+            "words": args.word,
+            "vectors": emb.vectors.tolist(),
+            "in_vocabulary": emb.in_vocabulary,
+            "space": emb.space,
+            "provenance": provenance(emb.provenance),
+        }
+        emit(args, payload, _rows(args.word, emb.vectors))
+
+
+def similarity(args: argparse.Namespace, client: Any) -> None:
+    (sim,) = client.similarity(args.model, [(args.first, args.second)])
+    emit(args, {"first": args.first, "second": args.second, "similarity": sim}, f"{sim:.4f}")
+
+
+def doesnt_match(args: argparse.Namespace, client: Any) -> None:
+    odd, ranking = client.doesnt_match(args.model, args.word)
+    emit(args, {"odd_one_out": odd, "ranking": [{"word": w, "score": s} for w, s in ranking]}, odd)
+
+
+def evaluate_analogies(args: argparse.Namespace, client: Any) -> None:
+    report = client.evaluate_analogies(
+        args.model,
+        _read(args.file),
+        restrict_vocab=args.restrict_vocab,
+        case_sensitive=args.case_sensitive,
+        dummy4unknown=args.dummy4unknown,
+        method=args.method,
+    )
+    sections = [
+        {"name": s.name, "correct": s.correct, "incorrect": s.incorrect, "accuracy": s.accuracy}
+        for s in report.sections
+    ]
+    t = report.total
+    payload = {
+        "total": {"correct": t.correct, "incorrect": t.incorrect, "accuracy": t.accuracy},
+        "sections": sections,
+        "questions": report.questions,
+        "oov_questions": report.oov_questions,
+        "skipped_lines": report.skipped_lines,
+        "provenance": provenance(report.provenance),
+    }
+    lines = [f"{s.name:<28} {s.accuracy:6.1%}  ({s.correct}/{s.correct + s.incorrect})" for s in report.sections]
+    lines.append(f"{'total':<28} {t.accuracy:6.1%}  ({t.correct}/{t.correct + t.incorrect})")
+    lines.append(f"questions {report.questions}, skipped as OOV {report.oov_questions}")
+    emit(args, payload, "\n".join(lines))
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")

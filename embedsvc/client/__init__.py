@@ -1,0 +1,75 @@
+"""The Python client of embedsvc: `Client` (blocking) and `AsyncClient` (asyncio) with the same methods, numpy in and
+numpy out, and the result types they return.
+
+    from embedsvc.client import Client
+
+    with Client("localhost:50051") as c:
+        hits = c.arithmetic("minilm-static", ["king - man + woman"]).results[0].hits
+
+Failures raise `EmbedsvcClientError` with the gRPC code, the machine-readable reason, the offending field and the
+metadata from the server's google.rpc.Status details. This package needs grpcio, protobuf, numpy and Pillow only.
+"""
+
+from embedsvc.client.aio import AsyncClient
+from embedsvc.client.points import (
+    collection_points,
+    image_expression,
+    image_points,
+    text_points,
+    vector_points,
+    word_points,
+)
+from embedsvc.client.sync import Client
+from embedsvc.client.types import (
+    AnalogyReport,
+    ArithmeticResult,
+    Clustering,
+    DirectionRef,
+    Embeddings,
+    EmbedsvcClientError,
+    ExpressionLike,
+    ExpressionResult,
+    GeneratedImage,
+    Hit,
+    ImageLike,
+    LatentLike,
+    Projection,
+    Provenance,
+    Sampled,
+    SearchHit,
+    SectionScore,
+    SpaceVector,
+    TermLike,
+    TextEmbeddings,
+)
+
+__all__ = [
+    "AnalogyReport",
+    "ArithmeticResult",
+    "AsyncClient",
+    "Client",
+    "Clustering",
+    "DirectionRef",
+    "Embeddings",
+    "EmbedsvcClientError",
+    "ExpressionLike",
+    "ExpressionResult",
+    "GeneratedImage",
+    "Hit",
+    "ImageLike",
+    "LatentLike",
+    "Projection",
+    "Provenance",
+    "Sampled",
+    "SearchHit",
+    "SectionScore",
+    "SpaceVector",
+    "TermLike",
+    "TextEmbeddings",
+    "collection_points",
+    "image_expression",
+    "image_points",
+    "text_points",
+    "vector_points",
+    "word_points",
+]

@@ -1,0 +1,389 @@
+"""Every RPC of the API as a call description: which stub method, which request, how to read the answer.
+
+`Client` and `AsyncClient` both build their calls here and differ only in how they run them (blocking or awaited),
+so a parameter is handled in one place for both. A `Unary` call sends one request (or an iterator of them, for a
+client stream) and parses one response; a `Stream` call parses each response of a server or bidirectional stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import grpc
+import grpc.aio
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from embedsvc.client import _messages as m
+from embedsvc.client.types import (
+    AnalogyReport,
+    ArithmeticResult,
+    Clustering,
+    Embeddings,
+    ExpressionLike,
+    GeneratedImage,
+    Hit,
+    ImageLike,
+    LatentLike,
+    Projection,
+    Sampled,
+    SearchHit,
+    SpaceVector,
+    TextEmbeddings,
+)
+from embedsvc.v1 import (
+    arithmetic_pb2,
+    arithmetic_pb2_grpc,
+    collections_pb2,
+    collections_pb2_grpc,
+    images_pb2,
+    images_pb2_grpc,
+    latent_pb2,
+    latent_pb2_grpc,
+    maps_pb2,
+    maps_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    text_pb2,
+    text_pb2_grpc,
+    words_pb2,
+    words_pb2_grpc,
+)
+
+T = TypeVar("T")
+Progress = Callable[[int], None] | None
+
+
+@dataclass(frozen=True)
+class Unary(Generic[T]):
+    rpc: Callable[..., Any]
+    request: Any
+    parse: Callable[[Any], T]
+
+
+@dataclass(frozen=True)
+class Stream(Generic[T]):
+    rpc: Callable[..., Any]
+    request: Any
+    each: Callable[[Any], T]
+
+
+class Calls:
+    """The stubs of one channel (sync or asyncio) and a builder for each call."""
+
+    def __init__(self, channel: grpc.Channel | grpc.aio.Channel) -> None:
+        self.models = models_pb2_grpc.ModelServiceStub(channel)
+        self.words = words_pb2_grpc.WordServiceStub(channel)
+        self.arith = arithmetic_pb2_grpc.ArithmeticServiceStub(channel)
+        self.health = health_pb2_grpc.HealthStub(channel)
+        self.text = text_pb2_grpc.TextServiceStub(channel)
+        self.collections = collections_pb2_grpc.CollectionServiceStub(channel)
+        self.images = images_pb2_grpc.ImageServiceStub(channel)
+        self.latent = latent_pb2_grpc.LatentServiceStub(channel)
+        self.maps = maps_pb2_grpc.MapServiceStub(channel)
+
+    # ---- models, health ------------------------------------------------------------------------------------------
+
+    def list_models(self) -> Unary[list[models_pb2.ModelInfo]]:
+        return Unary(self.models.ListModels, models_pb2.ListModelsRequest(), lambda r: list(r.models))
+
+    def get_model(self, name: str) -> Unary[models_pb2.ModelInfo]:
+        return Unary(self.models.GetModel, models_pb2.GetModelRequest(name=name), lambda r: r.model)
+
+    def health_check(self, service: str) -> Unary[str]:
+        return Unary(
+            self.health.Check,
+            health_pb2.HealthCheckRequest(service=service),
+            lambda r: health_pb2.HealthCheckResponse.ServingStatus.Name(r.status),
+        )
+
+    # ---- words and arithmetic ------------------------------------------------------------------------------------
+
+    def embed_words(self, model: str, words: Sequence[str], normalize: bool) -> Unary[Embeddings]:
+        request = words_pb2.EmbedWordsRequest(model=model, words=list(words), normalize=normalize)
+        return Unary(self.words.EmbedWords, request, m.embeddings)
+
+    def nearest_words(
+        self, model: str, words: Sequence[str], top_n: int, restrict_vocab: int
+    ) -> Unary[list[list[Hit]]]:
+        request = words_pb2.NearestWordsRequest(
+            model=model, words=list(words), top_n=top_n, restrict_vocab=restrict_vocab
+        )
+        return Unary(self.words.NearestWords, request, m.neighbours)
+
+    def similarity(self, model: str, pairs: Sequence[tuple[str, str]]) -> Unary[list[float]]:
+        request = words_pb2.SimilarityRequest(
+            model=model, pairs=[words_pb2.WordPair(first=a, second=b) for a, b in pairs]
+        )
+        return Unary(self.words.Similarity, request, lambda r: list(r.similarities))
+
+    def doesnt_match(self, model: str, words: Sequence[str]) -> Unary[tuple[str, list[tuple[str, float]]]]:
+        request = words_pb2.DoesntMatchRequest(model=model, words=list(words))
+        return Unary(self.words.DoesntMatch, request, lambda r: (r.odd_one_out, [(s.word, s.score) for s in r.ranking]))
+
+    def arithmetic(
+        self, model: str, expressions: Sequence[ExpressionLike], options: dict[str, Any]
+    ) -> Unary[ArithmeticResult]:
+        options = dict(options)
+        method = m.choice(m.METHODS, options.pop("method", "cosadd"), "method")
+        request = arithmetic_pb2.ArithmeticRequest(
+            model=model, expressions=[m.expression(e) for e in expressions], method=method, **options
+        )
+        return Unary(self.arith.Arithmetic, request, m.arithmetic_result)
+
+    def evaluate_analogies(
+        self, model: str, analogies: bytes | str | Path, options: dict[str, Any]
+    ) -> Unary[AnalogyReport]:
+        data = analogies if isinstance(analogies, bytes) else Path(analogies).read_bytes()
+        options = dict(options)
+        method = m.choice(m.METHODS, options.pop("method", "cosadd"), "method")
+        request = arithmetic_pb2.EvaluateAnalogiesRequest(model=model, analogies=data, method=method, **options)
+        return Unary(self.arith.EvaluateAnalogies, request, m.analogy_report)
+
+    # ---- texts ---------------------------------------------------------------------------------------------------
+
+    def embed_texts(self, model: str, texts: Sequence[str], normalize: bool, long_texts: str) -> Unary[TextEmbeddings]:
+        return Unary(
+            self.text.EmbedTexts, m.embed_texts_request(model, texts, normalize, long_texts), m.text_embeddings
+        )
+
+    def embed_texts_stream(
+        self, model: str, texts: Sequence[str], batch_size: int, normalize: bool, long_texts: str, progress: Progress
+    ) -> Stream[TextEmbeddings]:
+        requests = (
+            text_pb2.EmbedTextsStreamRequest(
+                batch=m.embed_texts_request(model, texts[i : i + batch_size], normalize, long_texts)
+            )
+            for i in range(0, len(texts), batch_size)
+        )
+
+        def each(response: text_pb2.EmbedTextsStreamResponse) -> TextEmbeddings:
+            if progress is not None:
+                progress(len(response.batch.vectors))
+            return m.text_embeddings(response.batch)
+
+        return Stream(self.text.EmbedTextsStream, requests, each)
+
+    # ---- images and latents --------------------------------------------------------------------------------------
+
+    def embed_images(self, model: str, images: Sequence[ImageLike], normalize: bool) -> Unary[Embeddings]:
+        request = images_pb2.EmbedImagesRequest(model=model, images=m.images(images), normalize=normalize)
+        return Unary(self.images.EmbedImages, request, m.image_embeddings)
+
+    def encode_images(self, model: str, images: Sequence[ImageLike]) -> Unary[tuple[np.ndarray, np.ndarray]]:
+        request = latent_pb2.EncodeImagesRequest(model=model, images=m.images(images))
+        return Unary(self.latent.EncodeImages, request, m.latent_codes)
+
+    def decode_latents(
+        self, model: str, latents: Sequence[LatentLike] | np.ndarray, expressions: Sequence[Any]
+    ) -> Unary[list[GeneratedImage]]:
+        request = latent_pb2.DecodeLatentsRequest(
+            model=model, latents=m.latent_rows(latents), expressions=[m.expression(e) for e in expressions]
+        )
+        return Unary(self.latent.DecodeLatents, request, lambda r: m.generated(r.images))
+
+    def sample(self, model: str, n: int, seed: int | None, temperature: float | None) -> Unary[Sampled]:
+        request = latent_pb2.SampleRequest(model=model, n=n)
+        if seed is not None:
+            request.seed = seed
+        if temperature is not None:
+            request.temperature = temperature
+        return Unary(self.latent.Sample, request, lambda r: Sampled(m.generated(r.images), r.seed))
+
+    def reconstruct(self, model: str, images: Sequence[ImageLike]) -> Unary[list[GeneratedImage]]:
+        request = latent_pb2.ReconstructRequest(model=model, images=m.images(images))
+        return Unary(self.latent.Reconstruct, request, lambda r: m.generated(r.images))
+
+    def interpolate(
+        self, model: str, start: ImageLike | LatentLike, end: ImageLike | LatentLike, steps: int, spherical: bool
+    ) -> Stream[GeneratedImage]:
+        mode = latent_pb2.INTERPOLATION_MODE_SPHERICAL if spherical else latent_pb2.INTERPOLATION_MODE_LINEAR
+        request = latent_pb2.InterpolateRequest(
+            model=model, start=m.point(start), end=m.point(end), steps=steps, mode=mode
+        )
+        return Stream(self.latent.Interpolate, request, lambda r: m.generated([r.frame.image])[0])
+
+    def traverse(
+        self, model: str, start: ImageLike | LatentLike, direction: str, strengths: Sequence[float]
+    ) -> Stream[GeneratedImage]:
+        request = latent_pb2.TraverseRequest(
+            model=model, start=m.point(start), direction=direction, strengths=list(strengths)
+        )
+        return Stream(self.latent.Traverse, request, lambda r: m.generated([r.frame.image])[0])
+
+    def create_direction(
+        self, model: str, name: str, examples: dict[str, Any], description: str, replace: bool
+    ) -> Unary[latent_pb2.Direction]:
+        """`examples`: from_images, to_images, from_latents, to_latents, from_label, to_label."""
+
+        def example_set(side: str) -> latent_pb2.ExampleSet:
+            return latent_pb2.ExampleSet(
+                label=examples[f"{side}_label"],
+                images=m.images(examples[f"{side}_images"]),
+                latents=[m.vector(z) for z in examples[f"{side}_latents"]],
+            )
+
+        request = latent_pb2.CreateDirectionRequest(
+            model=model,
+            name=name,
+            from_examples=example_set("from"),
+            to_examples=example_set("to"),
+            description=description,
+            replace=replace,
+        )
+        return Unary(self.latent.CreateDirection, request, lambda r: r.direction)
+
+    def list_directions(self, model: str) -> Unary[list[latent_pb2.Direction]]:
+        request = latent_pb2.ListDirectionsRequest(model=model)
+        return Unary(self.latent.ListDirections, request, lambda r: list(r.directions))
+
+    def delete_direction(self, model: str, name: str) -> Unary[None]:
+        request = latent_pb2.DeleteDirectionRequest(model=model, name=name)
+        return Unary(self.latent.DeleteDirection, request, lambda r: None)
+
+    def anomaly_scores(
+        self, model: str, images: Sequence[ImageLike], samples: int, seed: int
+    ) -> Unary[list[dict[str, float]]]:
+        request = latent_pb2.AnomalyScoreRequest(model=model, images=m.images(images), samples=samples, seed=seed)
+        return Unary(self.latent.AnomalyScore, request, m.anomaly_scores)
+
+    def inpaint(self, model: str, image: ImageLike, mask: ImageLike, steps: int, seed: int) -> Unary[GeneratedImage]:
+        request = latent_pb2.InpaintRequest(
+            model=model, image=m.image_input(image), mask=m.image_input(mask), steps=steps, seed=seed
+        )
+        return Unary(self.latent.Inpaint, request, lambda r: m.generated([r.image])[0])
+
+    # ---- maps ----------------------------------------------------------------------------------------------------
+
+    def project(
+        self, points: maps_pb2.PointSet, dimensions: int, transform: Sequence[maps_pb2.PointSet]
+    ) -> Unary[Projection]:
+        request = maps_pb2.ProjectRequest(points=points, dimensions=dimensions, transform=list(transform))
+        return Unary(self.maps.Project, request, m.projection)
+
+    def cluster(self, points: maps_pb2.PointSet, options: dict[str, Any]) -> Unary[Clustering]:
+        options = dict(options)
+        method = m.choice(m.CLUSTER_METHODS, options.pop("method"), "method")
+        covariance = m.choice(m.COVARIANCES, options.pop("covariance"), "covariance")
+        request = maps_pb2.ClusterRequest(points=points, method=method, covariance=covariance, **options)
+        return Unary(self.maps.Cluster, request, m.clustering)
+
+    def plot(self, points: maps_pb2.PointSet, thumbnails: bool, options: dict[str, Any]) -> Unary[bytes]:
+        style = maps_pb2.PLOT_STYLE_THUMBNAILS if thumbnails else maps_pb2.PLOT_STYLE_SCATTER
+        request = maps_pb2.PlotRequest(points=points, style=style, **options)
+        return Unary(self.maps.Plot, request, lambda r: r.png)
+
+    # ---- collections ---------------------------------------------------------------------------------------------
+
+    def create_collection(
+        self, name: str, dimension: int, metric: str, index: str, model: str, params: dict[str, int]
+    ) -> Unary[collections_pb2.CollectionInfo]:
+        request = collections_pb2.CreateCollectionRequest(
+            name=name,
+            dimension=dimension,
+            metric=m.choice(m.METRICS, metric, "metric"),
+            index=collections_pb2.IndexSpec(kind=m.choice(m.INDEX_KINDS, index, "index"), **params),
+            model=model,
+        )
+        return Unary(self.collections.CreateCollection, request, lambda r: r.collection)
+
+    def get_collection(self, name: str) -> Unary[collections_pb2.CollectionInfo]:
+        request = collections_pb2.GetCollectionRequest(name=name)
+        return Unary(self.collections.GetCollection, request, lambda r: r.collection)
+
+    def list_collections(self) -> Unary[list[collections_pb2.CollectionInfo]]:
+        request = collections_pb2.ListCollectionsRequest()
+        return Unary(self.collections.ListCollections, request, lambda r: list(r.collections))
+
+    def delete_collection(self, name: str) -> Unary[None]:
+        request = collections_pb2.DeleteCollectionRequest(name=name)
+        return Unary(self.collections.DeleteCollection, request, lambda r: None)
+
+    def rebuild(self, name: str) -> Unary[collections_pb2.CollectionInfo]:
+        return Unary(self.collections.Rebuild, collections_pb2.RebuildRequest(name=name), lambda r: r.collection)
+
+    def upsert(
+        self,
+        collection: str,
+        ids: Sequence[str],
+        vectors: np.ndarray | None,
+        metadata: Sequence[dict[str, Any] | None] | None,
+        inputs: Sequence[str] | None,
+        images: Sequence[ImageLike] | None,
+    ) -> Unary[tuple[int, int]]:
+        items, packed = m.items(ids, vectors, metadata, inputs, images)
+        request = collections_pb2.UpsertRequest(collection=collection, items=items, packed_vectors=packed)
+        return Unary(self.collections.Upsert, request, lambda r: (r.upserted, r.count))
+
+    def upsert_stream(
+        self,
+        collection: str,
+        ids: Sequence[str],
+        vectors: np.ndarray | None,
+        metadata: Sequence[dict[str, Any] | None] | None,
+        inputs: Sequence[str] | None,
+        batch_size: int,
+        progress: Progress,
+    ) -> Unary[collections_pb2.UpsertStreamResponse]:
+        def messages() -> Iterator[collections_pb2.UpsertStreamRequest]:
+            for start in range(0, len(ids), batch_size):
+                end = min(start + batch_size, len(ids))
+                items, packed = m.items(
+                    ids[start:end],
+                    vectors[start:end] if vectors is not None else None,
+                    metadata[start:end] if metadata is not None else None,
+                    inputs[start:end] if inputs is not None else None,
+                )
+                yield collections_pb2.UpsertStreamRequest(collection=collection, items=items, packed_vectors=packed)
+                if progress is not None:
+                    progress(end - start)
+
+        return Unary(self.collections.UpsertStream, messages(), lambda r: r)
+
+    def delete_items(self, collection: str, ids: Sequence[str]) -> Unary[tuple[int, int]]:
+        request = collections_pb2.DeleteItemsRequest(collection=collection, ids=list(ids))
+        return Unary(self.collections.DeleteItems, request, lambda r: (r.deleted, r.missing))
+
+    def get_items(
+        self, collection: str, ids: Sequence[str], include_vectors: bool
+    ) -> Unary[tuple[list[dict[str, Any]], list[str]]]:
+        request = collections_pb2.GetItemsRequest(collection=collection, ids=list(ids), include_vectors=include_vectors)
+        return Unary(
+            self.collections.GetItems, request, lambda r: ([m.item_dict(i) for i in r.items], list(r.missing_ids))
+        )
+
+    def search(
+        self,
+        collection: str,
+        vector: np.ndarray | SpaceVector | None,
+        item_id: str,
+        input: str,
+        expression: ExpressionLike | arithmetic_pb2.Expression | None,
+        image: ImageLike | None,
+        options: dict[str, Any],
+    ) -> Unary[list[SearchHit]]:
+        request = collections_pb2.SearchRequest(
+            collection=collection,
+            query=m.query(vector, item_id, input, expression, image),
+            options=m.search_options(**options),
+        )
+        return Unary(self.collections.Search, request, lambda r: [m.search_hit(h) for h in r.hits])
+
+    def batch_search(
+        self, collection: str, queries: np.ndarray | Sequence[collections_pb2.Query], options: dict[str, Any]
+    ) -> Unary[list[list[SearchHit]]]:
+        request = collections_pb2.BatchSearchRequest(collection=collection, options=m.search_options(**options))
+        if isinstance(queries, np.ndarray):  # one packed float32 matrix: no per-query messages on either side
+            request.packed_queries = m.packed_rows(queries)
+        else:
+            request.queries.extend(queries)
+        return Unary(
+            self.collections.BatchSearch, request, lambda r: [[m.search_hit(h) for h in lst.hits] for lst in r.results]
+        )
+
+    def export_items(self, collection: str, batch_size: int) -> Stream[list[dict[str, Any]]]:
+        request = collections_pb2.ExportItemsRequest(collection=collection, batch_size=batch_size)
+        return Stream(self.collections.ExportItems, request, lambda r: [m.item_dict(i) for i in r.items])

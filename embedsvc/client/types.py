@@ -1,0 +1,178 @@
+"""What the Python client takes and returns: plain dataclasses and numpy arrays, and the one error it raises."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SpaceVector:
+    """A vector with the space it belongs to; the server refuses it in another space (SPACE_MISMATCH)."""
+
+    values: np.ndarray
+    space: str
+
+
+@dataclass(frozen=True)
+class DirectionRef:
+    """A named latent direction as an expression term: `[image, (1.5, DirectionRef("thick"))]`."""
+
+    name: str
+
+
+# An image: PNG/JPEG bytes, a path to such a file, or a numpy array (H, W) or (H, W, C), uint8 0..255 or float32 in
+# [0, 1], sent raw (not resized by the server: it must have the model's size).
+ImageLike = bytes | Path | np.ndarray
+# A latent: a 1-D array, or a vector tagged with its space.
+LatentLike = np.ndarray | SpaceVector
+# One term of an expression: a word (str), a vector (1-D array or SpaceVector), an image (bytes, Path, 2-D or 3-D
+# array), a DirectionRef, or any of those weighted: (weight, term).
+TermValue = str | np.ndarray | SpaceVector | bytes | Path | DirectionRef
+TermLike = TermValue | tuple[float, TermValue]
+# The text form ("king - man + woman") or a list of terms.
+ExpressionLike = str | Sequence[TermLike]
+
+
+class EmbedsvcClientError(Exception):
+    """A failed call: code (grpc.StatusCode), reason (e.g. "OUT_OF_VOCABULARY"), field and metadata."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, reason: str, metadata: dict[str, str]) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.reason = reason
+        self.metadata = metadata
+        self.field = metadata.get("field")
+
+    def __str__(self) -> str:
+        where = f" (field {self.field})" if self.field else ""
+        return f"{self.code.name} {self.reason}: {self.message}{where}"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    model: str
+    model_version: str
+    method: str
+    parameters: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Hit:
+    word: str
+    score: float
+    is_input: bool = False
+    contributions: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExpressionResult:
+    hits: list[Hit]
+    terms: list[dict[str, Any]]
+    query_vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ArithmeticResult:
+    results: list[ExpressionResult]
+    provenance: Provenance
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: np.ndarray  # (n, d) float32
+    space: str
+    in_vocabulary: list[bool] = field(default_factory=list)
+    provenance: Provenance | None = None
+
+    def __getitem__(self, i: int) -> SpaceVector:
+        """Row i, tagged with its space, ready to use as an expression term."""
+        return SpaceVector(self.vectors[i], self.space)
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+
+@dataclass(frozen=True)
+class TextEmbeddings(Embeddings):
+    """EmbedTexts' answer: the vectors, which texts were longer than the model reads, and token counts."""
+
+    truncated: list[int] = field(default_factory=list)
+    token_counts: list[int] = field(default_factory=list)
+    max_seq_length: int = 0
+
+
+@dataclass(frozen=True)
+class SectionScore:
+    name: str
+    correct: int
+    incorrect: int
+    accuracy: float
+
+
+@dataclass(frozen=True)
+class AnalogyReport:
+    sections: list[SectionScore]
+    total: SectionScore
+    questions: int
+    oov_questions: int
+    skipped_lines: int
+    provenance: Provenance
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    id: str
+    score: float
+    metadata: dict[str, Any]
+    input: str = ""
+    vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    png: bytes
+    latent: np.ndarray
+    space: str
+
+    def array(self) -> np.ndarray:
+        """The image as float32 (H, W) or (H, W, C) in [0, 1]."""
+        from PIL import Image
+
+        return np.asarray(Image.open(io.BytesIO(self.png)), dtype=np.float32) / 255.0
+
+
+@dataclass(frozen=True)
+class Sampled:
+    images: list[GeneratedImage]
+    seed: int
+
+
+@dataclass(frozen=True)
+class Projection:
+    coordinates: np.ndarray  # (n, 2 or 3)
+    labels: list[str]
+    explained_variance_ratio: np.ndarray
+    explained_variance: np.ndarray
+    mean: np.ndarray
+    components: np.ndarray
+    transformed: list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class Clustering:
+    k: int
+    assignments: np.ndarray
+    responsibilities: np.ndarray
+    means: np.ndarray
+    weights: np.ndarray
+    bic: dict[int, float]
+    labels: list[str]
+    mean_log_likelihood: float

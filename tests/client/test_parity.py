@@ -1,0 +1,50 @@
+"""The client covers the API, and AsyncClient offers exactly what Client offers, method by method."""
+
+import inspect
+import re
+
+from embedsvc.client import AsyncClient, Client
+from embedsvc.v1 import (
+    arithmetic_pb2,
+    collections_pb2,
+    images_pb2,
+    latent_pb2,
+    maps_pb2,
+    models_pb2,
+    text_pb2,
+    words_pb2,
+)
+
+SERVICES = (models_pb2, words_pb2, arithmetic_pb2, text_pb2, images_pb2, latent_pb2, maps_pb2, collections_pb2)
+# RPCs whose client method is not the RPC's name in snake case.
+RENAMED = {"AnomalyScore": "anomaly_scores"}
+
+
+def public_methods(cls):
+    return {name: f for name, f in inspect.getmembers(cls, inspect.isfunction) if not name.startswith("_")}
+
+
+def snake(name):
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def test_async_client_has_every_method_of_client_with_the_same_parameters():
+    sync, aio = public_methods(Client), public_methods(AsyncClient)
+    assert sorted(sync) == sorted(aio)
+    for name, method in sync.items():
+        parameters = list(inspect.signature(method).parameters.values())
+        assert parameters == list(inspect.signature(aio[name]).parameters.values()), name
+        asynchronous = inspect.iscoroutinefunction(aio[name]) or inspect.isasyncgenfunction(aio[name])
+        assert asynchronous, f"AsyncClient.{name} is not a coroutine or async generator"
+
+
+def test_every_rpc_has_a_client_method():
+    methods = public_methods(Client)
+    missing = [
+        f"{service.full_name}.{rpc.name}"
+        for module in SERVICES
+        for service in module.DESCRIPTOR.services_by_name.values()
+        for rpc in service.methods
+        if RENAMED.get(rpc.name, snake(rpc.name)) not in methods
+    ]
+    assert missing == []
