@@ -83,6 +83,8 @@ class Limits:
     max_plot_pixels_side: int = 4096
     # Maps: points a plot labels (more are drawn unlabelled).
     max_annotated_points: int = 200
+    # Entries per page of a List call; larger page_size values are treated as this (AIP-158).
+    max_page_size: int = 1000
 
 
 @dataclass(frozen=True)

@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 python="${PYTHON:-python}"
 out=embedsvc/v1
 rm -f "$out"/*_pb2.py "$out"/*_pb2.pyi "$out"/*_pb2_grpc.py
-"$python" -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. protos/embedsvc/v1/*.proto
+"$python" -m grpc_tools.protoc -I protos -I third_party/protos --python_out=. --pyi_out=. --grpc_python_out=. \
+  protos/embedsvc/v1/*.proto

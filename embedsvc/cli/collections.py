@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from embedsvc.cli.output import clip, emit, fail, message_dict
+from embedsvc.cli.output import clip, emit, fail, message_dict, to_json
 
 INDEX_PARAMETERS = ("m", "ef_construction", "ef_search", "nlist", "nprobe", "pq_m", "pq_bits")
 
@@ -28,9 +29,40 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         cc.add_argument(f"--{name.replace('_', '-')}", type=int, default=0, help="index parameter (0: the default)")
     cc.set_defaults(handler=create)
     col_sub.add_parser("list", parents=[common], help="list collections").set_defaults(handler=list_all)
-    for action, handler in (("info", info), ("delete", delete), ("rebuild", rebuild)):
+    for action, handler in (("info", info), ("delete", delete)):
         parser = col_sub.add_parser(action, parents=[common], help=f"{action} a collection")
         parser.add_argument("name")
+        parser.set_defaults(handler=handler)
+    rb = col_sub.add_parser("rebuild", parents=[common], help="rebuild a collection's index (searches go on)")
+    rb.add_argument("name")
+    rb.add_argument("--no-wait", action="store_true", help="print the operation and return at once")
+    rb.set_defaults(handler=rebuild)
+
+    al = sub.add_parser("aliases", parents=[common], help="other names for collections")
+    al_sub = al.add_subparsers(dest="aliases_command", required=True, metavar="ACTION")
+    for action, handler, text in (
+        ("create", create_alias, "create an alias"),
+        ("switch", switch_alias, "point an alias at another collection"),
+    ):
+        parser = al_sub.add_parser(action, parents=[common], help=text)
+        parser.add_argument("alias")
+        parser.add_argument("collection")
+        parser.set_defaults(handler=handler)
+    ad = al_sub.add_parser("delete", parents=[common], help="delete an alias")
+    ad.add_argument("alias")
+    ad.set_defaults(handler=delete_alias)
+    alist = al_sub.add_parser("list", parents=[common], help="list aliases")
+    alist.add_argument("--collection", default="", help="only this collection's aliases")
+    alist.set_defaults(handler=list_aliases)
+
+    op = sub.add_parser("operations", parents=[common], help="long-running operations (rebuilds)")
+    op_sub = op.add_subparsers(dest="operations_command", required=True, metavar="ACTION")
+    ol = op_sub.add_parser("list", parents=[common], help="operations, newest first")
+    ol.add_argument("--collection", default="")
+    ol.set_defaults(handler=list_operations)
+    for action, handler in (("get", get_operation), ("cancel", cancel_operation)):
+        parser = op_sub.add_parser(action, parents=[common], help=f"{action} an operation")
+        parser.add_argument("name", help="operations/...")
         parser.set_defaults(handler=handler)
 
     up = sub.add_parser("upsert", parents=[common], help="add or replace items from a .npy file")
@@ -80,12 +112,98 @@ def list_all(args: argparse.Namespace, client: Any) -> None:
 
 def info(args: argparse.Namespace, client: Any) -> None:
     found = message_dict(client.get_collection(args.name))
-    emit(args, found, json.dumps(found, indent=2))
+    emit(args, found, to_json(found, indent=2))
 
 
 def rebuild(args: argparse.Namespace, client: Any) -> None:
-    rebuilt = client.rebuild(args.name)
-    emit(args, message_dict(rebuilt), info_line(rebuilt))
+    operation = client.rebuild(args.name)
+    if not args.no_wait:
+        operation = _follow(args, client, operation)
+        if operation.error is not None:
+            raise operation.error
+    emit(
+        args, operation_dict(operation), info_line(operation.result) if operation.result else operation_line(operation)
+    )
+
+
+def _follow(args: argparse.Namespace, client: Any, operation: Any) -> Any:
+    """Wait for an operation, showing its stage and progress on stderr."""
+    from tqdm import tqdm
+
+    with tqdm(total=0, unit="vec", disable=args.json, file=sys.stderr, leave=False) as bar:
+        while not operation.done:
+            bar.set_description(operation.stage)
+            bar.total = operation.total_units or None
+            bar.n = operation.done_units
+            bar.refresh()
+            time.sleep(0.2)
+            operation = client.get_operation(operation.name)
+    return operation
+
+
+def operation_line(op: Any) -> str:
+    progress = f" {op.done_units}/{op.total_units}" if op.total_units else ""
+    outcome = f"failed: {op.error}" if op.error else ("done" if op.done else f"{op.stage}{progress}")
+    return f"{op.name}  {op.kind} {op.collection}  {outcome}"
+
+
+def operation_dict(op: Any) -> dict[str, Any]:
+    fields = ("name", "done", "kind", "collection", "stage", "done_units", "total_units", "cancel_requested")
+    payload: dict[str, Any] = {f: getattr(op, f) for f in fields}
+    for moment in ("create_time", "update_time", "end_time"):
+        value = getattr(op, moment)
+        payload[moment] = value.isoformat() if value else None
+    if op.error is not None:
+        payload["error"] = {"code": op.error.code.name, "reason": op.error.reason, "message": op.error.message}
+    if op.result is not None:
+        payload["result"] = message_dict(op.result)
+    return payload
+
+
+def list_operations(args: argparse.Namespace, client: Any) -> None:
+    found = client.list_operations(args.collection)
+    emit(args, {"operations": [operation_dict(o) for o in found]}, "\n".join(operation_line(o) for o in found))
+
+
+def get_operation(args: argparse.Namespace, client: Any) -> None:
+    found = client.get_operation(args.name)
+    emit(args, operation_dict(found), operation_line(found))
+
+
+def cancel_operation(args: argparse.Namespace, client: Any) -> None:
+    found = client.cancel_operation(args.name)
+    emit(args, operation_dict(found), operation_line(found))
+
+
+def _alias_dict(alias: Any) -> dict[str, Any]:
+    moment = alias.update_time.isoformat() if alias.update_time else None
+    return {"alias": alias.alias, "collection": alias.collection, "update_time": moment}
+
+
+def create_alias(args: argparse.Namespace, client: Any) -> None:
+    alias = client.create_alias(args.alias, args.collection)
+    emit(args, _alias_dict(alias), f"{alias.alias} -> {alias.collection}")
+
+
+def switch_alias(args: argparse.Namespace, client: Any) -> None:
+    alias, previous = client.update_alias(args.alias, args.collection)
+    emit(
+        args,
+        _alias_dict(alias) | {"previous_collection": previous},
+        f"{alias.alias} -> {alias.collection} (was {previous})",
+    )
+
+
+def delete_alias(args: argparse.Namespace, client: Any) -> None:
+    client.delete_alias(args.alias)
+    emit(args, {"deleted": args.alias}, f"deleted alias {args.alias}")
+
+
+def list_aliases(args: argparse.Namespace, client: Any) -> None:
+    found = client.list_aliases(args.collection)
+    emit(
+        args, {"aliases": [_alias_dict(a) for a in found]}, "\n".join(f"{a.alias:<20} -> {a.collection}" for a in found)
+    )
 
 
 def delete(args: argparse.Namespace, client: Any) -> None:
@@ -139,7 +257,7 @@ def search(args: argparse.Namespace, client: Any) -> None:
     width = max((len(h.id) for h in hits), default=2)
     text = "\n".join(
         f"{h.id:<{width}}  {h.score:.4f}"
-        + (f"  {json.dumps(h.metadata)}" if h.metadata else "")
+        + (f"  {to_json(h.metadata)}" if h.metadata else "")
         + (f"  {clip(h.input)}" if h.input else "")
         for h in hits
     )

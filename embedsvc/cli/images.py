@@ -9,6 +9,7 @@ import io
 import shlex
 import sys
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -359,5 +360,5 @@ def _direction_dict(d: Any) -> dict[str, Any]:
         "from_count": d.from_count,
         "to_count": d.to_count,
         "description": d.description,
-        "created_at": d.created_at,
+        "create_time": d.create_time.ToDatetime(tzinfo=UTC).isoformat() if d.HasField("create_time") else None,
     }

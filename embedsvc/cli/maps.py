@@ -27,9 +27,11 @@ def _source_arguments(parser: argparse.ArgumentParser) -> None:
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     m = sub.add_parser("map", parents=[common], help="draw a 2-D PCA map of words, texts, images or a collection")
     _source_arguments(m)
-    m.add_argument(
+    colour = m.add_mutually_exclusive_group()
+    colour.add_argument(
         "--color-by", default=None, help='"group" (default with --words groups), "cluster", or a metadata field'
     )
+    colour.add_argument("--color-field", default="", help='a metadata field, whatever its name ("group" too)')
     m.add_argument("--clusters", type=int, default=0, help="k for --color-by cluster (default: chosen by BIC)")
     m.add_argument("--thumbnails", action="store_true", help="draw the images (or a VAE collection's decoded items)")
     m.add_argument("--no-labels", action="store_true", help="do not write each point's label")
@@ -91,7 +93,8 @@ def draw_map(args: argparse.Namespace, client: Any) -> None:
         width=args.width,
         height=args.height,
         title=args.title,
-        color_by=color_by,
+        color_by=color_by if not args.color_field else "",
+        color_field=args.color_field,
         cluster_k=args.clusters,
         annotate=not args.no_labels,
         thumbnails=args.thumbnails,

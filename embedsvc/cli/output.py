@@ -5,12 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime
 from typing import Any, NoReturn
 
 
 def emit(args: argparse.Namespace, payload: Any, text: str) -> None:
     """Print the payload as JSON (with --json) or the text."""
-    print(json.dumps(payload, ensure_ascii=False) if args.json else text)
+    print(to_json(payload) if args.json else text)
+
+
+def to_json(value: Any, indent: int | None = None) -> str:
+    """JSON as the commands print it: UTF-8 kept, timestamps as RFC 3339."""
+    return json.dumps(value, ensure_ascii=False, default=_json_default, indent=indent)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):  # typed metadata: timestamps as RFC 3339
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def fail(message: str) -> NoReturn:

@@ -16,6 +16,9 @@ _KIND_LABELS = {"word-vectors": "words", "text-encoder": "text", "image-encoder"
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     sub.add_parser("models", parents=[common], help="list the hosted models").set_defaults(handler=models)
+    sub.add_parser("server-info", parents=[common], help="the server's version and limits").set_defaults(
+        handler=server_info
+    )
 
     a = sub.add_parser("arith", parents=[common], help="evaluate a vector expression, e.g. 'king - man + woman'")
     a.add_argument("--model", required=True)
@@ -70,6 +73,20 @@ def models(args: argparse.Namespace, client: Any) -> None:
     found = client.list_models()
     rows = [message_dict(m, all_fields=False) for m in found]
     emit(args, {"models": rows}, "\n".join(f"{m.name:<16} {model_state(m):<8} {model_line(m)}" for m in found))
+
+
+def server_info(args: argparse.Namespace, client: Any) -> None:
+    found = client.get_server_info()
+    started = found.start_time.isoformat() if found.start_time else None
+    payload = {
+        "server_version": found.server_version,
+        "api_version": found.api_version,
+        "start_time": started,
+        "limits": found.limits,
+    }
+    lines = [f"embedsvc {found.server_version}, API {found.api_version}, started {started}", "limits:"]
+    lines += [f"  {name:<24} {value}" for name, value in found.limits.items()]
+    emit(args, payload, "\n".join(lines))
 
 
 def model_state(info: Any) -> str:

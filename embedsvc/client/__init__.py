@@ -10,7 +10,7 @@ Failures raise `EmbedsvcClientError` with the gRPC code, the machine-readable re
 metadata from the server's google.rpc.Status details. This package needs grpcio, protobuf, numpy and Pillow only.
 """
 
-from embedsvc.client.aio import AsyncClient
+from embedsvc.client.aio import AsyncClient, AsyncExport
 from embedsvc.client.points import (
     collection_points,
     image_expression,
@@ -19,8 +19,9 @@ from embedsvc.client.points import (
     vector_points,
     word_points,
 )
-from embedsvc.client.sync import Client
+from embedsvc.client.sync import Client, Export
 from embedsvc.client.types import (
+    Alias,
     AnalogyReport,
     ArithmeticResult,
     Clustering,
@@ -33,39 +34,50 @@ from embedsvc.client.types import (
     Hit,
     ImageLike,
     LatentLike,
+    Operation,
     Projection,
     Provenance,
     Sampled,
     SearchHit,
     SectionScore,
+    ServerInfo,
     SpaceVector,
     TermLike,
     TextEmbeddings,
+    UpsertStreamError,
+    UpsertStreamResult,
 )
 
 __all__ = [
+    "Alias",
     "AnalogyReport",
     "ArithmeticResult",
     "AsyncClient",
+    "AsyncExport",
     "Client",
     "Clustering",
     "DirectionRef",
     "Embeddings",
     "EmbedsvcClientError",
+    "Export",
     "ExpressionLike",
     "ExpressionResult",
     "GeneratedImage",
     "Hit",
     "ImageLike",
     "LatentLike",
+    "Operation",
     "Projection",
     "Provenance",
     "Sampled",
     "SearchHit",
     "SectionScore",
+    "ServerInfo",
     "SpaceVector",
     "TermLike",
     "TextEmbeddings",
+    "UpsertStreamError",
+    "UpsertStreamResult",
     "collection_points",
     "image_expression",
     "image_points",

@@ -19,18 +19,22 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from embedsvc.client import _messages as m
 from embedsvc.client.types import (
+    Alias,
     AnalogyReport,
     ArithmeticResult,
     Clustering,
     Embeddings,
+    EmbedsvcClientError,
     ExpressionLike,
     GeneratedImage,
     Hit,
     ImageLike,
     LatentLike,
+    Operation,
     Projection,
     Sampled,
     SearchHit,
+    ServerInfo,
     SpaceVector,
     TextEmbeddings,
 )
@@ -47,6 +51,10 @@ from embedsvc.v1 import (
     maps_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
+    operations_pb2,
+    operations_pb2_grpc,
+    server_pb2,
+    server_pb2_grpc,
     text_pb2,
     text_pb2_grpc,
     words_pb2,
@@ -84,11 +92,17 @@ class Calls:
         self.images = images_pb2_grpc.ImageServiceStub(channel)
         self.latent = latent_pb2_grpc.LatentServiceStub(channel)
         self.maps = maps_pb2_grpc.MapServiceStub(channel)
+        self.server = server_pb2_grpc.ServerServiceStub(channel)
+        self.operations = operations_pb2_grpc.OperationServiceStub(channel)
 
     # ---- models, health ------------------------------------------------------------------------------------------
 
-    def list_models(self) -> Unary[list[models_pb2.ModelInfo]]:
-        return Unary(self.models.ListModels, models_pb2.ListModelsRequest(), lambda r: list(r.models))
+    def list_models(self, page_size: int, token: str) -> Unary[tuple[list[models_pb2.ModelInfo], str]]:
+        request = models_pb2.ListModelsRequest(page_size=page_size, page_token=token)
+        return Unary(self.models.ListModels, request, lambda r: (list(r.models), r.next_page_token))
+
+    def get_server_info(self) -> Unary[ServerInfo]:
+        return Unary(self.server.GetServerInfo, server_pb2.GetServerInfoRequest(), m.server_info)
 
     def get_model(self, name: str) -> Unary[models_pb2.ModelInfo]:
         return Unary(self.models.GetModel, models_pb2.GetModelRequest(name=name), lambda r: r.model)
@@ -152,18 +166,19 @@ class Calls:
 
     def embed_texts_stream(
         self, model: str, texts: Sequence[str], batch_size: int, normalize: bool, long_texts: str, progress: Progress
-    ) -> Stream[TextEmbeddings]:
+    ) -> Stream[TextEmbeddings | EmbedsvcClientError]:
         requests = (
             text_pb2.EmbedTextsStreamRequest(
-                batch=m.embed_texts_request(model, texts[i : i + batch_size], normalize, long_texts)
+                batch=m.embed_texts_request(model, texts[i : i + batch_size], normalize, long_texts),
+                sequence=i // batch_size,
             )
             for i in range(0, len(texts), batch_size)
         )
 
-        def each(response: text_pb2.EmbedTextsStreamResponse) -> TextEmbeddings:
+        def each(response: text_pb2.EmbedTextsStreamResponse) -> TextEmbeddings | EmbedsvcClientError:
             if progress is not None:
                 progress(len(response.batch.vectors))
-            return m.text_embeddings(response.batch)
+            return m.stream_batch(response)
 
         return Stream(self.text.EmbedTextsStream, requests, each)
 
@@ -236,9 +251,13 @@ class Calls:
         )
         return Unary(self.latent.CreateDirection, request, lambda r: r.direction)
 
-    def list_directions(self, model: str) -> Unary[list[latent_pb2.Direction]]:
-        request = latent_pb2.ListDirectionsRequest(model=model)
-        return Unary(self.latent.ListDirections, request, lambda r: list(r.directions))
+    def list_directions(
+        self, model: str, include_vectors: bool, page_size: int, token: str
+    ) -> Unary[tuple[list[latent_pb2.Direction], str]]:
+        request = latent_pb2.ListDirectionsRequest(
+            model=model, include_vectors=include_vectors, page_size=page_size, page_token=token
+        )
+        return Unary(self.latent.ListDirections, request, lambda r: (list(r.directions), r.next_page_token))
 
     def delete_direction(self, model: str, name: str) -> Unary[None]:
         request = latent_pb2.DeleteDirectionRequest(model=model, name=name)
@@ -271,9 +290,25 @@ class Calls:
         request = maps_pb2.ClusterRequest(points=points, method=method, covariance=covariance, **options)
         return Unary(self.maps.Cluster, request, m.clustering)
 
-    def plot(self, points: maps_pb2.PointSet, thumbnails: bool, options: dict[str, Any]) -> Unary[bytes]:
+    def plot(
+        self,
+        points: maps_pb2.PointSet,
+        thumbnails: bool,
+        color: tuple[str, str, int],
+        options: dict[str, Any],
+    ) -> Unary[bytes]:
         style = maps_pb2.PLOT_STYLE_THUMBNAILS if thumbnails else maps_pb2.PLOT_STYLE_SCATTER
         request = maps_pb2.PlotRequest(points=points, style=style, **options)
+        color_by, color_field, cluster_k = color
+        if color_field and color_by:
+            raise ValueError("give color_by or color_field, not both")
+        if color_by == "group":
+            request.by_group.SetInParent()
+        elif color_by == "cluster":
+            request.by_cluster.k = cluster_k
+            request.by_cluster.SetInParent()
+        elif color_by or color_field:  # any other color_by is a metadata field's name, as color_field is
+            request.by_metadata_field = color_field or color_by
         return Unary(self.maps.Plot, request, lambda r: r.png)
 
     # ---- collections ---------------------------------------------------------------------------------------------
@@ -294,16 +329,51 @@ class Calls:
         request = collections_pb2.GetCollectionRequest(name=name)
         return Unary(self.collections.GetCollection, request, lambda r: r.collection)
 
-    def list_collections(self) -> Unary[list[collections_pb2.CollectionInfo]]:
-        request = collections_pb2.ListCollectionsRequest()
-        return Unary(self.collections.ListCollections, request, lambda r: list(r.collections))
+    def list_collections(self, page_size: int, token: str) -> Unary[tuple[list[collections_pb2.CollectionInfo], str]]:
+        request = collections_pb2.ListCollectionsRequest(page_size=page_size, page_token=token)
+        return Unary(self.collections.ListCollections, request, lambda r: (list(r.collections), r.next_page_token))
 
     def delete_collection(self, name: str) -> Unary[None]:
         request = collections_pb2.DeleteCollectionRequest(name=name)
         return Unary(self.collections.DeleteCollection, request, lambda r: None)
 
-    def rebuild(self, name: str) -> Unary[collections_pb2.CollectionInfo]:
-        return Unary(self.collections.Rebuild, collections_pb2.RebuildRequest(name=name), lambda r: r.collection)
+    def rebuild(self, name: str) -> Unary[Operation]:
+        request = collections_pb2.RebuildRequest(name=name)
+        return Unary(self.collections.Rebuild, request, lambda r: m.operation(r.operation))
+
+    def get_operation(self, name: str) -> Unary[Operation]:
+        request = operations_pb2.GetOperationRequest(name=name)
+        return Unary(self.operations.GetOperation, request, lambda r: m.operation(r.operation))
+
+    def list_operations(self, collection: str, page_size: int, token: str) -> Unary[tuple[list[Operation], str]]:
+        request = operations_pb2.ListOperationsRequest(collection=collection, page_size=page_size, page_token=token)
+        return Unary(
+            self.operations.ListOperations,
+            request,
+            lambda r: ([m.operation(o) for o in r.operations], r.next_page_token),
+        )
+
+    def cancel_operation(self, name: str) -> Unary[Operation]:
+        request = operations_pb2.CancelOperationRequest(name=name)
+        return Unary(self.operations.CancelOperation, request, lambda r: m.operation(r.operation))
+
+    def create_alias(self, alias: str, collection: str) -> Unary[Alias]:
+        request = collections_pb2.CreateAliasRequest(alias=alias, collection=collection)
+        return Unary(self.collections.CreateAlias, request, lambda r: m.alias(r.alias))
+
+    def update_alias(self, alias: str, collection: str) -> Unary[tuple[Alias, str]]:
+        request = collections_pb2.UpdateAliasRequest(alias=alias, collection=collection)
+        return Unary(self.collections.UpdateAlias, request, lambda r: (m.alias(r.alias), r.previous_collection))
+
+    def delete_alias(self, alias: str) -> Unary[None]:
+        request = collections_pb2.DeleteAliasRequest(alias=alias)
+        return Unary(self.collections.DeleteAlias, request, lambda r: None)
+
+    def list_aliases(self, collection: str, page_size: int, token: str) -> Unary[tuple[list[Alias], str]]:
+        request = collections_pb2.ListAliasesRequest(collection=collection, page_size=page_size, page_token=token)
+        return Unary(
+            self.collections.ListAliases, request, lambda r: ([m.alias(a) for a in r.aliases], r.next_page_token)
+        )
 
     def upsert(
         self,
@@ -326,10 +396,14 @@ class Calls:
         metadata: Sequence[dict[str, Any] | None] | None,
         inputs: Sequence[str] | None,
         batch_size: int,
+        resume_from: int,
         progress: Progress,
-    ) -> Unary[collections_pb2.UpsertStreamResponse]:
+    ) -> Stream[collections_pb2.UpsertStreamResponse]:
+        """Batch b holds items b * batch_size onwards and is sent with sequence b; `progress` counts acknowledged
+        items."""
+
         def messages() -> Iterator[collections_pb2.UpsertStreamRequest]:
-            for start in range(0, len(ids), batch_size):
+            for start in range(resume_from * batch_size, len(ids), batch_size):
                 end = min(start + batch_size, len(ids))
                 items, packed = m.items(
                     ids[start:end],
@@ -337,11 +411,16 @@ class Calls:
                     metadata[start:end] if metadata is not None else None,
                     inputs[start:end] if inputs is not None else None,
                 )
-                yield collections_pb2.UpsertStreamRequest(collection=collection, items=items, packed_vectors=packed)
-                if progress is not None:
-                    progress(end - start)
+                yield collections_pb2.UpsertStreamRequest(
+                    collection=collection, items=items, packed_vectors=packed, sequence=start // batch_size
+                )
 
-        return Unary(self.collections.UpsertStream, messages(), lambda r: r)
+        def each(ack: collections_pb2.UpsertStreamResponse) -> collections_pb2.UpsertStreamResponse:
+            if progress is not None:
+                progress(ack.upserted)
+            return ack
+
+        return Stream(self.collections.UpsertStream, messages(), each)
 
     def delete_items(self, collection: str, ids: Sequence[str]) -> Unary[tuple[int, int]]:
         request = collections_pb2.DeleteItemsRequest(collection=collection, ids=list(ids))
@@ -384,6 +463,12 @@ class Calls:
             self.collections.BatchSearch, request, lambda r: [[m.search_hit(h) for h in lst.hits] for lst in r.results]
         )
 
-    def export_items(self, collection: str, batch_size: int) -> Stream[list[dict[str, Any]]]:
-        request = collections_pb2.ExportItemsRequest(collection=collection, batch_size=batch_size)
-        return Stream(self.collections.ExportItems, request, lambda r: [m.item_dict(i) for i in r.items])
+    def export_items(
+        self, collection: str, batch_size: int, resume_token: str
+    ) -> Stream[tuple[list[dict[str, Any]], str]]:
+        request = collections_pb2.ExportItemsRequest(
+            collection=collection, batch_size=batch_size, page_token=resume_token
+        )
+        return Stream(
+            self.collections.ExportItems, request, lambda r: ([m.item_dict(i) for i in r.items], r.next_page_token)
+        )

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
-from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 
 from embedsvc.client.types import (
+    Alias,
     AnalogyReport,
     ArithmeticResult,
     Clustering,
@@ -24,13 +25,16 @@ from embedsvc.client.types import (
     Hit,
     ImageLike,
     LatentLike,
+    Operation,
     Projection,
     Provenance,
     SearchHit,
     SectionScore,
+    ServerInfo,
     SpaceVector,
     TermLike,
     TextEmbeddings,
+    UpsertStreamResult,
 )
 from embedsvc.v1 import (
     arithmetic_pb2,
@@ -39,6 +43,8 @@ from embedsvc.v1 import (
     images_pb2,
     latent_pb2,
     maps_pb2,
+    operations_pb2,
+    server_pb2,
     text_pb2,
     words_pb2,
 )
@@ -79,16 +85,22 @@ def error(exc: grpc.RpcError) -> EmbedsvcClientError:
     """The client error of a failed call, with the reason and metadata of the server's ErrorInfo."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     message = exc.details() if hasattr(exc, "details") else str(exc)
-    reason, metadata = code.name, {}
     trailers = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
     for key, value in trailers or ():
         if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info):
-                    reason, metadata = info.reason, dict(info.metadata)
-    return EmbedsvcClientError(code, message or "", reason, metadata)
+            return status_error(status_pb2.Status.FromString(value))
+    return EmbedsvcClientError(code, message or "", code.name, {})
+
+
+def status_error(status: status_pb2.Status) -> EmbedsvcClientError:
+    """The client error a google.rpc.Status describes (a failed stream batch or operation, or a call's trailer)."""
+    code = next((c for c in grpc.StatusCode if c.value[0] == status.code), grpc.StatusCode.UNKNOWN)
+    reason, metadata = code.name, {}
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            reason, metadata = info.reason, dict(info.metadata)
+    return EmbedsvcClientError(code, status.message, reason, metadata)
 
 
 # ---- requests -----------------------------------------------------------------------------------------------------
@@ -98,6 +110,50 @@ def vector(v: LatentLike | Sequence[float]) -> common_pb2.Vector:
     if isinstance(v, SpaceVector):
         return common_pb2.Vector(values=np.asarray(v.values, dtype=np.float32).ravel().tolist(), space=v.space)
     return common_pb2.Vector(values=np.asarray(v, dtype=np.float32).ravel().tolist())
+
+
+def _put_value(message: common_pb2.MetadataValue, value: Any, where: str) -> None:
+    if isinstance(value, bool):  # before int: a bool is an int in Python
+        message.bool_value = value
+    elif isinstance(value, int | np.integer):
+        if not -(2**63) <= int(value) < 2**63:
+            raise ValueError(f"metadata {where}: {value} does not fit in 64 bits")
+        message.int_value = int(value)
+    elif isinstance(value, float | np.floating):
+        message.double_value = float(value)
+    elif isinstance(value, str):
+        message.string_value = value
+    elif isinstance(value, datetime):  # a naive datetime is taken as UTC
+        message.timestamp_value.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
+    elif isinstance(value, list | tuple):
+        elements = message.list_value.values
+        for i, element in enumerate(value):
+            _put_value(elements.add(), element, f"{where}[{i}]")
+    else:
+        raise ValueError(
+            f"metadata {where}: {type(value).__name__} values are not supported (str, int, float, bool, "
+            "datetime or lists of those)"
+        )
+
+
+def put_metadata(fields: Any, metadata: dict[str, Any]) -> None:
+    """Fill a metadata map (map<string, MetadataValue>) from a dict of plain Python values."""
+    for key, value in metadata.items():
+        _put_value(fields[key], value, repr(key))
+
+
+def _get_value(message: common_pb2.MetadataValue) -> Any:
+    which = message.WhichOneof("kind")
+    if which == "list_value":
+        return [_get_value(v) for v in message.list_value.values]
+    if which == "timestamp_value":
+        return message.timestamp_value.ToDatetime(tzinfo=UTC)
+    return getattr(message, which) if which else None
+
+
+def get_metadata(fields: Any) -> dict[str, Any]:
+    """A metadata map as a dict of plain Python values (int, float, str, bool, datetime, lists)."""
+    return {key: _get_value(value) for key, value in fields.items()}
 
 
 def packed_rows(vectors: np.ndarray) -> bytes:
@@ -196,8 +252,9 @@ def items(
     built = []
     for n, item_id in enumerate(ids):
         item = collections_pb2.Item(id=item_id, input=inputs[n] if inputs is not None else "")
-        if metadata is not None and metadata[n]:
-            item.metadata.update(metadata[n])
+        fields = metadata[n] if metadata is not None else None
+        if fields:
+            put_metadata(item.metadata, fields)
         if pictures is not None:
             item.image.CopyFrom(image_input(pictures[n]))
         built.append(item)
@@ -277,18 +334,47 @@ def text_embeddings(response: text_pb2.EmbedTextsResponse) -> TextEmbeddings:
     )
 
 
-def joined_text_embeddings(parts: list[TextEmbeddings]) -> TextEmbeddings:
-    """The batches of an EmbedTextsStream as one answer (truncated positions counted over the whole input)."""
+def stream_batch(response: text_pb2.EmbedTextsStreamResponse) -> TextEmbeddings | EmbedsvcClientError:
+    if response.HasField("error"):
+        return status_error(response.error)
+    return text_embeddings(response.batch)
+
+
+def joined_text_embeddings(
+    parts: list[TextEmbeddings | EmbedsvcClientError], sizes: list[int], *, strict: bool
+) -> TextEmbeddings:
+    """The batches of an EmbedTextsStream as one answer (positions counted over the whole input). A failed batch
+    raises its error (strict), or leaves NaN rows and an entry in `errors`."""
     if not parts:
         raise ValueError("no texts given")
-    offsets = np.cumsum([0] + [len(p) for p in parts])
+    errors = {n: p for n, p in enumerate(parts) if isinstance(p, EmbedsvcClientError)}
+    good = [p for p in parts if isinstance(p, TextEmbeddings)]
+    if errors and (strict or not good):
+        raise next(iter(errors.values()))
+    dimension = good[0].vectors.shape[1]
+    offsets = np.cumsum([0, *sizes])
+    vectors = np.full((int(offsets[-1]), dimension), np.nan, np.float32)
+    truncated: list[int] = []
+    counts = [0] * int(offsets[-1])
+    for n, part in enumerate(parts):
+        if isinstance(part, TextEmbeddings):
+            vectors[offsets[n] : offsets[n + 1]] = part.vectors
+            truncated += [int(offsets[n]) + t for t in part.truncated]
+            counts[offsets[n] : offsets[n + 1]] = part.token_counts
     return TextEmbeddings(
-        np.concatenate([p.vectors for p in parts]),
-        parts[0].space,
-        provenance=parts[0].provenance,
-        truncated=[int(o) + t for o, p in zip(offsets, parts, strict=False) for t in p.truncated],
-        token_counts=[c for p in parts for c in p.token_counts],
-        max_seq_length=parts[0].max_seq_length,
+        vectors,
+        good[0].space,
+        provenance=good[0].provenance,
+        truncated=truncated,
+        token_counts=counts,
+        max_seq_length=good[0].max_seq_length,
+        errors=errors,
+    )
+
+
+def upsert_stream_result(acks: list[collections_pb2.UpsertStreamResponse]) -> UpsertStreamResult:
+    return UpsertStreamResult(
+        upserted=acks[-1].stream_upserted if acks else 0, batches=len(acks), count=acks[-1].count if acks else 0
     )
 
 
@@ -326,15 +412,14 @@ def neighbours(r: words_pb2.NearestWordsResponse) -> list[list[Hit]]:
 
 def search_hit(h: collections_pb2.SearchHit) -> SearchHit:
     values = np.asarray(h.vector.values, dtype=np.float32) if h.HasField("vector") else None
-    metadata = json_format.MessageToDict(h.metadata) if h.HasField("metadata") else {}
-    return SearchHit(h.id, h.score, metadata, h.input, values)
+    return SearchHit(h.id, h.score, get_metadata(h.metadata), h.input, values)
 
 
 def item_dict(item: collections_pb2.Item) -> dict[str, Any]:
     return {
         "id": item.id,
         "vector": np.asarray(item.vector.values, dtype=np.float32) if item.HasField("vector") else None,
-        "metadata": json_format.MessageToDict(item.metadata),
+        "metadata": get_metadata(item.metadata),
         "input": item.input,
     }
 
@@ -353,6 +438,43 @@ def anomaly_scores(r: latent_pb2.AnomalyScoreResponse) -> list[dict[str, float]]
     return [
         {"negative_elbo": s.negative_elbo, "reconstruction_nll": s.reconstruction_nll, "kl": s.kl} for s in r.scores
     ]
+
+
+def _moment(message: Any, name: str) -> datetime | None:
+    return getattr(message, name).ToDatetime(tzinfo=UTC) if message.HasField(name) else None
+
+
+def operation(message: operations_pb2.Operation) -> Operation:
+    metadata = operations_pb2.OperationMetadata()
+    message.metadata.Unpack(metadata)
+    result = None
+    if message.HasField("response") and message.response.value:
+        result = collections_pb2.CollectionInfo()
+        message.response.Unpack(result)
+    return Operation(
+        name=message.name,
+        done=message.done,
+        kind=metadata.kind,
+        collection=metadata.collection,
+        stage=metadata.stage,
+        done_units=metadata.done_units,
+        total_units=metadata.total_units,
+        create_time=_moment(metadata, "create_time"),
+        update_time=_moment(metadata, "update_time"),
+        end_time=_moment(metadata, "end_time"),
+        cancel_requested=metadata.cancel_requested,
+        error=status_error(message.error) if message.HasField("error") else None,
+        result=result,
+    )
+
+
+def alias(message: collections_pb2.Alias) -> Alias:
+    return Alias(message.alias, message.collection, _moment(message, "update_time"))
+
+
+def server_info(message: server_pb2.GetServerInfoResponse) -> ServerInfo:
+    limits = {f.name: getattr(message.limits, f.name) for f in message.limits.DESCRIPTOR.fields}
+    return ServerInfo(message.server_version, message.api_version, _moment(message, "start_time"), limits)
 
 
 def projection(r: maps_pb2.ProjectResponse) -> Projection:

@@ -16,6 +16,7 @@ from embedsvc.client import _messages as m
 from embedsvc.client._calls import Calls, Stream, Unary
 from embedsvc.client.sync import CHANNEL_OPTIONS
 from embedsvc.client.types import (
+    Alias,
     AnalogyReport,
     ArithmeticResult,
     Clustering,
@@ -26,11 +27,15 @@ from embedsvc.client.types import (
     Hit,
     ImageLike,
     LatentLike,
+    Operation,
     Projection,
     Sampled,
     SearchHit,
+    ServerInfo,
     SpaceVector,
     TextEmbeddings,
+    UpsertStreamError,
+    UpsertStreamResult,
 )
 from embedsvc.v1 import arithmetic_pb2, collections_pb2, latent_pb2, maps_pb2, models_pb2
 
@@ -38,8 +43,8 @@ T = TypeVar("T")
 
 
 class AsyncClient:
-    """asyncio client: every method of `Client`, with the same parameters, as a coroutine (`export_items` is an async
-    iterator). `timeout` (seconds) applies to every call."""
+    """asyncio client: every method of `Client`, with the same parameters, as a coroutine (`export_items` returns an
+    async iterator). `timeout` (seconds) applies to every call."""
 
     def __init__(self, target: str = "localhost:50051", *, timeout: float | None = 60.0) -> None:
         self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
@@ -71,10 +76,25 @@ class AsyncClient:
     async def _collect(self, call: Stream[T]) -> list[T]:
         return [value async for value in self._stream(call)]
 
+    async def _all(self, page: Callable[[str], Unary[tuple[list[T], str]]]) -> list[T]:
+        """Every page of a listing."""
+        entries: list[T] = []
+        token = ""
+        while True:
+            found, token = await self._unary(page(token))
+            entries += found
+            if not token:
+                return entries
+
     # ---- models, health ------------------------------------------------------------------------------------------
 
-    async def list_models(self) -> list[models_pb2.ModelInfo]:
-        return await self._unary(self._calls.list_models())
+    async def list_models(self, *, page_size: int = 0) -> list[models_pb2.ModelInfo]:
+        """Every model, in configuration order (fetched `page_size` at a time; 0: the server's default)."""
+        return await self._all(lambda token: self._calls.list_models(page_size, token))
+
+    async def get_server_info(self) -> ServerInfo:
+        """The server's version, API version, start time and limits."""
+        return await self._unary(self._calls.get_server_info())
 
     async def get_model(self, name: str) -> models_pb2.ModelInfo:
         return await self._unary(self._calls.get_model(name))
@@ -138,10 +158,14 @@ class AsyncClient:
         normalize: bool = False,
         long_texts: str = "truncate",
         progress: Callable[[int], None] | None = None,
+        strict: bool = True,
     ) -> TextEmbeddings:
-        """Bulk embedding over one EmbedTextsStream call, batch_size texts per message; the vectors of all batches."""
+        """Bulk embedding over one EmbedTextsStream call, batch_size texts per message; the vectors of all batches.
+        A batch that fails does not stop the others: with `strict` its error is raised once the stream is done;
+        without, its rows are NaN and `errors` maps its batch index to the error."""
         call = self._calls.embed_texts_stream(model, texts, batch_size, normalize, long_texts, progress)
-        return m.joined_text_embeddings(await self._collect(call))
+        sizes = [len(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+        return m.joined_text_embeddings(await self._collect(call), sizes, strict=strict)
 
     # ---- images and latents --------------------------------------------------------------------------------------
 
@@ -205,8 +229,11 @@ class AsyncClient:
         }
         return await self._unary(self._calls.create_direction(model, name, examples, description, replace))
 
-    async def list_directions(self, model: str = "") -> list[latent_pb2.Direction]:
-        return await self._unary(self._calls.list_directions(model))
+    async def list_directions(
+        self, model: str = "", *, include_vectors: bool = False, page_size: int = 0
+    ) -> list[latent_pb2.Direction]:
+        """Stored directions (all, or one model's), by model then name; vectors only with include_vectors."""
+        return await self._all(lambda token: self._calls.list_directions(model, include_vectors, page_size, token))
 
     async def delete_direction(self, model: str, name: str) -> None:
         await self._unary(self._calls.delete_direction(model, name))
@@ -257,10 +284,14 @@ class AsyncClient:
         cluster_k: int = 0,
         annotate: bool = True,
         thumbnails: bool = False,
+        color_field: str = "",
     ) -> bytes:
-        """PNG bytes of the 2-D PCA map. color_by: "", "group", "cluster" or a collection metadata field."""
-        options = {"width": width, "height": height, "title": title, "color_by": color_by, "cluster_k": cluster_k}
-        return await self._unary(self._calls.plot(points, thumbnails, options | {"annotate": annotate}))
+        """PNG bytes of the 2-D PCA map. color_by: "" (one colour), "group" (the point set's groups), "cluster"
+        (Gaussian-mixture clusters, cluster_k of them or k by BIC), or the name of a collection's metadata field;
+        color_field names a metadata field whatever it is called ("group" and "cluster" too)."""
+        options = {"width": width, "height": height, "title": title}
+        color = (color_by, color_field, cluster_k)
+        return await self._unary(self._calls.plot(points, thumbnails, color, options | {"annotate": annotate}))
 
     # ---- collections ---------------------------------------------------------------------------------------------
 
@@ -281,14 +312,56 @@ class AsyncClient:
     async def get_collection(self, name: str) -> collections_pb2.CollectionInfo:
         return await self._unary(self._calls.get_collection(name))
 
-    async def list_collections(self) -> list[collections_pb2.CollectionInfo]:
-        return await self._unary(self._calls.list_collections())
+    async def list_collections(self, *, page_size: int = 0) -> list[collections_pb2.CollectionInfo]:
+        """Every collection, by name (fetched `page_size` at a time; 0: the server's default)."""
+        return await self._all(lambda token: self._calls.list_collections(page_size, token))
 
     async def delete_collection(self, name: str) -> None:
         await self._unary(self._calls.delete_collection(name))
 
-    async def rebuild(self, name: str) -> collections_pb2.CollectionInfo:
-        return await self._unary(self._calls.rebuild(name))
+    async def rebuild(self, name: str, *, wait: bool = False, timeout: float | None = None) -> Operation:
+        """Start rebuilding a collection's index (searches and writes go on meanwhile); returns the operation, or with
+        `wait` the finished one (raising its error if it failed)."""
+        operation = await self._unary(self._calls.rebuild(name))
+        return await self.wait_operation(operation.name, timeout=timeout) if wait else operation
+
+    async def get_operation(self, name: str) -> Operation:
+        return await self._unary(self._calls.get_operation(name))
+
+    async def list_operations(self, collection: str = "", *, page_size: int = 0) -> list[Operation]:
+        """Operations (all, or one collection's), newest first."""
+        return await self._all(lambda token: self._calls.list_operations(collection, page_size, token))
+
+    async def cancel_operation(self, name: str) -> Operation:
+        return await self._unary(self._calls.cancel_operation(name))
+
+    async def wait_operation(self, name: str, *, timeout: float | None = None, poll: float = 0.2) -> Operation:
+        """Poll until the operation is done; raise its error if it failed, TimeoutError after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            operation = await self.get_operation(name)
+            if operation.done:
+                if operation.error is not None:
+                    raise operation.error
+                return operation
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"operation {name} is still running after {timeout:.0f} s")
+            await asyncio.sleep(poll)
+
+    async def create_alias(self, alias: str, collection: str) -> Alias:
+        """Another name for a collection, usable wherever a collection is read or written."""
+        return await self._unary(self._calls.create_alias(alias, collection))
+
+    async def update_alias(self, alias: str, collection: str) -> tuple[Alias, str]:
+        """Point an alias at another collection, atomically; returns it and the collection it pointed at before."""
+        return await self._unary(self._calls.update_alias(alias, collection))
+
+    async def delete_alias(self, alias: str) -> None:
+        await self._unary(self._calls.delete_alias(alias))
+
+    async def list_aliases(self, collection: str = "", *, page_size: int = 0) -> list[Alias]:
+        """Aliases (all, or one collection's), by name."""
+        return await self._all(lambda token: self._calls.list_aliases(collection, page_size, token))
 
     async def upsert(
         self,
@@ -312,12 +385,21 @@ class AsyncClient:
         inputs: Sequence[str] | None = None,
         *,
         batch_size: int = 1000,
+        resume_from: int = 0,
         progress: Callable[[int], None] | None = None,
-    ) -> collections_pb2.UpsertStreamResponse:
-        """Bulk load over one stream, `batch_size` items a message; `progress(n)` is called as batches are sent."""
-        return await self._unary(
-            self._calls.upsert_stream(collection, ids, vectors, metadata, inputs, batch_size, progress)
-        )
+    ) -> UpsertStreamResult:
+        """Bulk load over one stream, `batch_size` items a message (batch b: items from b * batch_size on), each
+        acknowledged once durable; `progress(n)` is called with each acknowledged batch's item count. If the load
+        breaks, UpsertStreamError.next_batch says where to resume: call again with resume_from=next_batch (upserts
+        are idempotent, so a batch sent twice is stored once)."""
+        call = self._calls.upsert_stream(collection, ids, vectors, metadata, inputs, batch_size, resume_from, progress)
+        acks: list[collections_pb2.UpsertStreamResponse] = []
+        try:
+            async for ack in self._stream(call):
+                acks.append(ack)
+        except EmbedsvcClientError as exc:
+            raise UpsertStreamError(exc, acks[-1].sequence + 1 if acks else resume_from) from None
+        return m.upsert_stream_result(acks)
 
     async def delete_items(self, collection: str, ids: Sequence[str]) -> tuple[int, int]:
         """Returns (deleted, missing)."""
@@ -353,8 +435,24 @@ class AsyncClient:
             queries = list(queries)
         return await self._unary(self._calls.batch_search(collection, queries, options))
 
-    async def export_items(self, collection: str, *, batch_size: int = 1000) -> AsyncIterator[dict[str, Any]]:
-        """Every item, with its vector and metadata (`async for item in client.export_items(name)`)."""
-        async for items in self._stream(self._calls.export_items(collection, batch_size)):
-            for item in items:
-                yield item
+    def export_items(self, collection: str, *, batch_size: int = 1000, resume_token: str = "") -> AsyncExport:
+        """Every item, with its vector and metadata, in the order of their ids: `async for item in ...`. Its
+        `resume_token` (after the items already consumed) continues a broken export."""
+        return AsyncExport(self._stream(self._calls.export_items(collection, batch_size, resume_token)), resume_token)
+
+
+class AsyncExport(AsyncIterator[dict[str, Any]]):
+    """The items of an export, one at a time; `resume_token` resumes after the last message fully consumed."""
+
+    def __init__(self, batches: AsyncIterator[tuple[list[dict[str, Any]], str]], resume_token: str = "") -> None:
+        self._batches = batches
+        self._items: list[dict[str, Any]] = []
+        self._next_token = resume_token
+        self.resume_token = resume_token
+
+    async def __anext__(self) -> dict[str, Any]:
+        while not self._items:
+            self.resume_token = self._next_token  # every item of the previous message has been taken
+            items, self._next_token = await anext(self._batches)
+            self._items = list(reversed(items))
+        return self._items.pop()

@@ -13,6 +13,7 @@ import numpy as np
 from embedsvc.client import _messages as m
 from embedsvc.client._calls import Calls, Stream, Unary
 from embedsvc.client.types import (
+    Alias,
     AnalogyReport,
     ArithmeticResult,
     Clustering,
@@ -23,11 +24,15 @@ from embedsvc.client.types import (
     Hit,
     ImageLike,
     LatentLike,
+    Operation,
     Projection,
     Sampled,
     SearchHit,
+    ServerInfo,
     SpaceVector,
     TextEmbeddings,
+    UpsertStreamError,
+    UpsertStreamResult,
 )
 from embedsvc.v1 import arithmetic_pb2, collections_pb2, latent_pb2, maps_pb2, models_pb2
 
@@ -73,10 +78,25 @@ class Client:
         except grpc.RpcError as exc:
             raise m.error(exc) from None
 
+    def _all(self, page: Callable[[str], Unary[tuple[list[T], str]]]) -> list[T]:
+        """Every page of a listing."""
+        entries: list[T] = []
+        token = ""
+        while True:
+            found, token = self._unary(page(token))
+            entries += found
+            if not token:
+                return entries
+
     # ---- models, health ------------------------------------------------------------------------------------------
 
-    def list_models(self) -> list[models_pb2.ModelInfo]:
-        return self._unary(self._calls.list_models())
+    def list_models(self, *, page_size: int = 0) -> list[models_pb2.ModelInfo]:
+        """Every model, in configuration order (fetched `page_size` at a time; 0: the server's default)."""
+        return self._all(lambda token: self._calls.list_models(page_size, token))
+
+    def get_server_info(self) -> ServerInfo:
+        """The server's version, API version, start time and limits."""
+        return self._unary(self._calls.get_server_info())
 
     def get_model(self, name: str) -> models_pb2.ModelInfo:
         return self._unary(self._calls.get_model(name))
@@ -140,10 +160,14 @@ class Client:
         normalize: bool = False,
         long_texts: str = "truncate",
         progress: Callable[[int], None] | None = None,
+        strict: bool = True,
     ) -> TextEmbeddings:
-        """Bulk embedding over one EmbedTextsStream call, batch_size texts per message; the vectors of all batches."""
+        """Bulk embedding over one EmbedTextsStream call, batch_size texts per message; the vectors of all batches.
+        A batch that fails does not stop the others: with `strict` its error is raised once the stream is done;
+        without, its rows are NaN and `errors` maps its batch index to the error."""
         call = self._calls.embed_texts_stream(model, texts, batch_size, normalize, long_texts, progress)
-        return m.joined_text_embeddings(list(self._stream(call)))
+        sizes = [len(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+        return m.joined_text_embeddings(list(self._stream(call)), sizes, strict=strict)
 
     # ---- images and latents --------------------------------------------------------------------------------------
 
@@ -207,8 +231,11 @@ class Client:
         }
         return self._unary(self._calls.create_direction(model, name, examples, description, replace))
 
-    def list_directions(self, model: str = "") -> list[latent_pb2.Direction]:
-        return self._unary(self._calls.list_directions(model))
+    def list_directions(
+        self, model: str = "", *, include_vectors: bool = False, page_size: int = 0
+    ) -> list[latent_pb2.Direction]:
+        """Stored directions (all, or one model's), by model then name; vectors only with include_vectors."""
+        return self._all(lambda token: self._calls.list_directions(model, include_vectors, page_size, token))
 
     def delete_direction(self, model: str, name: str) -> None:
         self._unary(self._calls.delete_direction(model, name))
@@ -259,10 +286,14 @@ class Client:
         cluster_k: int = 0,
         annotate: bool = True,
         thumbnails: bool = False,
+        color_field: str = "",
     ) -> bytes:
-        """PNG bytes of the 2-D PCA map. color_by: "", "group", "cluster" or a collection metadata field."""
-        options = {"width": width, "height": height, "title": title, "color_by": color_by, "cluster_k": cluster_k}
-        return self._unary(self._calls.plot(points, thumbnails, options | {"annotate": annotate}))
+        """PNG bytes of the 2-D PCA map. color_by: "" (one colour), "group" (the point set's groups), "cluster"
+        (Gaussian-mixture clusters, cluster_k of them or k by BIC), or the name of a collection's metadata field;
+        color_field names a metadata field whatever it is called ("group" and "cluster" too)."""
+        options = {"width": width, "height": height, "title": title}
+        color = (color_by, color_field, cluster_k)
+        return self._unary(self._calls.plot(points, thumbnails, color, options | {"annotate": annotate}))
 
     # ---- collections ---------------------------------------------------------------------------------------------
 
@@ -283,14 +314,56 @@ class Client:
     def get_collection(self, name: str) -> collections_pb2.CollectionInfo:
         return self._unary(self._calls.get_collection(name))
 
-    def list_collections(self) -> list[collections_pb2.CollectionInfo]:
-        return self._unary(self._calls.list_collections())
+    def list_collections(self, *, page_size: int = 0) -> list[collections_pb2.CollectionInfo]:
+        """Every collection, by name (fetched `page_size` at a time; 0: the server's default)."""
+        return self._all(lambda token: self._calls.list_collections(page_size, token))
 
     def delete_collection(self, name: str) -> None:
         self._unary(self._calls.delete_collection(name))
 
-    def rebuild(self, name: str) -> collections_pb2.CollectionInfo:
-        return self._unary(self._calls.rebuild(name))
+    def rebuild(self, name: str, *, wait: bool = False, timeout: float | None = None) -> Operation:
+        """Start rebuilding a collection's index (searches and writes go on meanwhile); returns the operation, or with
+        `wait` the finished one (raising its error if it failed)."""
+        operation = self._unary(self._calls.rebuild(name))
+        return self.wait_operation(operation.name, timeout=timeout) if wait else operation
+
+    def get_operation(self, name: str) -> Operation:
+        return self._unary(self._calls.get_operation(name))
+
+    def list_operations(self, collection: str = "", *, page_size: int = 0) -> list[Operation]:
+        """Operations (all, or one collection's), newest first."""
+        return self._all(lambda token: self._calls.list_operations(collection, page_size, token))
+
+    def cancel_operation(self, name: str) -> Operation:
+        return self._unary(self._calls.cancel_operation(name))
+
+    def wait_operation(self, name: str, *, timeout: float | None = None, poll: float = 0.2) -> Operation:
+        """Poll until the operation is done; raise its error if it failed, TimeoutError after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            operation = self.get_operation(name)
+            if operation.done:
+                if operation.error is not None:
+                    raise operation.error
+                return operation
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"operation {name} is still running after {timeout:.0f} s")
+            time.sleep(poll)
+
+    def create_alias(self, alias: str, collection: str) -> Alias:
+        """Another name for a collection, usable wherever a collection is read or written."""
+        return self._unary(self._calls.create_alias(alias, collection))
+
+    def update_alias(self, alias: str, collection: str) -> tuple[Alias, str]:
+        """Point an alias at another collection, atomically; returns it and the collection it pointed at before."""
+        return self._unary(self._calls.update_alias(alias, collection))
+
+    def delete_alias(self, alias: str) -> None:
+        self._unary(self._calls.delete_alias(alias))
+
+    def list_aliases(self, collection: str = "", *, page_size: int = 0) -> list[Alias]:
+        """Aliases (all, or one collection's), by name."""
+        return self._all(lambda token: self._calls.list_aliases(collection, page_size, token))
 
     def upsert(
         self,
@@ -314,10 +387,20 @@ class Client:
         inputs: Sequence[str] | None = None,
         *,
         batch_size: int = 1000,
+        resume_from: int = 0,
         progress: Callable[[int], None] | None = None,
-    ) -> collections_pb2.UpsertStreamResponse:
-        """Bulk load over one stream, `batch_size` items a message; `progress(n)` is called as batches are sent."""
-        return self._unary(self._calls.upsert_stream(collection, ids, vectors, metadata, inputs, batch_size, progress))
+    ) -> UpsertStreamResult:
+        """Bulk load over one stream, `batch_size` items a message (batch b: items from b * batch_size on), each
+        acknowledged once durable; `progress(n)` is called with each acknowledged batch's item count. If the load
+        breaks, UpsertStreamError.next_batch says where to resume: call again with resume_from=next_batch (upserts
+        are idempotent, so a batch sent twice is stored once)."""
+        call = self._calls.upsert_stream(collection, ids, vectors, metadata, inputs, batch_size, resume_from, progress)
+        acks: list[collections_pb2.UpsertStreamResponse] = []
+        try:
+            acks.extend(self._stream(call))
+        except EmbedsvcClientError as exc:
+            raise UpsertStreamError(exc, acks[-1].sequence + 1 if acks else resume_from) from None
+        return m.upsert_stream_result(acks)
 
     def delete_items(self, collection: str, ids: Sequence[str]) -> tuple[int, int]:
         """Returns (deleted, missing)."""
@@ -353,7 +436,26 @@ class Client:
             queries = list(queries)
         return self._unary(self._calls.batch_search(collection, queries, options))
 
-    def export_items(self, collection: str, *, batch_size: int = 1000) -> Iterator[dict[str, Any]]:
-        """Every item, with its vector and metadata."""
-        for items in self._stream(self._calls.export_items(collection, batch_size)):
-            yield from items
+    def export_items(self, collection: str, *, batch_size: int = 1000, resume_token: str = "") -> Export:
+        """Every item, with its vector and metadata, in the order of their ids. The iterator's `resume_token` (after
+        the items already consumed) continues a broken export: export_items(name, resume_token=it.resume_token)."""
+        return Export(self._stream(self._calls.export_items(collection, batch_size, resume_token)), resume_token)
+
+
+class Export(Iterator[dict[str, Any]]):
+    """The items of an export, one at a time; `resume_token` resumes after the last message fully consumed."""
+
+    def __init__(self, batches: Iterator[tuple[list[dict[str, Any]], str]], resume_token: str = "") -> None:
+        self._batches = batches
+        self._items: Iterator[dict[str, Any]] = iter(())
+        self._next_token = resume_token
+        self.resume_token = resume_token
+
+    def __next__(self) -> dict[str, Any]:
+        while True:
+            item = next(self._items, None)
+            if item is not None:
+                return item
+            self.resume_token = self._next_token  # every item of the previous message has been taken
+            items, self._next_token = next(self._batches)
+            self._items = iter(items)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,8 @@ class TextEmbeddings(Embeddings):
     truncated: list[int] = field(default_factory=list)
     token_counts: list[int] = field(default_factory=list)
     max_seq_length: int = 0
+    # embed_texts_stream(strict=False): the batches that failed, by batch index (their rows are NaN).
+    errors: dict[int, EmbedsvcClientError] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -176,3 +179,60 @@ class Clustering:
     bic: dict[int, float]
     labels: list[str]
     mean_log_likelihood: float
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A long-running operation (a Rebuild): its progress, and once done its error or its result."""
+
+    name: str
+    done: bool
+    kind: str
+    collection: str
+    stage: str
+    done_units: int
+    total_units: int
+    create_time: datetime | None
+    update_time: datetime | None
+    end_time: datetime | None
+    cancel_requested: bool
+    # Set when done and failed: the error the operation ended with (CANCELLED, INTERRUPTED, ...).
+    error: EmbedsvcClientError | None = None
+    # Set when done and successful (for a rebuild: the collection's description).
+    result: Any = None
+
+
+@dataclass(frozen=True)
+class Alias:
+    alias: str
+    collection: str
+    update_time: datetime | None
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    server_version: str
+    api_version: str
+    start_time: datetime | None
+    # Every limit of the server's configuration, by name (the README's [limits] table).
+    limits: dict[str, int]
+
+
+@dataclass(frozen=True)
+class UpsertStreamResult:
+    """What an UpsertStream wrote: items, batches, and the collection's count after the last batch."""
+
+    upserted: int
+    batches: int
+    count: int
+
+
+class UpsertStreamError(EmbedsvcClientError):
+    """A bulk load that stopped: every batch before `next_batch` is durable; resume with resume_from=next_batch."""
+
+    def __init__(self, cause: EmbedsvcClientError, next_batch: int) -> None:
+        super().__init__(cause.code, cause.message, cause.reason, cause.metadata)
+        self.next_batch = next_batch
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}; batches before {self.next_batch} are durable (resume_from={self.next_batch})"

@@ -95,6 +95,8 @@ class CollectionConfig:
     model: str = ""
     model_version: str = ""
     space: str = ""
+    # Seconds since the epoch (UTC); 0 in collections made before it was recorded (then the config file's mtime).
+    created_at: float = 0.0
 
     def to_json(self) -> bytes:
         data = asdict(self)

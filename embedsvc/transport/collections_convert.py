@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import timestamp_pb2
 
+from embedsvc.core.collections.aliases import Alias
 from embedsvc.core.collections.service import CollectionInfo, ItemIn, PackedQueries, QueryIn, SearchOptions
 from embedsvc.errors import EmbedsvcError, Reason, invalid
 from embedsvc.index.types import Hit, IndexKind, IndexParams, Metric, StoredItem
 from embedsvc.settings import Limits
 from embedsvc.transport import convert, images_convert
-from embedsvc.v1 import collections_pb2
+from embedsvc.v1 import collections_pb2, common_pb2
 
 METRICS: dict[int, Metric] = {
     collections_pb2.METRIC_COSINE: Metric.COSINE,
@@ -32,6 +34,7 @@ _KIND_MESSAGES: dict[IndexKind, Any] = {v: k for k, v in KINDS.items() if k != c
 _STATES = {
     "recovering": collections_pb2.COLLECTION_STATE_RECOVERING,
     "ready": collections_pb2.COLLECTION_STATE_READY,
+    "rebuilding": collections_pb2.COLLECTION_STATE_REBUILDING,
     "data_loss": collections_pb2.COLLECTION_STATE_DATA_LOSS,
 }
 
@@ -69,6 +72,14 @@ def index_spec(params: IndexParams) -> collections_pb2.IndexSpec:
     )
 
 
+def timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if moment is None:
+        return None
+    message = timestamp_pb2.Timestamp()
+    message.FromDatetime(moment)
+    return message
+
+
 def info_message(info: CollectionInfo) -> collections_pb2.CollectionInfo:
     c = info.config
     return collections_pb2.CollectionInfo(
@@ -86,14 +97,61 @@ def info_message(info: CollectionInfo) -> collections_pb2.CollectionInfo:
         state=_STATES[info.state],
         error=info.error,
         tombstones=info.tombstones,
+        create_time=timestamp(info.create_time),
+        aliases=info.aliases,
     )
 
 
-def _struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
-    message = struct_pb2.Struct()
-    if value:
-        message.update(value)
-    return message
+def alias_message(alias: Alias) -> collections_pb2.Alias:
+    return collections_pb2.Alias(
+        alias=alias.alias, collection=alias.collection, update_time=timestamp(alias.update_time)
+    )
+
+
+def _value(message: common_pb2.MetadataValue, field: str, *, in_list: bool = False) -> Any:
+    which = message.WhichOneof("kind")
+    if which == "string_value":
+        return message.string_value
+    if which == "int_value":
+        return message.int_value
+    if which == "double_value":
+        return message.double_value  # NaN and infinities are refused with the other checks, in the domain
+    if which == "bool_value":
+        return message.bool_value
+    if which == "timestamp_value":
+        return message.timestamp_value.ToDatetime(tzinfo=UTC)
+    if which == "list_value" and not in_list:
+        return [_value(v, f"{field}[{i}]", in_list=True) for i, v in enumerate(message.list_value.values)]
+    problem = "a list inside a list" if which == "list_value" else "a value with no kind set"
+    raise EmbedsvcError(Reason.INVALID_METADATA, f"metadata: {problem}", field=field)
+
+
+def metadata_dict(fields: Any, field: str) -> dict[str, Any]:
+    """A request's metadata map as the domain's dict of typed values."""
+    return {key: _value(value, f"{field}.{key}") for key, value in fields.items()}
+
+
+def _set_value(message: common_pb2.MetadataValue, value: Any) -> None:
+    if isinstance(value, bool):  # before int: bool is an int in Python
+        message.bool_value = value
+    elif isinstance(value, int):
+        message.int_value = value
+    elif isinstance(value, float):
+        message.double_value = value
+    elif isinstance(value, str):
+        message.string_value = value
+    elif isinstance(value, datetime):
+        message.timestamp_value.FromDatetime(value)
+    else:
+        elements = message.list_value.values
+        for element in value:
+            _set_value(elements.add(), element)
+
+
+def add_metadata(fields: Any, metadata: dict[str, Any]) -> None:
+    """Fill a response's metadata map from stored metadata."""
+    for key, value in metadata.items():
+        _set_value(fields[key], value)
 
 
 def _packed(data: bytes, count: int) -> np.ndarray:
@@ -122,7 +180,7 @@ def items(messages: Any, packed: bytes = b"") -> list[ItemIn]:
                 id=m.id,
                 vector=vector,
                 input=m.input,
-                metadata=json_format.MessageToDict(m.metadata) if m.HasField("metadata") else None,
+                metadata=metadata_dict(m.metadata, f"items[{n}].metadata") if m.metadata else None,
                 space=m.vector.space if has_vector else "",
                 image=images_convert.image(m.image, f"items[{n}].image") if m.HasField("image") else None,
             )
@@ -131,7 +189,8 @@ def items(messages: Any, packed: bytes = b"") -> list[ItemIn]:
 
 
 def item_message(item: StoredItem, space: str, *, with_vector: bool) -> collections_pb2.Item:
-    message = collections_pb2.Item(id=item.id, input=item.input, metadata=_struct(item.metadata))
+    message = collections_pb2.Item(id=item.id, input=item.input)
+    add_metadata(message.metadata, item.metadata)
     if with_vector:
         message.vector.CopyFrom(convert.vector_message(item.vector, space))
     return message
@@ -184,7 +243,7 @@ def add_hits(container: Any, hits: Sequence[Hit], space: str) -> None:
     """Append SearchHit messages to a repeated field (`add` in place is about twice as fast as building lists)."""
     for hit in hits:
         message = container.add(id=hit.id, score=hit.score, input=hit.input)
-        if hit.metadata is not None:
-            message.metadata.CopyFrom(_struct(hit.metadata))
+        if hit.metadata:
+            add_metadata(message.metadata, hit.metadata)
         if hit.vector is not None:
             message.vector.CopyFrom(convert.vector_message(np.asarray(hit.vector), space))

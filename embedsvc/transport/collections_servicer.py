@@ -1,4 +1,4 @@
-"""CollectionService: durable collections of vectors, searched with FAISS."""
+"""CollectionService: durable collections of vectors, searched with FAISS; aliases; rebuilds as operations."""
 
 from __future__ import annotations
 
@@ -6,21 +6,23 @@ from collections.abc import Iterator
 
 import grpc
 
-from embedsvc.core.collections.service import Collections
+from embedsvc.core.collections.admin import CollectionAdmin
 from embedsvc.errors import EmbedsvcError, Reason, missing
 from embedsvc.transport import collections_convert as cc
 from embedsvc.transport import convert
+from embedsvc.transport.operations_servicer import operation_message
 from embedsvc.v1 import collections_pb2, collections_pb2_grpc
 
 
 class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
-    def __init__(self, collections: Collections) -> None:
-        self._c = collections
+    def __init__(self, admin: CollectionAdmin) -> None:
+        self._admin = admin
+        self._c = admin.collections
 
     def CreateCollection(
         self, request: collections_pb2.CreateCollectionRequest, context: grpc.ServicerContext
     ) -> collections_pb2.CreateCollectionResponse:
-        info = self._c.create(
+        info = self._admin.create(
             request.name, request.dimension, cc.metric(request.metric), cc.index_params(request.index), request.model
         )
         return collections_pb2.CreateCollectionResponse(collection=cc.info_message(info))
@@ -33,12 +35,15 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
     def ListCollections(
         self, request: collections_pb2.ListCollectionsRequest, context: grpc.ServicerContext
     ) -> collections_pb2.ListCollectionsResponse:
-        return collections_pb2.ListCollectionsResponse(collections=[cc.info_message(i) for i in self._c.list_all()])
+        page = self._admin.list_page(request.page_size, request.page_token)
+        return collections_pb2.ListCollectionsResponse(
+            collections=[cc.info_message(i) for i in page.entries], next_page_token=page.next_page_token
+        )
 
     def DeleteCollection(
         self, request: collections_pb2.DeleteCollectionRequest, context: grpc.ServicerContext
     ) -> collections_pb2.DeleteCollectionResponse:
-        self._c.delete(request.name)
+        self._admin.delete(request.name)
         return collections_pb2.DeleteCollectionResponse()
 
     def Upsert(
@@ -50,25 +55,31 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
 
     def UpsertStream(
         self, request_iterator: Iterator[collections_pb2.UpsertStreamRequest], context: grpc.ServicerContext
-    ) -> collections_pb2.UpsertStreamResponse:
+    ) -> Iterator[collections_pb2.UpsertStreamResponse]:
         name = None
-        upserted = batches = count = 0
+        total = 0
         control = convert.call_control(context)
-        for request in request_iterator:
-            if not request.collection:
-                raise missing("collection", "the collection name")
-            if name is not None and request.collection != name:
-                raise EmbedsvcError(
-                    Reason.INVALID_VALUE,
-                    f"every message of the stream must name collection '{name}'; message {batches} names "
-                    f"'{request.collection}' (the {batches} messages before it are written)",
-                    field="collection",
-                )
-            name = request.collection
-            n, count = self._c.upsert(name, cc.items(request.items, request.packed_vectors), control)
-            upserted += n
-            batches += 1
-        return collections_pb2.UpsertStreamResponse(upserted=upserted, batches=batches, count=count)
+        for position, request in enumerate(request_iterator):
+            sequence = request.sequence or position
+            try:
+                if not request.collection:
+                    raise missing("collection", "the collection name")
+                if name is not None and request.collection != name:
+                    raise EmbedsvcError(
+                        Reason.INVALID_VALUE,
+                        f"every message of the stream must name collection '{name}'; this one names "
+                        f"'{request.collection}'",
+                        field="collection",
+                    )
+                name = request.collection
+                upserted, count = self._c.upsert(name, cc.items(request.items, request.packed_vectors), control)
+            except EmbedsvcError as exc:
+                exc.metadata["sequence"] = str(sequence)  # the batches acknowledged before it are durable
+                raise
+            total += upserted
+            yield collections_pb2.UpsertStreamResponse(
+                sequence=sequence, upserted=upserted, count=count, stream_upserted=total
+            )
 
     def DeleteItems(
         self, request: collections_pb2.DeleteItemsRequest, context: grpc.ServicerContext
@@ -80,7 +91,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
         self, request: collections_pb2.GetItemsRequest, context: grpc.ServicerContext
     ) -> collections_pb2.GetItemsResponse:
         found, absent = self._c.get_items(request.collection, list(request.ids), with_vectors=request.include_vectors)
-        space = self._c.info(request.collection).config.space
+        space = self._c.config(request.collection).space
         return collections_pb2.GetItemsResponse(
             items=[cc.item_message(i, space, with_vector=request.include_vectors) for i in found], missing_ids=absent
         )
@@ -122,14 +133,41 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
     def Rebuild(
         self, request: collections_pb2.RebuildRequest, context: grpc.ServicerContext
     ) -> collections_pb2.RebuildResponse:
-        return collections_pb2.RebuildResponse(collection=cc.info_message(self._c.rebuild(request.name)))
+        operation = self._admin.rebuild(request.name)
+        return collections_pb2.RebuildResponse(operation=operation_message(operation, self._admin))
 
     def ExportItems(
         self, request: collections_pb2.ExportItemsRequest, context: grpc.ServicerContext
     ) -> Iterator[collections_pb2.ExportItemsResponse]:
-        batches = self._c.export(request.collection, request.batch_size)
-        space = self._c.info(request.collection).config.space
-        for batch in batches:
+        batches = self._c.export(request.collection, request.batch_size, request.page_token)
+        space = self._c.config(request.collection).space
+        for batch, token in batches:
             yield collections_pb2.ExportItemsResponse(
-                items=[cc.item_message(i, space, with_vector=True) for i in batch]
+                items=[cc.item_message(i, space, with_vector=True) for i in batch], next_page_token=token
             )
+
+    def CreateAlias(
+        self, request: collections_pb2.CreateAliasRequest, context: grpc.ServicerContext
+    ) -> collections_pb2.CreateAliasResponse:
+        alias = self._admin.create_alias(request.alias, request.collection)
+        return collections_pb2.CreateAliasResponse(alias=cc.alias_message(alias))
+
+    def UpdateAlias(
+        self, request: collections_pb2.UpdateAliasRequest, context: grpc.ServicerContext
+    ) -> collections_pb2.UpdateAliasResponse:
+        alias, previous = self._admin.update_alias(request.alias, request.collection)
+        return collections_pb2.UpdateAliasResponse(alias=cc.alias_message(alias), previous_collection=previous)
+
+    def DeleteAlias(
+        self, request: collections_pb2.DeleteAliasRequest, context: grpc.ServicerContext
+    ) -> collections_pb2.DeleteAliasResponse:
+        self._admin.delete_alias(request.alias)
+        return collections_pb2.DeleteAliasResponse()
+
+    def ListAliases(
+        self, request: collections_pb2.ListAliasesRequest, context: grpc.ServicerContext
+    ) -> collections_pb2.ListAliasesResponse:
+        page = self._admin.list_aliases(request.page_size, request.page_token, request.collection)
+        return collections_pb2.ListAliasesResponse(
+            aliases=[cc.alias_message(a) for a in page.entries], next_page_token=page.next_page_token
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 import numpy as np
 
@@ -61,17 +62,19 @@ def generated(result: Generated, space: str) -> list[latent_pb2.GeneratedImage]:
     ]
 
 
-def direction_message(d: Direction, space: str) -> latent_pb2.Direction:
-    return latent_pb2.Direction(
+def direction_message(d: Direction, space: str, *, with_vector: bool = True) -> latent_pb2.Direction:
+    message = latent_pb2.Direction(
         name=d.name,
         model=d.model,
         model_version=d.model_version,
-        vector=common_pb2.Vector(values=list(d.vector), space=space),
         from_label=d.from_label,
         to_label=d.to_label,
         from_count=d.from_count,
         to_count=d.to_count,
         norm=d.norm,
         description=d.description,
-        created_at=d.created_at,
     )
+    message.create_time.FromDatetime(datetime.fromisoformat(d.created_at.replace("Z", "+00:00")))
+    if with_vector:
+        message.vector.CopyFrom(common_pb2.Vector(values=list(d.vector), space=space))
+    return message

@@ -113,13 +113,14 @@ class LatentServicer(latent_pb2_grpc.LatentServiceServicer):
     def ListDirections(
         self, request: latent_pb2.ListDirectionsRequest, context: grpc.ServicerContext
     ) -> latent_pb2.ListDirectionsResponse:
-        if request.model:
-            self._latents.registry.vae(request.model)  # MODEL_NOT_FOUND / MODEL_KIND_MISMATCH for a wrong name
+        page = self._latents.list_directions(request.model, request.page_size, request.page_token)
         spaces = {i.name: i.space for i in self._latents.registry.infos()}
         return latent_pb2.ListDirectionsResponse(
             directions=[
-                ic.direction_message(d, spaces.get(d.model, "")) for d in self._latents.directions.list(request.model)
-            ]
+                ic.direction_message(d, spaces.get(d.model, ""), with_vector=request.include_vectors)
+                for d in page.entries
+            ],
+            next_page_token=page.next_page_token,
         )
 
     def DeleteDirection(

@@ -26,6 +26,14 @@ _COVARIANCES = {
 }
 
 
+_COLORS = {
+    "": plots.ColorBy.NOTHING,
+    "by_group": plots.ColorBy.GROUP,
+    "by_cluster": plots.ColorBy.CLUSTER,
+    "by_metadata_field": plots.ColorBy.FIELD,
+}
+
+
 def point_set(message: maps_pb2.PointSet, present: bool, field: str) -> maps.PointSetIn | None:
     if not present:
         return None
@@ -117,8 +125,9 @@ class MapServicer(maps_pb2_grpc.MapServiceServicer):
             width=request.width or 800,
             height=request.height or 600,
             title=request.title,
-            color_by=request.color_by,
-            cluster_k=request.cluster_k,
+            color_by=_COLORS[request.WhichOneof("color") or ""],
+            color_field=request.by_metadata_field,
+            cluster_k=request.by_cluster.k,
             annotate=request.annotate if request.HasField("annotate") else True,
             thumbnails=request.style == maps_pb2.PLOT_STYLE_THUMBNAILS,
         )

@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import grpc
 
+from embedsvc.core.paging import PageTokens, page_size
 from embedsvc.core.registry import ModelRegistry
+from embedsvc.settings import Limits
 from embedsvc.transport import convert
 from embedsvc.v1 import models_pb2, models_pb2_grpc
 
 
 class ModelServicer(models_pb2_grpc.ModelServiceServicer):
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, tokens: PageTokens, limits: Limits) -> None:
         self._registry = registry
+        self._tokens = tokens
+        self._limits = limits
 
     def ListModels(
         self, request: models_pb2.ListModelsRequest, context: grpc.ServicerContext
     ) -> models_pb2.ListModelsResponse:
-        return models_pb2.ListModelsResponse(models=[convert.model_info_message(i) for i in self._registry.infos()])
+        page = self._tokens.page(
+            self._registry.infos(),
+            lambda info: info.name,
+            listing="models",
+            token=request.page_token,
+            size=page_size(request.page_size, self._limits.max_page_size),
+        )
+        return models_pb2.ListModelsResponse(
+            models=[convert.model_info_message(i) for i in page.entries], next_page_token=page.next_page_token
+        )
 
     def GetModel(
         self, request: models_pb2.GetModelRequest, context: grpc.ServicerContext

@@ -9,15 +9,20 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent import futures
+from datetime import UTC, datetime
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from embedsvc.core.collections.admin import CollectionAdmin
+from embedsvc.core.collections.aliases import AliasStore
 from embedsvc.core.collections.service import Collections
 from embedsvc.core.images.directions import DirectionStore
 from embedsvc.core.images.latents import Latents
 from embedsvc.core.maps.projection import Maps
+from embedsvc.core.operations import OperationStore
+from embedsvc.core.paging import PageTokens
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.index.exact import configure_faiss
 from embedsvc.index.faiss.store import CollectionStore
@@ -28,6 +33,8 @@ from embedsvc.transport.interceptors import ErrorInterceptor
 from embedsvc.transport.latent_servicer import ImageServicer, LatentServicer
 from embedsvc.transport.maps_servicer import MapServicer
 from embedsvc.transport.models_servicer import ModelServicer
+from embedsvc.transport.operations_servicer import OperationServicer
+from embedsvc.transport.server_servicer import ServerServicer
 from embedsvc.transport.text_servicer import TextServicer
 from embedsvc.transport.words_servicer import WordServicer
 from embedsvc.v1 import (
@@ -43,6 +50,10 @@ from embedsvc.v1 import (
     maps_pb2_grpc,
     models_pb2,
     models_pb2_grpc,
+    operations_pb2,
+    operations_pb2_grpc,
+    server_pb2,
+    server_pb2_grpc,
     text_pb2,
     text_pb2_grpc,
     words_pb2,
@@ -59,6 +70,10 @@ TEXT_SERVICE = text_pb2.DESCRIPTOR.services_by_name["TextService"].full_name
 IMAGE_SERVICE = images_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name
 LATENT_SERVICE = latent_pb2.DESCRIPTOR.services_by_name["LatentService"].full_name
 MAP_SERVICE = maps_pb2.DESCRIPTOR.services_by_name["MapService"].full_name
+SERVER_SERVICE = server_pb2.DESCRIPTOR.services_by_name["ServerService"].full_name
+OPERATION_SERVICE = operations_pb2.DESCRIPTOR.services_by_name["OperationService"].full_name
+# Services that answer from the start, while models load.
+ALWAYS_SERVING = (MODEL_SERVICE, SERVER_SERVICE, OPERATION_SERVICE)
 # Services that answer only once models are loaded and warmed up and collections recovered; "" is the whole server.
 MODEL_BOUND_SERVICES = (
     WORD_SERVICE,
@@ -99,26 +114,35 @@ class Server:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.registry), self._grpc)
+        self.tokens = PageTokens.in_data_dir(settings.data_dir)
+        self.operations = OperationStore(settings.data_dir / "operations")
+        self.aliases = AliasStore(settings.data_dir)
+        models_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(self.registry, self.tokens, limits), self._grpc
+        )
+        server_pb2_grpc.add_ServerServiceServicer_to_server(ServerServicer(limits, datetime.now(UTC)), self._grpc)
         words_pb2_grpc.add_WordServiceServicer_to_server(WordServicer(self.registry, limits), self._grpc)
         arithmetic_pb2_grpc.add_ArithmeticServiceServicer_to_server(
             ArithmeticServicer(self.registry, limits), self._grpc
         )
         text_pb2_grpc.add_TextServiceServicer_to_server(TextServicer(self.registry, limits), self._grpc)
         self.directions = DirectionStore(settings.data_dir / "directions")
-        latents = Latents(self.registry, self.directions, limits)
-        collections = Collections(self.store, self.registry, limits, latents)
-        collections_pb2_grpc.add_CollectionServiceServicer_to_server(CollectionServicer(collections), self._grpc)
+        latents = Latents(self.registry, self.directions, limits, self.tokens)
+        collections = Collections(self.store, self.registry, limits, latents, aliases=self.aliases, tokens=self.tokens)
+        admin = CollectionAdmin(collections, self.aliases, self.operations)
+        collections_pb2_grpc.add_CollectionServiceServicer_to_server(CollectionServicer(admin), self._grpc)
+        operations_pb2_grpc.add_OperationServiceServicer_to_server(OperationServicer(admin), self._grpc)
         maps_pb2_grpc.add_MapServiceServicer_to_server(MapServicer(Maps(latents, collections, limits)), self._grpc)
         latent_pb2_grpc.add_LatentServiceServicer_to_server(LatentServicer(latents), self._grpc)
         images_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(latents), self._grpc)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
-        self.health.set(MODEL_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        for name in ALWAYS_SERVING:
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         for name in MODEL_BOUND_SERVICES:
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         if settings.reflection:
-            services = (MODEL_SERVICE, *(name for name in MODEL_BOUND_SERVICES if name))
+            services = (*ALWAYS_SERVING, *(name for name in MODEL_BOUND_SERVICES if name))
             names = (*services, health.SERVICE_NAME, reflection.SERVICE_NAME)
             reflection.enable_server_reflection(names, self._grpc)
         address = f"{settings.host}:{settings.port}"
@@ -165,6 +189,7 @@ class Server:
         grace = self.settings.grace_period_s if grace is None else grace
         self._grpc.stop(grace).wait()
         self.registry.close()
+        self.operations.close()  # running operations stop and are recorded INTERRUPTED
         self.store.close_all(checkpoint=self.load_error is None)
         log.info("stopped")
         self.stopped.set()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from embedsvc.errors import EmbedsvcError, Reason
 
-DOMAIN = "embedsvc.v1"
+# The ErrorInfo domain: the service, not the API version (a reason means the same in every version).
+DOMAIN = "embedsvc"
 
 # Why: bad input is INVALID_ARGUMENT (including over-limit requests: AIP-193 keeps RESOURCE_EXHAUSTED for quota and
 # overload); a missing model is NOT_FOUND; a model still loading is UNAVAILABLE because retrying soon succeeds.
@@ -47,6 +48,21 @@ STATUS_CODES: dict[Reason, grpc.StatusCode] = {
     Reason.UNSUPPORTED_IMAGE_FORMAT: grpc.StatusCode.INVALID_ARGUMENT,
     Reason.DIRECTION_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     Reason.DIRECTION_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    Reason.INVALID_PAGE_TOKEN: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.MODEL_VERSION_CHANGED: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.ALIAS_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Reason.ALIAS_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    Reason.COLLECTION_HAS_ALIASES: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.OPERATION_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Reason.INTERRUPTED: grpc.StatusCode.ABORTED,
+}
+
+# Reasons a caller should retry after a pause, and the pause (seconds) sent as google.rpc.RetryInfo.
+RETRY_AFTER: dict[Reason, float] = {
+    Reason.MODEL_NOT_READY: 1.0,
+    Reason.COLLECTION_NOT_READY: 1.0,
+    Reason.OVERLOADED: 0.1,
+    Reason.STORAGE_ERROR: 1.0,
 }
 
 INTERNAL_MESSAGE = "internal error; the server log has the details"
@@ -68,6 +84,11 @@ def to_status(error: EmbedsvcError) -> status_pb2.Status:
     if error.field:
         violation = error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)
         details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
+    delay = RETRY_AFTER.get(error.reason)
+    if delay is not None:
+        pause = duration_pb2.Duration()
+        pause.FromNanoseconds(int(delay * 1e9))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=pause)))
     return status_pb2.Status(code=code.value[0], message=error.message, details=details)
 
 

@@ -9,11 +9,15 @@ import grpc
 from embedsvc.core.control import CallControl
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.core.texts import embedding as texts
-from embedsvc.errors import missing
+from embedsvc.errors import EmbedsvcError, Reason, missing
 from embedsvc.settings import Limits
 from embedsvc.transport import convert
 from embedsvc.transport.convert import call_control
+from embedsvc.transport.status import to_status
 from embedsvc.v1 import text_pb2, text_pb2_grpc
+
+# Failures of the call rather than of one batch: they end the stream.
+_CALL_ENDED = frozenset({Reason.CANCELLED, Reason.DEADLINE_EXCEEDED})
 
 
 class TextServicer(text_pb2_grpc.TextServiceServicer):
@@ -47,8 +51,18 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
     def EmbedTextsStream(
         self, request_iterator: Iterator[text_pb2.EmbedTextsStreamRequest], context: grpc.ServicerContext
     ) -> Iterator[text_pb2.EmbedTextsStreamResponse]:
+        """Each batch answered in order; a batch's own failure is answered as its status and the stream goes on,
+        while a failure of the call itself (cancelled, deadline passed) ends it."""
         control = call_control(context)
-        for message in request_iterator:
-            if not message.HasField("batch"):
-                raise missing("batch", "a batch of texts")
-            yield text_pb2.EmbedTextsStreamResponse(batch=self._embed(message.batch, control))
+        for position, message in enumerate(request_iterator):
+            sequence = message.sequence or position
+            try:
+                if not message.HasField("batch"):
+                    raise missing("batch", "a batch of texts")
+                batch = self._embed(message.batch, control)
+            except EmbedsvcError as exc:
+                if exc.reason in _CALL_ENDED:
+                    raise
+                yield text_pb2.EmbedTextsStreamResponse(sequence=sequence, error=to_status(exc))
+                continue
+            yield text_pb2.EmbedTextsStreamResponse(sequence=sequence, batch=batch)

@@ -1,6 +1,9 @@
+import datetime
+
 from embedsvc.v1 import arithmetic_pb2 as _arithmetic_pb2
 from embedsvc.v1 import common_pb2 as _common_pb2
-from google.protobuf import struct_pb2 as _struct_pb2
+from embedsvc.v1 import operations_pb2 as _operations_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -31,6 +34,7 @@ class CollectionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COLLECTION_STATE_RECOVERING: _ClassVar[CollectionState]
     COLLECTION_STATE_READY: _ClassVar[CollectionState]
     COLLECTION_STATE_DATA_LOSS: _ClassVar[CollectionState]
+    COLLECTION_STATE_REBUILDING: _ClassVar[CollectionState]
 METRIC_UNSPECIFIED: Metric
 METRIC_COSINE: Metric
 METRIC_L2: Metric
@@ -44,6 +48,7 @@ COLLECTION_STATE_UNSPECIFIED: CollectionState
 COLLECTION_STATE_RECOVERING: CollectionState
 COLLECTION_STATE_READY: CollectionState
 COLLECTION_STATE_DATA_LOSS: CollectionState
+COLLECTION_STATE_REBUILDING: CollectionState
 
 class IndexSpec(_message.Message):
     __slots__ = ("kind", "m", "ef_construction", "ef_search", "nlist", "nprobe", "pq_m", "pq_bits")
@@ -66,7 +71,7 @@ class IndexSpec(_message.Message):
     def __init__(self, kind: _Optional[_Union[IndexKind, str]] = ..., m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_search: _Optional[int] = ..., nlist: _Optional[int] = ..., nprobe: _Optional[int] = ..., pq_m: _Optional[int] = ..., pq_bits: _Optional[int] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "dimension", "metric", "index", "count", "trained", "model", "model_version", "space", "disk_bytes", "memory_bytes", "state", "error", "tombstones")
+    __slots__ = ("name", "dimension", "metric", "index", "count", "trained", "model", "model_version", "space", "disk_bytes", "memory_bytes", "state", "error", "tombstones", "create_time", "aliases")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +86,8 @@ class CollectionInfo(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     TOMBSTONES_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
     name: str
     dimension: int
     metric: Metric
@@ -95,21 +102,30 @@ class CollectionInfo(_message.Message):
     state: CollectionState
     error: str
     tombstones: int
-    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index: _Optional[_Union[IndexSpec, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., space: _Optional[str] = ..., disk_bytes: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[CollectionState, str]] = ..., error: _Optional[str] = ..., tombstones: _Optional[int] = ...) -> None: ...
+    create_time: _timestamp_pb2.Timestamp
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index: _Optional[_Union[IndexSpec, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., space: _Optional[str] = ..., disk_bytes: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[CollectionState, str]] = ..., error: _Optional[str] = ..., tombstones: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Item(_message.Message):
-    __slots__ = ("id", "vector", "input", "metadata", "image")
+    __slots__ = ("id", "vector", "input", "image", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _common_pb2.MetadataValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_common_pb2.MetadataValue, _Mapping]] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
-    METADATA_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     id: str
     vector: _common_pb2.Vector
     input: str
-    metadata: _struct_pb2.Struct
     image: _common_pb2.ImageInput
-    def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., input: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., image: _Optional[_Union[_common_pb2.ImageInput, _Mapping]] = ...) -> None: ...
+    metadata: _containers.MessageMap[str, _common_pb2.MetadataValue]
+    def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., input: _Optional[str] = ..., image: _Optional[_Union[_common_pb2.ImageInput, _Mapping]] = ..., metadata: _Optional[_Mapping[str, _common_pb2.MetadataValue]] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
     __slots__ = ("name", "dimension", "metric", "index", "model")
@@ -144,14 +160,20 @@ class GetCollectionResponse(_message.Message):
     def __init__(self, collection: _Optional[_Union[CollectionInfo, _Mapping]] = ...) -> None: ...
 
 class ListCollectionsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListCollectionsResponse(_message.Message):
-    __slots__ = ("collections",)
+    __slots__ = ("collections", "next_page_token")
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     collections: _containers.RepeatedCompositeFieldContainer[CollectionInfo]
-    def __init__(self, collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeleteCollectionRequest(_message.Message):
     __slots__ = ("name",)
@@ -182,24 +204,28 @@ class UpsertResponse(_message.Message):
     def __init__(self, upserted: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class UpsertStreamRequest(_message.Message):
-    __slots__ = ("collection", "items", "packed_vectors")
+    __slots__ = ("collection", "items", "packed_vectors", "sequence")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     PACKED_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     collection: str
     items: _containers.RepeatedCompositeFieldContainer[Item]
     packed_vectors: bytes
-    def __init__(self, collection: _Optional[str] = ..., items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., packed_vectors: _Optional[bytes] = ...) -> None: ...
+    sequence: int
+    def __init__(self, collection: _Optional[str] = ..., items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., packed_vectors: _Optional[bytes] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class UpsertStreamResponse(_message.Message):
-    __slots__ = ("upserted", "batches", "count")
+    __slots__ = ("sequence", "upserted", "count", "stream_upserted")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     UPSERTED_FIELD_NUMBER: _ClassVar[int]
-    BATCHES_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    STREAM_UPSERTED_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
     upserted: int
-    batches: int
     count: int
-    def __init__(self, upserted: _Optional[int] = ..., batches: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+    stream_upserted: int
+    def __init__(self, sequence: _Optional[int] = ..., upserted: _Optional[int] = ..., count: _Optional[int] = ..., stream_upserted: _Optional[int] = ...) -> None: ...
 
 class DeleteItemsRequest(_message.Message):
     __slots__ = ("collection", "ids")
@@ -268,18 +294,25 @@ class SearchOptions(_message.Message):
     def __init__(self, k: _Optional[int] = ..., filter: _Optional[str] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., exact: _Optional[bool] = ..., include_vectors: _Optional[bool] = ..., include_metadata: _Optional[bool] = ...) -> None: ...
 
 class SearchHit(_message.Message):
-    __slots__ = ("id", "score", "metadata", "vector", "input")
+    __slots__ = ("id", "score", "vector", "input", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _common_pb2.MetadataValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_common_pb2.MetadataValue, _Mapping]] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
-    METADATA_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     id: str
     score: float
-    metadata: _struct_pb2.Struct
     vector: _common_pb2.Vector
     input: str
-    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., input: _Optional[str] = ...) -> None: ...
+    metadata: _containers.MessageMap[str, _common_pb2.MetadataValue]
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., input: _Optional[str] = ..., metadata: _Optional[_Mapping[str, _common_pb2.MetadataValue]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("collection", "query", "options")
@@ -332,21 +365,93 @@ class RebuildRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class RebuildResponse(_message.Message):
-    __slots__ = ("collection",)
-    COLLECTION_FIELD_NUMBER: _ClassVar[int]
-    collection: CollectionInfo
-    def __init__(self, collection: _Optional[_Union[CollectionInfo, _Mapping]] = ...) -> None: ...
+    __slots__ = ("operation",)
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    operation: _operations_pb2.Operation
+    def __init__(self, operation: _Optional[_Union[_operations_pb2.Operation, _Mapping]] = ...) -> None: ...
 
 class ExportItemsRequest(_message.Message):
-    __slots__ = ("collection", "batch_size")
+    __slots__ = ("collection", "batch_size", "page_token")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     collection: str
     batch_size: int
-    def __init__(self, collection: _Optional[str] = ..., batch_size: _Optional[int] = ...) -> None: ...
+    page_token: str
+    def __init__(self, collection: _Optional[str] = ..., batch_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ExportItemsResponse(_message.Message):
-    __slots__ = ("items",)
+    __slots__ = ("items", "next_page_token")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[Item]
-    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class Alias(_message.Message):
+    __slots__ = ("alias", "collection", "update_time")
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    alias: str
+    collection: str
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, alias: _Optional[str] = ..., collection: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateAliasRequest(_message.Message):
+    __slots__ = ("alias", "collection")
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    alias: str
+    collection: str
+    def __init__(self, alias: _Optional[str] = ..., collection: _Optional[str] = ...) -> None: ...
+
+class CreateAliasResponse(_message.Message):
+    __slots__ = ("alias",)
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    alias: Alias
+    def __init__(self, alias: _Optional[_Union[Alias, _Mapping]] = ...) -> None: ...
+
+class UpdateAliasRequest(_message.Message):
+    __slots__ = ("alias", "collection")
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    alias: str
+    collection: str
+    def __init__(self, alias: _Optional[str] = ..., collection: _Optional[str] = ...) -> None: ...
+
+class UpdateAliasResponse(_message.Message):
+    __slots__ = ("alias", "previous_collection")
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    alias: Alias
+    previous_collection: str
+    def __init__(self, alias: _Optional[_Union[Alias, _Mapping]] = ..., previous_collection: _Optional[str] = ...) -> None: ...
+
+class DeleteAliasRequest(_message.Message):
+    __slots__ = ("alias",)
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    alias: str
+    def __init__(self, alias: _Optional[str] = ...) -> None: ...
+
+class DeleteAliasResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListAliasesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "collection")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    collection: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., collection: _Optional[str] = ...) -> None: ...
+
+class ListAliasesResponse(_message.Message):
+    __slots__ = ("aliases", "next_page_token")
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    aliases: _containers.RepeatedCompositeFieldContainer[Alias]
+    next_page_token: str
+    def __init__(self, aliases: _Optional[_Iterable[_Union[Alias, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

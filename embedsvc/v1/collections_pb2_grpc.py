@@ -31,6 +31,10 @@ class CollectionServiceStub:
     Durability: a write is acknowledged only once it is in the collection's append-only, checksummed log and fsync'd;
     concurrent writes share one fsync. A search after an acknowledged write sees it. Each Upsert or DeleteItems call is
     atomic: after a crash either all of its items are there or none.
+
+    Aliases: wherever a request names a collection to read or write (`collection`, or `name` of GetCollection and
+    Rebuild), an alias may stand for it; the alias is resolved once per call. CreateCollection, DeleteCollection and
+    the alias RPCs take real collection names.
     """
 
     def __init__(self, channel):
@@ -64,7 +68,7 @@ class CollectionServiceStub:
                 request_serializer=embedsvc_dot_v1_dot_collections__pb2.UpsertRequest.SerializeToString,
                 response_deserializer=embedsvc_dot_v1_dot_collections__pb2.UpsertResponse.FromString,
                 _registered_method=True)
-        self.UpsertStream = channel.stream_unary(
+        self.UpsertStream = channel.stream_stream(
                 '/embedsvc.v1.CollectionService/UpsertStream',
                 request_serializer=embedsvc_dot_v1_dot_collections__pb2.UpsertStreamRequest.SerializeToString,
                 response_deserializer=embedsvc_dot_v1_dot_collections__pb2.UpsertStreamResponse.FromString,
@@ -99,6 +103,26 @@ class CollectionServiceStub:
                 request_serializer=embedsvc_dot_v1_dot_collections__pb2.ExportItemsRequest.SerializeToString,
                 response_deserializer=embedsvc_dot_v1_dot_collections__pb2.ExportItemsResponse.FromString,
                 _registered_method=True)
+        self.CreateAlias = channel.unary_unary(
+                '/embedsvc.v1.CollectionService/CreateAlias',
+                request_serializer=embedsvc_dot_v1_dot_collections__pb2.CreateAliasRequest.SerializeToString,
+                response_deserializer=embedsvc_dot_v1_dot_collections__pb2.CreateAliasResponse.FromString,
+                _registered_method=True)
+        self.UpdateAlias = channel.unary_unary(
+                '/embedsvc.v1.CollectionService/UpdateAlias',
+                request_serializer=embedsvc_dot_v1_dot_collections__pb2.UpdateAliasRequest.SerializeToString,
+                response_deserializer=embedsvc_dot_v1_dot_collections__pb2.UpdateAliasResponse.FromString,
+                _registered_method=True)
+        self.DeleteAlias = channel.unary_unary(
+                '/embedsvc.v1.CollectionService/DeleteAlias',
+                request_serializer=embedsvc_dot_v1_dot_collections__pb2.DeleteAliasRequest.SerializeToString,
+                response_deserializer=embedsvc_dot_v1_dot_collections__pb2.DeleteAliasResponse.FromString,
+                _registered_method=True)
+        self.ListAliases = channel.unary_unary(
+                '/embedsvc.v1.CollectionService/ListAliases',
+                request_serializer=embedsvc_dot_v1_dot_collections__pb2.ListAliasesRequest.SerializeToString,
+                response_deserializer=embedsvc_dot_v1_dot_collections__pb2.ListAliasesResponse.FromString,
+                _registered_method=True)
 
 
 class CollectionServiceServicer:
@@ -107,10 +131,14 @@ class CollectionServiceServicer:
     Durability: a write is acknowledged only once it is in the collection's append-only, checksummed log and fsync'd;
     concurrent writes share one fsync. A search after an acknowledged write sees it. Each Upsert or DeleteItems call is
     atomic: after a crash either all of its items are there or none.
+
+    Aliases: wherever a request names a collection to read or write (`collection`, or `name` of GetCollection and
+    Rebuild), an alias may stand for it; the alias is resolved once per call. CreateCollection, DeleteCollection and
+    the alias RPCs take real collection names.
     """
 
     def CreateCollection(self, request, context):
-        """Creates a collection. ALREADY_EXISTS / COLLECTION_EXISTS when the name is taken.
+        """Creates a collection. ALREADY_EXISTS / COLLECTION_EXISTS when the name is taken (by a collection or an alias).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -124,14 +152,14 @@ class CollectionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListCollections(self, request, context):
-        """Lists every collection, by name.
+        """Lists the collections by name, a page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteCollection(self, request, context):
-        """Deletes a collection and its files.
+        """Deletes a collection and its files. FAILED_PRECONDITION / COLLECTION_HAS_ALIASES while aliases point at it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -145,7 +173,10 @@ class CollectionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpsertStream(self, request_iterator, context):
-        """Bulk load: each message of the stream is one atomic batch, acknowledged at the end once all are durable.
+        """Bulk load: each request message is one atomic batch, acknowledged by one response message (its sequence number
+        and counts) once it is durable. A failure ends the stream with the failing message's sequence in the error's
+        metadata["sequence"]; every batch acknowledged before it is durable, so a broken load resumes from the first
+        unacknowledged batch (upserts are idempotent: sending a batch twice stores it once).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -180,14 +211,47 @@ class CollectionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Rebuild(self, request, context):
-        """Rebuilds the index from the stored items: retrains IVF kinds, drops deleted entries, checkpoints.
+        """Starts rebuilding the index from the stored items (retrains IVF kinds, drops deleted entries, checkpoints) and
+        returns the operation at once (OperationService reads its progress and result). The new index is built while
+        searches and writes continue on the old one, then swapped in with the writes made meanwhile; the collection's
+        state is COLLECTION_STATE_REBUILDING until then. A Rebuild while one runs returns the running operation.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ExportItems(self, request, context):
-        """Streams every item of a collection, in batches.
+        """Streams every item of a collection in the order of their ids, in batches; every response message carries the
+        token to resume after it, so a broken export continues where it stopped. Items written or deleted during an
+        export may or may not appear; an item present for the whole export appears exactly once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateAlias(self, request, context):
+        """Creates an alias: another name for a collection. ALREADY_EXISTS / ALIAS_EXISTS when the name is taken.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateAlias(self, request, context):
+        """Points an existing alias at another collection, atomically: every call resolves it to the old or the new one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAlias(self, request, context):
+        """Deletes an alias (the collection stays).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAliases(self, request, context):
+        """Lists aliases by name, a page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -221,7 +285,7 @@ def add_CollectionServiceServicer_to_server(servicer, server):
                     request_deserializer=embedsvc_dot_v1_dot_collections__pb2.UpsertRequest.FromString,
                     response_serializer=embedsvc_dot_v1_dot_collections__pb2.UpsertResponse.SerializeToString,
             ),
-            'UpsertStream': grpc.stream_unary_rpc_method_handler(
+            'UpsertStream': grpc.stream_stream_rpc_method_handler(
                     servicer.UpsertStream,
                     request_deserializer=embedsvc_dot_v1_dot_collections__pb2.UpsertStreamRequest.FromString,
                     response_serializer=embedsvc_dot_v1_dot_collections__pb2.UpsertStreamResponse.SerializeToString,
@@ -256,6 +320,26 @@ def add_CollectionServiceServicer_to_server(servicer, server):
                     request_deserializer=embedsvc_dot_v1_dot_collections__pb2.ExportItemsRequest.FromString,
                     response_serializer=embedsvc_dot_v1_dot_collections__pb2.ExportItemsResponse.SerializeToString,
             ),
+            'CreateAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAlias,
+                    request_deserializer=embedsvc_dot_v1_dot_collections__pb2.CreateAliasRequest.FromString,
+                    response_serializer=embedsvc_dot_v1_dot_collections__pb2.CreateAliasResponse.SerializeToString,
+            ),
+            'UpdateAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAlias,
+                    request_deserializer=embedsvc_dot_v1_dot_collections__pb2.UpdateAliasRequest.FromString,
+                    response_serializer=embedsvc_dot_v1_dot_collections__pb2.UpdateAliasResponse.SerializeToString,
+            ),
+            'DeleteAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAlias,
+                    request_deserializer=embedsvc_dot_v1_dot_collections__pb2.DeleteAliasRequest.FromString,
+                    response_serializer=embedsvc_dot_v1_dot_collections__pb2.DeleteAliasResponse.SerializeToString,
+            ),
+            'ListAliases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAliases,
+                    request_deserializer=embedsvc_dot_v1_dot_collections__pb2.ListAliasesRequest.FromString,
+                    response_serializer=embedsvc_dot_v1_dot_collections__pb2.ListAliasesResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'embedsvc.v1.CollectionService', rpc_method_handlers)
@@ -270,6 +354,10 @@ class CollectionService:
     Durability: a write is acknowledged only once it is in the collection's append-only, checksummed log and fsync'd;
     concurrent writes share one fsync. A search after an acknowledged write sees it. Each Upsert or DeleteItems call is
     atomic: after a crash either all of its items are there or none.
+
+    Aliases: wherever a request names a collection to read or write (`collection`, or `name` of GetCollection and
+    Rebuild), an alias may stand for it; the alias is resolved once per call. CreateCollection, DeleteCollection and
+    the alias RPCs take real collection names.
     """
 
     @staticmethod
@@ -418,7 +506,7 @@ class CollectionService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.stream_unary(
+        return grpc.experimental.stream_stream(
             request_iterator,
             target,
             '/embedsvc.v1.CollectionService/UpsertStream',
@@ -586,6 +674,114 @@ class CollectionService:
             '/embedsvc.v1.CollectionService/ExportItems',
             embedsvc_dot_v1_dot_collections__pb2.ExportItemsRequest.SerializeToString,
             embedsvc_dot_v1_dot_collections__pb2.ExportItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedsvc.v1.CollectionService/CreateAlias',
+            embedsvc_dot_v1_dot_collections__pb2.CreateAliasRequest.SerializeToString,
+            embedsvc_dot_v1_dot_collections__pb2.CreateAliasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedsvc.v1.CollectionService/UpdateAlias',
+            embedsvc_dot_v1_dot_collections__pb2.UpdateAliasRequest.SerializeToString,
+            embedsvc_dot_v1_dot_collections__pb2.UpdateAliasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedsvc.v1.CollectionService/DeleteAlias',
+            embedsvc_dot_v1_dot_collections__pb2.DeleteAliasRequest.SerializeToString,
+            embedsvc_dot_v1_dot_collections__pb2.DeleteAliasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAliases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedsvc.v1.CollectionService/ListAliases',
+            embedsvc_dot_v1_dot_collections__pb2.ListAliasesRequest.SerializeToString,
+            embedsvc_dot_v1_dot_collections__pb2.ListAliasesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,5 +1,8 @@
+import datetime
+
 from embedsvc.v1 import arithmetic_pb2 as _arithmetic_pb2
 from embedsvc.v1 import common_pb2 as _common_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -163,7 +166,7 @@ class ExampleSet(_message.Message):
     def __init__(self, label: _Optional[str] = ..., images: _Optional[_Iterable[_Union[_common_pb2.ImageInput, _Mapping]]] = ..., latents: _Optional[_Iterable[_Union[_common_pb2.Vector, _Mapping]]] = ...) -> None: ...
 
 class Direction(_message.Message):
-    __slots__ = ("name", "model", "model_version", "vector", "from_label", "to_label", "from_count", "to_count", "norm", "description", "created_at")
+    __slots__ = ("name", "model", "model_version", "vector", "from_label", "to_label", "from_count", "to_count", "norm", "description", "create_time")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -174,7 +177,7 @@ class Direction(_message.Message):
     TO_COUNT_FIELD_NUMBER: _ClassVar[int]
     NORM_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
-    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: str
     model_version: str
@@ -185,8 +188,8 @@ class Direction(_message.Message):
     to_count: int
     norm: float
     description: str
-    created_at: str
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., from_label: _Optional[str] = ..., to_label: _Optional[str] = ..., from_count: _Optional[int] = ..., to_count: _Optional[int] = ..., norm: _Optional[float] = ..., description: _Optional[str] = ..., created_at: _Optional[str] = ...) -> None: ...
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., from_label: _Optional[str] = ..., to_label: _Optional[str] = ..., from_count: _Optional[int] = ..., to_count: _Optional[int] = ..., norm: _Optional[float] = ..., description: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateDirectionRequest(_message.Message):
     __slots__ = ("model", "name", "from_examples", "to_examples", "description", "replace")
@@ -211,16 +214,24 @@ class CreateDirectionResponse(_message.Message):
     def __init__(self, direction: _Optional[_Union[Direction, _Mapping]] = ...) -> None: ...
 
 class ListDirectionsRequest(_message.Message):
-    __slots__ = ("model",)
+    __slots__ = ("model", "page_size", "page_token", "include_vectors")
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
     model: str
-    def __init__(self, model: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    include_vectors: bool
+    def __init__(self, model: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., include_vectors: _Optional[bool] = ...) -> None: ...
 
 class ListDirectionsResponse(_message.Message):
-    __slots__ = ("directions",)
+    __slots__ = ("directions", "next_page_token")
     DIRECTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     directions: _containers.RepeatedCompositeFieldContainer[Direction]
-    def __init__(self, directions: _Optional[_Iterable[_Union[Direction, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, directions: _Optional[_Iterable[_Union[Direction, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeleteDirectionRequest(_message.Message):
     __slots__ = ("model", "name")

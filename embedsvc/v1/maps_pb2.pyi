@@ -198,24 +198,36 @@ class ClusterResponse(_message.Message):
     def __init__(self, k: _Optional[int] = ..., assignments: _Optional[_Iterable[int]] = ..., responsibilities: _Optional[_Iterable[_Union[Responsibilities, _Mapping]]] = ..., means: _Optional[_Iterable[_Union[_common_pb2.Vector, _Mapping]]] = ..., weights: _Optional[_Iterable[float]] = ..., bic: _Optional[_Iterable[_Union[BicScore, _Mapping]]] = ..., labels: _Optional[_Iterable[str]] = ..., mean_log_likelihood: _Optional[float] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
 
 class PlotRequest(_message.Message):
-    __slots__ = ("points", "width", "height", "title", "color_by", "cluster_k", "annotate", "style")
+    __slots__ = ("points", "width", "height", "title", "annotate", "style", "by_group", "by_cluster", "by_metadata_field")
     POINTS_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
-    COLOR_BY_FIELD_NUMBER: _ClassVar[int]
-    CLUSTER_K_FIELD_NUMBER: _ClassVar[int]
     ANNOTATE_FIELD_NUMBER: _ClassVar[int]
     STYLE_FIELD_NUMBER: _ClassVar[int]
+    BY_GROUP_FIELD_NUMBER: _ClassVar[int]
+    BY_CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    BY_METADATA_FIELD_FIELD_NUMBER: _ClassVar[int]
     points: PointSet
     width: int
     height: int
     title: str
-    color_by: str
-    cluster_k: int
     annotate: bool
     style: PlotStyle
-    def __init__(self, points: _Optional[_Union[PointSet, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., title: _Optional[str] = ..., color_by: _Optional[str] = ..., cluster_k: _Optional[int] = ..., annotate: _Optional[bool] = ..., style: _Optional[_Union[PlotStyle, str]] = ...) -> None: ...
+    by_group: ColorByGroup
+    by_cluster: ColorByCluster
+    by_metadata_field: str
+    def __init__(self, points: _Optional[_Union[PointSet, _Mapping]] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., title: _Optional[str] = ..., annotate: _Optional[bool] = ..., style: _Optional[_Union[PlotStyle, str]] = ..., by_group: _Optional[_Union[ColorByGroup, _Mapping]] = ..., by_cluster: _Optional[_Union[ColorByCluster, _Mapping]] = ..., by_metadata_field: _Optional[str] = ...) -> None: ...
+
+class ColorByGroup(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ColorByCluster(_message.Message):
+    __slots__ = ("k",)
+    K_FIELD_NUMBER: _ClassVar[int]
+    k: int
+    def __init__(self, k: _Optional[int] = ...) -> None: ...
 
 class PlotResponse(_message.Message):
     __slots__ = ("png", "projection")

@@ -52,7 +52,7 @@ class ModelServiceServicer:
     """
 
     def ListModels(self, request, context):
-        """Lists every configured model, loaded or not.
+        """Lists the configured models, loaded or not, in configuration order, a page at a time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

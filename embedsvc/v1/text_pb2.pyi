@@ -1,4 +1,5 @@
 from embedsvc.v1 import common_pb2 as _common_pb2
+from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -44,13 +45,19 @@ class EmbedTextsResponse(_message.Message):
     def __init__(self, vectors: _Optional[_Iterable[_Union[_common_pb2.Vector, _Mapping]]] = ..., truncated: _Optional[_Iterable[int]] = ..., token_counts: _Optional[_Iterable[int]] = ..., max_seq_length: _Optional[int] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
 
 class EmbedTextsStreamRequest(_message.Message):
-    __slots__ = ("batch",)
+    __slots__ = ("batch", "sequence")
     BATCH_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     batch: EmbedTextsRequest
-    def __init__(self, batch: _Optional[_Union[EmbedTextsRequest, _Mapping]] = ...) -> None: ...
+    sequence: int
+    def __init__(self, batch: _Optional[_Union[EmbedTextsRequest, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class EmbedTextsStreamResponse(_message.Message):
-    __slots__ = ("batch",)
+    __slots__ = ("batch", "error", "sequence")
     BATCH_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     batch: EmbedTextsResponse
-    def __init__(self, batch: _Optional[_Union[EmbedTextsResponse, _Mapping]] = ...) -> None: ...
+    error: _status_pb2.Status
+    sequence: int
+    def __init__(self, batch: _Optional[_Union[EmbedTextsResponse, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...

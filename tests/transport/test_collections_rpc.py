@@ -55,7 +55,7 @@ def test_search_kinds_filters_and_batch(client, vectors_collection):
     assert lists[0][0].metadata == {} and lists[0][0].vector is not None
     exported = list(client.export_items(name, batch_size=64))
     assert len(exported) == 200 and all(e["vector"] is not None for e in exported)
-    info = client.rebuild(name)
+    info = client.rebuild(name, wait=True).result
     assert info.count == 200 and info.tombstones == 0
 
 
@@ -171,7 +171,7 @@ BAD = [
     ("empty id", lambda c: c.upsert("vecs", [""], V8), (INVALID, "MISSING_FIELD")),
     ("long id", lambda c: c.upsert("vecs", ["x" * 300], V8), (INVALID, "LIMIT_EXCEEDED")),
     ("duplicate id", lambda c: c.upsert("vecs", ["a", "a"], np.zeros((2, 8), np.float32)), (INVALID, "DUPLICATE_ID")),
-    ("nested metadata", lambda c: c.upsert("vecs", ["a"], V8, [{"x": {"y": 1}}]), (INVALID, "INVALID_METADATA")),
+    ("nested metadata", lambda c: c.upsert("vecs", ["a"], V8, [{"x": [[1]]}]), (INVALID, "INVALID_METADATA")),
     ("bad filter", lambda c: c.search("vecs", vector=np.zeros(8), filter="i >"), (INVALID, "INVALID_FILTER")),
     ("k zero", lambda c: c.search("vecs", vector=np.zeros(8), k=-1), (INVALID, "INVALID_VALUE")),
     ("k over", lambda c: c.search("vecs", vector=np.zeros(8), k=5000), (INVALID, "LIMIT_EXCEEDED")),

@@ -6,10 +6,11 @@ Grammar (keywords case-insensitive):
     and     := unary { AND unary }
     unary   := NOT unary | "(" expr ")" | compare
     compare := field ("=" | "!=" | "<" | "<=" | ">" | ">=") value | field IN "[" value { "," value } "]"
-    value   := "string" | number | true | false
+    value   := "string" | integer | number | true | false | timestamp "(" "RFC 3339 string" ")"
 A field is a bare name (letters, digits, '_', '.', '-') or a "quoted" one. On a list field, = and IN match when any
-element matches and != when no element does; < and friends compare numbers with numbers and strings with strings.
-A missing field matches only !=. A filter compiles once into a predicate over an item's metadata dict.
+element matches and != when no element does; < and friends compare numbers with numbers (integers exactly, whatever
+their size), strings with strings and timestamps with timestamps. A missing field matches only !=. A filter compiles
+once into a predicate over an item's metadata dict.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from embedsvc.errors import EmbedsvcError, Reason, limit_exceeded
@@ -35,6 +37,7 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _KEYWORDS = {"and", "or", "not", "in", "true", "false"}
+_INTEGER = re.compile(r"-?\d+")
 
 
 @dataclass(frozen=True)
@@ -148,23 +151,53 @@ class _Parser:
         if tok.kind == "string":
             return _unquote(tok.text)
         if tok.kind == "number":
+            if _INTEGER.fullmatch(tok.text):
+                return int(tok.text)
             number = float(tok.text)
             if not math.isfinite(number):
                 raise _error(f"{tok.text} is not a finite number", tok.position)
             return number
         if tok.kind == "kw" and tok.text in ("true", "false"):
             return tok.text == "true"
+        if tok.kind == "name" and tok.text.lower() == "timestamp" and self.accept("punct", "("):
+            return self.timestamp()
         raise _error(f"expected a value, got {tok.text or 'the end'!r}", tok.position)
+
+    def timestamp(self) -> datetime:
+        tok = self.take()
+        if tok.kind != "string":
+            raise _error(
+                'timestamp(...) takes an RFC 3339 string, e.g. timestamp("2024-05-01T00:00:00Z")', tok.position
+            )
+        text = _unquote(tok.text)
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise _error(f"{text!r} is not an RFC 3339 timestamp", tok.position) from None
+        if moment.tzinfo is None:
+            raise _error(f"{text!r} has no time zone; add Z or an offset", tok.position)
+        self.expect("punct", ")", "')'")
+        return moment.astimezone(UTC)
 
 
 def _unquote(text: str) -> str:
     return re.sub(r"\\(.)", r"\1", text[1:-1])
 
 
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, datetime):
+        return "timestamp"
+    return "string" if isinstance(value, str) else "other"
+
+
 def _same_kind(a: Any, b: Any) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool)
-    return isinstance(a, str) == isinstance(b, str)
+    """Values a filter may compare: numbers with numbers (an int with a float compares exactly), strings with
+    strings, timestamps with timestamps, bools with bools."""
+    return _kind(a) == _kind(b)
 
 
 def _equal(a: Any, b: Any) -> bool:

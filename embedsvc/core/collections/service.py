@@ -2,31 +2,35 @@
 
 Storage, FAISS and durability live in `embedsvc.index`; this module decides what a request means. A collection bound
 to a word model embeds raw inputs (words) with it, answers expression queries with the model's 3CosAdd query vector,
-and records the model's version: if the model changes, raw inputs are refused (MODEL_BINDING) rather than mixed.
+and records the model's version: if the model changes, raw inputs are refused (MODEL_VERSION_CHANGED) rather than
+mixed into another space.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import secrets
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
+from embedsvc.core.collections.aliases import AliasStore
 from embedsvc.core.collections.binding import Binding, binding
+from embedsvc.core.collections.checks import check_id, check_ids, check_metadata
 from embedsvc.core.collections.filters import compile_filter
 from embedsvc.core.control import CallControl
 from embedsvc.core.expression import Expression
 from embedsvc.core.images.codec import ImageInput
 from embedsvc.core.images.latents import Latents
+from embedsvc.core.paging import PageTokens
 from embedsvc.core.registry import ModelRegistry, Provenance
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
 from embedsvc.index.faiss.collection import Collection
 from embedsvc.index.faiss.log import Upsert
 from embedsvc.index.faiss.store import CollectionStore, check_name
-from embedsvc.index.types import CollectionConfig, Hit, IndexParams, Metric, StoredItem
+from embedsvc.index.types import CollectionConfig, Hit, StoredItem
 from embedsvc.settings import Limits
 from embedsvc.vectors import check_vector
 
@@ -75,124 +79,67 @@ class SearchOptions:
 @dataclass(frozen=True)
 class CollectionInfo:
     config: CollectionConfig
-    state: str
+    state: str  # recovering, ready, rebuilding, data_loss
     error: str
     count: int = 0
     trained: bool = False
     tombstones: int = 0
     disk_bytes: int = 0
     memory_bytes: int = 0
-
-
-def _check_metadata(value: Any, field: str, limits: Limits) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise EmbedsvcError(Reason.INVALID_METADATA, "metadata must be an object", field=field)
-    for key, v in value.items():
-        elements = v if isinstance(v, list) else [v]
-        for e in elements:
-            if isinstance(e, bool | str) or (isinstance(e, int | float) and math.isfinite(e)):
-                continue
-            raise EmbedsvcError(
-                Reason.INVALID_METADATA,
-                f"metadata field {key!r}: values must be strings, finite numbers, bools or lists of those",
-                field=f"{field}.{key}",
-            )
-    size = len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
-    if size > limits.max_metadata_bytes:
-        raise limit_exceeded(field, "metadata size in bytes", size, limits.max_metadata_bytes)
-    return value
-
-
-def _check_id(item_id: str, field: str, limits: Limits) -> None:
-    if not item_id:
-        raise missing(field, "an item id")
-    size = len(item_id.encode("utf-8"))
-    if size > limits.max_id_bytes:
-        raise limit_exceeded(field, "id size in bytes", size, limits.max_id_bytes)
-
-
-def _check_ids(ids: Sequence[str], field: str, limits: Limits) -> None:
-    check_count(field, "ids", len(ids), limits.max_upsert_items)
-    seen: set[str] = set()
-    for i, item_id in enumerate(ids):
-        _check_id(item_id, f"{field}[{i}]", limits)
-        if item_id in seen:
-            raise EmbedsvcError(Reason.DUPLICATE_ID, f"id {item_id!r} appears twice", field=f"{field}[{i}]")
-        seen.add(item_id)
+    create_time: datetime | None = None
+    aliases: list[str] = field(default_factory=list)
 
 
 class Collections:
+    """Items and searches of collections (by name or alias); creating, deleting, rebuilding and aliases are in
+    `embedsvc.core.collections.admin`."""
+
     def __init__(
-        self, store: CollectionStore, registry: ModelRegistry, limits: Limits, latents: Latents | None = None
+        self,
+        store: CollectionStore,
+        registry: ModelRegistry,
+        limits: Limits,
+        latents: Latents | None = None,
+        *,
+        aliases: AliasStore | None = None,
+        tokens: PageTokens | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.limits = limits
         self.latents = latents
+        self.aliases = aliases
+        self.tokens = tokens or PageTokens(secrets.token_bytes(32))
 
-    # ---- lifecycle -----------------------------------------------------------------------------------------------
+    def resolve(self, name: str, field: str = "collection") -> str:
+        """The collection a name (or an alias) stands for."""
+        check_name(name, field)
+        return self.aliases.resolve(name) if self.aliases is not None else name
 
-    def create(
-        self, name: str, dimension: int, metric: Metric | None, index: IndexParams, model: str
-    ) -> CollectionInfo:
-        check_name(name)
-        if metric is None:
-            raise missing("metric", "the metric")
-        model_version = space = ""
-        if model:
-            bound = binding(self.registry, model, self.latents)
-            if dimension and dimension != bound.dimension:
-                raise EmbedsvcError(
-                    Reason.DIMENSION_MISMATCH,
-                    f"model '{model}' has dimension {bound.dimension}, not {dimension}",
-                    field="dimension",
-                    metadata={"expected": str(bound.dimension), "actual": str(dimension)},
-                )
-            dimension, model_version, space = bound.dimension, bound.version, bound.space
-        if dimension <= 0:
-            raise missing("dimension", "a positive dimension (or a model)")
-        if dimension > self.limits.max_dimension:
-            raise limit_exceeded("dimension", "dimension", dimension, self.limits.max_dimension)
-        resolved = index.resolved(dimension)
-        for field, message in resolved.problems(dimension):
-            raise invalid(field, message)
-        config = CollectionConfig(
-            name, dimension, metric, resolved, model, model_version, space or f"collection:{name}"
-        )
-        return self._info(self.store.create(config))
+    def config(self, name: str, field: str = "collection") -> CollectionConfig:
+        """A collection's configuration (cheap: no statistics)."""
+        return self.store.get(self.resolve(name, field)).config
 
-    def info(self, name: str) -> CollectionInfo:
-        check_name(name)
-        return self._info(self.store.get(name))
+    def info(self, name: str, field: str = "name") -> CollectionInfo:
+        collection = self.store.get(self.resolve(name, field))
+        return self.describe(collection)
 
-    def list_all(self) -> list[CollectionInfo]:
-        return [self._info(self.store.get(n)) for n in self.store.names()]
-
-    def delete(self, name: str) -> None:
-        check_name(name)
-        self.store.delete(name)
-
-    def rebuild(self, name: str) -> CollectionInfo:
-        check_name(name)
-        collection = self.store.get(name)
-        collection.rebuild()
-        return self._info(collection)
-
-    @staticmethod
-    def _info(collection: Collection) -> CollectionInfo:
-        base = CollectionInfo(collection.config, collection.state.value, collection.error)
-        if collection.state.value != "ready":
-            return base
+    def describe(self, collection: Collection) -> CollectionInfo:
+        config = collection.config
+        aliases = self.aliases.of(config.name) if self.aliases is not None else []
+        created = datetime.fromtimestamp(config.created_at, UTC)
+        state = collection.state.value
+        if state != "ready":
+            return CollectionInfo(config, state, collection.error, create_time=created, aliases=aliases)
         stats = collection.info()
-        return CollectionInfo(collection.config, collection.state.value, collection.error, **stats)
+        if collection.rebuilding:
+            state = "rebuilding"
+        return CollectionInfo(config, state, collection.error, create_time=created, aliases=aliases, **stats)
 
     # ---- items ---------------------------------------------------------------------------------------------------
 
     def _collection(self, name: str) -> Collection:
-        check_name(name, "collection")
-        collection = self.store.get(name)
+        collection = self.store.get(self.resolve(name))
         collection.check_ready()
         return collection
 
@@ -207,9 +154,9 @@ class Collections:
         model = binding(self.registry, config.model, self.latents)
         if model.version != config.model_version:
             raise EmbedsvcError(
-                Reason.MODEL_BINDING,
+                Reason.MODEL_VERSION_CHANGED,
                 f"model '{config.model}' is now {model.version}, but collection '{config.name}' holds vectors of "
-                f"{config.model_version}; re-create the collection to use the new model",
+                f"{config.model_version}; re-embed its items into a new collection (and switch an alias to it)",
                 field=field,
                 metadata={"expected": config.model_version, "actual": model.version},
             )
@@ -232,7 +179,7 @@ class Collections:
     ) -> tuple[Collection, Upsert]:
         """Validate and embed a batch; nothing is written until `Collection.upsert`."""
         collection = self._collection(name)
-        _check_ids([i.id for i in items], "items", self.limits)
+        check_ids([i.id for i in items], "items", self.limits)
         dimension = collection.config.dimension
         vectors = np.empty((len(items), dimension), np.float32)
         to_embed: list[int] = []
@@ -258,7 +205,7 @@ class Collections:
             model = self._bound_model(collection, f"items[{to_embed[0]}].input")
             inputs = [items[n].input for n in to_embed]
             vectors[to_embed] = model.embed(inputs, lambda i, _t: f"items[{to_embed[i]}].input", self.limits, control)
-        metadata = [_check_metadata(i.metadata, f"items[{n}].metadata", self.limits) for n, i in enumerate(items)]
+        metadata = [check_metadata(i.metadata, f"items[{n}].metadata", self.limits) for n, i in enumerate(items)]
         return collection, Upsert([i.id for i in items], vectors, metadata, [i.input for i in items])
 
     def upsert(self, name: str, items: Sequence[ItemIn], control: CallControl | None = None) -> tuple[int, int]:
@@ -267,21 +214,24 @@ class Collections:
 
     def delete_items(self, name: str, ids: Sequence[str]) -> tuple[int, int]:
         collection = self._collection(name)
-        _check_ids(ids, "ids", self.limits)
+        check_ids(ids, "ids", self.limits)
         return collection.delete(ids)
 
     def get_items(self, name: str, ids: Sequence[str], *, with_vectors: bool) -> tuple[list[StoredItem], list[str]]:
         collection = self._collection(name)
-        _check_ids(ids, "ids", self.limits)
+        check_ids(ids, "ids", self.limits)
         found = collection.get(ids, with_vectors=with_vectors)
         return [f for f in found if f is not None], [i for i, f in zip(ids, found, strict=True) if f is None]
 
-    def export(self, name: str, batch_size: int) -> Iterator[list[StoredItem]]:
+    def export(self, name: str, batch_size: int, token: str = "") -> Iterator[tuple[list[StoredItem], str]]:
+        """Batches of every item in the order of their ids, each with the token that resumes after it."""
         collection = self._collection(name)
         batch_size = batch_size or 1000
         if not 1 <= batch_size <= self.limits.max_upsert_items:
             raise invalid("batch_size", f"batch_size must be 1..{self.limits.max_upsert_items}")
-        return collection.export(batch_size)
+        listing = f"export:{collection.config.name}"
+        after = self.tokens.position(token, listing)
+        return ((batch, self.tokens.issue(listing, batch[-1].id)) for batch in collection.export(batch_size, after))
 
     # ---- search --------------------------------------------------------------------------------------------------
 
@@ -378,7 +328,7 @@ class Collections:
             if query.vector is not None:
                 vectors[q] = self._vector(collection, query.vector, query.space, where + ".vector")
             elif query.item_id:
-                _check_id(query.item_id, where + ".item_id", self.limits)
+                check_id(query.item_id, where + ".item_id", self.limits)
                 (item,) = collection.get([query.item_id], with_vectors=True)
                 slot = collection.slot_of(query.item_id)
                 if item is None or slot is None:

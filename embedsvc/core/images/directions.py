@@ -2,8 +2,8 @@
 
 One JSON file per direction under `<data_dir>/directions/<model>/<name>.json`, written atomically (temp file, fsync,
 rename, directory fsync) before CreateDirection answers; deleting removes the file and fsyncs the directory.
-A direction remembers the model version it was made with; using it with another version fails (MODEL_BINDING),
-because its vector would point somewhere else in a retrained model's space.
+A direction remembers the model version it was made with; using it with another version fails
+(MODEL_VERSION_CHANGED), because its vector would point somewhere else in a retrained model's space.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class DirectionStore:
             )
         if direction.model_version != version:
             raise EmbedsvcError(
-                Reason.MODEL_BINDING,
+                Reason.MODEL_VERSION_CHANGED,
                 f"direction '{name}' was made with {model} {direction.model_version}; the model is now {version}. "
                 "Create it again from its examples",
                 field=field,

@@ -16,6 +16,7 @@ from embedsvc.backends.vae import VAEModel
 from embedsvc.core.expression import Expression, TermKind
 from embedsvc.core.images.codec import ImageInput, PixelType, RawImage, decode_pil, to_model_input
 from embedsvc.core.images.directions import Direction, DirectionStore
+from embedsvc.core.paging import Page, PageTokens, page_size
 from embedsvc.core.registry import ModelRegistry, Provenance
 from embedsvc.core.words.arithmetic import FieldOf
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
@@ -49,10 +50,13 @@ def provenance(model: VAEModel, method: str, parameters: dict[str, str] | None =
 
 
 class Latents:
-    def __init__(self, registry: ModelRegistry, directions: DirectionStore, limits: Limits) -> None:
+    def __init__(
+        self, registry: ModelRegistry, directions: DirectionStore, limits: Limits, tokens: PageTokens | None = None
+    ) -> None:
         self.registry = registry
         self.directions = directions
         self.limits = limits
+        self.tokens = tokens or PageTokens(secrets.token_bytes(32))
 
     # ---- inputs --------------------------------------------------------------------------------------------------
 
@@ -168,6 +172,18 @@ class Latents:
             counts=(counts[0], counts[1]),
             description=description,
             replace=replace,
+        )
+
+    def list_directions(self, model: str, size: int, token: str) -> Page[Direction]:
+        """Stored directions (of one model, or all), by model then name, a page at a time."""
+        if model:
+            self.registry.vae(model)  # MODEL_NOT_FOUND / MODEL_KIND_MISMATCH for a wrong name
+        return self.tokens.page(
+            self.directions.list(model),
+            lambda d: f"{d.model}/{d.name}",
+            listing=f"directions:{model}",
+            token=token,
+            size=page_size(size, self.limits.max_page_size),
         )
 
     def traverse(self, name: str, start: Point | None, direction: str, strengths: Sequence[float]) -> Generated:

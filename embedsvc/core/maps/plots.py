@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
@@ -26,12 +27,20 @@ from embedsvc.errors import EmbedsvcError, Reason, invalid, limit_exceeded
 DPI = 100
 
 
+class ColorBy(StrEnum):
+    NOTHING = ""
+    GROUP = "group"  # PointSet.groups
+    CLUSTER = "cluster"  # a Gaussian mixture's components
+    FIELD = "field"  # a metadata field of a collection's items (PlotOptions.color_field)
+
+
 @dataclass(frozen=True)
 class PlotOptions:
     width: int = 800
     height: int = 600
     title: str = ""
-    color_by: str = ""
+    color_by: ColorBy = ColorBy.NOTHING
+    color_field: str = ""
     cluster_k: int = 0
     annotate: bool = True
     thumbnails: bool = False
@@ -60,14 +69,13 @@ def plot(maps: Maps, point_set: PointSetIn | None, options: PlotOptions) -> tupl
 
 def _colours(points: Points, options: PlotOptions, maps: Maps) -> tuple[list[str] | None, str]:
     """The category of each point (None: one colour) and the legend's title."""
-    key = options.color_by
-    if not key:
+    if options.color_by is ColorBy.NOTHING:
         return None, ""
-    if key == "group":
+    if options.color_by is ColorBy.GROUP:
         if not points.groups:
-            raise invalid("color_by", 'color_by = "group" needs PointSet.groups')
+            raise invalid("by_group", "colouring by group needs PointSet.groups")
         return points.groups, "group"
-    if key == "cluster":
+    if options.color_by is ColorBy.CLUSTER:
         clusters = cluster_points(
             points,
             k=options.cluster_k,
@@ -79,11 +87,14 @@ def _colours(points: Points, options: PlotOptions, maps: Maps) -> tuple[list[str
             limits=maps.limits,
         )
         return [f"cluster {a}" for a in clusters.assignments], f"Gaussian mixture, k = {clusters.k}"
+    key = options.color_field
+    if not key:
+        raise invalid("by_metadata_field", "the metadata field's name is required")
     if not points.metadata:
-        raise invalid("color_by", f"color_by = {key!r}: only a collection's items have metadata fields")
+        raise invalid("by_metadata_field", f"colouring by field {key!r}: only a collection's items have metadata")
     values = [m.get(key) for m in points.metadata]
     if all(v is None for v in values):
-        raise EmbedsvcError(Reason.INVALID_VALUE, f"no item has a metadata field {key!r}", field="color_by")
+        raise EmbedsvcError(Reason.INVALID_VALUE, f"no item has a metadata field {key!r}", field="by_metadata_field")
     return [_category(v) for v in values], key
 
 
@@ -91,7 +102,7 @@ def _category(value: object) -> str:
     if value is None:
         return "(none)"
     if isinstance(value, float) and value.is_integer():
-        return str(int(value))  # metadata numbers travel as floats: 7.0 is the digit 7
+        return str(int(value))  # numbers stored as floats by older servers: 7.0 is the digit 7
     return str(value)
 
 

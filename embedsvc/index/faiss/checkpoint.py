@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from embedsvc.durable import fsync_dir, fsync_file
+from embedsvc.index import metadata as stored
 
 PREFIX = "checkpoint-"
 
@@ -50,7 +51,7 @@ def write_checkpoint(directory: Path, snapshot: Snapshot) -> Path:
     np.save(tmp / "vectors.npy", np.ascontiguousarray(snapshot.vectors, dtype=np.float32))
     with open(tmp / "items.jsonl", "w", encoding="utf-8") as fh:
         for item_id, meta, raw in zip(snapshot.ids, snapshot.metadata, snapshot.inputs, strict=True):
-            fh.write(json.dumps({"id": item_id, "input": raw, "metadata": meta}, ensure_ascii=False) + "\n")
+            fh.write(stored.dumps({"id": item_id, "input": raw, "metadata": meta}) + "\n")
     meta = {
         "lsn": snapshot.lsn,
         "count": len(snapshot.ids),
@@ -82,7 +83,7 @@ def read_checkpoint(path: Path, dimension: int) -> Snapshot:
     if _digest(path / "vectors.npy", path / "items.jsonl") != meta["sha256"]:
         raise ValueError(f"{path.name}: checksum mismatch")
     vectors = np.load(path / "vectors.npy", allow_pickle=False)
-    rows = [json.loads(line) for line in (path / "items.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = [stored.loads(line) for line in (path / "items.jsonl").read_text(encoding="utf-8").splitlines()]
     if vectors.shape != (len(rows), dimension) or len(rows) != meta["count"]:
         raise ValueError(f"{path.name}: {vectors.shape} vectors for {len(rows)} items of dimension {dimension}")
     return Snapshot(

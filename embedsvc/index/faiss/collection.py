@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,10 @@ _ANN_MIN_SELECTIVITY = 0.05
 _MAX_OVERFETCH = 1024
 # IVF-PQ fetches this many times k candidates by their PQ codes and re-ranks them with the stored vectors.
 _PQ_RERANK = 4
+# Vectors added to a rebuilt index per step (between steps the rebuild reports progress and may be cancelled).
+_REBUILD_CHUNK = 8192
+# What a rebuild swaps in: every attribute of the items in memory and their index.
+_STATE = ("_n", "_ids", "_meta", "_inputs", "_vectors", "_unit", "_live", "_slot_of", "_index")
 
 
 def _fit(array: np.ndarray, width: int, fill: float = 0.0) -> np.ndarray:
@@ -65,6 +70,8 @@ class Collection:
         self.error = ""
         self._rw = RWLock()
         self._writer: LogWriter | None = None
+        # While a rebuild runs: the records applied since its snapshot, replayed onto the new state before the swap.
+        self._rebuilding: list[Record] | None = None
         self._reset(0)
 
     # ---- state -------------------------------------------------------------------------------------------------
@@ -152,10 +159,15 @@ class Collection:
     def _apply(self, records: list[Record]) -> None:
         with self._rw.write():
             for record in records:
-                if isinstance(record.operation, Upsert):
-                    self._append(record.operation, index=True)
-                else:
-                    self._remove(record.operation)
+                self._replay(record, index=True)
+            if self._rebuilding is not None:
+                self._rebuilding.extend(records)
+
+    def _replay(self, record: Record, *, index: bool) -> None:
+        if isinstance(record.operation, Upsert):
+            self._append(record.operation, index=index)
+        else:
+            self._remove(record.operation)
 
     @property
     def count(self) -> int:
@@ -167,6 +179,8 @@ class Collection:
     def open(cls, directory: Path, checkpoint_bytes: int) -> Collection:
         """Recover from checkpoint and log. Damage makes a DATA_LOSS collection, not an exception."""
         config = CollectionConfig.from_json((directory / CONFIG).read_bytes())
+        if not config.created_at:
+            config = replace(config, created_at=(directory / CONFIG).stat().st_mtime)
         collection = cls(directory, config, checkpoint_bytes)
         collection._recover()
         return collection
@@ -221,14 +235,17 @@ class Collection:
 
     def _snapshot(self, lsn: int) -> checkpoint.Snapshot:
         with self._rw.read():
-            live = np.flatnonzero(self._live[: self._n])
-            return checkpoint.Snapshot(
-                lsn=lsn,
-                ids=[self._ids[s] for s in live],
-                vectors=self._vectors[live].copy(),
-                metadata=[self._meta[s] for s in live],
-                inputs=[self._inputs[s] for s in live],
-            )
+            return self._snapshot_locked(lsn)
+
+    def _snapshot_locked(self, lsn: int) -> checkpoint.Snapshot:
+        live = np.flatnonzero(self._live[: self._n])
+        return checkpoint.Snapshot(
+            lsn=lsn,
+            ids=[self._ids[s] for s in live],
+            vectors=self._vectors[live].copy(),
+            metadata=[self._meta[s] for s in live],
+            inputs=[self._inputs[s] for s in live],
+        )
 
     def checkpoint(self, *, compact: bool = False) -> None:
         """Write a checkpoint of the live items and empty the log; `compact` also rebuilds memory and index."""
@@ -290,7 +307,8 @@ class Collection:
 
     def _maybe_checkpoint(self, writer: LogWriter) -> None:
         if writer.size > self.checkpoint_bytes:
-            self.checkpoint(compact=self._n > 2 * max(self.count, 1))
+            # A running rebuild compacts anyway; compacting here too would rebuild the index under the write lock.
+            self.checkpoint(compact=self._n > 2 * max(self.count, 1) and self._rebuilding is None)
 
     def get(self, ids: Sequence[str], *, with_vectors: bool) -> list[StoredItem | None]:
         self.check_ready()
@@ -474,22 +492,81 @@ class Collection:
         labels = np.where(positions >= 0, rows[np.maximum(positions, 0)], -1)
         return scores, labels
 
-    def export(self, batch_size: int) -> Iterator[list[StoredItem]]:
+    def export(self, batch_size: int, after: str | None = None) -> Iterator[list[StoredItem]]:
+        """The live items in the order of their ids (those after `after`), in batches of at most `batch_size`.
+
+        Items are read batch by batch: one written during the export may or may not appear, one present throughout
+        appears exactly once, with its content when its batch is read."""
         self.check_ready()
         with self._rw.read():
-            slots = np.flatnonzero(self._live[: self._n])
-        for start in range(0, len(slots), batch_size):
+            ids = sorted(i for i in self._slot_of if after is None or i > after)
+        for start in range(0, len(ids), batch_size):
             with self._rw.read():
+                slots = ((item_id, self._slot_of.get(item_id)) for item_id in ids[start : start + batch_size])
                 batch = [
-                    StoredItem(self._ids[s], self._vectors[s].copy(), self._meta[s], self._inputs[s])
-                    for s in slots[start : start + batch_size]
-                    if self._live[s]
+                    StoredItem(item_id, self._vectors[s].copy(), self._meta[s], self._inputs[s])
+                    for item_id, s in slots
+                    if s is not None
                 ]
-            yield batch
+            if batch:
+                yield batch
 
-    def rebuild(self) -> None:
-        """Retrain and refill the index from the live items, and checkpoint (dropping tombstones)."""
-        self.checkpoint(compact=True)
+    @property
+    def rebuilding(self) -> bool:
+        return self._rebuilding is not None
+
+    def rebuild(
+        self,
+        stage: Callable[[str, int], None] = lambda _stage, _total: None,
+        units: Callable[[int], None] = lambda _done: None,
+        check: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Build a new index from the live items while searches and writes go on against the old one, swap it in
+        together with the writes made meanwhile, then checkpoint (which drops the tombstones from disk too).
+
+        `stage(name, total)` and `units(done)` report progress; `check()` is called between steps and stops the
+        rebuild by raising (nothing changes then)."""
+        self._require_writer()
+        stage("snapshot", 0)
+        with self._rw.read():
+            if self._rebuilding is not None:
+                raise EmbedsvcError(Reason.INVALID_VALUE, f"collection '{self.config.name}' is already rebuilding")
+            snapshot = self._snapshot_locked(0)
+            self._rebuilding = []  # set under the lock: no write can be applied between the snapshot and this
+        try:
+            fresh = Collection(self.directory, self.config, self.checkpoint_bytes)
+            fresh._load(snapshot)
+            fresh._build_index(stage, units, check)
+            check()
+            stage("catching-up", len(self._rebuilding))
+            with self._rw.write():
+                for record in self._rebuilding:
+                    fresh._replay(record, index=True)
+                for attribute in _STATE:
+                    setattr(self, attribute, getattr(fresh, attribute))
+        finally:
+            self._rebuilding = None
+        stage("checkpoint", 0)
+        self.checkpoint()
+
+    def _build_index(
+        self, stage: Callable[[str, int], None], units: Callable[[int], None], check: Callable[[], None]
+    ) -> None:
+        """A new index over this (unshared, compacted) state, trained if the kind needs it, filled in steps."""
+        self._index = VectorIndex(self.config.index, self.config.dimension, self.config.metric)
+        slots = np.arange(self._n)
+        if not self._index.trained:
+            if self.count == 0 or self.count < self.config.index.train_size:
+                return  # searched exactly until enough vectors arrive, as before
+            stage("training", 0)
+            check()
+            self._index.train(self._unit[slots])
+        stage("indexing", len(slots))
+        for start in range(0, len(slots), _REBUILD_CHUNK):
+            check()
+            chunk = slots[start : start + _REBUILD_CHUNK]
+            self._index.add(chunk, self._unit[chunk])
+            units(start + len(chunk))
 
     def info(self) -> dict[str, Any]:
         disk = sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.index import metadata as stored
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,8 @@ class Record:
 
 def encode(lsn: int, operation: Operation) -> bytes:
     if isinstance(operation, Upsert):
-        header = json.dumps(
-            {"ids": operation.ids, "metadata": operation.metadata, "inputs": operation.inputs},
-            ensure_ascii=False,
-            separators=(",", ":"),
+        header = stored.dumps(
+            {"ids": operation.ids, "metadata": operation.metadata, "inputs": operation.inputs}
         ).encode("utf-8")
         vectors = np.ascontiguousarray(operation.vectors, dtype="<f4").tobytes()
         payload = _HEAD.pack(lsn, OP_UPSERT) + _JSON_LEN.pack(len(header)) + header + vectors
@@ -79,7 +78,7 @@ def decode(payload: bytes, dimension: int) -> Record:
     body = payload[_HEAD.size :]
     if op == OP_UPSERT:
         (size,) = _JSON_LEN.unpack_from(body)
-        header = json.loads(body[_JSON_LEN.size : _JSON_LEN.size + size])
+        header = stored.loads(body[_JSON_LEN.size : _JSON_LEN.size + size])
         raw = body[_JSON_LEN.size + size :]
         vectors = np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(len(header["ids"]), dimension)
         return Record(lsn, Upsert(header["ids"], vectors, header["metadata"], header["inputs"]))

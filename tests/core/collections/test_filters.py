@@ -72,3 +72,22 @@ def test_length_limit():
     with pytest.raises(EmbedsvcError) as info:
         compile_filter('a = "' + "x" * 100 + '"', 50)
     assert info.value.reason is Reason.LIMIT_EXCEEDED
+
+
+def test_integers_compare_exactly_and_timestamps_as_timestamps():
+    from datetime import UTC, datetime
+
+    big = 2**53 + 1
+    item = {"n": big, "f": 2.5, "at": datetime(2024, 5, 1, 12, tzinfo=UTC), "flags": [1, 2]}
+    assert compile_filter(f"n = {big}", 4096)(item)
+    assert not compile_filter(f"n = {big - 1}", 4096)(item)  # as doubles these two are equal
+    assert compile_filter("f > 2 AND f < 3 AND flags IN [2]", 4096)(item)
+    assert compile_filter(
+        'at >= timestamp("2024-05-01T00:00:00Z") AND at < timestamp("2024-05-02T00:00:00+00:00")', 4096
+    )(item)
+    assert not compile_filter('at = "2024-05-01T12:00:00Z"', 4096)(item)  # a string is not a timestamp
+    assert not compile_filter('n > timestamp("2024-05-01T00:00:00Z")', 4096)(item)
+    for bad in ('at > timestamp("yesterday")', 'at > timestamp("2024-05-01")', "at > timestamp(5)"):
+        with pytest.raises(EmbedsvcError) as info:
+            compile_filter(bad, 4096)
+        assert info.value.reason is Reason.INVALID_FILTER

@@ -197,3 +197,50 @@ def test_search_after_deletes_and_replacements_equals_brute_force(store, kind):
     hits, _ = collection.search(q, 10, exact=kind is not IndexKind.FLAT)
     order, _ = brute_force(x[live], q, 10, Metric.L2)
     assert [[int(h.id) for h in r] for r in hits] == live[order].tolist()
+
+
+@pytest.mark.parametrize(("kind", "params"), [(IndexKind.FLAT, {}), (IndexKind.IVF_FLAT, {"nlist": 16})])
+def test_rebuild_takes_in_the_writes_made_while_it_runs(store, kind, params):
+    collection, x = make(store, f"rebuilt-{kind.value}", 2000, metric=Metric.L2, kind=kind, **params)
+    collection.upsert(Upsert(["0", "1"], x[:2] + 1, [{}, {}], ["", ""]))  # two tombstones
+    stages, searched = [], []
+    new = clustered(3, seed=9)
+
+    def check():
+        # Runs between the rebuild's steps, on its thread: writes and searches meanwhile go to the old index.
+        if not searched:
+            collection.upsert(Upsert(["new0", "new1", "5"], new, [{"during": True}] * 3, [""] * 3))
+            collection.delete(["7"])
+            searched.append(collection.search(new[:1], 1)[0][0][0].id)
+            assert collection.rebuilding
+
+    collection.rebuild(lambda stage, total: stages.append(stage), lambda done: None, check)
+    assert not collection.rebuilding and searched == ["new0"]
+    assert stages[0] == "snapshot" and stages[-2:] == ["catching-up", "checkpoint"] and "indexing" in stages
+    assert collection.count == 2000 + 2 - 1
+    assert collection.info()["tombstones"] == 2  # "5" replaced and "7" deleted during the rebuild, replayed
+    hits, _ = collection.search(np.concatenate([new, x[7:8]]), 1, exact=False)
+    assert [h[0].id for h in hits[:3]] == ["new0", "new1", "5"] and hits[3][0].id != "7"
+    assert collection.get(["7"], with_vectors=False) == [None]
+
+
+def test_a_cancelled_rebuild_changes_nothing(store):
+    collection, x = make(store, "cancelled", 500, metric=Metric.L2)
+    before = collection.search(x[:5], 3)[0]
+
+    def check():
+        raise EmbedsvcError(Reason.CANCELLED, "cancelled")
+
+    with pytest.raises(EmbedsvcError):
+        collection.rebuild(check=check)
+    assert not collection.rebuilding and collection.search(x[:5], 3)[0] == before
+    collection.upsert(Upsert(["after"], x[:1], [{}], [""]))
+    assert collection.count == 501
+
+
+def test_export_is_in_id_order_and_resumes_after_any_id(store):
+    collection, _ = make(store, "exported", 300)
+    collection.delete(["17"])
+    ids = [item.id for batch in collection.export(40) for item in batch]
+    assert ids == sorted(str(i) for i in range(300) if i != 17)
+    assert [item.id for batch in collection.export(7, after=ids[99]) for item in batch] == ids[100:]

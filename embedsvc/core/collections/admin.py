@@ -1,0 +1,187 @@
+"""Collections' lifecycle: create, list, delete, rebuild (a long-running operation) and aliases.
+
+Collection names and aliases share one namespace; every change to either takes `_names`, so a collection and an alias
+can never be created under the same name, and a collection cannot be deleted while an alias points at it.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from embedsvc.core.collections.aliases import Alias, AliasStore, not_found
+from embedsvc.core.collections.binding import binding
+from embedsvc.core.collections.service import CollectionInfo, Collections
+from embedsvc.core.operations import Operation, OperationStore, Progress
+from embedsvc.core.paging import Page, page_size
+from embedsvc.errors import EmbedsvcError, Reason, invalid, limit_exceeded, missing
+from embedsvc.index.faiss.store import check_name
+from embedsvc.index.types import CollectionConfig, IndexParams, Metric
+
+REBUILD = "rebuild"
+
+
+class CollectionAdmin:
+    def __init__(self, collections: Collections, aliases: AliasStore, operations: OperationStore) -> None:
+        self.collections = collections
+        self.store = collections.store
+        self.limits = collections.limits
+        self.tokens = collections.tokens
+        self.aliases = aliases
+        self.operations = operations
+        self._names = threading.Lock()
+
+    # ---- collections ---------------------------------------------------------------------------------------------
+
+    def create(
+        self, name: str, dimension: int, metric: Metric | None, index: IndexParams, model: str
+    ) -> CollectionInfo:
+        check_name(name)
+        if metric is None:
+            raise missing("metric", "the metric")
+        model_version = space = ""
+        if model:
+            bound = binding(self.collections.registry, model, self.collections.latents)
+            if dimension and dimension != bound.dimension:
+                raise EmbedsvcError(
+                    Reason.DIMENSION_MISMATCH,
+                    f"model '{model}' has dimension {bound.dimension}, not {dimension}",
+                    field="dimension",
+                    metadata={"expected": str(bound.dimension), "actual": str(dimension)},
+                )
+            dimension, model_version, space = bound.dimension, bound.version, bound.space
+        if dimension <= 0:
+            raise missing("dimension", "a positive dimension (or a model)")
+        if dimension > self.limits.max_dimension:
+            raise limit_exceeded("dimension", "dimension", dimension, self.limits.max_dimension)
+        resolved = index.resolved(dimension)
+        for field, message in resolved.problems(dimension):
+            raise invalid(field, message)
+        config = CollectionConfig(
+            name,
+            dimension,
+            metric,
+            resolved,
+            model,
+            model_version,
+            space or f"collection:{name}",
+            created_at=datetime.now(UTC).timestamp(),
+        )
+        with self._names:
+            if self.aliases.get(name) is not None:
+                raise EmbedsvcError(
+                    Reason.COLLECTION_EXISTS,
+                    f"'{name}' is an alias; collections and aliases share one namespace",
+                    field="name",
+                    metadata={"collection": name},
+                )
+            created = self.store.create(config)
+        return self.collections.describe(created)
+
+    def list_page(self, size: int, token: str) -> Page[CollectionInfo]:
+        names = self.store.names()
+        page = self.tokens.page(
+            names,
+            str,
+            listing="collections",
+            token=token,
+            size=page_size(size, self.limits.max_page_size),
+        )
+        return Page([self.collections.describe(self.store.get(n)) for n in page.entries], page.next_page_token)
+
+    def delete(self, name: str) -> None:
+        check_name(name)
+        with self._names:
+            if self.aliases.get(name) is not None:
+                raise invalid("name", f"'{name}' is an alias; delete it with DeleteAlias, or name the collection")
+            pointing = self.aliases.of(name)
+            if pointing:
+                raise EmbedsvcError(
+                    Reason.COLLECTION_HAS_ALIASES,
+                    f"collection '{name}' has aliases ({', '.join(pointing)}); delete or switch them first",
+                    field="name",
+                    metadata={"collection": name, "aliases": ",".join(pointing)},
+                )
+            self.store.delete(name)
+
+    def rebuild(self, name: str) -> Operation:
+        """Start (or find) the rebuild of a collection; it runs in the background."""
+        collection = self.store.get(self.collections.resolve(name, "name"))
+        collection.check_ready()
+
+        def work(progress: Progress) -> dict[str, Any]:
+            collection.rebuild(progress.stage, progress.units, progress.check)
+            progress.stage("done")
+            return {"collection": collection.config.name}
+
+        return self.operations.start(REBUILD, collection.config.name, work)
+
+    # ---- aliases -------------------------------------------------------------------------------------------------
+
+    def create_alias(self, alias: str, collection: str) -> Alias:
+        check_name(alias, "alias")
+        check_name(collection, "collection")
+        with self._names:
+            if self.aliases.get(alias) is not None or alias in self.store.names():
+                raise EmbedsvcError(
+                    Reason.ALIAS_EXISTS,
+                    f"the name '{alias}' is taken (by an alias or a collection)",
+                    field="alias",
+                    metadata={"alias": alias},
+                )
+            self._target(collection)
+            return self.aliases.set(alias, collection)
+
+    def update_alias(self, alias: str, collection: str) -> tuple[Alias, str]:
+        """Point an alias elsewhere; returns it and the collection it pointed at before."""
+        check_name(alias, "alias")
+        check_name(collection, "collection")
+        with self._names:
+            current = self.aliases.get(alias)
+            if current is None:
+                raise not_found(alias)
+            self._target(collection)
+            return self.aliases.set(alias, collection), current.collection
+
+    def delete_alias(self, alias: str) -> None:
+        check_name(alias, "alias")
+        with self._names:
+            self.aliases.delete(alias)
+
+    def list_aliases(self, size: int, token: str, collection: str = "") -> Page[Alias]:
+        found = [a for a in self.aliases.all() if not collection or a.collection == collection]
+        return self.tokens.page(
+            found,
+            lambda a: a.alias,
+            listing=f"aliases:{collection}",
+            token=token,
+            size=page_size(size, self.limits.max_page_size),
+        )
+
+    def _target(self, collection: str) -> None:
+        """An alias points at a real collection (not at another alias)."""
+        if self.aliases.get(collection) is not None:
+            raise invalid("collection", f"'{collection}' is an alias; an alias must name a collection")
+        self.store.get(collection)  # COLLECTION_NOT_FOUND
+
+    # ---- operations ----------------------------------------------------------------------------------------------
+
+    def operation_result(self, operation: Operation) -> CollectionInfo | None:
+        """What a finished rebuild produced: the collection's description now (None if it was deleted since)."""
+        if not operation.done or operation.error is not None or operation.result is None:
+            return None
+        try:
+            return self.collections.describe(self.store.get(operation.result["collection"]))
+        except EmbedsvcError:
+            return None
+
+    def list_operations(self, size: int, token: str, collection: str = "") -> Page[Operation]:
+        return self.tokens.page(
+            self.operations.list(collection),
+            lambda op: op.id,
+            listing=f"operations:{collection}",
+            token=token,
+            size=page_size(size, self.limits.max_page_size),
+            descending=True,
+        )
