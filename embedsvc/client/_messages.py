@@ -153,7 +153,7 @@ def _get_value(message: common_pb2.MetadataValue) -> Any:
 
 def get_metadata(fields: Any) -> dict[str, Any]:
     """A metadata map as a dict of plain Python values (int, float, str, bool, datetime, lists)."""
-    return {key: _get_value(value) for key, value in fields.items()}
+    return {key: _get_value(fields[key]) for key in sorted(fields)}  # a map has no order: give it one
 
 
 def packed_rows(vectors: np.ndarray) -> bytes:

@@ -276,3 +276,46 @@ def test_plots_can_colour_by_fields_named_group_or_cluster(client, made):
     png = client.plot(collection_points(name), color_field="group", width=200, height=200)
     assert png.startswith(b"\x89PNG")
     assert err(lambda: client.plot(collection_points(name), color_by="group")) == (INVALID, "INVALID_VALUE")
+
+
+def test_a_changed_model_version_is_its_own_reason(tmp_path):
+    """A collection bound to a model that changed since is MODEL_VERSION_CHANGED (re-embed), not MODEL_BINDING."""
+    from embedsvc.backends.base import ModelSpec
+    from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
+    from embedsvc.settings import Settings
+    from embedsvc.transport.server import create_server
+    from tests.conftest import planted_vectors, write_word2vec_text
+
+    def serve(seed):
+        words, vectors = planted_vectors(seed)
+        path = write_word2vec_text(tmp_path / f"w{seed}.txt", words, vectors)
+        spec = ModelSpec("w", WordVectorsOptions(WordVectorFormat.WORD2VEC_TEXT, path))
+        settings = Settings(port=0, data_dir=tmp_path / "data", embedded_models=False, models=(spec,))
+        srv, port = create_server(settings)
+        srv.start()
+        srv.wait_until_ready(60)
+        return srv, f"127.0.0.1:{port}"
+
+    srv, target = serve(7)
+    with Client(target) as c:
+        c.create_collection("bound", model="w")
+        c.upsert("bound", ["king"], inputs=["king"])
+        c.create_collection("plain", dimension=32)
+    srv.stop(0)
+    srv, target = serve(8)  # the same name, other vectors: another version
+    try:
+        with Client(target) as c:
+            with pytest.raises(EmbedsvcClientError) as info:
+                c.search("bound", input="queen")
+            assert (info.value.code, info.value.reason) == (
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "MODEL_VERSION_CHANGED",
+            )
+            assert info.value.metadata["expected"] != info.value.metadata["actual"]
+            assert c.search("bound", item_id="king", k=1) == []  # vectors already stored still serve
+            assert err(lambda: c.search("plain", input="queen")) == (
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "MODEL_BINDING",
+            )
+    finally:
+        srv.stop(0)

@@ -21,6 +21,7 @@ from embedsvc.client import DirectionRef, EmbedsvcClientError, image_expression
 from embedsvc.core.images.codec import to_png
 from embedsvc.core.images.datasets import load_dataset, split
 from embedsvc.core.images.directions import DirectionStore
+from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.v1 import arithmetic_pb2, latent_pb2, latent_pb2_grpc
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -139,6 +140,12 @@ def test_directions_traverse_and_expressions(client, server, digits, vae):
     # Durable: a store opened on the same folder (as after a restart) has it.
     reopened = DirectionStore(server.settings.data_dir / "directions")
     assert reopened.get(MODEL, "one-to-zero", version=d.model_version, field="x").vector == tuple(d.vector.values)
+    with pytest.raises(EmbedsvcError) as info:  # a retrained model: the direction points elsewhere now
+        reopened.get(MODEL, "one-to-zero", version="sha256:retrained", field="x")
+    assert info.value.reason is Reason.MODEL_VERSION_CHANGED
+    listed = client.list_directions(MODEL, page_size=1)
+    assert listed[0].create_time.seconds > 0 and not listed[0].HasField("vector")
+    assert client.list_directions(MODEL, include_vectors=True)[0].vector.values
 
     one = ones[0]
     frames = client.traverse(MODEL, one, "one-to-zero", [0.0, 0.5, 1.0])
