@@ -13,7 +13,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from embedsvc.index.exact import faiss_metric
+from embedsvc.index.exact import faiss_metric, faiss_threads
 from embedsvc.index.types import IndexKind, IndexParams, Metric
 
 # FAISS's type stubs lack the keyword constructors of its SearchParameters classes, which exist at run time.
@@ -54,18 +54,20 @@ class VectorIndex:
         return int(self.index.ntotal)
 
     def train(self, vectors: np.ndarray) -> None:
-        self.index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+        with faiss_threads():
+            self.index.train(np.ascontiguousarray(vectors, dtype=np.float32))
         self.trained = True
 
     def add(self, slots: np.ndarray, vectors: np.ndarray) -> None:
         """Add rows; FLAT and HNSW number them in order, so `slots` must continue from ntotal."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if self.params.is_ivf:
-            self.index.add_with_ids(vectors, np.ascontiguousarray(slots, dtype=np.int64))
-        else:
-            if len(slots) and int(slots[0]) != self.ntotal:
-                raise ValueError(f"slot {int(slots[0])} added at position {self.ntotal}")
-            self.index.add(vectors)
+        if not self.params.is_ivf and len(slots) and int(slots[0]) != self.ntotal:
+            raise ValueError(f"slot {int(slots[0])} added at position {self.ntotal}")
+        with faiss_threads():
+            if self.params.is_ivf:
+                self.index.add_with_ids(vectors, np.ascontiguousarray(slots, dtype=np.int64))
+            else:
+                self.index.add(vectors)
 
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None, *, ef_search: int = 0, nprobe: int = 0
@@ -86,7 +88,8 @@ class VectorIndex:
             )
         else:
             params = _faiss.SearchParameters(sel=selector)
-        distances, labels = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
+        with faiss_threads():
+            distances, labels = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
         del bitmap  # the selector points into it until here
         return distances, labels
 
