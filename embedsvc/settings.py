@@ -7,8 +7,10 @@ else reads the environment. Every limit is documented here and in the README's c
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from embedsvc.backends.base import ModelSpec
 from embedsvc.backends.devices import is_device
 from embedsvc.errors import ConfigError
 
-__all__ = ["ConfigError", "Limits", "ModelSpec", "Settings"]
+__all__ = ["ApiKey", "AuthSettings", "ConfigError", "Limits", "ModelSpec", "Role", "Settings", "TlsSettings"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,54 @@ class Limits:
     max_page_size: int = 1000
 
 
+class Role(StrEnum):
+    """What an API key may do: read < write < admin (each includes the ones before it)."""
+
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One API key, configured as the hex sha256 of the key (the key itself is never configured or stored)."""
+
+    name: str
+    role: Role
+    sha256: str
+    # Globs of the collections (and aliases) the key may touch; empty: all.
+    collections: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """[auth]: API keys with roles, and the audit log."""
+
+    enabled: bool = False
+    keys: tuple[ApiKey, ...] = ()
+    # A TOML file of more [[keys]] (mounted secrets), read at start.
+    keys_file: Path | None = None
+    # Also audit reads (every write and admin action is audited).
+    audit_reads: bool = False
+    # The audit log is rotated past this size; this many rotated files are kept.
+    audit_max_bytes: int = 64 * 1024 * 1024
+    audit_files: int = 5
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """[server.tls]: the server's certificate chain and key (PEM), and for mutual TLS the CA whose certificates
+    clients must present. The files are read again when they change (or on SIGHUP), without dropping the server."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+
+# Addresses that only this machine can reach: serving them without keys is allowed.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the server needs to start. Frozen: a running server never changes its settings."""
@@ -113,6 +163,16 @@ class Settings:
     # on the CPU (numpy/FAISS).
     device: str = "auto"
     log_level: str = "INFO"
+    # "text" or "json" (one object per line: time, level, logger, message, and for calls the request id, method,
+    # code, reason, duration and key name).
+    log_format: str = "text"
+    # Prometheus metrics on their own HTTP port (None: off; 0 picks a free one), at metrics_host (default: host).
+    metrics_port: int | None = None
+    metrics_host: str = ""
+    # Serve a non-loopback address without API keys. Refused unless asked for on purpose.
+    insecure: bool = False
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    tls: TlsSettings | None = None
 
     def all_models(self) -> tuple[ModelSpec, ...]:
         """The configured models, preceded by the embedded defaults unless disabled or overridden by name."""
@@ -121,20 +181,30 @@ class Settings:
         return tuple(m for m in embedded if m.name not in configured) + self.models
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], **overrides: Any) -> Settings:
-        """Build Settings from a parsed TOML document; `overrides` (from flags) win over the file.
+    def from_config(
+        cls, config: Mapping[str, Any], *, extra_keys: tuple[ApiKey, ...] = (), **overrides: Any
+    ) -> Settings:
+        """Build Settings from a parsed TOML document; `overrides` (from flags) win over the file, `extra_keys` (the
+        bootstrap admin key from the environment) join the configured keys and turn auth on.
 
         Layout: a `[server]` table with the scalar fields above, a `[limits]` table, and `[[models]]` entries.
         """
-        unknown = set(config) - {"server", "limits", "models"}
+        unknown = set(config) - {"server", "limits", "models", "auth"}
         if unknown:
             raise ConfigError(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
-        server = _table(config, "server")
-        scalar_fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("models", "limits")}
-        values: dict[str, Any] = {}
+        server = dict(_table(config, "server"))
+        tls = _tls(server.pop("tls")) if "tls" in server else None
+        scalar_fields = {f.name for f in dataclasses.fields(cls)} - {"models", "limits", "auth", "tls"}
+        auth = _auth(_table(config, "auth"))
+        if extra_keys:
+            auth = dataclasses.replace(auth, enabled=True, keys=auth.keys + extra_keys)
+        values: dict[str, Any] = {"tls": tls, "auth": auth}
         for key, value in server.items():
             if key not in scalar_fields:
                 raise ConfigError(f"server.{key}: unknown key")
+            if key == "metrics_port":
+                values[key] = _port(f"server.{key}", value)
+                continue
             values[key] = _coerce(f"server.{key}", value, cls.__dataclass_fields__[key].default)
         limits_table = _table(config, "limits")
         limit_values: dict[str, int] = {}
@@ -153,6 +223,8 @@ class Settings:
         if duplicates:
             raise ConfigError(f"models: duplicate name(s): {', '.join(duplicates)}")
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if "metrics_port" in overrides and overrides["metrics_port"] is not None:
+            values["metrics_port"] = _port("--metrics-port", overrides["metrics_port"])
         if "data_dir" in values:
             values["data_dir"] = Path(values["data_dir"]).expanduser()
         settings = cls(**values, limits=Limits(**limit_values), models=models)
@@ -162,6 +234,21 @@ class Settings:
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"server.port: {self.port} is not a TCP port")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"server.log_format: must be text or json, got {self.log_format!r}")
+        if self.auth.enabled and not self.auth.keys:
+            raise ConfigError("auth.enabled: true, but no keys ([[auth.keys]], auth.keys_file or EMBEDSVC_ADMIN_KEY)")
+        names = [k.name for k in self.auth.keys]
+        if len(set(names)) != len(names):
+            raise ConfigError(
+                f"auth.keys: duplicate name(s): {', '.join(sorted({n for n in names if names.count(n) > 1}))}"
+            )
+        if self.host not in LOOPBACK_HOSTS and not self.auth.enabled and not self.insecure:
+            raise ConfigError(
+                f"server.host: {self.host} can be reached from other machines, and auth is off: anyone who reaches the "
+                "port could read and delete everything. Create keys (embedsvc auth new-key) and set [auth] enabled "
+                "= true, or set EMBEDSVC_ADMIN_KEY; or pass --insecure to serve without keys on purpose"
+            )
         if self.max_workers < 1:
             raise ConfigError("server.max_workers: must be at least 1")
         if self.grace_period_s < 0:
@@ -169,6 +256,92 @@ class Settings:
         if not is_device(self.device):
             raise ConfigError(f"server.device: {self.device!r} is not auto, cpu or cuda:N")
         kinds.check_requirements(self.all_models(), self.models)
+
+
+def _port(key: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+        raise ConfigError(f"{key}: must be a TCP port (0 picks a free one), got {value!r}")
+    return value
+
+
+def _path(key: str, value: Any) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: must be a file path, got {value!r}")
+    return Path(value).expanduser()
+
+
+def _tls(table: Any) -> TlsSettings:
+    if not isinstance(table, Mapping):
+        raise ConfigError("server.tls: must be a table")
+    unknown = set(table) - {"cert_file", "key_file", "client_ca_file"}
+    if unknown:
+        raise ConfigError(f"server.tls.{sorted(unknown)[0]}: unknown key")
+    for key in ("cert_file", "key_file"):
+        if key not in table:
+            raise ConfigError(f"server.tls.{key}: required (PEM file)")
+    files = {key: _path(f"server.tls.{key}", value) for key, value in table.items()}
+    for key, path in files.items():
+        if not path.is_file():
+            raise ConfigError(f"server.tls.{key}: {path}: no such file")
+    return TlsSettings(**files)
+
+
+def _auth(table: Mapping[str, Any]) -> AuthSettings:
+    unknown = set(table) - {"enabled", "keys", "keys_file", "audit_reads", "audit_max_bytes", "audit_files"}
+    if unknown:
+        raise ConfigError(f"auth.{sorted(unknown)[0]}: unknown key")
+    values: dict[str, Any] = {}
+    for key in ("enabled", "audit_reads"):
+        if key in table:
+            values[key] = _coerce(f"auth.{key}", table[key], False)
+    for key in ("audit_max_bytes", "audit_files"):
+        if key in table:
+            value = table[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"auth.{key}: must be a positive integer, got {value!r}")
+            values[key] = value
+    keys = _keys("auth.keys", table.get("keys", []))
+    if "keys_file" in table:
+        path = _path("auth.keys_file", table["keys_file"])
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"auth.keys_file: cannot read {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"auth.keys_file: {path} is not valid TOML: {exc}") from None
+        if set(document) - {"keys"}:
+            raise ConfigError(f"auth.keys_file: {path} may hold only [[keys]] tables")
+        keys += _keys(f"auth.keys_file ({path}) keys", document.get("keys", []))
+        values["keys_file"] = path
+    return AuthSettings(keys=keys, **values)
+
+
+def _keys(where: str, entries: Any) -> tuple[ApiKey, ...]:
+    if not isinstance(entries, list):
+        raise ConfigError(f"{where}: must be an array of tables")
+    keys = []
+    for i, entry in enumerate(entries):
+        at = f"{where}[{i}]"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{at}: must be a table")
+        unknown = set(entry) - {"name", "role", "sha256", "collections"}
+        if unknown:
+            raise ConfigError(f"{at}.{sorted(unknown)[0]}: unknown key")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name or len(name) > 128 or not name.isprintable():
+            raise ConfigError(f"{at}.name: 1 to 128 printable characters, got {name!r}")
+        try:
+            role = Role(str(entry.get("role")))
+        except ValueError:
+            raise ConfigError(f"{at}.role: must be read, write or admin, got {entry.get('role')!r}") from None
+        digest = entry.get("sha256")
+        if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+            raise ConfigError(f"{at}.sha256: must be 64 hex digits (the sha256 of the key), got {digest!r}")
+        collections = entry.get("collections", [])
+        if not isinstance(collections, list) or not all(isinstance(c, str) and c for c in collections):
+            raise ConfigError(f"{at}.collections: must be a list of collection names or globs")
+        keys.append(ApiKey(name, role, digest.lower(), tuple(collections)))
+    return tuple(keys)
 
 
 def _table(config: Mapping[str, Any], key: str) -> Mapping[str, Any]:

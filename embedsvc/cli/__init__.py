@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from embedsvc import __version__
 from embedsvc.cli import collections, images, maps, serve, texts, words
@@ -30,6 +31,15 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per call (default: %(default)s)")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("EMBEDSVC_API_KEY"),
+        help="the API key to send (default: $EMBEDSVC_API_KEY)",
+    )
+    p.add_argument("--tls", action="store_true", help="connect with TLS (implied by the file options)")
+    p.add_argument("--ca-file", type=Path, help="PEM of the CA to trust (default: the system's roots)")
+    p.add_argument("--cert-file", type=Path, help="PEM client certificate, for mutual TLS")
+    p.add_argument("--key-file", type=Path, help="PEM key of the client certificate")
     p.set_defaults(local=False)
     # --json is accepted before or after the command; SUPPRESS keeps a global --json from being reset.
     common = argparse.ArgumentParser(add_help=False)
@@ -57,13 +67,25 @@ def _call(args: argparse.Namespace) -> int:
     from embedsvc.client import Client, EmbedsvcClientError
 
     try:
-        with Client(args.target, timeout=args.timeout) as client:
+        client = Client(
+            args.target,
+            timeout=args.timeout,
+            api_key=args.api_key,
+            tls=args.tls,
+            ca_file=args.ca_file,
+            cert_file=args.cert_file,
+            key_file=args.key_file,
+        )
+        with client:
             return int(args.handler(args, client) or 0)
     except EmbedsvcClientError as exc:
         if exc.reason == "UNAVAILABLE":
             print(f"error: cannot reach embedsvc at {args.target}: {exc.message}", file=sys.stderr)
         else:
             print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:  # unreadable TLS files, a certificate without its key
+        print(f"error: {exc}", file=sys.stderr)
         return 1
 
 

@@ -1,7 +1,7 @@
 """`embedsvc serve`: the server, configured from flags, the environment and an optional TOML file.
 
-This is the only place that reads the server's environment (EMBEDSVC_CONFIG, EMBEDSVC_DATA_DIR, XDG_DATA_HOME) and
-builds Settings.
+This is the only place that reads the server's environment (EMBEDSVC_CONFIG, EMBEDSVC_DATA_DIR, XDG_DATA_HOME,
+EMBEDSVC_ADMIN_KEY) and builds Settings. `auth new-key` makes API keys (locally, no server).
 """
 
 from __future__ import annotations
@@ -24,7 +24,23 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--config", type=Path, default=os.environ.get("EMBEDSVC_CONFIG"), help="TOML config file")
     s.add_argument("--data-dir", type=Path, default=os.environ.get("EMBEDSVC_DATA_DIR"), help="cache/state dir")
     s.add_argument("--log-level", help="DEBUG | INFO | WARNING | ERROR (default INFO)")
+    s.add_argument("--log-format", choices=("text", "json"), help="text (default) or one JSON object a line")
+    s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: a free one)")
+    s.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="serve a non-loopback address without API keys (refused otherwise)",
+    )
     s.set_defaults(handler=serve, local=True)
+
+    a = sub.add_parser("auth", parents=[common], help="API keys")
+    a_sub = a.add_subparsers(dest="auth_command", required=True, metavar="ACTION")
+    k = a_sub.add_parser("new-key", parents=[common], help="make a new API key and print its [[auth.keys]] entry")
+    k.add_argument("--name", required=True, help="the key's name: shows in logs, metrics and the audit log")
+    k.add_argument("--role", required=True, choices=("read", "write", "admin"))
+    k.add_argument("--collections", nargs="+", default=[], help="collections (globs) the key may touch; default all")
+    k.set_defaults(handler=make_key, local=True)
 
 
 def default_data_dir() -> Path:
@@ -46,7 +62,48 @@ def settings(args: argparse.Namespace) -> Any:
     data_dir = args.data_dir
     if data_dir is None and "data_dir" not in config.get("server", {}):
         data_dir = default_data_dir()
-    return Settings.from_config(config, host=args.host, port=args.port, data_dir=data_dir, log_level=args.log_level)
+    extra_keys: tuple[Any, ...] = ()
+    bootstrap = os.environ.get("EMBEDSVC_ADMIN_KEY")
+    if bootstrap:  # for containers: an admin key from the environment (only its hash is kept)
+        from embedsvc.settings import ApiKey, Role
+        from embedsvc.transport.auth import key_hash
+
+        extra_keys = (ApiKey("admin (EMBEDSVC_ADMIN_KEY)", Role.ADMIN, key_hash(bootstrap)),)
+    return Settings.from_config(
+        config,
+        extra_keys=extra_keys,
+        host=args.host,
+        port=args.port,
+        data_dir=data_dir,
+        log_level=args.log_level,
+        log_format=args.log_format,
+        metrics_port=args.metrics_port,
+        insecure=args.insecure,
+    )
+
+
+def make_key(args: argparse.Namespace) -> int:
+    import json
+
+    from embedsvc.transport.auth import key_hash, new_key
+
+    key = new_key()
+    entry = {"name": args.name, "role": args.role, "sha256": key_hash(key), "collections": args.collections}
+    if args.json:
+        print(json.dumps({"key": key, **entry}))
+        return 0
+    block = [
+        "[[auth.keys]]",
+        f"name = {json.dumps(args.name)}",
+        f'role = "{args.role}"',
+        f'sha256 = "{entry["sha256"]}"',
+    ]
+    if args.collections:
+        block.append(f"collections = {json.dumps(args.collections)}")
+    print(f"key: {key}")
+    print("Give the key to its user (it is shown only now) and add this to the server's configuration:\n")
+    print("\n".join(block))
+    return 0
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -57,12 +114,9 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: config: {exc}", file=sys.stderr)
         return 1
-    logging.basicConfig(
-        level=chosen.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("faiss").setLevel(logging.WARNING)  # it logs every CPU-feature probe at INFO
+    from embedsvc.transport import logs
+
+    logs.configure(chosen.log_level, chosen.log_format)
     from embedsvc.transport.server import create_server
 
     try:
@@ -77,6 +131,8 @@ def serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if server.tls is not None:
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: server.tls.reload() if server.tls else None)
     server.start()
     server.wait_for_termination()
     if server.load_error:

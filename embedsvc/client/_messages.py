@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import grpc.aio
 import numpy as np
 from google.rpc import error_details_pb2, status_pb2
 
@@ -82,14 +83,40 @@ def choice(table: dict[str, Any], value: Any, what: str) -> Any:
 
 
 def error(exc: grpc.RpcError) -> EmbedsvcClientError:
-    """The client error of a failed call, with the reason and metadata of the server's ErrorInfo."""
+    """The client error of a failed call, with the reason and metadata of the server's ErrorInfo and the call's
+    request id (the `x-request-id` the server logged it under)."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     message = exc.details() if hasattr(exc, "details") else str(exc)
-    trailers = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
-    for key, value in trailers or ():
-        if key == "grpc-status-details-bin":
-            return status_error(status_pb2.Status.FromString(value))
-    return EmbedsvcClientError(code, message or "", code.name, {})
+    trailers = dict(exc.trailing_metadata() or ()) if hasattr(exc, "trailing_metadata") else {}
+    details = trailers.get("grpc-status-details-bin")
+    if details is not None:
+        found = status_error(status_pb2.Status.FromString(details))
+    else:
+        found = EmbedsvcClientError(code, message or "", code.name, {})
+    found.request_id = trailers.get("x-request-id", "")
+    return found
+
+
+def channel(target: str, tls: bool, ca_file: Any, cert_file: Any, key_file: Any, aio: bool) -> Any:
+    """A plaintext channel, or a TLS one (with the CA to trust, and a client certificate for mutual TLS)."""
+    from embedsvc.client.sync import CHANNEL_OPTIONS
+
+    insecure = grpc.aio.insecure_channel if aio else grpc.insecure_channel
+    secure = grpc.aio.secure_channel if aio else grpc.secure_channel
+    if not (tls or ca_file or cert_file or key_file):
+        return insecure(target, options=CHANNEL_OPTIONS)
+    if bool(cert_file) != bool(key_file):
+        raise ValueError("mutual TLS needs both cert_file and key_file")
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=Path(ca_file).read_bytes() if ca_file else None,
+        private_key=Path(key_file).read_bytes() if key_file else None,
+        certificate_chain=Path(cert_file).read_bytes() if cert_file else None,
+    )
+    return secure(target, credentials, options=CHANNEL_OPTIONS)
+
+
+def call_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {api_key}"),) if api_key else ()
 
 
 def status_error(status: status_pb2.Status) -> EmbedsvcClientError:

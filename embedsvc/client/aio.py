@@ -14,7 +14,6 @@ import numpy as np
 
 from embedsvc.client import _messages as m
 from embedsvc.client._calls import Calls, Stream, Unary
-from embedsvc.client.sync import CHANNEL_OPTIONS
 from embedsvc.client.types import (
     Alias,
     AnalogyReport,
@@ -46,9 +45,23 @@ class AsyncClient:
     """asyncio client: every method of `Client`, with the same parameters, as a coroutine (`export_items` returns an
     async iterator). `timeout` (seconds) applies to every call."""
 
-    def __init__(self, target: str = "localhost:50051", *, timeout: float | None = 60.0) -> None:
-        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    def __init__(
+        self,
+        target: str = "localhost:50051",
+        *,
+        timeout: float | None = 60.0,
+        api_key: str | None = None,
+        tls: bool = False,
+        ca_file: str | Path | None = None,
+        cert_file: str | Path | None = None,
+        key_file: str | Path | None = None,
+    ) -> None:
+        """`api_key` is sent as `authorization: Bearer <key>`; `tls` (implied by any of the files) uses TLS, trusting
+        `ca_file` (default: the system's roots), with `cert_file` and `key_file` as the client certificate for mutual
+        TLS."""
+        self._channel = m.channel(target, tls, ca_file, cert_file, key_file, aio=True)
         self._calls = Calls(self._channel)
+        self._metadata = m.call_metadata(api_key)
         self.timeout = timeout
 
     async def __aenter__(self) -> AsyncClient:
@@ -62,13 +75,13 @@ class AsyncClient:
 
     async def _unary(self, call: Unary[T]) -> T:
         try:
-            return call.parse(await call.rpc(call.request, timeout=self.timeout))
+            return call.parse(await call.rpc(call.request, timeout=self.timeout, metadata=self._metadata))
         except grpc.RpcError as exc:
             raise m.error(exc) from None
 
     async def _stream(self, call: Stream[T]) -> AsyncIterator[T]:
         try:
-            async for response in call.rpc(call.request, timeout=self.timeout):
+            async for response in call.rpc(call.request, timeout=self.timeout, metadata=self._metadata):
                 yield call.each(response)
         except grpc.RpcError as exc:
             raise m.error(exc) from None

@@ -51,9 +51,23 @@ class Client:
     metadata from the server's google.rpc.Status details.
     """
 
-    def __init__(self, target: str = "localhost:50051", *, timeout: float | None = 60.0) -> None:
-        self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    def __init__(
+        self,
+        target: str = "localhost:50051",
+        *,
+        timeout: float | None = 60.0,
+        api_key: str | None = None,
+        tls: bool = False,
+        ca_file: str | Path | None = None,
+        cert_file: str | Path | None = None,
+        key_file: str | Path | None = None,
+    ) -> None:
+        """`api_key` is sent as `authorization: Bearer <key>`; `tls` (implied by any of the files) uses TLS, trusting
+        `ca_file` (default: the system's roots), with `cert_file` and `key_file` as the client certificate for mutual
+        TLS."""
+        self._channel = m.channel(target, tls, ca_file, cert_file, key_file, aio=False)
         self._calls = Calls(self._channel)
+        self._metadata = m.call_metadata(api_key)
         self.timeout = timeout
 
     def __enter__(self) -> Client:
@@ -67,13 +81,13 @@ class Client:
 
     def _unary(self, call: Unary[T]) -> T:
         try:
-            return call.parse(call.rpc(call.request, timeout=self.timeout))
+            return call.parse(call.rpc(call.request, timeout=self.timeout, metadata=self._metadata))
         except grpc.RpcError as exc:
             raise m.error(exc) from None
 
     def _stream(self, call: Stream[T]) -> Iterator[T]:
         try:
-            for response in call.rpc(call.request, timeout=self.timeout):
+            for response in call.rpc(call.request, timeout=self.timeout, metadata=self._metadata):
                 yield call.each(response)
         except grpc.RpcError as exc:
             raise m.error(exc) from None

@@ -51,6 +51,8 @@ class EmbedsvcClientError(Exception):
         self.reason = reason
         self.metadata = metadata
         self.field = metadata.get("field")
+        # The id the server logged the call under (its x-request-id), when the server sent one.
+        self.request_id = ""
 
     def __str__(self) -> str:
         where = f" (field {self.field})" if self.field else ""

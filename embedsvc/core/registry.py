@@ -168,7 +168,12 @@ class ModelRegistry:
         encoder = loaded.text
         assert encoder is not None
         warm = ["warm up", "a longer sentence that warms up the thread pools and the allocator " * 4]
-        encoder.encode(warm)  # the first batch pays for thread pools and allocations, not a caller
+        try:
+            encoder.encode(warm)  # the first batch pays for thread pools and allocations, not a caller
+        except EmbedsvcError as exc:
+            # An averaged-words model over a vocabulary without these English words: nothing to warm.
+            if exc.reason is not Reason.UNEMBEDDABLE_INPUT:
+                raise
         options = loaded.batching
         batcher = Batcher(
             name,
@@ -186,6 +191,11 @@ class ModelRegistry:
             models = [h.text for h in self._hosted.values() if h.text is not None]
         for model in models:
             model.batcher.close()
+
+    def batchers(self) -> dict[str, Batcher]:
+        """The batcher of every loaded text encoder, by model name."""
+        with self._lock:
+            return {name: h.text.batcher for name, h in self._hosted.items() if h.text is not None}
 
     def infos(self) -> list[ModelInfo]:
         with self._lock:

@@ -8,8 +8,8 @@ import grpc
 
 from embedsvc.core.collections.admin import CollectionAdmin
 from embedsvc.errors import EmbedsvcError, Reason, missing
+from embedsvc.transport import auth, convert
 from embedsvc.transport import collections_convert as cc
-from embedsvc.transport import convert
 from embedsvc.transport.operations_servicer import operation_message
 from embedsvc.v1 import collections_pb2, collections_pb2_grpc
 
@@ -35,7 +35,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
     def ListCollections(
         self, request: collections_pb2.ListCollectionsRequest, context: grpc.ServicerContext
     ) -> collections_pb2.ListCollectionsResponse:
-        page = self._admin.list_page(request.page_size, request.page_token)
+        page = self._admin.list_page(request.page_size, request.page_token, auth.visible)
         return collections_pb2.ListCollectionsResponse(
             collections=[cc.info_message(i) for i in page.entries], next_page_token=page.next_page_token
         )
@@ -167,7 +167,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
     def ListAliases(
         self, request: collections_pb2.ListAliasesRequest, context: grpc.ServicerContext
     ) -> collections_pb2.ListAliasesResponse:
-        page = self._admin.list_aliases(request.page_size, request.page_token, request.collection)
+        page = self._admin.list_aliases(request.page_size, request.page_token, request.collection, auth.visible)
         return collections_pb2.ListAliasesResponse(
             aliases=[cc.alias_message(a) for a in page.entries], next_page_token=page.next_page_token
         )

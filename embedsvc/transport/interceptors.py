@@ -1,9 +1,18 @@
-"""Server interceptors: domain errors become rich statuses, anything else a generic INTERNAL; every call is logged."""
+"""The gateway every call passes through, in one interceptor (one wrapper per call keeps the per-call cost small):
+
+1. a request id (the caller's `x-request-id`, or a new one), returned in the trailing metadata;
+2. authentication and authorization when auth is on (`transport/auth.py`, the rules of `transport/roles.py`);
+3. the call itself, with domain errors turned into rich statuses (`transport/status.py`) and anything else into a
+   generic INTERNAL, the details in the server log only;
+4. metrics, one access-log line (JSON fields with --log-format json), and the audit log for writes and admin actions.
+Requests that cannot be decoded are refused with INVALID_ARGUMENT / INVALID_ENCODING instead of grpc's bare INTERNAL.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,40 +20,18 @@ import grpc
 from grpc_status import rpc_status
 
 from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.transport import roles
+from embedsvc.transport.audit import AuditLog
+from embedsvc.transport.auth import ANONYMOUS, CURRENT, KeyRing, Principal, authorize
+from embedsvc.transport.metrics import Metrics
 from embedsvc.transport.status import internal_status, to_status
 
 log = logging.getLogger("embedsvc.access")
-
-
-class ErrorInterceptor(grpc.ServerInterceptor):
-    """Turns exceptions into statuses so that servicers raise domain errors and never touch the context."""
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = handler_call_details.method
-        handler = handler._replace(request_deserializer=_lenient(handler.request_deserializer))
-        if handler.unary_unary is not None:
-            return handler._replace(unary_unary=_unary(handler.unary_unary, method, streamed=False))
-        if handler.stream_unary is not None:
-            return handler._replace(stream_unary=_unary(handler.stream_unary, method, streamed=True))
-        if handler.unary_stream is not None:
-            return handler._replace(unary_stream=_streaming(handler.unary_stream, method, streamed=False))
-        if handler.stream_stream is not None:
-            return handler._replace(stream_stream=_streaming(handler.stream_stream, method, streamed=True))
-        return handler
+REQUEST_ID = "x-request-id"
 
 
 class Undecodable:
-    """Stands in for a request message that could not be parsed (invalid UTF-8 in a string field, bad bytes).
-
-    grpc answers a deserializer exception with a bare INTERNAL; decoding leniently and refusing in the handler gives
-    the caller INVALID_ARGUMENT / INVALID_ENCODING instead."""
+    """Stands in for a request message that could not be parsed (invalid UTF-8 in a string field, bad bytes)."""
 
     def __init__(self, error: str) -> None:
         self.error = error
@@ -64,64 +51,205 @@ def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return decode
 
 
-def _refuse(message: Undecodable) -> EmbedsvcError:
-    return EmbedsvcError(
-        Reason.INVALID_ENCODING,
-        f"the request cannot be decoded (string fields must be valid UTF-8): {message.error}",
-    )
+def _checked(message: Any) -> Any:
+    if isinstance(message, Undecodable):
+        raise EmbedsvcError(
+            Reason.INVALID_ENCODING,
+            f"the request cannot be decoded (string fields must be valid UTF-8): {message.error}",
+        )
+    return message
 
 
-def _decoded(request: Any, streamed: bool) -> Any:
-    if not streamed:
-        if isinstance(request, Undecodable):
-            raise _refuse(request)
-        return request
-
-    def messages() -> Iterator[Any]:
-        for message in request:
-            if isinstance(message, Undecodable):
-                raise _refuse(message)
-            yield message
-
-    return messages()
+class _Status(grpc.Status):
+    def __init__(self, code: grpc.StatusCode, details: str, trailing_metadata: tuple[tuple[str, Any], ...]) -> None:
+        self.code = code
+        self.details = details
+        self.trailing_metadata = trailing_metadata
 
 
-def _abort(context: grpc.ServicerContext, method: str, exc: Exception, started: float) -> None:
-    if isinstance(exc, EmbedsvcError):
-        log.info("%s %s %s %.1f ms", method, exc.reason, exc.message, (time.perf_counter() - started) * 1e3)
-        context.abort_with_status(rpc_status.to_status(to_status(exc)))
-    log.error("%s failed unexpectedly", method, exc_info=exc)
-    context.abort_with_status(rpc_status.to_status(internal_status()))
+class Gateway(grpc.ServerInterceptor):
+    def __init__(
+        self,
+        *,
+        keys: KeyRing | None = None,
+        resolve: Callable[[str], str] = lambda name: name,
+        metrics: Metrics | None = None,
+        audit: AuditLog | None = None,
+        audit_reads: bool = False,
+    ) -> None:
+        self._keys = keys
+        self._resolve = resolve
+        self._metrics = metrics
+        self._audit = audit
+        self._audit_reads = audit_reads
+        self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        if method not in self._handlers:  # a method's handler never changes: wrap it once
+            handler = continuation(handler_call_details)
+            self._handlers[method] = None if handler is None else self._wrap(handler, method)
+        return self._handlers[method]
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        call = _Method(self, method)
+        handler = handler._replace(request_deserializer=_lenient(handler.request_deserializer))
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=call.unary(handler.unary_unary, streamed=False))
+        if handler.stream_unary is not None:
+            return handler._replace(stream_unary=call.unary(handler.stream_unary, streamed=True))
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=call.streaming(handler.unary_stream, streamed=False))
+        if handler.stream_stream is not None:
+            return handler._replace(stream_stream=call.streaming(handler.stream_stream, streamed=True))
+        return handler
 
 
-def _already_aborted(context: grpc.ServicerContext) -> bool:
-    # context.abort() raises a bare Exception after setting the code; let it through untouched.
-    return context.code() is not None
+class _Method:
+    """Everything the gateway knows about one method, computed once."""
+
+    def __init__(self, gateway: Gateway, method: str) -> None:
+        self.gateway = gateway
+        self.method = method
+        service, _, name = method.lstrip("/").rpartition("/")
+        self.service, self.name = service, name
+        self.rule = roles.rule(method)
+        self.writes = self.rule is not None and self.rule.role is not roles.READ
+        metrics = gateway._metrics
+        self.in_flight = metrics.in_flight.labels(service, name) if metrics else None
+        self.latency = metrics.latency.labels(service, name) if metrics else None
+
+    # ---- one call ------------------------------------------------------------------------------------------------
+
+    def _start(self, context: grpc.ServicerContext) -> _Call:
+        call = _Call(self, context)
+        if self.in_flight is not None:
+            self.in_flight.inc()
+        return call
+
+    def unary(self, behavior: Callable[..., Any], *, streamed: bool) -> Callable[..., Any]:
+        def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
+            call = self._start(context)
+            try:
+                request = call.admit(request, streamed)
+                response = behavior(request, context)
+                call.succeeded()
+                return response
+            except Exception as exc:
+                call.failed(exc)
+            finally:
+                call.finish()
+
+        return wrapper
+
+    def streaming(self, behavior: Callable[..., Iterator[Any]], *, streamed: bool) -> Callable[..., Iterator[Any]]:
+        def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            call = self._start(context)
+            try:
+                request = call.admit(request, streamed)
+                yield from behavior(request, context)
+                call.succeeded()
+            except Exception as exc:
+                call.failed(exc)
+            finally:
+                call.finish()
+
+        return wrapper
 
 
-def _unary(behavior: Callable[..., Any], method: str, *, streamed: bool) -> Callable[..., Any]:
-    def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
-        started = time.perf_counter()
-        try:
-            response = behavior(_decoded(request, streamed), context)
-        except Exception as exc:
-            if _already_aborted(context):
-                raise
-            _abort(context, method, exc, started)
-        log.debug("%s OK %.1f ms", method, (time.perf_counter() - started) * 1e3)
-        return response
+class _Call:
+    def __init__(self, method: _Method, context: grpc.ServicerContext) -> None:
+        self.method = method
+        self.context = context
+        self.started = time.perf_counter()
+        metadata = dict(context.invocation_metadata())
+        given = metadata.get(REQUEST_ID)
+        valid = isinstance(given, str) and 0 < len(given) <= 128 and given.isprintable()
+        self.request_id = given if valid else uuid.uuid4().hex
+        self.authorization = metadata.get("authorization")
+        self.principal: Principal = ANONYMOUS
+        self.code = grpc.StatusCode.OK
+        self.reason = ""
+        self.collections: set[str] = set()
+        self.count = 0
+        self._token: Any = None
 
-    return wrapper
+    def admit(self, request: Any, streamed: bool) -> Any:
+        """Authenticate and authorize; decode leniently. Streamed requests are checked message by message."""
+        gateway, rule = self.method.gateway, self.method.rule
+        if gateway._keys is not None and rule is not None:
+            self.principal = gateway._keys.authenticate(self.authorization)
+        self._token = CURRENT.set(self.principal)
+        if not streamed:
+            self._check(_checked(request))
+            return request
 
+        def messages() -> Iterator[Any]:
+            for message in request:
+                self._check(_checked(message))
+                yield message
 
-def _streaming(behavior: Callable[..., Iterator[Any]], method: str, *, streamed: bool) -> Callable[..., Iterator[Any]]:
-    def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        started = time.perf_counter()
-        try:
-            yield from behavior(_decoded(request, streamed), context)
-        except Exception as exc:
-            if _already_aborted(context):
-                raise
-            _abort(context, method, exc, started)
+        return messages()
 
-    return wrapper
+    def _check(self, message: Any) -> None:
+        rule = self.method.rule
+        if rule is None:
+            return
+        names = set(roles.named_collections(message, rule.collections))
+        resolved = {self.method.gateway._resolve(n) for n in names}
+        self.collections |= names | resolved
+        self.count += roles.count(message, rule.counts)
+        authorize(self.principal, rule.role, names | resolved)
+
+    def succeeded(self) -> None:
+        self.context.set_trailing_metadata(((REQUEST_ID, self.request_id),))
+
+    def failed(self, exc: Exception) -> None:
+        if self.context.code() is not None:  # context.abort() was called: let it through untouched
+            raise exc
+        if isinstance(exc, EmbedsvcError):
+            status = to_status(exc)
+            self.reason = exc.reason.value
+        else:
+            log.error("%s failed unexpectedly (request %s)", self.method.method, self.request_id, exc_info=exc)
+            status = internal_status()
+            self.reason = Reason.INTERNAL.value
+        grpc_status = rpc_status.to_status(status)
+        self.code = grpc_status.code
+        trailers = (*grpc_status.trailing_metadata, (REQUEST_ID, self.request_id))
+        self.context.abort_with_status(_Status(grpc_status.code, grpc_status.details, trailers))
+
+    def finish(self) -> None:
+        if self._token is not None:
+            CURRENT.reset(self._token)
+        method = self.method
+        seconds = time.perf_counter() - self.started
+        code = self.code.name
+        gateway = method.gateway
+        if gateway._metrics is not None:
+            assert method.in_flight is not None and method.latency is not None
+            method.in_flight.dec()
+            method.latency.observe(seconds)
+            gateway._metrics.requests.labels(method.service, method.name, code).inc()
+        fields = {
+            "request_id": self.request_id,
+            "method": method.method,
+            "code": code,
+            "reason": self.reason,
+            "duration_ms": round(seconds * 1e3, 2),
+            "key": self.principal.name,
+        }
+        level = logging.INFO if self.code is not grpc.StatusCode.OK else logging.DEBUG
+        log.log(level, "%s %s %s %.1f ms", method.method, code, self.reason, seconds * 1e3, extra={"call": fields})
+        audit = gateway._audit
+        if audit is not None and method.rule is not None and (method.writes or gateway._audit_reads):
+            audit.record(
+                **fields,
+                peer=self.context.peer(),
+                collections=sorted(self.collections),
+                count=self.count,
+            )

@@ -7,6 +7,8 @@ from google.protobuf import any_pb2
 
 from embedsvc.core.collections.admin import CollectionAdmin
 from embedsvc.core.operations import Operation
+from embedsvc.settings import Role
+from embedsvc.transport import auth
 from embedsvc.transport.collections_convert import info_message, timestamp
 from embedsvc.transport.status import to_status
 from embedsvc.v1 import operations_pb2, operations_pb2_grpc
@@ -46,12 +48,13 @@ class OperationServicer(operations_pb2_grpc.OperationServiceServicer):
         self, request: operations_pb2.GetOperationRequest, context: grpc.ServicerContext
     ) -> operations_pb2.GetOperationResponse:
         op = self._operations.get(request.name)
+        auth.authorize(auth.CURRENT.get(), Role.READ, [op.collection])
         return operations_pb2.GetOperationResponse(operation=operation_message(op, self._admin))
 
     def ListOperations(
         self, request: operations_pb2.ListOperationsRequest, context: grpc.ServicerContext
     ) -> operations_pb2.ListOperationsResponse:
-        page = self._admin.list_operations(request.page_size, request.page_token, request.collection)
+        page = self._admin.list_operations(request.page_size, request.page_token, request.collection, auth.visible)
         return operations_pb2.ListOperationsResponse(
             operations=[operation_message(op, self._admin) for op in page.entries],
             next_page_token=page.next_page_token,
@@ -60,5 +63,6 @@ class OperationServicer(operations_pb2_grpc.OperationServiceServicer):
     def CancelOperation(
         self, request: operations_pb2.CancelOperationRequest, context: grpc.ServicerContext
     ) -> operations_pb2.CancelOperationResponse:
+        auth.authorize(auth.CURRENT.get(), Role.ADMIN, [self._operations.get(request.name).collection])
         op = self._operations.cancel(request.name)
         return operations_pb2.CancelOperationResponse(operation=operation_message(op, self._admin))

@@ -28,14 +28,18 @@ from embedsvc.index.exact import configure_faiss
 from embedsvc.index.faiss.store import CollectionStore
 from embedsvc.settings import Settings
 from embedsvc.transport.arithmetic_servicer import ArithmeticServicer
+from embedsvc.transport.audit import AuditLog
+from embedsvc.transport.auth import KeyRing
 from embedsvc.transport.collections_servicer import CollectionServicer
-from embedsvc.transport.interceptors import ErrorInterceptor
+from embedsvc.transport.interceptors import Gateway
 from embedsvc.transport.latent_servicer import ImageServicer, LatentServicer
 from embedsvc.transport.maps_servicer import MapServicer
+from embedsvc.transport.metrics import Metrics
 from embedsvc.transport.models_servicer import ModelServicer
 from embedsvc.transport.operations_servicer import OperationServicer
 from embedsvc.transport.server_servicer import ServerServicer
 from embedsvc.transport.text_servicer import TextServicer
+from embedsvc.transport.tls import ServerTls
 from embedsvc.transport.words_servicer import WordServicer
 from embedsvc.v1 import (
     arithmetic_pb2,
@@ -104,9 +108,27 @@ class Server:
         self.stopped = threading.Event()
         self.load_error: str | None = None
         limits = settings.limits
+        self.tokens = PageTokens.in_data_dir(settings.data_dir)
+        self.operations = OperationStore(settings.data_dir / "operations")
+        self.aliases = AliasStore(settings.data_dir)
+        self.metrics = Metrics(self.registry, self.store) if settings.metrics_port is not None else None
+        self.metrics_port: int | None = None
+        auth = settings.auth
+        self.audit = (
+            AuditLog(settings.data_dir, max_bytes=auth.audit_max_bytes, files=auth.audit_files)
+            if auth.enabled
+            else None
+        )
+        gateway = Gateway(
+            keys=KeyRing(auth.keys) if auth.enabled else None,
+            resolve=self.aliases.resolve,
+            metrics=self.metrics,
+            audit=self.audit,
+            audit_reads=auth.audit_reads,
+        )
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
-            interceptors=[ErrorInterceptor()],
+            interceptors=[gateway],
             options=[
                 ("grpc.max_receive_message_length", limits.max_message_bytes),
                 ("grpc.max_send_message_length", limits.max_message_bytes),
@@ -114,9 +136,6 @@ class Server:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        self.tokens = PageTokens.in_data_dir(settings.data_dir)
-        self.operations = OperationStore(settings.data_dir / "operations")
-        self.aliases = AliasStore(settings.data_dir)
         models_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.registry, self.tokens, limits), self._grpc
         )
@@ -146,14 +165,22 @@ class Server:
             names = (*services, health.SERVICE_NAME, reflection.SERVICE_NAME)
             reflection.enable_server_reflection(names, self._grpc)
         address = f"{settings.host}:{settings.port}"
+        self.tls = ServerTls(settings.tls) if settings.tls is not None else None
         try:
-            self.port = self._grpc.add_insecure_port(address)
+            if self.tls is not None:
+                self.port = self._grpc.add_secure_port(address, self.tls.credentials())
+            else:
+                self.port = self._grpc.add_insecure_port(address)
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {address}: {exc}") from None
 
     def start(self) -> None:
         self._grpc.start()
-        log.info("listening on %s:%d", self.settings.host, self.port)
+        log.info("listening on %s:%d%s", self.settings.host, self.port, " (TLS)" if self.tls else "")
+        if self.metrics is not None:
+            host = self.settings.metrics_host or self.settings.host
+            self.metrics_port = self.metrics.serve(host, self.settings.metrics_port or 0)
+            log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
         threading.Thread(target=self._load, name="model-loader", daemon=True).start()
 
     def _load(self) -> None:
@@ -191,6 +218,10 @@ class Server:
         self.registry.close()
         self.operations.close()  # running operations stop and are recorded INTERRUPTED
         self.store.close_all(checkpoint=self.load_error is None)
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.audit is not None:
+            self.audit.close()
         log.info("stopped")
         self.stopped.set()
 

@@ -55,6 +55,8 @@ STATUS_CODES: dict[Reason, grpc.StatusCode] = {
     Reason.COLLECTION_HAS_ALIASES: grpc.StatusCode.FAILED_PRECONDITION,
     Reason.OPERATION_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     Reason.INTERRUPTED: grpc.StatusCode.ABORTED,
+    Reason.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Reason.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 # Reasons a caller should retry after a pause, and the pause (seconds) sent as google.rpc.RetryInfo.

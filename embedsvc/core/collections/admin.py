@@ -7,6 +7,7 @@ can never be created under the same name, and a collection cannot be deleted whi
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,12 @@ from embedsvc.index.faiss.store import check_name
 from embedsvc.index.types import CollectionConfig, IndexParams, Metric
 
 REBUILD = "rebuild"
+# Whether the caller may see a collection (listings leave the others out); the transport knows the caller.
+Visible = Callable[[str], bool]
+
+
+def _everything(name: str) -> bool:
+    return True
 
 
 class CollectionAdmin:
@@ -79,8 +86,9 @@ class CollectionAdmin:
             created = self.store.create(config)
         return self.collections.describe(created)
 
-    def list_page(self, size: int, token: str) -> Page[CollectionInfo]:
-        names = self.store.names()
+    def list_page(self, size: int, token: str, visible: Visible = _everything) -> Page[CollectionInfo]:
+        """Collections by name, those `visible` says the caller may see."""
+        names = [n for n in self.store.names() if visible(n)]
         page = self.tokens.page(
             names,
             str,
@@ -149,8 +157,12 @@ class CollectionAdmin:
         with self._names:
             self.aliases.delete(alias)
 
-    def list_aliases(self, size: int, token: str, collection: str = "") -> Page[Alias]:
-        found = [a for a in self.aliases.all() if not collection or a.collection == collection]
+    def list_aliases(self, size: int, token: str, collection: str = "", visible: Visible = _everything) -> Page[Alias]:
+        found = [
+            a
+            for a in self.aliases.all()
+            if (not collection or a.collection == collection) and visible(a.alias) and visible(a.collection)
+        ]
         return self.tokens.page(
             found,
             lambda a: a.alias,
@@ -176,9 +188,11 @@ class CollectionAdmin:
         except EmbedsvcError:
             return None
 
-    def list_operations(self, size: int, token: str, collection: str = "") -> Page[Operation]:
+    def list_operations(
+        self, size: int, token: str, collection: str = "", visible: Visible = _everything
+    ) -> Page[Operation]:
         return self.tokens.page(
-            self.operations.list(collection),
+            [op for op in self.operations.list(collection) if visible(op.collection)],
             lambda op: op.id,
             listing=f"operations:{collection}",
             token=token,

@@ -22,8 +22,10 @@ import numpy as np
 
 from embedsvc.core.control import CallControl
 from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.stats import Histogram
 
 log = logging.getLogger(__name__)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
 @dataclass
@@ -48,6 +50,8 @@ class BatchStats:
     batches: int = 0
     texts: int = 0
     dropped_jobs: int = 0
+    # Texts per batch the model ran (for the metrics endpoint).
+    sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BUCKETS))
 
 
 class Batcher:
@@ -113,6 +117,11 @@ class Batcher:
             assert job.result is not None
             parts.append(job.result)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    @property
+    def queued(self) -> int:
+        """Texts waiting for the model."""
+        return self._queued_texts
 
     def close(self) -> None:
         with self._cond:
@@ -195,6 +204,7 @@ class Batcher:
             return
         self.stats.batches += 1
         self.stats.texts += len(texts)
+        self.stats.sizes.observe(len(texts))
         start = 0
         for job in jobs:
             job.result = out[start : start + len(job.texts)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from enum import StrEnum
@@ -28,6 +29,7 @@ from embedsvc.index.faiss.log import Delete, LogWriter, Record, Upsert, scan
 from embedsvc.index.faiss.rwlock import RWLock
 from embedsvc.index.faiss.vector_index import VectorIndex
 from embedsvc.index.types import CollectionConfig, Hit, IndexKind, Metric, StoredItem
+from embedsvc.stats import Histogram
 from embedsvc.vectors import unit_rows
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ class Collection:
         self._writer: LogWriter | None = None
         # While a rebuild runs: the records applied since its snapshot, replayed onto the new state before the swap.
         self._rebuilding: list[Record] | None = None
+        self.checkpoint_seconds = Histogram()
         self._reset(0)
 
     # ---- state -------------------------------------------------------------------------------------------------
@@ -252,6 +255,7 @@ class Collection:
         writer = self._require_writer()
 
         def run() -> None:
+            started = time.perf_counter()
             snapshot = self._snapshot(writer.last_lsn)
             checkpoint.write_checkpoint(self.directory, snapshot)
             writer.truncate()
@@ -259,6 +263,7 @@ class Collection:
                 with self._rw.write():
                     self._load(snapshot)
                     self._rebuild_index()
+            self.checkpoint_seconds.observe(time.perf_counter() - started)
 
         writer.exclusive(run)
 
@@ -567,6 +572,18 @@ class Collection:
             chunk = slots[start : start + _REBUILD_CHUNK]
             self._index.add(chunk, self._unit[chunk])
             units(start + len(chunk))
+
+    @property
+    def tombstones(self) -> int:
+        return self._n - self.count
+
+    @property
+    def log_bytes(self) -> int:
+        return self._writer.size if self._writer is not None else 0
+
+    @property
+    def fsync_seconds(self) -> Histogram | None:
+        return self._writer.fsync_seconds if self._writer is not None else None
 
     def info(self) -> dict[str, Any]:
         disk = sum(p.stat().st_size for p in self.directory.rglob("*") if p.is_file())

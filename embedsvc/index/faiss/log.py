@@ -18,6 +18,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import numpy as np
 
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index import metadata as stored
+from embedsvc.stats import Histogram
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +152,8 @@ class LogWriter:
         self._failed: dict[int, EmbedsvcError] = {}
         self._busy = False  # a leader is writing, or an exclusive operation runs
         self._closed = False
+        # Durations of the group commits' fsyncs, for the metrics endpoint.
+        self.fsync_seconds = Histogram()
 
     @property
     def size(self) -> int:
@@ -189,7 +193,9 @@ class LogWriter:
                 written = 0
                 while written < len(data):
                     written += os.write(self._fd, data[written:])
+                started = time.perf_counter()
                 os.fsync(self._fd)
+                self.fsync_seconds.observe(time.perf_counter() - started)
             except OSError as exc:
                 error = storage_error(exc, f"writing {self.path.name}")
                 log.error("%s: %s", self.path, error.message)
