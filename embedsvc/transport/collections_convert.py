@@ -99,6 +99,8 @@ def info_message(info: CollectionInfo) -> collections_pb2.CollectionInfo:
         tombstones=info.tombstones,
         create_time=timestamp(info.create_time),
         aliases=info.aliases,
+        checkpoint_error=info.checkpoint_error,
+        checkpoint_failures=info.checkpoint_failures,
     )
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -121,6 +121,14 @@ class _ServerCollector(Collector):
             "collection",
             [(n, c.checkpoint_seconds) for n, c in collections],
         )
+        failures = CounterMetricFamily(
+            "embedsvc_collection_checkpoint_failures",
+            "Checkpoints that failed (writes stay durable in the log; the checkpoint is retried).",
+            labels=["collection"],
+        )
+        for n, c in collections:
+            failures.add_metric([n], float(c.checkpoint_failures))
+        yield failures
 
 
 _COLLECTION_GAUGES: list[tuple[str, str, Callable[[Any], float]]] = [

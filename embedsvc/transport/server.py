@@ -24,6 +24,7 @@ from embedsvc.core.maps.projection import Maps
 from embedsvc.core.operations import OperationStore
 from embedsvc.core.paging import PageTokens
 from embedsvc.core.registry import ModelRegistry
+from embedsvc.durable import DataDirLock
 from embedsvc.index.exact import configure_faiss
 from embedsvc.index.faiss.store import CollectionStore
 from embedsvc.settings import Settings
@@ -96,6 +97,14 @@ class Server:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.lock = DataDirLock(settings.data_dir)  # first: nothing may touch a directory another server holds
+        try:
+            self._build(settings)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _build(self, settings: Settings) -> None:
         configure_faiss()
         self.registry = ModelRegistry(
             settings.all_models(),
@@ -222,6 +231,7 @@ class Server:
             self.metrics.close()
         if self.audit is not None:
             self.audit.close()
+        self.lock.release()
         log.info("stopped")
         self.stopped.set()
 

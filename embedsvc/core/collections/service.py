@@ -88,6 +88,8 @@ class CollectionInfo:
     memory_bytes: int = 0
     create_time: datetime | None = None
     aliases: list[str] = field(default_factory=list)
+    checkpoint_error: str = ""
+    checkpoint_failures: int = 0
 
 
 class Collections:

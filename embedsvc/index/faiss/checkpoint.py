@@ -10,18 +10,19 @@ checkpoint (and a log whose records up to its LSN are skipped on replay).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
-import shutil
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from embedsvc.durable import fsync_dir, fsync_file
+from embedsvc import durable
 from embedsvc.index import metadata as stored
 
+log = logging.getLogger(__name__)
 PREFIX = "checkpoint-"
 
 
@@ -34,7 +35,14 @@ class Snapshot:
     inputs: list[str]
 
 
-def _digest(*paths: Path) -> str:
+def _digest(*blobs: bytes) -> str:
+    digest = hashlib.sha256()
+    for blob in blobs:
+        digest.update(blob)
+    return digest.hexdigest()
+
+
+def _file_digest(*paths: Path) -> str:
     digest = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as fh:
@@ -44,32 +52,50 @@ def _digest(*paths: Path) -> str:
 
 
 def write_checkpoint(directory: Path, snapshot: Snapshot) -> Path:
+    """Write the snapshot as the collection's checkpoint; older ones are removed once it is durable. On an error
+    (ENOSPC, EIO) the temporary directory is removed and the error raised; the previous checkpoint stays."""
     final = directory / f"{PREFIX}{snapshot.lsn}"
     tmp = directory / f".{PREFIX}{snapshot.lsn}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    np.save(tmp / "vectors.npy", np.ascontiguousarray(snapshot.vectors, dtype=np.float32))
-    with open(tmp / "items.jsonl", "w", encoding="utf-8") as fh:
-        for item_id, meta, raw in zip(snapshot.ids, snapshot.metadata, snapshot.inputs, strict=True):
-            fh.write(stored.dumps({"id": item_id, "input": raw, "metadata": meta}) + "\n")
-    meta = {
-        "lsn": snapshot.lsn,
-        "count": len(snapshot.ids),
-        "dimension": int(snapshot.vectors.shape[1]),
-        "sha256": _digest(tmp / "vectors.npy", tmp / "items.jsonl"),
-    }
-    (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-    for f in tmp.iterdir():
-        fsync_file(f)
-    fsync_dir(tmp)
     if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    fsync_dir(directory)
+        # Nothing was written since that checkpoint: it already holds this snapshot. (Replacing it would leave no
+        # checkpoint at all, with the log already emptied, if a crash came between the removal and the rename.)
+        return final
+    durable.remove_tree(tmp)
+    try:
+        durable.mkdir(tmp)
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(snapshot.vectors, dtype=np.float32))
+        vectors = buffer.getvalue()
+        items = "".join(
+            stored.dumps({"id": item_id, "input": raw, "metadata": meta}) + "\n"
+            for item_id, meta, raw in zip(snapshot.ids, snapshot.metadata, snapshot.inputs, strict=True)
+        ).encode("utf-8")
+        meta = {
+            "lsn": snapshot.lsn,
+            "count": len(snapshot.ids),
+            "dimension": int(snapshot.vectors.shape[1]),
+            "sha256": _digest(vectors, items),
+        }
+        durable.write_file(tmp / "vectors.npy", vectors)
+        durable.write_file(tmp / "items.jsonl", items)
+        durable.write_file(tmp / "meta.json", json.dumps(meta).encode())
+        durable.fsync_dir(tmp)
+        durable.replace(tmp, final)
+    except BaseException:
+        durable.remove_tree(tmp)
+        raise
+    durable.fsync_dir(directory)
     for old in directory.glob(f"{PREFIX}*"):
         if old != final:
-            shutil.rmtree(old, ignore_errors=True)
+            durable.remove_tree(old)
     return final
+
+
+def remove_leftovers(directory: Path) -> None:
+    """Remove the temporary directories of checkpoints a crash or an error cut short."""
+    for tmp in directory.glob(f".{PREFIX}*.tmp"):
+        log.warning("%s: removing an unfinished checkpoint", tmp)
+        durable.remove_tree(tmp)
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
@@ -80,7 +106,7 @@ def latest_checkpoint(directory: Path) -> Path | None:
 def read_checkpoint(path: Path, dimension: int) -> Snapshot:
     """Load a checkpoint; ValueError with the reason when it is damaged."""
     meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    if _digest(path / "vectors.npy", path / "items.jsonl") != meta["sha256"]:
+    if _file_digest(path / "vectors.npy", path / "items.jsonl") != meta["sha256"]:
         raise ValueError(f"{path.name}: checksum mismatch")
     vectors = np.load(path / "vectors.npy", allow_pickle=False)
     rows = [stored.loads(line) for line in (path / "items.jsonl").read_text(encoding="utf-8").splitlines()]

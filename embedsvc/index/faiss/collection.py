@@ -12,7 +12,6 @@ ordered by the log (group commit); a record is applied only after it is durable.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from embedsvc import durable
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index.exact import exact_search
 from embedsvc.index.faiss import checkpoint
@@ -75,6 +75,11 @@ class Collection:
         # While a rebuild runs: the records applied since its snapshot, replayed onto the new state before the swap.
         self._rebuilding: list[Record] | None = None
         self.checkpoint_seconds = Histogram()
+        # A failed checkpoint (a full disk, an I/O error) leaves every write durable in the log; it is reported here
+        # and retried, with backoff, by a later write.
+        self.checkpoint_error = ""
+        self.checkpoint_failures = 0
+        self._checkpoint_retry_at = 0.0
         self._reset(0)
 
     # ---- state -------------------------------------------------------------------------------------------------
@@ -199,17 +204,15 @@ class Collection:
         except (OSError, ValueError, KeyError) as exc:
             self._damaged(f"checkpoint unreadable: {exc}")
             return
+        checkpoint.remove_leftovers(self.directory)
         path = self.directory / LOG
-        result = scan(path, self.config.dimension)
+        result = scan(path, self.config.dimension, after_lsn=lsn)
         if result.corruption:
-            self._damaged(f"log corrupt: {result.corruption}")
+            self._damaged(f"log corrupt: {result.corruption}; {LOG} is kept as it is for inspection")
             return
         if result.torn_bytes:
-            log.warning("%s: dropping a torn record of %d bytes at the end of the log", path, result.torn_bytes)
-            with open(path, "r+b") as fh:
-                fh.truncate(result.valid_bytes)
-                fh.flush()
-                os.fsync(fh.fileno())
+            log.warning("%s: dropping a torn write of %d bytes at the end of the log", path, result.torn_bytes)
+            durable.truncate_file(path, result.valid_bytes)
         replayed = 0
         for record in result.records:
             if record.lsn <= lsn:
@@ -311,9 +314,29 @@ class Collection:
         return len(present), len(ids) - len(present)
 
     def _maybe_checkpoint(self, writer: LogWriter) -> None:
-        if writer.size > self.checkpoint_bytes:
+        """Checkpoint once the log is large. Called after a write is durable, so a failure here never fails the
+        write: it is logged, reported (info, metrics) and retried after a backoff of 5 s doubling to 5 minutes."""
+        if writer.size <= self.checkpoint_bytes or time.monotonic() < self._checkpoint_retry_at:
+            return
+        try:
             # A running rebuild compacts anyway; compacting here too would rebuild the index under the write lock.
             self.checkpoint(compact=self._n > 2 * max(self.count, 1) and self._rebuilding is None)
+        except Exception as exc:
+            self.checkpoint_failures += 1
+            self.checkpoint_error = str(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
+            backoff = min(300.0, 5.0 * 2 ** min(self.checkpoint_failures - 1, 6))
+            self._checkpoint_retry_at = time.monotonic() + backoff
+            log.error(
+                "collection %s: checkpoint failed (%s); writes stay durable in the log, retrying in %.0f s",
+                self.config.name,
+                self.checkpoint_error,
+                backoff,
+            )
+        else:
+            if self.checkpoint_error:
+                log.info("collection %s: checkpoint succeeded again", self.config.name)
+            self.checkpoint_error = ""
+            self._checkpoint_retry_at = 0.0
 
     def get(self, ids: Sequence[str], *, with_vectors: bool) -> list[StoredItem | None]:
         self.check_ready()
@@ -596,4 +619,6 @@ class Collection:
                 "tombstones": self._n - self.count,
                 "disk_bytes": disk,
                 "memory_bytes": memory,
+                "checkpoint_error": self.checkpoint_error,
+                "checkpoint_failures": self.checkpoint_failures,
             }

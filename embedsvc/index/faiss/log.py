@@ -1,13 +1,18 @@
-"""A collection's write-ahead log: append-only, length-framed, checksummed records, fsync'd in groups.
+"""A collection's write-ahead log: append-only, checksummed, fsync'd in groups.
 
-Record on disk: u32 payload length, u32 CRC-32 of the payload, then the payload: u64 LSN, u8 op, op body.
-A write is acknowledged only after its record is written and fsync'd; writers that arrive while a sync is under way
-are written and synced together by the next leader (group commit). Records are applied to memory by the leader, in
-LSN order, after the sync, so nothing a reader sees can be lost.
+On disk, each group commit is one frame: the 8-byte MAGIC, u32 payload length, u32 CRC-32 of the payload, then the
+payload: its records, each a u32 length then u64 LSN, u8 op, op body. (Logs written before 0.3 hold one frame per
+record without MAGIC: u32 length, u32 CRC-32, then the record; they are still read, and new groups are appended after
+them.) A write is acknowledged only after its group is written and fsync'd; writers that arrive while a sync is under
+way are written and synced together by the next leader. Records are applied to memory by the leader, in LSN order,
+after the sync, so nothing a reader sees can be lost.
 
-Reading back: a bad record whose declared end lies past the end of the file, or that is followed only by zeros, is a
-torn tail (a write cut short by a crash, never acknowledged) and is truncated away; any other bad record is
-corruption in the middle, which the caller reports as DATA_LOSS.
+Reading back: a bad frame (cut short, a checksum mismatch, a damaged length) after which no valid frame follows is a
+torn tail: the last group, cut short by a crash before its fsync returned, so never acknowledged; it is truncated
+away. A group's checksum covers all of it, so a power loss that kept later pages of the last write but not earlier
+ones is still a torn tail. A bad frame followed by any valid frame is corruption: the later group was written only
+after the earlier one's fsync, so the damage is to acknowledged data. The caller reports it as DATA_LOSS and keeps the
+log as it is, for inspection.
 """
 
 from __future__ import annotations
@@ -27,18 +32,22 @@ from typing import Any
 
 import numpy as np
 
+from embedsvc import durable
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index import metadata as stored
 from embedsvc.stats import Histogram
 
 log = logging.getLogger(__name__)
 
+MAGIC = b"eSG\xf1\r\n\x1a\n"  # starts every group; as a legacy frame's length it would be over 2**31, which none is
 _FRAME = struct.Struct("<II")  # payload length, crc32(payload)
+_LEN = struct.Struct("<I")  # a record's length inside a group
 _HEAD = struct.Struct("<QB")  # lsn, op
 _JSON_LEN = struct.Struct("<I")
 OP_UPSERT = 1
 OP_DELETE = 2
-MAX_RECORD_BYTES = 1 << 31
+# How many LSNs past the last good one a search for legacy frames after damage looks for.
+_LEGACY_LOOKAHEAD = 16
 
 
 @dataclass(frozen=True)
@@ -64,15 +73,25 @@ class Record:
 
 
 def encode(lsn: int, operation: Operation) -> bytes:
+    """One record in the legacy framing (kept for reading old logs, and for tests that write them)."""
+    payload = _record(lsn, operation)
+    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def encode_group(records: list[tuple[int, Operation]]) -> bytes:
+    """One group commit's frame."""
+    payload = b"".join(_LEN.pack(len(r)) + r for r in (_record(lsn, op) for lsn, op in records))
+    return MAGIC + _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _record(lsn: int, operation: Operation) -> bytes:
     if isinstance(operation, Upsert):
         header = stored.dumps(
             {"ids": operation.ids, "metadata": operation.metadata, "inputs": operation.inputs}
         ).encode("utf-8")
         vectors = np.ascontiguousarray(operation.vectors, dtype="<f4").tobytes()
-        payload = _HEAD.pack(lsn, OP_UPSERT) + _JSON_LEN.pack(len(header)) + header + vectors
-    else:
-        payload = _HEAD.pack(lsn, OP_DELETE) + json.dumps(operation.ids, ensure_ascii=False).encode("utf-8")
-    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+        return _HEAD.pack(lsn, OP_UPSERT) + _JSON_LEN.pack(len(header)) + header + vectors
+    return _HEAD.pack(lsn, OP_DELETE) + json.dumps(operation.ids, ensure_ascii=False).encode("utf-8")
 
 
 def decode(payload: bytes, dimension: int) -> Record:
@@ -94,40 +113,91 @@ class Scan:
     records: list[Record]
     valid_bytes: int  # everything before this offset is good
     torn_bytes: int  # bytes after valid_bytes that are a torn tail (to truncate)
-    corruption: str | None  # set when a bad record is followed by more data
+    corruption: str | None  # set when a bad frame is followed by a valid one
 
 
-def scan(path: Path, dimension: int) -> Scan:
-    """Read every good record; classify what follows the last good one (see the module docstring)."""
+class _Bad(Exception):
+    pass
+
+
+def _frame_at(data: bytes, offset: int, dimension: int) -> tuple[list[Record], int]:
+    """The records of the frame at `offset` and where it ends; _Bad says why there is no valid frame there."""
+    group = data.startswith(MAGIC, offset)
+    head = offset + (len(MAGIC) if group else 0)
+    if head + _FRAME.size > len(data):
+        raise _Bad("a truncated frame header")
+    size, crc = _FRAME.unpack_from(data, head)
+    end = head + _FRAME.size + size
+    if size < (_LEN.size if group else 0) + _HEAD.size or end > len(data):
+        raise _Bad(f"a frame of {size} bytes that does not fit")
+    payload = data[head + _FRAME.size : end]
+    if zlib.crc32(payload) != crc:
+        raise _Bad("a checksum mismatch")
+    try:
+        if not group:
+            return [decode(payload, dimension)], end
+        records, at = [], 0
+        while at < len(payload):
+            (length,) = _LEN.unpack_from(payload, at)
+            records.append(decode(payload[at + _LEN.size : at + _LEN.size + length], dimension))
+            at += _LEN.size + length
+        if at != len(payload):
+            raise ValueError("records overrun their group")
+        return records, end
+    except (ValueError, KeyError, TypeError, struct.error) as exc:
+        raise _Bad(f"an undecodable record ({exc})") from None
+
+
+def _next_frame(data: bytes, start: int, after_lsn: int, dimension: int) -> int | None:
+    """The offset of the first valid frame at or after `start` (searched by MAGIC, and for legacy frames by the
+    LSNs that could follow `after_lsn`), or None."""
+    found = []
+    at = data.find(MAGIC, start)
+    while at != -1:
+        try:
+            _frame_at(data, at, dimension)
+        except _Bad:
+            at = data.find(MAGIC, at + 1)
+            continue
+        found.append(at)
+        break
+    for lsn in range(after_lsn + 1, after_lsn + 1 + _LEGACY_LOOKAHEAD):
+        pattern = struct.pack("<Q", lsn)
+        at = data.find(pattern, start + _FRAME.size)
+        while at != -1:
+            frame = at - _FRAME.size
+            try:
+                if not data.startswith(MAGIC, frame):
+                    _frame_at(data, frame, dimension)
+                    found.append(frame)
+                    break
+            except _Bad:
+                pass
+            at = data.find(pattern, at + 1)
+    return min(found) if found else None
+
+
+def scan(path: Path, dimension: int, after_lsn: int = 0) -> Scan:
+    """Read every good record; classify what follows the last good one (see the module docstring). `after_lsn` is
+    the LSN the log continues from (the checkpoint's), used to recognise legacy frames after damage."""
     data = path.read_bytes() if path.exists() else b""
     records: list[Record] = []
     offset = 0
     while offset < len(data):
-        problem = None
-        if offset + _FRAME.size > len(data):
-            problem = "a truncated frame header"
-        else:
-            size, crc = _FRAME.unpack_from(data, offset)
-            end = offset + _FRAME.size + size
-            if size < _HEAD.size or end > len(data):
-                problem = f"a record of {size} bytes that does not fit"
-            else:
-                payload = data[offset + _FRAME.size : end]
-                if zlib.crc32(payload) != crc:
-                    problem = "a checksum mismatch"
-                else:
-                    try:
-                        records.append(decode(payload, dimension))
-                    except (ValueError, KeyError, TypeError, struct.error) as exc:
-                        problem = f"an undecodable record ({exc})"
-                    else:
-                        offset = end
-                        continue
-        rest = data[offset:]
-        declared_end = offset + _FRAME.size + (_FRAME.unpack_from(data, offset)[0] if len(rest) >= _FRAME.size else 0)
-        if declared_end > len(data) or not rest.strip(b"\0"):
-            return Scan(records, offset, len(rest), None)
-        return Scan(records, offset, 0, f"{problem} at byte {offset} of {path.name}, with data after it")
+        try:
+            found, offset = _frame_at(data, offset, dimension)
+        except _Bad as bad:
+            last = records[-1].lsn if records else after_lsn
+            follow = _next_frame(data, offset + 1, last, dimension)
+            if follow is None:
+                return Scan(records, offset, len(data) - offset, None)
+            return Scan(
+                records,
+                offset,
+                0,
+                f"{bad} at byte {offset} of {path.name}, with valid records from byte {follow} on",
+            )
+        records.extend(found)
     return Scan(records, offset, 0, None)
 
 
@@ -143,11 +213,14 @@ class LogWriter:
     def __init__(self, path: Path, next_lsn: int, apply: Callable[[list[Record]], None]) -> None:
         self.path = path
         self._apply = apply
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        created = not path.exists()
+        self._fd = durable.open_append(path)
+        if created:
+            durable.fsync_dir(path.parent)  # else a power loss could take the new log's name, with its records
         self._size = os.fstat(self._fd).st_size
         self._cond = threading.Condition()
         self._next_lsn = next_lsn
-        self._pending: list[tuple[Record, bytes]] = []
+        self._pending: list[Record] = []
         self._done_lsn = next_lsn - 1  # every record up to this one is settled (applied or failed)
         self._failed: dict[int, EmbedsvcError] = {}
         self._busy = False  # a leader is writing, or an exclusive operation runs
@@ -170,7 +243,7 @@ class LogWriter:
                 raise EmbedsvcError(Reason.STORAGE_ERROR, "the collection is closing")
             lsn = self._next_lsn
             self._next_lsn += 1
-            self._pending.append((Record(lsn, operation), encode(lsn, operation)))
+            self._pending.append(Record(lsn, operation))
             while self._done_lsn < lsn:
                 if self._busy:
                     self._cond.wait()
@@ -188,13 +261,11 @@ class LogWriter:
         self._cond.release()
         error: EmbedsvcError | None = None
         try:
-            data = b"".join(raw for _, raw in batch)
+            data = encode_group([(record.lsn, record.operation) for record in batch])
             try:
-                written = 0
-                while written < len(data):
-                    written += os.write(self._fd, data[written:])
+                durable.write(self._fd, data)
                 started = time.perf_counter()
-                os.fsync(self._fd)
+                durable.fsync(self._fd)
                 self.fsync_seconds.observe(time.perf_counter() - started)
             except OSError as exc:
                 error = storage_error(exc, f"writing {self.path.name}")
@@ -203,7 +274,7 @@ class LogWriter:
             else:
                 self._size += len(data)
                 try:
-                    self._apply([record for record, _ in batch])
+                    self._apply(batch)
                 except Exception:
                     # Durable but not applied: memory no longer matches the log. Refuse further writes; a restart
                     # replays the log into a consistent state.
@@ -213,17 +284,17 @@ class LogWriter:
         finally:
             self._cond.acquire()
             if error is not None:
-                for record, _ in batch:
+                for record in batch:
                     self._failed[record.lsn] = error
-            self._done_lsn = batch[-1][0].lsn
+            self._done_lsn = batch[-1].lsn
             self._busy = False
             self._cond.notify_all()
 
     def _rewind(self) -> None:
         """Cut a failed write back off the log, so the next record starts clean."""
         try:
-            os.ftruncate(self._fd, self._size)
-            os.fsync(self._fd)
+            durable.truncate(self._fd, self._size)
+            durable.fsync(self._fd)
         except OSError as exc:  # the log may end in garbage: recovery treats it as a torn tail
             log.error("%s: cannot truncate a failed write: %s", self.path, exc)
 
@@ -245,8 +316,8 @@ class LogWriter:
 
     def truncate(self) -> None:
         """Empty the log (after a checkpoint holds everything in it); call inside `exclusive`."""
-        os.ftruncate(self._fd, 0)
-        os.fsync(self._fd)
+        durable.truncate(self._fd, 0)
+        durable.fsync(self._fd)
         self._size = 0
 
     def close(self) -> None:

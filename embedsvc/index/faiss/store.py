@@ -7,14 +7,12 @@ removing it; either way a crash leaves a whole collection or none. Index files a
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
 import threading
 import uuid
 from pathlib import Path
 
-from embedsvc.durable import fsync_dir, write_atomic
+from embedsvc import durable
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index.faiss.collection import CONFIG, Collection, State
 from embedsvc.index.types import CollectionConfig, IndexParams, Metric
@@ -42,12 +40,13 @@ class CollectionStore:
         self._lock = threading.Lock()
         self._collections: dict[str, Collection] = {}
         self._recovering: set[str] = set()
+        self._deleting: set[str] = set()  # names whose files are being removed: not free for create yet
 
     def recover_all(self) -> None:
         """Open every collection on disk; damaged ones are kept, in state DATA_LOSS, and the others serve."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        durable.ensure_dir(self.root)
         for leftover in self.root.glob(".*"):
-            shutil.rmtree(leftover, ignore_errors=True)  # half-created or half-deleted collections
+            durable.remove_tree(leftover)  # half-created or half-deleted collections
         names = sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME.match(p.name))
         with self._lock:
             self._recovering.update(names)
@@ -88,20 +87,20 @@ class CollectionStore:
 
     def create(self, config: CollectionConfig) -> Collection:
         with self._lock:
-            if config.name in self._collections or config.name in self._recovering:
+            if config.name in self._collections or config.name in self._recovering or config.name in self._deleting:
                 raise EmbedsvcError(
                     Reason.COLLECTION_EXISTS,
                     f"a collection named '{config.name}' exists",
                     field="name",
                     metadata={"collection": config.name},
                 )
-            self.root.mkdir(parents=True, exist_ok=True)
+            durable.ensure_dir(self.root)
             tmp = self.root / f".new-{config.name}-{uuid.uuid4().hex[:8]}"
-            tmp.mkdir()
-            write_atomic(tmp / CONFIG, config.to_json())
+            durable.mkdir(tmp)
+            durable.write_atomic(tmp / CONFIG, config.to_json())
             final = self.root / config.name
-            os.replace(tmp, final)
-            fsync_dir(self.root)
+            durable.replace(tmp, final)
+            durable.fsync_dir(self.root)
             collection = Collection.open(final, self.checkpoint_bytes)
             self._collections[config.name] = collection
             return collection
@@ -116,11 +115,18 @@ class CollectionStore:
                     field="name",
                     metadata={"collection": name},
                 )
+            self._deleting.add(name)
+        # Outside the store's lock: closing waits for the collection's running write or checkpoint, which must not
+        # stall every other collection's calls.
+        try:
             collection.close()
             aside = self.root / f".deleted-{name}-{uuid.uuid4().hex[:8]}"
-            os.replace(self.root / name, aside)
-            fsync_dir(self.root)
-        shutil.rmtree(aside, ignore_errors=True)
+            durable.replace(self.root / name, aside)
+            durable.fsync_dir(self.root)
+        finally:
+            with self._lock:
+                self._deleting.discard(name)
+        durable.remove_tree(aside)
 
     def close_all(self, *, checkpoint: bool) -> None:
         """At shutdown: checkpoint (so the next start replays nothing) and close every collection."""
