@@ -55,6 +55,8 @@ class Reason(StrEnum):
     INTERRUPTED = "INTERRUPTED"
     UNAUTHENTICATED = "UNAUTHENTICATED"
     PERMISSION_DENIED = "PERMISSION_DENIED"
+    RATE_LIMITED = "RATE_LIMITED"
+    STREAM_IDLE = "STREAM_IDLE"
 
 
 class ConfigError(ValueError):
@@ -71,12 +73,15 @@ class EmbedsvcError(Exception):
         *,
         field: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.field = field
         self.metadata: dict[str, str] = dict(metadata or {})
+        # For a retryable reason: the pause to ask for, instead of the reason's usual one.
+        self.retry_after_s = retry_after_s
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}" + (f" (field {self.field})" if self.field else "")

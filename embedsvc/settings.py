@@ -87,6 +87,16 @@ class Limits:
     max_annotated_points: int = 200
     # Entries per page of a List call; larger page_size values are treated as this (AIP-158).
     max_page_size: int = 1000
+    # Hits one response may hold (queries x k, expressions x top_n, words x top_n), checked before any work. A
+    # search response is also refused when its hits' ids, inputs, metadata and vectors would pass max_message_bytes.
+    max_result_hits: int = 100_000
+    # Filters: levels of parentheses and NOTs, and values in one IN list.
+    max_filter_depth: int = 64
+    max_filter_values: int = 1024
+    # Maps: points x dimensions x components of every mixture tried (x dimensions again for full covariance).
+    max_cluster_work: int = 20_000_000_000
+    # Maps: values (points x dimensions) of one point set.
+    max_map_values: int = 20_000_000
 
 
 class Role(StrEnum):
@@ -106,6 +116,11 @@ class ApiKey:
     sha256: str
     # Globs of the collections (and aliases) the key may touch; empty: all.
     collections: tuple[str, ...] = ()
+    # Requests per second this key may make (a token bucket holding `burst` requests; 0: no limit), and calls it
+    # may have running at once (0: no limit). Over either: RESOURCE_EXHAUSTED / RATE_LIMITED.
+    rate: float = 0.0
+    burst: int = 0
+    max_concurrent: int = 0
 
 
 @dataclass(frozen=True)
@@ -159,6 +174,25 @@ class Settings:
     checkpoint_bytes: int = 256 * 1024 * 1024
     # Seconds in-flight calls get to finish after SIGTERM.
     grace_period_s: float = 10.0
+    # The deadline of a unary-response call whose caller set none (0: none). Long work stops when it passes.
+    default_deadline_s: float = 300.0
+    # Admission: calls worked on at once (health checks aside); of those, streams and heavy calls (maps,
+    # EvaluateAnalogies, Inpaint, CreateDirection). More are refused at once: RESOURCE_EXHAUSTED / OVERLOADED with a
+    # retry delay. max_workers - max_concurrent_rpcs threads stay free for health checks and refusals.
+    max_concurrent_rpcs: int = 48
+    max_concurrent_streams: int = 16
+    max_heavy_rpcs: int = 2
+    # A streaming call that sends nothing for this long is ended (DEADLINE_EXCEEDED / STREAM_IDLE; 0: never).
+    stream_idle_timeout_s: float = 60.0
+    # Connections: the server pings a connection idle this long (0: never) and drops it if no answer comes within
+    # keepalive_timeout_s; closes connections idle for max_connection_idle_s, and older than max_connection_age_s
+    # (after a grace of max_connection_age_grace_s for their calls), so that clients reconnect and load balancers
+    # rebalance (0: never).
+    keepalive_time_s: float = 60.0
+    keepalive_timeout_s: float = 20.0
+    max_connection_idle_s: float = 0.0
+    max_connection_age_s: float = 0.0
+    max_connection_age_grace_s: float = 30.0
     # "auto" | "cpu" | "cuda:N": where text encoders run (auto: cuda:0 when torch sees a GPU). Word vectors always run
     # on the CPU (numpy/FAISS).
     device: str = "auto"
@@ -234,6 +268,25 @@ class Settings:
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"server.port: {self.port} is not a TCP port")
+        if not 1 <= self.max_concurrent_rpcs <= self.max_workers - 4:
+            raise ConfigError(
+                f"server.max_concurrent_rpcs: 1..max_workers - 4 ({self.max_workers - 4}; threads must stay free for "
+                f"health checks and refusals), got {self.max_concurrent_rpcs}"
+            )
+        for name in ("max_concurrent_streams", "max_heavy_rpcs"):
+            if not 1 <= getattr(self, name) <= self.max_concurrent_rpcs:
+                raise ConfigError(f"server.{name}: 1..max_concurrent_rpcs, got {getattr(self, name)}")
+        for name in (
+            "default_deadline_s",
+            "stream_idle_timeout_s",
+            "keepalive_time_s",
+            "keepalive_timeout_s",
+            "max_connection_idle_s",
+            "max_connection_age_s",
+            "max_connection_age_grace_s",
+        ):
+            if not 0 <= getattr(self, name) < 1e7:
+                raise ConfigError(f"server.{name}: seconds, 0 or positive, got {getattr(self, name)}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"server.log_format: must be text or json, got {self.log_format!r}")
         if self.auth.enabled and not self.auth.keys:
@@ -324,7 +377,7 @@ def _keys(where: str, entries: Any) -> tuple[ApiKey, ...]:
         at = f"{where}[{i}]"
         if not isinstance(entry, Mapping):
             raise ConfigError(f"{at}: must be a table")
-        unknown = set(entry) - {"name", "role", "sha256", "collections"}
+        unknown = set(entry) - {"name", "role", "sha256", "collections", "rate", "burst", "max_concurrent"}
         if unknown:
             raise ConfigError(f"{at}.{sorted(unknown)[0]}: unknown key")
         name = entry.get("name")
@@ -340,7 +393,16 @@ def _keys(where: str, entries: Any) -> tuple[ApiKey, ...]:
         collections = entry.get("collections", [])
         if not isinstance(collections, list) or not all(isinstance(c, str) and c for c in collections):
             raise ConfigError(f"{at}.collections: must be a list of collection names or globs")
-        keys.append(ApiKey(name, role, digest.lower(), tuple(collections)))
+        rate = entry.get("rate", 0)
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate < 1e9:
+            raise ConfigError(f"{at}.rate: requests per second, 0 (no limit) or positive, got {rate!r}")
+        counts = {}
+        for key in ("burst", "max_concurrent"):
+            value = entry.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{at}.{key}: 0 (none) or a positive integer, got {value!r}")
+            counts[key] = value
+        keys.append(ApiKey(name, role, digest.lower(), tuple(collections), float(rate), **counts))
     return tuple(keys)
 
 

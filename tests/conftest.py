@@ -93,6 +93,15 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data")
 
 
+def server_data_dir(folder: Path, cache: Path) -> Path:
+    """A data directory of its own for one server (a data directory takes one server at a time), sharing the model
+    cache (minilm-static) of `cache`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (cache / "models").mkdir(exist_ok=True)
+    (folder / "models").symlink_to(cache / "models")
+    return folder
+
+
 def real_specs() -> tuple[ModelSpec, ...]:
     return tuple(
         ModelSpec(name, WordVectorsOptions(fmt, GENSIM_DATA / file)) for name, (file, fmt) in REAL_FILES.items()
@@ -153,7 +162,11 @@ def image_encoder_specs(files: dict[str, Path]) -> tuple[ModelSpec, ...]:
 
 @pytest.fixture(scope="session")
 def server_settings(
-    planted_file: Path, data_dir: Path, minilm: WordVectors, image_encoder_files: dict[str, Path]
+    planted_file: Path,
+    data_dir: Path,
+    minilm: WordVectors,
+    image_encoder_files: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Settings:
     planted = ModelSpec("planted", WordVectorsOptions(WordVectorFormat.WORD2VEC_TEXT, planted_file))
     # Averaged-words text encoders over the Lee corpus word2vec vectors (a real news vocabulary).
@@ -164,7 +177,7 @@ def server_settings(
     return Settings(
         host="127.0.0.1",
         port=0,
-        data_dir=data_dir,
+        data_dir=server_data_dir(tmp_path_factory.mktemp("server") / "data", data_dir),
         models=(*real_specs(), planted, *averaged, *image_encoder_specs(image_encoder_files)),
         grace_period_s=2,
     )

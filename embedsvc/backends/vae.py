@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from embedsvc import calls
 from embedsvc.backends.base import (
     Capability,
     ImageShape,
@@ -227,7 +228,9 @@ class VAEModel:
         z = start.clone().requires_grad_(True)
         optimiser = torch.optim.Adam([z], lr=learning_rate)
         with torch.enable_grad():
-            for _ in range(steps):
+            for step in range(steps):
+                if step % 10 == 0:
+                    calls.check()  # stops when the caller's deadline passes or it goes away
                 optimiser.zero_grad()
                 nll = self.net.reconstruction_nll(self.net.decode_params(z), x, mask)
                 loss = (nll + 0.5 * z.pow(2).sum(dim=1)).sum()

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,6 +36,10 @@ from embedsvc.backends.base import (
 )
 from embedsvc.errors import ConfigError, EmbedsvcError, out_of_vocabulary
 from embedsvc.vectors import unit_rows
+
+# Folded vocabularies kept per word model (EvaluateAnalogies' restrict_vocab and case; each costs a dict of the
+# vocabulary).
+_FOLDED_CACHE = 4
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +109,8 @@ class WordVectors:
         self.unit.setflags(write=False)
         self.version = "sha256:" + checksum(vectors, self.words)[:16]
         self.space = f"model:{name}@{self.version}"
+        self._folded: OrderedDict[tuple[int, bool], tuple[dict[str, int], np.ndarray]] = OrderedDict()
+        self._folded_lock = threading.Lock()
 
     @property
     def dimension(self) -> int:
@@ -131,10 +138,24 @@ class WordVectors:
             raise out_of_vocabulary(self.name, [word])
         return vec
 
-    @cache  # noqa: B019 - one entry per (restrict_vocab, case) asked; the space lives as long as the server
     def folded_vocabulary(self, restrict_vocab: int, case_sensitive: bool) -> tuple[dict[str, int], np.ndarray]:
         """gensim evaluate_word_analogies' `ok_vocab` (key -> index of its first, most frequent spelling) and, for
-        each of the first `restrict_vocab` rows, the index its key maps to."""
+        each of the first `restrict_vocab` rows, the index its key maps to. Cached for the last few values asked
+        (restrict_vocab comes from requests: an unbounded cache would grow with every new value)."""
+        key = (min(max(restrict_vocab, 0), len(self.words)), case_sensitive)
+        with self._folded_lock:
+            found = self._folded.get(key)
+            if found is not None:
+                self._folded.move_to_end(key)
+                return found
+        found = self._fold(*key)
+        with self._folded_lock:
+            self._folded[key] = found
+            while len(self._folded) > _FOLDED_CACHE:
+                self._folded.popitem(last=False)
+        return found
+
+    def _fold(self, restrict_vocab: int, case_sensitive: bool) -> tuple[dict[str, int], np.ndarray]:
         keys = self.words[:restrict_vocab]
         folded = keys if case_sensitive else [k.upper() for k in keys]
         vocab = {k: i for i, k in reversed(list(enumerate(folded)))}

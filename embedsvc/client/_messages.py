@@ -153,6 +153,7 @@ def _put_value(message: common_pb2.MetadataValue, value: Any, where: str) -> Non
     elif isinstance(value, datetime):  # a naive datetime is taken as UTC
         message.timestamp_value.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
     elif isinstance(value, list | tuple):
+        message.list_value.SetInParent()  # an empty list is still a list (reading .values alone sets nothing)
         elements = message.list_value.values
         for i, element in enumerate(value):
             _put_value(elements.add(), element, f"{where}[{i}]")

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from embedsvc.core.control import CallControl
+from embedsvc.calls import CallControl
 from embedsvc.durable import fsync_dir, write_atomic
 from embedsvc.errors import EmbedsvcError, Reason
 

@@ -33,6 +33,7 @@ class ArithmeticServicer(arithmetic_pb2_grpc.ArithmeticServiceServicer):
             ),
             self._limits,
         )
+        arithmetic.check_result_hits(len(request.expressions), options, self._limits)
         expressions = convert.expressions(list(request.expressions), self._limits)
         results = arithmetic.evaluate(space, expressions, options)
         return arithmetic_pb2.ArithmeticResponse(

@@ -7,7 +7,8 @@ import time
 import grpc
 import numpy as np
 
-from embedsvc.core.control import CallControl
+from embedsvc import calls
+from embedsvc.calls import CallControl
 from embedsvc.core.expression import Expression, Term, TermKind, check_weight, parse_expression
 from embedsvc.core.registry import ModelInfo, ModelState, Provenance
 from embedsvc.core.words import arithmetic
@@ -170,7 +171,11 @@ def analogy_report_message(report: AnalogyReport, provenance: Provenance) -> ari
 
 
 def call_control(context: grpc.ServicerContext) -> CallControl:
-    """The call's deadline, and a control that is cancelled when the call ends early (client gone, cancelled)."""
+    """The call's control (its deadline, cancelled when the call ends early): the one the gateway bound, or, for a
+    servicer called without the gateway, a new one."""
+    bound = calls.current()
+    if bound is not None:
+        return bound
     remaining = context.time_remaining()
     control = CallControl(deadline=time.monotonic() + remaining if remaining is not None else None)
     context.add_callback(control.cancel)  # also runs when the call completes normally: harmless then

@@ -11,6 +11,8 @@ Requests that cannot be decoded are refused with INVALID_ARGUMENT / INVALID_ENCO
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,15 +21,21 @@ from typing import Any
 import grpc
 from grpc_status import rpc_status
 
+from embedsvc import calls
+from embedsvc.calls import CallControl
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.transport import roles
+from embedsvc.transport.admission import Admission, Ticket
 from embedsvc.transport.audit import AuditLog
 from embedsvc.transport.auth import ANONYMOUS, CURRENT, KeyRing, Principal, authorize
 from embedsvc.transport.metrics import Metrics
-from embedsvc.transport.status import internal_status, to_status
+from embedsvc.transport.status import RETRY_AFTER, internal_status, to_status
 
 log = logging.getLogger("embedsvc.access")
 REQUEST_ID = "x-request-id"
+PUSHBACK = "grpc-retry-pushback-ms"  # the retry delay, where gRPC's own retry policies look for it
+_REFUSED = (Reason.OVERLOADED.value, Reason.RATE_LIMITED.value)
+_NO_DEADLINE = 1e8  # seconds: a call's time_remaining() beyond this means it has no deadline
 
 
 class Undecodable:
@@ -76,13 +84,33 @@ class Gateway(grpc.ServerInterceptor):
         metrics: Metrics | None = None,
         audit: AuditLog | None = None,
         audit_reads: bool = False,
+        default_deadline_s: float = 0.0,
+        admission: Admission | None = None,
+        stream_idle_timeout_s: float = 0.0,
     ) -> None:
+        self._default_deadline_s = default_deadline_s
+        self._admission = admission
+        self._stream_idle_timeout_s = stream_idle_timeout_s
+        self._refused_logged = time.monotonic()
+        self._refused_since = 0
         self._keys = keys
         self._resolve = resolve
         self._metrics = metrics
         self._audit = audit
         self._audit_reads = audit_reads
         self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}
+
+    def _note_refusal(self) -> None:
+        """Count a refused call; say how many, at most every 10 seconds."""
+        self._refused_since += 1
+        now = time.monotonic()
+        if now - self._refused_logged >= 10.0:
+            log.warning(
+                "refused %d calls in the last %.0f s (at capacity or over a key's limits)",
+                self._refused_since,
+                now - self._refused_logged,
+            )
+            self._refused_logged, self._refused_since = now, 0
 
     def intercept_service(
         self,
@@ -96,7 +124,7 @@ class Gateway(grpc.ServerInterceptor):
         return self._handlers[method]
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        call = _Method(self, method)
+        call = _Method(self, method, streaming=handler.unary_unary is None)
         handler = handler._replace(request_deserializer=_lenient(handler.request_deserializer))
         if handler.unary_unary is not None:
             return handler._replace(unary_unary=call.unary(handler.unary_unary, streamed=False))
@@ -112,9 +140,10 @@ class Gateway(grpc.ServerInterceptor):
 class _Method:
     """Everything the gateway knows about one method, computed once."""
 
-    def __init__(self, gateway: Gateway, method: str) -> None:
+    def __init__(self, gateway: Gateway, method: str, *, streaming: bool) -> None:
         self.gateway = gateway
         self.method = method
+        self.is_stream = streaming
         service, _, name = method.lstrip("/").rpartition("/")
         self.service, self.name = service, name
         self.rule = roles.rule(method)
@@ -125,15 +154,15 @@ class _Method:
 
     # ---- one call ------------------------------------------------------------------------------------------------
 
-    def _start(self, context: grpc.ServicerContext) -> _Call:
-        call = _Call(self, context)
+    def _start(self, context: grpc.ServicerContext, *, unary_response: bool) -> _Call:
+        call = _Call(self, context, unary_response=unary_response)
         if self.in_flight is not None:
             self.in_flight.inc()
         return call
 
     def unary(self, behavior: Callable[..., Any], *, streamed: bool) -> Callable[..., Any]:
         def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
-            call = self._start(context)
+            call = self._start(context, unary_response=True)
             try:
                 request = call.admit(request, streamed)
                 response = behavior(request, context)
@@ -148,7 +177,7 @@ class _Method:
 
     def streaming(self, behavior: Callable[..., Iterator[Any]], *, streamed: bool) -> Callable[..., Iterator[Any]]:
         def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            call = self._start(context)
+            call = self._start(context, unary_response=False)
             try:
                 request = call.admit(request, streamed)
                 yield from behavior(request, context)
@@ -162,10 +191,21 @@ class _Method:
 
 
 class _Call:
-    def __init__(self, method: _Method, context: grpc.ServicerContext) -> None:
+    def __init__(self, method: _Method, context: grpc.ServicerContext, *, unary_response: bool) -> None:
         self.method = method
         self.context = context
         self.started = time.perf_counter()
+        # The call's deadline: the caller's, or for unary-response calls without one the server's default (streams
+        # may run as long as they keep moving).
+        remaining: float | None = context.time_remaining()
+        if remaining is not None and remaining > _NO_DEADLINE:  # grpc reports "no deadline" as one far away
+            remaining = None
+        default = method.gateway._default_deadline_s
+        if remaining is None and unary_response and default > 0:
+            remaining = default
+        self.control = CallControl(None if remaining is None else time.monotonic() + remaining)
+        context.add_callback(self.control.cancel)  # runs when the call ends, early or not
+        self._control_token = calls._CURRENT.set(self.control)
         metadata = dict(context.invocation_metadata())
         given = metadata.get(REQUEST_ID)
         valid = isinstance(given, str) and 0 < len(given) <= 128 and given.isprintable()
@@ -177,6 +217,7 @@ class _Call:
         self.collections: set[str] = set()
         self.count = 0
         self._token: Any = None
+        self.ticket: Ticket | None = None
 
     def admit(self, request: Any, streamed: bool) -> Any:
         """Authenticate and authorize; decode leniently. Streamed requests are checked message by message."""
@@ -184,9 +225,15 @@ class _Call:
         if gateway._keys is not None and rule is not None:
             self.principal = gateway._keys.authenticate(self.authorization)
         self._token = CURRENT.set(self.principal)
+        if gateway._admission is not None and rule is not None:  # health checks are never refused
+            self.ticket = gateway._admission.enter(
+                self.method.method, streaming=self.method.is_stream, key=self.principal.name
+            )
         if not streamed:
             self._check(_checked(request))
             return request
+        if gateway._stream_idle_timeout_s > 0:
+            request = _idle_limited(request, gateway._stream_idle_timeout_s)
 
         def messages() -> Iterator[Any]:
             for message in request:
@@ -221,11 +268,17 @@ class _Call:
         grpc_status = rpc_status.to_status(status)
         self.code = grpc_status.code
         trailers = (*grpc_status.trailing_metadata, (REQUEST_ID, self.request_id))
+        if isinstance(exc, EmbedsvcError) and exc.reason in RETRY_AFTER:
+            delay = exc.retry_after_s if exc.retry_after_s is not None else RETRY_AFTER[exc.reason]
+            trailers = (*trailers, (PUSHBACK, str(max(1, round(delay * 1e3)))))
         self.context.abort_with_status(_Status(grpc_status.code, grpc_status.details, trailers))
 
     def finish(self) -> None:
         if self._token is not None:
             CURRENT.reset(self._token)
+        calls._CURRENT.reset(self._control_token)
+        if self.ticket is not None:
+            self.method.gateway._admission.leave(self.ticket)  # type: ignore[union-attr]
         method = self.method
         seconds = time.perf_counter() - self.started
         code = self.code.name
@@ -244,6 +297,9 @@ class _Call:
             "key": self.principal.name,
         }
         level = logging.INFO if self.code is not grpc.StatusCode.OK else logging.DEBUG
+        if self.reason in _REFUSED:  # under overload, one line per refusal would cost more than the refusal
+            level = logging.DEBUG
+            gateway._note_refusal()
         log.log(level, "%s %s %s %.1f ms", method.method, code, self.reason, seconds * 1e3, extra={"call": fields})
         audit = gateway._audit
         if audit is not None and method.rule is not None and (method.writes or gateway._audit_reads):
@@ -253,3 +309,57 @@ class _Call:
                 collections=sorted(self.collections),
                 count=self.count,
             )
+
+
+_END = object()
+
+
+def _idle_limited(source: Iterator[Any], timeout: float) -> Iterator[Any]:
+    """The messages of a request stream, ended with STREAM_IDLE when none arrives for `timeout` seconds.
+
+    A helper thread reads the stream one message ahead (a queue of one keeps gRPC's flow control: the client cannot
+    send further than the handler reads); it ends when the stream ends, fails, or the handler stops reading."""
+    slot: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=1)
+    stopped = threading.Event()
+
+    def pump() -> None:
+        item: tuple[Any, BaseException | None]
+        try:
+            for message in source:
+                item = (message, None)
+                while not stopped.is_set():
+                    try:
+                        slot.put(item, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stopped.is_set():
+                    return
+            item = (_END, None)
+        except BaseException as exc:  # the call ended or failed: hand it over
+            item = (_END, exc)
+        while not stopped.is_set():
+            try:
+                slot.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    threading.Thread(target=pump, name="stream-reader", daemon=True).start()
+    try:
+        while True:
+            try:
+                message, error = slot.get(timeout=timeout)
+            except queue.Empty:
+                raise EmbedsvcError(
+                    Reason.STREAM_IDLE,
+                    f"the stream sent nothing for {timeout:g} s and was ended (server.stream_idle_timeout_s); what "
+                    "was acknowledged before stays",
+                ) from None
+            if error is not None:
+                raise error
+            if message is _END:
+                return
+            yield message
+    finally:
+        stopped.set()

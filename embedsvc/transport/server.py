@@ -28,6 +28,7 @@ from embedsvc.durable import DataDirLock
 from embedsvc.index.exact import configure_faiss
 from embedsvc.index.faiss.store import CollectionStore
 from embedsvc.settings import Settings
+from embedsvc.transport.admission import Admission
 from embedsvc.transport.arithmetic_servicer import ArithmeticServicer
 from embedsvc.transport.audit import AuditLog
 from embedsvc.transport.auth import KeyRing
@@ -134,16 +135,22 @@ class Server:
             metrics=self.metrics,
             audit=self.audit,
             audit_reads=auth.audit_reads,
+            default_deadline_s=settings.default_deadline_s,
+            admission=Admission(
+                max_calls=settings.max_concurrent_rpcs,
+                max_streams=settings.max_concurrent_streams,
+                max_heavy=settings.max_heavy_rpcs,
+                keys=auth.keys if auth.enabled else (),
+            ),
+            stream_idle_timeout_s=settings.stream_idle_timeout_s,
         )
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
             interceptors=[gateway],
-            options=[
-                ("grpc.max_receive_message_length", limits.max_message_bytes),
-                ("grpc.max_send_message_length", limits.max_message_bytes),
-                # Two servers must never share a port silently.
-                ("grpc.so_reuseport", 0),
-            ],
+            options=channel_options(settings),
+            # A backstop behind admission control (which refuses with reasons, and never refuses health checks):
+            # gRPC itself refuses calls beyond this many, before any thread takes them.
+            maximum_concurrent_rpcs=settings.max_workers * 8,
         )
         models_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.registry, self.tokens, limits), self._grpc
@@ -237,6 +244,34 @@ class Server:
 
     def wait_for_termination(self) -> None:
         self.stopped.wait()
+
+
+def channel_options(settings: Settings) -> list[tuple[str, int]]:
+    """The gRPC server's options: message sizes, keepalive and connection lifetimes."""
+    limits = settings.limits
+    options = [
+        ("grpc.max_receive_message_length", limits.max_message_bytes),
+        ("grpc.max_send_message_length", limits.max_message_bytes),
+        # Two servers must never share a port silently.
+        ("grpc.so_reuseport", 0),
+        # Clients may ping every 10 s, also without calls (the keepalive settings of most gRPC clients).
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+    if settings.keepalive_time_s > 0:
+        options += [
+            ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1e3)),
+            ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_s * 1e3)),
+        ]
+    if settings.max_connection_idle_s > 0:
+        options.append(("grpc.max_connection_idle_ms", int(settings.max_connection_idle_s * 1e3)))
+    if settings.max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1e3)),
+            ("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * 1e3)),
+        ]
+    return options
 
 
 def create_server(settings: Settings) -> tuple[Server, int]:

@@ -57,6 +57,8 @@ STATUS_CODES: dict[Reason, grpc.StatusCode] = {
     Reason.INTERRUPTED: grpc.StatusCode.ABORTED,
     Reason.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     Reason.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    Reason.RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Reason.STREAM_IDLE: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 # Reasons a caller should retry after a pause, and the pause (seconds) sent as google.rpc.RetryInfo.
@@ -65,6 +67,7 @@ RETRY_AFTER: dict[Reason, float] = {
     Reason.COLLECTION_NOT_READY: 1.0,
     Reason.OVERLOADED: 0.1,
     Reason.STORAGE_ERROR: 1.0,
+    Reason.RATE_LIMITED: 1.0,
 }
 
 INTERNAL_MESSAGE = "internal error; the server log has the details"
@@ -87,6 +90,8 @@ def to_status(error: EmbedsvcError) -> status_pb2.Status:
         violation = error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)
         details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
     delay = RETRY_AFTER.get(error.reason)
+    if delay is not None and error.retry_after_s is not None:
+        delay = error.retry_after_s
     if delay is not None:
         pause = duration_pb2.Duration()
         pause.FromNanoseconds(int(delay * 1e9))

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from embedsvc.core.control import CallControl
+from embedsvc.calls import CallControl
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.core.texts import embedding as texts
 from embedsvc.errors import EmbedsvcError, Reason, missing

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65mbedsvc/v1/server.proto\x12\x0b\x65mbedsvc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x05\n\x06Limits\x12\x17\n\x0fmax_expressions\x18\x01 \x01(\x03\x12\x11\n\tmax_terms\x18\x02 \x01(\x03\x12\x1c\n\x14max_expression_chars\x18\x03 \x01(\x03\x12\x11\n\tmax_top_n\x18\x04 \x01(\x03\x12\x1d\n\x15max_words_per_request\x18\x05 \x01(\x03\x12\x16\n\x0emax_word_chars\x18\x06 \x01(\x03\x12\x19\n\x11max_analogy_bytes\x18\x07 \x01(\x03\x12\x19\n\x11max_message_bytes\x18\x08 \x01(\x03\x12\x18\n\x10max_upsert_items\x18\t \x01(\x03\x12\x14\n\x0cmax_id_bytes\x18\n \x01(\x03\x12\x1a\n\x12max_metadata_bytes\x18\x0b \x01(\x03\x12\r\n\x05max_k\x18\x0c \x01(\x03\x12\x13\n\x0bmax_queries\x18\r \x01(\x03\x12\x18\n\x10max_filter_chars\x18\x0e \x01(\x03\x12\x15\n\rmax_dimension\x18\x0f \x01(\x03\x12\x1d\n\x15max_texts_per_request\x18\x10 \x01(\x03\x12\x16\n\x0emax_text_chars\x18\x11 \x01(\x03\x12\x18\n\x10max_queued_texts\x18\x12 \x01(\x03\x12\x1e\n\x16max_images_per_request\x18\x13 \x01(\x03\x12\x18\n\x10max_image_pixels\x18\x14 \x01(\x03\x12\x13\n\x0bmax_samples\x18\x15 \x01(\x03\x12\x11\n\tmax_steps\x18\x16 \x01(\x03\x12\x19\n\x11max_inpaint_steps\x18\x17 \x01(\x03\x12\x1e\n\x16max_direction_examples\x18\x18 \x01(\x03\x12\x18\n\x10max_elbo_samples\x18\x19 \x01(\x03\x12\x16\n\x0emax_map_points\x18\x1a \x01(\x03\x12\x14\n\x0cmax_clusters\x18\x1b \x01(\x03\x12\x1c\n\x14max_plot_pixels_side\x18\x1c \x01(\x03\x12\x1c\n\x14max_annotated_points\x18\x1d \x01(\x03\x12\x15\n\rmax_page_size\x18\x1e \x01(\x03\"\x16\n\x14GetServerInfoRequest\"\x99\x01\n\x15GetServerInfoResponse\x12\x16\n\x0eserver_version\x18\x01 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x06limits\x18\x04 \x01(\x0b\x32\x13.embedsvc.v1.Limits2g\n\rServerService\x12V\n\rGetServerInfo\x12!.embedsvc.v1.GetServerInfoRequest\x1a\".embedsvc.v1.GetServerInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65mbedsvc/v1/server.proto\x12\x0b\x65mbedsvc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x06\n\x06Limits\x12\x17\n\x0fmax_expressions\x18\x01 \x01(\x03\x12\x11\n\tmax_terms\x18\x02 \x01(\x03\x12\x1c\n\x14max_expression_chars\x18\x03 \x01(\x03\x12\x11\n\tmax_top_n\x18\x04 \x01(\x03\x12\x1d\n\x15max_words_per_request\x18\x05 \x01(\x03\x12\x16\n\x0emax_word_chars\x18\x06 \x01(\x03\x12\x19\n\x11max_analogy_bytes\x18\x07 \x01(\x03\x12\x19\n\x11max_message_bytes\x18\x08 \x01(\x03\x12\x18\n\x10max_upsert_items\x18\t \x01(\x03\x12\x14\n\x0cmax_id_bytes\x18\n \x01(\x03\x12\x1a\n\x12max_metadata_bytes\x18\x0b \x01(\x03\x12\r\n\x05max_k\x18\x0c \x01(\x03\x12\x13\n\x0bmax_queries\x18\r \x01(\x03\x12\x18\n\x10max_filter_chars\x18\x0e \x01(\x03\x12\x15\n\rmax_dimension\x18\x0f \x01(\x03\x12\x1d\n\x15max_texts_per_request\x18\x10 \x01(\x03\x12\x16\n\x0emax_text_chars\x18\x11 \x01(\x03\x12\x18\n\x10max_queued_texts\x18\x12 \x01(\x03\x12\x1e\n\x16max_images_per_request\x18\x13 \x01(\x03\x12\x18\n\x10max_image_pixels\x18\x14 \x01(\x03\x12\x13\n\x0bmax_samples\x18\x15 \x01(\x03\x12\x11\n\tmax_steps\x18\x16 \x01(\x03\x12\x19\n\x11max_inpaint_steps\x18\x17 \x01(\x03\x12\x1e\n\x16max_direction_examples\x18\x18 \x01(\x03\x12\x18\n\x10max_elbo_samples\x18\x19 \x01(\x03\x12\x16\n\x0emax_map_points\x18\x1a \x01(\x03\x12\x14\n\x0cmax_clusters\x18\x1b \x01(\x03\x12\x1c\n\x14max_plot_pixels_side\x18\x1c \x01(\x03\x12\x1c\n\x14max_annotated_points\x18\x1d \x01(\x03\x12\x15\n\rmax_page_size\x18\x1e \x01(\x03\x12\x17\n\x0fmax_result_hits\x18\x1f \x01(\x03\x12\x18\n\x10max_filter_depth\x18  \x01(\x03\x12\x19\n\x11max_filter_values\x18! \x01(\x03\x12\x18\n\x10max_cluster_work\x18\" \x01(\x03\x12\x16\n\x0emax_map_values\x18# \x01(\x03\"\x16\n\x14GetServerInfoRequest\"\x99\x01\n\x15GetServerInfoResponse\x12\x16\n\x0eserver_version\x18\x01 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x06limits\x18\x04 \x01(\x0b\x32\x13.embedsvc.v1.Limits2g\n\rServerService\x12V\n\rGetServerInfo\x12!.embedsvc.v1.GetServerInfoRequest\x1a\".embedsvc.v1.GetServerInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,11 +33,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'embedsvc.v1.server_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LIMITS']._serialized_start=75
-  _globals['_LIMITS']._serialized_end=839
-  _globals['_GETSERVERINFOREQUEST']._serialized_start=841
-  _globals['_GETSERVERINFOREQUEST']._serialized_end=863
-  _globals['_GETSERVERINFORESPONSE']._serialized_start=866
-  _globals['_GETSERVERINFORESPONSE']._serialized_end=1019
-  _globals['_SERVERSERVICE']._serialized_start=1021
-  _globals['_SERVERSERVICE']._serialized_end=1124
+  _globals['_LIMITS']._serialized_end=967
+  _globals['_GETSERVERINFOREQUEST']._serialized_start=969
+  _globals['_GETSERVERINFOREQUEST']._serialized_end=991
+  _globals['_GETSERVERINFORESPONSE']._serialized_start=994
+  _globals['_GETSERVERINFORESPONSE']._serialized_end=1147
+  _globals['_SERVERSERVICE']._serialized_start=1149
+  _globals['_SERVERSERVICE']._serialized_end=1252
 # @@protoc_insertion_point(module_scope)

@@ -222,7 +222,7 @@ def test_oov_error_lists_every_missing_word(client):
     assert error.metadata["words"] == "zzq qqz"
 
 
-def test_analogy_file_over_the_limit(server_settings, data_dir):
+def test_analogy_file_over_the_limit(server_settings, tmp_path):
     from dataclasses import replace
 
     from embedsvc.settings import Limits
@@ -230,6 +230,7 @@ def test_analogy_file_over_the_limit(server_settings, data_dir):
 
     settings = replace(
         server_settings,
+        data_dir=tmp_path / "data",
         models=tuple(m for m in server_settings.models if m.name == "planted"),
         embedded_models=False,
         limits=Limits(max_analogy_bytes=100, max_expressions=2),
@@ -334,6 +335,7 @@ def test_health_is_not_serving_while_loading(server_settings, tmp_path):
     bad.write_text("1 3\nking 1 2\n")
     settings = replace(
         server_settings,
+        data_dir=tmp_path / "data",
         embedded_models=False,
         models=(ModelSpec("bad", WordVectorsOptions(WordVectorFormat.WORD2VEC_TEXT, bad)),),
     )

@@ -44,4 +44,5 @@ def test_retryable_reasons_carry_retry_info_and_others_do_not():
         Reason.COLLECTION_NOT_READY,
         Reason.OVERLOADED,
         Reason.STORAGE_ERROR,
+        Reason.RATE_LIMITED,
     }

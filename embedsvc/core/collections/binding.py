@@ -17,7 +17,7 @@ import numpy as np
 from embedsvc.backends.base import Capability
 from embedsvc.backends.image_encoders import ImageEncoder
 from embedsvc.backends.word_vectors import WordVectors
-from embedsvc.core.control import CallControl
+from embedsvc.calls import CallControl
 from embedsvc.core.expression import Expression
 from embedsvc.core.images.codec import ImageInput
 from embedsvc.core.images.latents import Latents

@@ -11,6 +11,11 @@ A field is a bare name (letters, digits, '_', '.', '-') or a "quoted" one. On a 
 element matches and != when no element does; < and friends compare numbers with numbers (integers exactly, whatever
 their size), strings with strings and timestamps with timestamps. A missing field matches only !=. A filter compiles
 once into a predicate over an item's metadata dict.
+
+Costs are bounded for any input: lexing is linear (no backtracking: atomic groups), parsing and evaluation nest at most
+limits.max_filter_depth levels of parentheses and NOTs (deeper is INVALID_FILTER, never a RecursionError), an IN list
+holds at most limits.max_filter_values values and is matched through a set, so a predicate costs O(size of the item's
+metadata), which limits.max_metadata_bytes bounds.
 """
 
 from __future__ import annotations
@@ -26,16 +31,23 @@ from embedsvc.errors import EmbedsvcError, Reason, limit_exceeded
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 
+# Atomic groups and possessive quantifiers: a token is matched without backtracking, so lexing is linear in the
+# filter's length (a malformed 4,000-digit number used to cost 0.4 s).
 _TOKEN = re.compile(
-    r"""\s*(?:
-      (?P<string>"(?:[^"\\]|\\.)*")
-    | (?P<number>-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?![\w.])
+    r"""\s*+(?:
+      (?P<string>"(?:[^"\\]++|\\.)*+")
+    | (?P<number>-?(?>\d++(?:\.\d*+)?|\.\d++)(?>[eE][-+]?\d++)?)(?![\w.])
     | (?P<op><=|>=|!=|=|<|>)
     | (?P<punct>[()\[\],])
-    | (?P<name>[A-Za-z_][\w.\-]*)
+    | (?P<name>[A-Za-z_][\w.\-]*+)
     )""",
     re.VERBOSE,
 )
+_SPACE = re.compile(r"\s*+")
+# Defaults of limits.max_filter_depth (parentheses and NOTs nested) and limits.max_filter_values (values in one IN
+# list); both well below what Python's recursion limit and a per-item cost budget allow.
+MAX_DEPTH = 64
+MAX_IN_VALUES = 1024
 _KEYWORDS = {"and", "or", "not", "in", "true", "false"}
 _INTEGER = re.compile(r"-?\d+")
 
@@ -54,12 +66,14 @@ def _error(message: str, position: int) -> EmbedsvcError:
 def _tokenize(text: str) -> list[_Tok]:
     tokens: list[_Tok] = []
     pos = 0
-    while pos < len(text):
-        if text[pos:].strip() == "":
+    while True:
+        space = _SPACE.match(text, pos)
+        assert space is not None
+        if space.end() == len(text):
             break
         match = _TOKEN.match(text, pos)
         if match is None or match.end() == pos:
-            start = len(text) - len(text[pos:].lstrip())
+            start = space.end()
             raise _error(f"unexpected character {text[start]!r}", start)
         kind = match.lastgroup or ""
         value = match.group(kind)
@@ -73,9 +87,17 @@ def _tokenize(text: str) -> list[_Tok]:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, max_depth: int, max_values: int) -> None:
         self.tokens = _tokenize(text)
         self.i = 0
+        self.depth = 0
+        self.max_depth = max_depth
+        self.max_values = max_values
+
+    def deeper(self, position: int) -> None:
+        self.depth += 1
+        if self.depth > self.max_depth:
+            raise _error(f"the filter nests parentheses and NOTs more than {self.max_depth} deep", position)
 
     def peek(self) -> _Tok:
         return self.tokens[self.i]
@@ -117,12 +139,19 @@ class _Parser:
         return parts[0] if len(parts) == 1 else (lambda m: all(p(m) for p in parts))
 
     def unary(self) -> Predicate:
+        # Each level of NOT or parentheses is one level of recursion here and of nested calls when the predicate
+        # runs: bounded by MAX_DEPTH, far below Python's recursion limit.
+        tok = self.peek()
         if self.accept("kw", "not"):
+            self.deeper(tok.position)
             inner = self.unary()
+            self.depth -= 1
             return lambda m: not inner(m)
         if self.accept("punct", "("):
+            self.deeper(tok.position)
             inner = self.or_()
             self.expect("punct", ")", "')'")
+            self.depth -= 1
             return inner
         return self.compare()
 
@@ -138,6 +167,8 @@ class _Parser:
             self.expect("punct", "[", "'['")
             values = [self.value()]
             while self.accept("punct", ","):
+                if len(values) == self.max_values:
+                    raise _error(f"an IN list holds at most {self.max_values} values", self.peek().position)
                 values.append(self.value())
             self.expect("punct", "]", "']'")
             return _membership(field, values)
@@ -212,34 +243,53 @@ _ORDER: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-def _elements(metadata: Mapping[str, Any], field: str) -> list[Any] | None:
+def _elements(metadata: Mapping[str, Any], field: str) -> list[Any] | tuple[Any, ...]:
+    """The field's values: its elements for a list, else the value alone; () when absent."""
     if field not in metadata:
-        return None
+        return ()
     value = metadata[field]
-    return list(value) if isinstance(value, list) else [value]
+    return value if isinstance(value, list) else (value,)
+
+
+def _key(value: Any) -> tuple[str, Any]:
+    """A hashable key equal for exactly the values _equal calls equal (1 and 1.0 are; 1 and true are not)."""
+    return (_kind(value), value)
 
 
 def _comparison(field: str, op: str, value: Any) -> Predicate:
     if op == "=":
-        return lambda m: any(_equal(e, value) for e in (_elements(m, field) or ()))
+        return lambda m: any(_equal(e, value) for e in _elements(m, field))
     if op == "!=":
-        return lambda m: not any(_equal(e, value) for e in (_elements(m, field) or ()))
+        return lambda m: not any(_equal(e, value) for e in _elements(m, field))
     if isinstance(value, bool):
         raise _error(f"{op} needs a number or a string, not {str(value).lower()}", 0)
     order = _ORDER[op]
     return lambda m: any(
-        _same_kind(e, value) and not isinstance(e, bool) and order(e, value) for e in (_elements(m, field) or ())
+        _same_kind(e, value) and not isinstance(e, bool) and order(e, value) for e in _elements(m, field)
     )
 
 
 def _membership(field: str, values: list[Any]) -> Predicate:
-    return lambda m: any(_equal(e, v) for e in (_elements(m, field) or ()) for v in values)
+    keys = {_key(v) for v in values}
+
+    def matches(m: Mapping[str, Any]) -> bool:
+        for e in _elements(m, field):
+            try:
+                if _key(e) in keys:
+                    return True
+            except TypeError:  # an unhashable element (a nested list from an old item): never equal to a value
+                continue
+        return False
+
+    return matches
 
 
-def compile_filter(text: str, max_chars: int) -> Predicate | None:
+def compile_filter(
+    text: str, max_chars: int, *, max_depth: int = MAX_DEPTH, max_values: int = MAX_IN_VALUES
+) -> Predicate | None:
     """The predicate of a filter; None for an empty filter (everything matches)."""
     if len(text) > max_chars:
         raise limit_exceeded("options.filter", "filter length in characters", len(text), max_chars)
     if not text.strip():
         return None
-    return _Parser(text).parse()
+    return _Parser(text, max_depth, max_values).parse()

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from embedsvc.calls import CallControl
 from embedsvc.core.collections.aliases import AliasStore
 from embedsvc.core.collections.binding import Binding, binding
 from embedsvc.core.collections.checks import check_id, check_ids, check_metadata
 from embedsvc.core.collections.filters import compile_filter
-from embedsvc.core.control import CallControl
 from embedsvc.core.expression import Expression
 from embedsvc.core.images.codec import ImageInput
 from embedsvc.core.images.latents import Latents
@@ -264,7 +264,17 @@ class Collections:
         for name_, value in (("ef_search", options.ef_search), ("nprobe", options.nprobe)):
             if not 0 <= value <= 65536:
                 raise invalid(f"options.{name_}", f"{name_} must be 0..65536, got {value}")
-        predicate = compile_filter(options.filter, self.limits.max_filter_chars)
+        n_queries = len(rows) if rows is not None else len(listed)
+        if n_queries * k > self.limits.max_result_hits:
+            raise limit_exceeded(
+                "options.k", "hits in one response (queries x k)", n_queries * k, self.limits.max_result_hits
+            )
+        predicate = compile_filter(
+            options.filter,
+            self.limits.max_filter_chars,
+            max_depth=self.limits.max_filter_depth,
+            max_values=self.limits.max_filter_values,
+        )
         exclude: list[set[int]] = []
         if rows is not None:
             vectors = rows
@@ -280,6 +290,7 @@ class Collections:
             exact=options.exact,
             with_metadata=options.include_metadata,
             with_vectors=options.include_vectors,
+            max_response_bytes=self.limits.max_message_bytes - 64 * 1024,  # room for provenance and framing
         )
         config = collection.config
         provenance = Provenance(

@@ -12,6 +12,7 @@ from enum import StrEnum
 
 import numpy as np
 
+from embedsvc import calls
 from embedsvc.core.maps.projection import (
     ClusterMethod,
     Covariance,
@@ -153,6 +154,7 @@ def _draw(
         chosen, pictures = thumbnails
         zoom = max(0.4, min(1.2, options.width / 1000))
         for (x, y), picture in zip(xy[chosen], pictures, strict=True):
+            calls.check()
             array = picture[0] if picture.shape[0] == 1 else picture.transpose(1, 2, 0)
             box = OffsetImage(array, zoom=zoom, cmap="gray" if picture.shape[0] == 1 else None)
             axes.add_artist(AnnotationBbox(box, (x, y), frameon=False))

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from embedsvc import calls
 from embedsvc.backends.base import Capability
 from embedsvc.core.collections.service import Collections
 from embedsvc.core.images.codec import ImageInput
@@ -132,6 +133,9 @@ class Maps:
             raise missing(field, "a point set (words, texts, images, collection or vectors)")
         points = self._gather(point_set.source, field)
         check_count(field, "points", len(points.labels), self.limits.max_map_points)
+        values = int(points.vectors.size)
+        if values > self.limits.max_map_values:
+            raise limit_exceeded(field, "values (points x dimensions)", values, self.limits.max_map_values)
         if point_set.groups:
             if len(point_set.groups) != len(points.labels):
                 raise invalid(
@@ -335,6 +339,7 @@ def cluster_points(
     from sklearn.decomposition import PCA
 
     max_k = _check_cluster_counts(points, k, max_k, reduce_to, limits)
+    _check_cluster_work(points, k, max_k, method, covariance, reduce_to, limits)
     x = points.vectors
     if reduce_to:
         x = PCA(n_components=reduce_to, svd_solver="full").fit_transform(x)
@@ -361,6 +366,26 @@ def _check_cluster_counts(points: Points, k: int, max_k: int, reduce_to: int, li
     if reduce_to < 0 or reduce_to > min(n, d):
         raise invalid("reduce_to", f"reduce_to must be 0..{min(n, d)} (points and dimension), got {reduce_to}")
     return max_k
+
+
+def _check_cluster_work(
+    points: Points, k: int, max_k: int, method: ClusterMethod, covariance: Covariance, reduce_to: int, limits: Limits
+) -> None:
+    """LIMIT_EXCEEDED, before any fit, when the fits would cost more than limits.max_cluster_work: points x
+    dimensions x the components of every mixture tried (x dimensions again for full covariance)."""
+    n, d = points.vectors.shape
+    d = reduce_to or d
+    tried = k if k else sum(range(1, min(max_k, n) + 1))
+    squared = method is not ClusterMethod.KMEANS and covariance in (Covariance.FULL, Covariance.TIED)
+    work = n * d * tried * (d if squared else 1)
+    if work > limits.max_cluster_work:
+        raise limit_exceeded(
+            "k" if k else "max_k",
+            "clustering work (points x dimensions x components tried, x dimensions for full covariance; "
+            "reduce_to, a smaller max_k or a diagonal covariance make it smaller)",
+            work,
+            limits.max_cluster_work,
+        )
 
 
 def _kmeans(points: Points, x: np.ndarray, k: int, seed: int, parameters: dict[str, str]) -> Clusters:
@@ -400,6 +425,7 @@ def _gaussian_mixture(
     bic: list[tuple[int, float]] = []
     best: Any = None
     for components in [k] if k else range(1, min(max_k, len(x)) + 1):
+        calls.check()  # between fits: stops when the caller's deadline passes or it goes away
         model = GaussianMixture(
             n_components=components, covariance_type=covariance.value, n_init=3, random_state=seed, reg_covar=reg_covar
         ).fit(x)

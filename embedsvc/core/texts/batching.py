@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embedsvc.core.control import CallControl
-from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.calls import CallControl
+from embedsvc.errors import EmbedsvcError, Reason, limit_exceeded
 from embedsvc.stats import Histogram
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,9 @@ class Batcher:
             _Job(list(texts[i : i + step]), list(lengths[i : i + step]), control, now)
             for i in range(0, len(texts), step)
         ]
+        if len(texts) > self.max_queued:  # could never fit, however long the caller waits: not retryable
+            raise limit_exceeded("texts", f"texts in one call to model '{self.name}' (its queue)", len(texts),
+                                 self.max_queued)  # fmt: skip
         with self._cond:
             if self._closed:
                 raise EmbedsvcError(Reason.MODEL_NOT_READY, f"model '{self.name}' is shutting down")

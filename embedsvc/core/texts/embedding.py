@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embedsvc.core.control import CallControl
+from embedsvc.calls import CallControl
 from embedsvc.core.expression import Expression, TermKind
 from embedsvc.core.registry import ModelRegistry, Provenance, TextModel, provenance
 from embedsvc.core.words.arithmetic import FieldOf, cosadd_means

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embedsvc import calls
 from embedsvc.backends.word_vectors import WordVectors
 from embedsvc.core.words.arithmetic import Method, TermBatch, cosmul_top
 from embedsvc.errors import EmbedsvcError, Reason, invalid
@@ -125,6 +126,7 @@ def evaluate_analogies(
     base = space.unit[: min(restrict_vocab, space.size)]
     right = np.zeros(len(asked_ids), dtype=bool)
     for start in range(0, len(asked_ids), _CHUNK):
+        calls.check()  # stops when the caller's deadline passes or it goes away
         chunk = asked_ids[start : start + _CHUNK]
         right[start : start + _CHUNK] = _count(chunk, _search(space, base, chunk, method), canonical)
     correct = np.bincount(asked_sections[right], minlength=n_sections)

@@ -90,6 +90,14 @@ class ExpressionResult:
     query_vector: np.ndarray | None = None
 
 
+def check_result_hits(count: int, options: Options, limits: Limits, field: str = "expressions") -> None:
+    """LIMIT_EXCEEDED, before any work, when count x top_n hits would pass limits.max_result_hits."""
+    if count * options.top_n > limits.max_result_hits:
+        raise limit_exceeded(
+            field, f"hits in one response ({field} x top_n)", count * options.top_n, limits.max_result_hits
+        )
+
+
 def check_options(options: Options, limits: Limits) -> Options:
     if options.top_n <= 0:
         raise invalid("top_n", f"top_n must be positive, got {options.top_n}")

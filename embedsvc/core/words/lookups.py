@@ -58,6 +58,7 @@ def nearest(
     check_count("words", "words", len(words), limits.max_expressions)
     check_words(words, "words", limits)
     options = arithmetic.check_options(arithmetic.Options(top_n=top_n, restrict_vocab=restrict_vocab), limits)
+    arithmetic.check_result_hits(len(words), options, limits, "words")
     expressions = [Expression((Term(TermKind.WORD, 1.0, w),)) for w in words]
     results = arithmetic.evaluate(space, expressions, options, lambda e, _t: f"words[{e}]")
     return [[(h.word, h.score) for h in r.hits] for r in results]

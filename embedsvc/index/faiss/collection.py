@@ -12,6 +12,7 @@ ordered by the log (group commit); a record is applied only after it is durable.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -21,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from embedsvc import durable
-from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc import calls, durable
+from embedsvc.errors import EmbedsvcError, Reason, limit_exceeded
+from embedsvc.index import metadata as stored
 from embedsvc.index.exact import exact_search
 from embedsvc.index.faiss import checkpoint
 from embedsvc.index.faiss.log import Delete, LogWriter, Record, Upsert, scan
@@ -45,8 +47,16 @@ _MAX_OVERFETCH = 1024
 _PQ_RERANK = 4
 # Vectors added to a rebuilt index per step (between steps the rebuild reports progress and may be cancelled).
 _REBUILD_CHUNK = 8192
+# Queries searched per step of a batch (between steps the call may be stopped, and writers get the lock).
+_QUERY_CHUNK = 256
+# Items a filter is evaluated on per step (between steps the call may be stopped).
+_FILTER_CHUNK = 4096
+# Bytes of candidate vectors one IVF-PQ re-ranking step may gather (queries x candidates x dimension x 4).
+_RERANK_BYTES = 64 * 1024 * 1024
+# What a hit costs in a response beyond its id, input and metadata (score, slot, framing).
+_HIT_OVERHEAD = 32
 # What a rebuild swaps in: every attribute of the items in memory and their index.
-_STATE = ("_n", "_ids", "_meta", "_inputs", "_vectors", "_unit", "_live", "_slot_of", "_index")
+_STATE = ("_n", "_ids", "_meta", "_inputs", "_vectors", "_unit", "_live", "_slot_of", "_index", "_sizes")
 
 
 def _fit(array: np.ndarray, width: int, fill: float = 0.0) -> np.ndarray:
@@ -55,6 +65,32 @@ def _fit(array: np.ndarray, width: int, fill: float = 0.0) -> np.ndarray:
         return array[:, :width].copy()
     pad = np.full((array.shape[0], width - array.shape[1]), fill, dtype=array.dtype)
     return np.concatenate([array, pad], axis=1)
+
+
+class _Budget:
+    """The bytes a search's response would take, counted from the hits' slots before any hit is built."""
+
+    def __init__(self, limit: int, with_metadata: bool, vector_bytes: int) -> None:
+        self.limit = limit
+        self.with_metadata = with_metadata
+        self.vector_bytes = vector_bytes
+        self.spent = 0
+
+    def spend(self, sizes: np.ndarray, labels: np.ndarray) -> None:
+        if not self.limit:
+            return
+        slots = labels[labels >= 0]
+        self.spent += int(sizes[slots, 0].sum()) + len(slots) * (_HIT_OVERHEAD + self.vector_bytes)
+        if self.with_metadata:
+            self.spent += int(sizes[slots, 1].sum())
+        if self.spent > self.limit:
+            raise limit_exceeded(
+                "options.k",
+                "response bytes (the hits' ids, inputs, metadata and vectors; fewer queries, a smaller k or "
+                "include_metadata = false make it smaller)",
+                self.spent,
+                self.limit,
+            )
 
 
 class State(StrEnum):
@@ -74,6 +110,7 @@ class Collection:
         self._writer: LogWriter | None = None
         # While a rebuild runs: the records applied since its snapshot, replayed onto the new state before the swap.
         self._rebuilding: list[Record] | None = None
+        self._trainer: threading.Thread | None = None
         self.checkpoint_seconds = Histogram()
         # A failed checkpoint (a full disk, an I/O error) leaves every write durable in the log; it is reported here
         # and retried, with backoff, by a later write.
@@ -93,8 +130,12 @@ class Collection:
         self._vectors = np.empty((max(capacity, 16), d), np.float32)
         self._unit = self._vectors if self.config.metric is not Metric.COSINE else np.empty_like(self._vectors)
         self._live = np.zeros(max(capacity, 16), bool)
+        # Per slot: the bytes of its id and input, and of its metadata (as JSON): what a hit adds to a response.
+        self._sizes = np.zeros((max(capacity, 16), 2), np.int64)
         self._slot_of: dict[str, int] = {}
         self._index = VectorIndex(self.config.index, d, self.config.metric)
+        # Slots are renumbered (compaction, a rebuild's swap): work computed per slot outside the lock is stale then.
+        self._generation = getattr(self, "_generation", 0) + 1
 
     def _grow(self, extra: int) -> None:
         need = self._n + extra
@@ -112,6 +153,9 @@ class Collection:
         live = np.zeros(capacity, bool)
         live[: self._n] = self._live[: self._n]
         self._live = live
+        sizes = np.zeros((capacity, 2), np.int64)
+        sizes[: self._n] = self._sizes[: self._n]
+        self._sizes = sizes
 
     def _index_form(self, vectors: np.ndarray) -> np.ndarray:
         if self.config.metric is not Metric.COSINE:
@@ -131,6 +175,10 @@ class Collection:
         if self._unit is not self._vectors:
             self._unit[start : start + n] = self._index_form(op.vectors)
         self._live[start : start + n] = True
+        self._sizes[start : start + n] = [
+            (len(item_id.encode()) + len(raw.encode()), stored.size_bytes(meta) if meta else 0)
+            for item_id, raw, meta in zip(op.ids, op.inputs, op.metadata, strict=True)
+        ]
         self._ids.extend(op.ids)
         self._meta.extend(op.metadata)
         self._inputs.extend(op.inputs)
@@ -147,8 +195,36 @@ class Collection:
     def _index_new(self, slots: np.ndarray) -> None:
         if self._index.trained:
             self._index.add(slots, self._unit[slots])
-        elif self.count >= self.config.index.train_size:
-            self._train_and_fill()
+        elif self.count >= self.config.index.train_size and self._rebuilding is None:
+            self._train_in_background()
+
+    def _train_in_background(self) -> None:
+        """Enough vectors arrived to train the IVF index: train it off the write path, as a rebuild (searches stay
+        exact and writes go on meanwhile; the trained index is swapped in with the writes made since). Training
+        nlist centroids costs about 25 x 39 nlist^2 x dimension operations: never inside a write's lock."""
+        if self._trainer is not None and self._trainer.is_alive():
+            return
+
+        def train() -> None:
+            try:
+                self.rebuild(check=self._check_open)
+            except EmbedsvcError as exc:  # closed, deleted, or a rebuild already runs: the next write tries again
+                log.info("collection %s: background training stopped: %s", self.config.name, exc.message)
+            except Exception:
+                log.exception("collection %s: background training failed; searches stay exact", self.config.name)
+
+        self._trainer = threading.Thread(target=train, name=f"train-{self.config.name}", daemon=True)
+        self._trainer.start()
+
+    def _check_open(self) -> None:
+        if self._writer is None:
+            raise EmbedsvcError(Reason.STORAGE_ERROR, f"collection '{self.config.name}' is closed")
+
+    def wait_for_training(self, timeout: float | None = None) -> None:
+        """Wait for a background training (tests, benchmarks)."""
+        trainer = self._trainer
+        if trainer is not None:
+            trainer.join(timeout)
 
     def _train_and_fill(self) -> None:
         live = np.flatnonzero(self._live[: self._n])
@@ -377,41 +453,85 @@ class Collection:
         exact: bool = False,
         with_metadata: bool = True,
         with_vectors: bool = False,
+        max_response_bytes: int = 0,
     ) -> tuple[list[list[Hit]], bool]:
         """k hits per query among live items matching the predicate, minus each query's excluded slots.
 
         Returns the hits and whether the search was exact. Whenever at least k items are eligible, k are returned:
         an ANN search that comes back short is redone exactly for that query.
+
+        The filter is evaluated outside the lock (a slow filter does not hold writers up), in steps; queries are
+        searched _QUERY_CHUNK at a time, each step under the read lock; between steps the current call may stop
+        (deadline, cancellation). With `max_response_bytes`, the hits' ids, inputs, metadata and vectors are counted
+        before any hit is built, and a response that would be larger is refused with LIMIT_EXCEEDED.
         """
         self.check_ready()
         queries = self._index_form(np.ascontiguousarray(queries, dtype=np.float32))
-        extra = max((len(e) for e in exclude), default=0)
-        with self._rw.read():
-            allowed = self._allowed(predicate)
-            eligible = int(allowed.sum())
-            want = min(k + extra, eligible)
-            if want == 0:
-                return [[] for _ in queries], True
-            scores, labels, was_exact = self._candidates(
-                queries,
-                want,
-                allowed,
-                eligible,
-                filtered=predicate is not None,
-                exact=exact,
-                ef_search=ef_search,
-                nprobe=nprobe,
-            )
-            return self._hits(
-                labels, scores, exclude, k, with_metadata=with_metadata, with_vectors=with_vectors
-            ), was_exact
+        matched = self._match(predicate) if predicate is not None else None
+        results: list[list[Hit]] = []
+        was_exact = True
+        budget = _Budget(max_response_bytes, with_metadata, 4 * self.config.dimension if with_vectors else 0)
+        for start in range(0, len(queries), _QUERY_CHUNK):
+            calls.check()
+            chunk = queries[start : start + _QUERY_CHUNK]
+            skip = exclude[start : start + _QUERY_CHUNK]
+            extra = max((len(e) for e in skip), default=0)
+            with self._rw.read():
+                allowed = self._allowed(predicate, matched)
+                eligible = int(allowed.sum())
+                want = min(k + extra, eligible)
+                if want == 0:
+                    results.extend([] for _ in chunk)
+                    continue
+                scores, labels, chunk_exact = self._candidates(
+                    chunk,
+                    want,
+                    allowed,
+                    eligible,
+                    filtered=predicate is not None,
+                    exact=exact,
+                    ef_search=ef_search,
+                    nprobe=nprobe,
+                )
+                was_exact = was_exact and chunk_exact
+                budget.spend(self._sizes, labels[:, : k + extra])
+                results.extend(
+                    self._hits(labels, scores, skip, k, with_metadata=with_metadata, with_vectors=with_vectors)
+                )
+        return results, was_exact
 
-    def _allowed(self, predicate: Callable[[Mapping[str, Any]], bool] | None) -> np.ndarray:
-        """The slots a search may return: live, and matching the predicate."""
+    def _match(self, predicate: Callable[[Mapping[str, Any]], bool]) -> tuple[np.ndarray, int, int]:
+        """The predicate over the live slots, evaluated without the lock: (matches, slots covered, generation).
+
+        Metadata dicts are never changed in place, and appends do not move existing entries, so reading them
+        unlocked is safe; a compaction since (another generation) makes the result stale, and _allowed redoes it."""
+        with self._rw.read():
+            meta, n, generation = self._meta, self._n, self._generation
+            live = np.flatnonzero(self._live[:n])
+        matches = np.zeros(n, bool)
+        for start in range(0, len(live), _FILTER_CHUNK):
+            calls.check()
+            for slot in live[start : start + _FILTER_CHUNK].tolist():
+                matches[slot] = predicate(meta[slot])
+        return matches, n, generation
+
+    def _allowed(
+        self,
+        predicate: Callable[[Mapping[str, Any]], bool] | None,
+        matched: tuple[np.ndarray, int, int] | None,
+    ) -> np.ndarray:
+        """The slots a search may return: live, and matching the predicate (called with the read lock held)."""
         allowed = self._live[: self._n].copy()
-        if predicate is not None:
-            for slot in np.flatnonzero(allowed):
-                allowed[slot] = predicate(self._meta[slot])
+        if predicate is None:
+            return allowed
+        if matched is None or matched[2] != self._generation:  # slots renumbered since: evaluate here, in steps
+            matched = (np.zeros(0, bool), 0, self._generation)
+        matches, covered, _ = matched
+        allowed[:covered] &= matches[: min(covered, self._n)]
+        for slot in (np.flatnonzero(allowed[covered:]) + covered).tolist():  # written since the evaluation
+            if slot % _FILTER_CHUNK == 0:
+                calls.check()
+            allowed[slot] = predicate(self._meta[slot])
         return allowed
 
     def _candidates(
@@ -501,7 +621,13 @@ class Collection:
         return np.take_along_axis(scores, order, 1), labels
 
     def _rerank(self, queries: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact scores of each query's candidates, best k first; -1 labels stay last."""
+        """Exact scores of each query's candidates, best k first; -1 labels stay last. Queries are re-ranked in
+        steps whose gathered candidates stay under _RERANK_BYTES."""
+        per_query = max(1, labels.shape[1] * self.config.dimension * 4)
+        step = max(1, _RERANK_BYTES // per_query)
+        if len(queries) > step:
+            parts = [self._rerank(queries[s : s + step], labels[s : s + step], k) for s in range(0, len(queries), step)]
+            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         candidates = self._unit[np.maximum(labels, 0)]  # (q, c, d)
         if self.config.metric is Metric.L2:
             exact = ((candidates - queries[:, None, :]) ** 2).sum(axis=2)
@@ -572,6 +698,7 @@ class Collection:
                     fresh._replay(record, index=True)
                 for attribute in _STATE:
                     setattr(self, attribute, getattr(fresh, attribute))
+                self._generation += 1
         finally:
             self._rebuilding = None
         stage("checkpoint", 0)

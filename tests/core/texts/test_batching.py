@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from embedsvc.core.control import CallControl
+from embedsvc.calls import CallControl
 from embedsvc.core.texts.batching import Batcher
 from embedsvc.errors import EmbedsvcError, Reason
 

@@ -26,6 +26,7 @@ def make(store, name, n, metric=Metric.COSINE, kind=IndexKind.FLAT, d=32, **para
         collection.upsert(
             Upsert(ids, x[s : s + len(ids)], [{"g": int(i) % 4, "i": int(i)} for i in ids], [""] * len(ids))
         )
+    collection.wait_for_training()  # IVF kinds train in the background once enough vectors arrived
     return collection, x
 
 
@@ -89,6 +90,9 @@ def test_ivf_searches_exactly_until_trained(store):
     assert exact and hits[0][0].id == "0"
     more = clustered(2500, seed=3)
     collection.upsert(Upsert([f"m{i}" for i in range(2500)], more, [{}] * 2500, [""] * 2500))
+    hits, _ = collection.search(x[:3], 5)  # while the index trains in the background: complete answers
+    assert hits[0][0].id == "0" and len(hits[0]) == 5
+    collection.wait_for_training()
     assert collection.info()["trained"]
     assert collection.search(x[:1], 1)[0][0][0].id == "0"
 

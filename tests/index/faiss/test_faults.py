@@ -196,8 +196,11 @@ def test_a_second_server_on_the_same_data_directory_is_refused(tmp_path):
     durable.DataDirLock(tmp_path).release()  # free again
 
 
-def test_serve_refuses_a_data_directory_in_use(tmp_path, capsys):
+def test_serve_refuses_a_data_directory_in_use(tmp_path, capsys, monkeypatch):
     from embedsvc.cli import main
+    from embedsvc.transport import logs
+
+    monkeypatch.setattr(logs, "configure", lambda *args: None)  # keep the test process's logging as it is
 
     held = durable.DataDirLock(tmp_path)
     try:

@@ -1,0 +1,124 @@
+"""Admission control: how much work the server takes on at once, and per-key limits.
+
+The server works on at most `max_concurrent_rpcs` calls at once (health checks aside), of which at most
+`max_concurrent_streams` streams and `max_heavy_rpcs` heavy calls. A call over a cap is refused at once, before any
+work, with RESOURCE_EXHAUSTED / OVERLOADED and a retry delay (RetryInfo and the `grpc-retry-pushback-ms` trailer,
+which gRPC's own retry policies read), instead of queueing behind the others: a queue that grows without bound turns
+overload into timeouts for everyone. The worker pool has threads beyond the cap, so health checks and refusals are
+answered while the server is saturated.
+
+Per key, a token bucket (`rate` requests per second, `burst` at once) and a concurrency cap: over either,
+RESOURCE_EXHAUSTED / RATE_LIMITED with the time until the next token.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.settings import ApiKey
+
+_V1 = "/embedsvc.v1."
+# Calls whose work grows with their inputs far beyond a search's: they get their own, smaller cap.
+HEAVY = frozenset(
+    {
+        _V1 + "MapService/Project",
+        _V1 + "MapService/Cluster",
+        _V1 + "MapService/Plot",
+        _V1 + "WordService/EvaluateAnalogies",
+        _V1 + "LatentService/Inpaint",
+        _V1 + "LatentService/CreateDirection",
+    }
+)
+OVERLOAD_RETRY_S = 0.1
+
+
+@dataclass
+class Ticket:
+    """What a call holds while it runs; given back by `leave`."""
+
+    streaming: bool
+    heavy: bool
+    key: _KeyState | None
+
+
+class _KeyState:
+    def __init__(self, key: ApiKey) -> None:
+        self.name = key.name
+        self.rate = key.rate
+        self.burst = float(key.burst or max(1, int(key.rate)))
+        self.tokens = self.burst
+        self.stamp = time.monotonic()
+        self.max_concurrent = key.max_concurrent
+        self.running = 0
+
+
+class Admission:
+    def __init__(self, *, max_calls: int, max_streams: int, max_heavy: int, keys: tuple[ApiKey, ...] = ()) -> None:
+        self.max_calls, self.max_streams, self.max_heavy = max_calls, max_streams, max_heavy
+        self._lock = threading.Lock()
+        self.calls = self.streams = self.heavy = 0
+        self.refused = 0  # since the start, for the logs
+        self._keys = {k.name: _KeyState(k) for k in keys if k.rate or k.max_concurrent}
+
+    def enter(self, method: str, *, streaming: bool, key: str) -> Ticket:
+        """Admit a call or raise OVERLOADED / RATE_LIMITED (nothing is held then)."""
+        heavy = method in HEAVY
+        state = self._keys.get(key)
+        with self._lock:
+            if self.calls >= self.max_calls:
+                self._refuse("max_concurrent_rpcs", self.max_calls)
+            if streaming and self.streams >= self.max_streams:
+                self._refuse("max_concurrent_streams", self.max_streams)
+            if heavy and self.heavy >= self.max_heavy:
+                self._refuse("max_heavy_rpcs", self.max_heavy)
+            if state is not None:
+                self._charge(state)
+            self.calls += 1
+            self.streams += streaming
+            self.heavy += heavy
+        return Ticket(streaming, heavy, state)
+
+    def leave(self, ticket: Ticket) -> None:
+        with self._lock:
+            self.calls -= 1
+            self.streams -= ticket.streaming
+            self.heavy -= ticket.heavy
+            if ticket.key is not None:
+                ticket.key.running -= 1
+
+    def _refuse(self, limit: str, value: int) -> None:
+        self.refused += 1
+        raise EmbedsvcError(
+            Reason.OVERLOADED,
+            f"the server is at capacity ({limit} = {value}); retry shortly",
+            metadata={"limit": limit},
+            retry_after_s=OVERLOAD_RETRY_S,
+        )
+
+    @staticmethod
+    def _charge(state: _KeyState) -> None:
+        if state.max_concurrent and state.running >= state.max_concurrent:
+            raise EmbedsvcError(
+                Reason.RATE_LIMITED,
+                f"key '{state.name}' has {state.running} calls running (its max_concurrent); retry when one ends",
+                metadata={"key": state.name, "limit": "concurrency"},
+                retry_after_s=OVERLOAD_RETRY_S,
+            )
+        if state.rate:
+            now = time.monotonic()
+            state.tokens = min(state.burst, state.tokens + (now - state.stamp) * state.rate)
+            state.stamp = now
+            if state.tokens < 1.0:
+                wait = (1.0 - state.tokens) / state.rate
+                raise EmbedsvcError(
+                    Reason.RATE_LIMITED,
+                    f"key '{state.name}' is over its rate of {state.rate:g} requests per second; retry in "
+                    f"{wait * 1e3:.0f} ms",
+                    metadata={"key": state.name, "limit": "rate"},
+                    retry_after_s=wait,
+                )
+            state.tokens -= 1.0
+        state.running += 1
