@@ -174,6 +174,9 @@ class Settings:
     checkpoint_bytes: int = 256 * 1024 * 1024
     # Seconds in-flight calls get to finish after SIGTERM.
     grace_period_s: float = 10.0
+    # A model that fails to load is FAILED and the server serves the others; true: the server stops instead, with the
+    # model's one-line error (for deployments that must not run without every model).
+    exit_on_model_error: bool = False
     # The deadline of a unary-response call whose caller set none (0: none). Long work stops when it passes.
     default_deadline_s: float = 300.0
     # Admission: calls worked on at once (health checks aside); of those, streams and heavy calls (maps,
@@ -193,6 +196,11 @@ class Settings:
     max_connection_idle_s: float = 0.0
     max_connection_age_s: float = 0.0
     max_connection_age_grace_s: float = 30.0
+    # Calls one HTTP/2 connection may have open at once (0: no limit). With a limit, calls beyond it wait in the
+    # client instead of the server: under overload the server keeps serving near its capacity (measured: 0.91 of it
+    # against 0.23 without a limit, 4x overload on 2 cores), but a client multiplexing many calls on one connection
+    # is held to this many.
+    max_streams_per_connection: int = 0
     # "auto" | "cpu" | "cuda:N": where text encoders run (auto: cuda:0 when torch sees a GPU). Word vectors always run
     # on the CPU (numpy/FAISS).
     device: str = "auto"

@@ -141,7 +141,8 @@ def test_serve_fails_fast_with_a_one_line_error(tmp_path):
     bad.write_text("2 3\nking 1 2 3\nqueen 1 2\n")
     config = tmp_path / "c.toml"
     config.write_text(
-        f'[server]\nembedded_models = false\n\n[[models]]\nname = "w"\npath = "{bad}"\nformat = "word2vec-text"\n'
+        "[server]\nembedded_models = false\nexit_on_model_error = true\n\n"
+        f'[[models]]\nname = "w"\npath = "{bad}"\nformat = "word2vec-text"\n'
     )
     proc = subprocess.run(
         [

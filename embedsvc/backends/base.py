@@ -157,6 +157,11 @@ class Kind(ABC):
     def requires(self, spec: ModelSpec) -> tuple[Requirement, ...]:
         return ()
 
+    def runs_file_code(self, spec: ModelSpec) -> bool:
+        """True when loading runs code stored in the model's files (a pickle, a TorchScript archive): such entries
+        come only from the operator's configuration file, never from a request."""
+        return False
+
     @abstractmethod
     def load(self, spec: ModelSpec, context: LoadContext) -> Loaded:
         """Load (not yet warmed up: the registry does that per capability); one-line errors."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 
 def is_device(device: str) -> bool:
@@ -20,6 +21,19 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {device} was asked for, but torch sees no CUDA device")
     return device
+
+
+def torch_bytes(module: Any) -> int:
+    """Bytes of a torch module's parameters and buffers (shared storage counted once)."""
+    seen: set[int] = set()
+    total = 0
+    tensors = [*module.parameters(), *module.buffers()] if hasattr(module, "parameters") else []
+    for tensor in tensors:
+        pointer = tensor.data_ptr()
+        if pointer not in seen:
+            seen.add(pointer)
+            total += tensor.numel() * tensor.element_size()
+    return total
 
 
 def file_digest(paths: list[Path]) -> str:

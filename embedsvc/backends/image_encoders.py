@@ -33,7 +33,7 @@ from embedsvc.backends.base import (
     int_value,
     path_value,
 )
-from embedsvc.backends.devices import file_digest, resolve_device
+from embedsvc.backends.devices import file_digest, resolve_device, torch_bytes
 from embedsvc.errors import ConfigError
 
 CHUNK = 256
@@ -84,6 +84,10 @@ class ImageEncoder(Protocol):
         """(N, C, H, W) float32 in [0, 1] -> (N, dimension) float32."""
         ...
 
+    def memory_bytes(self) -> int:
+        """Bytes of the weights it holds."""
+        ...
+
 
 class TorchImageEncoder:
     """A torch module (torchvision trunk or TorchScript) with per-channel normalisation, run in inference mode."""
@@ -106,6 +110,9 @@ class TorchImageEncoder:
         self._dimension = int(
             self.embed(np.zeros((1, options.channels, options.image_size, options.image_size), np.float32)).shape[1]
         )
+
+    def memory_bytes(self) -> int:
+        return torch_bytes(self._module)
 
     @property
     def dimension(self) -> int:
@@ -186,6 +193,9 @@ def load_image_encoder(spec: ModelSpec, device: str) -> TorchImageEncoder:
 class ImageEncoderKind(Kind):
     name = ImageEncoderOptions.kind
     keys = frozenset({"path", "format", "device", "architecture", "image_size", "channels", "mean", "std"})
+
+    def runs_file_code(self, spec: ModelSpec) -> bool:
+        return getattr(spec.options, "format", None) is ImageEncoderFormat.TORCHSCRIPT
 
     def parse(self, where: str, entry: Mapping[str, Any]) -> ImageEncoderOptions:
         path = path_value(where, entry, "a checkpoint folder (vae) or weight file (image-encoder)")

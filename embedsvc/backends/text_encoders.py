@@ -36,7 +36,7 @@ from embedsvc.backends.base import (
     int_value,
     number_value,
 )
-from embedsvc.backends.devices import file_digest, resolve_device
+from embedsvc.backends.devices import file_digest, resolve_device, torch_bytes
 from embedsvc.errors import ConfigError, EmbedsvcError, Reason
 
 if TYPE_CHECKING:
@@ -120,6 +120,10 @@ class TextEncoder(ABC):
         """Positions of texts this encoder cannot embed (checked before they are queued)."""
         return []
 
+    def memory_bytes(self) -> int:
+        """Bytes of the weights this encoder holds itself (not those of a model it builds on)."""
+        return 0
+
 
 def _counter(tokenizer: Any) -> Any:
     """A private copy of a `tokenizers.Tokenizer` with truncation and padding off, for counting and chunking."""
@@ -178,6 +182,9 @@ class SentenceTransformerEncoder(TextEncoder):
     def token_counts(self, texts: list[str]) -> list[int]:
         return [len(e.ids) + self._special for e in self._counter.encode_batch(texts, add_special_tokens=False)]
 
+    def memory_bytes(self) -> int:
+        return torch_bytes(self.model)
+
     def encode(self, texts: list[str]) -> np.ndarray:
         import torch
 
@@ -212,6 +219,9 @@ class StaticEncoder(TextEncoder):
         self.dimension = int(self.model.dim)
         self.version = file_digest([p for p in path.glob("*.safetensors")])
         self._counter = _counter(self.model.tokenizer)
+
+    def memory_bytes(self) -> int:
+        return int(np.asarray(self.model.embedding).nbytes)
 
     def token_counts(self, texts: list[str]) -> list[int]:
         return [len(e.ids) for e in self._counter.encode_batch(texts, add_special_tokens=False)]
@@ -260,6 +270,9 @@ class AveragedWordsEncoder(TextEncoder):
             top = np.asarray(words.vectors[: min(SIF_COMPONENT_WORDS, words.size)], dtype=np.float64)
             _, _, vt = np.linalg.svd(top, full_matrices=False)
             self.component = vt[0].astype(np.float32)
+
+    def memory_bytes(self) -> int:
+        return sum(a.nbytes for a in (self.weights, self.component) if a is not None)
 
     def _vectors(self, text: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The vectors of the text's known words and their weights, or None when no word is known."""

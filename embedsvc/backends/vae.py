@@ -29,7 +29,7 @@ from embedsvc.backends.base import (
     enum_value,
     path_value,
 )
-from embedsvc.backends.devices import file_digest, resolve_device
+from embedsvc.backends.devices import file_digest, resolve_device, torch_bytes
 from embedsvc.durable import write_atomic
 
 if TYPE_CHECKING:
@@ -120,6 +120,9 @@ class VAEModel:
         self.version = version
         self.space = f"model:{name}@{version}"
         self.shape = ImageShape(net.config.channels, net.config.image_size)
+
+    def memory_bytes(self) -> int:
+        return torch_bytes(self.net)
 
     @classmethod
     def load(cls, name: str, directory: Path, device: str = "cpu") -> VAEModel:

@@ -138,6 +138,11 @@ class WordVectors:
             raise out_of_vocabulary(self.name, [word])
         return vec
 
+    def memory_bytes(self) -> int:
+        """Bytes of the vectors and their unit-normalised copy (memory-mapped caches count too)."""
+        unit = 0 if self.unit is self.vectors else self.unit.nbytes
+        return int(np.asarray(self.vectors).nbytes + unit)
+
     def folded_vocabulary(self, restrict_vocab: int, case_sensitive: bool) -> tuple[dict[str, int], np.ndarray]:
         """gensim evaluate_word_analogies' `ok_vocab` (key -> index of its first, most frequent spelling) and, for
         each of the first `restrict_vocab` rows, the index its key maps to. Cached for the last few values asked
@@ -226,6 +231,9 @@ def _one_line(exc: BaseException) -> str:
 class WordVectorsKind(Kind):
     name = WordVectorsOptions.kind
     keys = frozenset({"path", "format", "allow_pickle"})
+
+    def runs_file_code(self, spec: ModelSpec) -> bool:
+        return bool(getattr(spec.options, "allow_pickle", False))
 
     def parse(self, where: str, entry: Mapping[str, Any]) -> WordVectorsOptions:
         fmt = enum_value(f"{where}.format", WordVectorFormat, entry.get("format"), hidden=("model2vec",))

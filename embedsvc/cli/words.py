@@ -15,7 +15,25 @@ _KIND_LABELS = {"word-vectors": "words", "text-encoder": "text", "image-encoder"
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    sub.add_parser("models", parents=[common], help="list the hosted models").set_defaults(handler=models)
+    mo = sub.add_parser("models", parents=[common], help="list the hosted models; load, unload or reload one")
+    mo.set_defaults(handler=models)
+    mo_sub = mo.add_subparsers(dest="models_command", required=False, metavar="ACTION")
+    mo_sub.add_parser("list", parents=[common], help="list the hosted models (the default)").set_defaults(
+        handler=models
+    )
+    for action, text in (
+        ("load", "load an unloaded or failed model, or a new one from --config (admin)"),
+        ("reload", "load a model again, or from a new --config, while it serves; then switch (admin)"),
+    ):
+        parser = mo_sub.add_parser(action, parents=[common], help=text)
+        parser.add_argument("name")
+        parser.add_argument(
+            "--config", type=Path, help="a TOML file with the keys of one [[models]] entry, without the name"
+        )
+        parser.set_defaults(handler=change_model, action=action)
+    un = mo_sub.add_parser("unload", parents=[common], help="stop serving a model (admin)")
+    un.add_argument("name")
+    un.set_defaults(handler=change_model, action="unload", config=None)
     sub.add_parser("server-info", parents=[common], help="the server's version and limits").set_defaults(
         handler=server_info
     )
@@ -75,6 +93,22 @@ def models(args: argparse.Namespace, client: Any) -> None:
     emit(args, {"models": rows}, "\n".join(f"{m.name:<16} {model_state(m):<8} {model_line(m)}" for m in found))
 
 
+def change_model(args: argparse.Namespace, client: Any) -> None:
+    config = ""
+    if args.config is not None:
+        try:
+            config = args.config.read_text(encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot read {args.config}: {exc.strerror}")
+    if args.action == "load":
+        info = client.load_model(args.name, config)
+    elif args.action == "reload":
+        info = client.reload_model(args.name, config)
+    else:
+        info = client.unload_model(args.name)
+    emit(args, message_dict(info, all_fields=False), f"{info.name:<16} {model_state(info):<8} {model_line(info)}")
+
+
 def server_info(args: argparse.Namespace, client: Any) -> None:
     found = client.get_server_info()
     started = found.start_time.isoformat() if found.start_time else None
@@ -101,6 +135,8 @@ def model_line(m: Any) -> str:
 
     kind = str(models_pb2.ModelKind.Name(m.kind)).removeprefix("MODEL_KIND_").lower().replace("_", "-")
     label = _KIND_LABELS.get(kind, kind)
+    if m.state != models_pb2.MODEL_STATE_READY:
+        return f"{'':<9} {label:<8} {m.error}".rstrip()
     if m.image_size:
         shape = f"{m.image_size}x{m.image_size}x{m.image_channels}"
         return f"dim {m.dimension:<5} {label:<8} {shape:<10} {m.device:<6} {m.version}"

@@ -107,6 +107,16 @@ class Calls:
     def get_model(self, name: str) -> Unary[models_pb2.ModelInfo]:
         return Unary(self.models.GetModel, models_pb2.GetModelRequest(name=name), lambda r: r.model)
 
+    def load_model(self, name: str, config: str) -> Unary[models_pb2.ModelInfo]:
+        return Unary(self.models.LoadModel, models_pb2.LoadModelRequest(name=name, config=config), lambda r: r.model)
+
+    def unload_model(self, name: str) -> Unary[models_pb2.ModelInfo]:
+        return Unary(self.models.UnloadModel, models_pb2.UnloadModelRequest(name=name), lambda r: r.model)
+
+    def reload_model(self, name: str, config: str) -> Unary[models_pb2.ModelInfo]:
+        request = models_pb2.ReloadModelRequest(name=name, config=config)
+        return Unary(self.models.ReloadModel, request, lambda r: r.model)
+
     def health_check(self, service: str) -> Unary[str]:
         return Unary(
             self.health.Check,

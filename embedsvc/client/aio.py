@@ -112,6 +112,19 @@ class AsyncClient:
     async def get_model(self, name: str) -> models_pb2.ModelInfo:
         return await self._unary(self._calls.get_model(name))
 
+    async def load_model(self, name: str, config: str = "") -> models_pb2.ModelInfo:
+        """Load an unloaded or failed model, or a new one from `config` (a [[models]] entry's keys, in TOML, without
+        the name); returns once it is ready (admin). Give the client a timeout long enough for the model to load."""
+        return await self._unary(self._calls.load_model(name, config))
+
+    async def unload_model(self, name: str) -> models_pb2.ModelInfo:
+        """Stop serving a model (admin)."""
+        return await self._unary(self._calls.unload_model(name))
+
+    async def reload_model(self, name: str, config: str = "") -> models_pb2.ModelInfo:
+        """Load a model again (or from a new `config`) while it serves, then switch to it (admin)."""
+        return await self._unary(self._calls.reload_model(name, config))
+
     async def health(self, service: str = "") -> str:
         """ "SERVING", "NOT_SERVING", ... for the whole server ("") or one service."""
         return await self._unary(self._calls.health_check(service))

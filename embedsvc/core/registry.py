@@ -34,6 +34,7 @@ class ModelState(StrEnum):
     LOADING = "loading"
     READY = "ready"
     FAILED = "failed"
+    UNLOADED = "unloaded"
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class ModelInfo:
     max_seq_length: int = 0
     image_size: int = 0
     image_channels: int = 0
+    memory_bytes: int = 0
+    requires: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,43 +111,176 @@ class ModelRegistry:
         self._device = device
         self._max_queued_texts = max_queued_texts
         self._lock = threading.Lock()
-        self._infos: dict[str, ModelInfo] = {
-            s.name: ModelInfo(
-                name=s.name,
-                kind=s.kind,
-                format=s.format.value,
-                state=ModelState.LOADING,
-                description=s.description,
-                source=s.source,
-            )
-            for s in specs
-        }
+        self._infos: dict[str, ModelInfo] = {s.name: _loading_info(s) for s in specs}
         self._hosted: dict[str, Hosted] = {}
+        self._busy: set[str] = set()  # models being loaded or reloaded at run time
 
     def load_all(self) -> None:
-        """Load and warm up every model, each after the models it builds on, otherwise in configuration order; the
-        first failure is raised (one line)."""
+        """Load and warm up every model, each after the models it builds on, otherwise in configuration order. A model
+        that fails is FAILED, with its error (logged), and the others load; models that build on it fail too."""
         for spec in load_order(self._specs.values()):
-            started = time.monotonic()
             try:
-                hosted = self._load(spec)
-            except Exception as exc:
-                with self._lock:
-                    self._infos[spec.name] = replace(self._infos[spec.name], state=ModelState.FAILED, error=str(exc))
-                raise
+                self._load_and_host(spec)
+            except EmbedsvcError:
+                continue  # recorded and logged
+
+    def failures(self) -> list[ModelInfo]:
+        with self._lock:
+            return [i for i in self._infos.values() if i.state is ModelState.FAILED]
+
+    def _load_and_host(self, spec: ModelSpec) -> ModelInfo:
+        """Load a model and serve it; on failure record FAILED and raise MODEL_NOT_READY with the error."""
+        started = time.monotonic()
+        try:
+            self._check_requirements(spec)
+            hosted = self._load(spec)
+        except Exception as exc:
+            error = exc.message if isinstance(exc, EmbedsvcError) else str(exc)
+            log.error("model %s failed to load: %s", spec.name, error)
             with self._lock:
-                self._hosted[spec.name] = hosted
-                self._infos[spec.name] = _ready_info(self._infos[spec.name], hosted)
-            info = self.info(spec.name)
-            log.info(
-                "model %s ready: %s, dimension %d, %s on %s, %.1f s",
-                spec.name,
-                spec.kind,
-                info.dimension,
-                info.version,
-                info.device,
-                time.monotonic() - started,
+                self._infos[spec.name] = replace(_loading_info(spec), state=ModelState.FAILED, error=error)
+                info = self._infos[spec.name]
+            raise EmbedsvcError(
+                Reason.MODEL_NOT_READY,
+                f"model '{spec.name}' failed to load: {error}",
+                field="name",
+                metadata={"model": spec.name, "state": "failed"},
+            ) from None
+        with self._lock:
+            self._hosted[spec.name] = hosted
+            info = self._infos[spec.name] = _ready_info(_loading_info(spec), hosted)
+        log.info(
+            "model %s ready: %s, dimension %d, %s on %s, %.1f s",
+            spec.name,
+            spec.kind,
+            info.dimension,
+            info.version,
+            info.device,
+            time.monotonic() - started,
+        )
+        return info
+
+    def _check_requirements(self, spec: ModelSpec) -> None:
+        with self._lock:
+            for requirement in kind_of(spec).requires(spec):
+                if requirement.model not in self._hosted:
+                    info = self._infos.get(requirement.model)
+                    state = info.state.value if info else "not configured"
+                    raise EmbedsvcError(
+                        Reason.MODEL_NOT_READY,
+                        f"it builds on model '{requirement.model}', which is {state}",
+                        metadata={"model": requirement.model},
+                    )
+
+    # ---- at run time (ModelService.LoadModel, UnloadModel, ReloadModel) ------------------------------------------
+
+    def load(self, name: str, spec: ModelSpec | None = None) -> ModelInfo:
+        """Load an unloaded or failed model (or a new one, from `spec`), and serve it. MODEL_EXISTS if it is loaded,
+        MODEL_NOT_READY (with the error) if it fails; the entry is then FAILED."""
+        with self._lock:
+            info = self._infos.get(name)
+            if spec is None:
+                if info is None:
+                    raise self._not_found(name)
+                spec = self._specs[name]
+            if name in self._busy or (info is not None and info.state in (ModelState.READY, ModelState.LOADING)):
+                state = "being loaded" if name in self._busy or info is None else info.state.value
+                raise EmbedsvcError(
+                    Reason.MODEL_EXISTS,
+                    f"model '{name}' is {state}; ReloadModel loads a loaded model again",
+                    field="name",
+                    metadata={"model": name},
+                )
+            self._busy.add(name)
+            self._specs[name] = spec
+            self._offers[name] = kind_of(spec).offers(spec)
+            self._infos[name] = _loading_info(spec)
+        try:
+            return self._load_and_host(spec)
+        finally:
+            with self._lock:
+                self._busy.discard(name)
+
+    def unload(self, name: str) -> ModelInfo:
+        """Stop serving a model: new calls get MODEL_UNLOADED; calls running on it finish (they hold it); text calls
+        queued for it get MODEL_NOT_READY. MODEL_IN_USE while a loaded model builds on it."""
+        with self._lock:
+            info = self._infos.get(name)
+            if info is None:
+                raise self._not_found(name)
+            if info.state is ModelState.UNLOADED:
+                return info
+            if name in self._busy or info.state is not ModelState.READY:
+                raise EmbedsvcError(
+                    Reason.MODEL_NOT_READY,
+                    f"model '{name}' is {'being loaded' if name in self._busy else info.state.value}; only a ready "
+                    "model can be unloaded",
+                    field="name",
+                    metadata={"model": name, "state": info.state.value},
+                )
+            dependents = sorted(
+                other
+                for other, spec in self._specs.items()
+                if other in self._hosted and any(r.model == name for r in kind_of(spec).requires(spec))
             )
+            if dependents:
+                raise EmbedsvcError(
+                    Reason.MODEL_IN_USE,
+                    f"model '{name}' is used by {', '.join(dependents)}; unload those first",
+                    field="name",
+                    metadata={"model": name, "dependents": ",".join(dependents)},
+                )
+            hosted = self._hosted.pop(name)
+            info = self._infos[name] = replace(_loading_info(self._specs[name]), state=ModelState.UNLOADED)
+        if hosted.text is not None:
+            hosted.text.batcher.close()
+        log.info("model %s unloaded", name)
+        return info
+
+    def reload(self, name: str, spec: ModelSpec | None = None) -> ModelInfo:
+        """Load a ready model again (its files, or a new `spec`) while the loaded one serves, then switch to it. If the
+        new one fails, the old one stays and MODEL_NOT_READY says why. Models that build on it keep the version they
+        were loaded with until they are reloaded themselves."""
+        with self._lock:
+            info = self._infos.get(name)
+            if info is None:
+                raise self._not_found(name)
+            if name in self._busy or info.state is not ModelState.READY:
+                raise EmbedsvcError(
+                    Reason.MODEL_NOT_READY,
+                    f"model '{name}' is {'being loaded' if name in self._busy else info.state.value}; LoadModel "
+                    "loads a model that is not ready",
+                    field="name",
+                    metadata={"model": name, "state": info.state.value},
+                )
+            spec = spec or self._specs[name]
+            self._busy.add(name)
+        started = time.monotonic()
+        try:
+            self._check_requirements(spec)
+            hosted = self._load(spec)
+        except Exception as exc:
+            error = exc.message if isinstance(exc, EmbedsvcError) else str(exc)
+            log.error("model %s: reloading failed, the loaded one stays: %s", name, error)
+            raise EmbedsvcError(
+                Reason.MODEL_NOT_READY,
+                f"model '{name}' failed to reload (the loaded one still serves): {error}",
+                field="name",
+                metadata={"model": name, "state": "ready"},
+            ) from None
+        finally:
+            with self._lock:
+                self._busy.discard(name)
+        with self._lock:
+            old = self._hosted[name]
+            self._hosted[name] = hosted
+            self._specs[name] = spec
+            self._offers[name] = kind_of(spec).offers(spec)
+            info = self._infos[name] = _ready_info(_loading_info(spec), hosted)
+        if old.text is not None:
+            old.text.batcher.drain()  # its queued calls are answered by the old model, then it stops
+        log.info("model %s reloaded: %s, %.1f s", name, info.version, time.monotonic() - started)
+        return info
 
     def _load(self, spec: ModelSpec) -> Hosted:
         with self._lock:
@@ -244,6 +380,7 @@ class ModelRegistry:
             raise _kind_mismatch(info, capability, offers)
         with self._lock:
             hosted = self._hosted.get(name)
+            info = self._infos[name]
         if hosted is None:
             raise _not_ready(info)
         return hosted
@@ -263,6 +400,25 @@ class ModelRegistry:
         )
 
 
+def _loading_info(spec: ModelSpec) -> ModelInfo:
+    return ModelInfo(
+        name=spec.name,
+        kind=spec.kind,
+        format=spec.format.value,
+        state=ModelState.LOADING,
+        description=spec.description,
+        source=spec.source,
+        requires=tuple(r.model for r in kind_of(spec).requires(spec)),
+    )
+
+
+def _memory(hosted: Hosted) -> int:
+    """Bytes the model's own parts hold (a part offered twice, a VAE's image encoder, counted once)."""
+    loaded = hosted.loaded
+    parts = {id(p): p for p in (loaded.words, loaded.text, loaded.image, loaded.vae) if p is not None}
+    return sum(int(p.memory_bytes()) for p in parts.values())
+
+
 def _ready_info(info: ModelInfo, hosted: Hosted) -> ModelInfo:
     loaded = hosted.loaded
     shape = loaded.image_shape
@@ -280,6 +436,7 @@ def _ready_info(info: ModelInfo, hosted: Hosted) -> ModelInfo:
         max_seq_length=hosted.text.encoder.max_seq_length if hosted.text else 0,
         image_size=shape.size if shape else 0,
         image_channels=shape.channels if shape else 0,
+        memory_bytes=_memory(hosted),
     )
 
 
@@ -305,6 +462,13 @@ def _kind_mismatch(info: ModelInfo, wanted: Capability, offers: frozenset[Capabi
 
 
 def _not_ready(info: ModelInfo) -> EmbedsvcError:
+    if info.state is ModelState.UNLOADED:
+        return EmbedsvcError(
+            Reason.MODEL_UNLOADED,
+            f"model '{info.name}' was unloaded by an administrator (LoadModel brings it back)",
+            field="model",
+            metadata={"model": info.name, "state": info.state.value},
+        )
     return EmbedsvcError(
         Reason.MODEL_NOT_READY,
         f"model '{info.name}' is {info.state.value}" + (f": {info.error}" if info.error else "; retry shortly"),
@@ -319,3 +483,45 @@ def _warm_up_words(space: WordVectors) -> None:
     options = arithmetic.Options(top_n=1)
     arithmetic.evaluate(space, [Expression((Term(TermKind.WORD, 1.0, word),))], options)
     np.asarray(space.unit).sum()  # touch every page of the unit matrix
+
+
+# Bytes of a model configuration sent with LoadModel or ReloadModel.
+MAX_CONFIG_BYTES = 64 * 1024
+
+
+def spec_from_config(name: str, config: str) -> ModelSpec:
+    """A model entry sent in a request (the keys of one [[models]] table, in TOML, without the name). INVALID_VALUE
+    naming the key for a bad entry; entries that run code from their files are refused: they belong in the operator's
+    configuration file, not in a request."""
+    import tomllib
+
+    from embedsvc.backends.kinds import parse_model
+    from embedsvc.errors import ConfigError
+
+    if len(config.encode("utf-8")) > MAX_CONFIG_BYTES:
+        raise EmbedsvcError(
+            Reason.LIMIT_EXCEEDED,
+            f"the model configuration is over {MAX_CONFIG_BYTES} bytes",
+            field="config",
+            metadata={"limit": str(MAX_CONFIG_BYTES)},
+        )
+    try:
+        entry = tomllib.loads(config)
+    except tomllib.TOMLDecodeError as exc:
+        raise EmbedsvcError(Reason.INVALID_VALUE, f"config is not valid TOML: {exc}", field="config") from None
+    if "name" in entry:
+        raise EmbedsvcError(
+            Reason.INVALID_VALUE, "config must not set name (the request's name is used)", field="config"
+        )
+    try:
+        spec = parse_model(0, {"name": name, **entry})
+    except ConfigError as exc:
+        raise EmbedsvcError(Reason.INVALID_VALUE, f"config: {exc}", field="config") from None
+    if kind_of(spec).runs_file_code(spec):
+        raise EmbedsvcError(
+            Reason.INVALID_VALUE,
+            "this entry runs code stored in the model's files (a pickle or a TorchScript archive); such models can "
+            "only be configured in the server's configuration file",
+            field="config",
+        )
+    return spec

@@ -30,6 +30,8 @@ HEAVY = frozenset(
         _V1 + "WordService/EvaluateAnalogies",
         _V1 + "LatentService/Inpaint",
         _V1 + "LatentService/CreateDirection",
+        _V1 + "ModelService/LoadModel",
+        _V1 + "ModelService/ReloadModel",
     }
 )
 OVERLOAD_RETRY_S = 0.1

@@ -26,6 +26,7 @@ _STATES = {
     ModelState.LOADING: models_pb2.MODEL_STATE_LOADING,
     ModelState.READY: models_pb2.MODEL_STATE_READY,
     ModelState.FAILED: models_pb2.MODEL_STATE_FAILED,
+    ModelState.UNLOADED: models_pb2.MODEL_STATE_UNLOADED,
 }
 # Proto oneof name -> term kind, for kinds no model evaluates yet (refused by the engines with TERM_KIND_NOT_SUPPORTED).
 _OTHER_TERM_KINDS = {
@@ -79,6 +80,8 @@ def model_info_message(info: ModelInfo) -> models_pb2.ModelInfo:
         max_seq_length=info.max_seq_length,
         image_size=info.image_size,
         image_channels=info.image_channels,
+        memory_bytes=info.memory_bytes,
+        requires=list(info.requires),
     )
 
 

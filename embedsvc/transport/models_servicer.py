@@ -1,11 +1,12 @@
-"""ModelService: lists and describes the hosted models."""
+"""ModelService: lists and describes the hosted models; loads, unloads and reloads them at run time."""
 
 from __future__ import annotations
 
 import grpc
 
 from embedsvc.core.paging import PageTokens, page_size
-from embedsvc.core.registry import ModelRegistry
+from embedsvc.core.registry import ModelRegistry, spec_from_config
+from embedsvc.errors import missing
 from embedsvc.settings import Limits
 from embedsvc.transport import convert
 from embedsvc.v1 import models_pb2, models_pb2_grpc
@@ -35,3 +36,29 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
         self, request: models_pb2.GetModelRequest, context: grpc.ServicerContext
     ) -> models_pb2.GetModelResponse:
         return models_pb2.GetModelResponse(model=convert.model_info_message(self._registry.info(request.name)))
+
+    def LoadModel(
+        self, request: models_pb2.LoadModelRequest, context: grpc.ServicerContext
+    ) -> models_pb2.LoadModelResponse:
+        name = _name(request.name)
+        spec = spec_from_config(name, request.config) if request.config else None
+        return models_pb2.LoadModelResponse(model=convert.model_info_message(self._registry.load(name, spec)))
+
+    def UnloadModel(
+        self, request: models_pb2.UnloadModelRequest, context: grpc.ServicerContext
+    ) -> models_pb2.UnloadModelResponse:
+        info = self._registry.unload(_name(request.name))
+        return models_pb2.UnloadModelResponse(model=convert.model_info_message(info))
+
+    def ReloadModel(
+        self, request: models_pb2.ReloadModelRequest, context: grpc.ServicerContext
+    ) -> models_pb2.ReloadModelResponse:
+        name = _name(request.name)
+        spec = spec_from_config(name, request.config) if request.config else None
+        return models_pb2.ReloadModelResponse(model=convert.model_info_message(self._registry.reload(name, spec)))
+
+
+def _name(name: str) -> str:
+    if not name:
+        raise missing("name", "the model's name")
+    return name

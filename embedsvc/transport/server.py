@@ -1,7 +1,8 @@
 """The gRPC server: services, health, reflection, interceptors, model loading and graceful shutdown.
 
 The port opens at once; models load on a background thread while health says NOT_SERVING for the services that need
-them, then SERVING. A model that fails to load stops the server with a one-line error (`load_error`).
+them, then SERVING. A model that fails to load is FAILED (ListModels / GetModel say why) and the others serve; any
+other failure at start (`load_error`) stops the server with a one-line error.
 """
 
 from __future__ import annotations
@@ -211,7 +212,22 @@ class Server:
             return
         for name in MODEL_BOUND_SERVICES:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("all models ready and collections recovered; serving")
+        failed = self.registry.failures()
+        if failed and self.settings.exit_on_model_error:
+            first = failed[0]
+            prefix = f"model '{first.name}': "
+            self.load_error = first.error if first.error.startswith(prefix) else prefix + first.error
+            log.error("%s", self.load_error)
+            self.stop(0)
+            return
+        if failed:
+            log.warning(
+                "serving without %d model(s) that failed to load: %s (GetModel shows why; LoadModel retries)",
+                len(failed),
+                "; ".join(f"{i.name}: {i.error}" for i in failed),
+            )
+        else:
+            log.info("all models ready and collections recovered; serving")
         self.ready.set()
 
     def wait_until_ready(self, timeout: float | None = None) -> None:
@@ -259,6 +275,8 @@ def channel_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_ping_strikes", 2),
     ]
+    if settings.max_streams_per_connection > 0:
+        options.append(("grpc.max_concurrent_streams", settings.max_streams_per_connection))
     if settings.keepalive_time_s > 0:
         options += [
             ("grpc.keepalive_time_ms", int(settings.keepalive_time_s * 1e3)),

@@ -59,6 +59,9 @@ STATUS_CODES: dict[Reason, grpc.StatusCode] = {
     Reason.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
     Reason.RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Reason.STREAM_IDLE: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Reason.MODEL_UNLOADED: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.MODEL_IN_USE: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.MODEL_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
 }
 
 # Reasons a caller should retry after a pause, and the pause (seconds) sent as google.rpc.RetryInfo.

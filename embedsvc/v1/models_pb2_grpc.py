@@ -45,6 +45,21 @@ class ModelServiceStub:
                 request_serializer=embedsvc_dot_v1_dot_models__pb2.GetModelRequest.SerializeToString,
                 response_deserializer=embedsvc_dot_v1_dot_models__pb2.GetModelResponse.FromString,
                 _registered_method=True)
+        self.LoadModel = channel.unary_unary(
+                '/embedsvc.v1.ModelService/LoadModel',
+                request_serializer=embedsvc_dot_v1_dot_models__pb2.LoadModelRequest.SerializeToString,
+                response_deserializer=embedsvc_dot_v1_dot_models__pb2.LoadModelResponse.FromString,
+                _registered_method=True)
+        self.UnloadModel = channel.unary_unary(
+                '/embedsvc.v1.ModelService/UnloadModel',
+                request_serializer=embedsvc_dot_v1_dot_models__pb2.UnloadModelRequest.SerializeToString,
+                response_deserializer=embedsvc_dot_v1_dot_models__pb2.UnloadModelResponse.FromString,
+                _registered_method=True)
+        self.ReloadModel = channel.unary_unary(
+                '/embedsvc.v1.ModelService/ReloadModel',
+                request_serializer=embedsvc_dot_v1_dot_models__pb2.ReloadModelRequest.SerializeToString,
+                response_deserializer=embedsvc_dot_v1_dot_models__pb2.ReloadModelResponse.FromString,
+                _registered_method=True)
 
 
 class ModelServiceServicer:
@@ -65,6 +80,32 @@ class ModelServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadModel(self, request, context):
+        """Loads a model that is unloaded or failed, or a new one described in the request (admin). Returns when it is
+        ready (or failed: the error of the load); a caller that gives up earlier leaves the load running, and GetModel
+        shows it. Changes at run time are not written to the configuration file.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadModel(self, request, context):
+        """Stops serving a model (admin): new calls get FAILED_PRECONDITION / MODEL_UNLOADED, calls already running on it
+        finish, text calls still queued for it get UNAVAILABLE / MODEL_NOT_READY, and its memory is freed once they are
+        done. Refused with FAILED_PRECONDITION / MODEL_IN_USE while another loaded model builds on it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReloadModel(self, request, context):
+        """Loads a model again (its files changed, or a new configuration in the request) while the loaded one keeps
+        serving, then switches to it (admin). If the new one fails to load, the old one stays and the call fails.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +118,21 @@ def add_ModelServiceServicer_to_server(servicer, server):
                     servicer.GetModel,
                     request_deserializer=embedsvc_dot_v1_dot_models__pb2.GetModelRequest.FromString,
                     response_serializer=embedsvc_dot_v1_dot_models__pb2.GetModelResponse.SerializeToString,
+            ),
+            'LoadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadModel,
+                    request_deserializer=embedsvc_dot_v1_dot_models__pb2.LoadModelRequest.FromString,
+                    response_serializer=embedsvc_dot_v1_dot_models__pb2.LoadModelResponse.SerializeToString,
+            ),
+            'UnloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadModel,
+                    request_deserializer=embedsvc_dot_v1_dot_models__pb2.UnloadModelRequest.FromString,
+                    response_serializer=embedsvc_dot_v1_dot_models__pb2.UnloadModelResponse.SerializeToString,
+            ),
+            'ReloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadModel,
+                    request_deserializer=embedsvc_dot_v1_dot_models__pb2.ReloadModelRequest.FromString,
+                    response_serializer=embedsvc_dot_v1_dot_models__pb2.ReloadModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +190,87 @@ class ModelService:
             '/embedsvc.v1.ModelService/GetModel',
             embedsvc_dot_v1_dot_models__pb2.GetModelRequest.SerializeToString,
             embedsvc_dot_v1_dot_models__pb2.GetModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedsvc.v1.ModelService/LoadModel',
+            embedsvc_dot_v1_dot_models__pb2.LoadModelRequest.SerializeToString,
+            embedsvc_dot_v1_dot_models__pb2.LoadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedsvc.v1.ModelService/UnloadModel',
+            embedsvc_dot_v1_dot_models__pb2.UnloadModelRequest.SerializeToString,
+            embedsvc_dot_v1_dot_models__pb2.UnloadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedsvc.v1.ModelService/ReloadModel',
+            embedsvc_dot_v1_dot_models__pb2.ReloadModelRequest.SerializeToString,
+            embedsvc_dot_v1_dot_models__pb2.ReloadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -324,7 +324,8 @@ def test_unexpected_errors_are_internal_without_details(client, server, monkeypa
 
 
 def test_health_is_not_serving_while_loading(server_settings, tmp_path):
-    """A server whose model cannot load reports NOT_SERVING, then stops with the one-line error."""
+    """NOT_SERVING while models load; a model that cannot load is then FAILED with its one-line error, and the
+    server serves the others."""
     from dataclasses import replace
 
     from embedsvc.backends.base import ModelSpec
@@ -337,12 +338,19 @@ def test_health_is_not_serving_while_loading(server_settings, tmp_path):
         server_settings,
         data_dir=tmp_path / "data",
         embedded_models=False,
-        models=(ModelSpec("bad", WordVectorsOptions(WordVectorFormat.WORD2VEC_TEXT, bad)),),
+        models=(
+            ModelSpec("bad", WordVectorsOptions(WordVectorFormat.WORD2VEC_TEXT, bad)),
+            *(m for m in server_settings.models if m.name == "planted"),
+        ),
     )
-    srv, _port = create_server(settings)
+    srv, port = create_server(settings)
     assert srv.health._server_status["embedsvc.v1.WordService"] == health_pb2.HealthCheckResponse.NOT_SERVING
     srv.start()
-    with pytest.raises(RuntimeError, match=f"model 'bad': cannot read {bad}"):
+    try:
         srv.wait_until_ready(30)
-    srv.stopped.wait(10)
-    assert srv.stopped.is_set()
+        assert srv.health._server_status["embedsvc.v1.WordService"] == health_pb2.HealthCheckResponse.SERVING
+        with Client(f"127.0.0.1:{port}") as c:
+            assert c.get_model("bad").error.startswith(f"model 'bad': cannot read {bad}")
+            assert c.similarity("planted", [("king", "queen")])[0] > 0.5
+    finally:
+        srv.stop(0)

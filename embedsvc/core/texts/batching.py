@@ -79,6 +79,7 @@ class Batcher:
         self._last_size = max_batch_size
         self._cond = threading.Condition()
         self._closed = False
+        self._draining = False
         self._worker = threading.Thread(target=self._loop, name=f"batch-{name}", daemon=True)
         self._worker.start()
 
@@ -126,6 +127,12 @@ class Batcher:
         """Texts waiting for the model."""
         return self._queued_texts
 
+    def drain(self) -> None:
+        """Run what is queued, then stop (a model being replaced: its last callers are answered by it)."""
+        with self._cond:
+            self._draining = True
+            self._cond.notify_all()
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -148,6 +155,9 @@ class Batcher:
             free_at = time.monotonic()
             expected = min(self.max_batch_size, self._queued_texts + self._last_size)
             while not self._queue and not self._closed:
+                if self._draining:  # a replaced model: its queue is done, so is the worker
+                    self._closed = True
+                    return None
                 self._cond.wait()
             if self._closed:
                 for job in self._queue:
