@@ -19,7 +19,18 @@ from embedsvc.backends.base import ModelSpec
 from embedsvc.backends.devices import is_device
 from embedsvc.errors import ConfigError
 
-__all__ = ["ApiKey", "AuthSettings", "ConfigError", "Limits", "ModelSpec", "Role", "Settings", "TlsSettings"]
+__all__ = [
+    "ApiKey",
+    "AuthSettings",
+    "ConfigError",
+    "Limits",
+    "MilvusSettings",
+    "ModelSpec",
+    "Role",
+    "Settings",
+    "StorageSettings",
+    "TlsSettings",
+]
 
 
 @dataclass(frozen=True)
@@ -124,6 +135,37 @@ class ApiKey:
 
 
 @dataclass(frozen=True)
+class MilvusSettings:
+    """[storage.milvus]: where Milvus is."""
+
+    # A local file path: Milvus Lite (relative paths are relative to the data directory); http(s)://host:19530: a
+    # Milvus server or cluster.
+    uri: str
+    # "user:password" or an API key (EMBEDSVC_MILVUS_TOKEN in the environment wins); empty: none.
+    token: str = ""
+    db_name: str = ""
+    # Strong: a write is visible to the next search (as with the FAISS backend). Bounded, Session, Eventually trade
+    # that for speed.
+    consistency: str = "Strong"
+    # Seconds a Milvus call may take (less when the caller's deadline is nearer), and retries of idempotent calls
+    # when Milvus is unreachable.
+    timeout_s: float = 30.0
+    retries: int = 3
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.uri
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """[storage]: the default collection backend and the backends' settings."""
+
+    backend: str = "faiss"  # faiss | milvus: where CreateCollection puts a collection that names no backend
+    milvus: MilvusSettings | None = None
+
+
+@dataclass(frozen=True)
 class AuthSettings:
     """[auth]: API keys with roles, and the audit log."""
 
@@ -215,6 +257,11 @@ class Settings:
     insecure: bool = False
     auth: AuthSettings = field(default_factory=AuthSettings)
     tls: TlsSettings | None = None
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    # The secret that signs page tokens (at least 16 characters; EMBEDSVC_PAGE_TOKEN_KEY in the environment wins).
+    # Empty: a random one kept in the data directory. Replicas behind one load balancer need the same secret, or a
+    # page token issued by one is refused by the next.
+    page_token_secret: str = ""
 
     def all_models(self) -> tuple[ModelSpec, ...]:
         """The configured models, preceded by the embedded defaults unless disabled or overridden by name."""
@@ -231,16 +278,16 @@ class Settings:
 
         Layout: a `[server]` table with the scalar fields above, a `[limits]` table, and `[[models]]` entries.
         """
-        unknown = set(config) - {"server", "limits", "models", "auth"}
+        unknown = set(config) - {"server", "limits", "models", "auth", "storage"}
         if unknown:
             raise ConfigError(f"unknown top-level key(s): {', '.join(sorted(unknown))}")
         server = dict(_table(config, "server"))
         tls = _tls(server.pop("tls")) if "tls" in server else None
-        scalar_fields = {f.name for f in dataclasses.fields(cls)} - {"models", "limits", "auth", "tls"}
+        scalar_fields = {f.name for f in dataclasses.fields(cls)} - {"models", "limits", "auth", "tls", "storage"}
         auth = _auth(_table(config, "auth"))
         if extra_keys:
             auth = dataclasses.replace(auth, enabled=True, keys=auth.keys + extra_keys)
-        values: dict[str, Any] = {"tls": tls, "auth": auth}
+        values: dict[str, Any] = {"tls": tls, "auth": auth, "storage": _storage(_table(config, "storage"))}
         for key, value in server.items():
             if key not in scalar_fields:
                 raise ConfigError(f"server.{key}: unknown key")
@@ -276,6 +323,8 @@ class Settings:
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"server.port: {self.port} is not a TCP port")
+        if self.page_token_secret and len(self.page_token_secret.encode("utf-8")) < 16:
+            raise ConfigError("server.page_token_secret (or EMBEDSVC_PAGE_TOKEN_KEY): at least 16 characters")
         if not 1 <= self.max_concurrent_rpcs <= self.max_workers - 4:
             raise ConfigError(
                 f"server.max_concurrent_rpcs: 1..max_workers - 4 ({self.max_workers - 4}; threads must stay free for "
@@ -329,6 +378,45 @@ def _path(key: str, value: Any) -> Path:
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key}: must be a file path, got {value!r}")
     return Path(value).expanduser()
+
+
+def _storage(table: Mapping[str, Any]) -> StorageSettings:
+    unknown = set(table) - {"backend", "milvus"}
+    if unknown:
+        raise ConfigError(f"storage.{sorted(unknown)[0]}: unknown key")
+    backend = table.get("backend", "faiss")
+    if backend not in ("faiss", "milvus"):
+        raise ConfigError(f"storage.backend: faiss or milvus, got {backend!r}")
+    milvus = None
+    if "milvus" in table:
+        entry = table["milvus"]
+        if not isinstance(entry, Mapping):
+            raise ConfigError("storage.milvus: must be a table")
+        unknown = set(entry) - {"uri", "token", "db_name", "consistency", "timeout_s", "retries"}
+        if unknown:
+            raise ConfigError(f"storage.milvus.{sorted(unknown)[0]}: unknown key")
+        uri = entry.get("uri")
+        if not isinstance(uri, str) or not uri:
+            raise ConfigError("storage.milvus.uri: required (a Milvus Lite file path, or http://host:19530)")
+        consistency = entry.get("consistency", "Strong")
+        if consistency not in ("Strong", "Bounded", "Session", "Eventually"):
+            raise ConfigError(
+                f"storage.milvus.consistency: Strong, Bounded, Session or Eventually, got {consistency!r}"
+            )
+        for key in ("token", "db_name"):
+            if not isinstance(entry.get(key, ""), str):
+                raise ConfigError(f"storage.milvus.{key}: must be a string")
+        timeout = entry.get("timeout_s", 30.0)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < 1e6:
+            raise ConfigError(f"storage.milvus.timeout_s: positive seconds, got {timeout!r}")
+        retries = entry.get("retries", 3)
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 20:
+            raise ConfigError(f"storage.milvus.retries: 0..20, got {retries!r}")
+        token, db_name = entry.get("token", ""), entry.get("db_name", "")
+        milvus = MilvusSettings(uri, token, db_name, consistency, float(timeout), retries)
+    if backend == "milvus" and milvus is None:
+        raise ConfigError("storage.backend: milvus needs [storage.milvus] with its uri")
+    return StorageSettings(backend, milvus)
 
 
 def _tls(table: Any) -> TlsSettings:

@@ -18,7 +18,7 @@ from embedsvc.backends.image_encoders import ImageEncoderFormat, ImageEncoderOpt
 from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOptions, Weighting
 from embedsvc.backends.word_vectors import WordVectorFormat, WordVectors, WordVectorsOptions, load_word_vectors
 from embedsvc.client import Client
-from embedsvc.settings import Settings
+from embedsvc.settings import MilvusSettings, Settings, StorageSettings
 from embedsvc.transport.server import Server, create_server
 
 GENSIM_DATA = Path(gensim.__file__).parent / "test" / "test_data"
@@ -180,7 +180,23 @@ def server_settings(
         data_dir=server_data_dir(tmp_path_factory.mktemp("server") / "data", data_dir),
         models=(*real_specs(), planted, *averaged, *image_encoder_specs(image_encoder_files)),
         grace_period_s=2,
+        # Collections on both backends: FAISS by default, Milvus (Lite, a file in the data directory) when asked for.
+        storage=StorageSettings("faiss", MilvusSettings("milvus.db")),
     )
+
+
+@pytest.fixture(scope="session")
+def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Milvus standalone server (etcd, object storage and every Milvus component in one process, from the
+    `milvus` package), started once for the session: about a minute."""
+    milvus = pytest.importorskip("milvus")
+    server = milvus.MilvusServer()
+    server.set_base_dir(str(tmp_path_factory.mktemp("milvus-standalone")))
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{server.listen_port}"
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -76,11 +76,13 @@ def writer(target: str, round_: int, client_no: int, outcome: Outcome, lock: thr
             n += 1
 
 
-def run(data_dir: Path, kills: int, *, clients: int = 3, seed: int = 0, log=print) -> Outcome:
+def run(data_dir: Path, kills: int, *, clients: int = 3, seed: int = 0, backend: str = "faiss", log=print) -> Outcome:
+    """backend: faiss (the write-ahead log in the data directory) or milvus (Milvus Lite, a file in it)."""
     rng = random.Random(seed)
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "crash.toml"
-    config.write_text("[server]\nembedded_models = false\n")
+    storage = f'[storage]\nbackend = "{backend}"\n[storage.milvus]\nuri = "milvus.db"\n' if backend == "milvus" else ""
+    config.write_text("[server]\nembedded_models = false\n" + storage)
     outcome = Outcome()
     lock = threading.Lock()
     for round_ in range(kills + 1):

@@ -1,12 +1,13 @@
-"""SIGKILL a real server during concurrent upserts, again and again: nothing acknowledged is lost."""
+"""SIGKILL a real server during concurrent upserts, again and again: nothing acknowledged is lost (FAISS and Milvus
+Lite)."""
 
 import pytest
 
 from tests import crash_harness
 
 
-def check(tmp_path, kills):
-    outcome = crash_harness.run(tmp_path / "data", kills, log=lambda _msg: None)
+def check(tmp_path, kills, backend="faiss"):
+    outcome = crash_harness.run(tmp_path / "data", kills, backend=backend, log=lambda _msg: None)
     assert outcome.kills == kills
     assert len(outcome.acknowledged) > kills  # writes were really under way at each kill
     assert outcome.lost == []
@@ -15,6 +16,11 @@ def check(tmp_path, kills):
 
 def test_sigkill_20_times_loses_nothing(tmp_path):
     check(tmp_path, 20)
+
+
+def test_sigkill_milvus_lite_5_times_loses_nothing(tmp_path):
+    pytest.importorskip("pymilvus")
+    check(tmp_path, 5, backend="milvus")
 
 
 @pytest.mark.slow

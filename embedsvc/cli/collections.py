@@ -25,6 +25,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     cc.add_argument("--metric", choices=("cosine", "l2", "ip"), default="cosine")
     cc.add_argument("--index", choices=("flat", "hnsw", "ivf-flat", "ivf-pq"), default="flat")
     cc.add_argument("--model", default="", help="bind to a hosted model: items and queries may be words")
+    cc.add_argument(
+        "--backend", choices=("faiss", "milvus"), default="", help="where the items live (default: the server's)"
+    )
     for name in INDEX_PARAMETERS:
         cc.add_argument(f"--{name.replace('_', '-')}", type=int, default=0, help="index parameter (0: the default)")
     cc.set_defaults(handler=create)
@@ -94,13 +97,23 @@ def info_line(info: Any) -> str:
     metric = collections_pb2.Metric.Name(info.metric).removeprefix("METRIC_").lower()
     state = collections_pb2.CollectionState.Name(info.state).removeprefix("COLLECTION_STATE_").lower()
     bound = f"  model {info.model}" if info.model else ""
-    return f"{info.name:<16} {state:<10} {info.count:>9} items  dim {info.dimension:<5} {metric:<13} {kind}{bound}"
+    backend = collections_pb2.Backend.Name(info.backend).removeprefix("BACKEND_").lower()
+    return (
+        f"{info.name:<16} {state:<10} {info.count:>9} items  dim {info.dimension:<5} {metric:<13} {kind:<8} "
+        f"{backend}{bound}"
+    )
 
 
 def create(args: argparse.Namespace, client: Any) -> None:
     params = {name: getattr(args, name) for name in INDEX_PARAMETERS if getattr(args, name)}
     created = client.create_collection(
-        args.name, dimension=args.dim, metric=args.metric, index=args.index, model=args.model, **params
+        args.name,
+        dimension=args.dim,
+        metric=args.metric,
+        index=args.index,
+        model=args.model,
+        backend=args.backend,
+        **params,
     )
     emit(args, message_dict(created), info_line(created))
 
@@ -234,7 +247,8 @@ def upsert(args: argparse.Namespace, client: Any) -> None:
     emit(
         args,
         {"upserted": response.upserted, "batches": response.batches, "count": response.count},
-        f"upserted {response.upserted} items in {response.batches} batches; {args.collection} has {response.count}",
+        f"upserted {response.upserted} items in {response.batches} batches"
+        + (f"; {args.collection} has {response.count}" if response.count >= 0 else ""),
     )
 
 

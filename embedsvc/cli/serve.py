@@ -1,12 +1,14 @@
 """`embedsvc serve`: the server, configured from flags, the environment and an optional TOML file.
 
 This is the only place that reads the server's environment (EMBEDSVC_CONFIG, EMBEDSVC_DATA_DIR, XDG_DATA_HOME,
-EMBEDSVC_ADMIN_KEY) and builds Settings. `auth new-key` makes API keys (locally, no server).
+EMBEDSVC_ADMIN_KEY, EMBEDSVC_PAGE_TOKEN_KEY, EMBEDSVC_MILVUS_TOKEN) and builds Settings. `auth new-key`
+makes API keys (locally, no server).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -69,7 +71,7 @@ def settings(args: argparse.Namespace) -> Any:
         from embedsvc.transport.auth import key_hash
 
         extra_keys = (ApiKey("admin (EMBEDSVC_ADMIN_KEY)", Role.ADMIN, key_hash(bootstrap)),)
-    return Settings.from_config(
+    settings = Settings.from_config(
         config,
         extra_keys=extra_keys,
         host=args.host,
@@ -80,6 +82,17 @@ def settings(args: argparse.Namespace) -> Any:
         metrics_port=args.metrics_port,
         insecure=args.insecure,
     )
+    # Secrets shared by replicas come best from the environment (a secret store), not from a file in the image.
+    if os.environ.get("EMBEDSVC_PAGE_TOKEN_KEY"):
+        settings = dataclasses.replace(settings, page_token_secret=os.environ["EMBEDSVC_PAGE_TOKEN_KEY"])
+    milvus = settings.storage.milvus
+    if milvus is not None and os.environ.get("EMBEDSVC_MILVUS_TOKEN"):
+        storage = dataclasses.replace(
+            settings.storage, milvus=dataclasses.replace(milvus, token=os.environ["EMBEDSVC_MILVUS_TOKEN"])
+        )
+        settings = dataclasses.replace(settings, storage=storage)
+    settings.validate()
+    return settings
 
 
 def make_key(args: argparse.Namespace) -> int:

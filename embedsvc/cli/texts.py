@@ -79,5 +79,6 @@ def index_texts(args: argparse.Namespace, client: Any) -> None:
     emit(
         args,
         {"indexed": response.upserted, "batches": response.batches, "count": response.count},
-        f"indexed {response.upserted} documents in {response.batches} batches; {args.collection} has {response.count}",
+        f"indexed {response.upserted} documents in {response.batches} batches"
+        + (f"; {args.collection} has {response.count}" if response.count >= 0 else ""),
     )

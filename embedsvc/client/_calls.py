@@ -324,7 +324,14 @@ class Calls:
     # ---- collections ---------------------------------------------------------------------------------------------
 
     def create_collection(
-        self, name: str, dimension: int, metric: str, index: str, model: str, params: dict[str, int]
+        self,
+        name: str,
+        dimension: int,
+        metric: str,
+        index: str,
+        model: str,
+        params: dict[str, int],
+        backend: str = "",
     ) -> Unary[collections_pb2.CollectionInfo]:
         request = collections_pb2.CreateCollectionRequest(
             name=name,
@@ -332,6 +339,7 @@ class Calls:
             metric=m.choice(m.METRICS, metric, "metric"),
             index=collections_pb2.IndexSpec(kind=m.choice(m.INDEX_KINDS, index, "index"), **params),
             model=model,
+            backend=m.choice(m.BACKENDS, backend, "backend"),
         )
         return Unary(self.collections.CreateCollection, request, lambda r: r.collection)
 

@@ -62,6 +62,11 @@ INDEX_KINDS = {
     "ivf-flat": collections_pb2.INDEX_KIND_IVF_FLAT,
     "ivf-pq": collections_pb2.INDEX_KIND_IVF_PQ,
 }
+BACKENDS = {
+    "": collections_pb2.BACKEND_UNSPECIFIED,
+    "faiss": collections_pb2.BACKEND_FAISS,
+    "milvus": collections_pb2.BACKEND_MILVUS,
+}
 LONG_TEXT_MODES = {"truncate": text_pb2.LONG_TEXT_MODE_TRUNCATE, "chunk": text_pb2.LONG_TEXT_MODE_CHUNK}
 CLUSTER_METHODS = {"gmm": maps_pb2.CLUSTER_METHOD_GAUSSIAN_MIXTURE, "kmeans": maps_pb2.CLUSTER_METHOD_KMEANS}
 COVARIANCES = {

@@ -332,11 +332,12 @@ class Client:
         metric: str = "cosine",
         index: str = "flat",
         model: str = "",
+        backend: str = "",
         **params: int,
     ) -> collections_pb2.CollectionInfo:
-        """metric: cosine | l2 | ip; index: flat | hnsw | ivf-flat | ivf-pq; params: m, ef_construction, ef_search,
-        nlist, nprobe, pq_m, pq_bits."""
-        return self._unary(self._calls.create_collection(name, dimension, metric, index, model, params))
+        """metric: cosine | l2 | ip; index: flat | hnsw | ivf-flat | ivf-pq; backend: faiss | milvus (empty: the
+        server's default); params: m, ef_construction, ef_search, nlist, nprobe, pq_m, pq_bits."""
+        return self._unary(self._calls.create_collection(name, dimension, metric, index, model, params, backend))
 
     def get_collection(self, name: str) -> collections_pb2.CollectionInfo:
         return self._unary(self._calls.get_collection(name))

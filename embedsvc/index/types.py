@@ -11,6 +11,19 @@ from typing import Any
 import numpy as np
 
 
+class Backend(StrEnum):
+    """Where a collection's items live."""
+
+    FAISS = "faiss"  # embedded: files under the data directory, FAISS indexes in memory
+    MILVUS = "milvus"  # a Milvus server or cluster, or Milvus Lite (a local file)
+
+
+class State(StrEnum):
+    RECOVERING = "recovering"
+    READY = "ready"
+    DATA_LOSS = "data_loss"
+
+
 class Metric(StrEnum):
     COSINE = "cosine"
     L2 = "l2"
@@ -97,20 +110,23 @@ class CollectionConfig:
     space: str = ""
     # Seconds since the epoch (UTC); 0 in collections made before it was recorded (then the config file's mtime).
     created_at: float = 0.0
+    backend: Backend = Backend.FAISS
 
     def to_json(self) -> bytes:
         data = asdict(self)
         data["metric"] = self.metric.value
         data["index"]["kind"] = self.index.kind.value
+        data["backend"] = self.backend.value
         return json.dumps({"format": 1, **data}, indent=2).encode("utf-8")
 
     @classmethod
-    def from_json(cls, raw: bytes) -> CollectionConfig:
+    def from_json(cls, raw: bytes | str) -> CollectionConfig:
         data = json.loads(raw)
         data.pop("format", None)
         index = data.pop("index")
         index["kind"] = IndexKind(index["kind"])
-        return cls(**{**data, "metric": Metric(data["metric"]), "index": IndexParams(**index)})
+        backend = Backend(data.pop("backend", Backend.FAISS.value))
+        return cls(**{**data, "metric": Metric(data["metric"]), "index": IndexParams(**index), "backend": backend})
 
 
 @dataclass(frozen=True)
@@ -129,3 +145,21 @@ class Hit:
     metadata: dict[str, Any] | None = None
     input: str = ""
     vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Upsert:
+    """Add or replace items (one atomic write)."""
+
+    ids: list[str]
+    vectors: np.ndarray  # (n, d) float32
+    metadata: list[dict[str, Any]]
+    inputs: list[str]
+
+
+@dataclass(frozen=True)
+class Delete:
+    ids: list[str]
+
+
+Operation = Upsert | Delete

@@ -12,7 +12,7 @@ from google.protobuf import timestamp_pb2
 from embedsvc.core.collections.aliases import Alias
 from embedsvc.core.collections.service import CollectionInfo, ItemIn, PackedQueries, QueryIn, SearchOptions
 from embedsvc.errors import EmbedsvcError, Reason, invalid
-from embedsvc.index.types import Hit, IndexKind, IndexParams, Metric, StoredItem
+from embedsvc.index.types import Backend, Hit, IndexKind, IndexParams, Metric, StoredItem
 from embedsvc.settings import Limits
 from embedsvc.transport import convert, images_convert
 from embedsvc.v1 import collections_pb2, common_pb2
@@ -31,6 +31,20 @@ KINDS: dict[int, IndexKind] = {
     collections_pb2.INDEX_KIND_IVF_PQ: IndexKind.IVF_PQ,
 }
 _KIND_MESSAGES: dict[IndexKind, Any] = {v: k for k, v in KINDS.items() if k != collections_pb2.INDEX_KIND_UNSPECIFIED}
+BACKENDS: dict[int, Backend | None] = {
+    collections_pb2.BACKEND_UNSPECIFIED: None,
+    collections_pb2.BACKEND_FAISS: Backend.FAISS,
+    collections_pb2.BACKEND_MILVUS: Backend.MILVUS,
+}
+_BACKEND_MESSAGES: dict[Backend, Any] = {v: k for k, v in BACKENDS.items() if v is not None}
+
+
+def backend(value: int) -> Backend | None:
+    if value not in BACKENDS:
+        raise invalid("backend", f"unknown backend {value}")
+    return BACKENDS[value]
+
+
 _STATES = {
     "recovering": collections_pb2.COLLECTION_STATE_RECOVERING,
     "ready": collections_pb2.COLLECTION_STATE_READY,
@@ -101,6 +115,7 @@ def info_message(info: CollectionInfo) -> collections_pb2.CollectionInfo:
         aliases=info.aliases,
         checkpoint_error=info.checkpoint_error,
         checkpoint_failures=info.checkpoint_failures,
+        backend=_BACKEND_MESSAGES[c.backend],
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import grpc
 
@@ -23,7 +25,12 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
         self, request: collections_pb2.CreateCollectionRequest, context: grpc.ServicerContext
     ) -> collections_pb2.CreateCollectionResponse:
         info = self._admin.create(
-            request.name, request.dimension, cc.metric(request.metric), cc.index_params(request.index), request.model
+            request.name,
+            request.dimension,
+            cc.metric(request.metric),
+            cc.index_params(request.index),
+            request.model,
+            backend=cc.backend(request.backend),
         )
         return collections_pb2.CreateCollectionResponse(collection=cc.info_message(info))
 
@@ -56,30 +63,61 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
     def UpsertStream(
         self, request_iterator: Iterator[collections_pb2.UpsertStreamRequest], context: grpc.ServicerContext
     ) -> Iterator[collections_pb2.UpsertStreamResponse]:
+        """A pipeline one batch deep: batch n + 1 is read, validated, embedded and staged while batch n is being
+        written (on a writer thread of this stream); acknowledgements stay in order, each once its batch is durable,
+        and a batch is written only after every batch before it was."""
         name = None
         total = 0
         control = convert.call_control(context)
-        for position, request in enumerate(request_iterator):
-            sequence = request.sequence or position
+        pending: tuple[Future[int], int, int] | None = None
+
+        def acknowledge(write: tuple[Future[int], int, int]) -> collections_pb2.UpsertStreamResponse:
+            nonlocal total
+            future, sequence, upserted = write
             try:
-                if not request.collection:
-                    raise missing("collection", "the collection name")
-                if name is not None and request.collection != name:
-                    raise EmbedsvcError(
-                        Reason.INVALID_VALUE,
-                        f"every message of the stream must name collection '{name}'; this one names "
-                        f"'{request.collection}'",
-                        field="collection",
-                    )
-                name = request.collection
-                upserted, count = self._c.upsert(name, cc.items(request.items, request.packed_vectors), control)
+                count = future.result()
             except EmbedsvcError as exc:
                 exc.metadata["sequence"] = str(sequence)  # the batches acknowledged before it are durable
                 raise
             total += upserted
-            yield collections_pb2.UpsertStreamResponse(
+            return collections_pb2.UpsertStreamResponse(
                 sequence=sequence, upserted=upserted, count=count, stream_upserted=total
             )
+
+        with ThreadPoolExecutor(1, thread_name_prefix="upsert-stream") as writer:
+            try:
+                for position, request in enumerate(request_iterator):
+                    sequence = request.sequence or position
+                    try:
+                        if not request.collection:
+                            raise missing("collection", "the collection name")
+                        if name is not None and request.collection != name:
+                            raise EmbedsvcError(
+                                Reason.INVALID_VALUE,
+                                f"every message of the stream must name collection '{name}'; this one names "
+                                f"'{request.collection}'",
+                                field="collection",
+                            )
+                        name = request.collection
+                        items = cc.items(request.items, request.packed_vectors)
+                        collection, staged, upserted = self._c.stage_upsert(name, items, control)
+                    except EmbedsvcError as exc:
+                        exc.metadata["sequence"] = str(sequence)
+                        if pending is not None:  # the batch before it is acknowledged (or fails) first
+                            write, pending = pending, None
+                            yield acknowledge(write)
+                        raise
+                    if pending is not None:
+                        write, pending = pending, None
+                        yield acknowledge(write)
+                    future = writer.submit(contextvars.copy_context().run, collection.commit, staged)
+                    pending = (future, sequence, upserted)
+                if pending is not None:
+                    write, pending = pending, None
+                    yield acknowledge(write)
+            finally:
+                if pending is not None:  # the caller went away: the write in flight still completes
+                    pending[0].cancel()
 
     def DeleteItems(
         self, request: collections_pb2.DeleteItemsRequest, context: grpc.ServicerContext

@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.errors import EmbedsvcError
-from embedsvc.index.faiss.store import CollectionStore
+from embedsvc.index.backend import Stores
 from embedsvc.stats import Histogram as Counts
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
@@ -24,7 +24,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 class Metrics:
     """The server's registry (its own, so that servers in one process never share series) and its call metrics."""
 
-    def __init__(self, registry: ModelRegistry, store: CollectionStore) -> None:
+    def __init__(self, registry: ModelRegistry, store: Stores) -> None:
         from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
         self.registry = CollectorRegistry()
@@ -78,7 +78,7 @@ def _gauge(name: str, documentation: str, labels: list[str], rows: list[tuple[li
 class _ServerCollector(Collector):
     """Series read from the models and collections at each scrape."""
 
-    def __init__(self, registry: ModelRegistry, store: CollectionStore) -> None:
+    def __init__(self, registry: ModelRegistry, store: Stores) -> None:
         self._models = registry
         self._store = store
 

@@ -26,8 +26,10 @@ from embedsvc.core.operations import OperationStore
 from embedsvc.core.paging import PageTokens
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.durable import DataDirLock
+from embedsvc.index.backend import CollectionBackend, Stores
 from embedsvc.index.exact import configure_faiss
 from embedsvc.index.faiss.store import CollectionStore
+from embedsvc.index.types import Backend
 from embedsvc.settings import Settings
 from embedsvc.transport.admission import Admission
 from embedsvc.transport.arithmetic_servicer import ArithmeticServicer
@@ -114,12 +116,16 @@ class Server:
             device=settings.device,
             max_queued_texts=settings.limits.max_queued_texts,
         )
-        self.store = CollectionStore(settings.data_dir, settings.checkpoint_bytes)
+        self.store = stores(settings)
         self.ready = threading.Event()
         self.stopped = threading.Event()
         self.load_error: str | None = None
         limits = settings.limits
-        self.tokens = PageTokens.in_data_dir(settings.data_dir)
+        self.tokens = (
+            PageTokens(settings.page_token_secret.encode("utf-8"))
+            if settings.page_token_secret
+            else PageTokens.in_data_dir(settings.data_dir)
+        )
         self.operations = OperationStore(settings.data_dir / "operations")
         self.aliases = AliasStore(settings.data_dir)
         self.metrics = Metrics(self.registry, self.store) if settings.metrics_port is not None else None
@@ -260,6 +266,22 @@ class Server:
 
     def wait_for_termination(self) -> None:
         self.stopped.wait()
+
+
+def stores(settings: Settings) -> Stores:
+    """The collection backends: the embedded FAISS one always, Milvus when [storage.milvus] is configured."""
+    backends: dict[Backend, CollectionBackend] = {
+        Backend.FAISS: CollectionStore(settings.data_dir, settings.checkpoint_bytes)
+    }
+    milvus = settings.storage.milvus
+    if milvus is not None:
+        from embedsvc.index.milvus.client import MilvusOptions
+        from embedsvc.index.milvus.store import MilvusStore
+
+        uri = str(settings.data_dir / milvus.uri) if milvus.is_local else milvus.uri
+        options = MilvusOptions(uri, milvus.token, milvus.db_name, milvus.consistency, milvus.timeout_s, milvus.retries)
+        backends[Backend.MILVUS] = MilvusStore(options, max_id_bytes=settings.limits.max_id_bytes)
+    return Stores(backends, Backend(settings.storage.backend))
 
 
 def channel_options(settings: Settings) -> list[tuple[str, int]]:

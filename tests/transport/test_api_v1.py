@@ -278,19 +278,23 @@ def test_plots_can_colour_by_fields_named_group_or_cluster(client, made):
     assert err(lambda: client.plot(collection_points(name), color_by="group")) == (INVALID, "INVALID_VALUE")
 
 
-def test_a_changed_model_version_is_its_own_reason(tmp_path):
-    """A collection bound to a model that changed since is MODEL_VERSION_CHANGED (re-embed), not MODEL_BINDING."""
+@pytest.mark.parametrize("backend", ["faiss", "milvus"])
+def test_a_changed_model_version_is_its_own_reason(tmp_path, backend):
+    """A collection bound to a model that changed since is MODEL_VERSION_CHANGED (re-embed), not MODEL_BINDING; on
+    both backends, across a restart of the server."""
     from embedsvc.backends.base import ModelSpec
     from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
-    from embedsvc.settings import Settings
+    from embedsvc.settings import MilvusSettings, Settings, StorageSettings
     from embedsvc.transport.server import create_server
     from tests.conftest import planted_vectors, write_word2vec_text
+
+    storage = StorageSettings(backend, MilvusSettings("milvus.db") if backend == "milvus" else None)
 
     def serve(seed):
         words, vectors = planted_vectors(seed)
         path = write_word2vec_text(tmp_path / f"w{seed}.txt", words, vectors)
         spec = ModelSpec("w", WordVectorsOptions(WordVectorFormat.WORD2VEC_TEXT, path))
-        settings = Settings(port=0, data_dir=tmp_path / "data", embedded_models=False, models=(spec,))
+        settings = Settings(port=0, data_dir=tmp_path / "data", embedded_models=False, models=(spec,), storage=storage)
         srv, port = create_server(settings)
         srv.start()
         srv.wait_until_ready(60)
@@ -313,6 +317,7 @@ def test_a_changed_model_version_is_its_own_reason(tmp_path):
             )
             assert info.value.metadata["expected"] != info.value.metadata["actual"]
             assert c.search("bound", item_id="king", k=1) == []  # vectors already stored still serve
+            assert c.get_collection("bound").backend == collections_pb2.Backend.Value(f"BACKEND_{backend.upper()}")
             assert err(lambda: c.search("plain", input="queen")) == (
                 grpc.StatusCode.FAILED_PRECONDITION,
                 "MODEL_BINDING",

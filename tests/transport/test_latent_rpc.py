@@ -194,9 +194,10 @@ def test_inpaint_beats_the_mean_image(client, digits):
     assert np.mean(errors) < np.mean(baseline)
 
 
-def test_image_collection_search(client, digits):
+@pytest.mark.parametrize("backend", ["faiss", "milvus"])
+def test_image_collection_search(client, digits, backend):
     rest, test = digits
-    client.create_collection("digits", model=MODEL, metric="l2")
+    client.create_collection("digits", model=MODEL, metric="l2", backend=backend)
     ids = [f"d{i}" for i in range(300)]
     client.upsert(
         "digits",

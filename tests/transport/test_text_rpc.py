@@ -189,8 +189,9 @@ PARAPHRASES = [
 ]
 
 
-def test_semantic_search_over_a_text_collection(client):
-    client.create_collection("para", metric="cosine", model="minilm")
+@pytest.mark.parametrize("backend", ["faiss", "milvus"])
+def test_semantic_search_over_a_text_collection(client, backend):
+    client.create_collection("para", metric="cosine", model="minilm", backend=backend)
     try:
         ids = [str(i) for i in range(len(PARAPHRASES))]
         client.upsert("para", ids, inputs=[a for a, _ in PARAPHRASES], metadata=[{"n": i} for i in range(len(ids))])

@@ -17,8 +17,8 @@ from embedsvc.core.collections.service import CollectionInfo, Collections
 from embedsvc.core.operations import Operation, OperationStore, Progress
 from embedsvc.core.paging import Page, page_size
 from embedsvc.errors import EmbedsvcError, Reason, invalid, limit_exceeded, missing
-from embedsvc.index.faiss.store import check_name
-from embedsvc.index.types import CollectionConfig, IndexParams, Metric
+from embedsvc.index.backend import check_name
+from embedsvc.index.types import Backend, CollectionConfig, IndexParams, Metric
 
 REBUILD = "rebuild"
 # Whether the caller may see a collection (listings leave the others out); the transport knows the caller.
@@ -42,7 +42,14 @@ class CollectionAdmin:
     # ---- collections ---------------------------------------------------------------------------------------------
 
     def create(
-        self, name: str, dimension: int, metric: Metric | None, index: IndexParams, model: str
+        self,
+        name: str,
+        dimension: int,
+        metric: Metric | None,
+        index: IndexParams,
+        model: str,
+        *,
+        backend: Backend | None = None,
     ) -> CollectionInfo:
         check_name(name)
         if metric is None:
@@ -74,6 +81,7 @@ class CollectionAdmin:
             model_version,
             space or f"collection:{name}",
             created_at=datetime.now(UTC).timestamp(),
+            backend=backend or self.store.default,
         )
         with self._names:
             if self.aliases.get(name) is not None:

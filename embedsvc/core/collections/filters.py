@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from embedsvc.errors import EmbedsvcError, Reason, limit_exceeded
-
-Predicate = Callable[[Mapping[str, Any]], bool]
+from embedsvc.index.filtering import All, AnyOf, Compare, Filter, Member, Node, Not, Predicate, predicate
 
 # Atomic groups and possessive quantifiers: a token is matched without backtracking, so lexing is linear in the
 # filter's length (a malformed 4,000-digit number used to cost 0.4 s).
@@ -119,26 +117,26 @@ class _Parser:
             tok = self.peek()
             raise _error(f"expected {what}, got {tok.text or 'the end'!r}", tok.position)
 
-    def parse(self) -> Predicate:
-        predicate = self.or_()
+    def parse(self) -> Node:
+        node = self.or_()
         tok = self.peek()
         if tok.kind != "end":
             raise _error(f"unexpected {tok.text!r}", tok.position)
-        return predicate
+        return node
 
-    def or_(self) -> Predicate:
+    def or_(self) -> Node:
         parts = [self.and_()]
         while self.accept("kw", "or"):
             parts.append(self.and_())
-        return parts[0] if len(parts) == 1 else (lambda m: any(p(m) for p in parts))
+        return parts[0] if len(parts) == 1 else AnyOf(tuple(parts))
 
-    def and_(self) -> Predicate:
+    def and_(self) -> Node:
         parts = [self.unary()]
         while self.accept("kw", "and"):
             parts.append(self.unary())
-        return parts[0] if len(parts) == 1 else (lambda m: all(p(m) for p in parts))
+        return parts[0] if len(parts) == 1 else All(tuple(parts))
 
-    def unary(self) -> Predicate:
+    def unary(self) -> Node:
         # Each level of NOT or parentheses is one level of recursion here and of nested calls when the predicate
         # runs: bounded by MAX_DEPTH, far below Python's recursion limit.
         tok = self.peek()
@@ -146,7 +144,7 @@ class _Parser:
             self.deeper(tok.position)
             inner = self.unary()
             self.depth -= 1
-            return lambda m: not inner(m)
+            return Not(inner)
         if self.accept("punct", "("):
             self.deeper(tok.position)
             inner = self.or_()
@@ -155,7 +153,7 @@ class _Parser:
             return inner
         return self.compare()
 
-    def compare(self) -> Predicate:
+    def compare(self) -> Node:
         tok = self.take()
         if tok.kind == "name":
             field = tok.text
@@ -171,11 +169,14 @@ class _Parser:
                     raise _error(f"an IN list holds at most {self.max_values} values", self.peek().position)
                 values.append(self.value())
             self.expect("punct", "]", "']'")
-            return _membership(field, values)
+            return Member(field, tuple(values))
         op = self.take()
         if op.kind != "op":
             raise _error(f"expected a comparison after {field!r}, got {op.text or 'the end'!r}", op.position)
-        return _comparison(field, op.text, self.value())
+        value = self.value()
+        if isinstance(value, bool) and op.text not in ("=", "!="):
+            raise _error(f"{op.text} needs a number, a string or a timestamp, not {str(value).lower()}", op.position)
+        return Compare(field, op.text, value)
 
     def value(self) -> Any:
         tok = self.take()
@@ -183,7 +184,13 @@ class _Parser:
             return _unquote(tok.text)
         if tok.kind == "number":
             if _INTEGER.fullmatch(tok.text):
-                return int(tok.text)
+                integer = int(tok.text)
+                if not -(2**63) <= integer < 2**63:
+                    raise _error(
+                        f"{tok.text} is outside the int64 range of metadata integers (write a float, 1e30)",
+                        tok.position,
+                    )
+                return integer
             number = float(tok.text)
             if not math.isfinite(number):
                 raise _error(f"{tok.text} is not a finite number", tok.position)
@@ -215,81 +222,21 @@ def _unquote(text: str) -> str:
     return re.sub(r"\\(.)", r"\1", text[1:-1])
 
 
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, datetime):
-        return "timestamp"
-    return "string" if isinstance(value, str) else "other"
-
-
-def _same_kind(a: Any, b: Any) -> bool:
-    """Values a filter may compare: numbers with numbers (an int with a float compares exactly), strings with
-    strings, timestamps with timestamps, bools with bools."""
-    return _kind(a) == _kind(b)
-
-
-def _equal(a: Any, b: Any) -> bool:
-    return _same_kind(a, b) and a == b
-
-
-_ORDER: dict[str, Callable[[Any, Any], bool]] = {
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-}
-
-
-def _elements(metadata: Mapping[str, Any], field: str) -> list[Any] | tuple[Any, ...]:
-    """The field's values: its elements for a list, else the value alone; () when absent."""
-    if field not in metadata:
-        return ()
-    value = metadata[field]
-    return value if isinstance(value, list) else (value,)
-
-
-def _key(value: Any) -> tuple[str, Any]:
-    """A hashable key equal for exactly the values _equal calls equal (1 and 1.0 are; 1 and true are not)."""
-    return (_kind(value), value)
-
-
-def _comparison(field: str, op: str, value: Any) -> Predicate:
-    if op == "=":
-        return lambda m: any(_equal(e, value) for e in _elements(m, field))
-    if op == "!=":
-        return lambda m: not any(_equal(e, value) for e in _elements(m, field))
-    if isinstance(value, bool):
-        raise _error(f"{op} needs a number or a string, not {str(value).lower()}", 0)
-    order = _ORDER[op]
-    return lambda m: any(
-        _same_kind(e, value) and not isinstance(e, bool) and order(e, value) for e in _elements(m, field)
-    )
-
-
-def _membership(field: str, values: list[Any]) -> Predicate:
-    keys = {_key(v) for v in values}
-
-    def matches(m: Mapping[str, Any]) -> bool:
-        for e in _elements(m, field):
-            try:
-                if _key(e) in keys:
-                    return True
-            except TypeError:  # an unhashable element (a nested list from an old item): never equal to a value
-                continue
-        return False
-
-    return matches
+def parse_filter(
+    text: str, max_chars: int, *, max_depth: int = MAX_DEPTH, max_values: int = MAX_IN_VALUES
+) -> Filter | None:
+    """The parsed filter (its tree and its predicate); None for an empty filter (everything matches)."""
+    if len(text) > max_chars:
+        raise limit_exceeded("options.filter", "filter length in characters", len(text), max_chars)
+    if not text.strip():
+        return None
+    node = _Parser(text, max_depth, max_values).parse()
+    return Filter(text, node, predicate(node))
 
 
 def compile_filter(
     text: str, max_chars: int, *, max_depth: int = MAX_DEPTH, max_values: int = MAX_IN_VALUES
 ) -> Predicate | None:
     """The predicate of a filter; None for an empty filter (everything matches)."""
-    if len(text) > max_chars:
-        raise limit_exceeded("options.filter", "filter length in characters", len(text), max_chars)
-    if not text.strip():
-        return None
-    return _Parser(text, max_depth, max_values).parse()
+    parsed = parse_filter(text, max_chars, max_depth=max_depth, max_values=max_values)
+    return None if parsed is None else parsed.matches

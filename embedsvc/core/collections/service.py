@@ -20,17 +20,15 @@ from embedsvc.calls import CallControl
 from embedsvc.core.collections.aliases import AliasStore
 from embedsvc.core.collections.binding import Binding, binding
 from embedsvc.core.collections.checks import check_id, check_ids, check_metadata
-from embedsvc.core.collections.filters import compile_filter
+from embedsvc.core.collections.filters import parse_filter
 from embedsvc.core.expression import Expression
 from embedsvc.core.images.codec import ImageInput
 from embedsvc.core.images.latents import Latents
 from embedsvc.core.paging import PageTokens
 from embedsvc.core.registry import ModelRegistry, Provenance
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
-from embedsvc.index.faiss.collection import Collection
-from embedsvc.index.faiss.log import Upsert
-from embedsvc.index.faiss.store import CollectionStore, check_name
-from embedsvc.index.types import CollectionConfig, Hit, StoredItem
+from embedsvc.index.backend import Stores, VectorCollection, check_name
+from embedsvc.index.types import CollectionConfig, Hit, StoredItem, Upsert
 from embedsvc.settings import Limits
 from embedsvc.vectors import check_vector
 
@@ -98,7 +96,7 @@ class Collections:
 
     def __init__(
         self,
-        store: CollectionStore,
+        store: Stores,
         registry: ModelRegistry,
         limits: Limits,
         latents: Latents | None = None,
@@ -126,7 +124,7 @@ class Collections:
         collection = self.store.get(self.resolve(name, field))
         return self.describe(collection)
 
-    def describe(self, collection: Collection) -> CollectionInfo:
+    def describe(self, collection: VectorCollection) -> CollectionInfo:
         config = collection.config
         aliases = self.aliases.of(config.name) if self.aliases is not None else []
         created = datetime.fromtimestamp(config.created_at, UTC)
@@ -140,12 +138,12 @@ class Collections:
 
     # ---- items ---------------------------------------------------------------------------------------------------
 
-    def _collection(self, name: str) -> Collection:
+    def _collection(self, name: str) -> VectorCollection:
         collection = self.store.get(self.resolve(name))
         collection.check_ready()
         return collection
 
-    def _bound_model(self, collection: Collection, field: str) -> Binding:
+    def _bound_model(self, collection: VectorCollection, field: str) -> Binding:
         config = collection.config
         if not config.model:
             raise EmbedsvcError(
@@ -165,7 +163,7 @@ class Collections:
         return model
 
     @staticmethod
-    def _vector(collection: Collection, vector: np.ndarray, tag: str, field: str) -> np.ndarray:
+    def _vector(collection: VectorCollection, vector: np.ndarray, tag: str, field: str) -> np.ndarray:
         config = collection.config
         return check_vector(
             vector,
@@ -178,8 +176,8 @@ class Collections:
 
     def prepare_upsert(
         self, name: str, items: Sequence[ItemIn], control: CallControl | None = None
-    ) -> tuple[Collection, Upsert]:
-        """Validate and embed a batch; nothing is written until `Collection.upsert`."""
+    ) -> tuple[VectorCollection, Upsert]:
+        """Validate and embed a batch; nothing is written until `VectorCollection.upsert`."""
         collection = self._collection(name)
         check_ids([i.id for i in items], "items", self.limits)
         dimension = collection.config.dimension
@@ -209,6 +207,14 @@ class Collections:
             vectors[to_embed] = model.embed(inputs, lambda i, _t: f"items[{to_embed[i]}].input", self.limits, control)
         metadata = [check_metadata(i.metadata, f"items[{n}].metadata", self.limits) for n, i in enumerate(items)]
         return collection, Upsert([i.id for i in items], vectors, metadata, [i.input for i in items])
+
+    def stage_upsert(
+        self, name: str, items: Sequence[ItemIn], control: CallControl | None = None
+    ) -> tuple[VectorCollection, Any, int]:
+        """(collection, staged write, items): a batch validated, embedded and in the backend's form, to be written by
+        `collection.commit(staged)`."""
+        collection, op = self.prepare_upsert(name, items, control)
+        return collection, collection.stage(op), len(op.ids)
 
     def upsert(self, name: str, items: Sequence[ItemIn], control: CallControl | None = None) -> tuple[int, int]:
         collection, op = self.prepare_upsert(name, items, control)
@@ -245,7 +251,7 @@ class Collections:
         *,
         batch: bool,
         control: CallControl | None = None,
-    ) -> tuple[list[list[Hit]], Provenance, Collection]:
+    ) -> tuple[list[list[Hit]], Provenance, VectorCollection]:
         collection = self._collection(name)
         field = "queries" if batch else "query"
         rows: np.ndarray | None = None
@@ -269,13 +275,13 @@ class Collections:
             raise limit_exceeded(
                 "options.k", "hits in one response (queries x k)", n_queries * k, self.limits.max_result_hits
             )
-        predicate = compile_filter(
+        where = parse_filter(
             options.filter,
             self.limits.max_filter_chars,
             max_depth=self.limits.max_filter_depth,
             max_values=self.limits.max_filter_values,
         )
-        exclude: list[set[int]] = []
+        exclude: list[set[str]] = []
         if rows is not None:
             vectors = rows
         else:
@@ -283,7 +289,7 @@ class Collections:
         hits, exact = collection.search(
             vectors,
             k,
-            predicate=predicate,
+            where=where,
             exclude=exclude,
             ef_search=options.ef_search,
             nprobe=options.nprobe,
@@ -304,7 +310,7 @@ class Collections:
         return hits, provenance, collection
 
     @staticmethod
-    def _packed_queries(collection: Collection, packed: PackedQueries) -> np.ndarray:
+    def _packed_queries(collection: VectorCollection, packed: PackedQueries) -> np.ndarray:
         dimension = collection.config.dimension
         if packed.values.ndim != 1 or packed.values.size % dimension:
             raise EmbedsvcError(
@@ -324,15 +330,15 @@ class Collections:
 
     def _query_vectors(
         self,
-        collection: Collection,
+        collection: VectorCollection,
         queries: Sequence[QueryIn],
         field: str,
         batch: bool,
         control: CallControl | None,
-    ) -> tuple[np.ndarray, list[set[int]]]:
+    ) -> tuple[np.ndarray, list[set[str]]]:
         config = collection.config
         vectors = np.empty((len(queries), config.dimension), np.float32)
-        exclude: list[set[int]] = [set() for _ in queries]
+        exclude: list[set[str]] = [set() for _ in queries]
         expressions: list[tuple[int, Expression]] = []
         inputs: list[tuple[int, str]] = []
         pictures: list[tuple[int, ImageInput]] = []
@@ -343,15 +349,14 @@ class Collections:
             elif query.item_id:
                 check_id(query.item_id, where + ".item_id", self.limits)
                 (item,) = collection.get([query.item_id], with_vectors=True)
-                slot = collection.slot_of(query.item_id)
-                if item is None or slot is None:
+                if item is None:
                     raise EmbedsvcError(
                         Reason.ITEM_NOT_FOUND,
                         f"no item {query.item_id!r} in collection '{config.name}'",
                         field=where + ".item_id",
                     )
                 vectors[q] = item.vector
-                exclude[q] = {slot}
+                exclude[q] = {query.item_id}
             elif query.input:
                 inputs.append((q, query.input))
             elif query.expression is not None:
@@ -370,7 +375,7 @@ class Collections:
             embedded = model.embed([i for _, i in inputs], lambda n, _t: where_input[n], self.limits, control)
             for (q, text), vector in zip(inputs, embedded, strict=True):
                 vectors[q] = vector
-                exclude[q] = collection.slots_with_inputs({text})
+                exclude[q] = collection.ids_with_inputs({text})
         if expressions:
             first = expressions[0][0]
             model = self._bound_model(collection, (f"{field}[{first}]" if batch else field) + ".expression")
@@ -383,5 +388,5 @@ class Collections:
             composed, words = model.compose([e for _, e in expressions], field_of, self.limits, control)
             for (q, _), vector, used in zip(expressions, composed, words, strict=True):
                 vectors[q] = vector
-                exclude[q] = collection.slots_with_inputs(used)
+                exclude[q] = collection.ids_with_inputs(used)
         return vectors, exclude

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,8 @@ from embedsvc.index.faiss import checkpoint
 from embedsvc.index.faiss.log import Delete, LogWriter, Record, Upsert, scan
 from embedsvc.index.faiss.rwlock import RWLock
 from embedsvc.index.faiss.vector_index import VectorIndex
-from embedsvc.index.types import CollectionConfig, Hit, IndexKind, Metric, StoredItem
+from embedsvc.index.filtering import Filter
+from embedsvc.index.types import CollectionConfig, Hit, IndexKind, Metric, State, StoredItem
 from embedsvc.stats import Histogram
 from embedsvc.vectors import unit_rows
 
@@ -91,12 +91,6 @@ class _Budget:
                 self.spent,
                 self.limit,
             )
-
-
-class State(StrEnum):
-    RECOVERING = "recovering"
-    READY = "ready"
-    DATA_LOSS = "data_loss"
 
 
 class Collection:
@@ -373,6 +367,13 @@ class Collection:
             raise EmbedsvcError(Reason.STORAGE_ERROR, f"collection '{self.config.name}' is closed")
         return self._writer
 
+    def stage(self, op: Upsert) -> Upsert:
+        """The write, ready for `commit` (nothing to prepare here: the log frames it under its own lock)."""
+        return op
+
+    def commit(self, staged: Upsert) -> int:
+        return self.upsert(staged)
+
     def upsert(self, op: Upsert) -> int:
         """Durably add or replace items; returns the live count afterwards."""
         writer = self._require_writer()
@@ -433,21 +434,18 @@ class Collection:
                 )
             return out
 
-    def slot_of(self, item_id: str) -> int | None:
+    def ids_with_inputs(self, inputs: set[str]) -> set[str]:
+        """The live items whose raw input is one of these (a query by text leaves them out of its own hits)."""
         with self._rw.read():
-            return self._slot_of.get(item_id)
-
-    def slots_with_inputs(self, inputs: set[str]) -> set[int]:
-        with self._rw.read():
-            return {int(s) for s in np.flatnonzero(self._live[: self._n]) if self._inputs[s] in inputs}
+            return {self._ids[s] for s in np.flatnonzero(self._live[: self._n]).tolist() if self._inputs[s] in inputs}
 
     def search(
         self,
         queries: np.ndarray,
         k: int,
         *,
-        predicate: Callable[[Mapping[str, Any]], bool] | None = None,
-        exclude: Sequence[set[int]] = (),
+        where: Filter | None = None,
+        exclude: Sequence[set[str]] = (),
         ef_search: int = 0,
         nprobe: int = 0,
         exact: bool = False,
@@ -455,7 +453,7 @@ class Collection:
         with_vectors: bool = False,
         max_response_bytes: int = 0,
     ) -> tuple[list[list[Hit]], bool]:
-        """k hits per query among live items matching the predicate, minus each query's excluded slots.
+        """k hits per query among live items matching the filter, minus each query's excluded ids.
 
         Returns the hits and whether the search was exact. Whenever at least k items are eligible, k are returned:
         an ANN search that comes back short is redone exactly for that query.
@@ -467,6 +465,7 @@ class Collection:
         """
         self.check_ready()
         queries = self._index_form(np.ascontiguousarray(queries, dtype=np.float32))
+        predicate = where.matches if where is not None else None
         matched = self._match(predicate) if predicate is not None else None
         results: list[list[Hit]] = []
         was_exact = True
@@ -474,9 +473,10 @@ class Collection:
         for start in range(0, len(queries), _QUERY_CHUNK):
             calls.check()
             chunk = queries[start : start + _QUERY_CHUNK]
-            skip = exclude[start : start + _QUERY_CHUNK]
-            extra = max((len(e) for e in skip), default=0)
+            skip_ids = exclude[start : start + _QUERY_CHUNK]
+            extra = max((len(e) for e in skip_ids), default=0)
             with self._rw.read():
+                skip = [{self._slot_of[i] for i in ids if i in self._slot_of} for ids in skip_ids]
                 allowed = self._allowed(predicate, matched)
                 eligible = int(allowed.sum())
                 want = min(k + extra, eligible)

@@ -28,13 +28,13 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from embedsvc import durable
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index import metadata as stored
+from embedsvc.index.types import Delete, Operation, Upsert
 from embedsvc.stats import Histogram
 
 log = logging.getLogger(__name__)
@@ -48,22 +48,6 @@ OP_UPSERT = 1
 OP_DELETE = 2
 # How many LSNs past the last good one a search for legacy frames after damage looks for.
 _LEGACY_LOOKAHEAD = 16
-
-
-@dataclass(frozen=True)
-class Upsert:
-    ids: list[str]
-    vectors: np.ndarray  # (n, d) float32
-    metadata: list[dict[str, Any]]
-    inputs: list[str]
-
-
-@dataclass(frozen=True)
-class Delete:
-    ids: list[str]
-
-
-Operation = Upsert | Delete
 
 
 @dataclass(frozen=True)

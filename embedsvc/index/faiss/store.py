@@ -7,30 +7,17 @@ removing it; either way a crash leaves a whole collection or none. Index files a
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import uuid
 from pathlib import Path
 
 from embedsvc import durable
 from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.index.backend import NAME, check_name  # noqa: F401 - check_name re-exported
 from embedsvc.index.faiss.collection import CONFIG, Collection, State
 from embedsvc.index.types import CollectionConfig, IndexParams, Metric
 
 log = logging.getLogger(__name__)
-
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-
-
-def check_name(name: str, field: str = "name") -> None:
-    if not name:
-        raise EmbedsvcError(Reason.MISSING_FIELD, "the collection name is required", field=field)
-    if not NAME.match(name):
-        raise EmbedsvcError(
-            Reason.INVALID_VALUE,
-            f"collection name {name!r}: use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit",
-            field=field,
-        )
 
 
 class CollectionStore:
@@ -41,6 +28,10 @@ class CollectionStore:
         self._collections: dict[str, Collection] = {}
         self._recovering: set[str] = set()
         self._deleting: set[str] = set()  # names whose files are being removed: not free for create yet
+
+    def has(self, name: str) -> bool:
+        with self._lock:
+            return name in self._collections or name in self._recovering or name in self._deleting
 
     def recover_all(self) -> None:
         """Open every collection on disk; damaged ones are kept, in state DATA_LOSS, and the others serve."""

@@ -8,7 +8,13 @@ import numpy as np
 from embedsvc.index.faiss import collection as collection_module
 from embedsvc.index.faiss.log import Upsert
 from embedsvc.index.faiss.store import CollectionStore
+from embedsvc.index.filtering import Compare, Filter
 from embedsvc.index.types import CollectionConfig, IndexKind, IndexParams, Metric
+
+
+def custom(predicate):
+    """A filter whose predicate is any function (the tree is not used by the FAISS backend)."""
+    return Filter("custom", Compare("i", "=", 0), predicate)
 
 
 def filled(tmp_path, n=2000, kind=IndexKind.FLAT, **params):
@@ -31,7 +37,9 @@ def test_a_slow_filter_does_not_hold_writers_up(tmp_path):
         return metadata["i"] % 2 == 0
 
     result = {}
-    searching = threading.Thread(target=lambda: result.setdefault("hits", collection.search(x[:1], 5, predicate=slow)))
+    searching = threading.Thread(
+        target=lambda: result.setdefault("hits", collection.search(x[:1], 5, where=custom(slow)))
+    )
     searching.start()
     assert started.wait(10)
     collection.upsert(Upsert(["new"], np.zeros((1, 8), np.float32), [{"i": 10_000}], [""]))
@@ -55,7 +63,7 @@ def test_a_compaction_during_filter_evaluation_keeps_answers_right(tmp_path):
             collection.checkpoint(compact=True)  # runs while the filter is being evaluated, off the lock
         return metadata["i"] % 2 == 1
 
-    hits, _ = collection.search(x[1:2], 10, predicate=predicate, exact=True)
+    hits, _ = collection.search(x[1:2], 10, where=custom(predicate), exact=True)
     expected = [i for i in range(500) if i % 3 and i % 2 == 1]
     order = sorted(expected, key=lambda i: float(((x[i] - x[1]) ** 2).sum()))[:10]
     assert [int(h.id) for h in hits[0]] == order

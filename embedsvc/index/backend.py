@@ -1,0 +1,183 @@
+"""The collection backend interface: what `embedsvc.core.collections` needs of a store of collections and of one
+collection. Two implementations: `index/faiss` (embedded, the default) and `index/milvus` (a Milvus server or cluster,
+or Milvus Lite). `Stores` routes each collection to the backend that holds it.
+
+Contract, for every backend (the parametrised collection tests check it): writes are durable and visible to the next
+search once acknowledged; FLAT searches are exact; scores are cosine similarity, inner product or squared L2 distance;
+filters mean what `embedsvc.index.filtering` says; a search returns k hits whenever k items match; export returns
+every item once, in id order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.index.filtering import Filter
+from embedsvc.index.types import Backend, CollectionConfig, Hit, State, StoredItem, Upsert
+from embedsvc.stats import Histogram
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+def check_name(name: str, field: str = "name") -> None:
+    if not name:
+        raise EmbedsvcError(Reason.MISSING_FIELD, "the collection name is required", field=field)
+    if not NAME.match(name):
+        raise EmbedsvcError(
+            Reason.INVALID_VALUE,
+            f"collection name {name!r}: use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit",
+            field=field,
+        )
+
+
+class VectorCollection(Protocol):
+    config: CollectionConfig
+    state: State
+    error: str
+    checkpoint_error: str
+    checkpoint_failures: int
+
+    def check_ready(self) -> None: ...
+
+    @property
+    def count(self) -> int: ...
+
+    @property
+    def tombstones(self) -> int: ...
+
+    @property
+    def log_bytes(self) -> int: ...
+
+    @property
+    def rebuilding(self) -> bool: ...
+
+    @property
+    def fsync_seconds(self) -> Histogram | None: ...
+
+    @property
+    def checkpoint_seconds(self) -> Histogram | None: ...
+
+    def stage(self, op: Upsert) -> Any:
+        """Everything of a write that can be done before it (checks, the backend's own form of the items); nothing
+        is written. `commit(stage(op))` is `upsert(op)`."""
+        ...
+
+    def commit(self, staged: Any) -> int: ...
+
+    def upsert(self, op: Upsert) -> int:
+        """Durably add or replace items; the live count afterwards, or -1 where counting costs a scan (Milvus)."""
+        ...
+
+    def delete(self, ids: Sequence[str]) -> tuple[int, int]:
+        """(deleted, not found)."""
+        ...
+
+    def get(self, ids: Sequence[str], *, with_vectors: bool) -> list[StoredItem | None]: ...
+
+    def ids_with_inputs(self, inputs: set[str]) -> set[str]: ...
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        where: Filter | None = None,
+        exclude: Sequence[set[str]] = (),
+        ef_search: int = 0,
+        nprobe: int = 0,
+        exact: bool = False,
+        with_metadata: bool = True,
+        with_vectors: bool = False,
+        max_response_bytes: int = 0,
+    ) -> tuple[list[list[Hit]], bool]: ...
+
+    def export(self, batch_size: int, after: str | None = None) -> Iterator[list[StoredItem]]: ...
+
+    def rebuild(
+        self,
+        stage: Callable[[str, int], None] = ...,
+        units: Callable[[int], None] = ...,
+        check: Callable[[], None] = ...,
+    ) -> None: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+class CollectionBackend(Protocol):
+    def recover_all(self) -> None: ...
+
+    def names(self) -> list[str]: ...
+
+    def has(self, name: str) -> bool: ...
+
+    def get(self, name: str) -> VectorCollection: ...
+
+    def create(self, config: CollectionConfig) -> VectorCollection: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def close_all(self, *, checkpoint: bool) -> None: ...
+
+
+class Stores:
+    """Every configured backend as one store: names from all of them, each collection from the one that holds it, new
+    collections in the backend their configuration names (the server's default when it names none)."""
+
+    def __init__(self, backends: dict[Backend, CollectionBackend], default: Backend) -> None:
+        if default not in backends:
+            raise ValueError(f"the default backend {default.value} is not configured")
+        self.backends = backends
+        self.default = default
+
+    def recover_all(self) -> None:
+        for backend in self.backends.values():
+            backend.recover_all()
+
+    def names(self) -> list[str]:
+        return sorted({n for b in self.backends.values() for n in b.names()})
+
+    def has(self, name: str) -> bool:
+        return any(b.has(name) for b in self.backends.values())
+
+    def _holder(self, name: str) -> CollectionBackend:
+        for backend in self.backends.values():
+            if backend.has(name):
+                return backend
+        return self.backends[self.default]  # its get/delete raise COLLECTION_NOT_FOUND (or NOT_READY) with context
+
+    def get(self, name: str) -> VectorCollection:
+        return self._holder(name).get(name)
+
+    def create(self, config: CollectionConfig) -> VectorCollection:
+        backend = self.backends.get(config.backend)
+        if backend is None:
+            configured = ", ".join(b.value for b in self.backends)
+            raise EmbedsvcError(
+                Reason.INVALID_VALUE,
+                f"backend {config.backend.value} is not configured on this server (configured: {configured}; see "
+                "[storage] in the configuration)",
+                field="backend",
+            )
+        for other in self.backends.values():
+            if other is not backend and other.has(config.name):
+                raise EmbedsvcError(
+                    Reason.COLLECTION_EXISTS,
+                    f"a collection named '{config.name}' exists",
+                    field="name",
+                    metadata={"collection": config.name},
+                )
+        return backend.create(config)
+
+    def delete(self, name: str) -> None:
+        self._holder(name).delete(name)
+
+    def close_all(self, *, checkpoint: bool) -> None:
+        for backend in self.backends.values():
+            backend.close_all(checkpoint=checkpoint)

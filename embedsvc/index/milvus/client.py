@@ -1,0 +1,122 @@
+"""The Milvus connection: one pymilvus client for the server, calls with the current call's deadline, retries with
+backoff for idempotent calls, and Milvus's errors mapped into the reason catalogue (never INTERNAL for a condition on
+the Milvus side).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from embedsvc import calls
+from embedsvc.errors import EmbedsvcError, Reason
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+CONSISTENCY = ("Strong", "Bounded", "Session", "Eventually")
+# Milvus Lite (3.2) corrupts its write-ahead log when two threads write to one collection at once: a kill -9 then
+# loses every write after the first interleaving (tests/test_crash.py found it). Writes to a Lite file therefore go
+# one at a time, in every client of this process; a Milvus server takes concurrent writes.
+_LITE_WRITES: dict[str, threading.Lock] = {}
+_LITE_WRITES_LOCK = threading.Lock()
+
+
+def _writes_lock(options: MilvusOptions) -> threading.Lock | None:
+    if "://" in options.uri:
+        return None
+    key = os.path.realpath(options.uri)
+    with _LITE_WRITES_LOCK:
+        return _LITE_WRITES.setdefault(key, threading.Lock())
+
+
+@dataclass(frozen=True)
+class MilvusOptions:
+    uri: str  # a local file path: Milvus Lite; http(s)://host:19530: a Milvus server or cluster
+    token: str = ""
+    db_name: str = ""
+    consistency: str = "Strong"
+    timeout_s: float = 30.0
+    retries: int = 3
+
+
+class Connection:
+    def __init__(self, options: MilvusOptions) -> None:
+        from pymilvus import MilvusClient
+
+        self.options = options
+        self._writes = _writes_lock(options)
+        kwargs: dict[str, Any] = {"uri": options.uri}
+        if options.token:
+            kwargs["token"] = options.token
+        if options.db_name:
+            kwargs["db_name"] = options.db_name
+        try:
+            self.client = MilvusClient(**kwargs)
+        except Exception as exc:
+            raise EmbedsvcError(
+                Reason.STORAGE_ERROR, f"cannot connect to Milvus at {options.uri}: {_short(exc)}"
+            ) from None
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # closing an already broken connection
+            log.debug("closing the Milvus client failed", exc_info=True)
+
+    def timeout(self) -> float:
+        """The call's remaining time, at most timeout_s."""
+        control = calls.current()
+        remaining = control.remaining() if control is not None else None
+        return max(0.01, min(self.options.timeout_s, remaining)) if remaining is not None else self.options.timeout_s
+
+    def run(
+        self,
+        what: str,
+        fn: Callable[..., T],
+        *args: Any,
+        idempotent: bool = True,
+        write: bool = False,
+        **kwargs: Any,
+    ) -> T:
+        """fn(*args, timeout=..., **kwargs), mapped errors, retried with backoff (0.1, 0.2, 0.4 s) when idempotent
+        and Milvus is unreachable. `write`: one at a time on Milvus Lite."""
+        attempt = 0
+        while True:
+            try:
+                with self._writes if write and self._writes is not None else contextlib.nullcontext():
+                    return fn(*args, timeout=self.timeout(), **kwargs)
+            except EmbedsvcError:
+                raise
+            except Exception as exc:
+                error = map_error(exc, what)
+                if idempotent and error.reason is Reason.STORAGE_ERROR and attempt < self.options.retries:
+                    attempt += 1
+                    calls.check()
+                    time.sleep(0.1 * 2 ** (attempt - 1))
+                    continue
+                raise error from None
+
+
+def _short(exc: BaseException) -> str:
+    message = getattr(exc, "message", None) or str(exc)
+    return " ".join(str(message).split())[:500]
+
+
+def map_error(exc: BaseException, what: str) -> EmbedsvcError:
+    """A Milvus-side failure as a catalogued reason."""
+    message = _short(exc)
+    lowered = message.lower()
+    code = getattr(exc, "code", None)
+    if "collection not found" in lowered or "can't find collection" in lowered or code == 100:
+        return EmbedsvcError(Reason.COLLECTION_NOT_FOUND, f"{what}: the collection is gone from Milvus ({message})")
+    if any(s in lowered for s in ("exceed", "too large", "too many", "out of range", "max length", "limit")):
+        return EmbedsvcError(Reason.LIMIT_EXCEEDED, f"{what}: over a Milvus limit: {message}")
+    if "deadline" in lowered or "timeout" in lowered:
+        return EmbedsvcError(Reason.DEADLINE_EXCEEDED, f"{what}: Milvus did not answer in time ({message})")
+    return EmbedsvcError(Reason.STORAGE_ERROR, f"{what}: Milvus: {message}")
