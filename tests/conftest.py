@@ -3,6 +3,7 @@ minilm-static (distilled once per test session), and a real server on port 0 hos
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,15 +189,20 @@ def server_settings(
 @pytest.fixture(scope="session")
 def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Milvus standalone server (etcd, object storage and every Milvus component in one process, from the
-    `milvus` package), started once for the session: about a minute."""
+    `milvus` package), started once for the session (10-60 s). Its embedded etcd always takes port 2380, so two test
+    sessions on one machine take turns: the second waits on a lock file until the first is done."""
+    import fcntl
+
     milvus = pytest.importorskip("milvus")
-    server = milvus.MilvusServer()
-    server.set_base_dir(str(tmp_path_factory.mktemp("milvus-standalone")))
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{server.listen_port}"
-    finally:
-        server.stop()
+    with open(Path(tempfile.gettempdir()) / "embedsvc-tests-milvus-standalone.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        server = milvus.MilvusServer()
+        server.set_base_dir(str(tmp_path_factory.mktemp("milvus-standalone")))
+        server.start()
+        try:
+            yield f"http://127.0.0.1:{server.listen_port}"
+        finally:
+            server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
+
+from embedsvc.errors import EmbedsvcError, Reason
 
 
 class Backend(StrEnum):
@@ -163,3 +166,16 @@ class Delete:
 
 
 Operation = Upsert | Delete
+
+
+@dataclass(frozen=True)
+class Alias:
+    """Another name for a collection (see embedsvc.core.collections.aliases)."""
+
+    alias: str
+    collection: str
+    update_time: datetime
+
+
+def alias_not_found(alias: str) -> EmbedsvcError:
+    return EmbedsvcError(Reason.ALIAS_NOT_FOUND, f"no alias named '{alias}'", field="alias", metadata={"alias": alias})

@@ -17,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from embedsvc.core.collections.admin import CollectionAdmin
-from embedsvc.core.collections.aliases import AliasStore
+from embedsvc.core.collections.aliases import Aliases, AliasStore
 from embedsvc.core.collections.service import Collections
 from embedsvc.core.images.directions import DirectionStore
 from embedsvc.core.images.latents import Latents
@@ -29,8 +29,9 @@ from embedsvc.durable import DataDirLock
 from embedsvc.index.backend import CollectionBackend, Stores
 from embedsvc.index.exact import configure_faiss
 from embedsvc.index.faiss.store import CollectionStore
+from embedsvc.index.milvus.client import MilvusOptions
 from embedsvc.index.types import Backend
-from embedsvc.settings import Settings
+from embedsvc.settings import MilvusSettings, Settings
 from embedsvc.transport.admission import Admission
 from embedsvc.transport.arithmetic_servicer import ArithmeticServicer
 from embedsvc.transport.audit import AuditLog
@@ -127,7 +128,7 @@ class Server:
             else PageTokens.in_data_dir(settings.data_dir)
         )
         self.operations = OperationStore(settings.data_dir / "operations")
-        self.aliases = AliasStore(settings.data_dir)
+        self.aliases = aliases(settings)
         self.metrics = Metrics(self.registry, self.store) if settings.metrics_port is not None else None
         self.metrics_port: int | None = None
         auth = settings.auth
@@ -268,6 +269,11 @@ class Server:
         self.stopped.wait()
 
 
+def milvus_options(settings: Settings, milvus: MilvusSettings) -> MilvusOptions:
+    uri = str(settings.data_dir / milvus.uri) if milvus.is_local else milvus.uri
+    return MilvusOptions(uri, milvus.token, milvus.db_name, milvus.consistency, milvus.timeout_s, milvus.retries)
+
+
 def stores(settings: Settings) -> Stores:
     """The collection backends: the embedded FAISS one always, Milvus when [storage.milvus] is configured."""
     backends: dict[Backend, CollectionBackend] = {
@@ -275,13 +281,22 @@ def stores(settings: Settings) -> Stores:
     }
     milvus = settings.storage.milvus
     if milvus is not None:
-        from embedsvc.index.milvus.client import MilvusOptions
         from embedsvc.index.milvus.store import MilvusStore
 
-        uri = str(settings.data_dir / milvus.uri) if milvus.is_local else milvus.uri
-        options = MilvusOptions(uri, milvus.token, milvus.db_name, milvus.consistency, milvus.timeout_s, milvus.retries)
-        backends[Backend.MILVUS] = MilvusStore(options, max_id_bytes=settings.limits.max_id_bytes)
+        backends[Backend.MILVUS] = MilvusStore(
+            milvus_options(settings, milvus), max_id_bytes=settings.limits.max_id_bytes
+        )
     return Stores(backends, Backend(settings.storage.backend))
+
+
+def aliases(settings: Settings) -> Aliases:
+    """Aliases in the data directory; in Milvus when collections default to Milvus, so that replicas share them."""
+    milvus = settings.storage.milvus
+    if settings.storage.backend != "milvus" or milvus is None:
+        return AliasStore(settings.data_dir)
+    from embedsvc.index.milvus.aliases import MilvusAliasStore
+
+    return MilvusAliasStore(milvus_options(settings, milvus))
 
 
 def channel_options(settings: Settings) -> list[tuple[str, int]]:

@@ -2,6 +2,7 @@
 replica writes, the other finds at once; collections made or dropped through one are made or dropped for both."""
 
 import contextlib
+import time
 
 import numpy as np
 import pytest
@@ -49,6 +50,10 @@ def test_a_write_through_one_replica_is_found_through_the_other(tmp_path, milvus
         (rest, _) = b._unary(b._calls.list_collections(10, token))  # a page token from A, honoured by B
         assert [c.name for c in page + rest] == ["second", "shared"]
         b.delete_collection("second")
+        a.create_alias("current", "shared")  # aliases live in Milvus too: every replica resolves them
+        time.sleep(1.2)  # replicas cache the alias table for 1 s
+        assert b.search("current", vector=x[7], k=1)[0].id == "i7"
+        b.delete_alias("current")
         a.delete_collection("shared")
         with pytest.raises(EmbedsvcClientError) as info:
             b.search("shared", vector=x[0], k=1)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from embedsvc.core.collections.aliases import Alias, AliasStore, not_found
+from embedsvc.core.collections.aliases import Alias, Aliases, not_found
 from embedsvc.core.collections.binding import binding
 from embedsvc.core.collections.service import CollectionInfo, Collections
 from embedsvc.core.operations import Operation, OperationStore, Progress
@@ -30,7 +30,7 @@ def _everything(name: str) -> bool:
 
 
 class CollectionAdmin:
-    def __init__(self, collections: Collections, aliases: AliasStore, operations: OperationStore) -> None:
+    def __init__(self, collections: Collections, aliases: Aliases, operations: OperationStore) -> None:
         self.collections = collections
         self.store = collections.store
         self.limits = collections.limits

@@ -11,22 +11,32 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from embedsvc.durable import write_atomic
-from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.index.types import Alias, alias_not_found
 
 log = logging.getLogger(__name__)
 FILE = "aliases.json"
 
 
-@dataclass(frozen=True)
-class Alias:
-    alias: str
-    collection: str
-    update_time: datetime
+class Aliases(Protocol):
+    """Where aliases live: a file in the data directory (AliasStore), or Milvus for replicas that share collections
+    (embedsvc.index.milvus.aliases.MilvusAliasStore)."""
+
+    def resolve(self, name: str) -> str: ...
+
+    def get(self, name: str) -> Alias | None: ...
+
+    def of(self, collection: str) -> list[str]: ...
+
+    def all(self) -> list[Alias]: ...
+
+    def set(self, alias: str, collection: str) -> Alias: ...
+
+    def delete(self, alias: str) -> None: ...
 
 
 class AliasStore:
@@ -83,5 +93,4 @@ class AliasStore:
         self._aliases = aliases  # one assignment: readers see the old dict or the new one
 
 
-def not_found(alias: str) -> EmbedsvcError:
-    return EmbedsvcError(Reason.ALIAS_NOT_FOUND, f"no alias named '{alias}'", field="alias", metadata={"alias": alias})
+not_found = alias_not_found

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from embedsvc.calls import CallControl
-from embedsvc.core.collections.aliases import AliasStore
+from embedsvc.core.collections.aliases import Aliases
 from embedsvc.core.collections.binding import Binding, binding
 from embedsvc.core.collections.checks import check_id, check_ids, check_metadata
 from embedsvc.core.collections.filters import parse_filter
@@ -101,7 +101,7 @@ class Collections:
         limits: Limits,
         latents: Latents | None = None,
         *,
-        aliases: AliasStore | None = None,
+        aliases: Aliases | None = None,
         tokens: PageTokens | None = None,
     ) -> None:
         self.store = store

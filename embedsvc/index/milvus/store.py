@@ -44,7 +44,9 @@ class MilvusStore:
 
         client = connection.client
         if connection.run("catalog", client.has_collection, CATALOG):
-            connection.run("catalog", client.load_collection, CATALOG)  # a reopened Milvus Lite file starts released
+            connection.run(
+                "catalog", client.load_collection, CATALOG, ddl=True
+            )  # a reopened Milvus Lite file starts released
             return
         schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("name", DataType.VARCHAR, is_primary=True, max_length=256)
@@ -61,6 +63,7 @@ class MilvusStore:
                 index_params=index,
                 consistency_level=self.options.consistency,
                 idempotent=False,
+                ddl=True,
             )
         except EmbedsvcError:
             if not connection.run("catalog", client.has_collection, CATALOG):  # another replica made it first: fine
@@ -115,7 +118,7 @@ class MilvusStore:
         collection = MilvusCollection(connection, config, milvus_name(name))
         # First use in this process: load it (idempotent; a reopened Milvus Lite file or a restarted Milvus may have
         # it released).
-        connection.run("load", connection.client.load_collection, collection.name)
+        connection.run("load", connection.client.load_collection, collection.name, ddl=True)
         with self._lock:
             self._collections[name] = collection
         return collection
@@ -148,6 +151,7 @@ class MilvusStore:
             index_params=index,
             consistency_level=self.options.consistency,
             idempotent=False,
+            ddl=True,
         )
         row = {"name": config.name, "vector": [0.0, 0.0], "config": config.to_json().decode("utf-8")}
         connection.run("create", client.upsert, CATALOG, data=[row], write=True)
@@ -157,7 +161,7 @@ class MilvusStore:
         collection = self.get(name)  # COLLECTION_NOT_FOUND
         connection = self.connection
         collection.close()
-        connection.run("delete", connection.client.drop_collection, collection.name)
+        connection.run("delete", connection.client.drop_collection, collection.name, ddl=True)
         connection.run("delete", connection.client.delete, CATALOG, filter=f"name == {literal(name)}", write=True)
         with self._lock:
             self._collections.pop(name, None)

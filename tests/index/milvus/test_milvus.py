@@ -110,3 +110,69 @@ def test_items_over_milvus_field_limits_are_limit_exceeded(collection):
     with pytest.raises(EmbedsvcError) as info:
         collection.upsert(Upsert(["big"], np.zeros((1, 4), np.float32), [{}], ["x" * 70_000]))
     assert info.value.reason is Reason.LIMIT_EXCEEDED and collection.get(["big"], with_vectors=False) == [None]
+
+
+def test_aliases_in_milvus_are_shared_by_every_store_over_it(tmp_path):
+    from embedsvc.index.milvus.aliases import MilvusAliasStore
+
+    options = MilvusOptions(str(tmp_path / "aliases.db"))
+    one, other = MilvusAliasStore(options, ttl_s=0.2), MilvusAliasStore(options, ttl_s=0.2)
+    assert one.resolve("music") == "music" and one.all() == []
+    one.set("music", "docs")
+    assert one.resolve("music") == "docs"  # at once on the store that made the change
+    time.sleep(0.3)
+    assert other.resolve("music") == "docs" and other.of("docs") == ["music"]  # within ttl_s on the others
+    other.set("music", "docs-v2")
+    assert one.get("music").collection == "docs-v2"  # get reads fresh: the admin calls decide on it
+    one.delete("music")
+    with pytest.raises(EmbedsvcError) as info:
+        other.delete("music")
+    assert info.value.reason is Reason.ALIAS_NOT_FOUND
+    one.close()
+    other.close()
+
+
+def test_milvus_errors_map_to_reasons_by_what_they_say():
+    from embedsvc.index.milvus.client import map_error
+
+    class RpcError(Exception):
+        def __init__(self, text, code):
+            super().__init__(text)
+            self._code = code
+
+        def code(self):
+            return self._code
+
+    cases = [
+        (RpcError("Deadline Exceeded", "StatusCode.DEADLINE_EXCEEDED"), Reason.DEADLINE_EXCEEDED),
+        (Exception("collection not found[collection=es_61]"), Reason.COLLECTION_NOT_FOUND),
+        (Exception("the length (70000) of varchar field exceeds max length (65535)"), Reason.LIMIT_EXCEEDED),
+        (RpcError("failed to connect to all addresses", "StatusCode.UNAVAILABLE"), Reason.STORAGE_ERROR),
+    ]
+    for exc, reason in cases:
+        assert map_error(exc, "search").reason is reason, exc
+
+
+def test_column_built_writes_store_what_pymilvus_rows_store(store):
+    from embedsvc.index.milvus import bulk
+
+    assert bulk.available()  # the pinned pymilvus has every piece: the fast path is the one in use
+    config = CollectionConfig("paths", 4, Metric.L2, IndexParams(IndexKind.FLAT).resolved(4), backend=Backend.MILVUS)
+    collection = store.create(config)
+    x = np.random.default_rng(3).normal(size=(3, 4)).astype(np.float32)
+    meta = [{"s": 'qu"ote', "n": 2**62, "f": 0.5, "l": ["a", 1, True]}, {}, {"t": [1.5]}]
+    inputs = ["é\\n", "", "line\nbreak"]
+    assert collection._fast_writes
+    collection.upsert(Upsert(["a", "b", "c"], x, meta, inputs))
+    collection._fast_writes = False
+    collection.upsert(Upsert(["A", "B", "C"], x, meta, inputs))
+    fast = collection.get(["a", "b", "c"], with_vectors=True)
+    rows = collection.get(["A", "B", "C"], with_vectors=True)
+    for f, r in zip(fast, rows, strict=True):
+        assert (f.metadata, f.input) == (r.metadata, r.input)
+        np.testing.assert_array_equal(f.vector, r.vector)
+    assert [f.metadata for f in fast] == meta and [f.input for f in fast] == inputs
+    where = parse_filter('s = "qu\\"ote" AND l = true', 100)
+    hits, _ = collection.search(x[:1], 10, where=where)
+    assert {h.id for h in hits[0]} == {"a", "A"}
+    store.delete("paths")

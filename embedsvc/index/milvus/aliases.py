@@ -1,0 +1,121 @@
+"""Collection aliases kept in Milvus (the collection `embedsvc_aliases`), so that every embedsvc replica over the same
+Milvus resolves an alias the same way. The same interface as `embedsvc.core.collections.aliases.Aliases`.
+
+Every alias is read on every call that names a collection, so the whole table is cached for `ttl_s` (1 s): a switch
+made through one replica is seen by the others within that time, and at once by the replica that made it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+
+from embedsvc.errors import EmbedsvcError
+from embedsvc.index.milvus.client import Connection, MilvusOptions
+from embedsvc.index.milvus.expressions import literal
+from embedsvc.index.types import Alias, alias_not_found
+
+ALIASES = "embedsvc_aliases"
+MAX_ALIASES = 16_384  # one Milvus query reads them all
+
+
+class MilvusAliasStore:
+    def __init__(self, options: MilvusOptions, *, ttl_s: float = 1.0) -> None:
+        self.options = options
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._connection: Connection | None = None
+        self._aliases: dict[str, Alias] = {}
+        self._read_at = -float("inf")
+
+    def _connect(self) -> Connection:
+        from pymilvus import DataType
+
+        if self._connection is not None:
+            return self._connection
+        connection = Connection(self.options)
+        client = connection.client
+        if not connection.run("aliases", client.has_collection, ALIASES):
+            schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("alias", DataType.VARCHAR, is_primary=True, max_length=256)
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs one
+            schema.add_field("collection", DataType.VARCHAR, max_length=256)
+            schema.add_field("update_time", DataType.VARCHAR, max_length=64)
+            index = client.prepare_index_params()
+            index.add_index("vector", index_type="FLAT", metric_type="L2")
+            try:
+                connection.run(
+                    "aliases",
+                    client.create_collection,
+                    ALIASES,
+                    schema=schema,
+                    index_params=index,
+                    consistency_level=self.options.consistency,
+                    idempotent=False,
+                    ddl=True,
+                )
+            except EmbedsvcError:
+                if not connection.run("aliases", client.has_collection, ALIASES):  # another replica made it first
+                    raise
+        connection.run("aliases", client.load_collection, ALIASES, ddl=True)
+        self._connection = connection
+        return connection
+
+    def _table(self, *, fresh: bool = False) -> dict[str, Alias]:
+        with self._lock:
+            if not fresh and time.monotonic() - self._read_at < self.ttl_s:
+                return self._aliases
+            connection = self._connect()
+            rows = connection.run(
+                "aliases",
+                connection.client.query,
+                ALIASES,
+                filter='alias != ""',
+                output_fields=["alias", "collection", "update_time"],
+                limit=MAX_ALIASES,
+            )
+            self._aliases = {
+                r["alias"]: Alias(r["alias"], r["collection"], datetime.fromisoformat(r["update_time"])) for r in rows
+            }
+            self._read_at = time.monotonic()
+            return self._aliases
+
+    def resolve(self, name: str) -> str:
+        alias = self._table().get(name)
+        return alias.collection if alias is not None else name
+
+    def get(self, name: str) -> Alias | None:
+        return self._table(fresh=True).get(name)  # the admin calls that ask this decide on it: no stale answer
+
+    def of(self, collection: str) -> list[str]:
+        return sorted(a.alias for a in self._table().values() if a.collection == collection)
+
+    def all(self) -> list[Alias]:
+        return sorted(self._table(fresh=True).values(), key=lambda a: a.alias)
+
+    def set(self, alias: str, collection: str) -> Alias:
+        entry = Alias(alias, collection, datetime.now(UTC))
+        connection = self._connect()
+        row = {
+            "alias": alias,
+            "vector": [0.0, 0.0],
+            "collection": collection,
+            "update_time": entry.update_time.isoformat(),
+        }
+        connection.run("aliases", connection.client.upsert, ALIASES, data=[row], write=True)
+        self._table(fresh=True)
+        return entry
+
+    def delete(self, alias: str) -> None:
+        if self.get(alias) is None:
+            raise alias_not_found(alias)
+        connection = self._connect()
+        connection.run("aliases", connection.client.delete, ALIASES, filter=f"alias == {literal(alias)}", write=True)
+        self._table(fresh=True)
+
+    def close(self) -> None:
+        with self._lock:
+            connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
