@@ -113,6 +113,8 @@ class Loaded:
     batching: BatchingOptions = field(default_factory=BatchingOptions)
     image: ImageEncoder | None = None
     vae: VAEModel | None = None
+    # What runs the model: "torch", "onnx", "numpy" (word vectors, static encoders); "" when not said.
+    engine: str = ""
 
     @property
     def capabilities(self) -> frozenset[Capability]:

@@ -230,6 +230,7 @@ class ImageEncoderKind(Kind):
         options: ImageEncoderOptions = spec.options
         encoder = load_image_encoder(spec, resolve_device(options.device or context.device))  # warms up
         return Loaded(
+            engine="torch",
             dimension=encoder.dimension,
             version=encoder.version,
             source=str(options.path),

@@ -76,6 +76,9 @@ class TextEncoderOptions(Options):
     device: str = ""
     # On a GPU: run in float16.
     fp16: bool = False
+    # sentence-transformers models: "onnx" (ONNX Runtime, exported and checked at first load), "torch", or "auto"
+    # (ONNX on the CPU when onnxruntime is installed, torch otherwise and on a GPU).
+    engine: str = "auto"
     # Dynamic batching: concurrent calls are merged into batches of at most max_batch_size texts, waiting at most
     # max_wait_ms for a batch to fill; with batching off each call runs alone.
     batching: bool = True
@@ -90,6 +93,8 @@ class TextEncoderOptions(Options):
 class TextEncoder(ABC):
     """A loaded text encoder. `encode` may be called from one thread at a time (the model's batch worker)."""
 
+    # What runs it: "torch", "onnx", or "numpy" for the static and averaged encoders.
+    engine: str = "numpy"
     name: str
     format: TextEncoderFormat
     dimension: int
@@ -147,6 +152,7 @@ class SentenceTransformerEncoder(TextEncoder):
 
     format = TextEncoderFormat.SENTENCE_TRANSFORMERS
     method = "sentence-transformers"
+    engine = "torch"
 
     def __init__(self, name: str, path: Path, *, device: str, fp16: bool, inner_batch: int) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local directory; never reach for a hub
@@ -335,8 +341,21 @@ def _frequencies(words: WordVectors) -> np.ndarray:
     return (counts / counts.sum()).astype(np.float32)
 
 
+def onnx_runtime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def load_text_encoder(
-    spec: ModelSpec, *, device: str, word_models: Mapping[str, WordVectors], inner_batch: int = 32
+    spec: ModelSpec,
+    *,
+    device: str,
+    word_models: Mapping[str, WordVectors],
+    inner_batch: int = 32,
+    data_dir: Path | None = None,
 ) -> TextEncoder:
     """The encoder a spec names, on its device; sentence-transformers' embedded default is `minilm`."""
     options: TextEncoderOptions = spec.options
@@ -356,13 +375,57 @@ def load_text_encoder(
         path = Path(get_model_path())
     if not path.is_dir():
         raise RuntimeError(f"model {spec.name}: {path} is not a sentence-transformers model directory")
+    engine = options.engine
+    if engine == "auto":
+        engine = "onnx" if device == "cpu" and not options.fp16 and onnx_runtime_available() else "torch"
+    if engine == "onnx":
+        refusal = _onnx_refusal(device, options.fp16, data_dir)
+        if refusal is None:
+            from embedsvc.backends.onnx_text import CACHE_SUBDIR, OnnxRefused, OnnxSentenceEncoder
+
+            assert data_dir is not None
+            try:
+                return OnnxSentenceEncoder(spec.name, path, cache_dir=data_dir / CACHE_SUBDIR, inner_batch=inner_batch)
+            except OnnxRefused as exc:
+                refusal = str(exc)
+        log.warning("model %s: not on the ONNX engine: %s; it runs on torch", spec.name, refusal)
     return SentenceTransformerEncoder(spec.name, path, device=device, fp16=options.fp16, inner_batch=inner_batch)
+
+
+def _onnx_refusal(device: str, fp16: bool, data_dir: Path | None) -> str | None:
+    if device != "cpu" or fp16:
+        return f"the ONNX engine runs on the CPU in float32 (this model: {device}{', fp16' if fp16 else ''})"
+    if not onnx_runtime_available():
+        return "onnxruntime is not installed"
+    if data_dir is None:
+        return "no data directory to cache the exported graph in"
+    return None
+
+
+def _engine(where: str, entry: Mapping[str, Any], fmt: TextEncoderFormat) -> str:
+    engine = entry.get("engine", "auto")
+    if engine not in ("auto", "onnx", "torch"):
+        raise ConfigError(f"{where}.engine: auto, onnx or torch, got {engine!r}")
+    if "engine" in entry and fmt is not TextEncoderFormat.SENTENCE_TRANSFORMERS:
+        raise ConfigError(f"{where}.engine: applies only to format = sentence-transformers")
+    return str(engine)
 
 
 class TextEncoderKind(Kind):
     name = TextEncoderOptions.kind
     keys = frozenset(
-        {"path", "format", "words", "weighting", "device", "fp16", "batching", "max_batch_size", "max_wait_ms"}
+        {
+            "path",
+            "format",
+            "words",
+            "weighting",
+            "device",
+            "fp16",
+            "engine",
+            "batching",
+            "max_batch_size",
+            "max_wait_ms",
+        }
     )
 
     def parse(self, where: str, entry: Mapping[str, Any]) -> TextEncoderOptions:
@@ -387,6 +450,7 @@ class TextEncoderKind(Kind):
             weighting=enum_value(f"{where}.weighting", Weighting, entry.get("weighting", "mean")),
             device=device_value(where, entry),
             fp16=bool_value(where, entry, "fp16", False),
+            engine=_engine(where, entry, fmt),
             batching=bool_value(where, entry, "batching", True),
             max_batch_size=int_value(where, entry, "max_batch_size", 64, 1, 4096),
             max_wait_ms=number_value(where, entry, "max_wait_ms", 5.0, 0, 1000),
@@ -414,7 +478,7 @@ class TextEncoderKind(Kind):
         options: TextEncoderOptions = spec.options
         device = resolve_device(options.device or context.device)
         word_models = {name: m.words for name, m in context.loaded.items() if m.words is not None}
-        encoder = load_text_encoder(spec, device=device, word_models=word_models)
+        encoder = load_text_encoder(spec, device=device, word_models=word_models, data_dir=context.data_dir)
         source = str(options.path) if options.path else ("words:" + options.words if options.words else "embedded")
         return Loaded(
             dimension=encoder.dimension,
@@ -423,6 +487,7 @@ class TextEncoderKind(Kind):
             device=encoder.device,
             text=encoder,
             batching=options.batching_options,
+            engine=encoder.engine,
         )
 
 

@@ -282,6 +282,7 @@ class VAEKind(Kind):
         options: VAEOptions = spec.options
         vae = VAEModel.load(spec.name, options.path, resolve_device(options.device or context.device))
         return Loaded(
+            engine="torch",
             dimension=vae.dimension,
             version=vae.version,
             source=str(options.path),

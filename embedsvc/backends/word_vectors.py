@@ -271,6 +271,7 @@ class WordVectorsKind(Kind):
 
             text = StaticEncoder(spec.name, sentence_model_dir(context.data_dir))
         return Loaded(
+            engine="numpy",
             dimension=space.dimension,
             version=space.version,
             source=space.source,

@@ -58,6 +58,7 @@ class ModelInfo:
     image_channels: int = 0
     memory_bytes: int = 0
     requires: tuple[str, ...] = ()
+    engine: str = ""
 
 
 @dataclass(frozen=True)
@@ -437,6 +438,7 @@ def _ready_info(info: ModelInfo, hosted: Hosted) -> ModelInfo:
         image_size=shape.size if shape else 0,
         image_channels=shape.channels if shape else 0,
         memory_bytes=_memory(hosted),
+        engine=loaded.engine,
     )
 
 

@@ -82,6 +82,7 @@ def model_info_message(info: ModelInfo) -> models_pb2.ModelInfo:
         image_channels=info.image_channels,
         memory_bytes=info.memory_bytes,
         requires=list(info.requires),
+        engine=info.engine,
     )
 
 

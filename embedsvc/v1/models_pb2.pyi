@@ -34,7 +34,7 @@ MODEL_STATE_FAILED: ModelState
 MODEL_STATE_UNLOADED: ModelState
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "kind", "dimension", "vocabulary_size", "device", "state", "version", "format", "source", "has_subwords", "description", "space", "error", "embeds_texts", "max_seq_length", "image_size", "image_channels", "memory_bytes", "requires")
+    __slots__ = ("name", "kind", "dimension", "vocabulary_size", "device", "state", "version", "format", "source", "has_subwords", "description", "space", "error", "embeds_texts", "max_seq_length", "image_size", "image_channels", "memory_bytes", "requires", "engine")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class ModelInfo(_message.Message):
     IMAGE_CHANNELS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     REQUIRES_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: ModelKind
     dimension: int
@@ -73,7 +74,8 @@ class ModelInfo(_message.Message):
     image_channels: int
     memory_bytes: int
     requires: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimension: _Optional[int] = ..., vocabulary_size: _Optional[int] = ..., device: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., version: _Optional[str] = ..., format: _Optional[str] = ..., source: _Optional[str] = ..., has_subwords: _Optional[bool] = ..., description: _Optional[str] = ..., space: _Optional[str] = ..., error: _Optional[str] = ..., embeds_texts: _Optional[bool] = ..., max_seq_length: _Optional[int] = ..., image_size: _Optional[int] = ..., image_channels: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., requires: _Optional[_Iterable[str]] = ...) -> None: ...
+    engine: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimension: _Optional[int] = ..., vocabulary_size: _Optional[int] = ..., device: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., version: _Optional[str] = ..., format: _Optional[str] = ..., source: _Optional[str] = ..., has_subwords: _Optional[bool] = ..., description: _Optional[str] = ..., space: _Optional[str] = ..., error: _Optional[str] = ..., embeds_texts: _Optional[bool] = ..., max_seq_length: _Optional[int] = ..., image_size: _Optional[int] = ..., image_channels: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., requires: _Optional[_Iterable[str]] = ..., engine: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ("page_size", "page_token")

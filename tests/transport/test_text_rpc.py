@@ -243,3 +243,12 @@ def test_text_arithmetic_searches_the_bound_collection(client, st_model):
         assert [h.id for h in hits] == want
     finally:
         client.delete_collection("seasons")
+
+
+def test_get_model_says_which_engine_runs_each_model(client):
+    import importlib.util
+
+    expected = "onnx" if importlib.util.find_spec("onnxruntime") else "torch"
+    assert client.get_model("minilm").engine == expected  # the CPU default when onnxruntime is installed
+    assert client.get_model("minilm-static").engine == "numpy"
+    assert client.get_model("glove").engine == "numpy"

