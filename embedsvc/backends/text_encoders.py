@@ -79,6 +79,9 @@ class TextEncoderOptions(Options):
     # sentence-transformers models: "onnx" (ONNX Runtime, exported and checked at first load), "torch", or "auto"
     # (ONNX on the CPU when onnxruntime is installed, torch otherwise and on a GPU).
     engine: str = "auto"
+    # "fp32", or "int8" (ONNX Runtime only: MatMul weights quantised per channel at first load and cached; its
+    # quality against fp32 is measured then and reported by GetModel; another space than the fp32 model's).
+    precision: str = "fp32"
     # Dynamic batching: concurrent calls are merged into batches of at most max_batch_size texts, waiting at most
     # max_wait_ms for a batch to fill; with batching off each call runs alone.
     batching: bool = True
@@ -378,16 +381,24 @@ def load_text_encoder(
     engine = options.engine
     if engine == "auto":
         engine = "onnx" if device == "cpu" and not options.fp16 and onnx_runtime_available() else "torch"
-    if engine == "onnx":
+    if engine == "onnx" or options.precision == "int8":
         refusal = _onnx_refusal(device, options.fp16, data_dir)
         if refusal is None:
             from embedsvc.backends.onnx_text import CACHE_SUBDIR, OnnxRefused, OnnxSentenceEncoder
 
             assert data_dir is not None
             try:
-                return OnnxSentenceEncoder(spec.name, path, cache_dir=data_dir / CACHE_SUBDIR, inner_batch=inner_batch)
+                return OnnxSentenceEncoder(
+                    spec.name,
+                    path,
+                    cache_dir=data_dir / CACHE_SUBDIR,
+                    inner_batch=inner_batch,
+                    precision=options.precision,
+                )
             except OnnxRefused as exc:
                 refusal = str(exc)
+        if options.precision == "int8":  # torch would serve other vectors (fp32): another space, so no fallback
+            raise RuntimeError(f"model {spec.name}: precision int8 needs the ONNX engine, which {refusal}")
         log.warning("model %s: not on the ONNX engine: %s; it runs on torch", spec.name, refusal)
     return SentenceTransformerEncoder(spec.name, path, device=device, fp16=options.fp16, inner_batch=inner_batch)
 
@@ -411,6 +422,17 @@ def _engine(where: str, entry: Mapping[str, Any], fmt: TextEncoderFormat) -> str
     return str(engine)
 
 
+def _precision(where: str, entry: Mapping[str, Any]) -> str:
+    precision = entry.get("precision", "fp32")
+    if precision not in ("fp32", "int8"):
+        raise ConfigError(f"{where}.precision: fp32 or int8, got {precision!r}")
+    if precision == "int8" and entry.get("engine") == "torch":
+        raise ConfigError(f"{where}.precision: int8 runs on the ONNX engine, not engine = torch")
+    if precision == "int8" and entry.get("format") != TextEncoderFormat.SENTENCE_TRANSFORMERS.value:
+        raise ConfigError(f"{where}.precision: int8 applies only to format = sentence-transformers")
+    return str(precision)
+
+
 class TextEncoderKind(Kind):
     name = TextEncoderOptions.kind
     keys = frozenset(
@@ -422,6 +444,7 @@ class TextEncoderKind(Kind):
             "device",
             "fp16",
             "engine",
+            "precision",
             "batching",
             "max_batch_size",
             "max_wait_ms",
@@ -451,6 +474,7 @@ class TextEncoderKind(Kind):
             device=device_value(where, entry),
             fp16=bool_value(where, entry, "fp16", False),
             engine=_engine(where, entry, fmt),
+            precision=_precision(where, entry),
             batching=bool_value(where, entry, "batching", True),
             max_batch_size=int_value(where, entry, "max_batch_size", 64, 1, 4096),
             max_wait_ms=number_value(where, entry, "max_wait_ms", 5.0, 0, 1000),
@@ -488,6 +512,8 @@ class TextEncoderKind(Kind):
             text=encoder,
             batching=options.batching_options,
             engine=encoder.engine,
+            precision=getattr(encoder, "precision", "fp32"),
+            quality=getattr(encoder, "quality", None),
         )
 
 

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,6 +60,8 @@ class ModelInfo:
     memory_bytes: int = 0
     requires: tuple[str, ...] = ()
     engine: str = ""
+    precision: str = ""
+    quality: Any = None  # onnx_text.Quality of an int8 model
 
 
 @dataclass(frozen=True)
@@ -439,6 +442,8 @@ def _ready_info(info: ModelInfo, hosted: Hosted) -> ModelInfo:
         image_channels=shape.channels if shape else 0,
         memory_bytes=_memory(hosted),
         engine=loaded.engine,
+        precision=loaded.precision,
+        quality=loaded.quality,
     )
 
 

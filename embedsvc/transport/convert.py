@@ -83,6 +83,17 @@ def model_info_message(info: ModelInfo) -> models_pb2.ModelInfo:
         memory_bytes=info.memory_bytes,
         requires=list(info.requires),
         engine=info.engine,
+        precision=info.precision,
+        quality=(
+            models_pb2.Quality(
+                mean_cosine=info.quality.mean_cosine,
+                min_cosine=info.quality.min_cosine,
+                top10_agreement=info.quality.top10_agreement,
+                sentences=info.quality.sentences,
+            )
+            if info.quality is not None
+            else None
+        ),
     )
 
 

@@ -98,3 +98,37 @@ def test_engine_is_checked_in_the_configuration():
     entry = {"name": "x", "kind": "text-encoder", "format": "model2vec-static", "path": "/m", "engine": "onnx"}
     with pytest.raises(ConfigError, match="applies only to format = sentence-transformers"):
         Settings.from_config({"models": [entry]})
+    entry = {"name": "x", "kind": "text-encoder", "format": "sentence-transformers", "path": "/m"}
+    with pytest.raises(ConfigError, match="precision: fp32 or int8"):
+        Settings.from_config({"models": [{**entry, "precision": "int4"}]})
+    with pytest.raises(ConfigError, match="int8 runs on the ONNX engine"):
+        Settings.from_config({"models": [{**entry, "precision": "int8", "engine": "torch"}]})
+    (spec_,) = [m for m in Settings.from_config({"models": [{**entry, "precision": "int8"}]}).models]
+    assert spec_.options.precision == "int8"
+
+
+def test_int8_is_quantised_once_measured_against_fp32_and_another_space(minilm_dir, tmp_path):
+    fp32 = load_text_encoder(spec(minilm_dir), device="cpu", word_models={}, data_dir=tmp_path)
+    options = TextEncoderOptions(TextEncoderFormat.SENTENCE_TRANSFORMERS, minilm_dir, precision="int8")
+    int8 = load_text_encoder(ModelSpec("m", options), device="cpu", word_models={}, data_dir=tmp_path)
+    assert int8.engine == "onnx" and int8.precision == "int8" and int8.onnx_path.name.endswith("-int8.onnx")
+    assert int8.space != fp32.space and int8.version == fp32.version + "+int8"
+    q = int8.quality
+    assert q.sentences == 500 and 0.98 <= q.min_cosine <= q.mean_cosine <= 1.0 and q.top10_agreement >= 0.85
+    # Computed, not copied: the figures are those of the vectors it serves.
+    from embedsvc.backends.onnx_text import quality_sentences, top_k_agreement
+
+    sentences = quality_sentences()
+    a, b = fp32.encode(sentences), int8.encode(sentences)
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    assert abs((a * b).sum(1).mean() - q.mean_cosine) < 1e-4
+    assert abs(top_k_agreement(a, b, 10) - q.top10_agreement) < 0.01
+    again = load_text_encoder(ModelSpec("m", options), device="cpu", word_models={}, data_dir=tmp_path)
+    assert again.quality == q  # read from the cache beside the int8 graph
+
+
+def test_int8_without_the_onnx_engine_is_a_load_error_not_a_silent_fp32(minilm_dir):
+    options = TextEncoderOptions(TextEncoderFormat.SENTENCE_TRANSFORMERS, minilm_dir, precision="int8")
+    with pytest.raises(RuntimeError, match="precision int8 needs the ONNX engine"):
+        load_text_encoder(ModelSpec("m", options), device="cpu", word_models={}, data_dir=None)

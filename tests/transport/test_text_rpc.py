@@ -252,3 +252,31 @@ def test_get_model_says_which_engine_runs_each_model(client):
     assert client.get_model("minilm").engine == expected  # the CPU default when onnxruntime is installed
     assert client.get_model("minilm-static").engine == "numpy"
     assert client.get_model("glove").engine == "numpy"
+
+
+def test_a_collection_bound_to_fp32_refuses_int8_vectors(tmp_path, data_dir):
+    pytest.importorskip("onnxruntime")
+    from embedsvc.backends.base import ModelSpec
+    from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOptions
+    from embedsvc.client import SpaceVector
+    from embedsvc.settings import Settings
+    from embedsvc.transport.server import create_server
+    from tests.conftest import server_data_dir
+
+    int8 = ModelSpec("minilm-int8", TextEncoderOptions(TextEncoderFormat.SENTENCE_TRANSFORMERS, precision="int8"))
+    folder = server_data_dir(tmp_path / "data", data_dir)
+    srv, port = create_server(Settings(port=0, data_dir=folder, models=(int8,), grace_period_s=1))
+    srv.start()
+    try:
+        srv.wait_until_ready(180)
+        with Client(f"127.0.0.1:{port}") as c:
+            info = c.get_model("minilm-int8")
+            assert (info.engine, info.precision) == ("onnx", "int8") and info.version.endswith("+int8")
+            assert info.quality.sentences == 500 and info.quality.mean_cosine >= 0.98
+            c.create_collection("fp32-docs", model="minilm")
+            quantised = c.embed_texts("minilm-int8", ["a quiet day at the beach"])
+            vector = SpaceVector(quantised.vectors[0], quantised.space)
+            code, reason = err(lambda: c.search("fp32-docs", vector=vector, k=1))
+            assert (code, reason) == (INVALID, "SPACE_MISMATCH")
+    finally:
+        srv.stop(0)
