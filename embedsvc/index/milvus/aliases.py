@@ -11,8 +11,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from embedsvc.errors import EmbedsvcError
-from embedsvc.index.milvus.client import Connection, MilvusOptions
+from embedsvc.index.milvus.client import Connection, MilvusOptions, ensure_table
 from embedsvc.index.milvus.expressions import literal
 from embedsvc.index.types import Alias, alias_not_found
 
@@ -30,35 +29,10 @@ class MilvusAliasStore:
         self._read_at = -float("inf")
 
     def _connect(self) -> Connection:
-        from pymilvus import DataType
-
         if self._connection is not None:
             return self._connection
         connection = Connection(self.options)
-        client = connection.client
-        if not connection.run("aliases", client.has_collection, ALIASES):
-            schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field("alias", DataType.VARCHAR, is_primary=True, max_length=256)
-            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs one
-            schema.add_field("collection", DataType.VARCHAR, max_length=256)
-            schema.add_field("update_time", DataType.VARCHAR, max_length=64)
-            index = client.prepare_index_params()
-            index.add_index("vector", index_type="FLAT", metric_type="L2")
-            try:
-                connection.run(
-                    "aliases",
-                    client.create_collection,
-                    ALIASES,
-                    schema=schema,
-                    index_params=index,
-                    consistency_level=self.options.consistency,
-                    idempotent=False,
-                    ddl=True,
-                )
-            except EmbedsvcError:
-                if not connection.run("aliases", client.has_collection, ALIASES):  # another replica made it first
-                    raise
-        connection.run("aliases", client.load_collection, ALIASES, ddl=True)
+        ensure_table(connection, ALIASES, "alias", {"collection": 256, "update_time": 64})
         self._connection = connection
         return connection
 

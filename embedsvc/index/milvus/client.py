@@ -109,6 +109,37 @@ class Connection:
                 raise error from None
 
 
+def ensure_table(connection: Connection, name: str, key: str, fields: dict[str, int]) -> None:
+    """Create (if missing) and load a small bookkeeping collection: a VARCHAR primary key `key`, VARCHAR `fields`
+    (name: max bytes) and the 2-dimensional dummy vector Milvus requires. Several replicas may race to create it."""
+    from pymilvus import DataType
+
+    client = connection.client
+    if not connection.run(name, client.has_collection, name):
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field(key, DataType.VARCHAR, is_primary=True, max_length=256)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)
+        for field, max_length in fields.items():
+            schema.add_field(field, DataType.VARCHAR, max_length=max_length)
+        index = client.prepare_index_params()
+        index.add_index("vector", index_type="FLAT", metric_type="L2")
+        try:
+            connection.run(
+                name,
+                client.create_collection,
+                name,
+                schema=schema,
+                index_params=index,
+                consistency_level=connection.options.consistency,
+                idempotent=False,
+                ddl=True,
+            )
+        except EmbedsvcError:
+            if not connection.run(name, client.has_collection, name):  # another replica made it first: fine
+                raise
+    connection.run(name, client.load_collection, name, ddl=True)  # a reopened Milvus Lite file starts released
+
+
 def _short(exc: BaseException) -> str:
     message = getattr(exc, "message", None) or str(exc)
     return " ".join(str(message).split())[:500]

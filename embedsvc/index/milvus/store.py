@@ -9,7 +9,7 @@ import logging
 import threading
 
 from embedsvc.errors import EmbedsvcError, Reason
-from embedsvc.index.milvus.client import Connection, MilvusOptions
+from embedsvc.index.milvus.client import Connection, MilvusOptions, ensure_table
 from embedsvc.index.milvus.collection import FX, MAX_VARCHAR, METRICS, MilvusCollection, index_params
 from embedsvc.index.milvus.expressions import literal
 from embedsvc.index.types import CollectionConfig
@@ -40,34 +40,7 @@ class MilvusStore:
             return self._connection
 
     def _ensure_catalog(self, connection: Connection) -> None:
-        from pymilvus import DataType
-
-        client = connection.client
-        if connection.run("catalog", client.has_collection, CATALOG):
-            connection.run(
-                "catalog", client.load_collection, CATALOG, ddl=True
-            )  # a reopened Milvus Lite file starts released
-            return
-        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("name", DataType.VARCHAR, is_primary=True, max_length=256)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs one
-        schema.add_field("config", DataType.VARCHAR, max_length=MAX_VARCHAR)
-        index = client.prepare_index_params()
-        index.add_index("vector", index_type="FLAT", metric_type="L2")
-        try:
-            connection.run(
-                "catalog",
-                client.create_collection,
-                CATALOG,
-                schema=schema,
-                index_params=index,
-                consistency_level=self.options.consistency,
-                idempotent=False,
-                ddl=True,
-            )
-        except EmbedsvcError:
-            if not connection.run("catalog", client.has_collection, CATALOG):  # another replica made it first: fine
-                raise
+        ensure_table(connection, CATALOG, "name", {"config": MAX_VARCHAR})
 
     def recover_all(self) -> None:
         """Connect and read the catalog; Milvus being down does not stop the server (calls retry the connection)."""
