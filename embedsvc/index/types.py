@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.errors import EmbedsvcError, Reason, limit_exceeded
 
 
 class Backend(StrEnum):
@@ -179,3 +179,18 @@ class Alias:
 
 def alias_not_found(alias: str) -> EmbedsvcError:
     return EmbedsvcError(Reason.ALIAS_NOT_FOUND, f"no alias named '{alias}'", field="alias", metadata={"alias": alias})
+
+
+# Bytes a hit costs in a response beside its id, input, metadata and vector (score, field tags, framing).
+HIT_OVERHEAD = 32
+
+
+def response_too_large(spent: int, limit: int) -> EmbedsvcError:
+    """The search budget every backend enforces while it collects hits (limits.max_response_bytes)."""
+    return limit_exceeded(
+        "options.k",
+        "response bytes (the hits' ids, inputs, metadata and vectors; fewer queries, a smaller k or "
+        "include_metadata = false make it smaller)",
+        spent,
+        limit,
+    )

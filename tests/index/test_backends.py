@@ -13,28 +13,10 @@ import pytest
 from embedsvc.core.collections.filters import parse_filter
 from embedsvc.index.faiss.store import CollectionStore
 from embedsvc.index.types import Backend, CollectionConfig, IndexKind, IndexParams, Metric, Upsert
+from tests.index.vectors import brute_force, clustered
 
 BACKENDS = ["faiss", "milvus-lite", "milvus-server"]
 _names = itertools.count()
-
-
-def clustered(n, d=32, centers=50, seed=0):
-    rng = np.random.default_rng(seed)
-    c = rng.normal(size=(centers, d))
-    return (c[rng.integers(0, centers, n)] + 0.3 * rng.normal(size=(n, d))).astype(np.float32)
-
-
-def brute_force(x, q, k, metric):
-    if metric is Metric.COSINE:
-        x = x / np.linalg.norm(x, axis=1, keepdims=True)
-        q = q / np.linalg.norm(q, axis=1, keepdims=True)
-    if metric is Metric.L2:
-        scores = ((q[:, None, :] - x[None, :, :]) ** 2).sum(-1)
-        order = np.argsort(scores, axis=1, kind="stable")[:, :k]
-    else:
-        scores = q @ x.T
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return order, np.take_along_axis(scores, order, 1)
 
 
 def milvus_store(path):

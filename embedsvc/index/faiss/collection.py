@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from embedsvc import calls, durable
-from embedsvc.errors import EmbedsvcError, Reason, limit_exceeded
+from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index import metadata as stored
 from embedsvc.index.exact import exact_search
 from embedsvc.index.faiss import checkpoint
@@ -30,7 +30,16 @@ from embedsvc.index.faiss.log import Delete, LogWriter, Record, Upsert, scan
 from embedsvc.index.faiss.rwlock import RWLock
 from embedsvc.index.faiss.vector_index import VectorIndex
 from embedsvc.index.filtering import Filter
-from embedsvc.index.types import CollectionConfig, Hit, IndexKind, Metric, State, StoredItem
+from embedsvc.index.types import (
+    HIT_OVERHEAD,
+    CollectionConfig,
+    Hit,
+    IndexKind,
+    Metric,
+    State,
+    StoredItem,
+    response_too_large,
+)
 from embedsvc.stats import Histogram
 from embedsvc.vectors import unit_rows
 
@@ -54,7 +63,6 @@ _FILTER_CHUNK = 4096
 # Bytes of candidate vectors one IVF-PQ re-ranking step may gather (queries x candidates x dimension x 4).
 _RERANK_BYTES = 64 * 1024 * 1024
 # What a hit costs in a response beyond its id, input and metadata (score, slot, framing).
-_HIT_OVERHEAD = 32
 # What a rebuild swaps in: every attribute of the items in memory and their index.
 _STATE = ("_n", "_ids", "_meta", "_inputs", "_vectors", "_unit", "_live", "_slot_of", "_index", "_sizes")
 
@@ -80,17 +88,11 @@ class _Budget:
         if not self.limit:
             return
         slots = labels[labels >= 0]
-        self.spent += int(sizes[slots, 0].sum()) + len(slots) * (_HIT_OVERHEAD + self.vector_bytes)
+        self.spent += int(sizes[slots, 0].sum()) + len(slots) * (HIT_OVERHEAD + self.vector_bytes)
         if self.with_metadata:
             self.spent += int(sizes[slots, 1].sum())
         if self.spent > self.limit:
-            raise limit_exceeded(
-                "options.k",
-                "response bytes (the hits' ids, inputs, metadata and vectors; fewer queries, a smaller k or "
-                "include_metadata = false make it smaller)",
-                self.spent,
-                self.limit,
-            )
+            raise response_too_large(self.spent, self.limit)
 
 
 class Collection:

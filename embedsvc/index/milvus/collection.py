@@ -21,7 +21,17 @@ from embedsvc.index.filtering import Filter
 from embedsvc.index.milvus import bulk
 from embedsvc.index.milvus.client import Connection
 from embedsvc.index.milvus.expressions import FX, INPUT, META, filter_index, literal, translate
-from embedsvc.index.types import CollectionConfig, Hit, IndexKind, Metric, State, StoredItem, Upsert
+from embedsvc.index.types import (
+    HIT_OVERHEAD,
+    CollectionConfig,
+    Hit,
+    IndexKind,
+    Metric,
+    State,
+    StoredItem,
+    Upsert,
+    response_too_large,
+)
 from embedsvc.stats import Histogram
 
 METRICS = {Metric.COSINE: "COSINE", Metric.L2: "L2", Metric.INNER_PRODUCT: "IP"}
@@ -266,16 +276,10 @@ class MilvusCollection:
                 for row in rows:
                     entity = row.get("entity", row)
                     document = entity.get(FX) or {}
-                    spent += 32 + vector_bytes + len(row["id"]) + len(document.get(INPUT, "")) // 2
+                    spent += HIT_OVERHEAD + vector_bytes + len(row["id"]) + len(document.get(INPUT, "")) // 2
                     spent += len(document.get(META, "")) if with_metadata else 0
                 if max_response_bytes and spent > max_response_bytes:
-                    raise limit_exceeded(
-                        "options.k",
-                        "response bytes (the hits' ids, inputs, metadata and vectors; fewer queries, a smaller k or "
-                        "include_metadata = false make it smaller)",
-                        spent,
-                        max_response_bytes,
-                    )
+                    raise response_too_large(spent, max_response_bytes)
                 results.append([self._hit(row, with_metadata, with_vectors) for row in rows])
         return results, was_exact
 

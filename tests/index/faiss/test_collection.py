@@ -9,13 +9,7 @@ from embedsvc.index.faiss.collection import LOG, Collection, State
 from embedsvc.index.faiss.log import Upsert
 from embedsvc.index.faiss.store import CollectionStore
 from embedsvc.index.types import CollectionConfig, IndexKind, IndexParams, Metric
-
-
-def clustered(n, d=32, centers=50, seed=0):
-    """Vectors around random centres: structured data that graph and IVF indexes are built for."""
-    rng = np.random.default_rng(seed)
-    c = rng.normal(size=(centers, d))
-    return (c[rng.integers(0, centers, n)] + 0.3 * rng.normal(size=(n, d))).astype(np.float32)
+from tests.index.vectors import brute_force, clustered
 
 
 def make(store, name, n, metric=Metric.COSINE, kind=IndexKind.FLAT, d=32, **params):
@@ -28,19 +22,6 @@ def make(store, name, n, metric=Metric.COSINE, kind=IndexKind.FLAT, d=32, **para
         )
     collection.wait_for_training()  # IVF kinds train in the background once enough vectors arrived
     return collection, x
-
-
-def brute_force(x, q, k, metric):
-    if metric is Metric.COSINE:
-        x = x / np.linalg.norm(x, axis=1, keepdims=True)
-        q = q / np.linalg.norm(q, axis=1, keepdims=True)
-    if metric is Metric.L2:
-        scores = ((q[:, None, :] - x[None, :, :]) ** 2).sum(-1)
-        order = np.argsort(scores, axis=1, kind="stable")[:, :k]
-    else:
-        scores = q @ x.T
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return order, np.take_along_axis(scores, order, 1)
 
 
 @pytest.fixture
