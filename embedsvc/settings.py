@@ -49,6 +49,8 @@ class Limits:
     max_words_per_request: int = 10_000
     # Characters in one word.
     max_word_chars: int = 512
+    # Bytes of vectors one ExportWords call may stream (words x dimension x 4); RemoteKeyedVectors.vectors uses it.
+    max_word_export_bytes: int = 2 * 1024 * 1024 * 1024
     # Bytes of an analogy file sent to EvaluateAnalogies.
     max_analogy_bytes: int = 32 * 1024 * 1024
     # Bytes of one gRPC message, in either direction.

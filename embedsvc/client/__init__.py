@@ -46,6 +46,7 @@ from embedsvc.client.types import (
     TextEmbeddings,
     UpsertStreamError,
     UpsertStreamResult,
+    WordChunk,
 )
 
 __all__ = [
@@ -78,6 +79,7 @@ __all__ = [
     "TextEmbeddings",
     "UpsertStreamError",
     "UpsertStreamResult",
+    "WordChunk",
     "collection_points",
     "image_expression",
     "image_points",

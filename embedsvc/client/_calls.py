@@ -37,6 +37,7 @@ from embedsvc.client.types import (
     ServerInfo,
     SpaceVector,
     TextEmbeddings,
+    WordChunk,
 )
 from embedsvc.v1 import (
     arithmetic_pb2,
@@ -147,6 +148,19 @@ class Calls:
     def doesnt_match(self, model: str, words: Sequence[str]) -> Unary[tuple[str, list[tuple[str, float]]]]:
         request = words_pb2.DoesntMatchRequest(model=model, words=list(words))
         return Unary(self.words.DoesntMatch, request, lambda r: (r.odd_one_out, [(s.word, s.score) for s in r.ranking]))
+
+    def export_words(
+        self, model: str, include_vectors: bool, normalize: bool, start: int, limit: int, batch_size: int
+    ) -> Stream[WordChunk]:
+        request = words_pb2.ExportWordsRequest(
+            model=model,
+            include_vectors=include_vectors,
+            normalize=normalize,
+            start=start,
+            limit=limit,
+            batch_size=batch_size,
+        )
+        return Stream(self.words.ExportWords, request, m.word_chunk)
 
     def arithmetic(
         self, model: str, expressions: Sequence[ExpressionLike], options: dict[str, Any]

@@ -36,6 +36,7 @@ from embedsvc.client.types import (
     TermLike,
     TextEmbeddings,
     UpsertStreamResult,
+    WordChunk,
 )
 from embedsvc.v1 import (
     arithmetic_pb2,
@@ -536,3 +537,10 @@ def clustering(r: maps_pb2.ClusterResponse) -> Clustering:
         labels=list(r.labels),
         mean_log_likelihood=r.mean_log_likelihood,
     )
+
+
+def word_chunk(r: words_pb2.ExportWordsResponse) -> WordChunk:
+    vectors = None
+    if r.vectors:
+        vectors = np.frombuffer(r.vectors, dtype="<f4").astype(np.float32).reshape(len(r.words), r.dimension)
+    return WordChunk(r.start, list(r.words), vectors, r.dimension, r.vocabulary_size, r.space)

@@ -33,6 +33,7 @@ from embedsvc.client.types import (
     TextEmbeddings,
     UpsertStreamError,
     UpsertStreamResult,
+    WordChunk,
 )
 from embedsvc.v1 import arithmetic_pb2, collections_pb2, latent_pb2, maps_pb2, models_pb2
 
@@ -154,6 +155,20 @@ class Client:
         self, model: str, words: Sequence[str], *, top_n: int = 10, restrict_vocab: int = 0
     ) -> list[list[Hit]]:
         return self._unary(self._calls.nearest_words(model, words, top_n, restrict_vocab))
+
+    def export_words(
+        self,
+        model: str,
+        *,
+        include_vectors: bool = False,
+        normalize: bool = False,
+        start: int = 0,
+        limit: int = 0,
+        batch_size: int = 0,
+    ) -> Iterator[WordChunk]:
+        """The vocabulary in index order, in chunks, with the vectors (unit-length with `normalize`) when
+        `include_vectors`; `start` and `limit` (0 = to the end) pick a range."""
+        return self._stream(self._calls.export_words(model, include_vectors, normalize, start, limit, batch_size))
 
     def similarity(self, model: str, pairs: Sequence[tuple[str, str]]) -> list[float]:
         return self._unary(self._calls.similarity(model, pairs))

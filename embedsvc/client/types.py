@@ -115,6 +115,18 @@ class TextEmbeddings(Embeddings):
 
 
 @dataclass(frozen=True)
+class WordChunk:
+    """One message of ExportWords: words from index `start` on, with their vectors when asked for."""
+
+    start: int
+    words: list[str]
+    vectors: np.ndarray | None  # (len(words), dimension) float32
+    dimension: int
+    vocabulary_size: int
+    space: str
+
+
+@dataclass(frozen=True)
 class SectionScore:
     name: str
     correct: int

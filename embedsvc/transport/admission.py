@@ -27,7 +27,7 @@ HEAVY = frozenset(
         _V1 + "MapService/Project",
         _V1 + "MapService/Cluster",
         _V1 + "MapService/Plot",
-        _V1 + "WordService/EvaluateAnalogies",
+        _V1 + "ArithmeticService/EvaluateAnalogies",
         _V1 + "LatentService/Inpaint",
         _V1 + "LatentService/CreateDirection",
         _V1 + "ModelService/LoadModel",

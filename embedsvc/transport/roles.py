@@ -36,6 +36,7 @@ RULES: dict[str, Rule] = {
     _V1 + "WordService/NearestWords": Rule(READ),
     _V1 + "WordService/Similarity": Rule(READ),
     _V1 + "WordService/DoesntMatch": Rule(READ),
+    _V1 + "WordService/ExportWords": Rule(READ),
     _V1 + "ArithmeticService/Arithmetic": Rule(READ),
     _V1 + "ArithmeticService/EvaluateAnalogies": Rule(READ),
     _V1 + "TextService/EmbedTexts": Rule(READ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 
 from embedsvc.core.registry import ModelRegistry, provenance
@@ -67,3 +69,26 @@ class WordServicer(words_pb2_grpc.WordServiceServicer):
             ranking=[words_pb2.ScoredWord(word=w, score=s) for w, s in ranking.ranking],
             provenance=convert.provenance_message(provenance(space, "cosine to centroid")),
         )
+
+    def ExportWords(
+        self, request: words_pb2.ExportWordsRequest, context: grpc.ServicerContext
+    ) -> Iterator[words_pb2.ExportWordsResponse]:
+        space = self._registry.word_model(request.model)
+        chunks = words.export(
+            space,
+            self._limits,
+            start=request.start,
+            limit=request.limit,
+            batch_size=request.batch_size,
+            include_vectors=request.include_vectors,
+            normalize=request.normalize,
+        )
+        for chunk in chunks:
+            yield words_pb2.ExportWordsResponse(
+                start=chunk.start,
+                words=chunk.words,
+                vectors=b"" if chunk.vectors is None else chunk.vectors.astype("<f4", copy=False).tobytes(),
+                dimension=space.dimension,
+                vocabulary_size=space.size,
+                space=space.space,
+            )

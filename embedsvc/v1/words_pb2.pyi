@@ -104,3 +104,35 @@ class DoesntMatchResponse(_message.Message):
     ranking: _containers.RepeatedCompositeFieldContainer[ScoredWord]
     provenance: _common_pb2.Provenance
     def __init__(self, odd_one_out: _Optional[str] = ..., ranking: _Optional[_Iterable[_Union[ScoredWord, _Mapping]]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
+
+class ExportWordsRequest(_message.Message):
+    __slots__ = ("model", "include_vectors", "normalize", "start", "limit", "batch_size")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    NORMALIZE_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    include_vectors: bool
+    normalize: bool
+    start: int
+    limit: int
+    batch_size: int
+    def __init__(self, model: _Optional[str] = ..., include_vectors: _Optional[bool] = ..., normalize: _Optional[bool] = ..., start: _Optional[int] = ..., limit: _Optional[int] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class ExportWordsResponse(_message.Message):
+    __slots__ = ("start", "words", "vectors", "dimension", "vocabulary_size", "space")
+    START_FIELD_NUMBER: _ClassVar[int]
+    WORDS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    VOCABULARY_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    words: _containers.RepeatedScalarFieldContainer[str]
+    vectors: bytes
+    dimension: int
+    vocabulary_size: int
+    space: str
+    def __init__(self, start: _Optional[int] = ..., words: _Optional[_Iterable[str]] = ..., vectors: _Optional[bytes] = ..., dimension: _Optional[int] = ..., vocabulary_size: _Optional[int] = ..., space: _Optional[str] = ...) -> None: ...

@@ -55,6 +55,11 @@ class WordServiceStub:
                 request_serializer=embedsvc_dot_v1_dot_words__pb2.DoesntMatchRequest.SerializeToString,
                 response_deserializer=embedsvc_dot_v1_dot_words__pb2.DoesntMatchResponse.FromString,
                 _registered_method=True)
+        self.ExportWords = channel.unary_stream(
+                '/embedsvc.v1.WordService/ExportWords',
+                request_serializer=embedsvc_dot_v1_dot_words__pb2.ExportWordsRequest.SerializeToString,
+                response_deserializer=embedsvc_dot_v1_dot_words__pb2.ExportWordsResponse.FromString,
+                _registered_method=True)
 
 
 class WordServiceServicer:
@@ -91,6 +96,15 @@ class WordServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportWords(self, request, context):
+        """Streams the vocabulary in index order (gensim index_to_key), optionally with the vectors (gensim vectors), in
+        chunks. With vectors, the whole range is refused above limits.max_word_export_bytes (LIMIT_EXCEEDED) before
+        anything is sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WordServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +127,11 @@ def add_WordServiceServicer_to_server(servicer, server):
                     servicer.DoesntMatch,
                     request_deserializer=embedsvc_dot_v1_dot_words__pb2.DoesntMatchRequest.FromString,
                     response_serializer=embedsvc_dot_v1_dot_words__pb2.DoesntMatchResponse.SerializeToString,
+            ),
+            'ExportWords': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportWords,
+                    request_deserializer=embedsvc_dot_v1_dot_words__pb2.ExportWordsRequest.FromString,
+                    response_serializer=embedsvc_dot_v1_dot_words__pb2.ExportWordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -224,6 +243,33 @@ class WordService:
             '/embedsvc.v1.WordService/DoesntMatch',
             embedsvc_dot_v1_dot_words__pb2.DoesntMatchRequest.SerializeToString,
             embedsvc_dot_v1_dot_words__pb2.DoesntMatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportWords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/embedsvc.v1.WordService/ExportWords',
+            embedsvc_dot_v1_dot_words__pb2.ExportWordsRequest.SerializeToString,
+            embedsvc_dot_v1_dot_words__pb2.ExportWordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

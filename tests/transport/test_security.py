@@ -19,7 +19,7 @@ from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOption
 from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
 from embedsvc.client import Client, EmbedsvcClientError, collection_points
 from embedsvc.settings import ApiKey, AuthSettings, Role, Settings, TlsSettings
-from embedsvc.transport import roles
+from embedsvc.transport import admission, roles
 from embedsvc.transport.auth import key_hash, new_key
 from embedsvc.transport.logs import JsonFormatter
 from embedsvc.transport.server import create_server
@@ -108,6 +108,8 @@ def test_every_rpc_has_exactly_one_role():
     undeclared = sorted(m for m in methods if m not in roles.RULES and m not in roles.OPEN)
     assert undeclared == []
     assert not set(roles.RULES) & roles.OPEN
+    # The heavy-call cap names real RPCs (a misspelt name silently leaves a heavy call uncapped).
+    assert sorted(admission.HEAVY - methods) == []
     assert roles.rule("/embedsvc.v1.NewService/Unknown").role is Role.ADMIN  # fails closed
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,7 +10,7 @@ import numpy as np
 from embedsvc.backends.word_vectors import WordVectors
 from embedsvc.core.expression import Expression, Term, TermKind
 from embedsvc.core.words import arithmetic
-from embedsvc.errors import check_count, limit_exceeded, missing
+from embedsvc.errors import check_count, invalid, limit_exceeded, missing
 from embedsvc.settings import Limits
 
 
@@ -18,6 +18,13 @@ from embedsvc.settings import Limits
 class Embedded:
     vectors: np.ndarray  # (n, d) float32
     in_vocabulary: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    start: int
+    words: list[str]
+    vectors: np.ndarray | None  # (len(words), d) float32, C order
 
 
 @dataclass(frozen=True)
@@ -90,3 +97,44 @@ def doesnt_match(space: WordVectors, words: Sequence[str], limits: Limits) -> Ra
     dists = unit @ mean
     ranked = sorted(zip(dists.tolist(), words, strict=True), reverse=True)
     return Ranking(ranked[-1][1], tuple((w, float(d)) for d, w in ranked))
+
+
+_EXPORT_CHUNK_BYTES = 4 * 1024 * 1024
+_EXPORT_WORDS_ONLY = 10_000
+
+
+def export(
+    space: WordVectors,
+    limits: Limits,
+    *,
+    start: int = 0,
+    limit: int = 0,
+    batch_size: int = 0,
+    include_vectors: bool = False,
+    normalize: bool = False,
+) -> Iterator[Chunk]:
+    """The vocabulary in index order, in chunks, optionally with the (unit) vectors. Checked before the first chunk:
+    the range, the chunk size and, with vectors, the bytes of the whole range (limits.max_word_export_bytes)."""
+    if start < 0 or start > space.size:
+        raise invalid("start", f"start must be between 0 and the vocabulary size {space.size}, got {start}")
+    if limit < 0:
+        raise invalid("limit", f"limit must be 0 (to the end) or positive, got {limit}")
+    if batch_size < 0 or batch_size > limits.max_words_per_request:
+        raise limit_exceeded("batch_size", "words per message", batch_size, limits.max_words_per_request)
+    end = space.size if limit == 0 else min(space.size, start + limit)
+    row_bytes = space.dimension * 4
+    if include_vectors and (end - start) * row_bytes > limits.max_word_export_bytes:
+        raise limit_exceeded(
+            "include_vectors",
+            f"bytes of vectors for words {start} to {end}",
+            (end - start) * row_bytes,
+            limits.max_word_export_bytes,
+        )
+    if batch_size == 0:
+        batch_size = max(1, _EXPORT_CHUNK_BYTES // row_bytes) if include_vectors else _EXPORT_WORDS_ONLY
+        batch_size = min(batch_size, limits.max_words_per_request)
+    source = space.unit if normalize else space.vectors
+    for first in range(start, end, batch_size):
+        last = min(end, first + batch_size)
+        rows = np.ascontiguousarray(source[first:last], dtype=np.float32) if include_vectors else None
+        yield Chunk(first, space.words[first:last], rows)
