@@ -1,0 +1,41 @@
+"""The one way adapters get a client: a target string with connection options, or a client the caller made."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypedDict
+
+from embedsvc.client import AsyncClient, Client
+
+
+class Connection(TypedDict, total=False):
+    timeout: float | None
+    api_key: str | None
+    tls: bool
+    ca_file: str | Path | None
+    cert_file: str | Path | None
+    key_file: str | Path | None
+
+
+def client(target: str | Client, options: Connection) -> tuple[Client, bool]:
+    """The client to use and whether the adapter owns it (and closes it)."""
+    if isinstance(target, Client):
+        if options:
+            raise TypeError("connection options go to the Client you pass, not to the adapter")
+        return target, False
+    return Client(target, **options), True
+
+
+def async_client(target: str | Client | AsyncClient, options: Connection) -> AsyncClient:
+    """An asyncio client on the same target (adapters with async methods keep one of each)."""
+    if isinstance(target, AsyncClient):
+        return target
+    if isinstance(target, Client):
+        raise TypeError("pass a target string (or an AsyncClient as well) for the async methods")
+    return AsyncClient(target, **options)
+
+
+# Words or texts per call: under the server's default limits (max_words_per_request 10,000, max_texts_per_request
+# 2,048), so that no adapter loops one RPC per input.
+WORDS_PER_CALL = 10_000
+TEXTS_PER_CALL = 2_048
