@@ -255,6 +255,13 @@ class Settings:
     # Prometheus metrics on their own HTTP port (None: off; 0 picks a free one), at metrics_host (default: host).
     metrics_port: int | None = None
     metrics_host: str = ""
+    # The same API over HTTP/1.1 and JSON (the Connect protocol) and the explorer at /explorer/, on their own port
+    # (None: off; 0 picks a free one), at http_host (default: host). Same keys, TLS and limits as gRPC.
+    http_port: int | None = None
+    http_host: str = ""
+    # Origins allowed to call the HTTP API from a browser page served elsewhere (CORS); none by default. "*" allows
+    # any origin.
+    http_cors_origins: tuple[str, ...] = ()
     # Serve a non-loopback address without API keys. Refused unless asked for on purpose.
     insecure: bool = False
     auth: AuthSettings = field(default_factory=AuthSettings)
@@ -293,8 +300,13 @@ class Settings:
         for key, value in server.items():
             if key not in scalar_fields:
                 raise ConfigError(f"server.{key}: unknown key")
-            if key == "metrics_port":
+            if key in ("metrics_port", "http_port"):
                 values[key] = _port(f"server.{key}", value)
+                continue
+            if key == "http_cors_origins":
+                if not isinstance(value, list) or not all(isinstance(o, str) and o for o in value):
+                    raise ConfigError(f"server.{key}: must be a list of origins, got {value!r}")
+                values[key] = tuple(value)
                 continue
             values[key] = _coerce(f"server.{key}", value, cls.__dataclass_fields__[key].default)
         limits_table = _table(config, "limits")
@@ -314,8 +326,9 @@ class Settings:
         if duplicates:
             raise ConfigError(f"models: duplicate name(s): {', '.join(duplicates)}")
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if "metrics_port" in overrides and overrides["metrics_port"] is not None:
-            values["metrics_port"] = _port("--metrics-port", overrides["metrics_port"])
+        for flag in ("metrics_port", "http_port"):
+            if overrides.get(flag) is not None:
+                values[flag] = _port("--" + flag.replace("_", "-"), overrides[flag])
         if "data_dir" in values:
             values["data_dir"] = Path(values["data_dir"]).expanduser()
         settings = cls(**values, limits=Limits(**limit_values), models=models)

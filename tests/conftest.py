@@ -181,6 +181,8 @@ def server_settings(
         data_dir=server_data_dir(tmp_path_factory.mktemp("server") / "data", data_dir),
         models=(*real_specs(), planted, *averaged, *image_encoder_specs(image_encoder_files)),
         grace_period_s=2,
+        # The HTTP/JSON API and the explorer too, on a free port.
+        http_port=0,
         # Collections on both backends: FAISS by default, Milvus (Lite, a file in the data directory) when asked for.
         storage=StorageSettings("faiss", MilvusSettings("milvus.db")),
     )
@@ -217,6 +219,12 @@ def server(server_settings: Settings) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def target(server: Server) -> str:
     return f"127.0.0.1:{server.port}"
+
+
+@pytest.fixture(scope="session")
+def http_url(server: Server) -> str:
+    assert server.http is not None
+    return f"http://127.0.0.1:{server.http.port}"
 
 
 @pytest.fixture

@@ -45,6 +45,15 @@ def test_flags_override_the_file():
     assert settings.port == 2 and settings.host == "127.0.0.1"
 
 
+def test_http_settings_from_the_file_and_flags():
+    config = {"server": {"http_port": 8080, "http_host": "0.0.0.0", "http_cors_origins": ["https://a.example"]}}
+    settings = Settings.from_config(config)
+    assert (settings.http_port, settings.http_host) == (8080, "0.0.0.0")
+    assert settings.http_cors_origins == ("https://a.example",)
+    assert Settings.from_config(config, http_port=0).http_port == 0
+    assert Settings.from_config({}).http_port is None  # off by default
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [
@@ -52,6 +61,8 @@ def test_flags_override_the_file():
         ({"server": {"prot": 1}}, "server.prot: unknown key"),
         ({"server": {"port": "80"}}, "server.port: must be of type int"),
         ({"server": {"port": 70000}}, "not a TCP port"),
+        ({"server": {"http_port": -1}}, "server.http_port: must be a TCP port"),
+        ({"server": {"http_cors_origins": "https://a.example"}}, "server.http_cors_origins: must be a list"),
         ({"server": {"device": "tpu"}}, "server.device"),
         ({"limits": {"max_top_n": 0}}, "limits.max_top_n: must be a positive integer"),
         ({"models": [{"name": "a", "path": "/x"}]}, "format: must be one of"),

@@ -29,6 +29,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--log-format", choices=("text", "json"), help="text (default) or one JSON object a line")
     s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: a free one)")
     s.add_argument(
+        "--http-port", type=int, help="serve the HTTP/JSON API and the explorer on this port (0: a free one)"
+    )
+    s.add_argument(
         "--insecure",
         action="store_true",
         default=None,
@@ -80,6 +83,7 @@ def settings(args: argparse.Namespace) -> Any:
         log_level=args.log_level,
         log_format=args.log_format,
         metrics_port=args.metrics_port,
+        http_port=args.http_port,
         insecure=args.insecure,
     )
     # Secrets shared by replicas come best from the environment (a secret store), not from a file in the image.

@@ -8,9 +8,11 @@ other failure at start (`load_error`) stops the server with a one-line error.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from concurrent import futures
 from datetime import UTC, datetime
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -37,6 +39,7 @@ from embedsvc.transport.arithmetic_servicer import ArithmeticServicer
 from embedsvc.transport.audit import AuditLog
 from embedsvc.transport.auth import KeyRing
 from embedsvc.transport.collections_servicer import CollectionServicer
+from embedsvc.transport.http import HttpServer, private_socket
 from embedsvc.transport.interceptors import Gateway
 from embedsvc.transport.latent_servicer import ImageServicer, LatentServicer
 from embedsvc.transport.maps_servicer import MapServicer
@@ -189,6 +192,14 @@ class Server:
             names = (*services, health.SERVICE_NAME, reflection.SERVICE_NAME)
             reflection.enable_server_reflection(names, self._grpc)
         address = f"{settings.host}:{settings.port}"
+        self.http: HttpServer | None = None
+        self._http_folder: Path | None = None
+        if settings.http_port is not None:
+            # The HTTP gateway reaches this server through a Unix socket only this user can open, so that its calls
+            # pass the same interceptor (keys, admission, limits, metrics, audit) as everyone's.
+            internal, self._http_folder = private_socket()
+            self._grpc.add_insecure_port(internal)
+            self.http = HttpServer(settings, internal)
         self.tls = ServerTls(settings.tls) if settings.tls is not None else None
         try:
             if self.tls is not None:
@@ -205,6 +216,11 @@ class Server:
             host = self.settings.metrics_host or self.settings.host
             self.metrics_port = self.metrics.serve(host, self.settings.metrics_port or 0)
             log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
+        if self.http is not None:
+            self.http.start()
+            log.info(
+                "HTTP/JSON API on %s://%s:%d (explorer at /explorer/)", self.http.scheme, self.http.host, self.http.port
+            )
         threading.Thread(target=self._load, name="model-loader", daemon=True).start()
 
     def _load(self) -> None:
@@ -253,6 +269,10 @@ class Server:
             return
         self.health.enter_graceful_shutdown()
         grace = self.settings.grace_period_s if grace is None else grace
+        if self.http is not None:
+            self.http.close()
+        if self._http_folder is not None:
+            shutil.rmtree(self._http_folder, ignore_errors=True)
         self._grpc.stop(grace).wait()
         self.registry.close()
         self.operations.close()  # running operations stop and are recorded INTERRUPTED

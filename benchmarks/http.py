@@ -1,0 +1,118 @@
+"""HTTP/JSON against gRPC: the same small unary call (Arithmetic, one expression, top 10, on minilm-static) from 16
+concurrent clients for --seconds each way, against `embedsvc serve --http-port` in a subprocess. gRPC clients use one
+channel each; HTTP clients one httpx connection each (keep-alive). Both run in this process's threads, so each side
+pays a Python client's cost. Last line: `http: ratio R, p50 grpc G ms, p50 http H ms` (R: HTTP calls/s over gRPC's).
+
+    python benchmarks/http.py [--data-dir DIR] [--seconds 10] [--clients 16]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file is named http.py: its folder must leave sys.path before anything imports the standard library's http.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+import argparse  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import grpc  # noqa: E402
+import httpx  # noqa: E402
+
+sys.path.insert(0, str(_HERE))
+from _serve import serve  # noqa: E402
+
+from embedsvc.v1 import arithmetic_pb2, arithmetic_pb2_grpc  # noqa: E402
+
+BODY = {"model": "minilm-static", "expressions": [{"text": "king - man + woman"}], "topN": 10}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(clients: int, seconds: float, make_call) -> tuple[float, float]:
+    """Calls per second and median latency (ms) of `clients` closed-loop callers."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    start = threading.Barrier(clients + 1)
+    stop_at = [0.0]
+
+    def loop(i: int) -> None:
+        call = make_call()
+        start.wait()
+        while time.perf_counter() < stop_at[0]:
+            began = time.perf_counter()
+            call()
+            latencies[i].append(time.perf_counter() - began)
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    stop_at[0] = time.perf_counter() + 1e9
+    start.wait()
+    began = time.perf_counter()
+    stop_at[0] = began + seconds
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    flat = [x for per in latencies for x in per]
+    return len(flat) / elapsed, statistics.median(flat) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=16)
+    args = parser.parse_args()
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="embedsvc-bench-"))
+    http_port = free_port()
+    with serve(data_dir, "--http-port", str(http_port)) as target:
+        url = f"http://127.0.0.1:{http_port}/embedsvc.v1.ArithmeticService/Arithmetic"
+        request = arithmetic_pb2.ArithmeticRequest(
+            model="minilm-static", expressions=[arithmetic_pb2.Expression(text="king - man + woman")], top_n=10
+        )
+        ready = time.monotonic() + 180
+        while True:  # models load after the server listens
+            try:
+                if httpx.post(url, json=BODY, timeout=30).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > ready:
+                raise SystemExit("the server did not answer")
+            time.sleep(0.5)
+
+        def grpc_call():
+            stub = arithmetic_pb2_grpc.ArithmeticServiceStub(grpc.insecure_channel(target))
+            return lambda: stub.Arithmetic(request, timeout=30)
+
+        def http_call():
+            session = httpx.Client(timeout=30)
+
+            def call() -> None:
+                response = session.post(url, json=BODY)
+                response.raise_for_status()
+                response.json()
+
+            return call
+
+        run(args.clients, 2, grpc_call)  # warm-up, both ways
+        run(args.clients, 2, http_call)
+        grpc_rate, grpc_p50 = run(args.clients, args.seconds, grpc_call)
+        http_rate, http_p50 = run(args.clients, args.seconds, http_call)
+    print(f"gRPC      {grpc_rate:7.0f} calls/s  p50 {grpc_p50:6.2f} ms  ({args.clients} clients)")
+    print(f"HTTP/JSON {http_rate:7.0f} calls/s  p50 {http_p50:6.2f} ms")
+    print(f"http: ratio {http_rate / grpc_rate:.2f}, p50 grpc {grpc_p50:.2f} ms, p50 http {http_p50:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()

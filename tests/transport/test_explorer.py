@@ -1,0 +1,152 @@
+"""The explorer in a real browser: Debian's Chromium, driven by Selenium through chromium-driver, against the real
+server's HTTP port. Each page is loaded from a shareable URL and checked for what a person would look at; a screenshot
+of each is saved (to $EMBEDSVC_SCREENSHOTS when set: that is how docs/images/ is made).
+
+Skipped when Chromium or its driver is missing, unless EMBEDSVC_REQUIRE_BROWSER=1 (.ci/run installs both and sets
+it, so CI never skips these)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from embedsvc.client import Client
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+if not (CHROMIUM and DRIVER):
+    if os.environ.get("EMBEDSVC_REQUIRE_BROWSER") == "1":
+        raise RuntimeError("EMBEDSVC_REQUIRE_BROWSER=1 but chromium / chromedriver are not installed")
+    pytest.skip("chromium and chromium-driver are not installed", allow_module_level=True)
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.chrome.options import Options  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = os.environ.get("EMBEDSVC_SCREENSHOTS")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def wait(what: Callable[[], Any], timeout: float = 60) -> Any:
+    end = time.monotonic() + timeout
+    while True:
+        found = what()
+        if found:
+            return found
+        if time.monotonic() > end:
+            raise TimeoutError("the page did not get there")
+        time.sleep(0.1)
+
+
+def open_page(browser: Any, url: str) -> None:
+    browser.get(url)
+    wait(lambda: browser.execute_script("return document.body.dataset.ready === '1'"))
+
+
+def error_text(browser: Any) -> str:
+    box = browser.find_element(By.ID, "error")
+    return "" if box.get_attribute("hidden") is not None else box.text
+
+
+def test_arithmetic_page_shows_queen(browser: Any, http_url: str, shots: Path) -> None:
+    open_page(browser, f"{http_url}/explorer/?model=minilm-static&expr={quote('king - man + woman')}")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#arith-hits tbody tr")
+    assert rows and rows[0].get_attribute("data-word") == "queen", error_text(browser)
+    assert rows[0].find_elements(By.CSS_SELECTOR, ".bar"), "each term's contribution is drawn"
+    browser.save_screenshot(str(shots / "explorer-arithmetic.png"))
+    rows[1].click()  # a hit becomes a term
+    wait(lambda: "+ monarch" in browser.find_element(By.ID, "arith-expr").get_attribute("value"))
+    wait(lambda: "monarch" in browser.current_url)
+
+
+def test_arithmetic_page_shows_api_errors(browser: Any, http_url: str) -> None:
+    open_page(browser, f"{http_url}/explorer/?model=minilm-static&expr=qqqzzzq")
+    assert "OUT_OF_VOCABULARY" in error_text(browser) and "qqqzzzq" in error_text(browser)
+
+
+def test_map_page_draws_one_point_per_word(browser: Any, http_url: str, shots: Path) -> None:
+    words = "king queen man woman prince princess paris france berlin germany rome italy"
+    url = (
+        f"{http_url}/explorer/?page=map&source=words&model=minilm-static&words={quote(words)}"
+        f"&colour=clusters&k=3&expr={quote('king - man + woman')}"
+    )
+    open_page(browser, url)
+    points = browser.find_elements(By.CSS_SELECTOR, "#map-svg circle.point")
+    assert len(points) == len(words.split()), error_text(browser)
+    assert {p.get_attribute("data-label") for p in points} == set(words.split())
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#map-svg circle.query")) == 1
+    assert "PC1" in browser.find_element(By.ID, "map-info").text
+    assert len({p.get_attribute("fill") for p in points}) == 3  # three clusters, three colours
+    browser.save_screenshot(str(shots / "explorer-map.png"))
+
+
+def test_latent_page_decodes_and_interpolates(browser: Any, http_url: str, shots: Path) -> None:
+    open_page(browser, f"{http_url}/explorer/?page=latent&vae=mnist-vae&seed=7")
+    loaded = (
+        "return [...document.querySelectorAll('#latent-grid img')].filter(i => i.complete && i.naturalWidth > 0).length"
+    )
+    assert wait(lambda: browser.execute_script(loaded) == 16), error_text(browser)
+    browser.find_element(By.ID, "interp-go").click()
+    wait(lambda: (browser.find_element(By.ID, "interp-frame").get_attribute("src") or "").startswith("data:image/png"))
+    first = browser.find_element(By.ID, "interp-frame").get_attribute("src")
+    browser.execute_script(
+        "const s = document.getElementById('interp-slider'); s.value = s.max; s.dispatchEvent(new Event('input'));"
+    )
+    last = browser.find_element(By.ID, "interp-frame").get_attribute("src")
+    assert last != first, "the slider changes the interpolated frame"
+    browser.find_element(By.ID, "manifold-go").click()
+    manifold = "return [...document.querySelectorAll('#manifold-grid img')].filter(i => i.naturalWidth > 0).length"
+    assert wait(lambda: browser.execute_script(manifold) == 49), error_text(browser)
+    browser.find_element(By.ID, "reconstruct-go").click()
+    wait(lambda: (browser.find_element(By.ID, "recon-out").get_attribute("src") or "").startswith("data:image/png"))
+    assert not error_text(browser)
+    browser.save_screenshot(str(shots / "explorer-latent.png"))
+
+
+def test_search_page_shows_hits(browser: Any, http_url: str, target: str, shots: Path) -> None:
+    with Client(target) as c:
+        c.create_collection("explorer-notes", model="minilm")
+        texts = ["The cat sat on the mat", "A kitten plays with yarn", "Stocks fell sharply on Monday"]
+        c.upsert(
+            "explorer-notes",
+            ["cat", "kitten", "stocks"],
+            inputs=texts,
+            metadata=[{"year": 2023}, {"year": 2024}, {"year": 2024}],
+        )
+    try:
+        open_page(
+            browser, f"{http_url}/explorer/?page=search&collection=explorer-notes&q=pets&filter={quote('year >= 2024')}"
+        )
+        rows = browser.find_elements(By.CSS_SELECTOR, "#search-hits tr.result")
+        assert [r.find_element(By.CSS_SELECTOR, ".id").text for r in rows] == ["kitten", "stocks"], error_text(browser)
+        assert '"year":2024' in rows[0].find_element(By.CSS_SELECTOR, ".meta").text
+        browser.save_screenshot(str(shots / "explorer-search.png"))
+    finally:
+        with Client(target) as c:
+            c.delete_collection("explorer-notes")
