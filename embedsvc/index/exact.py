@@ -56,19 +56,6 @@ def faiss_metric(metric: Metric) -> int:
 def knn_inner_product(queries: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product top-k over the rows of `base`, best first; labels -1 past the end of a small base."""
     k = min(k, base.shape[0])
-    if queries.shape[0] == 1 and k > 0 and _parallel.acquire(blocking=False):
-        # One query (a lone most_similar call) while no other call is computing: a matrix-vector product and a
-        # partial sort beat FAISS here, whose scalar and blocked-GEMM paths both cost more for a single row
-        # (measured over 29,525 x 256: 3.5-4.1 ms against 2.2 ms). BLAS threads itself over every core, so only one
-        # call at a time takes this path (16 concurrent callers doing it at once served 35 calls/s); the others use
-        # FAISS on one thread each, below.
-        try:
-            scores = base @ queries[0]
-            top = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
-            top = top[np.argsort(-scores[top], kind="stable")]
-            return scores[top][np.newaxis, :], top.astype(np.int64)[np.newaxis, :]
-        finally:
-            _parallel.release()
     with faiss_threads():
         return faiss.knn(queries, base, k, metric=faiss.METRIC_INNER_PRODUCT)
 

@@ -30,7 +30,7 @@ SERVICES = (
     operations_pb2,
 )
 # Methods of AsyncClient that return an async iterator instead of being coroutines.
-ASYNC_ITERATORS = {"export_items"}
+ASYNC_ITERATORS = {"export_items", "export_words"}
 # RPCs whose client method is not the RPC's name in snake case.
 RENAMED = {"AnomalyScore": "anomaly_scores"}
 

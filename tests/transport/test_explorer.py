@@ -104,6 +104,11 @@ def test_map_page_draws_one_point_per_word(browser: Any, http_url: str, shots: P
     assert "PC1" in browser.find_element(By.ID, "map-info").text
     assert len({p.get_attribute("fill") for p in points}) == 3  # three clusters, three colours
     browser.save_screenshot(str(shots / "explorer-map.png"))
+    grouped = quote("king:royal queen:royal paris:city rome:city")
+    open_page(browser, f"{http_url}/explorer/?page=map&source=words&model=minilm-static&words={grouped}&colour=none")
+    points = browser.find_elements(By.CSS_SELECTOR, "#map-svg circle.point")
+    fills = {p.get_attribute("data-label"): p.get_attribute("fill") for p in points}
+    assert fills["king"] == fills["queen"] != fills["paris"] == fills["rome"], error_text(browser)
 
 
 def test_latent_page_decodes_and_interpolates(browser: Any, http_url: str, shots: Path) -> None:
@@ -123,6 +128,8 @@ def test_latent_page_decodes_and_interpolates(browser: Any, http_url: str, shots
     browser.find_element(By.ID, "manifold-go").click()
     manifold = "return [...document.querySelectorAll('#manifold-grid img')].filter(i => i.naturalWidth > 0).length"
     assert wait(lambda: browser.execute_script(manifold) == 49), error_text(browser)
+    browser.find_element(By.ID, "draw-as-b").click()  # the (empty) drawing becomes B
+    wait(lambda: browser.find_element(By.ID, "interp-b").get_attribute("src").startswith("data:image/png"))
     browser.find_element(By.ID, "reconstruct-go").click()
     wait(lambda: (browser.find_element(By.ID, "recon-out").get_attribute("src") or "").startswith("data:image/png"))
     assert not error_text(browser)
@@ -147,6 +154,11 @@ def test_search_page_shows_hits(browser: Any, http_url: str, target: str, shots:
         assert [r.find_element(By.CSS_SELECTOR, ".id").text for r in rows] == ["kitten", "stocks"], error_text(browser)
         assert '"year":2024' in rows[0].find_element(By.CSS_SELECTOR, ".meta").text
         browser.save_screenshot(str(shots / "explorer-search.png"))
+        # Text arithmetic on the arithmetic page, through the collection bound to the text model.
+        expr = quote('"a kitten" + "a cat"')
+        open_page(browser, f"{http_url}/explorer/?model=collection:explorer-notes&expr={expr}")
+        hits = browser.find_elements(By.CSS_SELECTOR, "#arith-hits tbody tr")
+        assert hits and hits[-1].get_attribute("data-word") == "Stocks fell sharply on Monday", error_text(browser)
     finally:
         with Client(target) as c:
             c.delete_collection("explorer-notes")

@@ -336,6 +336,30 @@ def test_tls_and_mutual_tls(tmp_path, planted_file, certificates):
         srv.stop(0)
 
 
+def test_the_http_port_serves_https_with_the_same_certificates(tmp_path, planted_file, certificates):
+    import ssl
+
+    import httpx
+
+    c = certificates
+    tls = TlsSettings(c["server.pem"], c["server.key"], c["ca.pem"])
+    srv, _target = serve(tmp_path, planted_file, tls=tls, http_port=0)
+    try:
+        assert srv.http is not None and srv.http.scheme == "https"
+        url = f"https://127.0.0.1:{srv.http.port}/embedsvc.v1.ModelService/ListModels"
+        trusted = ssl.create_default_context(cafile=str(c["ca.pem"]))
+        with pytest.raises(httpx.HTTPError):  # no client certificate: the handshake fails
+            httpx.post(url, json={}, verify=trusted)
+        trusted.load_cert_chain(str(c["client.pem"]), str(c["client.key"]))
+        answer = httpx.post(url, json={}, verify=trusted)
+        assert answer.status_code == 200
+        assert [m["name"] for m in answer.json()["models"]] == ["planted", "planted-mean"]
+        with pytest.raises(httpx.HTTPError):  # plain HTTP on the HTTPS port
+            httpx.post(url.replace("https", "http"), json={})
+    finally:
+        srv.stop(0)
+
+
 def test_certificates_are_reloaded_without_a_restart(tmp_path, planted_file, certificates):
     folder = tmp_path / "live"
     folder.mkdir()

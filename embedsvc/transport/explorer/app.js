@@ -91,7 +91,12 @@ async function loadCatalogue() {
   try {
     state.collections = (await api("CollectionService/ListCollections", { pageSize: 1000 })).collections || [];
   } catch (error) { state.collections = []; showError(error); }
-  fillModels($("arith-model"), ["MODEL_KIND_WORD_VECTORS"], params.get("model"));
+  fillModels($("arith-model"), ["MODEL_KIND_WORD_VECTORS"]);
+  const texts = new Set(state.models.filter((m) => m.kind === "MODEL_KIND_TEXT_ENCODER").map((m) => m.name));
+  for (const c of state.collections.filter((c) => texts.has(c.model))) {
+    option($("arith-model"), "collection:" + c.name, `${c.model} over collection ${c.name} (quoted texts)`);
+  }
+  if (params.get("model")) $("arith-model").value = params.get("model");
   fillModels($("map-model"), ["MODEL_KIND_WORD_VECTORS"], params.get("model"));
   fillModels($("latent-model"), ["MODEL_KIND_VAE"], params.get("vae"));
   for (const select of [$("map-collection"), $("search-collection")]) {
@@ -107,6 +112,7 @@ async function arithmetic() {
   const model = $("arith-model").value, expr = $("arith-expr").value.trim();
   const method = $("arith-method").value, top = Number($("arith-top").value) || 10, inputs = $("arith-inputs").checked;
   setParams({ page: "arithmetic", model, expr, method, top, inputs: inputs ? 1 : "" });
+  if (model.startsWith("collection:")) return textArithmetic(model.slice("collection:".length), expr, top);
   const answer = await api("ArithmeticService/Arithmetic", {
     model, expressions: [{ text: expr }], method: method === "cosmul" ? "METHOD_COSMUL" : "METHOD_COSADD",
     topN: top, keepInputs: inputs, returnContributions: true,
@@ -133,6 +139,26 @@ async function arithmetic() {
   });
 }
 
+async function textArithmetic(collection, expr, k) {
+  // A text model's space has no vocabulary to rank: the expression ('"a day at the beach" - "summer" + "winter"')
+  // is evaluated by the collection's model and searched among the collection's texts.
+  const answer = await api("CollectionService/Search", { collection, query: { expression: { text: expr } }, options: { k } });
+  const body = $("arith-hits").querySelector("tbody");
+  body.innerHTML = "";
+  (answer.hits || []).forEach((hit, i) => {
+    const row = document.createElement("tr");
+    row.className = "hit";
+    row.dataset.word = hit.input || hit.id;
+    row.innerHTML = `<td>${i + 1}</td><td class="word"></td><td>${(hit.score || 0).toFixed(4)}</td><td></td>`;
+    row.querySelector(".word").textContent = hit.input || hit.id;
+    row.addEventListener("click", () => {
+      $("arith-expr").value = `${$("arith-expr").value.trim()} + "${row.dataset.word.replaceAll('"', "")}"`;
+      guarded(arithmetic);
+    });
+    body.appendChild(row);
+  });
+}
+
 // ---- map -----------------------------------------------------------------------------------------------------------
 
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
@@ -141,7 +167,11 @@ function pointSet() {
   const source = $("map-source").value;
   if (source === "collection") return { collection: { collection: $("map-collection").value } };
   if (source === "top") return { words: { model: $("map-model").value, topN: Number($("map-top").value) || 100 } };
-  return { words: { model: $("map-model").value, words: $("map-words").value.split(/[\s,]+/).filter(Boolean) } };
+  const tokens = $("map-words").value.split(/[\s,]+/).filter(Boolean);
+  const words = tokens.map((t) => t.split(":")[0]), groups = tokens.map((t) => t.split(":")[1] || "");
+  const set = { words: { model: $("map-model").value, words } };
+  if (groups.some(Boolean)) set.groups = groups;
+  return set;
 }
 
 async function drawMap() {
@@ -161,7 +191,11 @@ async function drawMap() {
   }
   const projection = await api("MapService/Project", request);
   let groups = projection.points.map(() => 0), legend = "";
-  if (colour === "clusters") {
+  if (points.groups && colour === "none") {
+    const distinct = [...new Set(points.groups)];
+    groups = points.groups.map((g) => distinct.indexOf(g));
+    legend = ` · colour: groups (${distinct.join(", ")})`;
+  } else if (colour === "clusters") {
     const k = Number($("map-k").value) || 0;
     const clusters = await api("MapService/Cluster", { points, k, maxK: k ? 0 : 8, seed: 1 });
     groups = clusters.assignments.map(Number);
@@ -326,6 +360,13 @@ async function reconstruct() {
   $("recon-out").src = png(answer.images[0]);
 }
 
+async function drawingAs(which) {
+  const canvas = $("draw");
+  const answer = await api("LatentService/EncodeImages", { model: $("latent-model").value, images: [{ data: canvasPng(canvas) }] });
+  state[which] = answer.codes[0].mean.values;
+  $("interp-" + which).src = canvas.toDataURL("image/png");
+}
+
 async function inpaint() {
   const canvas = $("draw"), mask = document.createElement("canvas");
   mask.width = canvas.width; mask.height = canvas.height;
@@ -445,6 +486,8 @@ async function main() {
   $("trav-slider").addEventListener("input", showTravel);
   $("reconstruct-go").addEventListener("click", () => guarded(reconstruct));
   $("inpaint-go").addEventListener("click", () => guarded(inpaint));
+  $("draw-as-a").addEventListener("click", () => guarded(() => drawingAs("a")));
+  $("draw-as-b").addEventListener("click", () => guarded(() => drawingAs("b")));
   setUpCanvas();
   await guarded(loadCatalogue);
   // A shared or reloaded URL shows its view at once.
