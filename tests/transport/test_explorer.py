@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import pytest
 
 from embedsvc.client import Client
@@ -111,7 +112,18 @@ def test_map_page_draws_one_point_per_word(browser: Any, http_url: str, shots: P
     assert fills["king"] == fills["queen"] != fills["paris"] == fills["rome"], error_text(browser)
 
 
-def test_latent_page_decodes_and_interpolates(browser: Any, http_url: str, shots: Path) -> None:
+def test_latent_page_decodes_and_interpolates(browser: Any, http_url: str, target: str, shots: Path) -> None:
+    with Client(target) as c:  # a stored direction to traverse
+        rng = np.random.default_rng(0)
+        c.create_direction(
+            "mnist-vae",
+            "explorer-test",
+            from_latents=list(rng.normal(size=(4, 16)).astype(np.float32)),
+            to_latents=list(rng.normal(1.0, 1.0, size=(4, 16)).astype(np.float32)),
+            from_label="low",
+            to_label="high",
+            replace=True,
+        )
     open_page(browser, f"{http_url}/explorer/?page=latent&vae=mnist-vae&seed=7")
     loaded = (
         "return [...document.querySelectorAll('#latent-grid img')].filter(i => i.complete && i.naturalWidth > 0).length"
@@ -128,6 +140,14 @@ def test_latent_page_decodes_and_interpolates(browser: Any, http_url: str, shots
     browser.find_element(By.ID, "manifold-go").click()
     manifold = "return [...document.querySelectorAll('#manifold-grid img')].filter(i => i.naturalWidth > 0).length"
     assert wait(lambda: browser.execute_script(manifold) == 49), error_text(browser)
+    browser.find_element(By.ID, "trav-go").click()
+    wait(lambda: (browser.find_element(By.ID, "trav-frame").get_attribute("src") or "").startswith("data:image/png"))
+    middle = browser.find_element(By.ID, "trav-frame").get_attribute("src")
+    browser.execute_script(
+        "const s = document.getElementById('trav-slider'); s.value = 0; s.dispatchEvent(new Event('input'));"
+    )
+    assert browser.find_element(By.ID, "trav-frame").get_attribute("src") != middle
+    assert browser.find_element(By.ID, "trav-strength").text == "strength -2"
     browser.find_element(By.ID, "draw-as-b").click()  # the (empty) drawing becomes B
     wait(lambda: browser.find_element(By.ID, "interp-b").get_attribute("src").startswith("data:image/png"))
     browser.find_element(By.ID, "reconstruct-go").click()
@@ -162,3 +182,39 @@ def test_search_page_shows_hits(browser: Any, http_url: str, target: str, shots:
     finally:
         with Client(target) as c:
             c.delete_collection("explorer-notes")
+
+
+def test_pages_work_with_a_key(browser: Any, tmp_path: Path, data_dir: Path) -> None:
+    """Against a server that needs keys: the page shows the refusal, then works once a key is entered."""
+    from embedsvc.settings import ApiKey, AuthSettings, Role, Settings
+    from embedsvc.transport.auth import key_hash
+    from embedsvc.transport.server import create_server
+    from tests.conftest import server_data_dir
+
+    key = "explorer-key-0123456789"
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        http_port=0,
+        data_dir=server_data_dir(tmp_path / "data", data_dir),
+        auth=AuthSettings(enabled=True, keys=(ApiKey("reader", Role.READ, key_hash(key)),)),
+        grace_period_s=0,
+    )
+    srv, _port = create_server(settings)
+    srv.start()
+    try:
+        srv.wait_until_ready(120)
+        assert srv.http is not None
+        url = f"http://127.0.0.1:{srv.http.port}/explorer/?model=minilm-static&expr=king"
+        browser.execute_script("sessionStorage.clear()")
+        open_page(browser, url)
+        assert "UNAUTHENTICATED" in error_text(browser)
+        browser.find_element(By.ID, "api-key").send_keys(key)
+        browser.find_element(By.CSS_SELECTOR, "#key-form button").click()  # kept in session storage, page reloads
+        wait(lambda: browser.execute_script("return document.body.dataset.ready === '1'"))
+        wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#arith-hits tbody tr"))
+        assert not error_text(browser)
+        assert browser.execute_script("return sessionStorage.getItem('embedsvc-key')") == key
+        browser.execute_script("sessionStorage.clear()")
+    finally:
+        srv.stop(0)
