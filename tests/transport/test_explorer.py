@@ -154,6 +154,8 @@ def test_latent_page_decodes_and_interpolates(browser: Any, http_url: str, targe
     wait(lambda: (browser.find_element(By.ID, "recon-out").get_attribute("src") or "").startswith("data:image/png"))
     assert not error_text(browser)
     browser.save_screenshot(str(shots / "explorer-latent.png"))
+    with Client(target) as c:
+        c.delete_direction("mnist-vae", "explorer-test")
 
 
 def test_search_page_shows_hits(browser: Any, http_url: str, target: str, shots: Path) -> None:
