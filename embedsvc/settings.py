@@ -241,9 +241,8 @@ class Settings:
     max_connection_age_s: float = 0.0
     max_connection_age_grace_s: float = 30.0
     # Calls one HTTP/2 connection may have open at once (0: no limit). With a limit, calls beyond it wait in the
-    # client instead of the server: under overload the server keeps serving near its capacity (measured: 0.91 of it
-    # against 0.23 without a limit, 4x overload on 2 cores), but a client multiplexing many calls on one connection
-    # is held to this many.
+    # client instead of reaching the server, and a client multiplexing many calls on one connection is held to this
+    # many. Without one the server still serves about 0.8 of its capacity under 4x overload (benchmarks/overload.py).
     max_streams_per_connection: int = 0
     # "auto" | "cpu" | "cuda:N": where text encoders run (auto: cuda:0 when torch sees a GPU). Word vectors always run
     # on the CPU (numpy/FAISS).
