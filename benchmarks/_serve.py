@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,3 +17,10 @@ def serve(data_dir: Path, *extra: str) -> Iterator[str]:
     """Yield the target "127.0.0.1:PORT" of a running server with this data dir; SIGTERM on exit."""
     with serving("--data-dir", str(data_dir), *extra) as target:
         yield target
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (for a server's second port: HTTP, metrics)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

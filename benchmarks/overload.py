@@ -27,7 +27,6 @@ import json
 import math
 import re
 import shutil
-import socket
 import statistics
 import struct
 import subprocess
@@ -45,7 +44,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _serve import serve
+from _serve import free_port, serve
 
 from embedsvc.v1 import words_pb2
 
@@ -86,19 +85,13 @@ def h2load(target: str, body: Path, *options: str) -> dict[str, float]:
         r"(\d+) errored, (\d+) timeout",
         out,
     )
-    finished = re.search(r"finished in ([\d.]+)s", out)
+    finished = re.search(r"finished in ([\d.]+)(us|ms|s),", out)  # h2load picks the unit
     if not totals or not finished:
         raise SystemExit(f"unexpected h2load output:\n{out}")
     names = ("total", "started", "done", "succeeded", "failed", "errored", "timeout")
     result = {n: float(v) for n, v in zip(names, totals.groups(), strict=True)}
-    result["elapsed"] = float(finished.group(1))
+    result["elapsed"] = float(finished.group(1)) / {"us": 1e6, "ms": 1e3, "s": 1.0}[finished.group(2)]
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_counts(port: int) -> dict[str, float]:

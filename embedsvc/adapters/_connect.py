@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypedDict
+
+import numpy as np
 
 from embedsvc.client import AsyncClient, Client
 
@@ -39,3 +42,22 @@ def async_client(target: str | Client | AsyncClient, options: Connection) -> Asy
 # 2,048), so that no adapter loops one RPC per input.
 WORDS_PER_CALL = 10_000
 TEXTS_PER_CALL = 2_048
+
+
+def embed_texts(
+    c: Client,
+    model: str,
+    texts: Sequence[str],
+    *,
+    normalize: bool,
+    dimension: int = 0,
+    progress: Callable[[int], object] | None = None,
+) -> np.ndarray:
+    """The texts' vectors, TEXTS_PER_CALL texts per EmbedTexts call; `progress` hears how many each call embedded."""
+    parts = []
+    for start in range(0, len(texts), TEXTS_PER_CALL):
+        part = list(texts[start : start + TEXTS_PER_CALL])
+        parts.append(c.embed_texts(model, part, normalize=normalize).vectors)
+        if progress is not None:
+            progress(len(part))
+    return np.vstack(parts) if parts else np.zeros((0, dimension), dtype=np.float32)

@@ -28,7 +28,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
-from embedsvc.adapters._connect import TEXTS_PER_CALL, Connection, client
+from embedsvc.adapters._connect import Connection, client, embed_texts
 from embedsvc.client import Client, EmbedsvcClientError, SearchHit
 
 # Items per Upsert call when the server embeds their texts (under limits.max_texts_per_request).
@@ -55,11 +55,7 @@ class EmbedsvcEmbeddings(Embeddings):
             self._client.close()
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        rows = []
-        for start in range(0, len(texts), TEXTS_PER_CALL):
-            part = texts[start : start + TEXTS_PER_CALL]
-            rows.append(self._client.embed_texts(self.model, part, normalize=self.normalize).vectors)
-        return np.vstack(rows).tolist() if rows else []
+        return embed_texts(self._client, self.model, texts, normalize=self.normalize).tolist()
 
     def embed_query(self, text: str) -> list[float]:
         return self.embed_documents([text])[0]

@@ -17,7 +17,7 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import Field, PrivateAttr
 
-from embedsvc.adapters._connect import TEXTS_PER_CALL, Connection, client
+from embedsvc.adapters._connect import TEXTS_PER_CALL, Connection, client, embed_texts
 from embedsvc.client import Client
 
 
@@ -53,10 +53,7 @@ class EmbedsvcEmbedding(BaseEmbedding):
             self._client.close()
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        rows: list[list[float]] = []
-        for start in range(0, len(texts), TEXTS_PER_CALL):
-            part = texts[start : start + TEXTS_PER_CALL]
-            rows += self._client.embed_texts(self.model_name, part, normalize=self.normalize).vectors.tolist()
+        rows: list[list[float]] = embed_texts(self._client, self.model_name, texts, normalize=self.normalize).tolist()
         return rows
 
     def _get_text_embedding(self, text: str) -> list[float]:

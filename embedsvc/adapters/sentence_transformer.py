@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from embedsvc.adapters._connect import TEXTS_PER_CALL, Connection, client
+from embedsvc.adapters._connect import Connection, client, embed_texts
 from embedsvc.client import Client
 
 
@@ -140,15 +140,10 @@ class RemoteSentenceTransformer:
         return self.encode(sentences, **kwargs)
 
     def _embed(self, texts: list[str], show_progress_bar: bool | None, normalize: bool) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self._dimension), dtype=np.float32)
-        parts = []
         with tqdm(total=len(texts), desc="Batches", disable=not show_progress_bar, unit="text") as bar:
-            for start in range(0, len(texts), TEXTS_PER_CALL):
-                part = texts[start : start + TEXTS_PER_CALL]
-                parts.append(self._client.embed_texts(self.model, part, normalize=normalize).vectors)
-                bar.update(len(part))
-        return np.vstack(parts)
+            return embed_texts(
+                self._client, self.model, texts, normalize=normalize, dimension=self._dimension, progress=bar.update
+            )
 
     def similarity(self, embeddings1: Any, embeddings2: Any) -> Any:
         """Cosine similarity of every pair (rows of the first against rows of the second): a torch tensor when torch

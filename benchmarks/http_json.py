@@ -3,40 +3,28 @@ concurrent clients for --seconds each way, against `embedsvc serve --http-port` 
 channel each; HTTP clients one httpx connection each (keep-alive). Both run in this process's threads, so each side
 pays a Python client's cost. Last line: `http: ratio R, p50 grpc G ms, p50 http H ms` (R: HTTP calls/s over gRPC's).
 
-    python benchmarks/http.py [--data-dir DIR] [--seconds 10] [--clients 16]
+    python benchmarks/http_json.py [--data-dir DIR] [--seconds 10] [--clients 16]
 """
 
 from __future__ import annotations
 
+import argparse
+import statistics
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 
-# This file is named http.py: its folder must leave sys.path before anything imports the standard library's http.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import grpc
+import httpx
 
-import argparse  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _serve import free_port, serve
 
-import grpc  # noqa: E402
-import httpx  # noqa: E402
-
-sys.path.insert(0, str(_HERE))
-from _serve import serve  # noqa: E402
-
-from embedsvc.v1 import arithmetic_pb2, arithmetic_pb2_grpc  # noqa: E402
+from embedsvc.v1 import arithmetic_pb2, arithmetic_pb2_grpc
 
 BODY = {"model": "minilm-static", "expressions": [{"text": "king - man + woman"}], "topN": 10}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(clients: int, seconds: float, make_call) -> tuple[float, float]:
