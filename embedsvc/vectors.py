@@ -39,3 +39,19 @@ def check_vector(vector: np.ndarray, tag: str, *, space: str, dimension: int, ow
     if not np.isfinite(vector).all():
         raise EmbedsvcError(Reason.NOT_FINITE, "the vector has NaN or infinite components", field=field + ".values")
     return vector.astype(np.float32, copy=False)
+
+
+def packed_rows(values: np.ndarray, *, dimension: int, owner: str, field: str) -> np.ndarray:
+    """A flat float32 array sent packed (`packed_*` fields) as its (n, dimension) rows, every component finite."""
+    if values.ndim != 1 or values.size % dimension:
+        raise EmbedsvcError(
+            Reason.DIMENSION_MISMATCH,
+            f"{field} has {values.size} float32 values, not whole rows of {dimension} ({owner})",
+            field=field,
+            metadata={"expected": str(dimension), "actual": str(values.size)},
+        )
+    rows = values.reshape(-1, dimension)
+    if not np.isfinite(rows).all():
+        bad = int(np.flatnonzero(~np.isfinite(rows).all(axis=1))[0])
+        raise EmbedsvcError(Reason.NOT_FINITE, f"row {bad} has NaN or infinite components", field=field)
+    return rows

@@ -31,6 +31,7 @@ from embedsvc.client.types import (
     ImageLike,
     LatentLike,
     Operation,
+    PackedHits,
     Projection,
     Sampled,
     SearchHit,
@@ -213,16 +214,14 @@ class Calls:
         return Unary(self.images.EmbedImages, request, m.image_embeddings)
 
     def encode_images(self, model: str, images: Sequence[ImageLike]) -> Unary[tuple[np.ndarray, np.ndarray]]:
-        request = latent_pb2.EncodeImagesRequest(model=model, images=m.images(images))
+        request = latent_pb2.EncodeImagesRequest(model=model, images=m.images(images), packed_results=True)
         return Unary(self.latent.EncodeImages, request, m.latent_codes)
 
     def decode_latents(
         self, model: str, latents: Sequence[LatentLike] | np.ndarray, expressions: Sequence[Any]
     ) -> Unary[list[GeneratedImage]]:
-        request = latent_pb2.DecodeLatentsRequest(
-            model=model, latents=m.latent_rows(latents), expressions=[m.expression(e) for e in expressions]
-        )
-        return Unary(self.latent.DecodeLatents, request, lambda r: m.generated(r.images))
+        request = m.decode_latents_request(model, latents, expressions)
+        return Unary(self.latent.DecodeLatents, request, m.decoded)
 
     def sample(self, model: str, n: int, seed: int | None, temperature: float | None) -> Unary[Sampled]:
         request = latent_pb2.SampleRequest(model=model, n=n)
@@ -494,6 +493,17 @@ class Calls:
         return Unary(
             self.collections.BatchSearch, request, lambda r: [[m.search_hit(h) for h in lst.hits] for lst in r.results]
         )
+
+    def batch_search_packed(self, collection: str, queries: np.ndarray, options: dict[str, Any]) -> Unary[PackedHits]:
+        request = collections_pb2.BatchSearchRequest(
+            collection=collection,
+            options=m.search_options(**options),
+            packed_queries=m.packed_rows(queries),
+            packed_results=True,
+        )
+        if "include_metadata" not in options:  # packed hits carry none: leave it unset, as the server wants
+            request.options.ClearField("include_metadata")
+        return Unary(self.collections.BatchSearch, request, m.packed_hits)
 
     def export_items(
         self, collection: str, batch_size: int, resume_token: str

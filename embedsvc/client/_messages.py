@@ -27,6 +27,7 @@ from embedsvc.client.types import (
     ImageLike,
     LatentLike,
     Operation,
+    PackedHits,
     Projection,
     Provenance,
     SearchHit,
@@ -259,6 +260,19 @@ def point(value: ImageLike | LatentLike) -> latent_pb2.LatentPoint:
     return latent_pb2.LatentPoint(image=image_input(value))  # type: ignore[arg-type]
 
 
+def decode_latents_request(
+    model: str, latents: Sequence[LatentLike] | np.ndarray, expressions: Sequence[Any]
+) -> latent_pb2.DecodeLatentsRequest:
+    """Latents as an (n, d) array go packed; vectors and expressions as messages. The results come back packed."""
+    request = latent_pb2.DecodeLatentsRequest(model=model, expressions=[expression(e) for e in expressions])
+    if isinstance(latents, np.ndarray) and latents.ndim == 2:
+        request.packed_latents = packed_rows(latents)
+    else:
+        request.latents.extend(latent_rows(latents))
+    request.packed_results = True
+    return request
+
+
 def latent_rows(latents: Sequence[LatentLike] | np.ndarray) -> list[common_pb2.Vector]:
     if isinstance(latents, np.ndarray) and latents.ndim == 2:  # one tolist() for the matrix: cheaper than per row
         return [common_pb2.Vector(values=z) for z in np.asarray(latents, dtype=np.float32).tolist()]
@@ -462,10 +476,36 @@ def generated(messages: Any) -> list[GeneratedImage]:
     return [GeneratedImage(m.png, np.asarray(m.latent.values, dtype=np.float32), m.latent.space) for m in messages]
 
 
+def unpacked(message: common_pb2.PackedVectors) -> np.ndarray:
+    """A PackedVectors message as an (n, d) float32 array (read-only: a view of the message's bytes)."""
+    return np.frombuffer(message.data, dtype="<f4").reshape(message.rows, message.dimension)
+
+
+def decoded(r: latent_pb2.DecodeLatentsResponse) -> list[GeneratedImage]:
+    """The images of a DecodeLatents response, packed (pngs and one latent matrix) or one message per image."""
+    if not r.pngs:  # a server older than packed_results answers with images
+        return generated(r.images)
+    latents, space = unpacked(r.packed_latents).copy(), r.packed_latents.space
+    return [GeneratedImage(png, z, space) for png, z in zip(r.pngs, latents, strict=True)]
+
+
 def latent_codes(r: latent_pb2.EncodeImagesResponse) -> tuple[np.ndarray, np.ndarray]:
-    # list() first: numpy reads a list of floats far faster than a repeated-field container.
+    if r.HasField("packed_means"):
+        return unpacked(r.packed_means).copy(), unpacked(r.packed_log_variances).copy()
+    # An older server answers with codes. list() first: numpy reads a list of floats far faster than a container.
     means = np.array([list(c.mean.values) for c in r.codes], dtype=np.float32)
     return means, np.array([list(c.log_variance.values) for c in r.codes], dtype=np.float32)
+
+
+def packed_hits(r: collections_pb2.BatchSearchResponse) -> PackedHits:
+    p = r.packed
+    return PackedHits(
+        counts=np.array(p.counts, dtype=np.int64),
+        ids=list(p.ids),
+        scores=np.frombuffer(p.scores, dtype="<f8").astype(np.float64),
+        vectors=unpacked(p.vectors).copy() if p.HasField("vectors") else None,
+        space=p.vectors.space,
+    )
 
 
 def anomaly_scores(r: latent_pb2.AnomalyScoreResponse) -> list[dict[str, float]]:

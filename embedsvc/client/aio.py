@@ -27,6 +27,7 @@ from embedsvc.client.types import (
     ImageLike,
     LatentLike,
     Operation,
+    PackedHits,
     Projection,
     Sampled,
     SearchHit,
@@ -476,6 +477,11 @@ class AsyncClient:
         if not isinstance(queries, np.ndarray):
             queries = list(queries)
         return await self._unary(self._calls.batch_search(collection, queries, options))
+
+    async def batch_search_packed(self, collection: str, queries: np.ndarray, **options: Any) -> PackedHits:
+        """Many vector queries (an (n, d) array, sent packed), the hits in columns: cheaper than batch_search's one
+        object per hit on both sides for large batches. No metadata or inputs (include_metadata must not be True)."""
+        return await self._unary(self._calls.batch_search_packed(collection, queries, options))
 
     def export_items(self, collection: str, *, batch_size: int = 1000, resume_token: str = "") -> AsyncExport:
         """Every item, with its vector and metadata, in the order of their ids: `async for item in ...`. Its

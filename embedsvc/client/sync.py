@@ -25,6 +25,7 @@ from embedsvc.client.types import (
     ImageLike,
     LatentLike,
     Operation,
+    PackedHits,
     Projection,
     Sampled,
     SearchHit,
@@ -478,6 +479,11 @@ class Client:
         if not isinstance(queries, np.ndarray):
             queries = list(queries)
         return self._unary(self._calls.batch_search(collection, queries, options))
+
+    def batch_search_packed(self, collection: str, queries: np.ndarray, **options: Any) -> PackedHits:
+        """Many vector queries (an (n, d) array, sent packed), the hits in columns: cheaper than batch_search's one
+        object per hit on both sides for large batches. No metadata or inputs (include_metadata must not be True)."""
+        return self._unary(self._calls.batch_search_packed(collection, queries, options))
 
     def export_items(self, collection: str, *, batch_size: int = 1000, resume_token: str = "") -> Export:
         """Every item, with its vector and metadata, in the order of their ids. The iterator's `resume_token` (after

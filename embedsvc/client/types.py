@@ -154,6 +154,32 @@ class SearchHit:
 
 
 @dataclass(frozen=True)
+class PackedHits:
+    """BatchSearch hits in columns (batch_search_packed): query i's hits are ids[offsets[i]:offsets[i + 1]], closest
+    first, with their scores (and vectors, with include_vectors) at the same positions."""
+
+    counts: np.ndarray  # (queries,) hits per query
+    ids: list[str]
+    scores: np.ndarray  # (hits,) float64
+    vectors: np.ndarray | None = None  # (hits, dimension) float32, with include_vectors
+    space: str = ""
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """(queries + 1,) start of each query's hits, then the total."""
+        return np.concatenate([[0], np.cumsum(self.counts)])
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def query(self, i: int) -> tuple[list[str], np.ndarray]:
+        """Query i's hit ids and scores."""
+        start = int(np.sum(self.counts[:i]))
+        end = start + int(self.counts[i])
+        return self.ids[start:end], self.scores[start:end]
+
+
+@dataclass(frozen=True)
 class GeneratedImage:
     png: bytes
     latent: np.ndarray

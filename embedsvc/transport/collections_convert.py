@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -234,13 +235,7 @@ def batch_queries(request: collections_pb2.BatchSearchRequest, limits: Limits) -
     if request.packed_queries:
         if request.queries:
             raise invalid("packed_queries", "set packed_queries or queries, not both")
-        if len(request.packed_queries) % 4:
-            raise EmbedsvcError(
-                Reason.DIMENSION_MISMATCH,
-                f"packed_queries has {len(request.packed_queries)} bytes, not a whole number of float32 values",
-                field="packed_queries",
-            )
-        return PackedQueries(np.frombuffer(request.packed_queries, dtype="<f4").astype(np.float32, copy=False))
+        return PackedQueries(convert.packed_floats(request.packed_queries, "packed_queries"))
     return [query(q, f"queries[{i}]", limits) for i, q in enumerate(request.queries)]
 
 
@@ -254,6 +249,32 @@ def search_options(message: collections_pb2.SearchOptions) -> SearchOptions:
         include_metadata=message.include_metadata if message.HasField("include_metadata") else True,
         include_vectors=message.include_vectors,
     )
+
+
+def packed_search_options(message: collections_pb2.SearchOptions) -> SearchOptions:
+    """Options of a BatchSearch with packed_results: packed hits carry no metadata, so none is read."""
+    if message.HasField("include_metadata") and message.include_metadata:
+        raise invalid(
+            "options.include_metadata",
+            "packed results carry no metadata: leave include_metadata unset or false and fetch it with GetItems",
+        )
+    return dataclasses.replace(search_options(message), include_metadata=False)
+
+
+def packed_hits(
+    lists: Sequence[Sequence[Hit]], space: str, *, with_vectors: bool, dimension: int
+) -> collections_pb2.PackedHits:
+    """Every query's hits in columns: counts, ids, float64 scores, and with_vectors the hits' vectors."""
+    flat = [hit for hits in lists for hit in hits]
+    message = collections_pb2.PackedHits(
+        counts=[len(hits) for hits in lists],
+        ids=[hit.id for hit in flat],
+        scores=np.fromiter((hit.score for hit in flat), dtype="<f8", count=len(flat)).tobytes(),
+    )
+    if with_vectors:
+        rows = np.stack([np.asarray(hit.vector) for hit in flat]) if flat else np.empty((0, dimension), np.float32)
+        message.vectors.CopyFrom(convert.packed_vectors_message(rows, space))
+    return message
 
 
 def add_hits(container: Any, hits: Sequence[Hit], space: str) -> None:

@@ -155,15 +155,23 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
         self, request: collections_pb2.BatchSearchRequest, context: grpc.ServicerContext
     ) -> collections_pb2.BatchSearchResponse:
         queries = cc.batch_queries(request, self._c.limits)
+        packed = request.packed_results
         lists, provenance, collection = self._c.search(
             request.collection,
             queries,
-            cc.search_options(request.options),
+            cc.packed_search_options(request.options) if packed else cc.search_options(request.options),
             batch=True,
             control=convert.call_control(context),
         )
         response = collections_pb2.BatchSearchResponse(provenance=convert.provenance_message(provenance))
         space = collection.config.space
+        if packed:
+            response.packed.CopyFrom(
+                cc.packed_hits(
+                    lists, space, with_vectors=request.options.include_vectors, dimension=collection.config.dimension
+                )
+            )
+            return response
         for hits in lists:
             cc.add_hits(response.results.add().hits, hits, space)
         return response

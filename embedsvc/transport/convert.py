@@ -52,6 +52,23 @@ def vector_message(values: np.ndarray, space: str) -> common_pb2.Vector:
     return common_pb2.Vector(values=values.tolist(), space=space)
 
 
+def packed_floats(data: bytes, field: str) -> np.ndarray:
+    """The flat float32 values of a `packed_*` field (little-endian); whoever knows the dimension cuts the rows."""
+    if len(data) % 4:
+        raise EmbedsvcError(
+            Reason.DIMENSION_MISMATCH,
+            f"{field} has {len(data)} bytes, not a whole number of float32 values",
+            field=field,
+        )
+    return np.frombuffer(data, dtype="<f4").astype(np.float32, copy=False)
+
+
+def packed_vectors_message(rows: np.ndarray, space: str) -> common_pb2.PackedVectors:
+    """An (n, d) matrix as one PackedVectors message: float32 little-endian, row-major."""
+    rows = np.ascontiguousarray(rows, dtype="<f4")
+    return common_pb2.PackedVectors(rows=rows.shape[0], dimension=rows.shape[1], data=rows.tobytes(), space=space)
+
+
 def provenance_message(p: Provenance) -> common_pb2.Provenance:
     return common_pb2.Provenance(model=p.model, model_version=p.model_version, method=p.method, parameters=p.parameters)
 

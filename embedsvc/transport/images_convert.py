@@ -55,6 +55,10 @@ def point(message: latent_pb2.LatentPoint, present: bool, field: str) -> Point |
     raise missing(field, "an image or a latent")
 
 
+def pngs(result: Generated) -> list[bytes]:
+    return [to_png(picture) for picture in result.images]
+
+
 def generated(result: Generated, space: str) -> list[latent_pb2.GeneratedImage]:
     return [
         latent_pb2.GeneratedImage(png=to_png(picture), latent=common_pb2.Vector(values=z, space=space))

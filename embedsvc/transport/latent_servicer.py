@@ -8,9 +8,9 @@ import grpc
 import numpy as np
 
 from embedsvc.core.images.codec import to_model_input
-from embedsvc.core.images.latents import Generated, Latents
+from embedsvc.core.images.latents import Generated, Latents, PackedLatents, TaggedVector
 from embedsvc.core.registry import provenance
-from embedsvc.errors import check_count
+from embedsvc.errors import check_count, invalid
 from embedsvc.transport import convert
 from embedsvc.transport import images_convert as ic
 from embedsvc.v1 import images_pb2, images_pb2_grpc, latent_pb2, latent_pb2_grpc
@@ -34,6 +34,10 @@ class LatentServicer(latent_pb2_grpc.LatentServiceServicer):
         mean, log_var, prov = self._latents.encode(request.model, ic.images(request.images))
         response = latent_pb2.EncodeImagesResponse(provenance=convert.provenance_message(prov))
         space = self._space(request.model)
+        if request.packed_results:
+            response.packed_means.CopyFrom(convert.packed_vectors_message(mean, space))
+            response.packed_log_variances.CopyFrom(convert.packed_vectors_message(log_var, space))
+            return response
         for m, v in zip(mean.tolist(), log_var.tolist(), strict=True):  # one tolist per matrix: cheaper than per row
             code = response.codes.add()
             code.mean.values.extend(m)
@@ -49,10 +53,22 @@ class LatentServicer(latent_pb2_grpc.LatentServiceServicer):
             "expressions", "expressions", len(request.expressions), self._limits.max_images_per_request, minimum=0
         )
         expressions = convert.expressions(list(request.expressions), self._limits) if request.expressions else []
-        result = self._latents.decode(request.model, [ic.tagged(v) for v in request.latents], expressions)
-        return latent_pb2.DecodeLatentsResponse(
-            images=self._images(result, request.model), provenance=convert.provenance_message(result.provenance)
-        )
+        if request.packed_latents:
+            if request.latents:
+                raise invalid("packed_latents", "set packed_latents or latents, not both")
+            latents: list[TaggedVector] | PackedLatents = PackedLatents(
+                convert.packed_floats(request.packed_latents, "packed_latents")
+            )
+        else:
+            latents = [ic.tagged(v) for v in request.latents]
+        result = self._latents.decode(request.model, latents, expressions)
+        response = latent_pb2.DecodeLatentsResponse(provenance=convert.provenance_message(result.provenance))
+        if request.packed_results:
+            response.pngs.extend(ic.pngs(result))
+            response.packed_latents.CopyFrom(convert.packed_vectors_message(result.latents, self._space(request.model)))
+        else:
+            response.images.extend(self._images(result, request.model))
+        return response
 
     def Sample(self, request: latent_pb2.SampleRequest, context: grpc.ServicerContext) -> latent_pb2.SampleResponse:
         result, seed = self._latents.sample(

@@ -350,16 +350,30 @@ class SearchResponse(_message.Message):
     def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
 
 class BatchSearchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "options", "packed_queries")
+    __slots__ = ("collection", "queries", "options", "packed_queries", "packed_results")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     PACKED_QUERIES_FIELD_NUMBER: _ClassVar[int]
+    PACKED_RESULTS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _containers.RepeatedCompositeFieldContainer[Query]
     options: SearchOptions
     packed_queries: bytes
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., packed_queries: _Optional[bytes] = ...) -> None: ...
+    packed_results: bool
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., packed_queries: _Optional[bytes] = ..., packed_results: _Optional[bool] = ...) -> None: ...
+
+class PackedHits(_message.Message):
+    __slots__ = ("counts", "ids", "scores", "vectors")
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    scores: bytes
+    vectors: _common_pb2.PackedVectors
+    def __init__(self, counts: _Optional[_Iterable[int]] = ..., ids: _Optional[_Iterable[str]] = ..., scores: _Optional[bytes] = ..., vectors: _Optional[_Union[_common_pb2.PackedVectors, _Mapping]] = ...) -> None: ...
 
 class HitList(_message.Message):
     __slots__ = ("hits",)
@@ -368,12 +382,14 @@ class HitList(_message.Message):
     def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ...) -> None: ...
 
 class BatchSearchResponse(_message.Message):
-    __slots__ = ("results", "provenance")
+    __slots__ = ("results", "provenance", "packed")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[HitList]
     provenance: _common_pb2.Provenance
-    def __init__(self, results: _Optional[_Iterable[_Union[HitList, _Mapping]]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
+    packed: PackedHits
+    def __init__(self, results: _Optional[_Iterable[_Union[HitList, _Mapping]]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., packed: _Optional[_Union[PackedHits, _Mapping]] = ...) -> None: ...
 
 class RebuildRequest(_message.Message):
     __slots__ = ("name",)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65mbedsvc/v1/common.proto\x12\x0b\x65mbedsvc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\'\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\r\n\x05space\x18\x02 \x01(\t\"\xb2\x01\n\nProvenance\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12;\n\nparameters\x18\x04 \x03(\x0b\x32\'.embedsvc.v1.Provenance.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"r\n\x08RawImage\x12\x0e\n\x06pixels\x18\x01 \x01(\x0c\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x04 \x01(\x05\x12%\n\x05\x64type\x18\x05 \x01(\x0e\x32\x16.embedsvc.v1.PixelType\"L\n\nImageInput\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12$\n\x03raw\x18\x02 \x01(\x0b\x32\x15.embedsvc.v1.RawImageH\x00\x42\x08\n\x06source\"\xda\x01\n\rMetadataValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x03 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x12/\n\nlist_value\x18\x05 \x01(\x0b\x32\x19.embedsvc.v1.MetadataListH\x00\x12\x35\n\x0ftimestamp_value\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x42\x06\n\x04kind\":\n\x0cMetadataList\x12*\n\x06values\x18\x01 \x03(\x0b\x32\x1a.embedsvc.v1.MetadataValue*U\n\tPixelType\x12\x1a\n\x16PIXEL_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10PIXEL_TYPE_UINT8\x10\x01\x12\x16\n\x12PIXEL_TYPE_FLOAT32\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65mbedsvc/v1/common.proto\x12\x0b\x65mbedsvc.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\'\n\x06Vector\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\r\n\x05space\x18\x02 \x01(\t\"M\n\rPackedVectors\x12\x0c\n\x04rows\x18\x01 \x01(\x05\x12\x11\n\tdimension\x18\x02 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\r\n\x05space\x18\x04 \x01(\t\"\xb2\x01\n\nProvenance\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12;\n\nparameters\x18\x04 \x03(\x0b\x32\'.embedsvc.v1.Provenance.ParametersEntry\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"r\n\x08RawImage\x12\x0e\n\x06pixels\x18\x01 \x01(\x0c\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x10\n\x08\x63hannels\x18\x04 \x01(\x05\x12%\n\x05\x64type\x18\x05 \x01(\x0e\x32\x16.embedsvc.v1.PixelType\"L\n\nImageInput\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12$\n\x03raw\x18\x02 \x01(\x0b\x32\x15.embedsvc.v1.RawImageH\x00\x42\x08\n\x06source\"\xda\x01\n\rMetadataValue\x12\x16\n\x0cstring_value\x18\x01 \x01(\tH\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x16\n\x0c\x64ouble_value\x18\x03 \x01(\x01H\x00\x12\x14\n\nbool_value\x18\x04 \x01(\x08H\x00\x12/\n\nlist_value\x18\x05 \x01(\x0b\x32\x19.embedsvc.v1.MetadataListH\x00\x12\x35\n\x0ftimestamp_value\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x42\x06\n\x04kind\":\n\x0cMetadataList\x12*\n\x06values\x18\x01 \x03(\x0b\x32\x1a.embedsvc.v1.MetadataValue*U\n\tPixelType\x12\x1a\n\x16PIXEL_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10PIXEL_TYPE_UINT8\x10\x01\x12\x16\n\x12PIXEL_TYPE_FLOAT32\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,20 +34,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PROVENANCE_PARAMETERSENTRY']._loaded_options = None
   _globals['_PROVENANCE_PARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_PIXELTYPE']._serialized_start=771
-  _globals['_PIXELTYPE']._serialized_end=856
+  _globals['_PIXELTYPE']._serialized_start=850
+  _globals['_PIXELTYPE']._serialized_end=935
   _globals['_VECTOR']._serialized_start=74
   _globals['_VECTOR']._serialized_end=113
-  _globals['_PROVENANCE']._serialized_start=116
-  _globals['_PROVENANCE']._serialized_end=294
-  _globals['_PROVENANCE_PARAMETERSENTRY']._serialized_start=245
-  _globals['_PROVENANCE_PARAMETERSENTRY']._serialized_end=294
-  _globals['_RAWIMAGE']._serialized_start=296
-  _globals['_RAWIMAGE']._serialized_end=410
-  _globals['_IMAGEINPUT']._serialized_start=412
-  _globals['_IMAGEINPUT']._serialized_end=488
-  _globals['_METADATAVALUE']._serialized_start=491
-  _globals['_METADATAVALUE']._serialized_end=709
-  _globals['_METADATALIST']._serialized_start=711
-  _globals['_METADATALIST']._serialized_end=769
+  _globals['_PACKEDVECTORS']._serialized_start=115
+  _globals['_PACKEDVECTORS']._serialized_end=192
+  _globals['_PROVENANCE']._serialized_start=195
+  _globals['_PROVENANCE']._serialized_end=373
+  _globals['_PROVENANCE_PARAMETERSENTRY']._serialized_start=324
+  _globals['_PROVENANCE_PARAMETERSENTRY']._serialized_end=373
+  _globals['_RAWIMAGE']._serialized_start=375
+  _globals['_RAWIMAGE']._serialized_end=489
+  _globals['_IMAGEINPUT']._serialized_start=491
+  _globals['_IMAGEINPUT']._serialized_end=567
+  _globals['_METADATAVALUE']._serialized_start=570
+  _globals['_METADATAVALUE']._serialized_end=788
+  _globals['_METADATALIST']._serialized_start=790
+  _globals['_METADATALIST']._serialized_end=848
 # @@protoc_insertion_point(module_scope)

@@ -27,6 +27,18 @@ class Vector(_message.Message):
     space: str
     def __init__(self, values: _Optional[_Iterable[float]] = ..., space: _Optional[str] = ...) -> None: ...
 
+class PackedVectors(_message.Message):
+    __slots__ = ("rows", "dimension", "data", "space")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    dimension: int
+    data: bytes
+    space: str
+    def __init__(self, rows: _Optional[int] = ..., dimension: _Optional[int] = ..., data: _Optional[bytes] = ..., space: _Optional[str] = ...) -> None: ...
+
 class Provenance(_message.Message):
     __slots__ = ("model", "model_version", "method", "parameters")
     class ParametersEntry(_message.Message):

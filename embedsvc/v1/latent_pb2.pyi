@@ -38,38 +38,52 @@ class GeneratedImage(_message.Message):
     def __init__(self, png: _Optional[bytes] = ..., latent: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ...) -> None: ...
 
 class EncodeImagesRequest(_message.Message):
-    __slots__ = ("model", "images")
+    __slots__ = ("model", "images", "packed_results")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    PACKED_RESULTS_FIELD_NUMBER: _ClassVar[int]
     model: str
     images: _containers.RepeatedCompositeFieldContainer[_common_pb2.ImageInput]
-    def __init__(self, model: _Optional[str] = ..., images: _Optional[_Iterable[_Union[_common_pb2.ImageInput, _Mapping]]] = ...) -> None: ...
+    packed_results: bool
+    def __init__(self, model: _Optional[str] = ..., images: _Optional[_Iterable[_Union[_common_pb2.ImageInput, _Mapping]]] = ..., packed_results: _Optional[bool] = ...) -> None: ...
 
 class EncodeImagesResponse(_message.Message):
-    __slots__ = ("codes", "provenance")
+    __slots__ = ("codes", "provenance", "packed_means", "packed_log_variances")
     CODES_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    PACKED_MEANS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_LOG_VARIANCES_FIELD_NUMBER: _ClassVar[int]
     codes: _containers.RepeatedCompositeFieldContainer[LatentCode]
     provenance: _common_pb2.Provenance
-    def __init__(self, codes: _Optional[_Iterable[_Union[LatentCode, _Mapping]]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
+    packed_means: _common_pb2.PackedVectors
+    packed_log_variances: _common_pb2.PackedVectors
+    def __init__(self, codes: _Optional[_Iterable[_Union[LatentCode, _Mapping]]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., packed_means: _Optional[_Union[_common_pb2.PackedVectors, _Mapping]] = ..., packed_log_variances: _Optional[_Union[_common_pb2.PackedVectors, _Mapping]] = ...) -> None: ...
 
 class DecodeLatentsRequest(_message.Message):
-    __slots__ = ("model", "latents", "expressions")
+    __slots__ = ("model", "latents", "expressions", "packed_latents", "packed_results")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LATENTS_FIELD_NUMBER: _ClassVar[int]
     EXPRESSIONS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_LATENTS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_RESULTS_FIELD_NUMBER: _ClassVar[int]
     model: str
     latents: _containers.RepeatedCompositeFieldContainer[_common_pb2.Vector]
     expressions: _containers.RepeatedCompositeFieldContainer[_arithmetic_pb2.Expression]
-    def __init__(self, model: _Optional[str] = ..., latents: _Optional[_Iterable[_Union[_common_pb2.Vector, _Mapping]]] = ..., expressions: _Optional[_Iterable[_Union[_arithmetic_pb2.Expression, _Mapping]]] = ...) -> None: ...
+    packed_latents: bytes
+    packed_results: bool
+    def __init__(self, model: _Optional[str] = ..., latents: _Optional[_Iterable[_Union[_common_pb2.Vector, _Mapping]]] = ..., expressions: _Optional[_Iterable[_Union[_arithmetic_pb2.Expression, _Mapping]]] = ..., packed_latents: _Optional[bytes] = ..., packed_results: _Optional[bool] = ...) -> None: ...
 
 class DecodeLatentsResponse(_message.Message):
-    __slots__ = ("images", "provenance")
+    __slots__ = ("images", "provenance", "pngs", "packed_latents")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    PNGS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_LATENTS_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[GeneratedImage]
     provenance: _common_pb2.Provenance
-    def __init__(self, images: _Optional[_Iterable[_Union[GeneratedImage, _Mapping]]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
+    pngs: _containers.RepeatedScalarFieldContainer[bytes]
+    packed_latents: _common_pb2.PackedVectors
+    def __init__(self, images: _Optional[_Iterable[_Union[GeneratedImage, _Mapping]]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., pngs: _Optional[_Iterable[bytes]] = ..., packed_latents: _Optional[_Union[_common_pb2.PackedVectors, _Mapping]] = ...) -> None: ...
 
 class SampleRequest(_message.Message):
     __slots__ = ("model", "n", "seed", "temperature")

@@ -81,6 +81,38 @@ def test_packed_batch_equals_query_messages(client, vectors_collection):
     assert [[h.id for h in lst] for lst in packed] == [[f"item{i}" for i in row] for row in truth]
 
 
+def test_packed_results_equal_hit_messages(client, vectors_collection):
+    """The columns of packed_results carry the same ids, scores (exactly) and vectors as SearchHit messages, with a
+    filter that leaves some queries short of k; metadata is refused in that form, not silently dropped."""
+    name, _x = vectors_collection
+    q = np.random.default_rng(2).normal(size=(30, 8)).astype(np.float32)
+    for options in (
+        {"k": 7, "exact": True},
+        {"k": 5, "include_vectors": True},
+        {"k": 150, "filter": "i < 40 AND even = true", "include_vectors": True},
+    ):
+        hits = client.batch_search(name, q, include_metadata=False, **options)
+        packed = client.batch_search_packed(name, q, **options)
+        assert len(packed) == len(hits) and packed.counts.tolist() == [len(lst) for lst in hits]
+        assert packed.ids == [h.id for lst in hits for h in lst]
+        assert packed.scores.tolist() == [h.score for lst in hits for h in lst]
+        for i, lst in enumerate(hits):
+            assert packed.query(i)[0] == [h.id for h in lst]
+        if options.get("include_vectors"):
+            np.testing.assert_array_equal(packed.vectors, np.stack([h.vector for lst in hits for h in lst]))
+            assert packed.space == "collection:vecs"
+        else:
+            assert packed.vectors is None
+    assert client.batch_search_packed(name, q[:3], k=3, filter="i < 0").counts.tolist() == [0, 0, 0]
+    with pytest.raises(EmbedsvcClientError) as info:
+        client.batch_search_packed(name, q[:2], include_metadata=True)
+    assert (info.value.code, info.value.reason, info.value.field) == (
+        INVALID,
+        "INVALID_VALUE",
+        "options.include_metadata",
+    )
+
+
 def test_async_batch_search_sends_packed_queries(target, vectors_collection):
     import asyncio
 

@@ -22,7 +22,7 @@ from embedsvc.core.images.codec import to_png
 from embedsvc.core.images.datasets import load_dataset, split
 from embedsvc.core.images.directions import DirectionStore
 from embedsvc.errors import EmbedsvcError, Reason
-from embedsvc.v1 import arithmetic_pb2, latent_pb2, latent_pb2_grpc
+from embedsvc.v1 import arithmetic_pb2, common_pb2, latent_pb2, latent_pb2_grpc
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 MODEL = "mnist-vae"
@@ -90,6 +90,59 @@ def test_decode_and_reconstruct(client, vae, digits):
     mse = float(np.mean((recon - images[:, 0]) ** 2))
     baseline = float(np.mean((digits[0].images.mean(axis=0) - images) ** 2))
     assert mse < 0.5 * baseline
+
+
+def test_packed_forms_equal_one_message_per_image(target, client, digits):
+    """EncodeImages and DecodeLatents with packed_results (and packed_latents) give exactly the numbers and PNGs of
+    the one-message-per-image forms, which callers from other languages still use."""
+    stub = latent_pb2_grpc.LatentServiceStub(client._channel)
+    images = [common_pb2.ImageInput(data=png(x)) for x in digits[1].images[:20]]
+    codes = stub.EncodeImages(latent_pb2.EncodeImagesRequest(model=MODEL, images=images))
+    packed = stub.EncodeImages(latent_pb2.EncodeImagesRequest(model=MODEL, images=images, packed_results=True))
+    assert not packed.codes and len(codes.codes) == 20
+    means = np.frombuffer(packed.packed_means.data, "<f4").reshape(20, 16)
+    log_vars = np.frombuffer(packed.packed_log_variances.data, "<f4").reshape(20, 16)
+    assert (packed.packed_means.rows, packed.packed_means.dimension) == (20, 16)
+    np.testing.assert_array_equal(means, [list(c.mean.values) for c in codes.codes])
+    np.testing.assert_array_equal(log_vars, [list(c.log_variance.values) for c in codes.codes])
+    assert packed.packed_means.space == codes.codes[0].mean.space == client.get_model(MODEL).space
+
+    z = np.random.default_rng(3).standard_normal((12, 16)).astype(np.float32)
+    listed = stub.DecodeLatents(
+        latent_pb2.DecodeLatentsRequest(model=MODEL, latents=[common_pb2.Vector(values=v) for v in z.tolist()])
+    )
+    fast = stub.DecodeLatents(
+        latent_pb2.DecodeLatentsRequest(model=MODEL, packed_latents=z.tobytes(), packed_results=True)
+    )
+    assert not fast.images and list(fast.pngs) == [g.png for g in listed.images]
+    np.testing.assert_array_equal(np.frombuffer(fast.packed_latents.data, "<f4").reshape(12, 16), z)
+    assert fast.provenance.method == listed.provenance.method == "vae-decode"
+    # packed_latents with one-message results, and the client (which sends and asks for the packed forms)
+    mixed = stub.DecodeLatents(latent_pb2.DecodeLatentsRequest(model=MODEL, packed_latents=z.tobytes()))
+    assert [g.png for g in mixed.images] == list(fast.pngs)
+    assert [g.png for g in client.decode_latents(MODEL, z)] == list(fast.pngs)
+
+
+def _decode_packed(client, data: bytes, **fields):
+    stub = latent_pb2_grpc.LatentServiceStub(client._channel)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.DecodeLatents(latent_pb2.DecodeLatentsRequest(model=MODEL, packed_latents=data, **fields))
+    return info.value.code(), info.value.details()
+
+
+def test_bad_packed_latents(client):
+    z = np.zeros((2, 16), np.float32)
+    assert _decode_packed(client, z.tobytes()[:-2])[0] == INVALID  # not whole float32 values
+    code, details = _decode_packed(client, z.tobytes()[:-4])
+    assert code == INVALID and "not whole rows of 16" in details
+    code, details = _decode_packed(client, np.full((2, 16), np.inf, np.float32).tobytes())
+    assert code == INVALID and "NaN or infinite" in details
+    code, details = _decode_packed(client, z.tobytes(), latents=[common_pb2.Vector(values=[0.0] * 16)])
+    assert code == INVALID and "not both" in details
+    over = client.get_server_info().limits["max_images_per_request"] + 1
+    code, details = _decode_packed(client, np.zeros((over, 16), np.float32).tobytes())
+    assert code == INVALID and "over the limit" in details
+    assert len(client.sample(MODEL, 1, seed=0).images) == 1  # the server keeps serving
 
 
 def test_sample_is_seeded(client):

@@ -30,7 +30,7 @@ from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_e
 from embedsvc.index.backend import Stores, VectorCollection, check_name
 from embedsvc.index.types import CollectionConfig, Hit, StoredItem, Upsert
 from embedsvc.settings import Limits
-from embedsvc.vectors import check_vector
+from embedsvc.vectors import check_vector, packed_rows
 
 DEFAULT_K = 10
 
@@ -311,22 +311,12 @@ class Collections:
 
     @staticmethod
     def _packed_queries(collection: VectorCollection, packed: PackedQueries) -> np.ndarray:
-        dimension = collection.config.dimension
-        if packed.values.ndim != 1 or packed.values.size % dimension:
-            raise EmbedsvcError(
-                Reason.DIMENSION_MISMATCH,
-                f"packed_queries has {packed.values.size} float32 values, not whole rows of {dimension} "
-                f"(collection '{collection.config.name}')",
-                field="packed_queries",
-                metadata={"expected": str(dimension), "actual": str(packed.values.size)},
-            )
-        rows = packed.values.reshape(-1, dimension)
-        if not np.isfinite(rows).all():
-            bad = int(np.flatnonzero(~np.isfinite(rows).all(axis=1))[0])
-            raise EmbedsvcError(
-                Reason.NOT_FINITE, f"query row {bad} has NaN or infinite components", field="packed_queries"
-            )
-        return rows
+        return packed_rows(
+            packed.values,
+            dimension=collection.config.dimension,
+            owner=f"collection '{collection.config.name}'",
+            field="packed_queries",
+        )
 
     def _query_vectors(
         self,

@@ -21,7 +21,7 @@ from embedsvc.core.registry import ModelRegistry, Provenance
 from embedsvc.core.words.arithmetic import FieldOf
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
 from embedsvc.settings import Limits
-from embedsvc.vectors import check_vector
+from embedsvc.vectors import check_vector, packed_rows
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,13 @@ class TaggedVector:
 
     values: np.ndarray
     space: str = ""
+
+
+@dataclass(frozen=True)
+class PackedLatents:
+    """Latents sent as one flat float32 array (packed_latents): rows of the model's latent dimension, untagged."""
+
+    values: np.ndarray
 
 
 # A point of the latent space: an image (encoded to its mean) or a latent.
@@ -74,7 +81,13 @@ class Latents:
             field=field,
         )
 
-    def latents(self, model: VAEModel, vectors: Sequence[TaggedVector], field: str = "latents") -> np.ndarray:
+    def latents(
+        self, model: VAEModel, vectors: Sequence[TaggedVector] | PackedLatents, field: str = "latents"
+    ) -> np.ndarray:
+        if isinstance(vectors, PackedLatents):
+            rows = packed_rows(vectors.values, dimension=model.latent_dim, owner=f"model '{model.name}'", field=field)
+            check_count(field, "latents", len(rows), self.limits.max_images_per_request)
+            return rows.copy()  # writable, and no longer tied to the request's bytes
         check_count(field, "latents", len(vectors), self.limits.max_images_per_request)
         if all(v.values.shape == (model.latent_dim,) and v.space in ("", model.space) for v in vectors):
             stacked = np.stack([v.values for v in vectors]).astype(np.float32, copy=False)
@@ -96,19 +109,25 @@ class Latents:
         mean, log_var = model.encode(self.images(model, images))
         return mean, log_var, provenance(model, "vae-encode")
 
-    def decode(self, name: str, latents: Sequence[TaggedVector], expressions: Sequence[Expression]) -> Generated:
+    def decode(
+        self, name: str, latents: Sequence[TaggedVector] | PackedLatents, expressions: Sequence[Expression]
+    ) -> Generated:
+        """Images of latents (or of packed latents: `latents` names the field) or of expressions."""
         model = self.registry.vae(name)
+        field = "packed_latents" if isinstance(latents, PackedLatents) else "latents"
+        if isinstance(latents, PackedLatents) and not latents.values.size:
+            latents = []
         if latents and expressions:
-            raise invalid("latents", "set either latents or expressions, not both")
+            raise invalid(field, f"set either {field} or expressions, not both")
         if expressions:
             check_count("expressions", "expressions", len(expressions), self.limits.max_images_per_request)
             z = self.compose(
                 model, expressions, lambda e, t: f"expressions[{e}]" + (f".terms[{t}]" if t is not None else "")
             )
-        elif latents:
-            z = self.latents(model, latents)
+        elif isinstance(latents, PackedLatents) or latents:
+            z = self.latents(model, latents, field)
         else:
-            raise missing("latents", "latents or expressions")
+            raise missing("latents", "latents, packed_latents or expressions")
         return Generated(model.decode(z), z, provenance(model, "vae-decode"))
 
     def sample(self, name: str, n: int, seed: int | None, temperature: float | None) -> tuple[Generated, int]:
