@@ -111,7 +111,16 @@ def test_int8_is_quantised_once_measured_against_fp32_and_another_space(minilm_d
     fp32 = load_text_encoder(spec(minilm_dir), device="cpu", word_models={}, data_dir=tmp_path)
     options = TextEncoderOptions(TextEncoderFormat.SENTENCE_TRANSFORMERS, minilm_dir, precision="int8")
     int8 = load_text_encoder(ModelSpec("m", options), device="cpu", word_models={}, data_dir=tmp_path)
-    assert int8.engine == "onnx" and int8.precision == "int8" and int8.onnx_path.name.endswith("-int8.onnx")
+    from embedsvc.backends.onnx_text import FP32_MATMULS, INT8_RECIPE
+
+    assert int8.engine == "onnx" and int8.precision == "int8" and int8.onnx_path.name.endswith(f"-{INT8_RECIPE}.onnx")
+    # The recipe: every MatMul on int8 weights but the two sensitive feed-forward projections, left in fp32.
+    import onnx
+
+    nodes = onnx.load(str(int8.onnx_path)).graph.node
+    fp32_matmuls = [n.name for n in nodes if n.op_type == "MatMul" and "/encoder/layer." in n.name]
+    assert len(fp32_matmuls) == 2 + 12 and sum(bool(FP32_MATMULS.search(n)) for n in fp32_matmuls) == 2
+    assert sum(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in nodes) >= 30
     assert int8.space != fp32.space and int8.version == fp32.version + "+int8"
     q = int8.quality
     assert q.sentences == 500 and 0.98 <= q.min_cosine <= q.mean_cosine <= 1.0 and q.top10_agreement >= 0.85
