@@ -10,9 +10,12 @@ the gRPC request as its body. The generator must not measure itself: on 2 cores 
 offering 3,700 calls/s took a whole core (its event loop fell behind, so its calls "timed out" before they were even
 sent) and left the server 75 % of the other; h2load offers the same load on about 13 % of a core.
 h2load sees HTTP status codes, not gRPC status (trailers), so the outcomes come from the server's own Prometheus
-counters (by code), and calls h2load finished that the server did not count were refused by gRPC itself
-(`maximum_concurrent_rpcs`, RESOURCE_EXHAUSTED, before any handler). The p99 latency of admitted calls is taken from
-h2load's per-call log conservatively: the slowest calls are all taken to be admitted ones.
+counters (by code), and a sample: 100 Similarity calls a second from a gRPC client of its own, each outcome recorded
+by its code. Calls h2load finished that the server did not count never reached a handler (gRPC itself shed them, or
+their deadline passed first); their codes are split in the sample's proportions. (Until this sample existed they
+were all taken to be RESOURCE_EXHAUSTED; grpcio 1.85 in fact sheds calls past `max_pending_rpcs` with CANCELLED.)
+The p99 latency of admitted calls is taken from h2load's per-call log conservatively: the slowest calls are all taken
+to be admitted ones.
 Prints last: `overload: capacity C rps, offered O rps, served S rps, rejected J%, p99 admitted L ms, health p99 H ms,
 other errors E` (E: outcomes other than OK, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED, failed streams, failed health
 checks).
@@ -122,6 +125,46 @@ def probe(target: str, stop: threading.Event, latencies: list[float], failures: 
     channel.close()
 
 
+def census(target: str, stop: threading.Event, outcomes: Counter[str], rate: float = 100.0) -> None:
+    """Sample the overload's outcomes exactly: `rate` Similarity calls per second (open loop, 2 s deadline) on a
+    channel of their own, each outcome recorded by its gRPC code (and, for RESOURCE_EXHAUSTED and CANCELLED, its
+    reason or message). h2load cannot see gRPC status, and gRPC's own refusals never reach the server's counters."""
+    channel = grpc.insecure_channel(target)
+    similarity = channel.unary_unary(
+        "/embedsvc.v1.WordService/Similarity",
+        request_serializer=words_pb2.SimilarityRequest.SerializeToString,
+        response_deserializer=words_pb2.SimilarityResponse.FromString,
+    )
+    request = words_pb2.SimilarityRequest(model="words", pairs=[words_pb2.WordPair(first="one", second="two")])
+    lock = threading.Lock()
+
+    def done(future: grpc.Future) -> None:
+        exc = future.exception()
+        if exc is None:
+            name = "OK"
+        else:
+            code = exc.code()
+            trailers = exc.trailing_metadata() or ()
+            answered = any(k == "grpc-status-details-bin" for k, _ in trailers)
+            # Without the server's ErrorInfo the outcome came from gRPC itself (the server's or the caller's), never
+            # from a handler: a refusal before any handler, or a deadline that passed first.
+            name = code.name if answered else f"{code.name} by gRPC ({exc.details()})"
+        with lock:
+            outcomes[name] += 1
+
+    pending = []
+    next_at = time.perf_counter()
+    while not stop.is_set():
+        future = similarity.future(request, timeout=DEADLINE_MS / 1000)
+        future.add_done_callback(done)
+        pending.append(future)
+        next_at += 1 / rate
+        time.sleep(max(0.0, next_at - time.perf_counter()))
+    for future in pending:
+        future.exception()  # wait for it
+    channel.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of overload")
@@ -154,11 +197,18 @@ def main() -> None:
             print(f"capacity: {cap:.0f} calls/s (16 closed-loop callers, {args.seconds:g} s)", flush=True)
             clients = 32
             per_client = max(1, math.ceil(args.factor * cap / clients))
+            # Enough streams per connection that no call waits for one (every call may take its whole deadline):
+            # with fewer, h2load stops offering once that many calls are outstanding, and the load is not open.
+            streams = max(100, math.ceil(1.5 * per_client * DEADLINE_MS / 1000))
             stop = threading.Event()
             health: list[float] = []
             health_failures: Counter[str] = Counter()
             prober = threading.Thread(target=probe, args=(target, stop, health, health_failures))
             prober.start()
+            sampled: Counter[str] = Counter()
+            sampling = threading.Event()
+            sampler = threading.Thread(target=census, args=(target, sampling, sampled))
+            sampler.start()
             log = folder / "calls.tsv"
             before = server_counts(metrics_port)
             report = h2load(
@@ -169,12 +219,14 @@ def main() -> None:
                 "-c",
                 str(clients),
                 "-m",
-                "100",
+                str(streams),
                 "--rps",
                 str(per_client),
                 "--log-file",
                 str(log),
             )
+            sampling.set()
+            sampler.join()
             time.sleep(DEADLINE_MS / 1000 + 1)  # calls still running on the server finish or expire
             after = server_counts(metrics_port)
             stop.set()
@@ -183,23 +235,35 @@ def main() -> None:
                 [int(row.split("\t")[2]) / 1000 for row in log.read_text().splitlines() if row.count("\t") >= 2]
             )
     on_server = Counter({code: int(after.get(code, 0) - before.get(code, 0)) for code in after})
+    on_server.subtract(Counter({code: n for code, n in sampled.items() if " by gRPC" not in code}))  # the sample's
     on_server = +on_server
     done = int(report["done"])
     counted = sum(on_server.values())
-    native = max(0, done - counted)  # refused by gRPC's own maximum_concurrent_rpcs, before any handler
+    native = max(0, done - counted)  # refused by gRPC itself, before any handler: their codes come from the sample
+    # The calls gRPC refused or expired itself, split by code in the sample's proportions (all of them "other
+    # errors" when the sample saw none, for want of their codes).
+    sampled_native = Counter({code.split()[0]: n for code, n in sampled.items() if " by gRPC" in code})
+    native_by = Counter(
+        {code: round(native * n / sum(sampled_native.values())) for code, n in sampled_native.items()}
+        if sampled_native
+        else {"UNKNOWN": native}
+    )
     served = on_server["OK"] / report["elapsed"]
     offered = report["started"] / report["elapsed"]
-    refused = on_server["RESOURCE_EXHAUSTED"] + native
-    others = sum(n for code, n in on_server.items() if code not in ("OK", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"))
+    refused = on_server["RESOURCE_EXHAUSTED"] + native_by["RESOURCE_EXHAUSTED"]
+    allowed = ("OK", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED")
+    others = sum(n for code, n in (on_server + native_by).items() if code not in allowed)
     others += int(report["failed"] + report["errored"] + report["timeout"]) + sum(health_failures.values())
     slowest = max(1, math.ceil(0.01 * on_server["OK"]))
     p99_admitted = float(np.sort(durations_ms)[-slowest]) if len(durations_ms) >= slowest else float("nan")
     health_p99 = float(np.percentile(health, 99) * 1e3) if health else float("nan")
     print(
         f"h2load: {int(report['started'])} started, {done} done, {int(report['failed'])} failed, "
-        f"{int(report['errored'])} errored, {int(report['timeout'])} timed out; refused by gRPC itself: {native}"
+        f"{int(report['errored'])} errored, {int(report['timeout'])} timed out; not counted by the server: {native} "
+        f"(by the sample: {dict(native_by)})"
     )
     print(f"as the server counted them (Similarity): {dict(on_server)}")
+    print(f"a sample of {sum(sampled.values())} calls, by outcome: {dict(sampled)}")
     print(
         f"health checks: {len(health)} answered, failures {dict(health_failures)}, p50 "
         f"{statistics.median(health) * 1e3 if health else float('nan'):.1f} ms; all calls p50 "

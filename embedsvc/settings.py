@@ -223,12 +223,21 @@ class Settings:
     exit_on_model_error: bool = False
     # The deadline of a unary-response call whose caller set none (0: none). Long work stops when it passes.
     default_deadline_s: float = 300.0
-    # Admission: calls worked on at once (health checks aside); of those, streams and heavy calls (maps,
-    # EvaluateAnalogies, Inpaint, CreateDirection). More are refused at once: RESOURCE_EXHAUSTED / OVERLOADED with a
-    # retry delay. max_workers - max_concurrent_rpcs threads stay free for health checks and refusals.
+    # Admission: calls worked on at once (health checks aside; at most max_workers, so that each admitted call has a
+    # thread at once); of those, streams and heavy calls (maps, EvaluateAnalogies, Inpaint, CreateDirection). More are
+    # refused at once: RESOURCE_EXHAUSTED / OVERLOADED with a retry delay. Health checks have threads of their own, and
+    # refusals take none (transport/admission.py).
     max_concurrent_rpcs: int = 48
     max_concurrent_streams: int = 16
     max_heavy_rpcs: int = 2
+    # Calls gRPC has accepted that wait for the server to take them up (before admission sees them). Beyond this many,
+    # gRPC itself refuses some of the arriving calls (all of them beyond twice as many): RESOURCE_EXHAUSTED, "Too many
+    # pending requests for this server", with no reason attached, at almost no cost. A long queue here is time every
+    # admitted call waits under overload.
+    max_pending_rpcs: int = 128
+    # Health/Watch streams open at once (they hold no thread, only memory; anyone may open them, keys or not). More
+    # are refused with RESOURCE_EXHAUSTED / OVERLOADED.
+    max_health_watches: int = 1024
     # A streaming call that sends nothing for this long is ended (DEADLINE_EXCEEDED / STREAM_IDLE; 0: never).
     stream_idle_timeout_s: float = 60.0
     # Connections: the server pings a connection idle this long (0: never) and drops it if no answer comes within
@@ -242,7 +251,7 @@ class Settings:
     max_connection_age_grace_s: float = 30.0
     # Calls one HTTP/2 connection may have open at once (0: no limit). With a limit, calls beyond it wait in the
     # client instead of reaching the server, and a client multiplexing many calls on one connection is held to this
-    # many. Without one the server still serves about 0.8 of its capacity under 4x overload (benchmarks/overload.py).
+    # many. Without one the server still serves about 0.9 of its capacity under 4x overload (benchmarks/overload.py).
     max_streams_per_connection: int = 0
     # "auto" | "cpu" | "cuda:N": where text encoders run (auto: cuda:0 when torch sees a GPU). Word vectors always run
     # on the CPU (numpy/FAISS).
@@ -339,11 +348,15 @@ class Settings:
             raise ConfigError(f"server.port: {self.port} is not a TCP port")
         if self.page_token_secret and len(self.page_token_secret.encode("utf-8")) < 16:
             raise ConfigError("server.page_token_secret (or EMBEDSVC_PAGE_TOKEN_KEY): at least 16 characters")
-        if not 1 <= self.max_concurrent_rpcs <= self.max_workers - 4:
+        if not 1 <= self.max_concurrent_rpcs <= self.max_workers:
             raise ConfigError(
-                f"server.max_concurrent_rpcs: 1..max_workers - 4 ({self.max_workers - 4}; threads must stay free for "
-                f"health checks and refusals), got {self.max_concurrent_rpcs}"
+                f"server.max_concurrent_rpcs: 1..max_workers ({self.max_workers}; each admitted call needs a thread), "
+                f"got {self.max_concurrent_rpcs}"
             )
+        if not 1 <= self.max_pending_rpcs <= 1_000_000:
+            raise ConfigError(f"server.max_pending_rpcs: 1..1000000, got {self.max_pending_rpcs}")
+        if not 1 <= self.max_health_watches <= 1_000_000:
+            raise ConfigError(f"server.max_health_watches: 1..1000000, got {self.max_health_watches}")
         for name in ("max_concurrent_streams", "max_heavy_rpcs"):
             if not 1 <= getattr(self, name) <= self.max_concurrent_rpcs:
                 raise ConfigError(f"server.{name}: 1..max_concurrent_rpcs, got {getattr(self, name)}")

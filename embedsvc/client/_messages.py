@@ -89,6 +89,16 @@ def choice(table: dict[str, Any], value: Any, what: str) -> Any:
         raise ValueError(f"{what} must be one of {', '.join(table)}, got {value!r}") from None
 
 
+# What the server's gRPC itself says when it sheds a call before any handler sees it, and the setting behind it:
+# past max_pending_rpcs, grpcio 1.85's core cancels arriving calls ("CANCELLED", with no ErrorInfo; a call this client
+# cancelled itself says "Locally cancelled by application!"); past the backstop behind admission control,
+# RESOURCE_EXHAUSTED.
+_GRPC_REFUSALS = {
+    (grpc.StatusCode.CANCELLED, "CANCELLED"): "max_pending_rpcs",
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!"): "max_concurrent_rpcs",
+}
+
+
 def error(exc: grpc.RpcError) -> EmbedsvcClientError:
     """The client error of a failed call, with the reason and metadata of the server's ErrorInfo and the call's
     request id (the `x-request-id` the server logged it under)."""
@@ -100,6 +110,9 @@ def error(exc: grpc.RpcError) -> EmbedsvcClientError:
         found = status_error(status_pb2.Status.FromString(details))
     else:
         found = EmbedsvcClientError(code, message or "", code.name, {})
+        limit = _GRPC_REFUSALS.get((code, found.message))
+        if limit is not None:  # shed by the server's gRPC: overload like any other, to retry shortly
+            found.reason, found.metadata = "OVERLOADED", {"limit": limit}
     found.request_id = trailers.get("x-request-id", "")
     return found
 

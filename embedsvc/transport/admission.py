@@ -4,8 +4,14 @@ The server works on at most `max_concurrent_rpcs` calls at once (health checks a
 `max_concurrent_streams` streams and `max_heavy_rpcs` heavy calls. A call over a cap is refused at once, before any
 work, with RESOURCE_EXHAUSTED / OVERLOADED and a retry delay (RetryInfo and the `grpc-retry-pushback-ms` trailer,
 which gRPC's own retry policies read), instead of queueing behind the others: a queue that grows without bound turns
-overload into timeouts for everyone. The worker pool has threads beyond the cap, so health checks and refusals are
-answered while the server is saturated.
+overload into timeouts for everyone.
+
+Two doors. The front door is gRPC's poll thread, where the gateway sees each call before any thread takes it: when
+the calls handed to the worker pool and not yet finished (`Lane.pool.outstanding`, queued or running) reach the
+lane's cap, the call is refused right there (`InlinePool`), so that refusals cost no thread hand-off, never wait
+behind the work they refuse, and admitted calls never queue behind a backlog. Health checks have a lane of their own
+(own threads, own cap), so they answer while the work lane is full. The second door, in the worker (`Admission`),
+holds the caps that need the call's key or kind: streams, heavy calls, per-key limits.
 
 Per key, a token bucket (`rate` requests per second, `burst` at once) and a concurrency cap: over either,
 RESOURCE_EXHAUSTED / RATE_LIMITED with the time until the next token.
@@ -15,7 +21,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from concurrent import futures
 from dataclasses import dataclass
+from typing import Any
 
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.settings import ApiKey
@@ -35,6 +44,67 @@ HEAVY = frozenset(
     }
 )
 OVERLOAD_RETRY_S = 0.1
+# The health lane: its threads, and the health checks it holds at once (queued or running) before refusing more.
+HEALTH_THREADS = 2
+HEALTH_QUEUE = 64
+
+
+class CountingPool(futures.ThreadPoolExecutor):
+    """A thread pool that knows how many of the calls handed to it have not finished yet (queued or running)."""
+
+    def __init__(self, max_workers: int, thread_name_prefix: str) -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
+        self._count = threading.Lock()
+        self.outstanding = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
+        with self._count:
+            self.outstanding += 1
+        try:
+            return super().submit(self._counted, fn, args, kwargs)
+        except BaseException:  # shut down: nothing will run
+            self._done()
+            raise
+
+    def _counted(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        with self._count:
+            self.outstanding -= 1
+
+
+class InlinePool(futures.ThreadPoolExecutor):
+    """Runs what it is handed at once, on the thread that hands it over (gRPC's poll thread), and never starts a
+    thread: for refusals, which must not take a worker or wait in the queue of the work they refuse. What runs here
+    must not block: a refusal never reads its request."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="inline")
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
+        future: futures.Future[Any] = futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+@dataclass(frozen=True)
+class Lane:
+    """Where a kind of call runs (a pool) and how many of them may be outstanding there at once (`cap`); `limit` names
+    the setting in refusals."""
+
+    pool: CountingPool
+    cap: int
+    limit: str
+
+    def full(self) -> bool:
+        return self.pool.outstanding >= self.cap
 
 
 @dataclass

@@ -6,6 +6,10 @@
    generic INTERNAL, the details in the server log only;
 4. metrics, one access-log line (JSON fields with --log-format json), and the audit log for writes and admin actions.
 Requests that cannot be decoded are refused with INVALID_ARGUMENT / INVALID_ENCODING instead of grpc's bare INTERNAL.
+
+Before all that, on gRPC's poll thread, the front door (`transport/admission.py`): each call goes to its lane (health
+checks to theirs, everything else to the work lane), or, when the lane is full, to a refusal answered on the spot.
+Health watches run without holding a thread (gRPC's non-blocking form) and are capped in number.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from grpc_status import rpc_status
@@ -25,7 +29,7 @@ from embedsvc import calls
 from embedsvc.calls import CallControl
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.transport import roles
-from embedsvc.transport.admission import Admission, Ticket
+from embedsvc.transport.admission import OVERLOAD_RETRY_S, Admission, InlinePool, Lane, Ticket
 from embedsvc.transport.audit import AuditLog
 from embedsvc.transport.auth import ANONYMOUS, CURRENT, KeyRing, Principal, authorize
 from embedsvc.transport.metrics import Metrics
@@ -36,6 +40,7 @@ REQUEST_ID = "x-request-id"
 PUSHBACK = "grpc-retry-pushback-ms"  # the retry delay, where gRPC's own retry policies look for it
 _REFUSED = (Reason.OVERLOADED.value, Reason.RATE_LIMITED.value)
 _NO_DEADLINE = 1e8  # seconds: a call's time_remaining() beyond this means it has no deadline
+_WATCH = "/grpc.health.v1.Health/Watch"
 
 
 class Undecodable:
@@ -87,9 +92,17 @@ class Gateway(grpc.ServerInterceptor):
         default_deadline_s: float = 0.0,
         admission: Admission | None = None,
         stream_idle_timeout_s: float = 0.0,
+        work: Lane | None = None,
+        health: Lane | None = None,
+        max_health_watches: int = 0,
     ) -> None:
         self._default_deadline_s = default_deadline_s
         self._admission = admission
+        self._work, self._health = work, health
+        self._inline = InlinePool()
+        self._watch_lock = threading.Lock()
+        self._watches = 0
+        self._max_watches = max_health_watches
         self._stream_idle_timeout_s = stream_idle_timeout_s
         self._refused_logged = time.monotonic()
         self._refused_since = 0
@@ -98,7 +111,7 @@ class Gateway(grpc.ServerInterceptor):
         self._metrics = metrics
         self._audit = audit
         self._audit_reads = audit_reads
-        self._handlers: dict[str, grpc.RpcMethodHandler | None] = {}
+        self._entries: dict[str, _Entry | None] = {}
 
     def _note_refusal(self) -> None:
         """Count a refused call; say how many, at most every 10 seconds."""
@@ -117,24 +130,74 @@ class Gateway(grpc.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
+        # This runs on gRPC's poll thread, for every call: keep it to a dictionary lookup and a comparison.
         method = handler_call_details.method
-        if method not in self._handlers:  # a method's handler never changes: wrap it once
+        try:
+            entry = self._entries[method]
+        except KeyError:  # a method's handler never changes: wrap it once
             handler = continuation(handler_call_details)
-            self._handlers[method] = None if handler is None else self._wrap(handler, method)
-        return self._handlers[method]
+            entry = self._entries[method] = None if handler is None else self._entry(handler, method)
+        if entry is None:
+            return None
+        if entry.lane is not None and entry.lane.full():
+            return entry.refusal
+        return entry.handler
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def _entry(self, handler: grpc.RpcMethodHandler, method: str) -> _Entry:
         call = _Method(self, method, streaming=handler.unary_unary is None)
+        lane = self._health if call.rule is None else self._work
+        pool = None if lane is None else lane.pool
+        if method == _WATCH and getattr(handler.unary_stream, "experimental_non_blocking", False):
+            watched = handler._replace(unary_stream=call.watching(handler.unary_stream, pool))
+            return _Entry(watched, lane, None if lane is None else call.refusal(handler, lane))
         handler = handler._replace(request_deserializer=_lenient(handler.request_deserializer))
         if handler.unary_unary is not None:
-            return handler._replace(unary_unary=call.unary(handler.unary_unary, streamed=False))
-        if handler.stream_unary is not None:
-            return handler._replace(stream_unary=call.unary(handler.stream_unary, streamed=True))
-        if handler.unary_stream is not None:
-            return handler._replace(unary_stream=call.streaming(handler.unary_stream, streamed=False))
-        if handler.stream_stream is not None:
-            return handler._replace(stream_stream=call.streaming(handler.stream_stream, streamed=True))
-        return handler
+            handler = handler._replace(unary_unary=_on(pool, call.unary(handler.unary_unary, streamed=False)))
+        elif handler.stream_unary is not None:
+            handler = handler._replace(stream_unary=_on(pool, call.unary(handler.stream_unary, streamed=True)))
+        elif handler.unary_stream is not None:
+            handler = handler._replace(unary_stream=_on(pool, call.streaming(handler.unary_stream, streamed=False)))
+        elif handler.stream_stream is not None:
+            handler = handler._replace(stream_stream=_on(pool, call.streaming(handler.stream_stream, streamed=True)))
+        return _Entry(handler, lane, None if lane is None else call.refusal(handler, lane))
+
+    def _overloaded(self, limit: str, cap: int) -> _Status:
+        """The status of a refusal at the front door (the same one the worker's admission gives)."""
+        error = EmbedsvcError(
+            Reason.OVERLOADED,
+            f"the server is at capacity ({limit} = {cap}); retry shortly",
+            metadata={"limit": limit},
+            retry_after_s=OVERLOAD_RETRY_S,
+        )
+        grpc_status = rpc_status.to_status(to_status(error))
+        trailers = (*grpc_status.trailing_metadata, (PUSHBACK, str(round(OVERLOAD_RETRY_S * 1e3))))
+        return _Status(grpc_status.code, grpc_status.details, trailers)
+
+    def _watch_started(self) -> bool:
+        with self._watch_lock:
+            if self._max_watches and self._watches >= self._max_watches:
+                return False
+            self._watches += 1
+            return True
+
+    def _watch_ended(self) -> None:
+        with self._watch_lock:
+            self._watches -= 1
+
+
+class _Entry(NamedTuple):
+    """How the gateway answers one method: its wrapped handler, the lane it runs in, and the refusal for a full lane."""
+
+    handler: grpc.RpcMethodHandler
+    lane: Lane | None
+    refusal: grpc.RpcMethodHandler | None
+
+
+def _on(pool: Any, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    """Run `behavior` on `pool` (gRPC reads the attribute; None: the server's default pool)."""
+    if pool is not None:
+        behavior.experimental_thread_pool = pool  # type: ignore[attr-defined]
+    return behavior
 
 
 class _Method:
@@ -151,6 +214,76 @@ class _Method:
         metrics = gateway._metrics
         self.in_flight = metrics.in_flight.labels(service, name) if metrics else None
         self.latency = metrics.latency.labels(service, name) if metrics else None
+
+    def refusal(self, handler: grpc.RpcMethodHandler, lane: Lane) -> grpc.RpcMethodHandler:
+        """The handler of a call refused at the front door: it runs on the poll thread (`InlinePool`) and never reads
+        the request (as a request stream, gRPC receives nothing before the handler asks), so nothing can block."""
+        gateway = self.gateway
+        status = gateway._overloaded(lane.limit, lane.cap)
+        metrics = gateway._metrics
+        counted = metrics.requests.labels(self.service, self.name, status.code.name) if metrics else None
+        latency = self.latency
+        method = self.method
+
+        def refuse(_requests: Any, context: grpc.ServicerContext) -> None:
+            started = time.perf_counter()
+            request_id = _request_id(context)
+            gateway._note_refusal()
+            if counted is not None and latency is not None:
+                counted.inc()
+                latency.observe(time.perf_counter() - started)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "%s RESOURCE_EXHAUSTED OVERLOADED at the front door",
+                    method,
+                    extra={
+                        "call": {
+                            "request_id": request_id,
+                            "method": method,
+                            "code": status.code.name,
+                            "reason": Reason.OVERLOADED.value,
+                            "duration_ms": 0.0,
+                            "key": "",
+                        }
+                    },
+                )
+            context.abort_with_status(
+                _Status(status.code, status.details, (*status.trailing_metadata, (REQUEST_ID, request_id)))
+            )
+
+        refuse.experimental_thread_pool = gateway._inline  # type: ignore[attr-defined]
+        if handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(refuse, response_serializer=handler.response_serializer)
+        return grpc.stream_unary_rpc_method_handler(refuse, response_serializer=handler.response_serializer)
+
+    def watching(self, behavior: Callable[..., None], pool: Any) -> Callable[..., None]:
+        """Health/Watch in gRPC's non-blocking form: a watch holds no thread while it waits for a change, and at most
+        `max_health_watches` are open at once (so that watches cannot starve the server, nor fill its memory)."""
+        gateway = self.gateway
+        in_flight, counted = self.in_flight, None
+        if gateway._metrics is not None:
+            counted = gateway._metrics.requests.labels(self.service, self.name, grpc.StatusCode.OK.name)
+
+        def ended() -> None:
+            gateway._watch_ended()
+            if in_flight is not None and counted is not None:
+                in_flight.dec()
+                counted.inc()
+
+        def wrapper(request: Any, context: grpc.ServicerContext, send_response_callback: Callable[..., None]) -> None:
+            if not gateway._watch_started():
+                status = gateway._overloaded("max_health_watches", gateway._max_watches)
+                trailers = (*status.trailing_metadata, (REQUEST_ID, _request_id(context)))
+                context.abort_with_status(_Status(status.code, status.details, trailers))
+            if in_flight is not None:
+                in_flight.inc()
+            if not context.add_callback(ended):  # the call has already ended
+                ended()
+                return
+            behavior(request, context, send_response_callback)
+
+        wrapper.experimental_non_blocking = True  # type: ignore[attr-defined]
+        return _on(pool, wrapper)
 
     # ---- one call ------------------------------------------------------------------------------------------------
 
@@ -207,9 +340,7 @@ class _Call:
         context.add_callback(self.control.cancel)  # runs when the call ends, early or not
         self._control_token = calls._CURRENT.set(self.control)
         metadata = dict(context.invocation_metadata())
-        given = metadata.get(REQUEST_ID)
-        valid = isinstance(given, str) and 0 < len(given) <= 128 and given.isprintable()
-        self.request_id = given if valid else uuid.uuid4().hex
+        self.request_id = _valid_id(metadata.get(REQUEST_ID))
         self.authorization = metadata.get("authorization")
         self.principal: Principal = ANONYMOUS
         self.code = grpc.StatusCode.OK
@@ -309,6 +440,19 @@ class _Call:
                 collections=sorted(self.collections),
                 count=self.count,
             )
+
+
+def _valid_id(given: Any) -> str:
+    """The caller's request id when it is a usable one, else a new one."""
+    valid = isinstance(given, str) and 0 < len(given) <= 128 and given.isprintable()
+    return given if valid else uuid.uuid4().hex
+
+
+def _request_id(context: grpc.ServicerContext) -> str:
+    for name, value in context.invocation_metadata():
+        if name == REQUEST_ID:
+            return _valid_id(value)
+    return uuid.uuid4().hex
 
 
 _END = object()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from concurrent import futures
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from embedsvc.index.faiss.store import CollectionStore
 from embedsvc.index.milvus.client import MilvusOptions
 from embedsvc.index.types import Backend
 from embedsvc.settings import MilvusSettings, Settings
-from embedsvc.transport.admission import Admission
+from embedsvc.transport.admission import HEALTH_QUEUE, HEALTH_THREADS, Admission, CountingPool, Lane
 from embedsvc.transport.arithmetic_servicer import ArithmeticServicer
 from embedsvc.transport.audit import AuditLog
 from embedsvc.transport.auth import KeyRing
@@ -140,6 +139,15 @@ class Server:
             if auth.enabled
             else None
         )
+        # The worker threads, and a lane of their own for health checks (transport/admission.py).
+        self._pools = (
+            CountingPool(settings.max_workers, "rpc"),
+            CountingPool(HEALTH_THREADS, "health"),
+        )
+        work, health_lane = (
+            Lane(self._pools[0], settings.max_concurrent_rpcs, "max_concurrent_rpcs"),
+            Lane(self._pools[1], HEALTH_QUEUE, "health_queue"),
+        )
         gateway = Gateway(
             keys=KeyRing(auth.keys) if auth.enabled else None,
             resolve=self.aliases.resolve,
@@ -154,14 +162,18 @@ class Server:
                 keys=auth.keys if auth.enabled else (),
             ),
             stream_idle_timeout_s=settings.stream_idle_timeout_s,
+            work=work,
+            health=health_lane,
+            max_health_watches=settings.max_health_watches,
         )
         self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="rpc"),
+            self._pools[0],
             interceptors=[gateway],
             options=channel_options(settings),
-            # A backstop behind admission control (which refuses with reasons, and never refuses health checks):
-            # gRPC itself refuses calls beyond this many, before any thread takes them.
-            maximum_concurrent_rpcs=settings.max_workers * 8,
+            # A backstop behind admission control (which refuses with reasons, and keeps health checks apart): gRPC
+            # itself refuses calls beyond this many, before any thread takes them. The front door keeps the count far
+            # below it.
+            maximum_concurrent_rpcs=(settings.max_concurrent_rpcs + HEALTH_QUEUE) * 4,
         )
         models_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.registry, self.tokens, limits), self._grpc
@@ -274,6 +286,8 @@ class Server:
         if self._http_folder is not None:
             shutil.rmtree(self._http_folder, ignore_errors=True)
         self._grpc.stop(grace).wait()
+        for pool in self._pools:
+            pool.shutdown(wait=False)
         self.registry.close()
         self.operations.close()  # running operations stop and are recorded INTERRUPTED
         self.store.close_all(checkpoint=self.load_error is None)
@@ -331,6 +345,10 @@ def channel_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_ping_strikes", 2),
+        # Calls waiting for the poll thread: past the soft limit gRPC refuses arriving calls with a rising
+        # probability, past the hard one all of them (refusals in C, the cheapest there are).
+        ("grpc.server.max_pending_requests", settings.max_pending_rpcs),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * settings.max_pending_rpcs),
     ]
     if settings.max_streams_per_connection > 0:
         options.append(("grpc.max_concurrent_streams", settings.max_streams_per_connection))

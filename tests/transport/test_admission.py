@@ -208,3 +208,156 @@ def test_health_answers_while_every_call_slot_is_taken(tmp_path, planted_file, m
         for c in clients:
             c.close()
         srv.stop(0)
+
+
+def test_health_watches_hold_no_thread_and_are_capped(tmp_path, planted_file):
+    """Found while measuring overload: each Health/Watch stream (open to anyone) held a worker thread, so 20 watches
+    hung every call of a 16-thread server. Now watches wait without a thread and their number is capped."""
+    srv, target = serve(tmp_path, planted_file, max_health_watches=40)
+    channel = grpc.insecure_channel(target)
+    health = health_pb2_grpc.HealthStub(channel)
+    watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=30) for _ in range(40)]  # > max_workers (16)
+    try:
+        for watch in watches:
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        with Client(target) as client:
+            assert client.similarity("planted", [("king", "queen")])[0] > 0.5
+            assert client.health() == "SERVING"
+        extra = health.Watch(health_pb2.HealthCheckRequest(), timeout=10)
+        with pytest.raises(grpc.RpcError) as info:
+            next(extra)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        trailers = dict(info.value.trailing_metadata())
+        assert trailers["grpc-retry-pushback-ms"] == "100" and "x-request-id" in trailers
+        for watch in watches:
+            watch.cancel()
+        deadline = time.monotonic() + 10
+        while True:  # the cancelled watches give their places back
+            fresh = health.Watch(health_pb2.HealthCheckRequest(), timeout=10)
+            try:
+                assert next(fresh).status == health_pb2.HealthCheckResponse.SERVING
+                fresh.cancel()
+                break
+            except grpc.RpcError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+    finally:
+        channel.close()
+        srv.stop(0)
+
+
+def test_front_door_refusal_carries_reason_retry_and_request_id(tmp_path, planted_file, monkeypatch):
+    from embedsvc.core.words import lookups
+
+    release = threading.Event()
+    real = lookups.similarity
+
+    def stuck(*args, **kwargs):
+        release.wait(20)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lookups, "similarity", stuck)
+    srv, target = serve(tmp_path, planted_file)
+    clients = [Client(target) for _ in range(12)]
+    threads = [threading.Thread(target=c.similarity, args=("planted", [("king", "queen")])) for c in clients]
+    channel = grpc.insecure_channel(target)
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.0)  # every work slot taken
+        from embedsvc.v1 import words_pb2, words_pb2_grpc
+
+        stub = words_pb2_grpc.WordServiceStub(channel)
+        started = time.perf_counter()
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Similarity(
+                words_pb2.SimilarityRequest(model="planted", pairs=[words_pb2.WordPair(first="king", second="man")]),
+                metadata=[("x-request-id", "overload-1")],
+                timeout=10,
+            )
+        assert time.perf_counter() - started < 2
+        trailers = dict(info.value.trailing_metadata())
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert trailers["x-request-id"] == "overload-1" and trailers["grpc-retry-pushback-ms"] == "100"
+        from embedsvc.client._messages import error
+
+        found = error(info.value)
+        assert (found.reason, found.metadata["limit"]) == ("OVERLOADED", "max_concurrent_rpcs")
+    finally:
+        release.set()
+        for t in threads:
+            t.join(20)
+        for c in clients:
+            c.close()
+        channel.close()
+        srv.stop(0)
+
+
+def test_counting_and_inline_pools():
+    from embedsvc.transport.admission import CountingPool, InlinePool, Lane
+
+    pool = CountingPool(2, "t")
+    gate = threading.Event()
+    lane = Lane(pool, 2, "max_concurrent_rpcs")
+    running = [pool.submit(gate.wait, 10) for _ in range(3)]  # two run, one waits: all three are outstanding
+    assert pool.outstanding == 3 and lane.full()
+    gate.set()
+    for future in running:
+        future.result(10)
+    assert pool.outstanding == 0 and not lane.full()
+    failing = pool.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.result(10)
+    assert pool.outstanding == 0
+    pool.shutdown()
+    with pytest.raises(RuntimeError):
+        pool.submit(print)
+    assert pool.outstanding == 0
+    inline = InlinePool()
+    caller = threading.get_ident()
+    assert inline.submit(threading.get_ident).result(0) == caller  # ran at once, on the caller's thread
+    assert isinstance(inline.submit(lambda: 1 / 0).exception(0), ZeroDivisionError)
+
+
+class _Shed(grpc.RpcError):
+    def __init__(self, code, details):
+        self._code, self._details = code, details
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._details
+
+    def trailing_metadata(self):
+        return ()
+
+
+def test_calls_shed_by_grpc_itself_read_as_overload():
+    """grpcio 1.85's core cancels calls beyond max_pending_rpcs with a bare CANCELLED (measured with nghttp: grpc-status
+    1, message "CANCELLED"); the client reads that, and the backstop's refusal, as OVERLOADED."""
+    from embedsvc.client._messages import error
+
+    shed = error(_Shed(grpc.StatusCode.CANCELLED, "CANCELLED"))
+    assert (shed.code, shed.reason, shed.metadata) == (
+        grpc.StatusCode.CANCELLED,
+        "OVERLOADED",
+        {"limit": "max_pending_rpcs"},
+    )
+    assert error(_Shed(grpc.StatusCode.RESOURCE_EXHAUSTED, "Concurrent RPC limit exceeded!")).reason == "OVERLOADED"
+    assert error(_Shed(grpc.StatusCode.CANCELLED, "Locally cancelled by application!")).reason == "CANCELLED"
+    too_big = error(_Shed(grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max (5 vs. 4)"))
+    assert too_big.reason == "RESOURCE_EXHAUSTED"
+
+
+def test_pending_and_lane_settings():
+    from embedsvc.errors import ConfigError
+    from embedsvc.transport.server import channel_options
+
+    options = dict(channel_options(Settings(max_pending_rpcs=50)))
+    assert options["grpc.server.max_pending_requests"] == 50
+    assert options["grpc.server.max_pending_requests_hard_limit"] == 100
+    for bad in ({"max_pending_rpcs": 0}, {"max_health_watches": 0}, {"max_workers": 8, "max_concurrent_rpcs": 9}):
+        with pytest.raises(ConfigError):
+            Settings(**bad).validate()
+    Settings(max_workers=8, max_concurrent_rpcs=8, max_concurrent_streams=4).validate()
