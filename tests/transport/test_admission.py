@@ -1,6 +1,7 @@
 """Admission control through a real server: idle streams cannot starve the server, heavy calls have their own cap,
 refusals come at once with a reason and a retry delay, health checks always answer, per-key limits hold."""
 
+import contextlib
 import queue
 import threading
 import time
@@ -175,7 +176,10 @@ def test_admission_counts():
     admission.leave(d)
 
 
-def test_health_answers_while_every_call_slot_is_taken(tmp_path, planted_file, monkeypatch):
+@contextlib.contextmanager
+def every_slot_taken(tmp_path, planted_file, monkeypatch):
+    """A server whose 12 work slots are all held by Similarity calls that wait until the block ends; yields its
+    target."""
     from embedsvc.core.words import lookups
 
     release = threading.Event()
@@ -193,6 +197,18 @@ def test_health_answers_while_every_call_slot_is_taken(tmp_path, planted_file, m
         for t in threads:
             t.start()
         time.sleep(1.0)  # all 12 slots taken
+        yield target
+    finally:
+        release.set()
+        for t in threads:
+            t.join(20)
+        for c in clients:
+            c.close()
+        srv.stop(0)
+
+
+def test_health_answers_while_every_call_slot_is_taken(tmp_path, planted_file, monkeypatch):
+    with every_slot_taken(tmp_path, planted_file, monkeypatch) as target:
         channel = grpc.insecure_channel(target)
         health = health_pb2_grpc.HealthStub(channel)
         for _ in range(5):
@@ -201,13 +217,6 @@ def test_health_answers_while_every_call_slot_is_taken(tmp_path, planted_file, m
             extra.nearest_words("planted", ["king"])
         assert info.value.reason == "OVERLOADED"
         channel.close()
-    finally:
-        release.set()
-        for t in threads:
-            t.join(20)
-        for c in clients:
-            c.close()
-        srv.stop(0)
 
 
 def test_health_watches_hold_no_thread_and_are_capped(tmp_path, planted_file):
@@ -247,26 +256,10 @@ def test_health_watches_hold_no_thread_and_are_capped(tmp_path, planted_file):
 
 
 def test_front_door_refusal_carries_reason_retry_and_request_id(tmp_path, planted_file, monkeypatch):
-    from embedsvc.core.words import lookups
+    from embedsvc.client._messages import error
+    from embedsvc.v1 import words_pb2, words_pb2_grpc
 
-    release = threading.Event()
-    real = lookups.similarity
-
-    def stuck(*args, **kwargs):
-        release.wait(20)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(lookups, "similarity", stuck)
-    srv, target = serve(tmp_path, planted_file)
-    clients = [Client(target) for _ in range(12)]
-    threads = [threading.Thread(target=c.similarity, args=("planted", [("king", "queen")])) for c in clients]
-    channel = grpc.insecure_channel(target)
-    try:
-        for t in threads:
-            t.start()
-        time.sleep(1.0)  # every work slot taken
-        from embedsvc.v1 import words_pb2, words_pb2_grpc
-
+    with every_slot_taken(tmp_path, planted_file, monkeypatch) as target, grpc.insecure_channel(target) as channel:
         stub = words_pb2_grpc.WordServiceStub(channel)
         started = time.perf_counter()
         with pytest.raises(grpc.RpcError) as info:
@@ -279,18 +272,8 @@ def test_front_door_refusal_carries_reason_retry_and_request_id(tmp_path, plante
         trailers = dict(info.value.trailing_metadata())
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert trailers["x-request-id"] == "overload-1" and trailers["grpc-retry-pushback-ms"] == "100"
-        from embedsvc.client._messages import error
-
         found = error(info.value)
         assert (found.reason, found.metadata["limit"]) == ("OVERLOADED", "max_concurrent_rpcs")
-    finally:
-        release.set()
-        for t in threads:
-            t.join(20)
-        for c in clients:
-            c.close()
-        channel.close()
-        srv.stop(0)
 
 
 def test_counting_and_inline_pools():
