@@ -364,6 +364,8 @@ class ModelRegistry:
             info = self._infos[name]
         if hosted is None:
             raise _not_ready(info)
+        if capability not in hosted.served:  # reloaded from a new configuration since `offers` was read
+            raise _not_offered(info, capability, hosted.loaded.capabilities)
         return hosted
 
     def _named_info(self, name: str) -> ModelInfo:

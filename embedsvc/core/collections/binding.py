@@ -84,7 +84,8 @@ class Binding:
         """The unit 3CosAdd query vector of each expression, and the inputs (words or texts) each one uses; for image
         models the weighted sum of each expression's terms, and no inputs."""
         if self.images is not None and self.latents is not None:
-            return self.latents.compose(self.images, expressions, field_of), [set() for _ in expressions]
+            composed = self.latents.compose(self.images, expressions, field_of, dimension=self.dimension)
+            return composed, [set() for _ in expressions]
         if self.text is not None:
             return texts.compose(self.text, expressions, field_of, limits, control)
         assert self.words is not None
