@@ -60,6 +60,7 @@ class Reason(StrEnum):
     MODEL_UNLOADED = "MODEL_UNLOADED"
     MODEL_IN_USE = "MODEL_IN_USE"
     MODEL_EXISTS = "MODEL_EXISTS"
+    OPERATION_NOT_SUPPORTED = "OPERATION_NOT_SUPPORTED"
 
 
 class ConfigError(ValueError):
@@ -125,4 +126,14 @@ def out_of_vocabulary(model: str, words: Iterable[str], field: str | None = None
         f"not in the vocabulary of model '{model}': {shown}",
         field=field,
         metadata={"model": model, "words": shown},
+    )
+
+
+def operation_not_supported(model: str, kind: str, message: str, needs: str) -> EmbedsvcError:
+    """A model of the right family that lacks what the operation needs (`needs`: a capability, or "prior")."""
+    return EmbedsvcError(
+        Reason.OPERATION_NOT_SUPPORTED,
+        message,
+        field="model",
+        metadata={"model": model, "kind": kind, "needs": needs},
     )

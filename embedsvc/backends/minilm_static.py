@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from gensim.models import KeyedVectors
 
-from embedsvc.backends.word_vectors import checksum as _checksum
+from embedsvc.backends.devices import vectors_checksum as _checksum
 from embedsvc.durable import fsync_dir, fsync_file
 
 log = logging.getLogger(__name__)

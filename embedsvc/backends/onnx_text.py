@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from embedsvc.backends.text_encoders import SentenceTransformerEncoder
+from embedsvc.backends.text_models import SentenceTransformerEncoder
 from embedsvc.durable import write_atomic
 
 log = logging.getLogger(__name__)

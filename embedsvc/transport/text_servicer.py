@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import grpc
 
+from embedsvc.backends.capabilities import Capability
 from embedsvc.calls import CallControl
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.core.texts import embedding as texts
@@ -27,8 +28,7 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
 
     def _embed(self, request: text_pb2.EmbedTextsRequest, control: CallControl) -> text_pb2.EmbedTextsResponse:
         embedded = texts.embed_texts(
-            self._registry,
-            request.model,
+            self._registry.model(request.model, Capability.TEXTS),
             list(request.texts),
             self._limits,
             normalize=request.normalize,

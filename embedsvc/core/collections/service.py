@@ -25,7 +25,8 @@ from embedsvc.core.expression import Expression
 from embedsvc.core.images.codec import ImageInput
 from embedsvc.core.images.latents import Latents
 from embedsvc.core.paging import PageTokens
-from embedsvc.core.registry import ModelRegistry, Provenance
+from embedsvc.core.provenance import Provenance
+from embedsvc.core.registry import ModelRegistry
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
 from embedsvc.index.backend import Stores, VectorCollection, check_name
 from embedsvc.index.types import CollectionConfig, Hit, StoredItem, Upsert

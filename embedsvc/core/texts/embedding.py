@@ -13,7 +13,8 @@ import numpy as np
 
 from embedsvc.calls import CallControl
 from embedsvc.core.expression import Expression, TermKind
-from embedsvc.core.registry import ModelRegistry, Provenance, TextModel, provenance
+from embedsvc.core.provenance import Provenance, provenance
+from embedsvc.core.texts.batching import TextModel
 from embedsvc.core.words.arithmetic import FieldOf, cosadd_means
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded
 from embedsvc.settings import Limits
@@ -85,8 +86,7 @@ def encode(
 
 
 def embed_texts(
-    registry: ModelRegistry,
-    model_name: str,
+    model: TextModel,
     texts: Sequence[str],
     limits: Limits,
     *,
@@ -95,7 +95,6 @@ def embed_texts(
     control: CallControl | None = None,
 ) -> TextEmbeddings:
     """EmbedTexts: checked texts -> one vector each, with truncation report and provenance."""
-    model = registry.text_model(model_name)
     check_texts(texts, "texts", limits)
     vectors, truncated, counts = encode(
         model, texts, field_of=lambda n: f"texts[{n}]", normalize=normalize, chunk=chunk, control=control
