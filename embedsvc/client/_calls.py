@@ -15,8 +15,9 @@ from typing import Any, Generic, TypeVar
 import grpc
 import grpc.aio
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
+from embedsvc import api
 from embedsvc.client import _messages as m
 from embedsvc.client.types import (
     Alias,
@@ -42,25 +43,15 @@ from embedsvc.client.types import (
 )
 from embedsvc.v1 import (
     arithmetic_pb2,
-    arithmetic_pb2_grpc,
     collections_pb2,
-    collections_pb2_grpc,
     images_pb2,
-    images_pb2_grpc,
     latent_pb2,
-    latent_pb2_grpc,
     maps_pb2,
-    maps_pb2_grpc,
     models_pb2,
-    models_pb2_grpc,
     operations_pb2,
-    operations_pb2_grpc,
     server_pb2,
-    server_pb2_grpc,
     text_pb2,
-    text_pb2_grpc,
     words_pb2,
-    words_pb2_grpc,
 )
 
 T = TypeVar("T")
@@ -82,20 +73,20 @@ class Stream(Generic[T]):
 
 
 class Calls:
-    """The stubs of one channel (sync or asyncio) and a builder for each call."""
+    """The stubs of one channel (sync or asyncio) and a builder for each call.
+
+    The stubs come from the table of services (embedsvc/api.py): one attribute per service, named by its `short`
+    name (`self.words` is the WordService stub), so a new service needs no line here, only its calls' builders."""
 
     def __init__(self, channel: grpc.Channel | grpc.aio.Channel) -> None:
-        self.models = models_pb2_grpc.ModelServiceStub(channel)
-        self.words = words_pb2_grpc.WordServiceStub(channel)
-        self.arith = arithmetic_pb2_grpc.ArithmeticServiceStub(channel)
-        self.health = health_pb2_grpc.HealthStub(channel)
-        self.text = text_pb2_grpc.TextServiceStub(channel)
-        self.collections = collections_pb2_grpc.CollectionServiceStub(channel)
-        self.images = images_pb2_grpc.ImageServiceStub(channel)
-        self.latent = latent_pb2_grpc.LatentServiceStub(channel)
-        self.maps = maps_pb2_grpc.MapServiceStub(channel)
-        self.server = server_pb2_grpc.ServerServiceStub(channel)
-        self.operations = operations_pb2_grpc.OperationServiceStub(channel)
+        self._stubs = {s.short: s.stub(channel) for s in (*api.SERVICES, api.HEALTH)}
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for the stubs (every builder is a method): typed Any, as the generated stubs are untyped.
+        try:
+            return self.__dict__["_stubs"][name]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}") from None
 
     # ---- models, health ------------------------------------------------------------------------------------------
 

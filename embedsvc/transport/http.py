@@ -43,7 +43,6 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescri
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from google.rpc import error_details_pb2, status_pb2
-from grpc_health.v1 import health_pb2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -52,36 +51,12 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from embedsvc import api
 from embedsvc.errors import Reason
 from embedsvc.settings import Settings
-from embedsvc.v1 import (
-    arithmetic_pb2,
-    collections_pb2,
-    images_pb2,
-    latent_pb2,
-    maps_pb2,
-    models_pb2,
-    operations_pb2,
-    server_pb2,
-    text_pb2,
-    words_pb2,
-)
 
 log = logging.getLogger(__name__)
 
-_MODULES = (
-    server_pb2,
-    models_pb2,
-    words_pb2,
-    arithmetic_pb2,
-    text_pb2,
-    images_pb2,
-    latent_pb2,
-    maps_pb2,
-    collections_pb2,
-    operations_pb2,
-    health_pb2,
-)
 _STATUS = {
     grpc.StatusCode.CANCELLED: 499,
     grpc.StatusCode.UNKNOWN: 500,
@@ -123,15 +98,13 @@ class Method:
 
 
 def api_methods() -> dict[str, Method]:
-    """Every RPC of the API (and the health check), by its path."""
+    """Every RPC of the API (the table of services, embedsvc/api.py) and the health check, by its path."""
     found = {}
-    for module in _MODULES:
-        for service in module.DESCRIPTOR.services_by_name.values():
-            for m in service.methods:
-                if module is health_pb2 and m.name != "Check":
-                    continue  # grpcio's health servicer answers Check (and Watch, a never-ending stream) only
-                path = f"/{service.full_name}/{m.name}"
-                found[path] = Method(path, m, GetMessageClass(m.input_type), GetMessageClass(m.output_type))
+    for service in (*api.SERVICES, api.HEALTH):
+        for path, m in service.methods():
+            if service is api.HEALTH and m.name != "Check":
+                continue  # grpcio's health servicer answers Check (and Watch, a never-ending stream) only
+            found[path] = Method(path, m, GetMessageClass(m.input_type), GetMessageClass(m.output_type))
     return found
 
 
