@@ -71,8 +71,17 @@ def build_app(settings: Settings, grpc_target: str, modules: tuple[RouteModule, 
                 CORSMiddleware,
                 allow_origins=list(settings.http_cors_origins),
                 allow_methods=["POST", "GET"],
-                allow_headers=["authorization", "content-type", "connect-protocol-version", "connect-timeout-ms"],
+                # Connect's own headers (connectrpc.com/docs/cors), the key, and the caller's request id.
+                allow_headers=[
+                    "authorization",
+                    "content-type",
+                    "connect-protocol-version",
+                    "connect-timeout-ms",
+                    "x-user-agent",
+                    "x-request-id",
+                ],
                 expose_headers=["retry-after"],
+                max_age=7200,
             )
         )
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
