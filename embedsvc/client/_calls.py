@@ -15,9 +15,11 @@ from typing import Any, Generic, TypeVar
 import grpc
 import grpc.aio
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
-from embedsvc.client import _messages as m
+from embedsvc import api
+from embedsvc.client import _requests as req
+from embedsvc.client import _responses as res
 from embedsvc.client.types import (
     Alias,
     AnalogyReport,
@@ -42,25 +44,15 @@ from embedsvc.client.types import (
 )
 from embedsvc.v1 import (
     arithmetic_pb2,
-    arithmetic_pb2_grpc,
     collections_pb2,
-    collections_pb2_grpc,
     images_pb2,
-    images_pb2_grpc,
     latent_pb2,
-    latent_pb2_grpc,
     maps_pb2,
-    maps_pb2_grpc,
     models_pb2,
-    models_pb2_grpc,
     operations_pb2,
-    operations_pb2_grpc,
     server_pb2,
-    server_pb2_grpc,
     text_pb2,
-    text_pb2_grpc,
     words_pb2,
-    words_pb2_grpc,
 )
 
 T = TypeVar("T")
@@ -82,20 +74,20 @@ class Stream(Generic[T]):
 
 
 class Calls:
-    """The stubs of one channel (sync or asyncio) and a builder for each call."""
+    """The stubs of one channel (sync or asyncio) and a builder for each call.
+
+    The stubs come from the table of services (embedsvc/api.py): one attribute per service, named by its `short`
+    name (`self.words` is the WordService stub), so a new service needs no line here, only its calls' builders."""
 
     def __init__(self, channel: grpc.Channel | grpc.aio.Channel) -> None:
-        self.models = models_pb2_grpc.ModelServiceStub(channel)
-        self.words = words_pb2_grpc.WordServiceStub(channel)
-        self.arith = arithmetic_pb2_grpc.ArithmeticServiceStub(channel)
-        self.health = health_pb2_grpc.HealthStub(channel)
-        self.text = text_pb2_grpc.TextServiceStub(channel)
-        self.collections = collections_pb2_grpc.CollectionServiceStub(channel)
-        self.images = images_pb2_grpc.ImageServiceStub(channel)
-        self.latent = latent_pb2_grpc.LatentServiceStub(channel)
-        self.maps = maps_pb2_grpc.MapServiceStub(channel)
-        self.server = server_pb2_grpc.ServerServiceStub(channel)
-        self.operations = operations_pb2_grpc.OperationServiceStub(channel)
+        self._stubs = {s.short: s.stub(channel) for s in (*api.SERVICES, api.HEALTH)}
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for the stubs (every builder is a method): typed Any, as the generated stubs are untyped.
+        try:
+            return self.__dict__["_stubs"][name]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} has no attribute {name!r}") from None
 
     # ---- models, health ------------------------------------------------------------------------------------------
 
@@ -104,7 +96,7 @@ class Calls:
         return Unary(self.models.ListModels, request, lambda r: (list(r.models), r.next_page_token))
 
     def get_server_info(self) -> Unary[ServerInfo]:
-        return Unary(self.server.GetServerInfo, server_pb2.GetServerInfoRequest(), m.server_info)
+        return Unary(self.server.GetServerInfo, server_pb2.GetServerInfoRequest(), res.server_info)
 
     def get_model(self, name: str) -> Unary[models_pb2.ModelInfo]:
         return Unary(self.models.GetModel, models_pb2.GetModelRequest(name=name), lambda r: r.model)
@@ -130,7 +122,7 @@ class Calls:
 
     def embed_words(self, model: str, words: Sequence[str], normalize: bool) -> Unary[Embeddings]:
         request = words_pb2.EmbedWordsRequest(model=model, words=list(words), normalize=normalize)
-        return Unary(self.words.EmbedWords, request, m.embeddings)
+        return Unary(self.words.EmbedWords, request, res.embeddings)
 
     def nearest_words(
         self, model: str, words: Sequence[str], top_n: int, restrict_vocab: int
@@ -138,7 +130,7 @@ class Calls:
         request = words_pb2.NearestWordsRequest(
             model=model, words=list(words), top_n=top_n, restrict_vocab=restrict_vocab
         )
-        return Unary(self.words.NearestWords, request, m.neighbours)
+        return Unary(self.words.NearestWords, request, res.neighbours)
 
     def similarity(self, model: str, pairs: Sequence[tuple[str, str]]) -> Unary[list[float]]:
         request = words_pb2.SimilarityRequest(
@@ -161,32 +153,32 @@ class Calls:
             limit=limit,
             batch_size=batch_size,
         )
-        return Stream(self.words.ExportWords, request, m.word_chunk)
+        return Stream(self.words.ExportWords, request, res.word_chunk)
 
     def arithmetic(
         self, model: str, expressions: Sequence[ExpressionLike], options: dict[str, Any]
     ) -> Unary[ArithmeticResult]:
         options = dict(options)
-        method = m.choice(m.METHODS, options.pop("method", "cosadd"), "method")
+        method = req.choice(req.METHODS, options.pop("method", "cosadd"), "method")
         request = arithmetic_pb2.ArithmeticRequest(
-            model=model, expressions=[m.expression(e) for e in expressions], method=method, **options
+            model=model, expressions=[req.expression(e) for e in expressions], method=method, **options
         )
-        return Unary(self.arith.Arithmetic, request, m.arithmetic_result)
+        return Unary(self.arith.Arithmetic, request, res.arithmetic_result)
 
     def evaluate_analogies(
         self, model: str, analogies: bytes | str | Path, options: dict[str, Any]
     ) -> Unary[AnalogyReport]:
         data = analogies if isinstance(analogies, bytes) else Path(analogies).read_bytes()
         options = dict(options)
-        method = m.choice(m.METHODS, options.pop("method", "cosadd"), "method")
+        method = req.choice(req.METHODS, options.pop("method", "cosadd"), "method")
         request = arithmetic_pb2.EvaluateAnalogiesRequest(model=model, analogies=data, method=method, **options)
-        return Unary(self.arith.EvaluateAnalogies, request, m.analogy_report)
+        return Unary(self.arith.EvaluateAnalogies, request, res.analogy_report)
 
     # ---- texts ---------------------------------------------------------------------------------------------------
 
     def embed_texts(self, model: str, texts: Sequence[str], normalize: bool, long_texts: str) -> Unary[TextEmbeddings]:
         return Unary(
-            self.text.EmbedTexts, m.embed_texts_request(model, texts, normalize, long_texts), m.text_embeddings
+            self.text.EmbedTexts, req.embed_texts_request(model, texts, normalize, long_texts), res.text_embeddings
         )
 
     def embed_texts_stream(
@@ -194,7 +186,7 @@ class Calls:
     ) -> Stream[TextEmbeddings | EmbedsvcClientError]:
         requests = (
             text_pb2.EmbedTextsStreamRequest(
-                batch=m.embed_texts_request(model, texts[i : i + batch_size], normalize, long_texts),
+                batch=req.embed_texts_request(model, texts[i : i + batch_size], normalize, long_texts),
                 sequence=i // batch_size,
             )
             for i in range(0, len(texts), batch_size)
@@ -203,25 +195,25 @@ class Calls:
         def each(response: text_pb2.EmbedTextsStreamResponse) -> TextEmbeddings | EmbedsvcClientError:
             if progress is not None:
                 progress(len(response.batch.vectors))
-            return m.stream_batch(response)
+            return res.stream_batch(response)
 
         return Stream(self.text.EmbedTextsStream, requests, each)
 
     # ---- images and latents --------------------------------------------------------------------------------------
 
     def embed_images(self, model: str, images: Sequence[ImageLike], normalize: bool) -> Unary[Embeddings]:
-        request = images_pb2.EmbedImagesRequest(model=model, images=m.images(images), normalize=normalize)
-        return Unary(self.images.EmbedImages, request, m.image_embeddings)
+        request = images_pb2.EmbedImagesRequest(model=model, images=req.images(images), normalize=normalize)
+        return Unary(self.images.EmbedImages, request, res.image_embeddings)
 
     def encode_images(self, model: str, images: Sequence[ImageLike]) -> Unary[tuple[np.ndarray, np.ndarray]]:
-        request = latent_pb2.EncodeImagesRequest(model=model, images=m.images(images), packed_results=True)
-        return Unary(self.latent.EncodeImages, request, m.latent_codes)
+        request = latent_pb2.EncodeImagesRequest(model=model, images=req.images(images), packed_results=True)
+        return Unary(self.latent.EncodeImages, request, res.latent_codes)
 
     def decode_latents(
         self, model: str, latents: Sequence[LatentLike] | np.ndarray, expressions: Sequence[Any]
     ) -> Unary[list[GeneratedImage]]:
-        request = m.decode_latents_request(model, latents, expressions)
-        return Unary(self.latent.DecodeLatents, request, m.decoded)
+        request = req.decode_latents_request(model, latents, expressions)
+        return Unary(self.latent.DecodeLatents, request, res.decoded)
 
     def sample(self, model: str, n: int, seed: int | None, temperature: float | None) -> Unary[Sampled]:
         request = latent_pb2.SampleRequest(model=model, n=n)
@@ -229,28 +221,28 @@ class Calls:
             request.seed = seed
         if temperature is not None:
             request.temperature = temperature
-        return Unary(self.latent.Sample, request, lambda r: Sampled(m.generated(r.images), r.seed))
+        return Unary(self.latent.Sample, request, lambda r: Sampled(res.generated(r.images), r.seed))
 
     def reconstruct(self, model: str, images: Sequence[ImageLike]) -> Unary[list[GeneratedImage]]:
-        request = latent_pb2.ReconstructRequest(model=model, images=m.images(images))
-        return Unary(self.latent.Reconstruct, request, lambda r: m.generated(r.images))
+        request = latent_pb2.ReconstructRequest(model=model, images=req.images(images))
+        return Unary(self.latent.Reconstruct, request, lambda r: res.generated(r.images))
 
     def interpolate(
         self, model: str, start: ImageLike | LatentLike, end: ImageLike | LatentLike, steps: int, spherical: bool
     ) -> Stream[GeneratedImage]:
         mode = latent_pb2.INTERPOLATION_MODE_SPHERICAL if spherical else latent_pb2.INTERPOLATION_MODE_LINEAR
         request = latent_pb2.InterpolateRequest(
-            model=model, start=m.point(start), end=m.point(end), steps=steps, mode=mode
+            model=model, start=req.point(start), end=req.point(end), steps=steps, mode=mode
         )
-        return Stream(self.latent.Interpolate, request, lambda r: m.generated([r.frame.image])[0])
+        return Stream(self.latent.Interpolate, request, lambda r: res.generated([r.frame.image])[0])
 
     def traverse(
         self, model: str, start: ImageLike | LatentLike, direction: str, strengths: Sequence[float]
     ) -> Stream[GeneratedImage]:
         request = latent_pb2.TraverseRequest(
-            model=model, start=m.point(start), direction=direction, strengths=list(strengths)
+            model=model, start=req.point(start), direction=direction, strengths=list(strengths)
         )
-        return Stream(self.latent.Traverse, request, lambda r: m.generated([r.frame.image])[0])
+        return Stream(self.latent.Traverse, request, lambda r: res.generated([r.frame.image])[0])
 
     def create_direction(
         self, model: str, name: str, examples: dict[str, Any], description: str, replace: bool
@@ -260,8 +252,8 @@ class Calls:
         def example_set(side: str) -> latent_pb2.ExampleSet:
             return latent_pb2.ExampleSet(
                 label=examples[f"{side}_label"],
-                images=m.images(examples[f"{side}_images"]),
-                latents=[m.vector(z) for z in examples[f"{side}_latents"]],
+                images=req.images(examples[f"{side}_images"]),
+                latents=[req.vector(z) for z in examples[f"{side}_latents"]],
             )
 
         request = latent_pb2.CreateDirectionRequest(
@@ -289,14 +281,14 @@ class Calls:
     def anomaly_scores(
         self, model: str, images: Sequence[ImageLike], samples: int, seed: int
     ) -> Unary[list[dict[str, float]]]:
-        request = latent_pb2.AnomalyScoreRequest(model=model, images=m.images(images), samples=samples, seed=seed)
-        return Unary(self.latent.AnomalyScore, request, m.anomaly_scores)
+        request = latent_pb2.AnomalyScoreRequest(model=model, images=req.images(images), samples=samples, seed=seed)
+        return Unary(self.latent.AnomalyScore, request, res.anomaly_scores)
 
     def inpaint(self, model: str, image: ImageLike, mask: ImageLike, steps: int, seed: int) -> Unary[GeneratedImage]:
         request = latent_pb2.InpaintRequest(
-            model=model, image=m.image_input(image), mask=m.image_input(mask), steps=steps, seed=seed
+            model=model, image=req.image_input(image), mask=req.image_input(mask), steps=steps, seed=seed
         )
-        return Unary(self.latent.Inpaint, request, lambda r: m.generated([r.image])[0])
+        return Unary(self.latent.Inpaint, request, lambda r: res.generated([r.image])[0])
 
     # ---- maps ----------------------------------------------------------------------------------------------------
 
@@ -304,14 +296,14 @@ class Calls:
         self, points: maps_pb2.PointSet, dimensions: int, transform: Sequence[maps_pb2.PointSet]
     ) -> Unary[Projection]:
         request = maps_pb2.ProjectRequest(points=points, dimensions=dimensions, transform=list(transform))
-        return Unary(self.maps.Project, request, m.projection)
+        return Unary(self.maps.Project, request, res.projection)
 
     def cluster(self, points: maps_pb2.PointSet, options: dict[str, Any]) -> Unary[Clustering]:
         options = dict(options)
-        method = m.choice(m.CLUSTER_METHODS, options.pop("method"), "method")
-        covariance = m.choice(m.COVARIANCES, options.pop("covariance"), "covariance")
+        method = req.choice(req.CLUSTER_METHODS, options.pop("method"), "method")
+        covariance = req.choice(req.COVARIANCES, options.pop("covariance"), "covariance")
         request = maps_pb2.ClusterRequest(points=points, method=method, covariance=covariance, **options)
-        return Unary(self.maps.Cluster, request, m.clustering)
+        return Unary(self.maps.Cluster, request, res.clustering)
 
     def plot(
         self,
@@ -349,10 +341,10 @@ class Calls:
         request = collections_pb2.CreateCollectionRequest(
             name=name,
             dimension=dimension,
-            metric=m.choice(m.METRICS, metric, "metric"),
-            index=collections_pb2.IndexSpec(kind=m.choice(m.INDEX_KINDS, index, "index"), **params),
+            metric=req.choice(req.METRICS, metric, "metric"),
+            index=collections_pb2.IndexSpec(kind=req.choice(req.INDEX_KINDS, index, "index"), **params),
             model=model,
-            backend=m.choice(m.BACKENDS, backend, "backend"),
+            backend=req.choice(req.BACKENDS, backend, "backend"),
         )
         return Unary(self.collections.CreateCollection, request, lambda r: r.collection)
 
@@ -370,31 +362,31 @@ class Calls:
 
     def rebuild(self, name: str) -> Unary[Operation]:
         request = collections_pb2.RebuildRequest(name=name)
-        return Unary(self.collections.Rebuild, request, lambda r: m.operation(r.operation))
+        return Unary(self.collections.Rebuild, request, lambda r: res.operation(r.operation))
 
     def get_operation(self, name: str) -> Unary[Operation]:
         request = operations_pb2.GetOperationRequest(name=name)
-        return Unary(self.operations.GetOperation, request, lambda r: m.operation(r.operation))
+        return Unary(self.operations.GetOperation, request, lambda r: res.operation(r.operation))
 
     def list_operations(self, collection: str, page_size: int, token: str) -> Unary[tuple[list[Operation], str]]:
         request = operations_pb2.ListOperationsRequest(collection=collection, page_size=page_size, page_token=token)
         return Unary(
             self.operations.ListOperations,
             request,
-            lambda r: ([m.operation(o) for o in r.operations], r.next_page_token),
+            lambda r: ([res.operation(o) for o in r.operations], r.next_page_token),
         )
 
     def cancel_operation(self, name: str) -> Unary[Operation]:
         request = operations_pb2.CancelOperationRequest(name=name)
-        return Unary(self.operations.CancelOperation, request, lambda r: m.operation(r.operation))
+        return Unary(self.operations.CancelOperation, request, lambda r: res.operation(r.operation))
 
     def create_alias(self, alias: str, collection: str) -> Unary[Alias]:
         request = collections_pb2.CreateAliasRequest(alias=alias, collection=collection)
-        return Unary(self.collections.CreateAlias, request, lambda r: m.alias(r.alias))
+        return Unary(self.collections.CreateAlias, request, lambda r: res.alias(r.alias))
 
     def update_alias(self, alias: str, collection: str) -> Unary[tuple[Alias, str]]:
         request = collections_pb2.UpdateAliasRequest(alias=alias, collection=collection)
-        return Unary(self.collections.UpdateAlias, request, lambda r: (m.alias(r.alias), r.previous_collection))
+        return Unary(self.collections.UpdateAlias, request, lambda r: (res.alias(r.alias), r.previous_collection))
 
     def delete_alias(self, alias: str) -> Unary[None]:
         request = collections_pb2.DeleteAliasRequest(alias=alias)
@@ -403,7 +395,7 @@ class Calls:
     def list_aliases(self, collection: str, page_size: int, token: str) -> Unary[tuple[list[Alias], str]]:
         request = collections_pb2.ListAliasesRequest(collection=collection, page_size=page_size, page_token=token)
         return Unary(
-            self.collections.ListAliases, request, lambda r: ([m.alias(a) for a in r.aliases], r.next_page_token)
+            self.collections.ListAliases, request, lambda r: ([res.alias(a) for a in r.aliases], r.next_page_token)
         )
 
     def upsert(
@@ -415,7 +407,7 @@ class Calls:
         inputs: Sequence[str] | None,
         images: Sequence[ImageLike] | None,
     ) -> Unary[tuple[int, int]]:
-        items, packed = m.items(ids, vectors, metadata, inputs, images)
+        items, packed = req.items(ids, vectors, metadata, inputs, images)
         request = collections_pb2.UpsertRequest(collection=collection, items=items, packed_vectors=packed)
         return Unary(self.collections.Upsert, request, lambda r: (r.upserted, r.count))
 
@@ -436,7 +428,7 @@ class Calls:
         def messages() -> Iterator[collections_pb2.UpsertStreamRequest]:
             for start in range(resume_from * batch_size, len(ids), batch_size):
                 end = min(start + batch_size, len(ids))
-                items, packed = m.items(
+                items, packed = req.items(
                     ids[start:end],
                     vectors[start:end] if vectors is not None else None,
                     metadata[start:end] if metadata is not None else None,
@@ -462,7 +454,7 @@ class Calls:
     ) -> Unary[tuple[list[dict[str, Any]], list[str]]]:
         request = collections_pb2.GetItemsRequest(collection=collection, ids=list(ids), include_vectors=include_vectors)
         return Unary(
-            self.collections.GetItems, request, lambda r: ([m.item_dict(i) for i in r.items], list(r.missing_ids))
+            self.collections.GetItems, request, lambda r: ([res.item_dict(i) for i in r.items], list(r.missing_ids))
         )
 
     def search(
@@ -477,33 +469,31 @@ class Calls:
     ) -> Unary[list[SearchHit]]:
         request = collections_pb2.SearchRequest(
             collection=collection,
-            query=m.query(vector, item_id, input, expression, image),
-            options=m.search_options(**options),
+            query=req.query(vector, item_id, input, expression, image),
+            options=req.search_options(**options),
         )
-        return Unary(self.collections.Search, request, lambda r: [m.search_hit(h) for h in r.hits])
+        return Unary(self.collections.Search, request, res.search_hits)
 
     def batch_search(
         self, collection: str, queries: np.ndarray | Sequence[collections_pb2.Query], options: dict[str, Any]
     ) -> Unary[list[list[SearchHit]]]:
-        request = collections_pb2.BatchSearchRequest(collection=collection, options=m.search_options(**options))
+        request = collections_pb2.BatchSearchRequest(collection=collection, options=req.search_options(**options))
         if isinstance(queries, np.ndarray):  # one packed float32 matrix: no per-query messages on either side
-            request.packed_queries = m.packed_rows(queries)
+            request.packed_queries = req.packed_rows(queries)
         else:
             request.queries.extend(queries)
-        return Unary(
-            self.collections.BatchSearch, request, lambda r: [[m.search_hit(h) for h in lst.hits] for lst in r.results]
-        )
+        return Unary(self.collections.BatchSearch, request, lambda r: [res.search_hits(lst) for lst in r.results])
 
     def batch_search_packed(self, collection: str, queries: np.ndarray, options: dict[str, Any]) -> Unary[PackedHits]:
         request = collections_pb2.BatchSearchRequest(
             collection=collection,
-            options=m.search_options(**options),
-            packed_queries=m.packed_rows(queries),
+            options=req.search_options(**options),
+            packed_queries=req.packed_rows(queries),
             packed_results=True,
         )
         if "include_metadata" not in options:  # packed hits carry none: leave it unset, as the server wants
             request.options.ClearField("include_metadata")
-        return Unary(self.collections.BatchSearch, request, m.packed_hits)
+        return Unary(self.collections.BatchSearch, request, res.packed_hits)
 
     def export_items(
         self, collection: str, batch_size: int, resume_token: str
@@ -512,5 +502,5 @@ class Calls:
             collection=collection, batch_size=batch_size, page_token=resume_token
         )
         return Stream(
-            self.collections.ExportItems, request, lambda r: ([m.item_dict(i) for i in r.items], r.next_page_token)
+            self.collections.ExportItems, request, lambda r: ([res.item_dict(i) for i in r.items], r.next_page_token)
         )

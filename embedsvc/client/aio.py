@@ -1,4 +1,9 @@
-"""The asyncio client: the same methods as `Client`, with the same parameters, as coroutines."""
+"""The asyncio client, and the source of the blocking one: `scripts/unasync_client.py` writes `sync.py` from this file.
+
+Write it so that dropping `async` and `await` and renaming the asyncio names (AsyncClient -> Client, AsyncIterator ->
+Iterator, asyncio.sleep -> time.sleep, ...: the script's table) gives the blocking client, and keep docstrings true
+for both. `.ci/run` fails when sync.py is not what the script writes.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-import grpc.aio
 import numpy as np
 
-from embedsvc.client import _messages as m
 from embedsvc.client._calls import Calls, Stream, Unary
+from embedsvc.client._channel import aio_channel, call_metadata, resolve_target
+from embedsvc.client._errors import error
+from embedsvc.client._responses import joined_text_embeddings, upsert_stream_result
 from embedsvc.client.types import (
     Alias,
     AnalogyReport,
@@ -44,12 +50,18 @@ T = TypeVar("T")
 
 
 class AsyncClient:
-    """asyncio client: every method of `Client`, with the same parameters, as a coroutine (`export_items` returns an
-    async iterator). `timeout` (seconds) applies to every call."""
+    """A client of embedsvc: every RPC of the API as a method, numpy in and numpy out. `timeout` (seconds) applies to
+    every call.
+
+    `AsyncClient` runs on asyncio (its methods are coroutines; `export_words` and `export_items` return async
+    iterators); `Client` blocks. `Client` is generated from `AsyncClient` (scripts/unasync_client.py), so the two
+    have the same methods with the same parameters. Failures raise `EmbedsvcClientError` with the gRPC code, the
+    machine-readable reason, the offending field and the metadata from the server's google.rpc.Status details.
+    """
 
     def __init__(
         self,
-        target: str = "localhost:50051",
+        target: str | None = None,
         *,
         timeout: float | None = 60.0,
         api_key: str | None = None,
@@ -58,12 +70,12 @@ class AsyncClient:
         cert_file: str | Path | None = None,
         key_file: str | Path | None = None,
     ) -> None:
-        """`api_key` is sent as `authorization: Bearer <key>`; `tls` (implied by any of the files) uses TLS, trusting
-        `ca_file` (default: the system's roots), with `cert_file` and `key_file` as the client certificate for mutual
-        TLS."""
-        self._channel = m.channel(target, tls, ca_file, cert_file, key_file, aio=True)
+        """`target` is host:port (default: `$EMBEDSVC_TARGET` when set, else localhost:50051); `api_key` is sent as
+        `authorization: Bearer <key>`; `tls` (implied by any of the files) uses TLS, trusting `ca_file` (default: the
+        system's roots), with `cert_file` and `key_file` as the client certificate for mutual TLS."""
+        self._channel = aio_channel(resolve_target(target), tls, ca_file, cert_file, key_file)
         self._calls = Calls(self._channel)
-        self._metadata = m.call_metadata(api_key)
+        self._metadata = call_metadata(api_key)
         self.timeout = timeout
 
     async def __aenter__(self) -> AsyncClient:
@@ -79,14 +91,14 @@ class AsyncClient:
         try:
             return call.parse(await call.rpc(call.request, timeout=self.timeout, metadata=self._metadata))
         except grpc.RpcError as exc:
-            raise m.error(exc) from None
+            raise error(exc) from None
 
     async def _stream(self, call: Stream[T]) -> AsyncIterator[T]:
         try:
             async for response in call.rpc(call.request, timeout=self.timeout, metadata=self._metadata):
                 yield call.each(response)
         except grpc.RpcError as exc:
-            raise m.error(exc) from None
+            raise error(exc) from None
 
     async def _collect(self, call: Stream[T]) -> list[T]:
         return [value async for value in self._stream(call)]
@@ -207,7 +219,7 @@ class AsyncClient:
         without, its rows are NaN and `errors` maps its batch index to the error."""
         call = self._calls.embed_texts_stream(model, texts, batch_size, normalize, long_texts, progress)
         sizes = [len(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
-        return m.joined_text_embeddings(await self._collect(call), sizes, strict=strict)
+        return joined_text_embeddings(await self._collect(call), sizes, strict=strict)
 
     # ---- images and latents --------------------------------------------------------------------------------------
 
@@ -442,7 +454,7 @@ class AsyncClient:
                 acks.append(ack)
         except EmbedsvcClientError as exc:
             raise UpsertStreamError(exc, acks[-1].sequence + 1 if acks else resume_from) from None
-        return m.upsert_stream_result(acks)
+        return upsert_stream_result(acks)
 
     async def delete_items(self, collection: str, ids: Sequence[str]) -> tuple[int, int]:
         """Returns (deleted, missing)."""
@@ -484,8 +496,9 @@ class AsyncClient:
         return await self._unary(self._calls.batch_search_packed(collection, queries, options))
 
     def export_items(self, collection: str, *, batch_size: int = 1000, resume_token: str = "") -> AsyncExport:
-        """Every item, with its vector and metadata, in the order of their ids: `async for item in ...`. Its
-        `resume_token` (after the items already consumed) continues a broken export."""
+        """Every item, with its vector and metadata, in the order of their ids (`for item in ...`; `async for` with
+        AsyncClient). The iterator's `resume_token` (after the items already consumed) continues a broken export:
+        export_items(name, resume_token=it.resume_token)."""
         return AsyncExport(self._stream(self._calls.export_items(collection, batch_size, resume_token)), resume_token)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from embedsvc.client import _messages as m
+from embedsvc.client import _requests as req
 from embedsvc.client.types import ImageLike, TermLike
 from embedsvc.v1 import arithmetic_pb2, maps_pb2
 
@@ -32,7 +32,7 @@ def text_points(model: str, texts: Sequence[str], *, groups: Sequence[str] = ())
 def image_points(
     model: str, images: Sequence[ImageLike], *, labels: Sequence[str] = (), groups: Sequence[str] = ()
 ) -> maps_pb2.PointSet:
-    source = maps_pb2.ImagePoints(model=model, images=m.images(images), labels=list(labels))
+    source = maps_pb2.ImagePoints(model=model, images=req.images(images), labels=list(labels))
     return maps_pb2.PointSet(images=source, groups=list(groups))
 
 
@@ -44,7 +44,7 @@ def collection_points(collection: str, ids: Sequence[str] = (), *, normalize: bo
 
 
 def vector_points(vectors: np.ndarray, *, labels: Sequence[str] = (), groups: Sequence[str] = ()) -> maps_pb2.PointSet:
-    source = maps_pb2.VectorPoints(vectors=[m.vector(v) for v in np.asarray(vectors)], labels=list(labels))
+    source = maps_pb2.VectorPoints(vectors=[req.vector(v) for v in np.asarray(vectors)], labels=list(labels))
     return maps_pb2.PointSet(vectors=source, groups=list(groups))
 
 
@@ -52,4 +52,4 @@ def image_expression(terms: Sequence[TermLike]) -> arithmetic_pb2.Expression:
     """An expression over images, latents (1-D arrays) and DirectionRef, each optionally (weight, value).
 
     The same as passing the list itself where an expression is expected; kept for code that builds one ahead."""
-    return m.expression(terms)
+    return req.expression(terms)

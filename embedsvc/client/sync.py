@@ -1,4 +1,7 @@
-"""The blocking client: every RPC of the API as a method, numpy in and numpy out."""
+"""The blocking client: every RPC of the API as a method, numpy in and numpy out.
+
+Generated from aio.py by scripts/unasync_client.py; do not edit: edit aio.py, then run the script.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,10 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from embedsvc.client import _messages as m
 from embedsvc.client._calls import Calls, Stream, Unary
+from embedsvc.client._channel import call_metadata, channel, resolve_target
+from embedsvc.client._errors import error
+from embedsvc.client._responses import joined_text_embeddings, upsert_stream_result
 from embedsvc.client.types import (
     Alias,
     AnalogyReport,
@@ -39,23 +44,21 @@ from embedsvc.client.types import (
 from embedsvc.v1 import arithmetic_pb2, collections_pb2, latent_pb2, maps_pb2, models_pb2
 
 T = TypeVar("T")
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-]
 
 
 class Client:
-    """Blocking client. `timeout` (seconds) applies to every call.
+    """A client of embedsvc: every RPC of the API as a method, numpy in and numpy out. `timeout` (seconds) applies to
+    every call.
 
-    Failures raise `EmbedsvcClientError` with the gRPC code, the machine-readable reason, the offending field and the
-    metadata from the server's google.rpc.Status details.
+    `AsyncClient` runs on asyncio (its methods are coroutines; `export_words` and `export_items` return async
+    iterators); `Client` blocks. `Client` is generated from `AsyncClient` (scripts/unasync_client.py), so the two
+    have the same methods with the same parameters. Failures raise `EmbedsvcClientError` with the gRPC code, the
+    machine-readable reason, the offending field and the metadata from the server's google.rpc.Status details.
     """
 
     def __init__(
         self,
-        target: str = "localhost:50051",
+        target: str | None = None,
         *,
         timeout: float | None = 60.0,
         api_key: str | None = None,
@@ -64,12 +67,12 @@ class Client:
         cert_file: str | Path | None = None,
         key_file: str | Path | None = None,
     ) -> None:
-        """`api_key` is sent as `authorization: Bearer <key>`; `tls` (implied by any of the files) uses TLS, trusting
-        `ca_file` (default: the system's roots), with `cert_file` and `key_file` as the client certificate for mutual
-        TLS."""
-        self._channel = m.channel(target, tls, ca_file, cert_file, key_file, aio=False)
+        """`target` is host:port (default: `$EMBEDSVC_TARGET` when set, else localhost:50051); `api_key` is sent as
+        `authorization: Bearer <key>`; `tls` (implied by any of the files) uses TLS, trusting `ca_file` (default: the
+        system's roots), with `cert_file` and `key_file` as the client certificate for mutual TLS."""
+        self._channel = channel(resolve_target(target), tls, ca_file, cert_file, key_file)
         self._calls = Calls(self._channel)
-        self._metadata = m.call_metadata(api_key)
+        self._metadata = call_metadata(api_key)
         self.timeout = timeout
 
     def __enter__(self) -> Client:
@@ -85,14 +88,17 @@ class Client:
         try:
             return call.parse(call.rpc(call.request, timeout=self.timeout, metadata=self._metadata))
         except grpc.RpcError as exc:
-            raise m.error(exc) from None
+            raise error(exc) from None
 
     def _stream(self, call: Stream[T]) -> Iterator[T]:
         try:
             for response in call.rpc(call.request, timeout=self.timeout, metadata=self._metadata):
                 yield call.each(response)
         except grpc.RpcError as exc:
-            raise m.error(exc) from None
+            raise error(exc) from None
+
+    def _collect(self, call: Stream[T]) -> list[T]:
+        return [value for value in self._stream(call)]
 
     def _all(self, page: Callable[[str], Unary[tuple[list[T], str]]]) -> list[T]:
         """Every page of a listing."""
@@ -210,7 +216,7 @@ class Client:
         without, its rows are NaN and `errors` maps its batch index to the error."""
         call = self._calls.embed_texts_stream(model, texts, batch_size, normalize, long_texts, progress)
         sizes = [len(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
-        return m.joined_text_embeddings(list(self._stream(call)), sizes, strict=strict)
+        return joined_text_embeddings(self._collect(call), sizes, strict=strict)
 
     # ---- images and latents --------------------------------------------------------------------------------------
 
@@ -242,12 +248,12 @@ class Client:
         steps: int = 10,
         spherical: bool = False,
     ) -> list[GeneratedImage]:
-        return list(self._stream(self._calls.interpolate(model, start, end, steps, spherical)))
+        return self._collect(self._calls.interpolate(model, start, end, steps, spherical))
 
     def traverse(
         self, model: str, start: ImageLike | LatentLike, direction: str, strengths: Sequence[float]
     ) -> list[GeneratedImage]:
-        return list(self._stream(self._calls.traverse(model, start, direction, strengths)))
+        return self._collect(self._calls.traverse(model, start, direction, strengths))
 
     def create_direction(
         self,
@@ -441,10 +447,11 @@ class Client:
         call = self._calls.upsert_stream(collection, ids, vectors, metadata, inputs, batch_size, resume_from, progress)
         acks: list[collections_pb2.UpsertStreamResponse] = []
         try:
-            acks.extend(self._stream(call))
+            for ack in self._stream(call):
+                acks.append(ack)
         except EmbedsvcClientError as exc:
             raise UpsertStreamError(exc, acks[-1].sequence + 1 if acks else resume_from) from None
-        return m.upsert_stream_result(acks)
+        return upsert_stream_result(acks)
 
     def delete_items(self, collection: str, ids: Sequence[str]) -> tuple[int, int]:
         """Returns (deleted, missing)."""
@@ -486,8 +493,9 @@ class Client:
         return self._unary(self._calls.batch_search_packed(collection, queries, options))
 
     def export_items(self, collection: str, *, batch_size: int = 1000, resume_token: str = "") -> Export:
-        """Every item, with its vector and metadata, in the order of their ids. The iterator's `resume_token` (after
-        the items already consumed) continues a broken export: export_items(name, resume_token=it.resume_token)."""
+        """Every item, with its vector and metadata, in the order of their ids (`for item in ...`; `async for` with
+        AsyncClient). The iterator's `resume_token` (after the items already consumed) continues a broken export:
+        export_items(name, resume_token=it.resume_token)."""
         return Export(self._stream(self._calls.export_items(collection, batch_size, resume_token)), resume_token)
 
 
@@ -496,15 +504,13 @@ class Export(Iterator[dict[str, Any]]):
 
     def __init__(self, batches: Iterator[tuple[list[dict[str, Any]], str]], resume_token: str = "") -> None:
         self._batches = batches
-        self._items: Iterator[dict[str, Any]] = iter(())
+        self._items: list[dict[str, Any]] = []
         self._next_token = resume_token
         self.resume_token = resume_token
 
     def __next__(self) -> dict[str, Any]:
-        while True:
-            item = next(self._items, None)
-            if item is not None:
-                return item
+        while not self._items:
             self.resume_token = self._next_token  # every item of the previous message has been taken
             items, self._next_token = next(self._batches)
-            self._items = iter(items)
+            self._items = list(reversed(items))
+        return self._items.pop()

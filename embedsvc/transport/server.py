@@ -22,7 +22,6 @@ from embedsvc.core.collections.aliases import Aliases, AliasStore
 from embedsvc.core.collections.service import Collections
 from embedsvc.core.images.directions import DirectionStore
 from embedsvc.core.images.latents import Latents
-from embedsvc.core.maps.projection import Maps
 from embedsvc.core.operations import OperationStore
 from embedsvc.core.paging import PageTokens
 from embedsvc.core.registry import ModelRegistry
@@ -34,69 +33,20 @@ from embedsvc.index.milvus.client import MilvusOptions
 from embedsvc.index.types import Backend
 from embedsvc.settings import MilvusSettings, Settings
 from embedsvc.transport.admission import HEALTH_QUEUE, HEALTH_THREADS, Admission, CountingPool, Lane
-from embedsvc.transport.arithmetic_servicer import ArithmeticServicer
 from embedsvc.transport.audit import AuditLog
 from embedsvc.transport.auth import KeyRing
-from embedsvc.transport.collections_servicer import CollectionServicer
 from embedsvc.transport.http import HttpServer, private_socket
 from embedsvc.transport.interceptors import Gateway
-from embedsvc.transport.latent_servicer import ImageServicer, LatentServicer
-from embedsvc.transport.maps_servicer import MapServicer
 from embedsvc.transport.metrics import Metrics
-from embedsvc.transport.models_servicer import ModelServicer
-from embedsvc.transport.operations_servicer import OperationServicer
-from embedsvc.transport.server_servicer import ServerServicer
-from embedsvc.transport.text_servicer import TextServicer
+from embedsvc.transport.services import HOSTED, Domain, Health, names
 from embedsvc.transport.tls import ServerTls
-from embedsvc.transport.words_servicer import WordServicer
-from embedsvc.v1 import (
-    arithmetic_pb2,
-    arithmetic_pb2_grpc,
-    collections_pb2,
-    collections_pb2_grpc,
-    images_pb2,
-    images_pb2_grpc,
-    latent_pb2,
-    latent_pb2_grpc,
-    maps_pb2,
-    maps_pb2_grpc,
-    models_pb2,
-    models_pb2_grpc,
-    operations_pb2,
-    operations_pb2_grpc,
-    server_pb2,
-    server_pb2_grpc,
-    text_pb2,
-    text_pb2_grpc,
-    words_pb2,
-    words_pb2_grpc,
-)
 
 log = logging.getLogger(__name__)
 
-MODEL_SERVICE = models_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
-WORD_SERVICE = words_pb2.DESCRIPTOR.services_by_name["WordService"].full_name
-ARITHMETIC_SERVICE = arithmetic_pb2.DESCRIPTOR.services_by_name["ArithmeticService"].full_name
-COLLECTION_SERVICE = collections_pb2.DESCRIPTOR.services_by_name["CollectionService"].full_name
-TEXT_SERVICE = text_pb2.DESCRIPTOR.services_by_name["TextService"].full_name
-IMAGE_SERVICE = images_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name
-LATENT_SERVICE = latent_pb2.DESCRIPTOR.services_by_name["LatentService"].full_name
-MAP_SERVICE = maps_pb2.DESCRIPTOR.services_by_name["MapService"].full_name
-SERVER_SERVICE = server_pb2.DESCRIPTOR.services_by_name["ServerService"].full_name
-OPERATION_SERVICE = operations_pb2.DESCRIPTOR.services_by_name["OperationService"].full_name
 # Services that answer from the start, while models load.
-ALWAYS_SERVING = (MODEL_SERVICE, SERVER_SERVICE, OPERATION_SERVICE)
+ALWAYS_SERVING = names(Health.ALWAYS)
 # Services that answer only once models are loaded and warmed up and collections recovered; "" is the whole server.
-MODEL_BOUND_SERVICES = (
-    WORD_SERVICE,
-    ARITHMETIC_SERVICE,
-    COLLECTION_SERVICE,
-    TEXT_SERVICE,
-    IMAGE_SERVICE,
-    LATENT_SERVICE,
-    MAP_SERVICE,
-    "",
-)
+MODEL_BOUND_SERVICES = (*names(Health.MODELS), "")
 
 
 class Server:
@@ -112,6 +62,22 @@ class Server:
             raise
 
     def _build(self, settings: Settings) -> None:
+        """The steps, in order: each may fail (a bad setting, a port taken), and `__init__` releases the lock."""
+        self.ready = threading.Event()
+        self.stopped = threading.Event()
+        self.load_error: str | None = None
+        domain = self._open_domain(settings)
+        self._open_observers(settings)
+        self._grpc = self._grpc_server(settings, self._gateway(settings))
+        self._add_services(domain)
+        self._add_health()
+        if settings.reflection:
+            self._add_reflection()
+        self._open_http(settings)
+        self._listen(settings)
+
+    def _open_domain(self, settings: Settings) -> Domain:
+        """The models, the collection stores and the durable state, and the domain objects built over them."""
         configure_faiss()
         self.registry = ModelRegistry(
             settings.all_models(),
@@ -120,10 +86,6 @@ class Server:
             max_queued_texts=settings.limits.max_queued_texts,
         )
         self.store = stores(settings)
-        self.ready = threading.Event()
-        self.stopped = threading.Event()
-        self.load_error: str | None = None
-        limits = settings.limits
         self.tokens = (
             PageTokens(settings.page_token_secret.encode("utf-8"))
             if settings.page_token_secret
@@ -131,6 +93,15 @@ class Server:
         )
         self.operations = OperationStore(settings.data_dir / "operations")
         self.aliases = aliases(settings)
+        self.directions = DirectionStore(settings.data_dir / "directions")
+        limits = settings.limits
+        latents = Latents(self.registry, self.directions, limits, self.tokens)
+        collections = Collections(self.store, self.registry, limits, latents, aliases=self.aliases, tokens=self.tokens)
+        admin = CollectionAdmin(collections, self.aliases, self.operations)
+        return Domain(self.registry, limits, self.tokens, datetime.now(UTC), latents, collections, admin)
+
+    def _open_observers(self, settings: Settings) -> None:
+        """Metrics (served once started) and the audit log (with auth)."""
         self.metrics = Metrics(self.registry, self.store) if settings.metrics_port is not None else None
         self.metrics_port: int | None = None
         auth = settings.auth
@@ -139,7 +110,10 @@ class Server:
             if auth.enabled
             else None
         )
-        # The worker threads, and a lane of their own for health checks (transport/admission.py).
+
+    def _gateway(self, settings: Settings) -> Gateway:
+        """The interceptor every call passes, with the worker threads and a lane of their own for health checks
+        (transport/admission.py)."""
         self._pools = (
             CountingPool(settings.max_workers, "rpc"),
             CountingPool(HEALTH_THREADS, "health"),
@@ -148,7 +122,8 @@ class Server:
             Lane(self._pools[0], settings.max_concurrent_rpcs, "max_concurrent_rpcs"),
             Lane(self._pools[1], HEALTH_QUEUE, "health_queue"),
         )
-        gateway = Gateway(
+        auth = settings.auth
+        return Gateway(
             keys=KeyRing(auth.keys) if auth.enabled else None,
             resolve=self.aliases.resolve,
             metrics=self.metrics,
@@ -166,7 +141,9 @@ class Server:
             health=health_lane,
             max_health_watches=settings.max_health_watches,
         )
-        self._grpc = grpc.server(
+
+    def _grpc_server(self, settings: Settings, gateway: Gateway) -> grpc.Server:
+        return grpc.server(
             self._pools[0],
             interceptors=[gateway],
             options=channel_options(settings),
@@ -175,43 +152,39 @@ class Server:
             # below it.
             maximum_concurrent_rpcs=(settings.max_concurrent_rpcs + HEALTH_QUEUE) * 4,
         )
-        models_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(self.registry, self.tokens, limits), self._grpc
-        )
-        server_pb2_grpc.add_ServerServiceServicer_to_server(ServerServicer(limits, datetime.now(UTC)), self._grpc)
-        words_pb2_grpc.add_WordServiceServicer_to_server(WordServicer(self.registry, limits), self._grpc)
-        arithmetic_pb2_grpc.add_ArithmeticServiceServicer_to_server(
-            ArithmeticServicer(self.registry, limits), self._grpc
-        )
-        text_pb2_grpc.add_TextServiceServicer_to_server(TextServicer(self.registry, limits), self._grpc)
-        self.directions = DirectionStore(settings.data_dir / "directions")
-        latents = Latents(self.registry, self.directions, limits, self.tokens)
-        collections = Collections(self.store, self.registry, limits, latents, aliases=self.aliases, tokens=self.tokens)
-        admin = CollectionAdmin(collections, self.aliases, self.operations)
-        collections_pb2_grpc.add_CollectionServiceServicer_to_server(CollectionServicer(admin), self._grpc)
-        operations_pb2_grpc.add_OperationServiceServicer_to_server(OperationServicer(admin), self._grpc)
-        maps_pb2_grpc.add_MapServiceServicer_to_server(MapServicer(Maps(latents, collections, limits)), self._grpc)
-        latent_pb2_grpc.add_LatentServiceServicer_to_server(LatentServicer(latents), self._grpc)
-        images_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(latents), self._grpc)
+
+    def _add_services(self, domain: Domain) -> None:
+        """Every service of the table (transport/services.py), each with its servicer."""
+        for hosted in HOSTED:
+            hosted.service.add_to_server(hosted.servicer(domain), self._grpc)
+
+    def _add_health(self) -> None:
+        """grpc.health.v1: the services of the ALWAYS group serve at once, the others (and "", the whole server) once
+        models are loaded (`_load`)."""
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         for name in ALWAYS_SERVING:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         for name in MODEL_BOUND_SERVICES:
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        if settings.reflection:
-            services = (*ALWAYS_SERVING, *(name for name in MODEL_BOUND_SERVICES if name))
-            names = (*services, health.SERVICE_NAME, reflection.SERVICE_NAME)
-            reflection.enable_server_reflection(names, self._grpc)
-        address = f"{settings.host}:{settings.port}"
+
+    def _add_reflection(self) -> None:
+        hosted = tuple(h.service.full_name for h in HOSTED)
+        reflection.enable_server_reflection((*hosted, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc)
+
+    def _open_http(self, settings: Settings) -> None:
+        """The HTTP gateway (with --http-port). It reaches this server through a Unix socket only this user can open,
+        so that its calls pass the same interceptor (keys, admission, limits, metrics, audit) as everyone's."""
         self.http: HttpServer | None = None
         self._http_folder: Path | None = None
         if settings.http_port is not None:
-            # The HTTP gateway reaches this server through a Unix socket only this user can open, so that its calls
-            # pass the same interceptor (keys, admission, limits, metrics, audit) as everyone's.
             internal, self._http_folder = private_socket()
             self._grpc.add_insecure_port(internal)
             self.http = HttpServer(settings, internal)
+
+    def _listen(self, settings: Settings) -> None:
+        """Bind the public port, with TLS when configured (port 0 picks a free one: `self.port`)."""
+        address = f"{settings.host}:{settings.port}"
         self.tls = ServerTls(settings.tls) if settings.tls is not None else None
         try:
             if self.tls is not None:

@@ -3,32 +3,9 @@
 import inspect
 import re
 
+from embedsvc.api import SERVICES
 from embedsvc.client import AsyncClient, Client
-from embedsvc.v1 import (
-    arithmetic_pb2,
-    collections_pb2,
-    images_pb2,
-    latent_pb2,
-    maps_pb2,
-    models_pb2,
-    operations_pb2,
-    server_pb2,
-    text_pb2,
-    words_pb2,
-)
 
-SERVICES = (
-    models_pb2,
-    server_pb2,
-    words_pb2,
-    arithmetic_pb2,
-    text_pb2,
-    images_pb2,
-    latent_pb2,
-    maps_pb2,
-    collections_pb2,
-    operations_pb2,
-)
 # Methods of AsyncClient that return an async iterator instead of being coroutines.
 ASYNC_ITERATORS = {"export_items", "export_words"}
 # RPCs whose client method is not the RPC's name in snake case.
@@ -56,10 +33,9 @@ def test_async_client_has_every_method_of_client_with_the_same_parameters():
 def test_every_rpc_has_a_client_method():
     methods = public_methods(Client)
     missing = [
-        f"{service.full_name}.{rpc.name}"
-        for module in SERVICES
-        for service in module.DESCRIPTOR.services_by_name.values()
-        for rpc in service.methods
+        path
+        for service in SERVICES
+        for path, rpc in service.methods()
         if RENAMED.get(rpc.name, snake(rpc.name)) not in methods
     ]
     assert missing == []

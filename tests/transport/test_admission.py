@@ -256,7 +256,7 @@ def test_health_watches_hold_no_thread_and_are_capped(tmp_path, planted_file):
 
 
 def test_front_door_refusal_carries_reason_retry_and_request_id(tmp_path, planted_file, monkeypatch):
-    from embedsvc.client._messages import error
+    from embedsvc.client._errors import error
     from embedsvc.v1 import words_pb2, words_pb2_grpc
 
     with every_slot_taken(tmp_path, planted_file, monkeypatch) as target, grpc.insecure_channel(target) as channel:
@@ -319,7 +319,7 @@ class _Shed(grpc.RpcError):
 def test_calls_shed_by_grpc_itself_read_as_overload():
     """grpcio 1.85's core cancels calls beyond max_pending_rpcs with a bare CANCELLED (measured with nghttp: grpc-status
     1, message "CANCELLED"); the client reads that, and the backstop's refusal, as OVERLOADED."""
-    from embedsvc.client._messages import error
+    from embedsvc.client._errors import error
 
     shed = error(_Shed(grpc.StatusCode.CANCELLED, "CANCELLED"))
     assert (shed.code, shed.reason, shed.metadata) == (

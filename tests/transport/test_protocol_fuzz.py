@@ -20,6 +20,7 @@ from google.protobuf import descriptor
 from google.protobuf.message import Message
 from PIL import Image
 
+from embedsvc.api import SERVICES
 from embedsvc.backends.base import ModelSpec
 from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOptions
 from embedsvc.backends.vae import VAEOptions
@@ -27,33 +28,9 @@ from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
 from embedsvc.client import Client
 from embedsvc.settings import Limits, Settings
 from embedsvc.transport.server import create_server
-from embedsvc.v1 import (
-    arithmetic_pb2,
-    collections_pb2,
-    images_pb2,
-    latent_pb2,
-    maps_pb2,
-    models_pb2,
-    operations_pb2,
-    server_pb2,
-    text_pb2,
-    words_pb2,
-)
 
 REPO = Path(__file__).resolve().parents[2]
 
-MODULES = (
-    models_pb2,
-    server_pb2,
-    words_pb2,
-    arithmetic_pb2,
-    text_pb2,
-    images_pb2,
-    latent_pb2,
-    maps_pb2,
-    collections_pb2,
-    operations_pb2,
-)
 # Codes a well-formed refusal may carry. INTERNAL and UNKNOWN mean a bug.
 ALLOWED = {
     grpc.StatusCode.OK,
@@ -190,10 +167,9 @@ class Generator:
 
 
 def methods():
-    for module in MODULES:
-        for service in module.DESCRIPTOR.services_by_name.values():
-            for method in service.methods:
-                yield service, method
+    for service in SERVICES:
+        for _path, method in service.methods():
+            yield service.descriptor, method
 
 
 def message_class(desc: descriptor.Descriptor):

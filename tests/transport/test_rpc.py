@@ -9,6 +9,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from embedsvc.api import SERVICES
 from embedsvc.client import AsyncClient, Client, EmbedsvcClientError
 from embedsvc.v1 import arithmetic_pb2, arithmetic_pb2_grpc, common_pb2, models_pb2
 from tests.conftest import QUESTIONS_WORDS, gensim_reference
@@ -255,19 +256,7 @@ def test_message_size_limit_is_enforced(client):
 
 def test_health_per_service_and_reflection(client, target):
     assert client.health() == "SERVING"
-    services = {
-        f"embedsvc.v1.{name}"
-        for name in (
-            "ModelService",
-            "WordService",
-            "ArithmeticService",
-            "TextService",
-            "CollectionService",
-            "ImageService",
-            "LatentService",
-            "MapService",
-        )
-    }
+    services = {s.full_name for s in SERVICES}
     for service in services:
         assert client.health(service) == "SERVING"
     with grpc.insecure_channel(target) as channel:

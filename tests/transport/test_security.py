@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from embedsvc.api import HEALTH, SERVICES
 from embedsvc.backends.base import ModelSpec
 from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOptions
 from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
@@ -23,18 +24,7 @@ from embedsvc.transport import admission, roles
 from embedsvc.transport.auth import key_hash, new_key
 from embedsvc.transport.logs import JsonFormatter
 from embedsvc.transport.server import create_server
-from embedsvc.v1 import (
-    arithmetic_pb2,
-    collections_pb2,
-    images_pb2,
-    latent_pb2,
-    maps_pb2,
-    models_pb2,
-    operations_pb2,
-    server_pb2,
-    text_pb2,
-    words_pb2,
-)
+from embedsvc.v1 import models_pb2
 
 KEYS = {name: new_key() for name in ("admin", "writer", "reader", "scoped")}
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
@@ -86,23 +76,7 @@ def secured(tmp_path_factory, planted_file):
 
 
 def test_every_rpc_has_exactly_one_role():
-    services = [
-        module.DESCRIPTOR.services_by_name[name]
-        for module in (
-            models_pb2,
-            server_pb2,
-            words_pb2,
-            arithmetic_pb2,
-            text_pb2,
-            images_pb2,
-            latent_pb2,
-            maps_pb2,
-            collections_pb2,
-            operations_pb2,
-        )
-        for name in module.DESCRIPTOR.services_by_name
-    ]
-    services += [health_pb2.DESCRIPTOR.services_by_name["Health"]]
+    services = [s.descriptor for s in (*SERVICES, HEALTH)]
     services += [reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"]]
     methods = {f"/{s.full_name}/{m.name}" for s in services for m in s.methods}
     undeclared = sorted(m for m in methods if m not in roles.RULES and m not in roles.OPEN)

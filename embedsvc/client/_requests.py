@@ -1,0 +1,271 @@
+"""Request builders of the Python client (private: the call builders in `_calls.py` and `points.py` use them): enum
+names, vectors, typed metadata, images, terms and expressions, items, queries and search options."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedsvc.client.types import (
+    DirectionRef,
+    ExpressionLike,
+    ImageLike,
+    LatentLike,
+    SpaceVector,
+    TermLike,
+)
+from embedsvc.v1 import (
+    arithmetic_pb2,
+    collections_pb2,
+    common_pb2,
+    latent_pb2,
+    maps_pb2,
+    text_pb2,
+)
+
+METHODS = {"cosadd": arithmetic_pb2.METHOD_COSADD, "cosmul": arithmetic_pb2.METHOD_COSMUL}
+
+
+METRICS = {
+    "cosine": collections_pb2.METRIC_COSINE,
+    "l2": collections_pb2.METRIC_L2,
+    "ip": collections_pb2.METRIC_INNER_PRODUCT,
+}
+
+
+INDEX_KINDS = {
+    "flat": collections_pb2.INDEX_KIND_FLAT,
+    "hnsw": collections_pb2.INDEX_KIND_HNSW,
+    "ivf-flat": collections_pb2.INDEX_KIND_IVF_FLAT,
+    "ivf-pq": collections_pb2.INDEX_KIND_IVF_PQ,
+}
+
+
+BACKENDS = {
+    "": collections_pb2.BACKEND_UNSPECIFIED,
+    "faiss": collections_pb2.BACKEND_FAISS,
+    "milvus": collections_pb2.BACKEND_MILVUS,
+}
+
+
+LONG_TEXT_MODES = {"truncate": text_pb2.LONG_TEXT_MODE_TRUNCATE, "chunk": text_pb2.LONG_TEXT_MODE_CHUNK}
+
+
+CLUSTER_METHODS = {"gmm": maps_pb2.CLUSTER_METHOD_GAUSSIAN_MIXTURE, "kmeans": maps_pb2.CLUSTER_METHOD_KMEANS}
+
+
+COVARIANCES = {
+    "full": maps_pb2.COVARIANCE_TYPE_FULL,
+    "diag": maps_pb2.COVARIANCE_TYPE_DIAG,
+    "spherical": maps_pb2.COVARIANCE_TYPE_SPHERICAL,
+    "tied": maps_pb2.COVARIANCE_TYPE_TIED,
+}
+
+
+def choice(table: dict[str, Any], value: Any, what: str) -> Any:
+    """An enum value given by name (or already as the proto value)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return table[value]
+    except KeyError:
+        raise ValueError(f"{what} must be one of {', '.join(table)}, got {value!r}") from None
+
+
+def vector(v: LatentLike | Sequence[float]) -> common_pb2.Vector:
+    if isinstance(v, SpaceVector):
+        return common_pb2.Vector(values=np.asarray(v.values, dtype=np.float32).ravel().tolist(), space=v.space)
+    return common_pb2.Vector(values=np.asarray(v, dtype=np.float32).ravel().tolist())
+
+
+def _put_value(message: common_pb2.MetadataValue, value: Any, where: str) -> None:
+    if isinstance(value, bool):  # before int: a bool is an int in Python
+        message.bool_value = value
+    elif isinstance(value, int | np.integer):
+        if not -(2**63) <= int(value) < 2**63:
+            raise ValueError(f"metadata {where}: {value} does not fit in 64 bits")
+        message.int_value = int(value)
+    elif isinstance(value, float | np.floating):
+        message.double_value = float(value)
+    elif isinstance(value, str):
+        message.string_value = value
+    elif isinstance(value, datetime):  # a naive datetime is taken as UTC
+        message.timestamp_value.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
+    elif isinstance(value, list | tuple):
+        message.list_value.SetInParent()  # an empty list is still a list (reading .values alone sets nothing)
+        elements = message.list_value.values
+        for i, element in enumerate(value):
+            _put_value(elements.add(), element, f"{where}[{i}]")
+    else:
+        raise ValueError(
+            f"metadata {where}: {type(value).__name__} values are not supported (str, int, float, bool, "
+            "datetime or lists of those)"
+        )
+
+
+def put_metadata(fields: Any, metadata: dict[str, Any]) -> None:
+    """Fill a metadata map (map<string, MetadataValue>) from a dict of plain Python values."""
+    for key, value in metadata.items():
+        _put_value(fields[key], value, repr(key))
+
+
+def packed_rows(vectors: np.ndarray) -> bytes:
+    """An (n, d) array as the float32 little-endian, row-major bytes of a `packed_*` field."""
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2:
+        raise ValueError(f"expected an (n, d) array of vectors, got shape {vectors.shape}")
+    return np.ascontiguousarray(vectors, dtype="<f4").tobytes()
+
+
+def image_input(image: ImageLike) -> common_pb2.ImageInput:
+    if isinstance(image, Path):
+        return common_pb2.ImageInput(data=image.read_bytes())
+    if isinstance(image, bytes | bytearray):
+        return common_pb2.ImageInput(data=bytes(image))
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3:
+        raise ValueError(f"an image array is (H, W) or (H, W, C), got shape {array.shape}")
+    if array.dtype == np.uint8:
+        dtype, pixels = common_pb2.PIXEL_TYPE_UINT8, np.ascontiguousarray(array).tobytes()
+    else:
+        dtype, pixels = common_pb2.PIXEL_TYPE_FLOAT32, np.ascontiguousarray(array, dtype="<f4").tobytes()
+    raw = common_pb2.RawImage(
+        pixels=pixels, height=array.shape[0], width=array.shape[1], channels=array.shape[2], dtype=dtype
+    )
+    return common_pb2.ImageInput(raw=raw)
+
+
+def images(values: Sequence[ImageLike]) -> list[common_pb2.ImageInput]:
+    return [image_input(i) for i in values]
+
+
+def _is_vector(value: object) -> bool:
+    return isinstance(value, SpaceVector) or (isinstance(value, np.ndarray) and value.ndim == 1)
+
+
+def term(value: TermLike) -> arithmetic_pb2.Term:
+    """The one term builder: a str is a word, a 1-D array or SpaceVector a vector, a DirectionRef a direction, and
+    bytes, a Path or a 2-D/3-D array an image; (weight, value) weights any of them."""
+    weight: float | None = None
+    if isinstance(value, tuple):
+        weight, value = float(value[0]), value[1]
+    if isinstance(value, str):
+        message = arithmetic_pb2.Term(word=value)
+    elif isinstance(value, DirectionRef):
+        message = arithmetic_pb2.Term(direction=value.name)
+    elif _is_vector(value):
+        message = arithmetic_pb2.Term(vector=vector(value))  # type: ignore[arg-type]
+    else:
+        message = arithmetic_pb2.Term(image=image_input(value))  # type: ignore[arg-type]
+    if weight is not None:
+        message.weight = weight
+    return message
+
+
+def expression(value: ExpressionLike | arithmetic_pb2.Expression) -> arithmetic_pb2.Expression:
+    if isinstance(value, arithmetic_pb2.Expression):
+        return value
+    if isinstance(value, str):
+        return arithmetic_pb2.Expression(text=value)
+    return arithmetic_pb2.Expression(terms=[term(t) for t in value])
+
+
+def point(value: ImageLike | LatentLike) -> latent_pb2.LatentPoint:
+    if _is_vector(value):
+        return latent_pb2.LatentPoint(latent=vector(value))  # type: ignore[arg-type]
+    return latent_pb2.LatentPoint(image=image_input(value))  # type: ignore[arg-type]
+
+
+def decode_latents_request(
+    model: str, latents: Sequence[LatentLike] | np.ndarray, expressions: Sequence[Any]
+) -> latent_pb2.DecodeLatentsRequest:
+    """Latents as an (n, d) array go packed; vectors and expressions as messages. The results come back packed."""
+    request = latent_pb2.DecodeLatentsRequest(model=model, expressions=[expression(e) for e in expressions])
+    if isinstance(latents, np.ndarray) and latents.ndim == 2:
+        request.packed_latents = packed_rows(latents)
+    else:
+        request.latents.extend(latent_rows(latents))
+    request.packed_results = True
+    return request
+
+
+def latent_rows(latents: Sequence[LatentLike] | np.ndarray) -> list[common_pb2.Vector]:
+    if isinstance(latents, np.ndarray) and latents.ndim == 2:  # one tolist() for the matrix: cheaper than per row
+        return [common_pb2.Vector(values=z) for z in np.asarray(latents, dtype=np.float32).tolist()]
+    return [vector(z) for z in latents]
+
+
+def embed_texts_request(
+    model: str, texts: Sequence[str], normalize: bool, long_texts: str
+) -> text_pb2.EmbedTextsRequest:
+    mode = choice(LONG_TEXT_MODES, long_texts, "long_texts")
+    return text_pb2.EmbedTextsRequest(model=model, texts=list(texts), normalize=normalize, long_texts=mode)
+
+
+def items(
+    ids: Sequence[str],
+    vectors: np.ndarray | None = None,
+    metadata: Sequence[dict[str, Any] | None] | None = None,
+    inputs: Sequence[str] | None = None,
+    pictures: Sequence[ImageLike] | None = None,
+) -> tuple[list[collections_pb2.Item], bytes]:
+    """Item messages from parallel lists (ids, an (n, d) array or None with inputs or images, metadata dicts), and the
+    vectors packed as float32 little-endian for the request's `packed_vectors`."""
+    if pictures is not None and len(pictures) != len(ids):
+        raise ValueError(f"{len(pictures)} images for {len(ids)} ids (one each)")
+    built = []
+    for n, item_id in enumerate(ids):
+        item = collections_pb2.Item(id=item_id, input=inputs[n] if inputs is not None else "")
+        fields = metadata[n] if metadata is not None else None
+        if fields:
+            put_metadata(item.metadata, fields)
+        if pictures is not None:
+            item.image.CopyFrom(image_input(pictures[n]))
+        built.append(item)
+    return built, b"" if vectors is None else packed_rows(vectors)
+
+
+def query(
+    vector_: np.ndarray | SpaceVector | None = None,
+    item_id: str = "",
+    input: str = "",
+    expression_: ExpressionLike | arithmetic_pb2.Expression | None = None,
+    image: ImageLike | None = None,
+) -> collections_pb2.Query:
+    if vector_ is not None:
+        return collections_pb2.Query(vector=vector(vector_))
+    if item_id:
+        return collections_pb2.Query(item_id=item_id)
+    if input:
+        return collections_pb2.Query(input=input)
+    if expression_ is not None:
+        return collections_pb2.Query(expression=expression(expression_))
+    if image is not None:
+        return collections_pb2.Query(image=image_input(image))
+    raise ValueError("give one of vector, item_id, input, expression or image")
+
+
+def search_options(
+    k: int = 10,
+    filter: str = "",
+    exact: bool = False,
+    ef_search: int = 0,
+    nprobe: int = 0,
+    include_vectors: bool = False,
+    include_metadata: bool = True,
+) -> collections_pb2.SearchOptions:
+    return collections_pb2.SearchOptions(
+        k=k,
+        filter=filter,
+        exact=exact,
+        ef_search=ef_search,
+        nprobe=nprobe,
+        include_vectors=include_vectors,
+        include_metadata=include_metadata,
+    )
