@@ -9,7 +9,7 @@ import grpc
 from embedsvc.core.registry import ModelRegistry, provenance
 from embedsvc.core.words import arithmetic
 from embedsvc.core.words import lookups as words
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.transport import convert
 from embedsvc.v1 import words_pb2, words_pb2_grpc
 

@@ -25,7 +25,8 @@ from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOption
 from embedsvc.backends.vae import VAEOptions
 from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
 from embedsvc.client import Client
-from embedsvc.settings import Limits, Settings
+from embedsvc.limits import Limits
+from embedsvc.settings import Settings
 from embedsvc.transport.server import create_server
 from embedsvc.v1 import (
     arithmetic_pb2,

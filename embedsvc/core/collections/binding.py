@@ -26,7 +26,7 @@ from embedsvc.core.texts import embedding as texts
 from embedsvc.core.words import arithmetic
 from embedsvc.core.words.arithmetic import FieldOf
 from embedsvc.errors import EmbedsvcError, Reason
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 
 
 @dataclass(frozen=True)

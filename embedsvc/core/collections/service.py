@@ -29,7 +29,7 @@ from embedsvc.core.registry import ModelRegistry, Provenance
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
 from embedsvc.index.backend import Stores, VectorCollection, check_name
 from embedsvc.index.types import CollectionConfig, Hit, StoredItem, Upsert
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.vectors import check_vector, packed_rows
 
 DEFAULT_K = 10

@@ -20,7 +20,7 @@ from embedsvc.core.paging import Page, PageTokens, page_size
 from embedsvc.core.registry import ModelRegistry, Provenance
 from embedsvc.core.words.arithmetic import FieldOf
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.vectors import check_vector, packed_rows
 
 

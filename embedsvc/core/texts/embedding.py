@@ -16,7 +16,7 @@ from embedsvc.core.expression import Expression, TermKind
 from embedsvc.core.registry import ModelRegistry, Provenance, TextModel, provenance
 from embedsvc.core.words.arithmetic import FieldOf, cosadd_means
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.vectors import check_vector, unit_rows
 
 
