@@ -18,6 +18,9 @@ from embedsvc.backends import kinds
 from embedsvc.backends.base import ModelSpec
 from embedsvc.backends.devices import is_device
 from embedsvc.errors import ConfigError
+from embedsvc.index.milvus.client import MilvusOptions
+from embedsvc.index.stores import StorageOptions
+from embedsvc.index.types import Backend
 from embedsvc.limits import Limits
 
 __all__ = [
@@ -263,6 +266,21 @@ class Settings:
         settings = cls(**values, limits=Limits(**limit_values), models=models)
         settings.validate()
         return settings
+
+    def storage_options(self) -> StorageOptions:
+        """The collection storage these settings ask for (`embedsvc.index.stores.open_stores` opens it)."""
+        milvus = None
+        if self.storage.milvus is not None:
+            m = self.storage.milvus
+            uri = str(self.data_dir / m.uri) if m.is_local else m.uri
+            milvus = MilvusOptions(uri, m.token, m.db_name, m.consistency, m.timeout_s, m.retries)
+        return StorageOptions(
+            self.data_dir,
+            self.checkpoint_bytes,
+            Backend(self.storage.backend),
+            milvus,
+            max_id_bytes=self.limits.max_id_bytes,
+        )
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:

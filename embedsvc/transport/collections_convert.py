@@ -10,10 +10,9 @@ from typing import Any
 import numpy as np
 from google.protobuf import timestamp_pb2
 
-from embedsvc.core.collections.aliases import Alias
 from embedsvc.core.collections.service import CollectionInfo, ItemIn, PackedQueries, QueryIn, SearchOptions
 from embedsvc.errors import EmbedsvcError, Reason, invalid
-from embedsvc.index.types import Backend, Hit, IndexKind, IndexParams, Metric, StoredItem
+from embedsvc.index.types import Alias, Backend, Hit, IndexKind, IndexParams, Metric, StoredItem
 from embedsvc.limits import Limits
 from embedsvc.transport import convert, images_convert
 from embedsvc.v1 import collections_pb2, common_pb2

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from embedsvc.calls import CallControl
-from embedsvc.core.collections.aliases import Aliases
 from embedsvc.core.collections.binding import Binding, binding
 from embedsvc.core.collections.checks import check_id, check_ids, check_metadata
 from embedsvc.core.collections.filters import parse_filter
@@ -27,6 +26,7 @@ from embedsvc.core.images.latents import Latents
 from embedsvc.core.paging import PageTokens
 from embedsvc.core.registry import ModelRegistry, Provenance
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
+from embedsvc.index.aliases import Aliases
 from embedsvc.index.backend import Stores, VectorCollection, check_name
 from embedsvc.index.types import CollectionConfig, Hit, StoredItem, Upsert
 from embedsvc.limits import Limits
