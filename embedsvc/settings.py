@@ -1,12 +1,16 @@
-"""The one frozen Settings object: server options, limits (embedsvc.limits) and the models to host.
+"""The one frozen Settings object: server options and the models to host; and `Settings.load`, the one reader of the
+server's configuration (a TOML file, the environment, flags).
 
-Built only by `embedsvc.cli` from flags, environment and an optional TOML file (see `Settings.from_config`); nothing
-else reads the environment. Every limit is documented here and in the README's configuration section.
+Nothing else reads the server's configuration or its environment: `embedsvc serve` passes its flags to
+`Settings.load`, tests build Settings directly (or with `Settings.from_config`). Every option is documented here and in
+the README's configuration section; request limits live in `embedsvc.limits` (the `[limits]` table).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +37,8 @@ __all__ = [
     "Settings",
     "StorageSettings",
     "TlsSettings",
+    "default_data_dir",
+    "key_hash",
 ]
 
 
@@ -42,6 +48,11 @@ class Role(StrEnum):
     READ = "read"
     WRITE = "write"
     ADMIN = "admin"
+
+
+def key_hash(key: str) -> str:
+    """How a key is configured and kept: the hex sha256 of its UTF-8 bytes."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -118,6 +129,14 @@ class TlsSettings:
 
 # Addresses that only this machine can reach: serving them without keys is allowed.
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+# The key EMBEDSVC_ADMIN_KEY adds (its name shows in logs, metrics and the audit log).
+BOOTSTRAP_KEY_NAME = "admin (EMBEDSVC_ADMIN_KEY)"
+
+
+def default_data_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """$XDG_DATA_HOME/embedsvc, or ~/.local/share/embedsvc: the server's data directory when nothing names one."""
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    return Path(env.get("XDG_DATA_HOME") or str(home / ".local" / "share")) / "embedsvc"
 
 
 @dataclass(frozen=True)
@@ -209,6 +228,44 @@ class Settings:
         configured = {m.name for m in self.models}
         embedded = kinds.embedded_models() if self.embedded_models else ()
         return tuple(m for m in embedded if m.name not in configured) + self.models
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, env: Mapping[str, str] = os.environ, **flags: Any) -> Settings:
+        """The server's Settings from its configuration. Each source overrides the ones before it:
+
+        1. the defaults (the fields above);
+        2. the TOML file: `path` (`--config`), else $EMBEDSVC_CONFIG, else none;
+        3. the environment (`env`): EMBEDSVC_DATA_DIR (data_dir), EMBEDSVC_PAGE_TOKEN_KEY (server.page_token_secret)
+           and EMBEDSVC_MILVUS_TOKEN (storage.milvus.token, when [storage.milvus] is configured); EMBEDSVC_ADMIN_KEY
+           adds an admin key to the configured ones (only its sha256 is kept) and turns auth on;
+        4. flags: Settings fields by name (host, port, data_dir, log_level, log_format, metrics_port, http_port,
+           insecure); None means the flag was not given.
+        With no data directory from any of them it is `default_data_dir(env)`. An empty variable counts as unset.
+        ConfigError names what is wrong: the file, the key in it, the variable or the flag.
+        """
+        if path is None:
+            path = env.get("EMBEDSVC_CONFIG") or None
+        document = _read_toml(Path(path)) if path is not None else {}
+        overrides = {key: value for key, value in flags.items() if value is not None}
+        if "data_dir" not in overrides:
+            if env.get("EMBEDSVC_DATA_DIR"):
+                overrides["data_dir"] = env["EMBEDSVC_DATA_DIR"]
+            elif "data_dir" not in _table(document, "server"):
+                overrides["data_dir"] = default_data_dir(env)
+        # Secrets shared by replicas come best from the environment (a secret store), not from a file in the image.
+        if env.get("EMBEDSVC_PAGE_TOKEN_KEY"):
+            overrides.setdefault("page_token_secret", env["EMBEDSVC_PAGE_TOKEN_KEY"])
+        extra_keys: tuple[ApiKey, ...] = ()
+        if env.get("EMBEDSVC_ADMIN_KEY"):  # for containers: an admin key from the environment
+            extra_keys = (ApiKey(BOOTSTRAP_KEY_NAME, Role.ADMIN, key_hash(env["EMBEDSVC_ADMIN_KEY"])),)
+        settings = cls.from_config(document, extra_keys=extra_keys, **overrides)
+        milvus = settings.storage.milvus
+        if milvus is not None and env.get("EMBEDSVC_MILVUS_TOKEN"):
+            storage = dataclasses.replace(
+                settings.storage, milvus=dataclasses.replace(milvus, token=env["EMBEDSVC_MILVUS_TOKEN"])
+            )
+            settings = dataclasses.replace(settings, storage=storage)
+        return settings
 
     @classmethod
     def from_config(
@@ -332,6 +389,15 @@ class Settings:
         if not is_device(self.device):
             raise ConfigError(f"server.device: {self.device!r} is not auto, cpu or cuda:N")
         kinds.check_requirements(self.all_models(), self.models)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
 
 
 def _port(key: str, value: Any) -> int:
