@@ -110,7 +110,7 @@ class Checkpoints:
 
         def run() -> None:
             started = time.perf_counter()
-            lsn = writer.last_lsn
+            lsn = writer.settled_lsn
             with contents.rw.read():
                 snapshot = contents.store.snapshot(lsn)
             checkpoint.write_checkpoint(self.directory, snapshot)
