@@ -31,7 +31,7 @@ from embedsvc.backends.vae import EMBEDDED_VAE, EMBEDDED_VAE_DIR, VAEModel
 from embedsvc.client import Client
 from embedsvc.core.images.codec import ImageShape, to_model_input, to_png
 from embedsvc.core.images.datasets import load_dataset
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 
 
 def batches(items: list, size: int) -> list[list]:

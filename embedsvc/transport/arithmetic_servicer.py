@@ -10,7 +10,7 @@ from embedsvc.core.registry import ModelRegistry
 from embedsvc.core.words import arithmetic
 from embedsvc.core.words.analogies import GENSIM_RESTRICT_VOCAB, evaluate_analogies, parse_analogies
 from embedsvc.errors import limit_exceeded, missing
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.transport import convert
 from embedsvc.v1 import arithmetic_pb2, arithmetic_pb2_grpc
 

@@ -10,11 +10,10 @@ from typing import Any
 import numpy as np
 from google.protobuf import timestamp_pb2
 
-from embedsvc.core.collections.aliases import Alias
 from embedsvc.core.collections.service import CollectionInfo, ItemIn, PackedQueries, QueryIn, SearchOptions
 from embedsvc.errors import EmbedsvcError, Reason, invalid
-from embedsvc.index.types import Backend, Hit, IndexKind, IndexParams, Metric, StoredItem
-from embedsvc.settings import Limits
+from embedsvc.index.types import Alias, Backend, Hit, IndexKind, IndexParams, Metric, StoredItem
+from embedsvc.limits import Limits
 from embedsvc.transport import convert, images_convert
 from embedsvc.v1 import collections_pb2, common_pb2
 
@@ -32,18 +31,21 @@ KINDS: dict[int, IndexKind] = {
     collections_pb2.INDEX_KIND_IVF_PQ: IndexKind.IVF_PQ,
 }
 _KIND_MESSAGES: dict[IndexKind, Any] = {v: k for k, v in KINDS.items() if k != collections_pb2.INDEX_KIND_UNSPECIFIED}
-BACKENDS: dict[int, Backend | None] = {
-    collections_pb2.BACKEND_UNSPECIFIED: None,
-    collections_pb2.BACKEND_FAISS: Backend.FAISS,
-    collections_pb2.BACKEND_MILVUS: Backend.MILVUS,
-}
-_BACKEND_MESSAGES: dict[Backend, Any] = {v: k for k, v in BACKENDS.items() if v is not None}
 
 
 def backend(value: int) -> Backend | None:
-    if value not in BACKENDS:
-        raise invalid("backend", f"unknown backend {value}")
-    return BACKENDS[value]
+    """The backend a request names, by the enum value's name (BACKEND_MILVUS is Backend.MILVUS); None: the default.
+    Derived, not tabled, so that a new backend needs no change here."""
+    if value == collections_pb2.BACKEND_UNSPECIFIED:
+        return None
+    try:
+        return Backend(collections_pb2.Backend.Name(value).removeprefix("BACKEND_").lower())
+    except ValueError:  # not in the proto, or not a backend of this server
+        raise invalid("backend", f"unknown backend {value}") from None
+
+
+def backend_message(value: Backend) -> collections_pb2.Backend:
+    return collections_pb2.Backend.Value("BACKEND_" + value.value.upper())
 
 
 _STATES = {
@@ -116,7 +118,7 @@ def info_message(info: CollectionInfo) -> collections_pb2.CollectionInfo:
         aliases=info.aliases,
         checkpoint_error=info.checkpoint_error,
         checkpoint_failures=info.checkpoint_failures,
-        backend=_BACKEND_MESSAGES[c.backend],
+        backend=backend_message(c.backend),
     )
 
 

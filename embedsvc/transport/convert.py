@@ -15,7 +15,7 @@ from embedsvc.core.registry import ModelInfo, ModelState
 from embedsvc.core.words import arithmetic
 from embedsvc.core.words.analogies import AnalogyReport, SectionScore
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.transport.images_convert import image
 from embedsvc.v1 import arithmetic_pb2, common_pb2, models_pb2
 

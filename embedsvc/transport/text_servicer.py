@@ -11,7 +11,7 @@ from embedsvc.calls import CallControl
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.core.texts import embedding as texts
 from embedsvc.errors import EmbedsvcError, Reason, missing
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.transport import convert
 from embedsvc.transport.convert import call_control
 from embedsvc.transport.status import to_status

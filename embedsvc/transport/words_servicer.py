@@ -11,7 +11,7 @@ from embedsvc.core.provenance import provenance
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.core.words import arithmetic
 from embedsvc.core.words import lookups as words
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.transport import convert
 from embedsvc.v1 import words_pb2, words_pb2_grpc
 

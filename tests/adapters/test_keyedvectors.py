@@ -16,7 +16,7 @@ from embedsvc.adapters.keyedvectors import ReadOnlyModelError, RemoteKeyedVector
 from embedsvc.client import EmbedsvcClientError
 from embedsvc.core.words import lookups
 from embedsvc.errors import EmbedsvcError, Reason
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from tests.conftest import GENSIM_DATA, QUESTIONS_WORDS, gensim_reference
 
 # gensim 4's tests of KeyedVectors that only read: run unmodified against the server.

@@ -18,7 +18,7 @@ from embedsvc.core.registry import ModelRegistry, ModelState
 from embedsvc.core.texts import embedding as texts
 from embedsvc.core.texts.batching import TextModel
 from embedsvc.errors import EmbedsvcError, Reason
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from tests import toy_kind
 from tests.toy_kind import LinearAEKind, LinearAEOptions, LinearAutoencoder
 

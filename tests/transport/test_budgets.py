@@ -12,7 +12,8 @@ from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
 from embedsvc.calls import CallControl, bound, check
 from embedsvc.client import Client, EmbedsvcClientError, vector_points
 from embedsvc.errors import EmbedsvcError, Reason
-from embedsvc.settings import Limits, Settings
+from embedsvc.limits import Limits
+from embedsvc.settings import Settings
 from embedsvc.transport.server import create_server
 
 LIMITS = Limits(max_result_hits=500, max_message_bytes=1 << 20, max_cluster_work=10_000_000, max_map_values=50_000)

@@ -26,7 +26,8 @@ from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOption
 from embedsvc.backends.vae import VAEOptions
 from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
 from embedsvc.client import Client
-from embedsvc.settings import Limits, Settings
+from embedsvc.limits import Limits
+from embedsvc.settings import Settings
 from embedsvc.transport.server import create_server
 
 REPO = Path(__file__).resolve().parents[2]

@@ -226,7 +226,7 @@ def test_oov_error_lists_every_missing_word(client):
 def test_analogy_file_over_the_limit(server_settings, tmp_path):
     from dataclasses import replace
 
-    from embedsvc.settings import Limits
+    from embedsvc.limits import Limits
     from embedsvc.transport.server import create_server
 
     settings = replace(

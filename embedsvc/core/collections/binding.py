@@ -25,7 +25,7 @@ from embedsvc.core.texts.batching import TextModel
 from embedsvc.core.words import arithmetic
 from embedsvc.core.words.arithmetic import FieldOf
 from embedsvc.errors import EmbedsvcError, Reason
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 
 
 @dataclass(frozen=True)

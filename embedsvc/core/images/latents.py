@@ -35,7 +35,7 @@ from embedsvc.errors import (
     missing,
     operation_not_supported,
 )
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.vectors import check_vector, packed_rows
 
 

@@ -21,7 +21,7 @@ from embedsvc.core.images.latents import Latents, TaggedVector
 from embedsvc.core.provenance import Provenance
 from embedsvc.core.texts import embedding as texts
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.vectors import unit_rows
 
 

@@ -17,7 +17,7 @@ from embedsvc.core.provenance import Provenance, provenance
 from embedsvc.core.texts.batching import TextModel
 from embedsvc.core.words.arithmetic import FieldOf, cosadd_means
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.vectors import check_vector, unit_rows
 
 

@@ -27,7 +27,7 @@ from embedsvc.errors import (
     out_of_vocabulary,
 )
 from embedsvc.index.exact import knn_inner_product
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.vectors import check_vector
 
 # Rows of score matrix per 3CosMul block: bounds memory at about block * vocabulary * 4 bytes.

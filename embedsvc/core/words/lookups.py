@@ -11,7 +11,7 @@ from embedsvc.backends.capabilities import WordSpace
 from embedsvc.core.expression import Expression, Term, TermKind
 from embedsvc.core.words import arithmetic
 from embedsvc.errors import check_count, invalid, limit_exceeded, missing
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Collection aliases kept in Milvus (the collection `embedsvc_aliases`), so that every embedsvc replica over the same
-Milvus resolves an alias the same way. The same interface as `embedsvc.core.collections.aliases.Aliases`.
+Milvus resolves an alias the same way. The same interface as `embedsvc.index.aliases.Aliases`.
 
 Every alias is read on every call that names a collection, so the whole table is cached for `ttl_s` (1 s): a switch
 made through one replica is seen by the others within that time, and at once by the replica that made it.

@@ -5,7 +5,7 @@ import pytest
 
 from embedsvc.core.words import lookups as words
 from embedsvc.errors import EmbedsvcError, Reason
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from tests.conftest import gensim_reference
 
 LIMITS = Limits()
