@@ -82,7 +82,9 @@ def checksum(vectors: np.ndarray, words: Sequence[str]) -> str:
 class WordVectors:
     """A read-only vocabulary of word vectors with gensim KeyedVectors semantics."""
 
-    def __init__(self, name: str, kv: KeyedVectors, *, fmt: WordVectorFormat, source: str) -> None:
+    def __init__(
+        self, name: str, kv: KeyedVectors, *, fmt: WordVectorFormat, source: str, version: str | None = None
+    ) -> None:
         vectors = np.asarray(kv.vectors)
         if vectors.ndim != 2 or vectors.shape[0] == 0:
             raise ValueError("the model has no vectors")
@@ -107,7 +109,8 @@ class WordVectors:
         # A zero vector has no direction: gensim would produce NaN; it scores 0 against everything here instead.
         self.unit: np.ndarray = np.ascontiguousarray(unit_rows(vectors, self.norms), dtype=np.float32)
         self.unit.setflags(write=False)
-        self.version = "sha256:" + checksum(vectors, self.words)[:16]
+        # A file's model is identified by its bytes; a derived one (minilm-static) by what it was made from.
+        self.version = version or "sha256:" + checksum(vectors, self.words)[:16]
         self.space = f"model:{name}@{self.version}"
         self._folded: OrderedDict[tuple[int, bool], tuple[dict[str, int], np.ndarray]] = OrderedDict()
         self._folded_lock = threading.Lock()
@@ -207,8 +210,8 @@ def load_word_vectors(spec: ModelSpec, data_dir: Path) -> WordVectors:
         from embedsvc.backends.minilm_static import load_minilm_static
 
         try:
-            kv, source = load_minilm_static(data_dir)
-            return WordVectors(spec.name, kv, fmt=WordVectorFormat.MODEL2VEC_DISTILLED, source=source)
+            kv, source, version = load_minilm_static(data_dir)
+            return WordVectors(spec.name, kv, fmt=WordVectorFormat.MODEL2VEC_DISTILLED, source=source, version=version)
         except Exception as exc:
             raise ModelLoadError(f"model '{spec.name}': cannot build the embedded default: {_one_line(exc)}") from exc
     path, fmt = spec.path, spec.options.format
@@ -269,7 +272,7 @@ class WordVectorsKind(Kind):
             from embedsvc.backends.minilm_static import sentence_model_dir
             from embedsvc.backends.text_encoders import StaticEncoder
 
-            text = StaticEncoder(spec.name, sentence_model_dir(context.data_dir))
+            text = StaticEncoder(spec.name, sentence_model_dir(context.data_dir), version=space.version)
         return Loaded(
             engine="numpy",
             dimension=space.dimension,
