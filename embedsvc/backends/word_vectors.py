@@ -129,7 +129,7 @@ class WordVectors:
         if not self.has_subwords:
             missing = [w for w, i in zip(words, found, strict=True) if i is None]
             if missing:
-                raise out_of_vocabulary(self.name, missing, field)
+                raise out_of_vocabulary(self.name, missing, field, self.index)
         return found
 
     def vector(self, word: str, index: int | None, *, norm: bool) -> np.ndarray:

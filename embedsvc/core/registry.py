@@ -26,7 +26,7 @@ from embedsvc.backends.word_vectors import WordVectors
 from embedsvc.core.expression import Expression, Term, TermKind
 from embedsvc.core.texts.batching import Batcher
 from embedsvc.core.words import arithmetic
-from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.errors import EmbedsvcError, Hint, Reason
 
 log = logging.getLogger(__name__)
 
@@ -451,8 +451,8 @@ def _kind_mismatch(info: ModelInfo, wanted: Capability, offers: frozenset[Capabi
     hint = ""
     if wanted is Capability.WORDS and Capability.TEXTS in offers:
         hint = (
-            "; a sentence model has no vocabulary: for arithmetic, search a collection bound to it with an "
-            "expression query"
+            ": it embeds texts (TextService.EmbedTexts) and has no vocabulary; for arithmetic, search a collection "
+            "bound to it with an expression query"
         )
     message = f"model '{info.name}' is a {info.kind} model, not {_WANTED[wanted]}{hint}"
     if wanted is Capability.TEXTS and Capability.WORDS in offers:
@@ -465,6 +465,7 @@ def _kind_mismatch(info: ModelInfo, wanted: Capability, offers: frozenset[Capabi
         message,
         field="model",
         metadata={"model": info.name, "kind": info.kind},
+        hint=Hint.EMBED_TEXTS if wanted is Capability.WORDS and Capability.TEXTS in offers else None,
     )
 
 

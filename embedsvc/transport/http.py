@@ -52,7 +52,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from embedsvc.errors import Reason
+from embedsvc.errors import Hint, Reason
 from embedsvc.settings import Settings
 from embedsvc.v1 import (
     arithmetic_pb2,
@@ -181,7 +181,12 @@ def _from_rpc_error(exc: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, dict[st
         elif key == "grpc-retry-pushback-ms" and isinstance(value, str) and value.isdigit():
             headers["retry-after"] = str(max(1, -(-int(value) // 1000)))
     code = exc.code()
-    return code, _error_json(code, exc.details() or code.name, reason, metadata, details), headers
+    message = _HTTP_WORDS.get(metadata.get("hint", ""), exc.details() or code.name)
+    return code, _error_json(code, message, reason, metadata, details), headers
+
+
+# Errors whose next step is said differently over HTTP than in the gRPC message (errors.Hint): the HTTP words.
+_HTTP_WORDS = {Hint.SEND_API_KEY.value: "no API key: send the header `Authorization: Bearer <key>`"}
 
 
 def _error_response(code: grpc.StatusCode, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
