@@ -113,7 +113,7 @@ def test_a_mistyped_flag_shows_the_commands_usage_and_the_closest_flag(capsys, a
     assert exited.value.code == 2 and err.startswith(usage) and suggestion in err, err
 
 
-def test_one_vocabulary_and_its_old_spellings(capsys, target):
+def test_one_vocabulary_and_its_old_spellings(capsys, target, tmp_path):
     """A flag is the API field it sets: --top-n is top_n (hits), so the map's first-N-words source is --first-words;
     the old spellings work for one release with a note on stderr, and are not in the help."""
     code, out, err = run(
@@ -122,6 +122,24 @@ def test_one_vocabulary_and_its_old_spellings(capsys, target):
     assert code == 0 and len(out.splitlines()) == 2 and err == ""  # connection options after the command, too
     code, out, err = run(capsys, "--target", target, "cluster", "--model", "planted", "--top-n", "40", "-k", "2")
     assert code == 0 and out.startswith("k = 2") and "--top-n is deprecated" in err and "use --first-words" in err
+    png = tmp_path / "map.png"
+    code, _, err = run(
+        capsys,
+        "--target",
+        target,
+        "map",
+        "--model",
+        "planted",
+        "--first-words",
+        "40",
+        "--color-by",
+        "cluster",
+        "--clusters",
+        "3",
+        "--out",
+        str(png),
+    )
+    assert code == 0 and png.stat().st_size > 0 and "--clusters is deprecated" in err and "use -k" in err
     for command in ("arith", "nearest", "map", "cluster"):
         with pytest.raises(SystemExit):
             main([command, "--help"])

@@ -17,8 +17,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-# Renamed flags: old spelling -> new one. Each old spelling is accepted until the release after the one that renamed
-# it; README's "CLI vocabulary" lists them.
+# Renamed flags keep their old spelling until the release after the one that renamed them; the README's tour lists
+# them (after 0.2: --topn of arith and nearest, --top-n of map and cluster, --clusters of map).
 DEPRECATED = "{old} is deprecated and will be removed in the next release: use {new}"
 
 

@@ -40,7 +40,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--color-by", default=None, help='"group" (default with --words groups), "cluster", or a metadata field'
     )
     colour.add_argument("--color-field", default="", help='a metadata field, whatever its name ("group" too)')
-    m.add_argument("--clusters", type=int, default=0, help="k for --color-by cluster (default: chosen by BIC)")
+    clusters = m.add_argument(
+        "-k", dest="clusters", type=int, default=0, help="clusters for --color-by cluster (default 0: chosen by BIC)"
+    )
+    deprecated_alias(m, "--clusters", clusters)  # 0.2's spelling; `cluster` says -k for the same number
     m.add_argument("--thumbnails", action="store_true", help="draw the images (or a VAE collection's decoded items)")
     m.add_argument("--no-labels", action="store_true", help="do not write each point's label")
     m.add_argument("--title", default="")
