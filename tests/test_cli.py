@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from embedsvc.cli import main
@@ -39,7 +40,7 @@ def test_arith_text_cosmul_and_keep_inputs(capsys, target):
         "--model",
         "planted",
         "king - man + woman",
-        "--topn",
+        "--top-n",
         "2",
         "--method",
         "cosmul",
@@ -55,8 +56,9 @@ def test_models_nearest_embed_similarity_doesnt_match(capsys, target):
     assert code == 0 and "minilm-static" in [m["name"] for m in json.loads(out)["models"]]
     code, out, _ = run(capsys, "--target", target, "models")
     assert re.search(r"^minilm-static\s+ready\s+dim 256", out, re.M)
-    code, out, _ = run(capsys, "--target", target, "nearest", "--model", "planted", "king", "--topn", "3")
-    assert code == 0 and len(out.splitlines()) == 3
+    code, out, err = run(capsys, "--target", target, "nearest", "--model", "planted", "king", "--topn", "3")
+    assert code == 0 and len(out.splitlines()) == 3  # the spelling of 0.2, still accepted for one release
+    assert "--topn is deprecated" in err and "use --top-n" in err
     code, out, _ = run(
         capsys, "--target", target, "embed", "--model", "planted", "--word", "king", "--word", "queen", "--json"
     )
@@ -91,6 +93,77 @@ def test_errors_print_one_line_and_exit_non_zero(capsys, target, tmp_path):
     assert code == 1 and err.startswith("error: cannot read") and err.count("\n") == 1
     code, _, err = run(capsys, "--target", "127.0.0.1:1", "models")
     assert code == 1 and err.startswith("error: cannot reach embedsvc at 127.0.0.1:1")
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage", "suggestion"),
+    [
+        (["arith", "--model", "m", "x", "--topm", "3"], "usage: embedsvc arith ", "--topm (did you mean --top-n?)"),
+        (["collections", "create", "c", "--metrc", "l2"], "usage: embedsvc collections create ", "--metric?"),
+        (["search", "c", "--word", "w", "--fliter", "a = 1"], "usage: embedsvc search ", "did you mean --filter?"),
+        (["arth", "--model", "m", "x"], "usage: embedsvc [-h]", "invalid choice: 'arth' (did you mean 'arith'?)"),
+        (["collections", "lst"], "usage: embedsvc collections ", "(did you mean 'list'?)"),
+        (["arith", "--model", "m", "x", "--method", "cosmull"], "usage: embedsvc arith ", "did you mean 'cosmul'?"),
+    ],
+)
+def test_a_mistyped_flag_shows_the_commands_usage_and_the_closest_flag(capsys, argv, usage, suggestion):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.startswith(usage) and suggestion in err, err
+
+
+def test_one_vocabulary_and_its_old_spellings(capsys, target, tmp_path):
+    """A flag is the API field it sets: --top-n is top_n (hits), so the map's first-N-words source is --first-words;
+    the old spellings work for one release with a note on stderr, and are not in the help."""
+    code, out, err = run(
+        capsys, "arith", "--model", "planted", "king - man + woman", "--top-n", "2", "--target", target
+    )
+    assert code == 0 and len(out.splitlines()) == 2 and err == ""  # connection options after the command, too
+    code, out, err = run(capsys, "--target", target, "cluster", "--model", "planted", "--top-n", "40", "-k", "2")
+    assert code == 0 and out.startswith("k = 2") and "--top-n is deprecated" in err and "use --first-words" in err
+    png = tmp_path / "map.png"
+    code, _, err = run(
+        capsys,
+        "--target",
+        target,
+        "map",
+        "--model",
+        "planted",
+        "--first-words",
+        "40",
+        "--color-by",
+        "cluster",
+        "--clusters",
+        "3",
+        "--out",
+        str(png),
+    )
+    assert code == 0 and png.stat().st_size > 0 and "--clusters is deprecated" in err and "use -k" in err
+    for command in ("arith", "nearest", "map", "cluster"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        shown = capsys.readouterr().out
+        assert "--topn" not in shown and ("--top-n" in shown) == (command in ("arith", "nearest")), command
+
+
+def test_errors_say_what_to_do_next_in_cli_words(capsys, target, client):
+    """The server sends a hint's id (ErrorInfo metadata "hint"); the CLI words it for a CLI user."""
+    code, _, err = run(capsys, "--target", target, "embed", "--model", "minilm", "--word", "cat")
+    assert code == 1 and err.startswith("error: INVALID_ARGUMENT MODEL_KIND_MISMATCH:") and "use --text" in err
+    code, _, err = run(capsys, "--target", target, "embed", "--model", "minilm-static", "--word", "Cat")
+    assert code == 1 and "OUT_OF_VOCABULARY" in err and "lower-case" in err and "'cat'" in err
+    client.create_collection("cli-hints", dimension=2)
+    try:
+        client.upsert("cli-hints", ["a", "b"], np.ones((2, 2), np.float32), [{"genre": "rock"}] * 2)
+        code, _, err = run(capsys, "--target", target, "search", "cli-hints", "--item", "a", "--filter", "genre = rock")
+        assert code == 1 and "INVALID_FILTER" in err and """--filter 'genre = "rock"'""" in err, err
+        code, out, _ = run(
+            capsys, "--target", target, "search", "cli-hints", "--item", "a", "--filter", 'genre == "rock"'
+        )
+        assert code == 0 and out.split()[0] == "b"  # == is =
+    finally:
+        client.delete_collection("cli-hints")
 
 
 def test_serve_with_config_then_sigterm_lets_calls_finish(data_dir, tmp_path, minilm):

@@ -112,6 +112,19 @@ def test_map_page_draws_one_point_per_word(browser: Any, http_url: str, shots: P
     assert fills["king"] == fills["queen"] != fills["paris"] == fills["rome"], error_text(browser)
 
 
+def test_pages_open_on_their_default_view(browser: Any, http_url: str) -> None:
+    """A page opened from its tab (no view in the URL) shows its default view, not an empty box waiting for a click."""
+    open_page(browser, f"{http_url}/explorer/?page=map")
+    words = browser.find_element(By.ID, "map-words").get_attribute("value").split()
+    points = browser.find_elements(By.CSS_SELECTOR, "#map-svg circle.point")
+    assert len(words) == 12 and len(points) == len(words), error_text(browser)
+    assert "page=map" in browser.current_url and "source=words" in browser.current_url  # and it is shareable
+    open_page(browser, f"{http_url}/explorer/?page=latent")
+    manifold = "return [...document.querySelectorAll('#manifold-grid img')].filter(i => i.naturalWidth > 0).length"
+    assert wait(lambda: browser.execute_script(manifold) == 49), error_text(browser)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#latent-grid img")) == 16
+
+
 def test_latent_page_decodes_and_interpolates(browser: Any, http_url: str, target: str, shots: Path) -> None:
     with Client(target) as c:  # a stored direction to traverse
         rng = np.random.default_rng(0)
@@ -137,9 +150,8 @@ def test_latent_page_decodes_and_interpolates(browser: Any, http_url: str, targe
     )
     last = browser.find_element(By.ID, "interp-frame").get_attribute("src")
     assert last != first, "the slider changes the interpolated frame"
-    browser.find_element(By.ID, "manifold-go").click()
     manifold = "return [...document.querySelectorAll('#manifold-grid img')].filter(i => i.naturalWidth > 0).length"
-    assert wait(lambda: browser.execute_script(manifold) == 49), error_text(browser)
+    assert wait(lambda: browser.execute_script(manifold) == 49), error_text(browser)  # drawn on load, no click
     browser.find_element(By.ID, "trav-go").click()
     wait(lambda: (browser.find_element(By.ID, "trav-frame").get_attribute("src") or "").startswith("data:image/png"))
     middle = browser.find_element(By.ID, "trav-frame").get_attribute("src")
@@ -211,6 +223,7 @@ def test_pages_work_with_a_key(browser: Any, tmp_path: Path, data_dir: Path) -> 
         browser.execute_script("sessionStorage.clear()")
         open_page(browser, url)
         assert "UNAUTHENTICATED" in error_text(browser)
+        assert "API key field" in error_text(browser)  # in the page's words (the server sent the hint's id)
         browser.find_element(By.ID, "api-key").send_keys(key)
         browser.find_element(By.CSS_SELECTOR, "#key-form button").click()  # kept in session storage, page reloads
         wait(lambda: browser.execute_script("return document.body.dataset.ready === '1'"))

@@ -201,6 +201,8 @@ def test_keys_tls_and_cors_apply_over_http(tmp_path: Path, data_dir: Path) -> No
         body = {"model": "minilm-static", "words": ["king"]}
         anonymous = post(url, "WordService/EmbedWords", body)
         assert anonymous.status_code == 401 and anonymous.json()["reason"] == "UNAUTHENTICATED"
+        # The next step in HTTP's words: a header (the hint's id is in the metadata for other clients to word).
+        assert anonymous.json()["metadata"]["hint"] == "send-api-key" and "header" in anonymous.json()["message"]
         ok = post(url, "WordService/EmbedWords", body, headers={"authorization": f"Bearer {reader}"})
         assert ok.status_code == 200 and len(ok.json()["vectors"][0]["values"]) == 256
         denied = post(

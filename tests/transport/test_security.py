@@ -212,6 +212,26 @@ def test_reads_are_audited_on_request(tmp_path, planted_file):
         srv.stop(0)
 
 
+def test_a_missing_key_is_explained_in_each_surfaces_words(secured, capsys, monkeypatch):
+    """gRPC callers read `authorization` metadata, CLI users --api-key or EMBEDSVC_API_KEY: the server sends the hint's
+    id (ErrorInfo metadata "hint") and each surface words it (HTTP: tests/transport/test_http.py)."""
+    from embedsvc.cli import main
+
+    _, target = secured
+    with Client(target) as anonymous, pytest.raises(EmbedsvcClientError) as info:
+        anonymous.list_collections()
+    assert (info.value.code, info.value.reason) == (UNAUTHENTICATED, "UNAUTHENTICATED")
+    assert info.value.metadata == {"problem": "missing", "hint": "send-api-key"}
+    assert "metadata `authorization: Bearer <key>`" in info.value.message
+    monkeypatch.delenv("EMBEDSVC_API_KEY", raising=False)
+    assert main(["--target", target, "collections", "list"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: UNAUTHENTICATED UNAUTHENTICATED: no API key")
+    assert "--api-key" in err and "EMBEDSVC_API_KEY" in err and "metadata" not in err
+    assert main(["collections", "list", "--target", target, "--api-key", KEYS["reader"], "--json"]) == 0  # after, too
+    assert json.loads(capsys.readouterr().out)["collections"]
+
+
 def test_metrics_request_ids_and_no_key_in_logs_or_metrics(secured, caplog):
     srv, target = secured
     caplog.set_level(logging.DEBUG, logger="embedsvc")
@@ -237,6 +257,9 @@ def test_metrics_request_ids_and_no_key_in_logs_or_metrics(secured, caplog):
         for s in requests
     )
     assert any(s.labels["method"] == "EmbedTexts" and s.labels["code"] == "OK" and s.value >= 1 for s in requests)
+    # Once a method has been called, its shed counter exists at 0, so that rate() alerts see the first refusal.
+    shed = [s for s in requests if s.labels["method"] == "EmbedTexts" and s.labels["code"] == "RESOURCE_EXHAUSTED"]
+    assert [s.value for s in shed if s.name == "embedsvc_requests_total"] == [0.0]
     assert "embedsvc_request_duration_seconds" in families and "embedsvc_requests_in_flight" in families
     info = {s.labels["model"]: s.labels for s in families["embedsvc_model_info"].samples}
     assert info["planted"]["kind"] == "word-vectors" and info["planted"]["state"] == "ready"

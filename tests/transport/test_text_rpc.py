@@ -96,7 +96,9 @@ def test_minilm_static_sentence_mode_equals_model2vec(client, data_dir, sentence
     model = StaticModel.from_pretrained(str(sentence_model_dir(data_dir)), force_download=False)
     got = client.embed_texts("minilm-static", sentences)
     np.testing.assert_allclose(got.vectors, model.encode(sentences, normalize=False), atol=1e-6)
-    assert client.get_model("minilm-static").embeds_texts
+    info = client.get_model("minilm-static")
+    assert info.embeds_texts
+    assert got.space == f"model:minilm-static@{info.version}"  # one distillation, one identity: words and texts
 
 
 def test_averaged_words_mean_equals_gensim_and_sif_follows_its_definition(client):
