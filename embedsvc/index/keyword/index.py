@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,15 +35,22 @@ _KEY, _TEXT = "key", "text"
 # The first fetch of a filtered search is k / (allowed share) x this, then x4 each round until k are allowed.
 _FETCH_MARGIN = 1.5
 _GROWTH = 4
+# At or below this allowed share (and with the allowed ids at hand), the search runs among the allowed items only
+# (a term set of their keys) instead of fetching the best matches and testing them: a selective filter would make the
+# fetch take nearly every match. Measured at 100k documents: 0.1% allowed, 15 ms by term set against 1.7 s by fetch;
+# 10% allowed, 128 ms against 95 ms.
+_TERM_SET_SHARE = 0.02
 
 
 @dataclass(frozen=True)
 class Allowed:
     """Which ids a filtered search may return: `test(ids)` is a boolean array over the ids given; `share` estimates
-    the share of the index's items it allows (it sizes the first fetch)."""
+    the share of the index's items it allows (it sizes the first fetch); `ids()`, when given, lists the allowed ids
+    (used when they are few: the index then searches only among them)."""
 
     test: Callable[[Sequence[str]], np.ndarray]
     share: float = 1.0
+    ids: Callable[[], Iterable[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -146,22 +153,32 @@ class KeywordIndex:
         query = tantivy.Query.boolean_query(
             [(tantivy.Occur.Should, tantivy.Query.term_query(self._schema, _TEXT, term)) for term in terms]
         )
+        test = None if allowed is None else allowed.test
         with self._lock:  # the searcher and the key -> id table it refers to (a reference: entries only ever
             # turn None, and build() makes a new table)
             searcher, ids = self._index.searcher(), self._ids
+            if allowed is not None and allowed.ids is not None and allowed.share <= _TERM_SET_SHARE:
+                members = [key for key in map(self._key_of.get, allowed.ids()) if key is not None]
+                among = tantivy.Query.term_set_query(self._schema, _KEY, members)
+                query = tantivy.Query.boolean_query(
+                    [
+                        (tantivy.Occur.Must, tantivy.Query.const_score_query(among, 0.0)),  # adds nothing to scores
+                        (tantivy.Occur.Must, query),
+                    ]
+                )
+                test = None
         total = max(searcher.num_docs, 1)
-        share = 1.0 if allowed is None else max(allowed.share, 1.0 / total)
-        fetch = math.ceil(k / share * (1.0 if allowed is None else _FETCH_MARGIN))
+        share = 1.0 if test is None or allowed is None else max(allowed.share, 1.0 / total)
+        fetch = math.ceil(k / share * (1.0 if test is None else _FETCH_MARGIN))
         while True:
             fetch = min(max(fetch, k), total)
             hits = searcher.search(query, fetch, count=False).hits
             keys = searcher.fast_field_values(_KEY, [address for _, address in hits])
             # None: deleted since this searcher was taken (a concurrent delete); such a hit is not returned.
-            found = [ids[int(key)] for key in keys]  # type: ignore[arg-type]
+            found = [None if key is None else ids[int(key)] for key in keys]
             keep = np.array([i is not None for i in found], dtype=bool)
-            if allowed is not None and keep.any():
-                present = [i for i in found if i is not None]
-                keep[keep] = np.asarray(allowed.test(present), dtype=bool)
+            if test is not None and keep.any():
+                keep[keep] = np.asarray(test([i for i in found if i is not None]), dtype=bool)
             scores = np.array([score for score, _ in hits], dtype=np.float64)[keep]
             chosen = [str(i) for i, ok in zip(found, keep, strict=True) if ok]
             if len(chosen) >= k or len(hits) < fetch or fetch >= total:

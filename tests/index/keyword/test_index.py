@@ -92,16 +92,20 @@ WORDS = ["wing", "flow", "shock", "panel", "heat", "slab", "drag", "lift"]
     query=st.lists(st.sampled_from(WORDS), min_size=1, max_size=3),
     allowed_bits=st.integers(min_value=0),
     k=st.integers(min_value=1, max_value=12),
+    among_only=st.booleans(),
 )
-def test_filtered_search_is_exactly_the_best_allowed_of_the_full_ranking(docs, query, allowed_bits, k):
+def test_filtered_search_is_exactly_the_best_allowed_of_the_full_ranking(docs, query, allowed_bits, k, among_only):
+    """Both ways of filtering: testing the best matches (fetching more as needed), and searching among the allowed
+    items only (what a selective filter with its ids at hand gets)."""
     index = KeywordIndex()
     ids = [f"d{i}" for i in range(len(docs))]
     index.build(ids, [" ".join(d) for d in docs])
     allowed = {i for n, i in enumerate(ids) if allowed_bits >> n & 1}
     full = index.search(" ".join(query), len(ids))
     expected = [(i, s) for i, s in zip(full.ids, full.scores, strict=True) if i in allowed][:k]
-    share = len(allowed) / len(ids)
-    got = index.search(" ".join(query), k, Allowed(lambda found: np.array([i in allowed for i in found]), share))
+    test = lambda found: np.array([i in allowed for i in found])  # noqa: E731
+    filtered = Allowed(test, 0.0, lambda: allowed) if among_only else Allowed(test, len(allowed) / len(ids))
+    got = index.search(" ".join(query), k, filtered)
     assert list(zip(got.ids, got.scores, strict=True)) == expected
 
 
