@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 Run = Mapping[str, Sequence[tuple[str, float]]]
 Qrels = Mapping[str, Mapping[str, int]]
 
@@ -123,7 +125,8 @@ def reference_bm25(corpus: Corpus, queries: Mapping[str, str], k: int = 100) -> 
 
     stemmer = Stemmer.Stemmer("english")
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(corpus.texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+    tokens = bm25s.tokenize(corpus.texts, stopwords="en", stemmer=stemmer, show_progress=False)
+    retriever.index(tokens, show_progress=False)
     run: dict[str, list[tuple[str, float]]] = {}
     for qid, text in queries.items():
         tokens = bm25s.tokenize([text], stopwords="en", stemmer=stemmer, show_progress=False)
@@ -145,3 +148,18 @@ def fused_reference(runs: Iterable[Run], k: int = 60) -> dict[str, list[tuple[st
             for rank, (doc, _) in enumerate(ranked, start=1):
                 scores[doc] = scores.get(doc, 0.0) + 1.0 / (k + rank)
     return {qid: sorted(scores.items(), key=lambda p: -p[1]) for qid, scores in fused.items()}
+
+
+def synthetic(corpus: Corpus, n: int, seed: int = 7) -> list[str]:
+    """n documents of words drawn from a corpus's word frequencies, lengths drawn from its document lengths
+    (seeded): text at scale with a real vocabulary's Zipf curve, for speed, not quality."""
+    rng = np.random.default_rng(seed)
+    words = [w for text in corpus.texts for w in text.split()]
+    vocabulary, counts = np.unique(np.array(words), return_counts=True)
+    lengths = np.array([len(text.split()) for text in corpus.texts if text])
+    drawn = rng.choice(len(vocabulary), size=int(lengths.mean() * n * 1.2), p=counts / counts.sum())
+    out, at = [], 0
+    for size in rng.choice(lengths, n):
+        out.append(" ".join(vocabulary[drawn[at : at + size]]))
+        at += size
+    return out
