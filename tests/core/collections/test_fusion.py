@@ -24,15 +24,21 @@ def test_rrf_by_hand():
     assert (d.dense_rank, d.dense_score, d.dense_contribution) == (0, None, 0.0)
 
 
+def test_rrf_ties_go_to_the_better_keyword_rank_then_the_better_dense_rank():
+    fused = rrf([("x", 0.9), ("y", 0.8)], [("y", 5.0), ("x", 4.0)], k=60)  # ranks (1, 2) and (2, 1): a tie
+    assert [f.key for f in fused] == ["y", "x"] and fused[0].score == fused[1].score
+    assert [f.key for f in rrf([("p", 1.0), ("q", 1.0)], [], k=60)] == ["p", "q"]
+
+
 def test_weighted_rrf_splits_the_weight():
     fused = rrf([("a", 1.0)], [("b", 1.0)], k=10, dense_weight=0.75)
     assert [f.key for f in fused] == ["a", "b"]
     assert fused[0].score == pytest.approx(0.75 / 11) and fused[1].score == pytest.approx(0.25 / 11)
 
 
-def test_weighted_by_hand_and_ties_go_to_the_better_dense_rank():
+def test_weighted_by_hand_and_ties_go_to_the_better_keyword_rank():
     fused = weighted([("a", 0.9), ("b", 0.5), ("c", 0.1)], [("b", 10.0), ("d", 5.0)], 0.5)
-    assert [(f.key, f.score) for f in fused] == [("b", 0.75), ("a", 0.5), ("c", 0.0), ("d", 0.0)]
+    assert [(f.key, f.score) for f in fused] == [("b", 0.75), ("a", 0.5), ("d", 0.0), ("c", 0.0)]
     assert fused[0].explanation.dense_contribution == 0.25 and fused[0].explanation.keyword_contribution == 0.5
 
 
@@ -50,8 +56,8 @@ def test_one_empty_side_keeps_the_other_sides_order():
 
 
 def test_defaults_and_collection_defaults():
-    assert Fusion().resolved(k=10, max_candidates=1000) == Fusion(Method.RRF, 60, None, 100)
-    assert Fusion(Method.WEIGHTED).resolved(10, 1000) == Fusion(Method.WEIGHTED, 60, 0.5, 100)
+    assert Fusion().resolved(k=10, max_candidates=1000) == Fusion(Method.WEIGHTED, 60, 0.5, 200)
+    assert Fusion(Method.RRF).resolved(10, 1000) == Fusion(Method.RRF, 60, None, 200)
     assert Fusion().resolved(k=300, max_candidates=1000).candidates == 300  # at least k
     collection = Fusion(Method.WEIGHTED, dense_weight=0.7, candidates=200)
     assert Fusion(rrf_k=20).over(collection) == Fusion(Method.WEIGHTED, 20, 0.7, 200)
