@@ -63,7 +63,9 @@ def test_a_node_client_built_from_the_protos_calls_streams_and_reads_error_detai
         assert got["chunks"] == len(chunks) > 1  # a real stream: several messages
         assert got["words"] == [word for chunk in chunks for word in chunk.words]
         python_error = assert_refused(
-            lambda: python.arithmetic("planted", ["king - zzqxv"]), grpc.StatusCode.INVALID_ARGUMENT, "OUT_OF_VOCABULARY"
+            lambda: python.arithmetic("planted", ["king - zzqxv"]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "OUT_OF_VOCABULARY",
         )
     refusal = got["refusal"]
     assert refusal["grpc_code"] == refusal["status"]["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
