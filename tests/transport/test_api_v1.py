@@ -156,9 +156,9 @@ def test_upsert_stream_acknowledges_batches_and_resumes(client, made):
 
 def test_a_failed_batch_does_not_end_an_embedding_stream(client):
     texts = ["one", "two", " ", "four", "five", "six"]  # the whitespace-only text fails its batch
-    with pytest.raises(EmbedsvcClientError) as info:
-        client.embed_texts_stream("minilm", texts, batch_size=2)
-    assert info.value.reason == "INVALID_VALUE" and info.value.field == "texts[0]"
+    assert_refused(
+        lambda: client.embed_texts_stream("minilm", texts, batch_size=2), INVALID, "INVALID_VALUE", "texts[0]"
+    )
     result = client.embed_texts_stream("minilm", texts, batch_size=2, strict=False)
     assert list(result.errors) == [1] and result.errors[1].reason == "INVALID_VALUE"
     assert np.isnan(result.vectors[2:4]).all() and np.isfinite(result.vectors[[0, 1, 4, 5]]).all()

@@ -10,7 +10,7 @@ import pytest
 from embedsvc.backends.base import ModelSpec
 from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOptions
 from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
-from embedsvc.client import Client, EmbedsvcClientError
+from embedsvc.client import Client
 from embedsvc.v1 import models_pb2
 from tests.conftest import GENSIM_DATA, planted_specs, planted_vectors, write_word2vec_text
 from tests.helpers import assert_refused
@@ -88,9 +88,11 @@ def test_load_a_new_model_from_a_request_and_refuse_entries_that_run_file_code(s
             lambda: client.load_model("named", 'name = "x"\nkind = "word-vectors"'), invalid, "INVALID_VALUE"
         )
         assert_refused(lambda: client.load_model("nope"), grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND")
-        with pytest.raises(EmbedsvcClientError) as info:
-            client.load_model("torchscript", 'kind = "image-encoder"\nformat = "torchscript"\npath = "/x.pt"\n')
-        assert "configuration file" in info.value.message
+        torchscript = 'kind = "image-encoder"\nformat = "torchscript"\npath = "/x.pt"\n'
+        error = assert_refused(
+            lambda: client.load_model("torchscript", torchscript), invalid, "INVALID_VALUE", "config"
+        )
+        assert "configuration file" in error.message
 
 
 def test_reload_switches_versions_and_a_failed_reload_keeps_the_old_one(served, tmp_path):
