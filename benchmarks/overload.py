@@ -113,6 +113,20 @@ def server_counts(port: int) -> dict[str, float]:
     return counts
 
 
+def in_flight(port: int) -> float:
+    """Similarity calls the server is answering now (its embedsvc_requests_in_flight gauge)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(body)
+        if family.name == "embedsvc_requests_in_flight"
+        for sample in family.samples
+        if sample.labels.get("method") == "Similarity"
+    )
+
+
 def probe(target: str, stop: threading.Event, latencies: list[float], failures: Counter[str]) -> None:
     channel = grpc.insecure_channel(target)
     stub = health_pb2_grpc.HealthStub(channel)
@@ -226,7 +240,9 @@ def main() -> None:
             )
             sampling.set()
             sampler.join()
-            time.sleep(DEADLINE_MS / 1000 + 1)  # calls still running on the server finish or expire
+            settle_by = time.monotonic() + DEADLINE_MS / 1000 + 30
+            while in_flight(metrics_port) and time.monotonic() < settle_by:  # calls still running finish or expire
+                time.sleep(0.1)
             after = server_counts(metrics_port)
             stop.set()
             prober.join()
