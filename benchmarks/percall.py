@@ -62,12 +62,12 @@ from typing import Any
 import gensim
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _proc import process_cpu, process_times, thread_times
 from _serve import free_port
 
 HERE = Path(__file__).resolve().parent
 
 WORDS = Path(gensim.__file__).parent / "test" / "test_data" / "EN.1-10.cbow1_wind5_hs0_neg10_size300_smpl1e-05.txt"
-CLK = os.sysconf("SC_CLK_TCK")
 SENTENCES = [
     "the quick brown fox jumps over the dog",
     "a small cafe serves coffee near the station",
@@ -281,17 +281,6 @@ def load(args: argparse.Namespace) -> None:
 # ---- /proc ----------------------------------------------------------------------------------------------------------
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) the process has used, all its threads, dead ones included."""
-    return sum(process_times(pid))
-
-
-def process_times(pid: int) -> tuple[float, float]:
-    """User and system CPU seconds of the process (all its threads, dead ones included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / CLK, int(fields[12]) / CLK
-
-
 @dataclass
 class Snapshot:
     cpu: float  # the process's CPU seconds
@@ -301,18 +290,8 @@ class Snapshot:
 
 
 def snapshot(pid: int) -> Snapshot:
-    threads = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            head, tail = (task / "stat").read_text().rsplit(")", 1)
-            run_ns, wait_ns, _slices = (task / "schedstat").read_text().split()
-        except (FileNotFoundError, ProcessLookupError, ValueError):
-            continue  # the thread ended meanwhile
-        fields = tail.split()
-        cpu = (int(fields[11]) + int(fields[12])) / CLK
-        threads[int(task.name)] = (head.split("(", 1)[1], cpu, int(run_ns) / 1e9, int(wait_ns) / 1e9)
     user, system = process_times(pid)
-    return Snapshot(user + system, system, threads)
+    return Snapshot(user + system, system, thread_times(pid))
 
 
 def python_threads(path: Path) -> dict[int, str]:
