@@ -85,6 +85,7 @@ METHODS = {
     "embedtexts": "/embedsvc.v1.TextService/EmbedTexts",
     "batchsearch": "/embedsvc.v1.CollectionService/BatchSearch",
 }
+SERVERS = ("bare", "defaults", "security", "http")
 COLLECTION, DIMENSION, QUERIES = "percall", 384, 8
 GIL_RATE = 100  # py-spy samples per second
 
@@ -562,8 +563,8 @@ def realtime(pid: int, on: bool) -> Iterator[bool]:
                 continue
 
 
-def measure(server: Server, loaders: Loaders, call: str, args: argparse.Namespace, folder: Path, gil: bool) -> Cell:
-    """One call's cell: a window of CPU per call, then (with `gil`) a window sampling the GIL."""
+def measure(server: Server, loaders: Loaders, call: str, args: argparse.Namespace) -> Cell:
+    """One window of CPU per call."""
     loaders.go(call)
     try:
         time.sleep(args.warm)
@@ -573,7 +574,6 @@ def measure(server: Server, loaders: Loaders, call: str, args: argparse.Namespac
             time.sleep(args.seconds)
             n1, e1, c1 = loaders.mark()
             s1 = snapshot(server.pid)
-        sampled = gil_window(server, loaders, args, folder) if gil else None
     finally:
         loaders.pause()
     calls = max(1, n1 - n0)
@@ -591,13 +591,22 @@ def measure(server: Server, loaders: Loaders, call: str, args: argparse.Namespac
         (c1 - c0) / calls * 1e6,
         calls / (s1.at - s0.at),
         dict(e1 - e0),
-        sampled,
+        None,
     )
 
 
-def gil_window(server: Server, loaders: Loaders, args: argparse.Namespace, folder: Path) -> Gil:
+def gil_window(server: Server, loaders: Loaders, call: str, args: argparse.Namespace, folder: Path) -> Gil:
     """The same load with the server's threads ahead of the machine's other work (so that a thread holding the GIL
     is seldom kept off a core), py-spy sampling the GIL's holder."""
+    loaders.go(call)
+    try:
+        time.sleep(args.warm)
+        return _gil_window(server, loaders, args, folder)
+    finally:
+        loaders.pause()
+
+
+def _gil_window(server: Server, loaders: Loaders, args: argparse.Namespace, folder: Path) -> Gil:
     names = python_threads(server.threads_file)
 
     def part(tid: int) -> str:
@@ -607,9 +616,9 @@ def gil_window(server: Server, loaders: Loaders, args: argparse.Namespace, folde
     with realtime(server.pid, args.realtime in ("gil", "all")):
         n0, _, _ = loaders.mark()
         g0 = snapshot(server.pid)
-        sampled = gil_samples(server.pid, args.seconds, folder / "gil.txt", part)
+        sampled = gil_samples(server.pid, args.gil_seconds, folder / "gil.txt", part)
         if sampled is None:
-            time.sleep(args.seconds)
+            time.sleep(args.gil_seconds)
         n1, _, _ = loaders.mark()
         g1 = snapshot(server.pid)
     names = python_threads(server.threads_file)
@@ -661,12 +670,11 @@ def top_frames(stacks: Counter[str], n: int) -> tuple[list[tuple[str, int]], lis
     return own.most_common(n), inclusive.most_common(n)
 
 
-def median_cell(cells: list[Cell]) -> Cell:
+def median_cell(cells: list[Cell], gils: list[Gil]) -> Cell:
     med = statistics.median
     errors: Counter[str] = Counter()
     for c in cells:
         errors.update(c.errors)
-    gils = [c.gil for c in cells if c.gil is not None]
     gil = None
     if gils:
         stacks: Counter[str] = Counter()
@@ -697,8 +705,8 @@ def median_cell(cells: list[Cell]) -> Cell:
 def report(results: dict[tuple[str, str], Cell], args: argparse.Namespace, load: str) -> None:
     print(
         f"\nserver CPU per call (µs), medians of {args.rounds} interleaved rounds of {args.seconds:g} s "
-        f"(GIL: of {min(args.rounds, args.gil_rounds)}); {args.callers} callers in {args.processes} load processes "
-        f"per server; {os.cpu_count()} cores; load average at start/end {load}"
+        f"(GIL: {args.gil_rounds} of {args.gil_seconds:g} s); {args.callers} callers in {args.processes} load "
+        f"processes per server; {os.cpu_count()} cores; load average at start/end {load}"
     )
     shown = [p for p in PARTS if any(c.parts_us[p] >= 0.5 for c in results.values())]
     print(
@@ -776,10 +784,11 @@ def gil_by_part(gil: Gil) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (medians)")
-    parser.add_argument("--gil-rounds", type=int, default=3, help="rounds that also sample the GIL (the first ones)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="length of each measured window")
-    parser.add_argument("--warm", type=float, default=0.5, help="seconds of load before each window")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds of CPU windows (medians)")
+    parser.add_argument("--seconds", type=float, default=1.5, help="length of each CPU window")
+    parser.add_argument("--gil-rounds", type=int, default=3, help="interleaved rounds of GIL windows (py-spy)")
+    parser.add_argument("--gil-seconds", type=float, default=3.0, help="length of each GIL window")
+    parser.add_argument("--warm", type=float, default=0.3, help="seconds of load before each window")
     parser.add_argument("--callers", type=int, default=16)
     parser.add_argument("--processes", type=int, default=4, help="load-generator processes (the callers' threads)")
     parser.add_argument("--items", type=int, default=5000, help="items in the BatchSearch collection")
@@ -790,7 +799,7 @@ def main() -> None:
         help="windows in which the server's threads run under SCHED_FIFO (gil: while py-spy samples)",
     )
     parser.add_argument("--top", type=int, default=8, help="frames shown per profile")
-    parser.add_argument("--only", nargs="+", choices=("bare", "defaults", "security", "http"), default=None)
+    parser.add_argument("--only", nargs="+", choices=SERVERS, default=None)
     parser.add_argument("--calls", nargs="+", choices=CALLS, default=list(CALLS))
     parser.add_argument(
         "--baseline",
@@ -811,7 +820,8 @@ def main() -> None:
     if args.load:
         return load(args)
     if args.smoke:
-        args.rounds, args.gil_rounds, args.seconds, args.warm, args.items, args.processes = 1, 1, 1.0, 0.3, 500, 2
+        args.rounds, args.gil_rounds, args.seconds, args.gil_seconds = 1, 1, 0.5, 1.0
+        args.warm, args.items, args.processes = 0.2, 500, 2
     load_at_start = os.getloadavg()[0]
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -824,7 +834,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="embedsvc-percall-") as tmp, ExitStack() as stack:
         folder = Path(tmp)
         (folder / "models").mkdir()
-        wanted = args.only or ["bare", "defaults", "security", "http"]
+        wanted = args.only or list(SERVERS)
         config = model_config(Path(get_model_path()))
         if "bare" in wanted:
             env, threads_file = server_env(folder, "bare")
@@ -867,40 +877,57 @@ def main() -> None:
             if server.name != "bare" and "batchsearch" in args.calls:
                 fill_collection(server.grpc_target, server.key, args.items)
         print(f"servers ready: {', '.join(f'{s.name} (pid {s.pid})' for s in servers.values())}", flush=True)
-        cells = [(s, c) for c in args.calls for s in servers if not (s == "bare" and c != "info")]
+        order = sorted(servers, key=lambda n: (SERVERS.index(n.rstrip("@")), n))  # a server beside its baseline
+        cells = [(s, c) for c in args.calls for s in order if not (s == "bare" and c != "info")]
         loaders = {
             name: stack.enter_context(
                 closing(Loaders(server, [c for s, c in cells if s == name], args.callers, args.processes))
             )
             for name, server in servers.items()
         }
+        # CPU: short windows, the servers of one call back to back, round after round, so that each sees the same
+        # machine (its other work changes over seconds); then the GIL windows, which take longer.
         measured: dict[tuple[str, str], list[Cell]] = {cell: [] for cell in cells}
         for r in range(args.rounds):
             for name, call in cells:
-                cell = measure(servers[name], loaders[name], call, args, folder, gil=r < args.gil_rounds)
+                cell = measure(servers[name], loaders[name], call, args)
                 measured[(name, call)].append(cell)
-                g = cell.gil
                 print(
-                    f"round {r + 1} {name:9} {call:11} server {cell.cpu_us:6.0f} µs/call, client "
+                    f"round {r + 1} {name:10} {call:11} server {cell.cpu_us:6.0f} µs/call, client "
                     f"{cell.client_us:5.0f}, {cell.rate:6.0f} calls/s"
-                    + (
-                        ""
-                        if g is None
-                        else f"; GIL {g.us:5.0f} (wall {g.wall_us:5.0f}, on CPU {g.on_cpu:.0%}), CPU* {g.cpu_us:5.0f}"
-                    )
                     + (f", errors {cell.errors}" if cell.errors else ""),
                     flush=True,
                 )
-    results = {cell: median_cell(values) for cell, values in measured.items()}
+        gils: dict[tuple[str, str], list[Gil]] = {cell: [] for cell in cells}
+        for r in range(args.gil_rounds):
+            for name, call in cells:
+                g = gil_window(servers[name], loaders[name], call, args, folder)
+                gils[(name, call)].append(g)
+                print(
+                    f"GIL round {r + 1} {name:10} {call:11} GIL {g.us:5.0f} µs/call (wall {g.wall_us:5.0f}, on CPU "
+                    f"{g.on_cpu:.0%}), CPU* {g.cpu_us:5.0f}",
+                    flush=True,
+                )
+    results = {cell: median_cell(values, gils[cell]) for cell, values in measured.items()}
+    ratios = {
+        name: statistics.median(
+            m.cpu_us / b.cpu_us for m, b in zip(measured[(name, "info")], measured[("bare", "info")], strict=True)
+        )
+        for name in servers
+        if ("bare", "info") in measured and (name, "info") in measured
+    }
     report(results, args, f"{load_at_start:.1f}/{os.getloadavg()[0]:.1f}")
-
+    print(
+        "GetServerInfo over bare, median of the rounds' ratios: "
+        + ", ".join(f"{name} {ratio:.2f}" for name, ratio in ratios.items() if name != "bare")
+    )
     if args.baseline:
-        print(summary(results, "@") + f"  <- as of {args.baseline}")
-    print(summary(results))
+        print(summary(results, ratios, "@") + f"  <- as of {args.baseline}")
+    print(summary(results, ratios))
 
 
-def summary(results: dict[tuple[str, str], Cell], suffix: str = "") -> str:
-    """The summary line, for the servers named with this suffix."""
+def summary(results: dict[tuple[str, str], Cell], ratios: dict[str, float], suffix: str = "") -> str:
+    """The summary line, for the servers named with this suffix (R: the median of the rounds' ratios)."""
 
     def us(server: str, call: str) -> float:
         cell = results.get((server + suffix if server != "bare" else server, call))
@@ -909,8 +936,9 @@ def summary(results: dict[tuple[str, str], Cell], suffix: str = "") -> str:
     bare, plain = us("bare", "info"), us("defaults", "info")
     cell = results.get(("defaults" + suffix, "info"))
     gil = cell.gil.us if cell is not None and cell.gil is not None else float("nan")
+    ratio = ratios.get("defaults" + suffix, float("nan"))
     return (
-        f"percall: bare {bare:.0f} µs, embedsvc {plain:.0f} µs (ratio {plain / bare:.2f}), with security "
+        f"percall: bare {bare:.0f} µs, embedsvc {plain:.0f} µs (ratio {ratio:.2f}), with security "
         f"{us('security', 'info'):.0f} µs, embedtexts {us('defaults', 'embedtexts'):.0f} µs, gil {gil:.0f} µs"
     )
 
