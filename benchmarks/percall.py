@@ -86,8 +86,13 @@ METHODS = {
     "batchsearch": "/embedsvc.v1.CollectionService/BatchSearch",
 }
 SERVERS = ("bare", "defaults", "security", "http")
+SECURITY_FLAGS = ("--metrics-port", "0", "--log-format", "json")  # and [auth] keys with audit_reads in its config
 COLLECTION, DIMENSION, QUERIES = "percall", 384, 8
 GIL_RATE = 100  # py-spy samples per second
+# Paced load (--rate R): each call's rate is R times its weight (a fraction of what the machine sustains of it), over
+# HTTP a third of that.
+WEIGHTS = {"info": 1.0, "similarity": 1.0, "embedtexts": 0.1, "batchsearch": 0.15}
+HTTP_WEIGHT = 3.0
 
 # Recorded into a server's path: each Python thread's native id and name, once, as it starts.
 SITECUSTOMIZE = """
@@ -178,7 +183,7 @@ def load(args: argparse.Namespace) -> None:
         messages[name] = made if isinstance(made, list) else [made]
     calls = [0] * args.threads
     errors: Counter[str] = Counter()
-    current = {"call": names[0]}
+    current: dict[str, Any] = {"call": names[0], "interval": 0.0}
     go = threading.Event()
     stop = threading.Event()
     warm = threading.Barrier(args.threads + 1)
@@ -248,8 +253,14 @@ def load(args: argparse.Namespace) -> None:
                     raise SystemExit(f"warm-up call {name} failed: {failed}")
         warm.wait()
         n = 0
+        next_at = 0.0
         while go.wait() and not stop.is_set():
-            name = current["call"]
+            name, interval = current["call"], current["interval"]
+            if interval:  # paced: this caller's share of the rate (it calls at once when it fell behind)
+                now = time.perf_counter()
+                next_at = max(next_at + interval, now - interval)
+                if next_at > now:
+                    time.sleep(next_at - now)
             failed = callers[name](messages[name][n % len(messages[name])])
             n += 1
             if failed:
@@ -265,7 +276,9 @@ def load(args: argparse.Namespace) -> None:
     for line in sys.stdin:
         command, _, value = line.strip().partition(" ")
         if command == "go":
-            current["call"] = value
+            call, _, rate = value.partition(" ")
+            current["call"] = call
+            current["interval"] = args.threads / float(rate) if rate and float(rate) > 0 else 0.0
             go.set()
         elif command == "pause":
             go.clear()
@@ -458,8 +471,10 @@ class Loaders:
 
     def __init__(self, server: Server, calls: list[str], callers: int, processes: int) -> None:
         self.procs = []
+        self.threads: list[int] = []
         for p in range(processes):
             threads = callers // processes + (p < callers % processes)
+            self.threads.append(threads)
             argv = [sys.executable, str(Path(__file__).resolve()), "--load", "--target", server.target]
             argv += ["--call", ",".join(calls), "--threads", str(threads), "--key", server.key]
             if server.http:
@@ -478,8 +493,12 @@ class Loaders:
             assert proc.stdin is not None
             proc.stdin.write(command + "\n")
 
-    def go(self, call: str) -> None:
-        self._send(f"go {call}")
+    def go(self, call: str, rate: float = 0.0) -> None:
+        """Call `call` from now on: `rate` calls per second in all (each process its threads' share), or as fast as
+        the callers can (0: closed loop)."""
+        for proc, threads in zip(self.procs, self.threads, strict=True):
+            assert proc.stdin is not None
+            proc.stdin.write(f"go {call} {rate * threads / max(1, sum(self.threads)):g}\n")
 
     def pause(self) -> None:
         self._send("pause")
@@ -563,9 +582,16 @@ def realtime(pid: int, on: bool) -> Iterator[bool]:
                 continue
 
 
+def pace(server: Server, call: str, args: argparse.Namespace) -> float:
+    """The calls per second a cell's callers keep to: --rate by the call's weight (and HTTP's); 0: closed loop."""
+    if not args.rate:
+        return 0.0
+    return float(args.rate * WEIGHTS[call] / (HTTP_WEIGHT if server.http else 1.0))
+
+
 def measure(server: Server, loaders: Loaders, call: str, args: argparse.Namespace) -> Cell:
     """One window of CPU per call."""
-    loaders.go(call)
+    loaders.go(call, pace(server, call, args))
     try:
         time.sleep(args.warm)
         with realtime(server.pid, args.realtime == "all"):
@@ -598,7 +624,7 @@ def measure(server: Server, loaders: Loaders, call: str, args: argparse.Namespac
 def gil_window(server: Server, loaders: Loaders, call: str, args: argparse.Namespace, folder: Path) -> Gil:
     """The same load with the server's threads ahead of the machine's other work (so that a thread holding the GIL
     is seldom kept off a core), py-spy sampling the GIL's holder."""
-    loaders.go(call)
+    loaders.go(call, pace(server, call, args))
     try:
         time.sleep(args.warm)
         return _gil_window(server, loaders, args, folder)
@@ -756,18 +782,14 @@ def report(results: dict[tuple[str, str], Cell], args: argparse.Namespace, load:
                 else "the cores bind first: one process fills them"
             )
             print(f"  {server:9} {call:11} GIL {by_gil:7.0f}  cores {by_cores:7.0f}  -> {verdict}")
-    for key in PROFILED:
-        cell = results.get(key)
-        if cell is None or cell.gil is None or not cell.gil.stacks:
+    for key, cell in results.items():
+        if cell.gil is None or not cell.gil.stacks:
             continue
         own, inclusive = top_frames(cell.gil.stacks, args.top)
         total = sum(cell.gil.stacks.values())
         print(f"\nprofile {key[0]}/{key[1]}: where the GIL was held ({total} py-spy samples)")
         print("  self:      " + "; ".join(f"{f} {n / total:.0%}" for f, n in own))
         print("  inclusive: " + "; ".join(f"{f} {n / total:.0%}" for f, n in inclusive))
-
-
-PROFILED = (("bare", "info"), ("defaults", "info"), ("security", "info"), ("http", "info"), ("defaults", "embedtexts"))
 
 
 def gil_by_part(gil: Gil) -> dict[str, float]:
@@ -790,12 +812,19 @@ def main() -> None:
     parser.add_argument("--gil-seconds", type=float, default=3.0, help="length of each GIL window")
     parser.add_argument("--warm", type=float, default=0.3, help="seconds of load before each window")
     parser.add_argument("--callers", type=int, default=16)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=600.0,
+        help="calls per second the callers keep to for the trivial calls (others: a fraction); 0: each caller calls "
+        "again as soon as it has an answer (closed loop)",
+    )
     parser.add_argument("--processes", type=int, default=4, help="load-generator processes (the callers' threads)")
     parser.add_argument("--items", type=int, default=5000, help="items in the BatchSearch collection")
     parser.add_argument(
         "--realtime",
         choices=("none", "gil", "all"),
-        default="gil",
+        default="all",
         help="windows in which the server's threads run under SCHED_FIFO (gil: while py-spy samples)",
     )
     parser.add_argument("--top", type=int, default=8, help="frames shown per profile")
@@ -805,6 +834,9 @@ def main() -> None:
         "--baseline",
         metavar="REV",
         help="also measure the embedsvc servers as of this git revision (defaults@REV, ...), interleaved with these",
+    )
+    parser.add_argument(
+        "--revision", metavar="REV", help="measure the embedsvc servers as of this git revision, not the working tree"
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and one short round (seconds)")
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
@@ -836,6 +868,7 @@ def main() -> None:
         (folder / "models").mkdir()
         wanted = args.only or list(SERVERS)
         config = model_config(Path(get_model_path()))
+        current = exported(args.revision, folder / "revision") if args.revision else HERE.parent
         if "bare" in wanted:
             env, threads_file = server_env(folder, "bare")
             argv = [sys.executable, str(Path(__file__).resolve()), "--serve-bare"]
@@ -843,26 +876,21 @@ def main() -> None:
             stack.enter_context(running(proc))
             servers["bare"] = Server("bare", proc.pid, target, False, "", threads_file)
         if "defaults" in wanted:
-            servers["defaults"] = start_embedsvc(stack, folder, "defaults", config)
+            servers["defaults"] = start_embedsvc(stack, folder, "defaults", config, source=current)
         secure = config + (
             f'[auth]\nenabled = true\naudit_reads = true\n[[auth.keys]]\nname = "bench"\nrole = "admin"\n'
             f'sha256 = "{key_hash(key)}"\n'
         )
         if "security" in wanted:
             servers["security"] = start_embedsvc(
-                stack, folder, "security", secure, "--metrics-port", "0", "--log-format", "json", key=key
+                stack, folder, "security", secure, *SECURITY_FLAGS, key=key, source=current
             )
         if "http" in wanted:
-            servers["http"] = start_embedsvc(stack, folder, "http", config, http=True)
+            servers["http"] = start_embedsvc(stack, folder, "http", config, http=True, source=current)
         if args.baseline:
-            source = folder / "baseline"
-            source.mkdir()
-            archive = subprocess.run(
-                ["git", "-C", str(HERE.parent), "archive", args.baseline, "embedsvc"], capture_output=True, check=True
-            )
-            subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+            source = exported(args.baseline, folder / "baseline")
             for name in [n for n in servers if n != "bare"]:
-                flags = {"security": ("--metrics-port", "0", "--log-format", "json")}.get(name, ())
+                flags = SECURITY_FLAGS if name == "security" else ()
                 servers[f"{name}@"] = start_embedsvc(
                     stack,
                     folder,
@@ -924,6 +952,16 @@ def main() -> None:
     if args.baseline:
         print(summary(results, ratios, "@") + f"  <- as of {args.baseline}")
     print(summary(results, ratios))
+
+
+def exported(revision: str, folder: Path) -> Path:
+    """The embedsvc package as of a git revision, in `folder` (for servers of that revision)."""
+    folder.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(HERE.parent), "archive", revision, "embedsvc"], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder
 
 
 def summary(results: dict[tuple[str, str], Cell], ratios: dict[str, float], suffix: str = "") -> str:
