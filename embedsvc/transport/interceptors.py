@@ -39,6 +39,8 @@ from embedsvc.transport.status import RETRY_AFTER, internal_status, to_status
 log = logging.getLogger("embedsvc.access")
 REQUEST_ID = "x-request-id"
 PUSHBACK = "grpc-retry-pushback-ms"  # the retry delay, where gRPC's own retry policies look for it
+# The codes the published retry policy retries (protos/service_config.json).
+RETRIED_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED})
 _REFUSED = (Reason.OVERLOADED.value, Reason.RATE_LIMITED.value)
 _NO_DEADLINE = 1e8  # seconds: a call's time_remaining() beyond this means it has no deadline
 _WATCH = "/grpc.health.v1.Health/Watch"
@@ -451,9 +453,7 @@ class _Call:
         grpc_status = rpc_status.to_status(status)
         self.code = grpc_status.code
         trailers = (*grpc_status.trailing_metadata, (REQUEST_ID, self.request_id))
-        if isinstance(exc, EmbedsvcError) and exc.reason in RETRY_AFTER:
-            delay = exc.retry_after_s if exc.retry_after_s is not None else RETRY_AFTER[exc.reason]
-            trailers = (*trailers, (PUSHBACK, str(max(1, round(delay * 1e3)))))
+        trailers = (*trailers, *_pushback(exc, grpc_status.code))
         self.context.abort_with_status(_Status(grpc_status.code, grpc_status.details, trailers))
 
     def finish(self) -> None:
@@ -495,6 +495,18 @@ class _Call:
                 collections=sorted(self.collections),
                 count=self.count,
             )
+
+
+def _pushback(exc: Exception, code: grpc.StatusCode) -> tuple[tuple[str, str], ...]:
+    """The retry delay a failure carries for gRPC's retry policies: the reason's delay when retrying helps, and -1
+    ("do not retry") for the other failures under a code the published policy retries (protos/service_config.json),
+    such as STORAGE_FULL: a client's policy then retries only what the server did not refuse for good."""
+    if isinstance(exc, EmbedsvcError) and exc.reason in RETRY_AFTER:
+        delay = exc.retry_after_s if exc.retry_after_s is not None else RETRY_AFTER[exc.reason]
+        return ((PUSHBACK, str(max(1, round(delay * 1e3)))),)
+    if code in RETRIED_CODES:
+        return ((PUSHBACK, "-1"),)
+    return ()
 
 
 def _valid_id(given: Any) -> str:
