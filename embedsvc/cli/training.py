@@ -58,7 +58,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     g.add_argument("--augment-shift", type=int, default=2, help="random translation (pixels) before the critic")
     g.add_argument("--encoder-epochs", type=int, default=20, help="epochs of the inversion encoder (0: none)")
     g.add_argument("--inversion-steps", type=int, default=200, help="default Adam steps of inversion")
-    g.add_argument("--inversion-restarts", type=int, default=2, help="default random starts of inversion")
+    g.add_argument("--inversion-restarts", type=int, default=1, help="default random starts of inversion")
     g.add_argument("--metric-images", type=int, default=200, help="held-out images inverted for the card's figures")
     g.set_defaults(handler=train_gan, local=True)
 
