@@ -46,6 +46,10 @@ def test_train_gan_writes_a_loadable_checkpoint_with_its_figures(capsys, tmp_pat
         "2",
         "--latent-dim",
         "8",
+        "--generator-channels",
+        "16,8",
+        "--discriminator-channels",
+        "8,16",
         "--encoder-epochs",
         "1",
         "--inversion-steps",
@@ -59,6 +63,7 @@ def test_train_gan_writes_a_loadable_checkpoint_with_its_figures(capsys, tmp_pat
     assert "epoch   2/2" in stderr and "encoder   1/1" in stderr and "inversion_mse" in stdout
     config = json.loads((out / "config.json").read_text())
     assert config["format"] == "embedsvc-gan" and config["model"]["latent_dim"] == 8
+    assert config["model"]["generator_channels"] == [16, 8] and config["model"]["discriminator_channels"] == [8, 16]
     assert config["data"]["split"] == SPLIT and config["training"]["seed"] == 0
     assert config["training"]["threads"] == 1 and "final_discriminator_loss" in config["training"]
     assert config["inversion"]["steps"] == 5 and config["inversion"]["restarts"] == 1

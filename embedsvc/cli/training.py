@@ -49,9 +49,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     a.set_defaults(handler=train_ae, local=True)
 
     g = sub.add_parser("train-gan", parents=[common, shared], help="train a DCGAN-style GAN on images (runs locally)")
-    g.add_argument("--epochs", type=int, default=60)
+    g.add_argument("--epochs", type=int, default=120)
     g.add_argument("--latent-dim", type=int, default=32)
     g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--generator-channels", type=_channels, default=(128, 64), help="coarsest first (default 128,64)")
+    g.add_argument("--discriminator-channels", type=_channels, default=(64, 128), help="(default 64,128)")
     g.add_argument("--generator-learning-rate", type=float, default=2e-4)
     g.add_argument("--discriminator-learning-rate", type=float, default=2e-4)
     g.add_argument("--ema-decay", type=float, default=0.999, help="moving average of the generator's weights")
@@ -61,6 +63,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     g.add_argument("--inversion-restarts", type=int, default=1, help="default random starts of inversion")
     g.add_argument("--metric-images", type=int, default=200, help="held-out images inverted for the card's figures")
     g.set_defaults(handler=train_gan, local=True)
+
+
+def _channels(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of channel counts") from None
 
 
 # ---- shared setup ---------------------------------------------------------------------------------------------------
@@ -277,7 +286,12 @@ def train_gan(args: argparse.Namespace) -> int:
 
     try:
         config = GANConfig(
-            image_size=int(data.images.shape[-1]), channels=int(data.images.shape[1]), latent_dim=args.latent_dim
+            image_size=int(data.images.shape[-1]),
+            channels=int(data.images.shape[1]),
+            latent_dim=args.latent_dim,
+            generator_channels=args.generator_channels,
+            discriminator_channels=args.discriminator_channels,
+            encoder_units=256 if args.encoder_epochs else 0,
         )
         inversion = InversionOptions(steps=args.inversion_steps, restarts=args.inversion_restarts, seed=args.seed)
         if args.encoder_epochs < 0 or args.augment_shift < 0 or not 0 <= args.ema_decay < 1:

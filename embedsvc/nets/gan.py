@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 ARCHITECTURE = "dcgan-v1"
+CHANNELS = ("generator_channels", "discriminator_channels", "encoder_channels")
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,14 @@ class GANConfig:
     image_size: int = 28
     channels: int = 1
     latent_dim: int = 32
-    # Channels of the generator's feature maps, coarsest first: (64, 32) maps z to 64x7x7, then 32x14x14, then the
-    # image. image_size must be divisible by 2 ** len(generator_channels).
-    generator_channels: tuple[int, ...] = (64, 32)
-    # Output channels of the discriminator's stride-2 convolutions (and of the latent encoder's).
-    discriminator_channels: tuple[int, ...] = (32, 64)
-    # Hidden units of the latent encoder's fully connected layer (0: no encoder in the checkpoint).
+    # Channels of the generator's feature maps, coarsest first: (128, 64) maps z to 128x7x7, then 64x14x14, then
+    # the image. image_size must be divisible by 2 ** len(generator_channels).
+    generator_channels: tuple[int, ...] = (128, 64)
+    # Output channels of the discriminator's stride-2 convolutions.
+    discriminator_channels: tuple[int, ...] = (64, 128)
+    # The latent encoder (the start of inversion): its stride-2 convolutions' channels, as the VAE's encoder, and
+    # the hidden units of its fully connected layer (0: no encoder).
+    encoder_channels: tuple[int, ...] = (32, 64)
     encoder_units: int = 256
     architecture: str = ARCHITECTURE
 
@@ -58,11 +61,14 @@ class GANConfig:
             raise ValueError(f"architecture {self.architecture!r} is not {ARCHITECTURE!r}")
         if self.latent_dim < 1 or self.channels not in (1, 3) or self.encoder_units < 0:
             raise ValueError("latent_dim must be positive, channels 1 or 3, encoder_units >= 0")
-        if not self.generator_channels or not self.discriminator_channels:
-            raise ValueError("generator_channels and discriminator_channels must be non-empty")
-        if min(self.generator_channels + self.discriminator_channels) < 1:
-            raise ValueError("channel counts must be positive")
-        for name, layers in (("generator", self.generator_channels), ("discriminator", self.discriminator_channels)):
+        stacks = {
+            "generator": self.generator_channels,
+            "discriminator": self.discriminator_channels,
+            "encoder": self.encoder_channels,
+        }
+        if not all(stacks.values()) or min(min(layers) for layers in stacks.values()) < 1:
+            raise ValueError("generator, discriminator and encoder channels must be non-empty and positive")
+        for name, layers in stacks.items():
             if self.image_size % (2 ** len(layers)) or self.image_size < 2 ** len(layers):
                 raise ValueError(
                     f"image_size {self.image_size} must be a multiple of {2 ** len(layers)} "
@@ -75,8 +81,8 @@ class GANConfig:
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["generator_channels"] = list(self.generator_channels)
-        out["discriminator_channels"] = list(self.discriminator_channels)
+        for key in CHANNELS:
+            out[key] = list(getattr(self, key))
         return out
 
     @classmethod
@@ -86,7 +92,7 @@ class GANConfig:
         if unknown:
             raise ValueError(f"unknown GAN config key(s): {', '.join(sorted(unknown))}")
         values = dict(data)
-        for key in ("generator_channels", "discriminator_channels"):
+        for key in CHANNELS:
             if key in values:
                 values[key] = tuple(int(c) for c in values[key])
         return cls(**values)
@@ -152,10 +158,10 @@ class LatentEncoder(nn.Module):
         self.config = config
         layers: list[nn.Module] = []
         c_in = config.channels
-        for c_out in config.discriminator_channels:
+        for c_out in config.encoder_channels:
             layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.ReLU()]
             c_in = c_out
-        side = config.image_size // 2 ** len(config.discriminator_channels)
+        side = config.image_size // 2 ** len(config.encoder_channels)
         self.net = nn.Sequential(
             *layers,
             nn.Flatten(),

@@ -18,7 +18,9 @@ from embedsvc.nets.autoencoder import AEConfig, ConvAutoencoder
 from embedsvc.nets.gan import GANConfig, Generator, LatentEncoder
 from embedsvc.nets.inversion import InversionOptions, Prior
 
-CONFIG = GANConfig(latent_dim=4, generator_channels=(16, 8), discriminator_channels=(8, 16), encoder_units=32)
+CONFIG = GANConfig(
+    latent_dim=4, generator_channels=(16, 8), discriminator_channels=(8, 16), encoder_channels=(8, 16), encoder_units=32
+)
 META = {"data": {"spec": "test"}, "training": {"seed": 3}, "metrics": {"inversion_mse": 0.5}}
 
 

@@ -38,6 +38,7 @@ def test_shapes_ranges_and_config_round_trip() -> None:
         dict(latent_dim=0),
         dict(generator_channels=()),
         dict(discriminator_channels=(32, 0)),
+        dict(encoder_channels=()),
         dict(encoder_units=-1),
         dict(architecture="dcgan-v0"),
     ],

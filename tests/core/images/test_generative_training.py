@@ -23,7 +23,9 @@ def digits():
     return data.subset(np.random.default_rng(0).choice(len(data.images), 300, replace=False))
 
 
-TINY = GANConfig(latent_dim=8, generator_channels=(16, 8), discriminator_channels=(8, 16), encoder_units=16)
+TINY = GANConfig(
+    latent_dim=8, generator_channels=(16, 8), discriminator_channels=(8, 16), encoder_channels=(8, 16), encoder_units=16
+)
 
 
 def test_gan_training_is_seeded_and_holds_out_the_vaes_test_split(digits) -> None:
