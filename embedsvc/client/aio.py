@@ -188,7 +188,8 @@ class AsyncClient:
         return await self._unary(self._calls.doesnt_match(model, words))
 
     async def arithmetic(self, model: str, expressions: Sequence[ExpressionLike], **options: Any) -> ArithmeticResult:
-        """Expressions as text ("king - man + woman") or lists of terms (words, vectors, (weight, term)). Options:
+        """Expressions as text ("king - man + woman") or lists of terms (words, vectors, ItemRef items of collections
+        bound to this model, (weight, term)). Options:
         method ("cosadd" | "cosmul"), top_n, restrict_vocab, keep_inputs, return_query_vector, return_contributions."""
         return await self._unary(self._calls.arithmetic(model, expressions, options))
 

@@ -262,7 +262,24 @@ def test_rebuild_keeps_every_item_and_exact_answers(store):
 
 # ---- keyword search (BM25 over the items' text) --------------------------------------------------------------------
 
-WORDS = "wing flutter shock wave boundary layer heat panel slab nozzle jet vortex lift drag plate cone".split()
+WORDS = [
+    "wing",
+    "flutter",
+    "shock",
+    "wave",
+    "boundary",
+    "layer",
+    "heat",
+    "panel",
+    "slab",
+    "nozzle",
+    "jet",
+    "vortex",
+    "lift",
+    "drag",
+    "plate",
+    "cone",
+]
 
 
 def texts_of(n, seed=0):

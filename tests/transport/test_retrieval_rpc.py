@@ -393,3 +393,20 @@ def test_batch_of_query_messages_with_examples_and_texts(client, news):
     queries = [search_query(keyword_text=QUERY), search_query(input="cricket")]
     lists = client.batch_search(name, queries, mode="keyword", k=3)
     assert [len(hits) for hits in lists] == [3, 3]
+
+
+def test_item_terms_in_arithmetic_are_their_items_unit_vectors(client, news):
+    name, _ = news
+    client.create_collection("lee-words", model="lee")
+    try:
+        client.upsert("lee-words", ["w-fire", "w-police"], inputs=["fire", "police"])
+        by_item = client.arithmetic("lee", [[ItemRef("lee-words", "w-fire"), (-1.0, ItemRef("lee-words", "w-police"))]])
+        by_word = client.arithmetic("lee", ["fire - police"], keep_inputs=True)
+        assert [h.word for h in by_item.results[0].hits] == [h.word for h in by_word.results[0].hits]
+        assert [h.score for h in by_item.results[0].hits] == pytest.approx([h.score for h in by_word.results[0].hits])
+        got = refused(lambda: client.arithmetic("lee", [[ItemRef(name, "d1-0")]]))
+        assert got[:2] == (INVALID, "SPACE_MISMATCH")
+        got = refused(lambda: client.arithmetic("lee", [[ItemRef("lee-words", "nope")]]))
+        assert got == (grpc.StatusCode.NOT_FOUND, "ITEM_NOT_FOUND", "expressions[0].terms[0].item.id")
+    finally:
+        client.delete_collection("lee-words")

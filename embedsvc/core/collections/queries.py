@@ -175,36 +175,11 @@ class QueryResolver:
         self, collection: VectorCollection, model: Binding, expression: Expression, field_of: Callable[[int], str]
     ) -> tuple[Expression, set[str]]:
         """The expression with its item terms as vector terms, and the ids of those items in this collection."""
-        if all(t.kind is not TermKind.ITEM for t in expression.terms):
-            return expression, set()
         config = collection.config
-        terms: list[Term] = []
-        own: set[str] = set()
-        for t, term in enumerate(expression.terms):
-            if term.kind is not TermKind.ITEM:
-                terms.append(term)
-                continue
-            at = field_of(t) + ".item"
-            check_id(term.value, at + ".id", self.limits)
-            owner = self.collection_of(term.collection, at + ".collection")
-            if owner.config.space != config.space:
-                raise EmbedsvcError(
-                    Reason.SPACE_MISMATCH,
-                    f"item {term.value!r} of collection '{owner.config.name}' is in space {owner.config.space}, not "
-                    f"collection '{config.name}''s {config.space}",
-                    field=at + ".collection",
-                    metadata={"expected": config.space, "actual": owner.config.space},
-                )
-            (item,) = owner.get([term.value], with_vectors=True)
-            if item is None:
-                raise item_not_found(term.value, owner.config.name, at + ".id")
-            vector = np.asarray(item.vector, np.float32)
-            if model.images is None:  # word and text terms are unit length before the weighted mean
-                vector = unit_rows(vector[None])[0]
-            terms.append(Term(TermKind.VECTOR, term.weight, vector=vector, space=config.space))
-            if owner.config.name == config.name:
-                own.add(term.value)
-        return Expression(tuple(terms)), own
+        replaced, items = replace_items(
+            expression, config.space, self.collection_of, self.limits, field_of, unit=model.images is None
+        )
+        return replaced, {item_id for name, item_id in items if name == config.name}
 
     def _examples(self, collection: VectorCollection, examples: ExamplesIn, out: Resolved, where: str) -> None:
         ids = [*examples.positive, *examples.negative]
@@ -228,3 +203,45 @@ class QueryResolver:
             out.vector = by_example.average_vector(positives, negatives, collection.config.metric)
         else:
             out.positives, out.negatives = positives, negatives
+
+
+def replace_items(
+    expression: Expression,
+    space: str,
+    collection_of: CollectionOf,
+    limits: Limits,
+    field_of: Callable[[int], str],
+    *,
+    unit: bool,
+) -> tuple[Expression, set[tuple[str, str]]]:
+    """The expression with each `item` term replaced by a vector term: its item's vector (unit length with `unit`, as
+    word and text terms are), from a collection of `space` (SPACE_MISMATCH otherwise; ITEM_NOT_FOUND for an unknown
+    id). Also returns the (collection, id) of every item used."""
+    if all(t.kind is not TermKind.ITEM for t in expression.terms):
+        return expression, set()
+    terms: list[Term] = []
+    used: set[tuple[str, str]] = set()
+    for t, term in enumerate(expression.terms):
+        if term.kind is not TermKind.ITEM:
+            terms.append(term)
+            continue
+        at = field_of(t) + ".item"
+        check_id(term.value, at + ".id", limits)
+        owner = collection_of(term.collection, at + ".collection")
+        if owner.config.space != space:
+            raise EmbedsvcError(
+                Reason.SPACE_MISMATCH,
+                f"item {term.value!r} of collection '{owner.config.name}' is in space {owner.config.space}, not "
+                f"{space}",
+                field=at + ".collection",
+                metadata={"expected": space, "actual": owner.config.space},
+            )
+        (item,) = owner.get([term.value], with_vectors=True)
+        if item is None:
+            raise item_not_found(term.value, owner.config.name, at + ".id")
+        vector = np.asarray(item.vector, np.float32)
+        if unit:
+            vector = unit_rows(vector[None])[0]
+        terms.append(Term(TermKind.VECTOR, term.weight, vector=vector, space=space))
+        used.add((owner.config.name, term.value))
+    return Expression(tuple(terms)), used

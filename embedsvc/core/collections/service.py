@@ -9,7 +9,7 @@ mixed into another space.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +25,8 @@ from embedsvc.core.collections.options import PackedQueries, QueryIn, SearchOpti
 from embedsvc.core.collections.options import plan as options_plan
 from embedsvc.core.collections.planner import Backend as PlannerBackend
 from embedsvc.core.collections.planner import Planner, QueryResult, Report
-from embedsvc.core.collections.queries import QueryResolver, Resolved
+from embedsvc.core.collections.queries import QueryResolver, Resolved, replace_items
+from embedsvc.core.expression import Expression
 from embedsvc.core.images.codec import ImageInput
 from embedsvc.core.images.latents import Latents
 from embedsvc.core.paging import PageTokens
@@ -239,6 +240,21 @@ class Collections:
             return self._collection_named(name, field)
 
         return QueryResolver(self.limits, self._bound_model, collection_of)
+
+    def item_terms(
+        self, expressions: Sequence[Expression], space: str, field_of: Callable[[int, int], str]
+    ) -> list[Expression]:
+        """Expressions for a word model's arithmetic (ArithmeticService), their `item` terms replaced by their items'
+        unit vectors, from collections bound to that model (`space`)."""
+        out = []
+        for e, expression in enumerate(expressions):
+
+            def term_field(t: int, e: int = e) -> str:
+                return field_of(e, t)
+
+            replaced, _ = replace_items(expression, space, self._collection_named, self.limits, term_field, unit=True)
+            out.append(replaced)
+        return out
 
     def _collection_named(self, name: str, field: str) -> VectorCollection:
         collection = self.store.get(self.resolve(name, field))
