@@ -369,10 +369,12 @@ def _hit_dict(h: Any) -> dict[str, Any]:
 
 def _hit_lines(hits: list[Any], explain: bool) -> list[str]:
     width = max((len(h.id) + h.is_input for h in hits), default=2)
+    scores = [f"{h.score:.4f}" for h in hits]
+    score_width = max(map(len, scores), default=6)  # BM25 scores pass 10: right-aligned
     lines = []
-    for h in hits:
+    for h, score in zip(hits, scores, strict=True):
         name = h.id + ("*" if h.is_input else "")
-        line = f"{name:<{width}}  {h.score:.4f}"
+        line = f"{name:<{width}}  {score:>{score_width}}"
         if explain and h.explanation is not None:
             line += f"  [{_explained(h.explanation)}]"
         lines.append(
