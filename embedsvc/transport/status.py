@@ -62,6 +62,7 @@ STATUS_CODES: dict[Reason, grpc.StatusCode] = {
     Reason.MODEL_UNLOADED: grpc.StatusCode.FAILED_PRECONDITION,
     Reason.MODEL_IN_USE: grpc.StatusCode.FAILED_PRECONDITION,
     Reason.MODEL_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    Reason.DIMENSIONS_NOT_SUPPORTED: grpc.StatusCode.INVALID_ARGUMENT,
 }
 
 # Reasons a caller should retry after a pause, and the pause (seconds) sent as google.rpc.RetryInfo.

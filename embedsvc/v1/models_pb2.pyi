@@ -34,7 +34,7 @@ MODEL_STATE_FAILED: ModelState
 MODEL_STATE_UNLOADED: ModelState
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "kind", "dimension", "vocabulary_size", "device", "state", "version", "format", "source", "has_subwords", "description", "space", "error", "embeds_texts", "max_seq_length", "image_size", "image_channels", "memory_bytes", "requires", "engine", "precision", "quality")
+    __slots__ = ("name", "kind", "dimension", "vocabulary_size", "device", "state", "version", "format", "source", "has_subwords", "description", "space", "error", "embeds_texts", "max_seq_length", "image_size", "image_channels", "memory_bytes", "requires", "engine", "precision", "quality", "matryoshka_dimensions", "any_dimensions")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +57,8 @@ class ModelInfo(_message.Message):
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
+    MATRYOSHKA_DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    ANY_DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: ModelKind
     dimension: int
@@ -79,7 +81,9 @@ class ModelInfo(_message.Message):
     engine: str
     precision: str
     quality: Quality
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimension: _Optional[int] = ..., vocabulary_size: _Optional[int] = ..., device: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., version: _Optional[str] = ..., format: _Optional[str] = ..., source: _Optional[str] = ..., has_subwords: _Optional[bool] = ..., description: _Optional[str] = ..., space: _Optional[str] = ..., error: _Optional[str] = ..., embeds_texts: _Optional[bool] = ..., max_seq_length: _Optional[int] = ..., image_size: _Optional[int] = ..., image_channels: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., requires: _Optional[_Iterable[str]] = ..., engine: _Optional[str] = ..., precision: _Optional[str] = ..., quality: _Optional[_Union[Quality, _Mapping]] = ...) -> None: ...
+    matryoshka_dimensions: _containers.RepeatedScalarFieldContainer[int]
+    any_dimensions: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimension: _Optional[int] = ..., vocabulary_size: _Optional[int] = ..., device: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., version: _Optional[str] = ..., format: _Optional[str] = ..., source: _Optional[str] = ..., has_subwords: _Optional[bool] = ..., description: _Optional[str] = ..., space: _Optional[str] = ..., error: _Optional[str] = ..., embeds_texts: _Optional[bool] = ..., max_seq_length: _Optional[int] = ..., image_size: _Optional[int] = ..., image_channels: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., requires: _Optional[_Iterable[str]] = ..., engine: _Optional[str] = ..., precision: _Optional[str] = ..., quality: _Optional[_Union[Quality, _Mapping]] = ..., matryoshka_dimensions: _Optional[_Iterable[int]] = ..., any_dimensions: _Optional[bool] = ...) -> None: ...
 
 class Quality(_message.Message):
     __slots__ = ("mean_cosine", "min_cosine", "top10_agreement", "sentences")
