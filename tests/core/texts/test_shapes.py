@@ -18,8 +18,7 @@ from embedsvc.errors import EmbedsvcError, Reason
 
 @pytest.fixture(scope="module")
 def quantize_embeddings():
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import embedsvc.backends  # noqa: F401  (lets PyPI's torchvision import beside the CPU torch)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # embedsvc.backends, imported above, lets torchvision import
     from sentence_transformers.util.quantization import quantize_embeddings
 
     return quantize_embeddings
