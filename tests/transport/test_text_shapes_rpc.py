@@ -5,6 +5,7 @@ refused long texts, TokenizeTexts, and collections refusing shaped vectors (SPAC
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -279,3 +280,25 @@ def test_any_dimensions_are_served_with_a_warning_when_allowed(shaped, st_model,
     want = quantize_embeddings(got.vectors, "uint8", calibration_embeddings=calibration)
     difference = np.abs(q.vectors.astype(np.int16) - want.astype(np.int16))
     assert difference.max() <= 1 and (difference == 0).mean() > 0.99
+
+
+def test_cli_embed_shapes_and_tokenize(capsys, target, patient):
+    from embedsvc.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(["--target", target, "--timeout", "900", *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, _ = run("embed", "--model", "minilm", "--text", "hello world", "--dtype", "ubinary", "--json")
+    payload = json.loads(out)
+    want = patient.embed_texts("minilm", ["hello world"], dtype="ubinary")
+    assert code == 0 and payload["vectors"] == want.vectors.tolist() and payload["dtype"] == "ubinary"
+    assert payload["space"].endswith("/ubinary") and payload["dimension"] == 384
+    code, out, _ = run("embed", "--model", "minilm", "--text", "hello world", "--dtype", "int8")
+    assert code == 0 and out.startswith("hello world\t") and all(-128 <= int(x) <= 127 for x in out.split()[2:])
+    code, _, err = run("embed", "--model", "minilm", "--text", "hello world", "--dimensions", "128")
+    assert code == 1 and "DIMENSIONS_NOT_SUPPORTED" in err
+    code, out, _ = run("tokenize", "--model", "minilm", "Hello, world!", "--json")
+    tokens = json.loads(out)["tokens"][0]
+    assert code == 0 and [t["token"] for t in tokens] == ["[CLS]", "hello", ",", "world", "!", "[SEP]"]
