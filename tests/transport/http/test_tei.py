@@ -4,12 +4,13 @@ docs recommend), answers equal to EmbedTexts and TokenizeTexts, TEI's error form
 
 from __future__ import annotations
 
+import grpc
 import httpx
 import numpy as np
 import pytest
 from huggingface_hub import InferenceClient
 
-from embedsvc.client import Client
+from embedsvc.client import Client, EmbedsvcClientError
 from embedsvc.transport.http.tei import TeiError, ranks
 from tests.transport.http.conftest import READER, Secure
 
@@ -149,3 +150,15 @@ def test_openapi_describes_the_tei_routes(http_url: str) -> None:
     assert spec["paths"]["/embed"]["post"]["responses"]["424"]
     properties = spec["components"]["schemas"]["tei.EmbedRequest"]["properties"]
     assert {"inputs", "normalize", "truncate", "truncation_direction", "prompt_name", "dimensions"} == set(properties)
+
+
+def test_tokenize_answers_that_would_not_fit_a_message_are_refused(secure: Secure) -> None:
+    texts = ["a " * 15_000] * 28  # 840 kB asked (under the 1 MiB limit); 420,000 tokens would not fit in the answer
+    with secure.client() as grpc_client:
+        with pytest.raises(EmbedsvcClientError) as refused:
+            grpc_client.tokenize_texts("minilm", texts)
+        assert (refused.value.code, refused.value.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "LIMIT_EXCEEDED")
+        assert len(grpc_client.tokenize_texts("minilm", texts[:1])[0]) == 15_002
+    key = {"authorization": f"Bearer {READER}"}
+    answer = post(secure.url, "/tokenize", {"inputs": texts}, headers=key, verify=secure.context)
+    assert error(answer) == (422, "Validation")
