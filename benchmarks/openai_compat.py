@@ -8,7 +8,9 @@ itself); gRPC callers are embedsvc's Client (one channel per caller, packed vect
 threads, so each side pays a Python client's cost on the same cores as the server. Every side embeds every sentence
 after a warm-up; the two sides' vectors are checked equal (to 1e-6). --repeats runs of each side, interleaved and
 alternating which goes first; figures are medians. A third, unscored side sends the same batches with
-`encoding_format: float` over httpx (JSON numbers), to show what JSON costs.
+`encoding_format: float` over httpx (JSON numbers), to show what JSON costs. Beside throughput (which other work on
+a shared machine moves a lot), each side's CPU time is measured: the server process's (from /proc) and this
+process's (the callers'), per batch.
 
 Last line: `openai-compat: ratio R, http S/s, grpc G/s` (R: sentences/s through /v1/embeddings over gRPC's).
 
@@ -19,7 +21,9 @@ Last line: `openai-compat: ratio R, http S/s, grpc G/s` (R: sentences/s through 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -32,12 +36,19 @@ import numpy as np
 import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _serve import free_port, serve
+from _serve import free_port
 from text import sentences
 
 from embedsvc.client import Client
+from tests.serve_process import start as start_server
 
 Call = Callable[[list[str]], np.ndarray]
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a process has used so far, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(batches: list[list[str]], clients: int, make_call: Callable[[], Call]) -> tuple[float, np.ndarray]:
@@ -99,7 +110,10 @@ def main() -> None:
             f'format = "sentence-transformers"\npath = "{get_model_path()}"\ndevice = "cpu"\nengine = "{engine}"\n'
         )
         http_port = free_port()
-        with serve(Path(tmp) / "data", "--config", str(config), "--http-port", str(http_port)) as target:
+        server, target = start_server(
+            "--data-dir", str(Path(tmp) / "data"), "--config", str(config), "--http-port", str(http_port)
+        )
+        try:
             base = f"http://127.0.0.1:{http_port}"
             with Client(target, timeout=600) as c:
                 c.wait_until_serving(600)
@@ -134,12 +148,23 @@ def main() -> None:
             for make in sides.values():
                 run(warm, args.clients, make)
             times: dict[str, list[float]] = {name: [] for name in sides}
+            server_cpu: dict[str, list[float]] = {name: [] for name in sides}
+            client_cpu: dict[str, list[float]] = {name: [] for name in sides}
             vectors: dict[str, np.ndarray] = {}
             for repeat in range(args.repeats):
                 order = list(sides) if repeat % 2 == 0 else list(reversed(sides))
                 for name in order:
+                    cpu_before, mine_before = process_cpu(server.pid), time.process_time()
                     seconds, vectors[name] = run(batches, args.clients, sides[name])
+                    server_cpu[name].append(process_cpu(server.pid) - cpu_before)
+                    client_cpu[name].append(time.process_time() - mine_before)
                     times[name].append(seconds)
+        finally:
+            server.terminate()
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
     rate = {name: len(texts) / statistics.median(t) for name, t in times.items()}
     differences = {name: float(np.abs(vectors[name] - vectors["grpc"]).max()) for name in ("http", "json")}
     if max(differences.values()) > 1e-6:
@@ -153,6 +178,17 @@ def main() -> None:
         f"gRPC EmbedTexts {rate['grpc']:.0f}/s; /v1/embeddings (openai client, base64) {rate['http']:.0f}/s; "
         f"/v1/embeddings (httpx, float JSON) {rate['json']:.0f}/s ({rate['json'] / rate['grpc']:.2f} of gRPC); "
         f"max |http - grpc| {max(differences.values()):.1e}; medians of {args.repeats}"
+    )
+    per_batch = {
+        name: (
+            1000 * statistics.median(server_cpu[name]) / len(batches),
+            1000 * statistics.median(client_cpu[name]) / len(batches),
+        )
+        for name in sides
+    }
+    print(
+        "CPU ms per batch (server, callers): "
+        + "; ".join(f"{name} {server:.1f}, {mine:.1f}" for name, (server, mine) in per_batch.items())
     )
     print(
         f"openai-compat: ratio {rate['http'] / rate['grpc']:.2f}, http {rate['http']:.0f}/s, grpc {rate['grpc']:.0f}/s"
