@@ -1,12 +1,16 @@
-"""The one frozen Settings object: server options, limits and the models to host.
+"""The one frozen Settings object: server options and the models to host; and `Settings.load`, the one reader of the
+server's configuration (a TOML file, the environment, flags).
 
-Built only by `embedsvc.cli` from flags, environment and an optional TOML file (see `Settings.from_config`); nothing
-else reads the environment. Every limit is documented here and in the README's configuration section.
+Nothing else reads the server's configuration or its environment: `embedsvc serve` passes its flags to
+`Settings.load`, tests build Settings directly (or with `Settings.from_config`). Every option is documented here and in
+the README's configuration section; request limits live in `embedsvc.limits` (the `[limits]` table).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,98 +22,24 @@ from embedsvc.backends import kinds
 from embedsvc.backends.base import ModelSpec
 from embedsvc.backends.devices import is_device
 from embedsvc.errors import ConfigError
+from embedsvc.index.milvus.client import MilvusOptions
+from embedsvc.index.stores import StorageOptions
+from embedsvc.index.types import Backend
+from embedsvc.limits import Limits
 
 __all__ = [
     "ApiKey",
     "AuthSettings",
     "ConfigError",
-    "Limits",
     "MilvusSettings",
     "ModelSpec",
     "Role",
     "Settings",
     "StorageSettings",
     "TlsSettings",
+    "default_data_dir",
+    "key_hash",
 ]
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Request size limits. Anything over a limit is refused with INVALID_ARGUMENT / LIMIT_EXCEEDED."""
-
-    # Expressions in one Arithmetic call, and words in one NearestWords call.
-    max_expressions: int = 4096
-    # Terms in one expression.
-    max_terms: int = 64
-    # Characters in the text form of one expression.
-    max_expression_chars: int = 4096
-    # Hits per expression or per word (top_n).
-    max_top_n: int = 1000
-    # Words in EmbedWords and DoesntMatch, pairs in Similarity.
-    max_words_per_request: int = 10_000
-    # Characters in one word.
-    max_word_chars: int = 512
-    # Bytes of vectors one ExportWords call may stream (words x dimension x 4); RemoteKeyedVectors.vectors uses it.
-    max_word_export_bytes: int = 2 * 1024 * 1024 * 1024
-    # Bytes of an analogy file sent to EvaluateAnalogies.
-    max_analogy_bytes: int = 32 * 1024 * 1024
-    # Bytes of one gRPC message, in either direction.
-    max_message_bytes: int = 64 * 1024 * 1024
-    # Collections: items per Upsert call or UpsertStream message, ids per DeleteItems or GetItems call.
-    max_upsert_items: int = 10_000
-    # Collections: bytes of one item id (UTF-8).
-    max_id_bytes: int = 256
-    # Collections: bytes of one item's metadata as JSON.
-    max_metadata_bytes: int = 64 * 1024
-    # Collections: hits per query (k).
-    max_k: int = 1000
-    # Collections: queries per BatchSearch call.
-    max_queries: int = 1024
-    # Collections: characters of a metadata filter.
-    max_filter_chars: int = 4096
-    # Collections: components of a vector.
-    max_dimension: int = 4096
-    # Texts in one EmbedTexts call (or stream message), and items with text inputs in one Upsert.
-    max_texts_per_request: int = 2048
-    # Characters in one text.
-    max_text_chars: int = 100_000
-    # Texts waiting for one text encoder; more are refused with RESOURCE_EXHAUSTED / OVERLOADED.
-    max_queued_texts: int = 16_384
-    # Images in one EmbedImages, EncodeImages, Reconstruct or AnomalyScore call, latents or expressions in one
-    # DecodeLatents call, and items with image inputs in one Upsert.
-    max_images_per_request: int = 1024
-    # Pixels (width x height) of one encoded image, read from its header before decoding (decompression bombs).
-    max_image_pixels: int = 16_777_216
-    # Images of one Sample call.
-    max_samples: int = 1024
-    # Frames of one Interpolate or Traverse call.
-    max_steps: int = 256
-    # Optimisation steps of one Inpaint call.
-    max_inpaint_steps: int = 2000
-    # Examples (both sets) of one CreateDirection call.
-    max_direction_examples: int = 10_000
-    # Monte Carlo draws per image in AnomalyScore.
-    max_elbo_samples: int = 64
-    # Maps: points in one Project, Cluster or Plot point set.
-    max_map_points: int = 20_000
-    # Maps: components of one Cluster (and max_k).
-    max_clusters: int = 50
-    # Maps: width and height of a plot, in pixels.
-    max_plot_pixels_side: int = 4096
-    # Maps: points a plot labels (more are drawn unlabelled).
-    max_annotated_points: int = 200
-    # Entries per page of a List call; larger page_size values are treated as this (AIP-158).
-    max_page_size: int = 1000
-    # Hits one response may hold (queries x k, expressions x top_n, words x top_n), checked before any work. A
-    # search response is also refused when its hits' ids, inputs, metadata and vectors would pass max_message_bytes.
-    max_result_hits: int = 100_000
-    # Filters: levels of parentheses and NOTs, and values in one IN list.
-    max_filter_depth: int = 64
-    max_filter_values: int = 1024
-    # Maps: points x dimensions x components of every mixture tried (x dimensions again for full covariance).
-    max_cluster_work: int = 20_000_000_000
-    # Maps: values (points x dimensions) of one point set.
-    max_map_values: int = 20_000_000
 
 
 class Role(StrEnum):
@@ -118,6 +48,11 @@ class Role(StrEnum):
     READ = "read"
     WRITE = "write"
     ADMIN = "admin"
+
+
+def key_hash(key: str) -> str:
+    """How a key is configured and kept: the hex sha256 of its UTF-8 bytes."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -194,6 +129,14 @@ class TlsSettings:
 
 # Addresses that only this machine can reach: serving them without keys is allowed.
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+# The key EMBEDSVC_ADMIN_KEY adds (its name shows in logs, metrics and the audit log).
+BOOTSTRAP_KEY_NAME = "admin (EMBEDSVC_ADMIN_KEY)"
+
+
+def default_data_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """$XDG_DATA_HOME/embedsvc, or ~/.local/share/embedsvc: the server's data directory when nothing names one."""
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    return Path(env.get("XDG_DATA_HOME") or str(home / ".local" / "share")) / "embedsvc"
 
 
 @dataclass(frozen=True)
@@ -292,6 +235,44 @@ class Settings:
         return tuple(m for m in embedded if m.name not in configured) + self.models
 
     @classmethod
+    def load(cls, path: str | Path | None = None, env: Mapping[str, str] = os.environ, **flags: Any) -> Settings:
+        """The server's Settings from its configuration. Each source overrides the ones before it:
+
+        1. the defaults (the fields above);
+        2. the TOML file: `path` (`--config`), else $EMBEDSVC_CONFIG, else none;
+        3. the environment (`env`): EMBEDSVC_DATA_DIR (data_dir), EMBEDSVC_PAGE_TOKEN_KEY (server.page_token_secret)
+           and EMBEDSVC_MILVUS_TOKEN (storage.milvus.token, when [storage.milvus] is configured); EMBEDSVC_ADMIN_KEY
+           adds an admin key to the configured ones (only its sha256 is kept) and turns auth on;
+        4. flags: Settings fields by name (host, port, data_dir, log_level, log_format, metrics_port, http_port,
+           insecure); None means the flag was not given.
+        With no data directory from any of them it is `default_data_dir(env)`. An empty variable counts as unset.
+        ConfigError names what is wrong: the file, the key in it, the variable or the flag.
+        """
+        if path is None:
+            path = env.get("EMBEDSVC_CONFIG") or None
+        document = _read_toml(Path(path)) if path is not None else {}
+        overrides = {key: value for key, value in flags.items() if value is not None}
+        if "data_dir" not in overrides:
+            if env.get("EMBEDSVC_DATA_DIR"):
+                overrides["data_dir"] = env["EMBEDSVC_DATA_DIR"]
+            elif "data_dir" not in _table(document, "server"):
+                overrides["data_dir"] = default_data_dir(env)
+        # Secrets shared by replicas come best from the environment (a secret store), not from a file in the image.
+        if env.get("EMBEDSVC_PAGE_TOKEN_KEY"):
+            overrides.setdefault("page_token_secret", env["EMBEDSVC_PAGE_TOKEN_KEY"])
+        extra_keys: tuple[ApiKey, ...] = ()
+        if env.get("EMBEDSVC_ADMIN_KEY"):  # for containers: an admin key from the environment
+            extra_keys = (ApiKey(BOOTSTRAP_KEY_NAME, Role.ADMIN, key_hash(env["EMBEDSVC_ADMIN_KEY"])),)
+        settings = cls.from_config(document, extra_keys=extra_keys, **overrides)
+        milvus = settings.storage.milvus
+        if milvus is not None and env.get("EMBEDSVC_MILVUS_TOKEN"):
+            storage = dataclasses.replace(
+                settings.storage, milvus=dataclasses.replace(milvus, token=env["EMBEDSVC_MILVUS_TOKEN"])
+            )
+            settings = dataclasses.replace(settings, storage=storage)
+        return settings
+
+    @classmethod
     def from_config(
         cls, config: Mapping[str, Any], *, extra_keys: tuple[ApiKey, ...] = (), **overrides: Any
     ) -> Settings:
@@ -355,6 +336,21 @@ class Settings:
         settings.validate()
         return settings
 
+    def storage_options(self) -> StorageOptions:
+        """The collection storage these settings ask for (`embedsvc.index.stores.open_stores` opens it)."""
+        milvus = None
+        if self.storage.milvus is not None:
+            m = self.storage.milvus
+            uri = str(self.data_dir / m.uri) if m.is_local else m.uri
+            milvus = MilvusOptions(uri, m.token, m.db_name, m.consistency, m.timeout_s, m.retries)
+        return StorageOptions(
+            self.data_dir,
+            self.checkpoint_bytes,
+            Backend(self.storage.backend),
+            milvus,
+            max_id_bytes=self.limits.max_id_bytes,
+        )
+
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"server.port: {self.port} is not a TCP port")
@@ -410,6 +406,15 @@ class Settings:
                 f"server.openai_model_aliases: {', '.join(shadowing)} would hide the model(s) of that name"
             )
         kinds.check_requirements(self.all_models(), self.models)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
 
 
 def _port(key: str, value: Any) -> int:

@@ -1,3 +1,4 @@
+import hashlib
 import tomllib
 from pathlib import Path
 
@@ -5,7 +6,7 @@ import pytest
 
 from embedsvc.backends.text_encoders import TextEncoderFormat, Weighting
 from embedsvc.backends.word_vectors import WordVectorFormat
-from embedsvc.settings import ConfigError, Settings
+from embedsvc.settings import ConfigError, Role, Settings, key_hash
 
 
 def test_defaults_serve_the_embedded_model():
@@ -316,4 +317,105 @@ def test_openai_aliases_tei_model_and_matryoshka_keys_from_toml():
 def test_bad_dialect_and_dimension_keys_name_the_key(config, message):
     with pytest.raises(ConfigError) as info:
         Settings.from_config(config)
+    assert message in str(info.value)
+
+
+# ---- Settings.load: the file, then the environment, then flags ---------------------------------------------------
+
+
+def write_config(tmp_path: Path, text: str, name: str = "embedsvc.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_load_reads_the_file_then_the_environment_then_flags(tmp_path):
+    server = '[server]\nport = 6000\nhost = "127.0.0.1"\ndata_dir = "/from/file"\n'
+    config = write_config(tmp_path, server + 'page_token_secret = "file-secret-16chars"\n')
+    env = {"EMBEDSVC_DATA_DIR": "/from/env", "EMBEDSVC_PAGE_TOKEN_KEY": "env-secret-16-chars"}
+    from_file = Settings.load(config, {})
+    assert (from_file.port, from_file.data_dir, from_file.page_token_secret) == (
+        6000,
+        Path("/from/file"),
+        "file-secret-16chars",
+    )
+    from_env = Settings.load(config, env)
+    assert (from_env.port, from_env.data_dir, from_env.page_token_secret) == (
+        6000,
+        Path("/from/env"),
+        "env-secret-16-chars",
+    )
+    flagged = Settings.load(config, env, port=7000, data_dir=tmp_path / "flag", host=None, insecure=None)
+    assert (flagged.port, flagged.data_dir, flagged.host) == (7000, tmp_path / "flag", "127.0.0.1")
+    assert flagged.insecure is False  # None: the flag was not given
+
+
+def test_load_without_a_file_uses_embedsvc_config_or_nothing(tmp_path):
+    config = write_config(tmp_path, "[server]\nport = 6001\n")
+    assert Settings.load(None, {"EMBEDSVC_CONFIG": str(config), "XDG_DATA_HOME": str(tmp_path)}).port == 6001
+    other = write_config(tmp_path, "[server]\nport = 6002\n", "other.toml")
+    assert Settings.load(other, {"EMBEDSVC_CONFIG": str(config)}).port == 6002  # --config wins
+    assert Settings.load(None, {"XDG_DATA_HOME": str(tmp_path)}).port == 50051  # no file: the defaults
+
+
+def test_load_reads_only_the_environment_it_is_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("EMBEDSVC_DATA_DIR", "/from/the/process")
+    monkeypatch.setenv("EMBEDSVC_ADMIN_KEY", "esk_from-the-process")
+    settings = Settings.load(None, {"XDG_DATA_HOME": str(tmp_path)})
+    assert settings.data_dir == tmp_path / "embedsvc" and not settings.auth.enabled
+    assert Settings.load().data_dir == Path("/from/the/process")  # the default is os.environ
+
+
+def test_the_data_directory_defaults_to_xdg_data_home_then_home(tmp_path):
+    assert Settings.load(None, {"XDG_DATA_HOME": "/xdg", "HOME": "/home/u"}).data_dir == Path("/xdg/embedsvc")
+    assert Settings.load(None, {"HOME": "/home/u"}).data_dir == Path("/home/u/.local/share/embedsvc")
+    assert Settings.load(None, {"HOME": "/home/u", "EMBEDSVC_DATA_DIR": ""}).data_dir == Path(
+        "/home/u/.local/share/embedsvc"
+    )  # empty: unset
+    in_file = write_config(tmp_path, '[server]\ndata_dir = "~/state"\n')
+    assert Settings.load(in_file, {"XDG_DATA_HOME": "/xdg"}).data_dir == Path("~/state").expanduser()
+
+
+def test_the_bootstrap_admin_key_joins_the_configured_keys_hashed(tmp_path):
+    config = write_config(tmp_path, f'[[auth.keys]]\nname = "reader"\nrole = "read"\nsha256 = "{"c" * 64}"\n')
+    env = {"EMBEDSVC_ADMIN_KEY": "esk_bootstrap", "HOME": str(tmp_path)}
+    settings = Settings.load(config, env)
+    assert settings.auth.enabled  # the file left auth off: the key turns it on
+    reader, admin = settings.auth.keys
+    assert reader.name == "reader" and admin.name == "admin (EMBEDSVC_ADMIN_KEY)" and admin.role is Role.ADMIN
+    assert admin.sha256 == key_hash("esk_bootstrap") == hashlib.sha256(b"esk_bootstrap").hexdigest()
+    assert "esk_bootstrap" not in repr(settings)  # only the hash is kept
+    assert not Settings.load(config, {"EMBEDSVC_ADMIN_KEY": "", "HOME": str(tmp_path)}).auth.enabled
+    # The key is what lets a server listen beyond loopback.
+    with pytest.raises(ConfigError, match=r"server\.host: 0\.0\.0\.0"):
+        Settings.load(None, {"HOME": str(tmp_path)}, host="0.0.0.0")
+    assert Settings.load(None, env, host="0.0.0.0").auth.enabled
+
+
+def test_the_milvus_token_from_the_environment_wins_over_the_file(tmp_path):
+    config = write_config(tmp_path, '[storage.milvus]\nuri = "lite.db"\ntoken = "file:token"\n')
+    env = {"HOME": str(tmp_path)}
+    assert Settings.load(config, env).storage.milvus.token == "file:token"
+    settings = Settings.load(config, {**env, "EMBEDSVC_MILVUS_TOKEN": "env:token"})
+    assert settings.storage.milvus.token == "env:token" and settings.storage_options().milvus.token == "env:token"
+    assert Settings.load(None, {**env, "EMBEDSVC_MILVUS_TOKEN": "env:token"}).storage.milvus is None  # no Milvus
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "flags", "message"),
+    [
+        (None, {"EMBEDSVC_CONFIG": "/no/such/embedsvc.toml"}, {}, "cannot read /no/such/embedsvc.toml"),
+        ("[server\n", {}, {}, "is not valid TOML"),
+        ("[server]\nport = 70000\n", {}, {}, "server.port: 70000 is not a TCP port"),
+        ("[limits]\nmax_k = -1\n", {}, {}, "limits.max_k: must be a positive integer"),
+        (None, {"EMBEDSVC_PAGE_TOKEN_KEY": "short"}, {}, "EMBEDSVC_PAGE_TOKEN_KEY"),
+        (None, {}, {"metrics_port": 70000}, "--metrics-port: must be a TCP port"),
+        (None, {}, {"http_port": -1}, "--http-port: must be a TCP port"),
+        (None, {}, {"log_format": "xml"}, "server.log_format: must be text or json"),
+    ],
+)
+def test_load_errors_name_the_file_key_variable_or_flag(tmp_path, text, env, flags, message):
+    path = write_config(tmp_path, text) if text is not None else None
+    with pytest.raises(ConfigError) as info:
+        Settings.load(path, {"HOME": str(tmp_path), **env}, **flags)
     assert message in str(info.value)

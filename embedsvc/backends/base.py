@@ -2,8 +2,9 @@
 
 A kind (word vectors, text encoders, VAEs, image encoders, ...) is one backend module holding an options dataclass and
 a `Kind` subclass; `embedsvc.backends.kinds` lists them in one table. The rest of the server never switches on a kind:
-it asks a loaded model for its capabilities (`Loaded.words`, `.text`, `.image`, `.vae`), and a spec for the ones it
-will have (`Kind.offers`) before it has loaded.
+a loaded model is a set of parts by capability (`Loaded.parts`, each part honouring its capability's protocol in
+`embedsvc.backends.capabilities`), and a spec says which capabilities it will have (`Kind.offers`) before it has
+loaded.
 """
 
 from __future__ import annotations
@@ -14,35 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
+from embedsvc.backends.capabilities import PROTOCOLS, Capability, ImageShape
 from embedsvc.backends.devices import is_device
 from embedsvc.errors import ConfigError
 
-if TYPE_CHECKING:
-    from embedsvc.backends.image_encoders import ImageEncoder
-    from embedsvc.backends.text_encoders import TextEncoder
-    from embedsvc.backends.vae import VAEModel
-    from embedsvc.backends.word_vectors import WordVectors
-
 E = TypeVar("E", bound=StrEnum)
-
-
-class Capability(StrEnum):
-    """What a hosted model can be asked for; a model may offer several (minilm-static: words and texts)."""
-
-    WORDS = "words"  # a vocabulary of word vectors: lookups, nearest words, arithmetic
-    TEXTS = "texts"  # embeds texts, behind a dynamic batcher
-    IMAGES = "images"  # embeds images
-    LATENTS = "latents"  # a generative latent space: encode, decode, sample, ...
-
-
-@dataclass(frozen=True)
-class ImageShape:
-    """What an image model reads: channels (1 grey, 3 RGB) and a square side in pixels."""
-
-    channels: int
-    size: int
 
 
 class Options:
@@ -99,7 +78,8 @@ class BatchingOptions:
 
 @dataclass(frozen=True)
 class Loaded:
-    """A loaded model: what it reports (ListModels) and one object per capability it offers."""
+    """A loaded model: what it reports (ListModels) and its parts, one per capability it offers (one object may be
+    offered under several: a VAE's)."""
 
     dimension: int
     version: str
@@ -108,11 +88,10 @@ class Loaded:
     vocabulary_size: int = 0
     has_subwords: bool = False
     image_shape: ImageShape | None = None
-    words: WordVectors | None = None
-    text: TextEncoder | None = None
+    # Each part honours its capability's protocol (capabilities.PROTOCOLS); the registry checks it at load.
+    parts: Mapping[Capability, object] = field(default_factory=dict)
+    # How the text encoder's calls are merged (a model offering TEXTS).
     batching: BatchingOptions = field(default_factory=BatchingOptions)
-    image: ImageEncoder | None = None
-    vae: VAEModel | None = None
     # What runs the model: "torch", "onnx", "numpy" (word vectors, static encoders); "" when not said.
     engine: str = ""
     # "int8" for a quantised model, with its measured closeness to fp32 (an onnx_text.Quality); "fp32" otherwise.
@@ -121,13 +100,11 @@ class Loaded:
 
     @property
     def capabilities(self) -> frozenset[Capability]:
-        facets = (
-            (Capability.WORDS, self.words),
-            (Capability.TEXTS, self.text),
-            (Capability.IMAGES, self.image),
-            (Capability.LATENTS, self.vae),
-        )
-        return frozenset(c for c, value in facets if value is not None)
+        return frozenset(self.parts)
+
+    def unfit_parts(self) -> list[str]:
+        """The capabilities whose part does not honour the capability's protocol (a kind's bug, refused at load)."""
+        return [c.value for c, part in self.parts.items() if not isinstance(part, PROTOCOLS[c])]
 
 
 @dataclass(frozen=True)
@@ -169,7 +146,7 @@ class Kind(ABC):
 
     @abstractmethod
     def load(self, spec: ModelSpec, context: LoadContext) -> Loaded:
-        """Load (not yet warmed up: the registry does that per capability); one-line errors."""
+        """Load (not yet warmed up: the registry calls each part's `warm_up()`); one-line errors."""
 
 
 # ---- configuration helpers shared by the kinds' `parse` -------------------------------------------------------------

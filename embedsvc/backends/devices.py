@@ -1,10 +1,13 @@
-"""Where torch models run, and the version tag of a model read from weight files; shared by every torch backend."""
+"""Where torch models run, and the version tag of a model read from weight files or vectors; shared by the backends."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def is_device(device: str) -> bool:
@@ -44,3 +47,11 @@ def file_digest(paths: list[Path]) -> str:
             while block := f.read(1 << 20):
                 digest.update(block)
     return "sha256:" + digest.hexdigest()[:16]
+
+
+def vectors_checksum(vectors: np.ndarray, words: Sequence[str]) -> str:
+    """sha256 of the float32 vectors and the newline-joined vocabulary: a word model's identity."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    digest.update("\n".join(words).encode("utf-8"))
+    return digest.hexdigest()

@@ -1,9 +1,10 @@
 """The image-encoder kind: images in, one feature vector each, for similarity search.
 
-Three kinds share one small interface (`ImageEncoder`): a VAE's latent mean (`embedsvc.backends.vae.VAEModel`), a
-torchvision classification architecture whose weights come from a local file (the penultimate layer's features: the
-classifier head replaced by identity), and a TorchScript module. Inputs are float32 (N, C, H, W) in [0, 1] at the
-encoder's `shape`; each encoder applies its own normalisation.
+Image models honour one small interface (`embedsvc.backends.capabilities.ImageEncoder`): a VAE's latent mean
+(`embedsvc.backends.vae`), and this kind's two formats: a torchvision classification architecture whose weights come
+from a local file (the penultimate layer's features: the classifier head replaced by identity), and a TorchScript
+module. Inputs are float32 (N, C, H, W) in [0, 1] at the encoder's `shape`; each encoder applies its own
+normalisation.
 
 torchvision is imported behind `embedsvc.backends.torchvision_compat`, so that PyPI's torchvision works beside the CPU
 build of torch (its compiled detection operators do not load there; classification architectures never call them).
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -68,27 +69,6 @@ class ImageEncoderOptions(Options):
     std: tuple[float, ...] = IMAGENET_STD
 
 
-class ImageEncoder(Protocol):
-    name: str
-    version: str
-    space: str
-    device: str
-    shape: ImageShape
-    # What provenance reports: "vae-mean", "torchvision", "torchscript".
-    method: str
-
-    @property
-    def dimension(self) -> int: ...
-
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) float32 in [0, 1] -> (N, dimension) float32."""
-        ...
-
-    def memory_bytes(self) -> int:
-        """Bytes of the weights it holds."""
-        ...
-
-
 class TorchImageEncoder:
     """A torch module (torchvision trunk or TorchScript) with per-channel normalisation, run in inference mode."""
 
@@ -113,6 +93,10 @@ class TorchImageEncoder:
 
     def memory_bytes(self) -> int:
         return torch_bytes(self._module)
+
+    def warm_up(self) -> None:
+        """Two blank images (one more forward pass than the one that found the dimension at load)."""
+        self.embed(np.zeros((2, self.shape.channels, self.shape.size, self.shape.size), np.float32))
 
     @property
     def dimension(self) -> int:
@@ -236,7 +220,7 @@ class ImageEncoderKind(Kind):
             source=str(options.path),
             device=encoder.device,
             image_shape=encoder.shape,
-            image=encoder,
+            parts={Capability.IMAGES: encoder},
         )
 
 

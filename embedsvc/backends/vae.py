@@ -32,7 +32,7 @@ from embedsvc.backends.base import (
 from embedsvc.backends.devices import file_digest, resolve_device, torch_bytes
 from embedsvc.durable import write_atomic
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported when a VAE is loaded or saved, not with the kinds table
     import torch
 
     from embedsvc.nets.vae import ConvVAE, VAEConfig
@@ -97,8 +97,20 @@ def read_checkpoint(directory: Path) -> tuple[Checkpoint, dict[str, torch.Tensor
 class VAEModel:
     """A VAE ready to serve: eval mode, weights frozen, inference under `torch.inference_mode()`.
 
-    Thread-safe: forward passes share no mutable state; `inpaint` optimises a private latent tensor.
+    One object offered under five capabilities (`embedsvc.backends.capabilities`): an image encoder (the latent
+    mean), a latent decoder with a prior N(0, I), a latent encoder (the posterior q(z|x)), an anomaly scorer (the
+    negative ELBO) and an inpainter (a MAP latent). Thread-safe: forward passes share no mutable state; `inpaint`
+    optimises a private latent tensor.
     """
+
+    # Provenance of each operation (the capability protocols' *_method).
+    method = "vae-mean"
+    decode_method = "vae-decode"
+    encode_method = "vae-encode"
+    reconstruct_method = "vae-reconstruct"
+    score_method = "negative-elbo"
+    inpaint_method = "map-latent-inpainting"
+    has_prior = True
 
     def __init__(
         self,
@@ -124,6 +136,11 @@ class VAEModel:
     def memory_bytes(self) -> int:
         return torch_bytes(self.net)
 
+    def warm_up(self) -> None:
+        """Both halves, on two blank images."""
+        blank = np.zeros((2, self.shape.channels, self.shape.size, self.shape.size), np.float32)
+        self.decode(self.encode(blank)[0])
+
     @classmethod
     def load(cls, name: str, directory: Path, device: str = "cpu") -> VAEModel:
         """Read a checkpoint folder; its version is the digest of both files."""
@@ -137,8 +154,6 @@ class VAEModel:
             raise CheckpointError(f"{directory / WEIGHTS}: weights do not fit the config ({exc})") from None
         version = file_digest([directory / WEIGHTS, directory / CONFIG])
         return cls(name, net, version=version, device=device, meta=checkpoint.meta, source=str(directory))
-
-    method = "vae-mean"
 
     @property
     def latent_dim(self) -> int:
@@ -213,6 +228,10 @@ class VAEModel:
         empty = np.zeros(0, dtype=np.float32)
         return (np.concatenate(recons) if recons else empty), (np.concatenate(kls) if kls else empty)
 
+    def anomaly_terms(self, images: np.ndarray, *, samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The negative ELBO's two terms (see `elbo_terms`)."""
+        return self.elbo_terms(images, samples=samples, seed=seed)
+
     def inpaint(
         self, images: np.ndarray, known: np.ndarray, *, steps: int, learning_rate: float = 0.05, seed: int = 0
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -260,6 +279,17 @@ class VAEOptions(Options):
     device: str = ""
 
 
+_OFFERS = frozenset(
+    {
+        Capability.IMAGES,
+        Capability.LATENT_DECODER,
+        Capability.LATENT_ENCODER,
+        Capability.ANOMALY_SCORES,
+        Capability.INPAINTING,
+    }
+)
+
+
 class VAEKind(Kind):
     name = VAEOptions.kind
     keys = frozenset({"path", "format", "device"})
@@ -276,7 +306,7 @@ class VAEKind(Kind):
         return (ModelSpec(EMBEDDED_VAE, VAEOptions(EMBEDDED_VAE_DIR), description),)
 
     def offers(self, spec: ModelSpec) -> frozenset[Capability]:
-        return frozenset({Capability.IMAGES, Capability.LATENTS})
+        return _OFFERS
 
     def load(self, spec: ModelSpec, context: LoadContext) -> Loaded:
         options: VAEOptions = spec.options
@@ -288,8 +318,7 @@ class VAEKind(Kind):
             source=str(options.path),
             device=vae.device,
             image_shape=vae.shape,
-            image=vae,
-            vae=vae,
+            parts=dict.fromkeys(_OFFERS, vae),
         )
 
 

@@ -8,7 +8,6 @@ gensim's `vectors / norms`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections import OrderedDict
@@ -34,6 +33,8 @@ from embedsvc.backends.base import (
     enum_value,
     path_value,
 )
+from embedsvc.backends.devices import vectors_checksum
+from embedsvc.backends.text_models import StaticEncoder
 from embedsvc.errors import ConfigError, EmbedsvcError, out_of_vocabulary
 from embedsvc.vectors import unit_rows
 
@@ -71,18 +72,12 @@ class ModelLoadError(RuntimeError):
     """A model file could not be read; the message is one line naming the model, the file and the problem."""
 
 
-def checksum(vectors: np.ndarray, words: Sequence[str]) -> str:
-    """sha256 of the float32 vectors and the newline-joined vocabulary: a model's identity."""
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
-    digest.update("\n".join(words).encode("utf-8"))
-    return digest.hexdigest()
-
-
 class WordVectors:
-    """A read-only vocabulary of word vectors with gensim KeyedVectors semantics."""
+    """A read-only vocabulary of word vectors with gensim KeyedVectors semantics (a `capabilities.WordSpace`)."""
 
-    def __init__(self, name: str, kv: KeyedVectors, *, fmt: WordVectorFormat, source: str) -> None:
+    def __init__(
+        self, name: str, kv: KeyedVectors, *, fmt: WordVectorFormat, source: str, version: str | None = None
+    ) -> None:
         vectors = np.asarray(kv.vectors)
         if vectors.ndim != 2 or vectors.shape[0] == 0:
             raise ValueError("the model has no vectors")
@@ -107,7 +102,8 @@ class WordVectors:
         # A zero vector has no direction: gensim would produce NaN; it scores 0 against everything here instead.
         self.unit: np.ndarray = np.ascontiguousarray(unit_rows(vectors, self.norms), dtype=np.float32)
         self.unit.setflags(write=False)
-        self.version = "sha256:" + checksum(vectors, self.words)[:16]
+        # A file's model is identified by its bytes; a derived one (minilm-static) by what it was made from.
+        self.version = version or "sha256:" + vectors_checksum(vectors, self.words)[:16]
         self.space = f"model:{name}@{self.version}"
         self._folded: OrderedDict[tuple[int, bool], tuple[dict[str, int], np.ndarray]] = OrderedDict()
         self._folded_lock = threading.Lock()
@@ -126,7 +122,7 @@ class WordVectors:
         if not self.has_subwords:
             missing = [w for w, i in zip(words, found, strict=True) if i is None]
             if missing:
-                raise out_of_vocabulary(self.name, missing, field)
+                raise out_of_vocabulary(self.name, missing, field, self.index)
         return found
 
     def vector(self, word: str, index: int | None, *, norm: bool) -> np.ndarray:
@@ -142,6 +138,24 @@ class WordVectors:
         """Bytes of the vectors and their unit-normalised copy (memory-mapped caches count too)."""
         unit = 0 if self.unit is self.vectors else self.unit.nbytes
         return int(np.asarray(self.vectors).nbytes + unit)
+
+    def warm_up(self) -> None:
+        """One cosine ranking over the whole vocabulary: touches every page of the unit matrix (memory-mapped caches
+        included) and wakes the BLAS threads, so the first search does not pay for them."""
+        scores = self.unit @ self.unit[0]
+        int(np.argmax(scores))
+
+    def frequencies(self) -> np.ndarray:
+        """p(w) per vocabulary row: from the model's counts when it has them, else Zipf's law over the rank."""
+        try:
+            counts = np.asarray([self.kv.get_vecattr(w, "count") for w in self.words], dtype=np.float64)
+        except (KeyError, AttributeError):  # files without counts (word2vec, GloVe) have none
+            counts = np.zeros(self.size, np.float64)
+        # gensim invents counts (size - rank) for files that carry none; those are not frequencies.
+        invented = np.array_equal(counts, np.arange(self.size, 0, -1, dtype=np.float64))
+        if invented or counts.min() <= 0:
+            counts = 1.0 / np.arange(1, self.size + 1, dtype=np.float64)
+        return (counts / counts.sum()).astype(np.float32)
 
     def folded_vocabulary(self, restrict_vocab: int, case_sensitive: bool) -> tuple[dict[str, int], np.ndarray]:
         """gensim evaluate_word_analogies' `ok_vocab` (key -> index of its first, most frequent spelling) and, for
@@ -204,11 +218,11 @@ _LOADERS: dict[WordVectorFormat, Callable[[Path], KeyedVectors]] = {
 def load_word_vectors(spec: ModelSpec, data_dir: Path) -> WordVectors:
     """Read the model a spec names; any failure becomes a one-line ModelLoadError."""
     if spec.format is WordVectorFormat.MODEL2VEC_DISTILLED:
-        from embedsvc.backends.minilm_static import load_minilm_static
+        from embedsvc.backends.minilm_static import load_minilm_static  # imports gensim, as the loaders below do
 
         try:
-            kv, source = load_minilm_static(data_dir)
-            return WordVectors(spec.name, kv, fmt=WordVectorFormat.MODEL2VEC_DISTILLED, source=source)
+            kv, source, version = load_minilm_static(data_dir)
+            return WordVectors(spec.name, kv, fmt=WordVectorFormat.MODEL2VEC_DISTILLED, source=source, version=version)
         except Exception as exc:
             raise ModelLoadError(f"model '{spec.name}': cannot build the embedded default: {_one_line(exc)}") from exc
     path, fmt = spec.path, spec.options.format
@@ -264,12 +278,13 @@ class WordVectorsKind(Kind):
 
     def load(self, spec: ModelSpec, context: LoadContext) -> Loaded:
         space = load_word_vectors(spec, context.data_dir)
-        text = None
+        parts: dict[Capability, object] = {Capability.WORDS: space}
         if spec.format is WordVectorFormat.MODEL2VEC_DISTILLED:
-            from embedsvc.backends.minilm_static import sentence_model_dir
-            from embedsvc.backends.text_encoders import StaticEncoder
+            from embedsvc.backends.minilm_static import sentence_model_dir  # imports gensim: see load_word_vectors
 
-            text = StaticEncoder(spec.name, sentence_model_dir(context.data_dir))
+            parts[Capability.TEXTS] = StaticEncoder(
+                spec.name, sentence_model_dir(context.data_dir), version=space.version
+            )
         return Loaded(
             engine="numpy",
             dimension=space.dimension,
@@ -277,8 +292,7 @@ class WordVectorsKind(Kind):
             source=space.source,
             vocabulary_size=space.size,
             has_subwords=space.has_subwords,
-            words=space,
-            text=text,
+            parts=parts,
         )
 
 

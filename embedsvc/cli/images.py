@@ -113,13 +113,14 @@ def _register_directions(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def train_vae(args: argparse.Namespace) -> int:
-    from embedsvc.backends.vae import save_checkpoint
+    from embedsvc.backends.vae import VAEModel, save_checkpoint
     from embedsvc.core.images.training import held_out_metrics
 
     data, config, options = _training_setup(args)
     started = time.monotonic()
     result = _train_with_progress(data, config, options)
-    metrics = held_out_metrics(result, device=options.device, seed=args.seed)
+    served = VAEModel(name="trained", net=result.net, version="", device=options.device)
+    metrics = held_out_metrics(result, served, device=options.device, seed=args.seed)
     card = _model_card(args, data, result, options, metrics, time.monotonic() - started)
     save_checkpoint(args.out, result.net.to("cpu"), card)
     lines = [f"wrote {args.out}/model.safetensors and {args.out}/config.json; held-out test split:"]

@@ -1,8 +1,11 @@
-"""The registry of hosted models: what is configured, what is loaded, and the provenance of each answer.
+"""The registry of hosted models: what is configured, what is loaded, and the parts it hands out by capability.
 
-Models are loaded through their kind (`embedsvc.backends.kinds`), then warmed up per capability: a word model answers
-one search, a text encoder encodes a warm-up batch and gets its batcher, an image model embeds a blank image, a VAE
-also decodes one. Callers ask for a capability (`word_model`, `text_model`, `image_model`, `vae`), never for a kind.
+Models are loaded through their kind (`embedsvc.backends.kinds`), checked (each part honours its capability's protocol,
+`embedsvc.backends.capabilities`, and the model offers what its kind said it would), then warmed up: `warm_up()` on
+each distinct part (a part offered under several capabilities, a VAE's, once). Callers ask for a part by capability,
+`model(name, Capability.X)`, never for a kind, and get it typed by that capability's protocol. A text encoder comes
+with its dynamic batcher (`core.texts.batching.TextModel`), started here, so that its calls are queued for one worker
+thread rather than run on gRPC threads.
 """
 
 from __future__ import annotations
@@ -10,23 +13,30 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
-import numpy as np
-
-from embedsvc.backends.base import Capability, LoadContext, Loaded, ModelSpec
-from embedsvc.backends.image_encoders import ImageEncoder
-from embedsvc.backends.kinds import kind_of, load_order
-from embedsvc.backends.text_encoders import TextEncoder
-from embedsvc.backends.vae import VAEModel
-from embedsvc.backends.word_vectors import WordVectors
-from embedsvc.core.expression import Expression, Term, TermKind
-from embedsvc.core.texts.batching import Batcher
-from embedsvc.core.words import arithmetic
-from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.backends.base import LoadContext, Loaded, ModelSpec
+from embedsvc.backends.capabilities import (
+    DESCRIBED,
+    AnomalyScorer,
+    Capability,
+    CrossEncoder,
+    ImageEncoder,
+    LatentDecoder,
+    LatentEncoder,
+    LatentInpainter,
+    Part,
+    TextEncoder,
+    WordSpace,
+)
+from embedsvc.backends.kinds import kind_of, load_order, parse_model
+from embedsvc.core.texts.batching import Batcher, TextModel
+from embedsvc.errors import ConfigError, EmbedsvcError, Hint, Reason, operation_not_supported
 
 log = logging.getLogger(__name__)
 
@@ -67,42 +77,17 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
-class Provenance:
-    model: str
-    model_version: str
-    method: str
-    parameters: dict[str, str]
-
-
-def provenance(
-    space: WordVectors | TextEncoder | ImageEncoder, method: str, parameters: dict[str, str] | None = None
-) -> Provenance:
-    return Provenance(space.name, space.version, method, dict(parameters or {}))
-
-
-@dataclass(frozen=True)
-class TextModel:
-    """A loaded text encoder and the batcher that feeds it."""
-
-    encoder: TextEncoder
-    batcher: Batcher
-
-
-@dataclass(frozen=True)
 class Hosted:
-    """A loaded, warmed-up model: what its kind loaded, and the batcher of its text encoder."""
+    """A loaded, warmed-up model: what its kind loaded, and what the registry hands out per capability (the parts,
+    the text encoder with its batcher)."""
 
     loaded: Loaded
-    text: TextModel | None = None
+    served: Mapping[Capability, object]
 
-
-# What each capability is called in MODEL_KIND_MISMATCH messages.
-_WANTED = {
-    Capability.WORDS: "a word-vectors model",
-    Capability.TEXTS: "a model that embeds texts",
-    Capability.IMAGES: "an image model (vae or image-encoder)",
-    Capability.LATENTS: "a VAE",
-}
+    @property
+    def text(self) -> TextModel | None:
+        text = self.served.get(Capability.TEXTS)
+        return text if isinstance(text, TextModel) else None
 
 
 class ModelRegistry:
@@ -292,40 +277,30 @@ class ModelRegistry:
         with self._lock:
             loaded_so_far = {name: h.loaded for name, h in self._hosted.items()}
         loaded = kind_of(spec).load(spec, LoadContext(self._data_dir, self._device, loaded_so_far))
-        if loaded.words is not None:
-            _warm_up_words(loaded.words)
-        if loaded.image is not None:
-            image = loaded.image.shape
-            blank = np.zeros((2, image.channels, image.size, image.size), np.float32)
-            if loaded.vae is not None:
-                loaded.vae.decode(loaded.vae.encode(blank)[0])  # both halves
-            else:
-                loaded.image.embed(blank)
-        text = None
-        if loaded.text is not None:
-            text = self._start_text_model(spec.name, loaded)
-        return Hosted(loaded, text)
-
-    def _start_text_model(self, name: str, loaded: Loaded) -> TextModel:
-        encoder = loaded.text
-        assert encoder is not None
-        warm = ["warm up", "a longer sentence that warms up the thread pools and the allocator " * 4]
-        try:
-            encoder.encode(warm)  # the first batch pays for thread pools and allocations, not a caller
-        except EmbedsvcError as exc:
-            # An averaged-words model over a vocabulary without these English words: nothing to warm.
-            if exc.reason is not Reason.UNEMBEDDABLE_INPUT:
-                raise
-        options = loaded.batching
-        batcher = Batcher(
-            name,
-            encoder.encode,
-            max_batch_size=options.max_batch_size,
-            max_wait_s=options.max_wait_ms / 1e3,
-            enabled=options.enabled,
-            max_queued=self._max_queued_texts,
-        )
-        return TextModel(encoder, batcher)
+        unfit = loaded.unfit_parts()
+        if unfit:
+            raise RuntimeError(f"the {spec.kind} kind loaded parts that break their protocol: {', '.join(unfit)}")
+        promised = kind_of(spec).offers(spec)
+        if loaded.capabilities != promised:
+            raise RuntimeError(
+                f"the {spec.kind} kind offers {_names(promised)} but loaded {_names(loaded.capabilities)}"
+            )
+        for part in _distinct(loaded):
+            part.warm_up()
+        served: dict[Capability, object] = dict(loaded.parts)
+        encoder = loaded.parts.get(Capability.TEXTS)
+        if isinstance(encoder, TextEncoder):  # its calls are queued: it is served with its batcher
+            options = loaded.batching
+            batcher = Batcher(
+                spec.name,
+                encoder.encode,
+                max_batch_size=options.max_batch_size,
+                max_wait_s=options.max_wait_ms / 1e3,
+                enabled=options.enabled,
+                max_queued=self._max_queued_texts,
+            )
+            served[Capability.TEXTS] = TextModel(encoder, batcher)
+        return Hosted(loaded, served)
 
     def close(self) -> None:
         """Stop the batch workers (queued calls fail with MODEL_NOT_READY)."""
@@ -355,40 +330,44 @@ class ModelRegistry:
         self._named_info(name)
         return self._offers[name]
 
-    def word_model(self, name: str) -> WordVectors:
-        """The ready word model of that name; MODEL_NOT_FOUND, MODEL_NOT_READY or MODEL_KIND_MISMATCH."""
-        hosted = self._hosted_with(name, Capability.WORDS)
-        assert hosted.loaded.words is not None
-        return hosted.loaded.words
+    @overload
+    def model(self, name: str, capability: Literal[Capability.WORDS]) -> WordSpace: ...
+    @overload
+    def model(self, name: str, capability: Literal[Capability.TEXTS]) -> TextModel: ...
+    @overload
+    def model(self, name: str, capability: Literal[Capability.PAIRS]) -> CrossEncoder: ...
+    @overload
+    def model(self, name: str, capability: Literal[Capability.IMAGES]) -> ImageEncoder: ...
+    @overload
+    def model(self, name: str, capability: Literal[Capability.LATENT_DECODER]) -> LatentDecoder: ...
+    @overload
+    def model(self, name: str, capability: Literal[Capability.LATENT_ENCODER]) -> LatentEncoder: ...
+    @overload
+    def model(self, name: str, capability: Literal[Capability.ANOMALY_SCORES]) -> AnomalyScorer: ...
+    @overload
+    def model(self, name: str, capability: Literal[Capability.INPAINTING]) -> LatentInpainter: ...
 
-    def text_model(self, name: str) -> TextModel:
-        """The ready text model of that name; MODEL_NOT_FOUND, MODEL_NOT_READY or MODEL_KIND_MISMATCH."""
-        hosted = self._hosted_with(name, Capability.TEXTS)
-        assert hosted.text is not None
-        return hosted.text
+    def model(self, name: str, capability: Capability) -> object:
+        """The ready model of that name, as the part offering `capability` (a text encoder with its batcher).
 
-    def image_model(self, name: str) -> ImageEncoder:
-        """The ready image model (a VAE or an image encoder) of that name."""
-        hosted = self._hosted_with(name, Capability.IMAGES)
-        assert hosted.loaded.image is not None
-        return hosted.loaded.image
-
-    def vae(self, name: str) -> VAEModel:
-        """The ready VAE of that name; MODEL_NOT_FOUND, MODEL_NOT_READY or MODEL_KIND_MISMATCH."""
-        hosted = self._hosted_with(name, Capability.LATENTS)
-        assert hosted.loaded.vae is not None
-        return hosted.loaded.vae
+        MISSING_FIELD without a name, MODEL_NOT_FOUND for an unknown one; MODEL_KIND_MISMATCH when the model does not
+        offer the capability, or OPERATION_NOT_SUPPORTED when it is of the capability's family but lacks this part
+        (an autoencoder asked for anomaly scores); then MODEL_UNLOADED or MODEL_NOT_READY when it is not loaded.
+        """
+        return self._hosted_with(name, capability).served[capability]
 
     def _hosted_with(self, name: str, capability: Capability) -> Hosted:
         info = self._named_info(name)
         offers = self._offers[name]
         if capability not in offers:
-            raise _kind_mismatch(info, capability, offers)
+            raise _not_offered(info, capability, offers)
         with self._lock:
             hosted = self._hosted.get(name)
             info = self._infos[name]
         if hosted is None:
             raise _not_ready(info)
+        if capability not in hosted.served:  # reloaded from a new configuration since `offers` was read
+            raise _not_offered(info, capability, hosted.loaded.capabilities)
         return hosted
 
     def _named_info(self, name: str) -> ModelInfo:
@@ -418,11 +397,22 @@ def _loading_info(spec: ModelSpec) -> ModelInfo:
     )
 
 
+def _distinct(loaded: Loaded) -> list[Part]:
+    """The model's parts, each once (a part offered under several capabilities, a VAE's, is one object)."""
+    parts: dict[int, Part] = {}
+    for part in loaded.parts.values():
+        assert isinstance(part, Part)  # checked by _load (unfit_parts)
+        parts.setdefault(id(part), part)
+    return list(parts.values())
+
+
+def _names(capabilities: frozenset[Capability]) -> str:
+    return ", ".join(sorted(c.value for c in capabilities)) or "nothing"
+
+
 def _memory(hosted: Hosted) -> int:
     """Bytes the model's own parts hold (a part offered twice, a VAE's image encoder, counted once)."""
-    loaded = hosted.loaded
-    parts = {id(p): p for p in (loaded.words, loaded.text, loaded.image, loaded.vae) if p is not None}
-    return sum(int(p.memory_bytes()) for p in parts.values())
+    return sum(int(p.memory_bytes()) for p in _distinct(hosted.loaded))
 
 
 def _ready_info(info: ModelInfo, hosted: Hosted) -> ModelInfo:
@@ -438,7 +428,7 @@ def _ready_info(info: ModelInfo, hosted: Hosted) -> ModelInfo:
         space=f"model:{info.name}@{loaded.version}",
         has_subwords=loaded.has_subwords,
         source=loaded.source,
-        embeds_texts=hosted.text is not None,
+        embeds_texts=Capability.TEXTS in loaded.capabilities,
         max_seq_length=hosted.text.encoder.max_seq_length if hosted.text else 0,
         matryoshka_dims=hosted.text.encoder.matryoshka_dims if hosted.text else (),
         any_dimensions=hosted.text.encoder.any_dimensions if hosted.text else False,
@@ -451,24 +441,25 @@ def _ready_info(info: ModelInfo, hosted: Hosted) -> ModelInfo:
     )
 
 
-def _kind_mismatch(info: ModelInfo, wanted: Capability, offers: frozenset[Capability]) -> EmbedsvcError:
-    hint = ""
-    if wanted is Capability.WORDS and Capability.TEXTS in offers:
-        hint = (
-            "; a sentence model has no vocabulary: for arithmetic, search a collection bound to it with an "
-            "expression query"
+def _not_offered(info: ModelInfo, wanted: Capability, offers: frozenset[Capability]) -> EmbedsvcError:
+    """A model asked for a capability it does not offer: OPERATION_NOT_SUPPORTED when it is of the capability's family
+    (capabilities.DESCRIBED), MODEL_KIND_MISMATCH otherwise, with the hint for what it offers instead, if any."""
+    described = DESCRIBED[wanted]
+    if described.part_of is not None and described.part_of in offers:
+        return operation_not_supported(
+            info.name,
+            info.kind,
+            f"model '{info.name}' is a {info.kind} model, which cannot {described.lacking}",
+            wanted,
         )
-    message = f"model '{info.name}' is a {info.kind} model, not {_WANTED[wanted]}{hint}"
-    if wanted is Capability.TEXTS and Capability.WORDS in offers:
-        message = (
-            f"model '{info.name}' is a {info.kind} model without a sentence mode; configure an averaged-words text "
-            f'encoder over it (format = "averaged-words", words = "{info.name}")'
-        )
+    hints = [template for other, template in described.instead.items() if other in offers]
+    message = hints[0] if hints else "model '{name}' is a {kind} model, not " + described.what
     return EmbedsvcError(
         Reason.MODEL_KIND_MISMATCH,
-        message,
+        message.format(name=info.name, kind=info.kind),
         field="model",
         metadata={"model": info.name, "kind": info.kind},
+        hint=Hint.EMBED_TEXTS if wanted is Capability.WORDS and Capability.TEXTS in offers else None,
     )
 
 
@@ -488,14 +479,6 @@ def _not_ready(info: ModelInfo) -> EmbedsvcError:
     )
 
 
-def _warm_up_words(space: WordVectors) -> None:
-    """One search of each kind, so the first request does not pay for thread pools and page faults."""
-    word = space.words[0]
-    options = arithmetic.Options(top_n=1)
-    arithmetic.evaluate(space, [Expression((Term(TermKind.WORD, 1.0, word),))], options)
-    np.asarray(space.unit).sum()  # touch every page of the unit matrix
-
-
 # Bytes of a model configuration sent with LoadModel or ReloadModel.
 MAX_CONFIG_BYTES = 64 * 1024
 
@@ -504,11 +487,6 @@ def spec_from_config(name: str, config: str) -> ModelSpec:
     """A model entry sent in a request (the keys of one [[models]] table, in TOML, without the name). INVALID_VALUE
     naming the key for a bad entry; entries that run code from their files are refused: they belong in the operator's
     configuration file, not in a request."""
-    import tomllib
-
-    from embedsvc.backends.kinds import parse_model
-    from embedsvc.errors import ConfigError
-
     if len(config.encode("utf-8")) > MAX_CONFIG_BYTES:
         raise EmbedsvcError(
             Reason.LIMIT_EXCEEDED,

@@ -39,10 +39,14 @@ class VectorCollection(Protocol):
     config: CollectionConfig
     state: State
     error: str
-    checkpoint_error: str
-    checkpoint_failures: int
 
     def check_ready(self) -> None: ...
+
+    @property
+    def checkpoint_error(self) -> str: ...
+
+    @property
+    def checkpoint_failures(self) -> int: ...
 
     @property
     def count(self) -> int: ...

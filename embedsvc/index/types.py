@@ -170,7 +170,7 @@ Operation = Upsert | Delete
 
 @dataclass(frozen=True)
 class Alias:
-    """Another name for a collection (see embedsvc.core.collections.aliases)."""
+    """Another name for a collection (see embedsvc.index.aliases)."""
 
     alias: str
     collection: str

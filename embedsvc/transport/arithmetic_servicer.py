@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import grpc
 
-from embedsvc.core.registry import ModelRegistry, provenance
+from embedsvc.backends.capabilities import Capability
+from embedsvc.core.provenance import provenance
+from embedsvc.core.registry import ModelRegistry
 from embedsvc.core.words import arithmetic
 from embedsvc.core.words.analogies import GENSIM_RESTRICT_VOCAB, evaluate_analogies, parse_analogies
 from embedsvc.errors import limit_exceeded, missing
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.transport import convert
 from embedsvc.v1 import arithmetic_pb2, arithmetic_pb2_grpc
 
@@ -21,7 +23,7 @@ class ArithmeticServicer(arithmetic_pb2_grpc.ArithmeticServiceServicer):
     def Arithmetic(
         self, request: arithmetic_pb2.ArithmeticRequest, context: grpc.ServicerContext
     ) -> arithmetic_pb2.ArithmeticResponse:
-        space = self._registry.word_model(request.model)
+        space = self._registry.model(request.model, Capability.WORDS)
         options = arithmetic.check_options(
             arithmetic.Options(
                 method=convert.method(request.method),
@@ -44,7 +46,7 @@ class ArithmeticServicer(arithmetic_pb2_grpc.ArithmeticServiceServicer):
     def EvaluateAnalogies(
         self, request: arithmetic_pb2.EvaluateAnalogiesRequest, context: grpc.ServicerContext
     ) -> arithmetic_pb2.EvaluateAnalogiesResponse:
-        space = self._registry.word_model(request.model)
+        space = self._registry.model(request.model, Capability.WORDS)
         if not request.analogies:
             raise missing("analogies", "the analogy file's content")
         if len(request.analogies) > self._limits.max_analogy_bytes:

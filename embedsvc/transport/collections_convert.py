@@ -10,13 +10,12 @@ from typing import Any
 import numpy as np
 from google.protobuf import timestamp_pb2
 
-from embedsvc.core.collections.aliases import Alias
 from embedsvc.core.collections.service import CollectionInfo, ItemIn, PackedQueries, QueryIn, SearchOptions
 from embedsvc.errors import EmbedsvcError, Reason, invalid
-from embedsvc.index.types import Backend, Hit, IndexKind, IndexParams, Metric, StoredItem
-from embedsvc.settings import Limits
+from embedsvc.index.types import Alias, Backend, Hit, IndexKind, IndexParams, Metric, StoredItem
+from embedsvc.limits import Limits
 from embedsvc.transport import convert, images_convert
-from embedsvc.v1 import collections_pb2, common_pb2
+from embedsvc.v1 import collections_pb2, common_pb2, retrieval_pb2
 
 METRICS: dict[int, Metric] = {
     collections_pb2.METRIC_COSINE: Metric.COSINE,
@@ -32,18 +31,21 @@ KINDS: dict[int, IndexKind] = {
     collections_pb2.INDEX_KIND_IVF_PQ: IndexKind.IVF_PQ,
 }
 _KIND_MESSAGES: dict[IndexKind, Any] = {v: k for k, v in KINDS.items() if k != collections_pb2.INDEX_KIND_UNSPECIFIED}
-BACKENDS: dict[int, Backend | None] = {
-    collections_pb2.BACKEND_UNSPECIFIED: None,
-    collections_pb2.BACKEND_FAISS: Backend.FAISS,
-    collections_pb2.BACKEND_MILVUS: Backend.MILVUS,
-}
-_BACKEND_MESSAGES: dict[Backend, Any] = {v: k for k, v in BACKENDS.items() if v is not None}
 
 
 def backend(value: int) -> Backend | None:
-    if value not in BACKENDS:
-        raise invalid("backend", f"unknown backend {value}")
-    return BACKENDS[value]
+    """The backend a request names, by the enum value's name (BACKEND_MILVUS is Backend.MILVUS); None: the default.
+    Derived, not tabled, so that a new backend needs no change here."""
+    if value == collections_pb2.BACKEND_UNSPECIFIED:
+        return None
+    try:
+        return Backend(collections_pb2.Backend.Name(value).removeprefix("BACKEND_").lower())
+    except ValueError:  # not in the proto, or not a backend of this server
+        raise invalid("backend", f"unknown backend {value}") from None
+
+
+def backend_message(value: Backend) -> collections_pb2.Backend:
+    return collections_pb2.Backend.Value("BACKEND_" + value.value.upper())
 
 
 _STATES = {
@@ -116,7 +118,7 @@ def info_message(info: CollectionInfo) -> collections_pb2.CollectionInfo:
         aliases=info.aliases,
         checkpoint_error=info.checkpoint_error,
         checkpoint_failures=info.checkpoint_failures,
-        backend=_BACKEND_MESSAGES[c.backend],
+        backend=backend_message(c.backend),
     )
 
 
@@ -214,7 +216,41 @@ def item_message(item: StoredItem, space: str, *, with_vector: bool) -> collecti
     return message
 
 
+def not_served_yet(field: str, what: str) -> EmbedsvcError:
+    """A v1 field this server version accepts on the wire but does not act on yet: refused, never ignored (an
+    ignored `mode = KEYWORD` would answer a dense search as if it were one)."""
+    return invalid(field, f"{what} is not served by this server version yet (it comes with hybrid retrieval)")
+
+
+def refuse_unserved_create(request: collections_pb2.CreateCollectionRequest) -> None:
+    for name, what in (("keyword", "a keyword index"), ("search_defaults", "search defaults"), ("prompts", "prompts")):
+        if request.HasField(name):
+            raise not_served_yet(name, what)
+
+
+def _refuse_unserved_options(message: collections_pb2.SearchOptions) -> None:
+    if message.mode not in (retrieval_pb2.SEARCH_MODE_UNSPECIFIED, retrieval_pb2.SEARCH_MODE_DENSE):
+        raise not_served_yet("options.mode", "keyword and hybrid search")
+    for name, what in (
+        ("fusion", "fusion"),
+        ("rerank", "a rerank stage"),
+        ("diversity", "diversity"),
+    ):
+        if message.HasField(name):
+            raise not_served_yet(f"options.{name}", what)
+    for name, set_, what in (
+        ("group_by", bool(message.group_by), "grouping"),
+        ("group_size", message.group_size != 0, "grouping"),
+        ("diversity_candidates", message.diversity_candidates != 0, "diversity"),
+        ("keep_inputs", message.keep_inputs, "keep_inputs"),
+    ):
+        if set_:
+            raise not_served_yet(f"options.{name}", what)
+
+
 def query(message: collections_pb2.Query, field: str, limits: Limits) -> QueryIn:
+    if message.keyword_text:
+        raise not_served_yet(field + ".keyword_text", "keyword text")
     which = message.WhichOneof("query")
     if which == "vector":
         return QueryIn(vector=convert.vector(message.vector, field + ".vector"), space=message.vector.space)
@@ -227,6 +263,8 @@ def query(message: collections_pb2.Query, field: str, limits: Limits) -> QueryIn
         return QueryIn(expression=expression)
     if which == "image":
         return QueryIn(image=images_convert.image(message.image, field + ".image"))
+    if which == "examples":
+        raise not_served_yet(field + ".examples", "search by example")
     return QueryIn()
 
 
@@ -240,6 +278,7 @@ def batch_queries(request: collections_pb2.BatchSearchRequest, limits: Limits) -
 
 
 def search_options(message: collections_pb2.SearchOptions) -> SearchOptions:
+    _refuse_unserved_options(message)
     return SearchOptions(
         k=message.k,
         filter=message.filter,

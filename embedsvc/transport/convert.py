@@ -10,11 +10,13 @@ import numpy as np
 from embedsvc import calls
 from embedsvc.calls import CallControl
 from embedsvc.core.expression import Expression, Term, TermKind, check_weight, parse_expression
-from embedsvc.core.registry import ModelInfo, ModelState, Provenance
+from embedsvc.core.provenance import Provenance
+from embedsvc.core.registry import ModelInfo, ModelState
 from embedsvc.core.words import arithmetic
 from embedsvc.core.words.analogies import AnalogyReport, SectionScore
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
+from embedsvc.transport.images_convert import image
 from embedsvc.v1 import arithmetic_pb2, common_pb2, models_pb2
 
 _METHODS: dict[int, arithmetic.Method] = {
@@ -129,8 +131,6 @@ def _term(message: arithmetic_pb2.Term, field: str) -> Term:
     if which == "text":  # checked (empty, too long) by the text model that evaluates it
         return Term(TermKind.TEXT, weight, message.text)
     if which == "image":
-        from embedsvc.transport.images_convert import image
-
         return Term(TermKind.IMAGE, weight, image=image(message.image, field + ".image"))
     if which == "direction":
         if not message.direction:

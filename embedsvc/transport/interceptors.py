@@ -221,6 +221,8 @@ class _Method:
         gateway = self.gateway
         status = gateway._overloaded(lane.limit, lane.cap)
         metrics = gateway._metrics
+        # Made with the method's first call, so its shed series exists at 0 before any refusal: alerts on its rate
+        # see the first one (a counter that appears at 1 has no increase to rate).
         counted = metrics.requests.labels(self.service, self.name, status.code.name) if metrics else None
         latency = self.latency
         method = self.method

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 
+from embedsvc.backends.capabilities import Capability
 from embedsvc.core.images.codec import to_model_input
 from embedsvc.core.images.latents import Generated, Latents, PackedLatents, TaggedVector
-from embedsvc.core.registry import provenance
+from embedsvc.core.provenance import provenance
 from embedsvc.errors import check_count, invalid
 from embedsvc.transport import convert
 from embedsvc.transport import images_convert as ic
@@ -23,7 +24,7 @@ class LatentServicer(latent_pb2_grpc.LatentServiceServicer):
         self._limits = latents.limits
 
     def _space(self, model: str) -> str:
-        return self._latents.registry.vae(model).space
+        return self._latents.registry.model(model, Capability.LATENT_DECODER).space
 
     def _images(self, result: Generated, model: str) -> list[latent_pb2.GeneratedImage]:
         return ic.generated(result, self._space(model))
@@ -36,14 +37,17 @@ class LatentServicer(latent_pb2_grpc.LatentServiceServicer):
         space = self._space(request.model)
         if request.packed_results:
             response.packed_means.CopyFrom(convert.packed_vectors_message(mean, space))
-            response.packed_log_variances.CopyFrom(convert.packed_vectors_message(log_var, space))
+            if log_var is not None:  # a model without a posterior (an autoencoder) has no log-variances
+                response.packed_log_variances.CopyFrom(convert.packed_vectors_message(log_var, space))
             return response
-        for m, v in zip(mean.tolist(), log_var.tolist(), strict=True):  # one tolist per matrix: cheaper than per row
+        variances = log_var.tolist() if log_var is not None else [None] * len(mean)
+        for m, v in zip(mean.tolist(), variances, strict=True):  # one tolist per matrix: cheaper than per row
             code = response.codes.add()
             code.mean.values.extend(m)
             code.mean.space = space
-            code.log_variance.values.extend(v)
-            code.log_variance.space = space
+            if v is not None:
+                code.log_variance.values.extend(v)
+                code.log_variance.space = space
         return response
 
     def DecodeLatents(
@@ -189,7 +193,7 @@ class ImageServicer(images_pb2_grpc.ImageServiceServicer):
     def EmbedImages(
         self, request: images_pb2.EmbedImagesRequest, context: grpc.ServicerContext
     ) -> images_pb2.EmbedImagesResponse:
-        model = self._registry.image_model(request.model)
+        model = self._registry.model(request.model, Capability.IMAGES)
         check_count("images", "images", len(request.images), self._limits.max_images_per_request)
         pixels = to_model_input(ic.images(request.images), model.shape, max_pixels=self._limits.max_image_pixels)
         vectors = model.embed(pixels)

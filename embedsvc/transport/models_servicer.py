@@ -7,7 +7,7 @@ import grpc
 from embedsvc.core.paging import PageTokens, page_size
 from embedsvc.core.registry import ModelRegistry, spec_from_config
 from embedsvc.errors import missing
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.transport import convert
 from embedsvc.v1 import models_pb2, models_pb2_grpc
 

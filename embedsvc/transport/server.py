@@ -18,7 +18,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from embedsvc.core.collections.admin import CollectionAdmin
-from embedsvc.core.collections.aliases import Aliases, AliasStore
 from embedsvc.core.collections.service import Collections
 from embedsvc.core.images.directions import DirectionStore
 from embedsvc.core.images.latents import Latents
@@ -26,12 +25,9 @@ from embedsvc.core.operations import OperationStore
 from embedsvc.core.paging import PageTokens
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.durable import DataDirLock
-from embedsvc.index.backend import CollectionBackend, Stores
 from embedsvc.index.exact import configure_faiss
-from embedsvc.index.faiss.store import CollectionStore
-from embedsvc.index.milvus.client import MilvusOptions
-from embedsvc.index.types import Backend
-from embedsvc.settings import MilvusSettings, Settings
+from embedsvc.index.stores import open_aliases, open_stores
+from embedsvc.settings import Settings
 from embedsvc.transport.admission import HEALTH_QUEUE, HEALTH_THREADS, Admission, CountingPool, Lane
 from embedsvc.transport.audit import AuditLog
 from embedsvc.transport.auth import KeyRing
@@ -85,14 +81,14 @@ class Server:
             device=settings.device,
             max_queued_texts=settings.limits.max_queued_texts,
         )
-        self.store = stores(settings)
+        self.store = open_stores(settings.storage_options())
         self.tokens = (
             PageTokens(settings.page_token_secret.encode("utf-8"))
             if settings.page_token_secret
             else PageTokens.in_data_dir(settings.data_dir)
         )
         self.operations = OperationStore(settings.data_dir / "operations")
-        self.aliases = aliases(settings)
+        self.aliases = open_aliases(settings.storage_options())
         self.directions = DirectionStore(settings.data_dir / "directions")
         limits = settings.limits
         latents = Latents(self.registry, self.directions, limits, self.tokens)
@@ -274,36 +270,6 @@ class Server:
 
     def wait_for_termination(self) -> None:
         self.stopped.wait()
-
-
-def milvus_options(settings: Settings, milvus: MilvusSettings) -> MilvusOptions:
-    uri = str(settings.data_dir / milvus.uri) if milvus.is_local else milvus.uri
-    return MilvusOptions(uri, milvus.token, milvus.db_name, milvus.consistency, milvus.timeout_s, milvus.retries)
-
-
-def stores(settings: Settings) -> Stores:
-    """The collection backends: the embedded FAISS one always, Milvus when [storage.milvus] is configured."""
-    backends: dict[Backend, CollectionBackend] = {
-        Backend.FAISS: CollectionStore(settings.data_dir, settings.checkpoint_bytes)
-    }
-    milvus = settings.storage.milvus
-    if milvus is not None:
-        from embedsvc.index.milvus.store import MilvusStore
-
-        backends[Backend.MILVUS] = MilvusStore(
-            milvus_options(settings, milvus), max_id_bytes=settings.limits.max_id_bytes
-        )
-    return Stores(backends, Backend(settings.storage.backend))
-
-
-def aliases(settings: Settings) -> Aliases:
-    """Aliases in the data directory; in Milvus when collections default to Milvus, so that replicas share them."""
-    milvus = settings.storage.milvus
-    if settings.storage.backend != "milvus" or milvus is None:
-        return AliasStore(settings.data_dir)
-    from embedsvc.index.milvus.aliases import MilvusAliasStore
-
-    return MilvusAliasStore(milvus_options(settings, milvus))
 
 
 def channel_options(settings: Settings) -> list[tuple[str, int]]:

@@ -8,7 +8,7 @@ from datetime import datetime
 import grpc
 
 from embedsvc import __version__
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.transport.collections_convert import timestamp
 from embedsvc.v1 import server_pb2, server_pb2_grpc
 

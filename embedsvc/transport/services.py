@@ -19,7 +19,7 @@ from embedsvc.core.images.latents import Latents
 from embedsvc.core.maps.projection import Maps
 from embedsvc.core.paging import PageTokens
 from embedsvc.core.registry import ModelRegistry
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.transport.arithmetic_servicer import ArithmeticServicer
 from embedsvc.transport.collections_servicer import CollectionServicer
 from embedsvc.transport.latent_servicer import ImageServicer, LatentServicer

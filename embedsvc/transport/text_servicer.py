@@ -6,13 +6,14 @@ from collections.abc import Iterator
 
 import grpc
 
+from embedsvc.backends.capabilities import Capability
 from embedsvc.calls import CallControl
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.core.texts import embedding as texts
 from embedsvc.core.texts.embedding import LongTexts
 from embedsvc.core.texts.shapes import Calibrations, Dtype
 from embedsvc.errors import EmbedsvcError, Reason, invalid, missing
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.transport import convert
 from embedsvc.transport.convert import call_control
 from embedsvc.transport.status import to_status
@@ -57,11 +58,12 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
         self._calibrations = Calibrations()
 
     def _embed(self, request: text_pb2.EmbedTextsRequest, control: CallControl) -> text_pb2.EmbedTextsResponse:
+        if request.prompt_name:  # accepted on the wire, not acted on yet: refused rather than ignored
+            raise invalid("prompt_name", "prompts are not served by this server version yet")
         if request.truncation_direction not in (0, 1, 2):
             raise invalid("truncation_direction", f"unknown truncation_direction value {request.truncation_direction}")
         embedded = texts.embed_texts(
-            self._registry,
-            request.model,
+            self._registry.model(request.model, Capability.TEXTS),
             list(request.texts),
             self._limits,
             normalize=request.normalize,
@@ -124,7 +126,7 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
     ) -> text_pb2.TokenizeTextsResponse:
         special = request.add_special_tokens if request.HasField("add_special_tokens") else True
         tokenized = texts.tokenize_texts(
-            self._registry, request.model, list(request.texts), self._limits, special=special
+            self._registry.model(request.model, Capability.TEXTS), list(request.texts), self._limits, special=special
         )
         return text_pb2.TokenizeTextsResponse(
             texts=[

@@ -6,10 +6,12 @@ from collections.abc import Iterator
 
 import grpc
 
-from embedsvc.core.registry import ModelRegistry, provenance
+from embedsvc.backends.capabilities import Capability
+from embedsvc.core.provenance import provenance
+from embedsvc.core.registry import ModelRegistry
 from embedsvc.core.words import arithmetic
 from embedsvc.core.words import lookups as words
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.transport import convert
 from embedsvc.v1 import words_pb2, words_pb2_grpc
 
@@ -22,7 +24,7 @@ class WordServicer(words_pb2_grpc.WordServiceServicer):
     def EmbedWords(
         self, request: words_pb2.EmbedWordsRequest, context: grpc.ServicerContext
     ) -> words_pb2.EmbedWordsResponse:
-        space = self._registry.word_model(request.model)
+        space = self._registry.model(request.model, Capability.WORDS)
         embedded = words.embed(space, list(request.words), self._limits, normalize=request.normalize)
         return words_pb2.EmbedWordsResponse(
             vectors=[convert.vector_message(v, space.space) for v in embedded.vectors],
@@ -35,7 +37,7 @@ class WordServicer(words_pb2_grpc.WordServiceServicer):
     def NearestWords(
         self, request: words_pb2.NearestWordsRequest, context: grpc.ServicerContext
     ) -> words_pb2.NearestWordsResponse:
-        space = self._registry.word_model(request.model)
+        space = self._registry.model(request.model, Capability.WORDS)
         top_n = request.top_n or arithmetic.DEFAULT_TOP_N
         lists = words.nearest(
             space, list(request.words), self._limits, top_n=top_n, restrict_vocab=request.restrict_vocab
@@ -53,7 +55,7 @@ class WordServicer(words_pb2_grpc.WordServiceServicer):
     def Similarity(
         self, request: words_pb2.SimilarityRequest, context: grpc.ServicerContext
     ) -> words_pb2.SimilarityResponse:
-        space = self._registry.word_model(request.model)
+        space = self._registry.model(request.model, Capability.WORDS)
         sims = words.similarity(space, [(p.first, p.second) for p in request.pairs], self._limits)
         return words_pb2.SimilarityResponse(
             similarities=sims, provenance=convert.provenance_message(provenance(space, "cosine"))
@@ -62,7 +64,7 @@ class WordServicer(words_pb2_grpc.WordServiceServicer):
     def DoesntMatch(
         self, request: words_pb2.DoesntMatchRequest, context: grpc.ServicerContext
     ) -> words_pb2.DoesntMatchResponse:
-        space = self._registry.word_model(request.model)
+        space = self._registry.model(request.model, Capability.WORDS)
         ranking = words.doesnt_match(space, list(request.words), self._limits)
         return words_pb2.DoesntMatchResponse(
             odd_one_out=ranking.odd_one_out,
@@ -73,7 +75,7 @@ class WordServicer(words_pb2_grpc.WordServiceServicer):
     def ExportWords(
         self, request: words_pb2.ExportWordsRequest, context: grpc.ServicerContext
     ) -> Iterator[words_pb2.ExportWordsResponse]:
-        space = self._registry.word_model(request.model)
+        space = self._registry.model(request.model, Capability.WORDS)
         chunks = words.export(
             space,
             self._limits,

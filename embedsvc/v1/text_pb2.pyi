@@ -45,11 +45,12 @@ EMBEDDING_DTYPE_BINARY: EmbeddingDtype
 EMBEDDING_DTYPE_UBINARY: EmbeddingDtype
 
 class EmbedTextsRequest(_message.Message):
-    __slots__ = ("model", "texts", "normalize", "long_texts", "dimensions", "dtype", "truncation_direction", "packed_results")
+    __slots__ = ("model", "texts", "normalize", "long_texts", "prompt_name", "dimensions", "dtype", "truncation_direction", "packed_results")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
     LONG_TEXTS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
     DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATION_DIRECTION_FIELD_NUMBER: _ClassVar[int]
@@ -58,11 +59,12 @@ class EmbedTextsRequest(_message.Message):
     texts: _containers.RepeatedScalarFieldContainer[str]
     normalize: bool
     long_texts: LongTextMode
+    prompt_name: str
     dimensions: int
     dtype: EmbeddingDtype
     truncation_direction: TruncationDirection
     packed_results: bool
-    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., long_texts: _Optional[_Union[LongTextMode, str]] = ..., dimensions: _Optional[int] = ..., dtype: _Optional[_Union[EmbeddingDtype, str]] = ..., truncation_direction: _Optional[_Union[TruncationDirection, str]] = ..., packed_results: _Optional[bool] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., long_texts: _Optional[_Union[LongTextMode, str]] = ..., prompt_name: _Optional[str] = ..., dimensions: _Optional[int] = ..., dtype: _Optional[_Union[EmbeddingDtype, str]] = ..., truncation_direction: _Optional[_Union[TruncationDirection, str]] = ..., packed_results: _Optional[bool] = ...) -> None: ...
 
 class QuantizedVectors(_message.Message):
     __slots__ = ("rows", "dimension", "dtype", "data", "space")
@@ -155,3 +157,41 @@ class TokenizeTextsResponse(_message.Message):
     max_seq_length: int
     provenance: _common_pb2.Provenance
     def __init__(self, texts: _Optional[_Iterable[_Union[TokenizedText, _Mapping]]] = ..., max_seq_length: _Optional[int] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
+
+class RerankRequest(_message.Message):
+    __slots__ = ("model", "query", "texts", "top_n", "raw_scores", "return_text", "truncate")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    TOP_N_FIELD_NUMBER: _ClassVar[int]
+    RAW_SCORES_FIELD_NUMBER: _ClassVar[int]
+    RETURN_TEXT_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    query: str
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    top_n: int
+    raw_scores: bool
+    return_text: bool
+    truncate: bool
+    def __init__(self, model: _Optional[str] = ..., query: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., top_n: _Optional[int] = ..., raw_scores: _Optional[bool] = ..., return_text: _Optional[bool] = ..., truncate: _Optional[bool] = ...) -> None: ...
+
+class RerankResult(_message.Message):
+    __slots__ = ("index", "score", "text")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    score: float
+    text: str
+    def __init__(self, index: _Optional[int] = ..., score: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
+
+class RerankResponse(_message.Message):
+    __slots__ = ("results", "truncated", "provenance")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[RerankResult]
+    truncated: _containers.RepeatedScalarFieldContainer[int]
+    provenance: _common_pb2.Provenance
+    def __init__(self, results: _Optional[_Iterable[_Union[RerankResult, _Mapping]]] = ..., truncated: _Optional[_Iterable[int]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...

@@ -16,7 +16,7 @@ from embedsvc.adapters.keyedvectors import ReadOnlyModelError, RemoteKeyedVector
 from embedsvc.client import EmbedsvcClientError
 from embedsvc.core.words import lookups
 from embedsvc.errors import EmbedsvcError, Reason
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from tests.conftest import GENSIM_DATA, QUESTIONS_WORDS, gensim_reference
 
 # gensim 4's tests of KeyedVectors that only read: run unmodified against the server.
@@ -95,6 +95,30 @@ def test_isinstance_and_vocabulary(remote: RemoteKeyedVectors, local: KeyedVecto
     assert remote.vector_size == local.vector_size
     assert remote.get_index(3) == 3 and remote.get_index("war") == local.get_index("war")
     assert "war" in remote and "not_in_vocab" not in remote
+
+
+def test_results_have_gensims_types_and_reprs(remote: RemoteKeyedVectors, local: KeyedVectors) -> None:
+    """What a prompt prints: the same Python and numpy types as gensim's (under numpy 2, similarity prints
+    `np.float32(...)` in both), and a line saying what the object is rather than its address."""
+    words = ["war", "peace", "conflict"]
+    calls = {
+        "similarity": lambda kv: kv.similarity("war", "peace"),
+        "n_similarity": lambda kv: kv.n_similarity(words[:1], words[1:]),
+        "distance": lambda kv: kv.distance("war", "peace"),
+        "doesnt_match": lambda kv: kv.doesnt_match(words),
+        "most_similar": lambda kv: kv.most_similar("war", topn=2),
+        "most_similar_cosmul": lambda kv: kv.most_similar_cosmul(positive=["war"], negative=["peace"], topn=2),
+        "rank": lambda kv: kv.rank("war", "peace"),
+        "len": len,
+    }
+    for name, call in calls.items():
+        got, want = call(remote), call(local)
+        assert type(got) is type(want), name
+        if isinstance(want, list):
+            assert [tuple(map(type, g)) for g in got] == [tuple(map(type, w)) for w in want], name
+        else:
+            assert repr(got).split("(")[0] == repr(want).split("(")[0], name
+    assert repr(remote) == str(remote) == f"RemoteKeyedVectors<model=lee-binary, vector_size=10, {len(local)} keys>"
 
 
 def test_vectors_are_gensims(remote: RemoteKeyedVectors, local: KeyedVectors) -> None:

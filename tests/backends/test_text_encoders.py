@@ -8,13 +8,8 @@ import pytest
 
 from embedsvc.backends.base import ModelSpec
 from embedsvc.backends.devices import resolve_device
-from embedsvc.backends.text_encoders import (
-    SentenceTransformerEncoder,
-    TextEncoderFormat,
-    TextEncoderOptions,
-    _windows,
-    load_text_encoder,
-)
+from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOptions, load_text_encoder
+from embedsvc.backends.text_models import SentenceTransformerEncoder, _windows
 
 
 def test_auto_resolves_to_cpu_without_cuda_and_cuda_is_refused():

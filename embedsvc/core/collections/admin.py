@@ -11,12 +11,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from embedsvc.core.collections.aliases import Alias, Aliases, not_found
 from embedsvc.core.collections.binding import binding
 from embedsvc.core.collections.service import CollectionInfo, Collections
 from embedsvc.core.operations import Operation, OperationStore, Progress
 from embedsvc.core.paging import Page, page_size
 from embedsvc.errors import EmbedsvcError, Reason, invalid, limit_exceeded, missing
+from embedsvc.index.aliases import Alias, Aliases, not_found
 from embedsvc.index.backend import check_name
 from embedsvc.index.types import Backend, CollectionConfig, IndexParams, Metric
 

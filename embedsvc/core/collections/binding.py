@@ -3,8 +3,8 @@
 A collection bound to a word model takes words (looked up; gensim 3CosAdd for expressions); one bound to a text
 model takes texts (embedded through the model's batcher; 3CosAdd over unit-normalised text embeddings for
 expressions, so `"a day at the beach" - "summer" + "winter"` searches the collection's items); one bound to an image
-model (a VAE or an image encoder) takes images, and its expressions are plain weighted sums of image, vector and
-direction terms (latent arithmetic: "this digit + 1.5 * thick").
+model (a VAE or an image encoder: any model offering images) takes images, and its expressions are plain weighted sums
+of image, vector and direction terms (latent arithmetic: "this digit + 1.5 * thick").
 """
 
 from __future__ import annotations
@@ -14,19 +14,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embedsvc.backends.base import Capability
-from embedsvc.backends.image_encoders import ImageEncoder
-from embedsvc.backends.word_vectors import WordVectors
+from embedsvc.backends.capabilities import Capability, ImageEncoder, WordSpace
 from embedsvc.calls import CallControl
 from embedsvc.core.expression import Expression
 from embedsvc.core.images.codec import ImageInput
 from embedsvc.core.images.latents import Latents
-from embedsvc.core.registry import ModelRegistry, TextModel
+from embedsvc.core.registry import ModelRegistry
 from embedsvc.core.texts import embedding as texts
+from embedsvc.core.texts.batching import TextModel
 from embedsvc.core.words import arithmetic
 from embedsvc.core.words.arithmetic import FieldOf
 from embedsvc.errors import EmbedsvcError, Reason
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class Binding:
     version: str
     space: str
     dimension: int
-    words: WordVectors | None = None
+    words: WordSpace | None = None
     text: TextModel | None = None
     images: ImageEncoder | None = None
     latents: Latents | None = None
@@ -85,7 +84,8 @@ class Binding:
         """The unit 3CosAdd query vector of each expression, and the inputs (words or texts) each one uses; for image
         models the weighted sum of each expression's terms, and no inputs."""
         if self.images is not None and self.latents is not None:
-            return self.latents.compose(self.images, expressions, field_of), [set() for _ in expressions]
+            composed = self.latents.compose(self.images, expressions, field_of, dimension=self.dimension)
+            return composed, [set() for _ in expressions]
         if self.text is not None:
             return texts.compose(self.text, expressions, field_of, limits, control)
         assert self.words is not None
@@ -97,7 +97,7 @@ def binding(registry: ModelRegistry, name: str, latents: Latents | None = None) 
     model embeds images, a word model words (even one that also embeds texts), any other model texts."""
     offers = registry.offers(name)
     if Capability.IMAGES in offers:
-        image_model = registry.image_model(name)
+        image_model = registry.model(name, Capability.IMAGES)
         return Binding(
             image_model.name,
             image_model.version,
@@ -107,8 +107,8 @@ def binding(registry: ModelRegistry, name: str, latents: Latents | None = None) 
             latents=latents,
         )
     if Capability.WORDS in offers:
-        space = registry.word_model(name)
+        space = registry.model(name, Capability.WORDS)
         return Binding(space.name, space.version, space.space, space.dimension, words=space)
-    model = registry.text_model(name)
+    model = registry.model(name, Capability.TEXTS)
     e = model.encoder
     return Binding(e.name, e.version, e.space, e.dimension, text=model)

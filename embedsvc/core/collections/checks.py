@@ -10,7 +10,7 @@ from typing import Any
 
 from embedsvc.errors import EmbedsvcError, Reason, check_count, limit_exceeded, missing
 from embedsvc.index import metadata as stored
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_FIELD_NAME_CHARS = 256

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from embedsvc.calls import CallControl
-from embedsvc.core.collections.aliases import Aliases
 from embedsvc.core.collections.binding import Binding, binding
 from embedsvc.core.collections.checks import check_id, check_ids, check_metadata
 from embedsvc.core.collections.filters import parse_filter
@@ -25,11 +24,13 @@ from embedsvc.core.expression import Expression
 from embedsvc.core.images.codec import ImageInput
 from embedsvc.core.images.latents import Latents
 from embedsvc.core.paging import PageTokens
-from embedsvc.core.registry import ModelRegistry, Provenance
+from embedsvc.core.provenance import Provenance
+from embedsvc.core.registry import ModelRegistry
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
+from embedsvc.index.aliases import Aliases
 from embedsvc.index.backend import Stores, VectorCollection, check_name
 from embedsvc.index.types import CollectionConfig, Hit, StoredItem, Upsert
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.vectors import check_vector, packed_rows
 
 DEFAULT_K = 10

@@ -21,7 +21,7 @@ from enum import StrEnum
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from embedsvc.backends.base import ImageShape
+from embedsvc.backends.capabilities import ImageShape
 from embedsvc.errors import EmbedsvcError, Reason, missing
 
 ACCEPTED_FORMATS = ("PNG", "JPEG")

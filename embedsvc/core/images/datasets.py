@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedsvc.backends.base import ImageShape
+from embedsvc.backends.capabilities import ImageShape
 from embedsvc.core.images.codec import to_model_input
 from embedsvc.errors import EmbedsvcError
 

@@ -1,5 +1,12 @@
-"""Latent generation with a VAE: encode, decode, sample, reconstruct, interpolate, directions, traverse, anomaly
-scores and inpainting. Inputs are validated here against the model and the limits; no grpc.
+"""Latent generation: encode, decode, sample, reconstruct, interpolate, directions, traverse, anomaly scores and
+inpainting, over whichever parts a generative model offers (`embedsvc.backends.capabilities`: the latent decoder,
+encoder, anomaly scorer and inpainter; the VAE offers all of them). Inputs are validated here against the model and
+the limits; no grpc.
+
+Each operation asks the registry for the one part it needs, so a model lacking it is refused before any work:
+MODEL_KIND_MISMATCH for a model that is not a latent model at all, OPERATION_NOT_SUPPORTED (FAILED_PRECONDITION) for
+one that lacks that part (or a prior, for Sample). Operations that take images as well as latents (Interpolate,
+Traverse, CreateDirection, image terms of DecodeLatents) ask for the encoder only when images are given.
 """
 
 from __future__ import annotations
@@ -7,20 +14,28 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import numpy as np
 
-from embedsvc.backends.base import ImageShape
-from embedsvc.backends.image_encoders import ImageEncoder
-from embedsvc.backends.vae import VAEModel
+from embedsvc.backends.capabilities import Capability, ImageEncoder, ImageShape, LatentDecoder, LatentEncoder, Part
 from embedsvc.core.expression import Expression, TermKind
 from embedsvc.core.images.codec import ImageInput, PixelType, RawImage, decode_pil, to_model_input
 from embedsvc.core.images.directions import Direction, DirectionStore
 from embedsvc.core.paging import Page, PageTokens, page_size
-from embedsvc.core.registry import ModelRegistry, Provenance
+from embedsvc.core.provenance import Provenance, provenance
+from embedsvc.core.registry import ModelRegistry
 from embedsvc.core.words.arithmetic import FieldOf
-from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
-from embedsvc.settings import Limits
+from embedsvc.errors import (
+    EmbedsvcError,
+    Reason,
+    check_count,
+    invalid,
+    limit_exceeded,
+    missing,
+    operation_not_supported,
+)
+from embedsvc.limits import Limits
 from embedsvc.vectors import check_vector, packed_rows
 
 
@@ -52,8 +67,11 @@ class Generated:
     provenance: Provenance
 
 
-def provenance(model: VAEModel, method: str, parameters: dict[str, str] | None = None) -> Provenance:
-    return Provenance(model.name, model.version, method, dict(parameters or {}))
+class Shaped(Protocol):
+    """A part that reads images (of this shape)."""
+
+    @property
+    def shape(self) -> ImageShape: ...
 
 
 class Latents:
@@ -67,22 +85,23 @@ class Latents:
 
     # ---- inputs --------------------------------------------------------------------------------------------------
 
-    def images(self, model: ImageEncoder, images: Sequence[ImageInput], field: str = "images") -> np.ndarray:
+    def images(self, model: Shaped, images: Sequence[ImageInput], field: str = "images") -> np.ndarray:
         check_count(field, "images", len(images), self.limits.max_images_per_request)
         return to_model_input(list(images), model.shape, max_pixels=self.limits.max_image_pixels, field=field)
 
-    def latent(self, model: ImageEncoder, vector: TaggedVector, field: str) -> np.ndarray:
+    def latent(self, model: Part, dimension: int, vector: TaggedVector, field: str) -> np.ndarray:
+        """A vector of the model's space (`dimension` long, tagged with its space or untagged), checked."""
         return check_vector(
             vector.values,
             vector.space,
             space=model.space,
-            dimension=model.dimension,
+            dimension=dimension,
             owner=f"model '{model.name}'",
             field=field,
         )
 
     def latents(
-        self, model: VAEModel, vectors: Sequence[TaggedVector] | PackedLatents, field: str = "latents"
+        self, model: LatentDecoder, vectors: Sequence[TaggedVector] | PackedLatents, field: str = "latents"
     ) -> np.ndarray:
         if isinstance(vectors, PackedLatents):
             rows = packed_rows(vectors.values, dimension=model.latent_dim, owner=f"model '{model.name}'", field=field)
@@ -93,27 +112,37 @@ class Latents:
             stacked = np.stack([v.values for v in vectors]).astype(np.float32, copy=False)
             if np.isfinite(stacked).all():  # the common case, checked for the whole batch at once
                 return stacked
-        return np.stack([self.latent(model, v, f"{field}[{i}]") for i, v in enumerate(vectors)])
+        return np.stack([self.latent(model, model.latent_dim, v, f"{field}[{i}]") for i, v in enumerate(vectors)])
 
-    def point(self, model: VAEModel, point: Point | None, field: str) -> np.ndarray:
+    def point(self, model: LatentDecoder, point: Point | None, field: str) -> np.ndarray:
+        """A latent as given, or an image's latent mean (`model` is then the encoder: see `_latent_model`)."""
         if point is None:
             raise missing(field, "an image or a latent")
         if isinstance(point, TaggedVector):
-            return self.latent(model, point, field + ".latent")
-        return model.encode(self.images(model, [point], field + ".image"))[0][0]
+            return self.latent(model, model.latent_dim, point, field + ".latent")
+        encoder = cast(LatentEncoder, model)  # asked for because an image is given (an isinstance costs 0.4 ms)
+        return encoder.encode(self.images(encoder, [point], field + ".image"))[0][0]
+
+    def _latent_model(self, name: str, *, encodes: bool) -> LatentDecoder:
+        """The decoder, or when images must be encoded the encoder (which decodes too: one part, one version)."""
+        if encodes:
+            return self.registry.model(name, Capability.LATENT_ENCODER)
+        return self.registry.model(name, Capability.LATENT_DECODER)
 
     # ---- RPCs ----------------------------------------------------------------------------------------------------
 
-    def encode(self, name: str, images: Sequence[ImageInput]) -> tuple[np.ndarray, np.ndarray, Provenance]:
-        model = self.registry.vae(name)
+    def encode(self, name: str, images: Sequence[ImageInput]) -> tuple[np.ndarray, np.ndarray | None, Provenance]:
+        """Latent means and log-variances (None for a model without a posterior)."""
+        model = self.registry.model(name, Capability.LATENT_ENCODER)
         mean, log_var = model.encode(self.images(model, images))
-        return mean, log_var, provenance(model, "vae-encode")
+        return mean, log_var, provenance(model, model.encode_method)
 
     def decode(
         self, name: str, latents: Sequence[TaggedVector] | PackedLatents, expressions: Sequence[Expression]
     ) -> Generated:
         """Images of latents (or of packed latents: `latents` names the field) or of expressions."""
-        model = self.registry.vae(name)
+        image_terms = any(t.kind is TermKind.IMAGE for e in expressions for t in e.terms)
+        model = self._latent_model(name, encodes=image_terms)
         field = "packed_latents" if isinstance(latents, PackedLatents) else "latents"
         if isinstance(latents, PackedLatents) and not latents.values.size:
             latents = []
@@ -122,16 +151,24 @@ class Latents:
         if expressions:
             check_count("expressions", "expressions", len(expressions), self.limits.max_images_per_request)
             z = self.compose(
-                model, expressions, lambda e, t: f"expressions[{e}]" + (f".terms[{t}]" if t is not None else "")
+                model,
+                expressions,
+                lambda e, t: f"expressions[{e}]" + (f".terms[{t}]" if t is not None else ""),
+                dimension=model.latent_dim,
             )
         elif isinstance(latents, PackedLatents) or latents:
             z = self.latents(model, latents, field)
         else:
             raise missing("latents", "latents, packed_latents or expressions")
-        return Generated(model.decode(z), z, provenance(model, "vae-decode"))
+        return Generated(model.decode(z), z, provenance(model, model.decode_method))
 
     def sample(self, name: str, n: int, seed: int | None, temperature: float | None) -> tuple[Generated, int]:
-        model = self.registry.vae(name)
+        model = self.registry.model(name, Capability.LATENT_DECODER)
+        if not model.has_prior:
+            info = self.registry.info(name)
+            raise operation_not_supported(
+                name, info.kind, f"model '{name}' is a {info.kind} model, which has no prior to sample from", "prior"
+            )
         check_count("n", "images to sample", n, self.limits.max_samples)
         temperature = 1.0 if temperature is None else temperature
         if not (np.isfinite(temperature) and 0.0 <= temperature <= 10.0):
@@ -143,12 +180,12 @@ class Latents:
         return Generated(model.decode(z), z, provenance(model, "prior-sample", parameters)), seed
 
     def reconstruct(self, name: str, images: Sequence[ImageInput]) -> Generated:
-        model = self.registry.vae(name)
+        model = self.registry.model(name, Capability.LATENT_ENCODER)
         mean, _ = model.encode(self.images(model, images))
-        return Generated(model.decode(mean), mean, provenance(model, "vae-reconstruct"))
+        return Generated(model.decode(mean), mean, provenance(model, model.reconstruct_method))
 
     def interpolate(self, name: str, start: Point | None, end: Point | None, steps: int, spherical: bool) -> Generated:
-        model = self.registry.vae(name)
+        model = self._latent_model(name, encodes=_is_image(start) or _is_image(end))
         steps = _check_steps(steps or 10, 2, self.limits.max_steps, "frames, both ends included")
         a, b = self.point(model, start, "start"), self.point(model, end, "end")
         t = np.linspace(0.0, 1.0, steps)
@@ -164,7 +201,7 @@ class Latents:
         description: str,
         replace: bool,
     ) -> Direction:
-        model = self.registry.vae(name)
+        model = self._latent_model(name, encodes=any(images for _, images, _ in sets))
         total = sum(len(images) + len(latents) for _, images, latents in sets)
         if total > self.limits.max_direction_examples:
             raise limit_exceeded("to_examples", "examples in both sets", total, self.limits.max_direction_examples)
@@ -178,8 +215,10 @@ class Latents:
                 pixels = to_model_input(
                     list(chunk), model.shape, max_pixels=self.limits.max_image_pixels, field=f"{field}.images"
                 )
-                rows.append(model.encode(pixels)[0])
-            rows += [self.latent(model, v, f"{field}.latents[{i}]")[None] for i, v in enumerate(latents)]
+                rows.append(cast(LatentEncoder, model).encode(pixels)[0])  # asked for because there are images
+            rows += [
+                self.latent(model, model.latent_dim, v, f"{field}.latents[{i}]")[None] for i, v in enumerate(latents)
+            ]
             means.append(np.concatenate(rows).astype(np.float64).mean(axis=0))
         counts = tuple(len(images) + len(latents) for _, images, latents in sets)
         return self.directions.create(
@@ -195,8 +234,8 @@ class Latents:
 
     def list_directions(self, model: str, size: int, token: str) -> Page[Direction]:
         """Stored directions (of one model, or all), by model then name, a page at a time."""
-        if model:
-            self.registry.vae(model)  # MODEL_NOT_FOUND / MODEL_KIND_MISMATCH for a wrong name
+        if model:  # MODEL_NOT_FOUND / MODEL_KIND_MISMATCH for a wrong name
+            self.registry.model(model, Capability.LATENT_DECODER)
         return self.tokens.page(
             self.directions.list(model),
             lambda d: f"{d.model}/{d.name}",
@@ -206,7 +245,7 @@ class Latents:
         )
 
     def traverse(self, name: str, start: Point | None, direction: str, strengths: Sequence[float]) -> Generated:
-        model = self.registry.vae(name)
+        model = self._latent_model(name, encodes=_is_image(start))
         stored = self.directions.get(model.name, direction, version=model.version, field="direction")
         check_count("strengths", "strengths", len(strengths), self.limits.max_steps)
         values = np.asarray(strengths, dtype=np.float64)
@@ -219,18 +258,19 @@ class Latents:
     def anomaly_scores(
         self, name: str, images: Sequence[ImageInput], samples: int, seed: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Provenance]:
-        model = self.registry.vae(name)
+        """(scores, data terms, latent terms) per image: for a VAE the negative ELBO, reconstruction NLL and KL."""
+        model = self.registry.model(name, Capability.ANOMALY_SCORES)
         if samples < 0:
             raise invalid("samples", f"samples must be 0 (z at the mean) or positive, got {samples}")
         if samples > self.limits.max_elbo_samples:
             raise limit_exceeded("samples", "Monte Carlo samples", samples, self.limits.max_elbo_samples)
         pixels = self.images(model, images)
-        recon, kl = model.elbo_terms(pixels, samples=samples, seed=seed)
-        nelbo = recon + kl
-        return nelbo, recon, kl, provenance(model, "negative-elbo", {"samples": str(samples), "seed": str(seed)})
+        data, latent = model.anomaly_terms(pixels, samples=samples, seed=seed)
+        scores = data + latent
+        return scores, data, latent, provenance(model, model.score_method, {"samples": str(samples), "seed": str(seed)})
 
     def inpaint(self, name: str, image: ImageInput | None, mask: ImageInput | None, steps: int, seed: int) -> Generated:
-        model = self.registry.vae(name)
+        model = self.registry.model(name, Capability.INPAINTING)
         if image is None:
             raise missing("image", "the image to complete")
         if mask is None:
@@ -250,10 +290,10 @@ class Latents:
         known = np.broadcast_to(known, pixels.shape[1:])[None].copy()
         completed, z = model.inpaint(pixels, known, steps=steps, seed=seed)
         return Generated(
-            completed, z, provenance(model, "map-latent-inpainting", {"steps": str(steps), "seed": str(seed)})
+            completed, z, provenance(model, model.inpaint_method, {"steps": str(steps), "seed": str(seed)})
         )
 
-    def _known_pixels(self, model: VAEModel, mask: ImageInput) -> np.ndarray:
+    def _known_pixels(self, model: Shaped, mask: ImageInput) -> np.ndarray:
         """(1, H, W) at the model's size: 1 where a pixel is known, 0 where the mask marks it missing."""
         size = model.shape.size
         if isinstance(mask, RawImage):
@@ -290,17 +330,26 @@ class Latents:
 
     # ---- expressions ---------------------------------------------------------------------------------------------
 
-    def compose(self, model: ImageEncoder, expressions: Sequence[Expression], field_of: FieldOf) -> np.ndarray:
-        """Each expression's vector in the model's space: the plain weighted sum of its terms (images embedded, for a
-        VAE to their latent means; vectors as given; directions by name, which only VAEs have)."""
-        out = np.zeros((len(expressions), model.dimension), np.float64)
+    def compose(
+        self,
+        model: ImageEncoder | LatentDecoder,
+        expressions: Sequence[Expression],
+        field_of: FieldOf,
+        *,
+        dimension: int,
+    ) -> np.ndarray:
+        """Each expression's vector in the model's space (`dimension` long): the plain weighted sum of its terms
+        (images embedded, by a latent model to their latent means, so `model` is then an image encoder: a latent
+        model's encoder; vectors as given; directions by name, which only latent models have)."""
+        out = np.zeros((len(expressions), dimension), np.float64)
         for e, expression in enumerate(expressions):
             for t, term in enumerate(expression.terms):
                 where = field_of(e, t)
                 if term.kind is TermKind.IMAGE and isinstance(term.image, bytes | RawImage):
-                    value = model.embed(self.images(model, [term.image], where + ".image"))[0]
+                    encoder = cast(ImageEncoder, model)  # see the docstring
+                    value = encoder.embed(self.images(encoder, [term.image], where + ".image"))[0]
                 elif term.kind is TermKind.VECTOR and term.vector is not None:
-                    value = self.latent(model, TaggedVector(term.vector, term.space), where + ".vector")
+                    value = self.latent(model, dimension, TaggedVector(term.vector, term.space), where + ".vector")
                 elif term.kind is TermKind.DIRECTION:
                     value = self.directions.get(model.name, term.value, version=model.version, field=where).array
                 else:
@@ -313,6 +362,10 @@ class Latents:
                     )
                 out[e] += term.weight * value
         return out.astype(np.float32)
+
+
+def _is_image(point: Point | None) -> bool:
+    return point is not None and not isinstance(point, TaggedVector)
 
 
 def _check_steps(steps: int, minimum: int, limit: int, what: str) -> int:

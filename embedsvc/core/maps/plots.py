@@ -13,6 +13,7 @@ from enum import StrEnum
 import numpy as np
 
 from embedsvc import calls
+from embedsvc.backends.capabilities import Capability
 from embedsvc.core.maps.projection import (
     ClusterMethod,
     Covariance,
@@ -113,8 +114,8 @@ def _thumbnails(points: Points, chosen: np.ndarray, maps: Maps) -> np.ndarray:
     if points.images is not None:
         return points.images[chosen]
     if points.vae:
-        vae = maps.registry.vae(points.vae)
-        return vae.decode(points.vectors[chosen].astype(np.float32))
+        decoder = maps.registry.model(points.vae, Capability.LATENT_DECODER)
+        return decoder.decode(points.vectors[chosen].astype(np.float32))
     raise invalid("style", "thumbnails need images (ImagePoints) or a collection bound to a VAE")
 
 

@@ -14,14 +14,14 @@ from typing import Any
 import numpy as np
 
 from embedsvc import calls
-from embedsvc.backends.base import Capability
+from embedsvc.backends.capabilities import Capability
 from embedsvc.core.collections.service import Collections
 from embedsvc.core.images.codec import ImageInput
 from embedsvc.core.images.latents import Latents, TaggedVector
-from embedsvc.core.registry import Provenance
+from embedsvc.core.provenance import Provenance
 from embedsvc.core.texts import embedding as texts
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.vectors import unit_rows
 
 
@@ -76,7 +76,7 @@ class Points:
     space: str
     groups: list[str] = field(default_factory=list)
     metadata: list[dict[str, Any]] = field(default_factory=list)
-    # The image model whose decoder can draw these vectors (a VAE), or the images themselves, for thumbnails.
+    # The latent model whose decoder can draw these vectors (a VAE), or the images themselves, for thumbnails.
     vae: str = ""
     images: np.ndarray | None = None
 
@@ -151,26 +151,27 @@ class Maps:
             return self._words(source, field + ".words")
         if isinstance(source, TextSource):
             check_count(field + ".texts.texts", "texts", len(source.texts), self.limits.max_map_points)
-            embedded = texts.embed_texts(self.registry, source.model, list(source.texts), self.limits)
+            model = self.registry.model(source.model, Capability.TEXTS)
+            embedded = texts.embed_texts(model, list(source.texts), self.limits)
             return Points(embedded.vectors.astype(np.float64), list(source.texts), embedded.space)
         if isinstance(source, ImageSource):
             where = field + ".images"
             check_count(where + ".images", "images", len(source.images), self.limits.max_map_points)
-            model = self.registry.image_model(source.model)
+            images = self.registry.model(source.model, Capability.IMAGES)
             pixels = np.concatenate(
                 [
-                    self.latents.images(model, list(source.images[i : i + 256]), where + ".images")
+                    self.latents.images(images, list(source.images[i : i + 256]), where + ".images")
                     for i in range(0, len(source.images), 256)
                 ]
             )
             labels = self._labels(source.labels, len(pixels), where + ".labels")
-            return Points(model.embed(pixels).astype(np.float64), labels, model.space, images=pixels)
+            return Points(images.embed(pixels).astype(np.float64), labels, images.space, images=pixels)
         if isinstance(source, CollectionSource):
             return self._collection(source, field + ".collection")
         return self._vectors(source, field + ".vectors")
 
     def _words(self, source: WordSource, field: str) -> Points:
-        space = self.registry.word_model(source.model)
+        space = self.registry.model(source.model, Capability.WORDS)
         if source.words and source.top_n:
             raise invalid(field, "set either words or top_n, not both")
         if source.top_n:
@@ -208,7 +209,7 @@ class Maps:
             raise invalid(field, f"collection '{source.collection}' has no items")
         config = info.config
         vae = ""
-        if config.model and Capability.LATENTS in self.registry.offers(config.model):
+        if config.model and Capability.LATENT_DECODER in self.registry.offers(config.model):
             vae = config.model
         return Points(
             np.stack([i.vector for i in items]).astype(np.float64),

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from embedsvc.backends.capabilities import TextEncoder
 from embedsvc.calls import CallControl
 from embedsvc.errors import EmbedsvcError, Reason, limit_exceeded
 from embedsvc.stats import Histogram
@@ -223,3 +224,12 @@ class Batcher:
             job.result = out[start : start + len(job.texts)]
             start += len(job.texts)
             job.finish()
+
+
+@dataclass(frozen=True)
+class TextModel:
+    """A loaded text encoder and the batcher that feeds it: what the registry hands out for `Capability.TEXTS`, so
+    that every caller queues its texts for the model's worker instead of running the model on its own thread."""
+
+    encoder: TextEncoder
+    batcher: Batcher

@@ -13,15 +13,16 @@ from enum import StrEnum
 
 import numpy as np
 
-from embedsvc.backends.text_encoders import TokenSpan
+from embedsvc.backends.capabilities import TokenSpan
 from embedsvc.calls import CallControl
 from embedsvc.core.expression import Expression, TermKind
-from embedsvc.core.registry import ModelRegistry, Provenance, TextModel, provenance
+from embedsvc.core.provenance import Provenance, provenance
 from embedsvc.core.texts import shapes
+from embedsvc.core.texts.batching import TextModel
 from embedsvc.core.texts.shapes import Calibrations, Dtype
 from embedsvc.core.words.arithmetic import FieldOf, cosadd_means
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.vectors import check_vector, unit_rows
 
 
@@ -58,11 +59,6 @@ class Tokenized:
     texts: list[list[TokenSpan]]
     max_seq_length: int
     provenance: Provenance
-
-
-def text_model(registry: ModelRegistry, name: str) -> TextModel:
-    """The ready text model of that name (the one place this module asks the registry)."""
-    return registry.text_model(name)
 
 
 def check_texts(texts: Sequence[str], field: str, limits: Limits) -> None:
@@ -142,8 +138,7 @@ def encode(
 
 
 def embed_texts(
-    registry: ModelRegistry,
-    model_name: str,
+    model: TextModel,
     texts: Sequence[str],
     limits: Limits,
     *,
@@ -155,7 +150,6 @@ def embed_texts(
     control: CallControl | None = None,
 ) -> TextEmbeddings:
     """EmbedTexts: checked texts -> one vector each in the asked shape, with truncation report and provenance."""
-    model = text_model(registry, model_name)
     encoder = model.encoder
     warnings = shapes.check_dimensions(encoder, dimensions)
     check_texts(texts, "texts", limits)
@@ -201,11 +195,8 @@ def embed_texts(
     )
 
 
-def tokenize_texts(
-    registry: ModelRegistry, model_name: str, texts: Sequence[str], limits: Limits, *, special: bool = True
-) -> Tokenized:
+def tokenize_texts(model: TextModel, texts: Sequence[str], limits: Limits, *, special: bool = True) -> Tokenized:
     """TokenizeTexts: each text's tokens as the model's tokenizer gives them, untruncated."""
-    model = text_model(registry, model_name)
     check_texts(texts, "texts", limits)
     encoder = model.encoder
     tokens = [encoder.tokens(t, special) for t in texts]

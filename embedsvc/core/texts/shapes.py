@@ -34,8 +34,9 @@ from enum import StrEnum
 
 import numpy as np
 
-from embedsvc.backends.text_encoders import TextEncoder
+from embedsvc.backends.capabilities import TextEncoder
 from embedsvc.calls import CallControl
+from embedsvc.corpus import lee_sentences
 from embedsvc.errors import EmbedsvcError, Reason, invalid
 from embedsvc.vectors import unit_rows
 
@@ -137,9 +138,7 @@ def quantize(vectors: np.ndarray, dtype: Dtype, ranges: np.ndarray | None = None
 
 def calibration_texts() -> list[str]:
     """The calibration sentences: the first CALIBRATION_SENTENCES sentences of gensim's Lee background corpus."""
-    from embedsvc.backends.onnx_text import quality_sentences
-
-    return quality_sentences(CALIBRATION_SENTENCES)
+    return lee_sentences(CALIBRATION_SENTENCES)
 
 
 class Calibrations:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from embedsvc import calls
-from embedsvc.backends.word_vectors import WordVectors
+from embedsvc.backends.capabilities import WordSpace
 from embedsvc.core.words.arithmetic import Method, TermBatch, cosmul_top
 from embedsvc.errors import EmbedsvcError, Reason, invalid
 from embedsvc.index.exact import knn_inner_product
@@ -101,7 +101,7 @@ def parse_analogies(data: bytes) -> AnalogySet:
 
 
 def evaluate_analogies(
-    space: WordVectors,
+    space: WordSpace,
     analogies: AnalogySet,
     *,
     restrict_vocab: int = GENSIM_RESTRICT_VOCAB,
@@ -161,7 +161,7 @@ def _count(ids: np.ndarray, labels: np.ndarray, canonical: np.ndarray) -> np.nda
     return kept.any(axis=1) & (predicted == d[:, 0])
 
 
-def _search(space: WordVectors, base: np.ndarray, ids: np.ndarray, method: Method) -> np.ndarray:
+def _search(space: WordSpace, base: np.ndarray, ids: np.ndarray, method: Method) -> np.ndarray:
     """Top 8 (5 + up to 3 inputs) for b - a + c, as gensim most_similar(positive=[b, c], negative=[a])."""
     unit = space.unit
     if method is Method.COSADD:

@@ -17,7 +17,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from embedsvc.backends.word_vectors import WordVectors
+from embedsvc.backends.capabilities import WordSpace
 from embedsvc.core.expression import Expression, TermKind
 from embedsvc.errors import (
     EmbedsvcError,
@@ -27,7 +27,7 @@ from embedsvc.errors import (
     out_of_vocabulary,
 )
 from embedsvc.index.exact import knn_inner_product
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from embedsvc.vectors import check_vector
 
 # Rows of score matrix per 3CosMul block: bounds memory at about block * vocabulary * 4 bytes.
@@ -130,7 +130,7 @@ class TermBatch:
         return np.append(self.starts[1:], len(self.weights))
 
 
-def _resolve(space: WordVectors, expressions: Sequence[Expression], field_of: FieldOf) -> TermBatch:
+def _resolve(space: WordSpace, expressions: Sequence[Expression], field_of: FieldOf) -> TermBatch:
     rows: list[np.ndarray] = []
     weights: list[float] = []
     starts: list[int] = []
@@ -184,7 +184,7 @@ def _resolve(space: WordVectors, expressions: Sequence[Expression], field_of: Fi
         inputs.append(seen)
         resolved.append(tuple(terms))
     if missing:
-        raise out_of_vocabulary(space.name, missing, first_missing_field)
+        raise out_of_vocabulary(space.name, missing, first_missing_field, space.index)
     return TermBatch(
         vectors=np.vstack(rows).astype(np.float32, copy=False),
         weights=np.asarray(weights, dtype=np.float64),
@@ -268,7 +268,7 @@ def _weighted_product(factors: np.ndarray, exponents: np.ndarray) -> np.ndarray 
 
 
 def compose(
-    space: WordVectors, expressions: Sequence[Expression], field_of: FieldOf = expression_field
+    space: WordSpace, expressions: Sequence[Expression], field_of: FieldOf = expression_field
 ) -> tuple[np.ndarray, list[set[str]]]:
     """The 3CosAdd query vector of each expression (unit length), and the words each one uses."""
     batch = _resolve(space, expressions, field_of)
@@ -278,7 +278,7 @@ def compose(
 
 
 def evaluate(
-    space: WordVectors,
+    space: WordSpace,
     expressions: Sequence[Expression],
     options: Options,
     field_of: FieldOf = expression_field,
@@ -322,7 +322,7 @@ def evaluate(
 
 
 def _contributions(
-    space: WordVectors,
+    space: WordSpace,
     batch: TermBatch,
     e: int,
     indices: list[int],

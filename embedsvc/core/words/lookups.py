@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embedsvc.backends.word_vectors import WordVectors
+from embedsvc.backends.capabilities import WordSpace
 from embedsvc.core.expression import Expression, Term, TermKind
 from embedsvc.core.words import arithmetic
 from embedsvc.errors import check_count, invalid, limit_exceeded, missing
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 
 
 @dataclass(frozen=True)
@@ -46,20 +46,20 @@ def check_words(words: Sequence[str], field: str, limits: Limits, *, minimum: in
         check_word(word, f"{field}[{i}]", limits)
 
 
-def _vectors(space: WordVectors, words: Sequence[str], field: str, *, norm: bool) -> tuple[np.ndarray, list[bool]]:
+def _vectors(space: WordSpace, words: Sequence[str], field: str, *, norm: bool) -> tuple[np.ndarray, list[bool]]:
     indices = space.indices(words, field)
     rows = [space.vector(w, i, norm=norm) for w, i in zip(words, indices, strict=True)]
     return np.vstack(rows).astype(np.float32, copy=False), [i is not None for i in indices]
 
 
-def embed(space: WordVectors, words: Sequence[str], limits: Limits, *, normalize: bool) -> Embedded:
+def embed(space: WordSpace, words: Sequence[str], limits: Limits, *, normalize: bool) -> Embedded:
     check_words(words, "words", limits)
     vectors, known = _vectors(space, words, "words", norm=normalize)
     return Embedded(vectors, tuple(known))
 
 
 def nearest(
-    space: WordVectors, words: Sequence[str], limits: Limits, *, top_n: int, restrict_vocab: int
+    space: WordSpace, words: Sequence[str], limits: Limits, *, top_n: int, restrict_vocab: int
 ) -> list[list[tuple[str, float]]]:
     """gensim most_similar(word) for each word: one batched search, each word excluded from its own list."""
     check_count("words", "words", len(words), limits.max_expressions)
@@ -71,7 +71,7 @@ def nearest(
     return [[(h.word, h.score) for h in r.hits] for r in results]
 
 
-def similarity(space: WordVectors, pairs: Sequence[tuple[str, str]], limits: Limits) -> list[float]:
+def similarity(space: WordSpace, pairs: Sequence[tuple[str, str]], limits: Limits) -> list[float]:
     """Cosine similarity of each pair, as gensim similarity: dot of the unit vectors."""
     check_count("pairs", "pairs", len(pairs), limits.max_words_per_request)
     flat = [w for pair in pairs for w in pair]
@@ -88,7 +88,7 @@ def similarity(space: WordVectors, pairs: Sequence[tuple[str, str]], limits: Lim
     return [float(s) for s in sims]
 
 
-def doesnt_match(space: WordVectors, words: Sequence[str], limits: Limits) -> Ranking:
+def doesnt_match(space: WordSpace, words: Sequence[str], limits: Limits) -> Ranking:
     """gensim doesnt_match / rank_by_centrality: cosine of each unit vector with their normalised mean."""
     check_words(words, "words", limits, minimum=2)
     unit, _ = _vectors(space, words, "words", norm=True)
@@ -104,7 +104,7 @@ _EXPORT_WORDS_ONLY = 10_000
 
 
 def export(
-    space: WordVectors,
+    space: WordSpace,
     limits: Limits,
     *,
     start: int = 0,

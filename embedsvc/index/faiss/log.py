@@ -218,7 +218,15 @@ class LogWriter:
 
     @property
     def last_lsn(self) -> int:
+        """The last LSN handed out: its record may still wait to be written."""
         return self._next_lsn - 1
+
+    @property
+    def settled_lsn(self) -> int:
+        """Every record up to this LSN is applied (or failed, and so never acknowledged), and none after it is. Stable
+        inside `exclusive`, where a checkpoint takes it: a writer that arrives meanwhile has its LSN already but is
+        written to the log only after the checkpoint, so the checkpoint must not claim it."""
+        return self._done_lsn
 
     def commit(self, operation: Operation) -> int:
         """Write, fsync and apply one operation; returns its LSN. Raises STORAGE_FULL / STORAGE_ERROR."""

@@ -19,7 +19,10 @@ async function failure(response) {
   let body = {};
   try { body = await response.json(); } catch (e) { /* not JSON */ }
   const reason = body.reason ? " " + body.reason : "";
-  return new Error(`${body.code || response.status}${reason}: ${body.message || response.statusText}`);
+  // The next step in this page's words (errors.Hint in the server): the key goes in the field at the top.
+  const hint = (body.metadata || {}).hint;
+  const message = hint === "send-api-key" ? "no API key: enter one in the API key field at the top of the page" : body.message;
+  return new Error(`${body.code || response.status}${reason}: ${message || response.statusText}`);
 }
 
 async function api(method, body) {
@@ -287,6 +290,7 @@ async function sample() {
     grid.appendChild(img);
   });
   pick(0, "a"); pick(15, "b");
+  await manifold();  // the manifold follows the samples: shown with them, not after a click
   const directions = (await api("LatentService/ListDirections", { model })).directions || [];
   const select = $("trav-direction");
   select.innerHTML = "";
@@ -490,9 +494,10 @@ async function main() {
   $("draw-as-b").addEventListener("click", () => guarded(() => drawingAs("b")));
   setUpCanvas();
   await guarded(loadCatalogue);
-  // A shared or reloaded URL shows its view at once.
+  // A page shows its view at once: a shared or reloaded URL's, or the default one (the map of the word list the form
+  // holds, the samples and their manifold).
   if (page === "arithmetic" && $("arith-model").value) await guarded(arithmetic);
-  if (page === "map" && params.has("source")) await guarded(drawMap);
+  if (page === "map" && (params.has("source") || $("map-model").value)) await guarded(drawMap);
   if (page === "latent" && $("latent-model").value) await guarded(sample);
   if (page === "search" && params.has("q")) await guarded(search);
   document.body.dataset.ready = "1";

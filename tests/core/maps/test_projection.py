@@ -8,7 +8,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from embedsvc.core.maps.projection import ClusterMethod, Covariance, Points, cluster_points, project_points
 from embedsvc.errors import EmbedsvcError, Reason
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 
 
 def planted(seed: int = 0, k: int = 4, per: int = 60, dim: int = 8) -> tuple[Points, np.ndarray]:

@@ -6,7 +6,7 @@ import pytest
 from embedsvc.core.expression import Expression, Term, TermKind
 from embedsvc.core.words.arithmetic import Method, Options, check_options, evaluate
 from embedsvc.errors import EmbedsvcError, Reason
-from embedsvc.settings import Limits
+from embedsvc.limits import Limits
 from tests.conftest import gensim_reference
 
 

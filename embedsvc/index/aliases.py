@@ -1,9 +1,11 @@
 """Collection aliases: other names for collections, switched atomically (re-embed into a new collection after a model
 upgrade, then point the alias at it with no change on the clients' side).
 
-All aliases live in one JSON file, `<data_dir>/aliases.json`, rewritten atomically (temp file, fsync, rename,
-directory fsync) before a change is acknowledged. Aliases and collections share one namespace; the checks that keep it
-so are made by `embedsvc.core.collections.service.Collections`, which holds the lock around both.
+`Aliases` is where aliases live; `AliasStore` keeps them in one JSON file, `<data_dir>/aliases.json`, rewritten
+atomically (temp file, fsync, rename, directory fsync) before a change is acknowledged; `index/milvus/aliases.py` keeps
+them in Milvus for replicas that share collections (`index/stores.py` picks one). Aliases and collections share one
+namespace; the checks that keep it so are made by `embedsvc.core.collections.service.Collections`, which holds the
+lock around both.
 """
 
 from __future__ import annotations
