@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedsvc.backends.text_encoders import TextEncoder, TokenSpan, matryoshka_dims_of
+from embedsvc.backends.capabilities import TokenSpan
+from embedsvc.backends.text_models import EncoderBase, matryoshka_dims_of
 from embedsvc.core.texts import shapes
 from embedsvc.core.texts.shapes import Calibrations, Dtype
 from embedsvc.errors import EmbedsvcError, Reason
@@ -24,7 +25,7 @@ def quantize_embeddings():
     return quantize_embeddings
 
 
-class FakeEncoder(TextEncoder):
+class FakeEncoder(EncoderBase):
     """An encoder of fixed random vectors (the policy and the calibration need no real model)."""
 
     name = "fake"
