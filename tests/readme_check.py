@@ -12,7 +12,10 @@ How a block is checked, by its fence's language (docs/architecture.md, "How the 
 - `toml`: parsed (tomllib). Anything else must carry a directive.
 Directives, in an HTML comment right before a block (invisible on GitHub): `<!-- readme-check: skip (reason) -->`,
 `<!-- readme-check: save-as FILE -->` (the block is written to FILE, for a later `$ python FILE` or `--config FILE`),
-`<!-- readme-check: restart-server [serve flags] -->` (the server is restarted with these flags before the block).
+`<!-- readme-check: restart-server [serve flags] -->` (the server is restarted with these flags before the block),
+`<!-- readme-check: write-file FILE` + lines + `-->` (FILE gets those lines before the block: a configuration the
+prose describes but does not show), `<!-- readme-check: output -->` (the block is the output of the Python block
+before it).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ MASKS: dict[str, str] = {
     "new key's hash": r'(?<=^sha256 = ")[0-9a-f]{64}(?="$)',
     # The binary form of an ErrorInfo, whose metadata map protobuf serialises in no fixed order; its decoded form,
     # `debug`, is beside it and compared.
+    "creation time": r'(?<="created":)\d+',
     "serialised ErrorInfo": r'(?<="google.rpc.ErrorInfo",) ?"value": ?"[A-Za-z0-9+/_-]+=*"',
 }
 # A decimal number, compared to the digits it is printed with: float noise below the printed precision passes.
@@ -208,6 +212,7 @@ class Directive:
     line: int
     verb: str
     argument: str
+    body: str = ""  # the comment's lines after the directive's own (write-file's content)
 
 
 @dataclass
@@ -242,6 +247,8 @@ class Block:
             return "skip"
         if self.directive("save-as"):
             return "save"
+        if self.directive("output"):
+            return "output"
         if self.language == "console" or (self.language == "sh" and self.source.lstrip().startswith("$ ")):
             return "console"
         if self.language == "sh":
@@ -253,7 +260,7 @@ class Block:
         return "unknown"
 
 
-VERBS = ("skip", "save-as", "restart-server")
+VERBS = ("skip", "save-as", "restart-server", "write-file", "output")
 
 
 class ReadmeParser:
@@ -272,7 +279,8 @@ class ReadmeParser:
             for d in directives:
                 if previous_end <= d.start < region.start:
                     verb, _, argument = str(d.lexemes["arguments"]).strip().partition(" ")
-                    mine.append(Directive(document.text.count("\n", 0, d.start) + 1, verb, argument.strip()))
+                    body = str(d.lexemes.get("source") or "")
+                    mine.append(Directive(document.text.count("\n", 0, d.start) + 1, verb, argument.strip(), body))
             region.parsed = Block(line, str(region.lexemes["language"]), str(region.lexemes["source"]), mine)
             previous_end = region.end
             yield region

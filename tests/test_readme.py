@@ -110,6 +110,7 @@ class Session:
         self.server = ReadmeServer(home, work, env)
         self.namespace: dict[str, object] = {}
         self.raised = False
+        self.last_output = ""  # a plain Python block's, for an `output` block after it
 
     def substitute(self, text: str) -> str:
         """The README's ports replaced by the test server's (a port is what truly varies)."""
@@ -160,6 +161,9 @@ def evaluate(block: rc.Block, session: Session) -> str | None:
     for directive in block.directives:
         if directive.verb not in rc.VERBS:
             return f"README.md:{directive.line}: unknown directive readme-check: {directive.verb} (known: {rc.VERBS})"
+    for directive in block.directives:
+        if directive.verb == "write-file":
+            (session.work / directive.argument).write_text(directive.body)
     restart = block.directive("restart-server")
     if restart is not None:
         session.restart(restart.argument)
@@ -187,12 +191,17 @@ def evaluate(block: rc.Block, session: Session) -> str | None:
                 failures.append(f"README.md:{line}: >>> {example.source.strip()}\n{found}")
     elif kind == "python":
         real = session.python(block.source, f"README.md:{block.first_line}")
+        session.last_output = real
         shown = rc.print_comments(block.source)
         found = rc.diff(shown or "", real, f"README.md:{block.first_line}")
         if shown is not None and found:
             failures.append(f"README.md:{block.first_line}: the block's printed output (its # comments)\n{found}")
         elif shown is None and session.raised:
             failures.append(f"README.md:{block.first_line}: the block raised:\n{real}")
+    elif kind == "output":
+        found = rc.diff(block.source, session.last_output, f"README.md:{block.first_line}")
+        if found:
+            failures.append(f"README.md:{block.first_line}: the output of the Python block before it\n{found}")
     elif kind == "toml":
         tomllib.loads(block.source)
     else:
