@@ -43,9 +43,9 @@ MASKS: dict[str, str] = {
     "progress timing": r"\[\d\d:\d\d<\d\d:\d\d, +\d+(?:\.\d+)?[a-z]+/s\]",
     "new API key": r"(?<=^key: )esk_[A-Za-z0-9_-]{43}$",
     "new key's hash": r'(?<=^sha256 = ")[0-9a-f]{64}(?="$)',
+    "creation time": r'(?<="created":)\d+',
     # The binary form of an ErrorInfo, whose metadata map protobuf serialises in no fixed order; its decoded form,
     # `debug`, is beside it and compared.
-    "creation time": r'(?<="created":)\d+',
     "serialised ErrorInfo": r'(?<="google.rpc.ErrorInfo",) ?"value": ?"[A-Za-z0-9+/_-]+=*"',
 }
 # A decimal number, compared to the digits it is printed with: float noise below the printed precision passes.

@@ -214,8 +214,8 @@ def evaluate(block: rc.Block, session: Session) -> str | None:
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, minilm: object) -> Iterator[Session]:
-    """The README's reader: a home (whose default data directory shares the session's distilled minilm-static), a
-    working directory and the server of the tour."""
+    """The README's reader: a home (whose default data directory shares the session's distilled minilm-static:
+    asking for `minilm` distils it there once per session), a working directory and the server of the tour."""
     base = tmp_path_factory.mktemp("readme")
     home, work = base / "home", base / "work"
     work.mkdir()
@@ -236,7 +236,11 @@ def test_readme_block(example: Example, session: Session) -> None:
     failure = evaluate(block, session)
     if failure:
         tail = "".join(session.server.log[-20:])
-        pytest.fail(f"{failure}\n\n(the server's last log lines:)\n{tail}", pytrace=False)
+        pytest.fail(
+            f"{failure}\n\nFix the code, or, if the real output is right, put the + lines into README.md's block "
+            f"(docs/architecture.md, 'How the README is checked').\n(the server's last log lines:)\n{tail}",
+            pytrace=False,
+        )
 
 
 def test_every_skip_says_why() -> None:
