@@ -86,3 +86,5 @@ class Limits:
     max_cluster_work: int = 20_000_000_000
     # Maps: values (points x dimensions) of one point set.
     max_map_values: int = 20_000_000
+    # Snapshots: bytes of one UploadSnapshot (its files, in all).
+    max_snapshot_upload_bytes: int = 16 * 1024 * 1024 * 1024

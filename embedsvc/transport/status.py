@@ -63,6 +63,9 @@ STATUS_CODES: dict[Reason, grpc.StatusCode] = {
     Reason.MODEL_IN_USE: grpc.StatusCode.FAILED_PRECONDITION,
     Reason.MODEL_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
     Reason.OPERATION_NOT_SUPPORTED: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.SNAPSHOT_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Reason.INPUTS_NOT_STORED: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.SNAPSHOT_ELSEWHERE: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 # Reasons a caller should retry after a pause, and the pause (seconds) sent as google.rpc.RetryInfo.
