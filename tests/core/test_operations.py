@@ -7,6 +7,14 @@ import pytest
 
 from embedsvc.core.operations import Operation, OperationStore
 from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.index.state import LocalRecords
+
+
+def opened(folder, **options):
+    """A store over the records in `folder`, settled as at a server's start."""
+    store = OperationStore(LocalRecords(folder), "replica-a", **options)
+    store.recover()
+    return store
 
 
 def wait(store, name, timeout=10):
@@ -20,7 +28,7 @@ def wait(store, name, timeout=10):
 
 
 def test_progress_result_and_deduplication(tmp_path):
-    store = OperationStore(tmp_path)
+    store = opened(tmp_path)
     release = threading.Event()
 
     def work(progress):
@@ -42,7 +50,7 @@ def test_progress_result_and_deduplication(tmp_path):
 
 
 def test_cancel_stops_at_the_next_check(tmp_path):
-    store = OperationStore(tmp_path)
+    store = opened(tmp_path)
 
     def work(progress):
         while True:
@@ -57,21 +65,21 @@ def test_cancel_stops_at_the_next_check(tmp_path):
 
 
 def test_a_running_operation_is_reported_interrupted_after_a_restart(tmp_path):
-    store = OperationStore(tmp_path)
+    store = opened(tmp_path)
     died = threading.Event()
     op = store.start("rebuild", "c", lambda progress: died.wait(30) and {})
     time.sleep(0.1)
-    reopened = OperationStore(tmp_path)  # as if the process had died: the first store never closed
+    reopened = opened(tmp_path)  # as if the process had died: the first store never closed
     found = reopened.get(op.name)
     assert found.done and found.error.reason == Reason.INTERRUPTED.value and found.end_time is not None
-    assert Operation.from_json((tmp_path / f"{op.id}.json").read_bytes()).done  # and recorded so
+    assert Operation.from_json((tmp_path / "operations" / f"{op.id}.json").read_bytes()).done  # and recorded so
     reopened.close()
     died.set()
     store._pool.shutdown(wait=True)
 
 
 def test_a_clean_stop_records_running_operations_as_interrupted(tmp_path):
-    store = OperationStore(tmp_path)
+    store = opened(tmp_path)
 
     def work(progress):
         while True:
@@ -81,11 +89,11 @@ def test_a_clean_stop_records_running_operations_as_interrupted(tmp_path):
     op = store.start("rebuild", "c", work)
     time.sleep(0.05)
     store.close()
-    assert OperationStore(tmp_path).get(op.name).error.reason == Reason.INTERRUPTED.value
+    assert opened(tmp_path).get(op.name).error.reason == Reason.INTERRUPTED.value
 
 
 def test_failures_and_unknown_names(tmp_path):
-    store = OperationStore(tmp_path)
+    store = opened(tmp_path)
 
     def fails(progress):
         raise EmbedsvcError(Reason.STORAGE_FULL, "disk full")
