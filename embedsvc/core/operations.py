@@ -175,6 +175,9 @@ class OperationStore:
         self._polled: dict[str, float] = {}
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="operation")
         self._closing = False
+        self._dirty: set[str] = set()  # running operations whose progress the records do not have yet
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
 
     def recover(self) -> None:
         """At start (once the records can be read): report this replica's operations that a stop interrupted and
@@ -252,6 +255,9 @@ class OperationStore:
 
     def _track(self, op: Operation) -> CallControl:
         """Remember a running operation (call with the lock held)."""
+        if self._records.shared and self._flusher is None:
+            self._flusher = threading.Thread(target=self._flush, name="operation-progress", daemon=True)
+            self._flusher.start()
         control = CallControl()
         self._running[op.id] = op
         self._controls[op.id] = control
@@ -279,18 +285,19 @@ class OperationStore:
         except Exception:
             log.exception("operation %s failed unexpectedly", op_id)
             error = OperationError(Reason.INTERNAL.value, "internal error; the server log has the details")
-        now = datetime.now(UTC)
-        stage = "failed" if error is not None else "done"
-        self._update(op_id, persist=True, done=True, error=error, result=result, end_time=now, stage=stage)
         if self._records.shared or control.cancelled:
             try:
                 self._records.delete(CANCELS, op_id)
-            except EmbedsvcError as exc:  # the shared state is down: the stale cancel record is harmless
+            except EmbedsvcError as exc:  # the shared state is down: a stale cancel record is harmless
                 log.warning("operation %s: cannot remove its cancel record: %s", op_id, exc.message)
+        now = datetime.now(UTC)
+        stage = "failed" if error is not None else "done"
+        self._update(op_id, persist=True, done=True, error=error, result=result, end_time=now, stage=stage)
         self._forget(op_id)
 
     def _forget(self, op_id: str) -> None:
         with self._lock:
+            self._dirty.discard(op_id)
             self._running.pop(op_id, None)
             self._controls.pop(op_id, None)
             self._persisted.pop(op_id, None)
@@ -319,10 +326,30 @@ class OperationStore:
             if total is not None:
                 op = replace(op, total_units=total)
             self._running[op_id] = op
-            # Progress reaches the records at most once a second, and only when other replicas read them.
-            if self._records.shared and time.monotonic() - self._persisted.get(op_id, 0.0) >= POLL_S:
-                self._write(op)
-                self._persisted[op_id] = time.monotonic()
+            # Progress reaches the records at most once a second (the flusher writes the last of it), and only when
+            # other replicas read them.
+            if self._records.shared:
+                if time.monotonic() - self._persisted.get(op_id, 0.0) >= POLL_S:
+                    self._write(op)
+                    self._persisted[op_id] = time.monotonic()
+                    self._dirty.discard(op_id)
+                else:
+                    self._dirty.add(op_id)
+
+    def _flush(self) -> None:
+        """Every second, write the progress of running operations that the records lack (shared records only)."""
+        while not self._stop.wait(POLL_S):
+            with self._lock:
+                pending = [self._running[i] for i in self._dirty if i in self._running]
+                self._dirty.clear()
+            for op in pending:
+                try:
+                    with self._lock:
+                        if op.id in self._running:
+                            self._write(self._running[op.id])
+                            self._persisted[op.id] = time.monotonic()
+                except EmbedsvcError as exc:
+                    log.warning("operation %s: cannot write its progress: %s", op.id, exc.message)
 
     def _details(self, op_id: str, values: dict[str, Any], persist: bool) -> None:
         with self._lock:
@@ -374,6 +401,7 @@ class OperationStore:
         for control in controls:
             control.cancel()
         self._pool.shutdown(wait=wait)
+        self._stop.set()
 
     # ---- reading -------------------------------------------------------------------------------------------------
 
