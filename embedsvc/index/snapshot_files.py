@@ -176,15 +176,20 @@ def read_checked(snapshot: str, folder: Path, entry: FileEntry) -> bytes:
 def verify(snapshot: str, folder: Path, entries: tuple[FileEntry, ...], check: Callable[[], None]) -> None:
     """Check every file against the manifest (DATA_LOSS naming the first that fails)."""
     for entry in entries:
-        checker = FileCheck(snapshot, entry)
-        try:
-            with open(folder / entry.path, "rb") as fh:
-                while block := fh.read(_BLOCK):
-                    checker.update(block)
-                    check()
-        except FileNotFoundError:
-            raise damaged(snapshot, entry.path, "is missing") from None
-        checker.finish()
+        verify_file(snapshot, folder / entry.path, entry, check)
+
+
+def verify_file(snapshot: str, path: Path, entry: FileEntry, check: Callable[[], None]) -> None:
+    """Check the file at `path` (a snapshot's file, wherever it was put) against its entry."""
+    checker = FileCheck(snapshot, entry)
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(_BLOCK):
+                checker.update(block)
+                check()
+    except FileNotFoundError:
+        raise damaged(snapshot, entry.path, "is missing") from None
+    checker.finish()
 
 
 def file_entry(folder: Path, path: str) -> FileEntry:

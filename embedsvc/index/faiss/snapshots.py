@@ -34,6 +34,7 @@ from embedsvc.index.snapshot_files import (
     file_entry,
     open_file,
     verify,
+    verify_file,
     write_entry,
 )
 from embedsvc.index.types import CollectionConfig, Delete, StoredItem, Upsert
@@ -123,7 +124,7 @@ def place(snapshot: str, source: Path, manifest: Manifest, target: Path, check: 
                 link_or_copy(source / path, folder / name)
             except FileNotFoundError:
                 raise damaged(snapshot, path, "is missing") from None
-            verify(snapshot, folder, (FileEntry(name, entries[path].size_bytes, entries[path].sha256),), check)
+            verify_file(snapshot, folder / name, entries[path], check)
         durable.fsync_dir(folder)
     if LOG not in entries:
         raise damaged(snapshot, LOG, "is missing from the manifest")
