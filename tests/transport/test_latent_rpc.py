@@ -21,8 +21,8 @@ from embedsvc.client import DirectionRef, EmbedsvcClientError, image_expression
 from embedsvc.core.images.codec import to_png
 from embedsvc.core.images.datasets import load_dataset, split
 from embedsvc.core.images.directions import DirectionStore
-from embedsvc.index.state import LocalRecords
 from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.index.state import LocalRecords
 from embedsvc.v1 import arithmetic_pb2, common_pb2, latent_pb2, latent_pb2_grpc
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
