@@ -21,6 +21,9 @@ other errors E` (E: outcomes other than OK, RESOURCE_EXHAUSTED and DEADLINE_EXCE
 checks).
 
     python benchmarks/overload.py [--duration 30] [--seconds 10] [--factor 4] [--server-setting "max_workers = 16"]
+        [--smoke]
+
+--smoke: 1 s of capacity, 2 s of overload at twice it, a 200-call warm-up.
 """
 
 from __future__ import annotations
@@ -46,9 +49,8 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _serve import free_port, serve
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._serve import add_smoke, free_port, serve
 from embedsvc.v1 import words_pb2
 
 WORDS = Path(gensim.__file__).parent / "test" / "test_data" / "EN.1-10.cbow1_wind5_hs0_neg10_size300_smpl1e-05.txt"
@@ -109,6 +111,20 @@ def server_counts(port: int) -> dict[str, float]:
                 if sample.name.endswith("_total") and sample.labels.get("method") == "Similarity":
                     counts[sample.labels["code"]] = sample.value
     return counts
+
+
+def in_flight(port: int) -> float:
+    """Similarity calls the server is answering now (its embedsvc_requests_in_flight gauge)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(body)
+        if family.name == "embedsvc_requests_in_flight"
+        for sample in family.samples
+        if sample.labels.get("method") == "Similarity"
+    )
 
 
 def probe(target: str, stop: threading.Event, latencies: list[float], failures: Counter[str]) -> None:
@@ -173,7 +189,11 @@ def main() -> None:
     parser.add_argument(
         "--server-setting", action="append", default=[], help='a [server] line for the server, e.g. "max_workers = 16"'
     )
+    add_smoke(parser)
     args = parser.parse_args()
+    warm_up_calls = 2000
+    if args.smoke:
+        args.seconds, args.duration, args.factor, warm_up_calls = 1.0, 2.0, 2.0, 200
     with tempfile.TemporaryDirectory(prefix="embedsvc-overload-") as tmp:
         folder = Path(tmp)
         config = folder / "server.toml"
@@ -183,14 +203,7 @@ def main() -> None:
         body = grpc_body(folder)
         metrics_port = free_port()
         with serve(folder / "data", "--config", str(config), "--metrics-port", str(metrics_port)) as target:
-            channel = grpc.insecure_channel(target)
-            ready = time.monotonic() + 120
-            while health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=60).status != 1:
-                if time.monotonic() > ready:
-                    raise TimeoutError("the server did not become SERVING")
-                time.sleep(0.2)
-            channel.close()
-            h2load(target, body, "-n", "2000", "-c", "16", "-m", "1")  # warm-up
+            h2load(target, body, "-n", str(warm_up_calls), "-c", "16", "-m", "1")  # warm-up
             before = server_counts(metrics_port)
             closed = h2load(target, body, "-D", f"{args.seconds:g}", "-c", "16", "-m", "1")
             cap = (server_counts(metrics_port).get("OK", 0) - before.get("OK", 0)) / closed["elapsed"]
@@ -227,7 +240,9 @@ def main() -> None:
             )
             sampling.set()
             sampler.join()
-            time.sleep(DEADLINE_MS / 1000 + 1)  # calls still running on the server finish or expire
+            settle_by = time.monotonic() + DEADLINE_MS / 1000 + 30
+            while in_flight(metrics_port) and time.monotonic() < settle_by:  # calls still running finish or expire
+                time.sleep(0.1)
             after = server_counts(metrics_port)
             stop.set()
             prober.join()

@@ -14,7 +14,9 @@ Prints last: `text: ratio R1 X, ratio R2 Y, int8 ratio R3 Z, int8 cosine C, int8
 service over in-process throughput; R2: batched over unbatched service; R3: int8 batched service over in-process;
 S: batched service throughput).
 
-    python benchmarks/text.py [--n 2000] [--clients 16] [--repeats 3]
+    python benchmarks/text.py [--n 2000] [--clients 16] [--repeats 3] [--smoke]
+
+--smoke: 64 sentences, 4 clients, one run.
 """
 
 from __future__ import annotations
@@ -32,9 +34,8 @@ from pathlib import Path
 import gensim
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _serve import serve
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._serve import add_smoke, cache_dir, serve, sharing_models
 from embedsvc.client import AsyncClient, Client
 
 
@@ -80,7 +81,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of every side (medians)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="where the ONNX exports are (or will be) cached")
+    add_smoke(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.n, args.clients, args.repeats = 64, 4, 1
     texts = sentences(args.n)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -109,9 +114,9 @@ def main() -> None:
                 for name, batching, precision in models
             )
         )
-        with serve(Path(tmp) / "data", "--config", str(config)) as target:
+        data = sharing_models(Path(tmp) / "data", cache_dir(args.data_dir))
+        with serve(data, "--config", str(config)) as target:
             with Client(target) as c:
-                c.wait_until_serving(300)
                 engine = c.get_model("minilm").engine
             for name, _, _ in models:  # warm-up
                 asyncio.run(concurrent_calls(target, name, texts[:64], args.clients))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from embedsvc.client import Client
-from tests import serve_process
+from tests import helpers, serve_process
 from tests.conftest import GENSIM_DATA
 
 DIM = 64
@@ -95,12 +94,13 @@ def check(client: Client, data_dir: Path, outcome: Outcome, scratch: Path) -> No
 
 
 def wait_for(client: Client, name: str, ready: Callable[[object], bool], timeout: float = 60) -> object:
-    end = time.monotonic() + timeout
-    while True:
+    """The operation once `ready` says so or it is done (a fast one may finish before a poll sees it part-way)."""
+
+    def seen() -> object:
         op = client.get_operation(name)
-        if ready(op) or op.done or time.monotonic() > end:
-            return op
-        time.sleep(0.005)
+        return op if ready(op) or op.done else None
+
+    return helpers.wait_for(seen, timeout, f"{name} to be under way", every=0.005)
 
 
 def run(data_dir: Path, rounds: int, log: Callable[[str], None] = print) -> Outcome:

@@ -16,7 +16,7 @@ from embedsvc.index.snapshot_files import FAISS, Manifest
 from embedsvc.index.types import Alias, Backend, Hit, IndexKind, IndexParams, Metric, StoredItem
 from embedsvc.limits import Limits
 from embedsvc.transport import convert, images_convert
-from embedsvc.v1 import collections_pb2, common_pb2, snapshots_pb2
+from embedsvc.v1 import collections_pb2, common_pb2, retrieval_pb2, snapshots_pb2
 
 METRICS: dict[int, Metric] = {
     collections_pb2.METRIC_COSINE: Metric.COSINE,
@@ -239,7 +239,41 @@ def item_message(item: StoredItem, space: str, *, with_vector: bool) -> collecti
     return message
 
 
+def not_served_yet(field: str, what: str) -> EmbedsvcError:
+    """A v1 field this server version accepts on the wire but does not act on yet: refused, never ignored (an
+    ignored `mode = KEYWORD` would answer a dense search as if it were one)."""
+    return invalid(field, f"{what} is not served by this server version yet (it comes with hybrid retrieval)")
+
+
+def refuse_unserved_create(request: collections_pb2.CreateCollectionRequest) -> None:
+    for name, what in (("keyword", "a keyword index"), ("search_defaults", "search defaults"), ("prompts", "prompts")):
+        if request.HasField(name):
+            raise not_served_yet(name, what)
+
+
+def _refuse_unserved_options(message: collections_pb2.SearchOptions) -> None:
+    if message.mode not in (retrieval_pb2.SEARCH_MODE_UNSPECIFIED, retrieval_pb2.SEARCH_MODE_DENSE):
+        raise not_served_yet("options.mode", "keyword and hybrid search")
+    for name, what in (
+        ("fusion", "fusion"),
+        ("rerank", "a rerank stage"),
+        ("diversity", "diversity"),
+    ):
+        if message.HasField(name):
+            raise not_served_yet(f"options.{name}", what)
+    for name, set_, what in (
+        ("group_by", bool(message.group_by), "grouping"),
+        ("group_size", message.group_size != 0, "grouping"),
+        ("diversity_candidates", message.diversity_candidates != 0, "diversity"),
+        ("keep_inputs", message.keep_inputs, "keep_inputs"),
+    ):
+        if set_:
+            raise not_served_yet(f"options.{name}", what)
+
+
 def query(message: collections_pb2.Query, field: str, limits: Limits) -> QueryIn:
+    if message.keyword_text:
+        raise not_served_yet(field + ".keyword_text", "keyword text")
     which = message.WhichOneof("query")
     if which == "vector":
         return QueryIn(vector=convert.vector(message.vector, field + ".vector"), space=message.vector.space)
@@ -252,6 +286,8 @@ def query(message: collections_pb2.Query, field: str, limits: Limits) -> QueryIn
         return QueryIn(expression=expression)
     if which == "image":
         return QueryIn(image=images_convert.image(message.image, field + ".image"))
+    if which == "examples":
+        raise not_served_yet(field + ".examples", "search by example")
     return QueryIn()
 
 
@@ -265,6 +301,7 @@ def batch_queries(request: collections_pb2.BatchSearchRequest, limits: Limits) -
 
 
 def search_options(message: collections_pb2.SearchOptions) -> SearchOptions:
+    _refuse_unserved_options(message)
     return SearchOptions(
         k=message.k,
         filter=message.filter,

@@ -28,6 +28,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
     def CreateCollection(
         self, request: collections_pb2.CreateCollectionRequest, context: grpc.ServicerContext
     ) -> collections_pb2.CreateCollectionResponse:
+        cc.refuse_unserved_create(request)
         info = self._admin.create(
             request.name,
             request.dimension,

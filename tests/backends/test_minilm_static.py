@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from embedsvc.backends import minilm_static
-from embedsvc.backends.word_vectors import checksum
+from embedsvc.backends.devices import vectors_checksum as checksum
 
 REPO = Path(__file__).resolve().parents[2]
 
