@@ -104,6 +104,8 @@ def place(snapshot: str, source: Path, manifest: Manifest, target: Path, check: 
     """Put a "faiss" snapshot's checkpoint and log into a new collection's (temporary) directory, checking every
     file against the manifest as it is placed (DATA_LOSS naming the file)."""
     entries = {f.path: f for f in manifest.files}
+    if CONFIG in entries:  # unused here (the manifest's configuration is restored), but a damaged snapshot is refused
+        verify(snapshot, source, (entries[CONFIG],), check)
     linked = sorted(p for p in entries if p.startswith(f"{CHECKPOINT}/"))
     if linked:
         meta = f"{CHECKPOINT}/meta.json"

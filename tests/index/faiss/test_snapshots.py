@@ -152,7 +152,7 @@ def test_restore_places_the_files_and_the_collection_equals_the_snapshot(store, 
 
 
 @pytest.mark.parametrize(
-    "path", ["wal.log", "checkpoint/vectors.npy", "checkpoint/items.jsonl", "checkpoint/meta.json"]
+    "path", ["collection.json", "wal.log", "checkpoint/vectors.npy", "checkpoint/items.jsonl", "checkpoint/meta.json"]
 )
 def test_a_flipped_byte_is_caught_and_nothing_is_restored(store, taken, tmp_path, path):
     dest, manifest, _ = taken
