@@ -124,7 +124,7 @@ def check_path(path: str) -> None:
 def damaged(snapshot: str, path: str, problem: str) -> EmbedsvcError:
     return EmbedsvcError(
         Reason.DATA_LOSS,
-        f"snapshot {snapshot}: {path} {problem}; nothing was restored",
+        f"snapshot {snapshot}: {path} {problem} (the snapshot is damaged: nothing is restored from it, nor sent whole)",
         metadata={"snapshot": snapshot, "file": path},
     )
 
