@@ -20,8 +20,12 @@ Prints last: `overload: capacity C rps, offered O rps, served S rps, rejected J%
 other errors E` (E: outcomes other than OK, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED, failed streams, failed health
 checks).
 
+With --node-modules, two Node.js clients (@grpc/grpc-js, benchmarks/overload_census.js) also sample what a client in
+another language sees (100 calls/s each): one as it is, one with the service config the README publishes
+(protos/service_config.json: retries with backoff and throttling).
+
     python benchmarks/overload.py [--duration 30] [--seconds 10] [--factor 4] [--server-setting "max_workers = 16"]
-        [--smoke]
+        [--node-modules DIR] [--smoke]
 
 --smoke: 1 s of capacity, 2 s of overload at twice it, a 200-call warm-up.
 """
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import shutil
 import statistics
@@ -55,6 +60,8 @@ from embedsvc.v1 import words_pb2
 
 WORDS = Path(gensim.__file__).parent / "test" / "test_data" / "EN.1-10.cbow1_wind5_hs0_neg10_size300_smpl1e-05.txt"
 DEADLINE_MS = 2000
+REPO = Path(__file__).resolve().parent.parent
+SERVICE_CONFIG = "protos/service_config.json"
 
 
 def grpc_body(folder: Path) -> Path:
@@ -181,6 +188,16 @@ def census(target: str, stop: threading.Event, outcomes: Counter[str], rate: flo
     channel.close()
 
 
+def node_census(args: argparse.Namespace, target: str, service_config: Path | None) -> subprocess.Popen[str]:
+    """benchmarks/overload_census.js: what a Node.js client (@grpc/grpc-js) sees, 100 calls/s for --duration s."""
+    command = ["node", str(Path(__file__).with_name("overload_census.js")), str(REPO), target, "100"]
+    command.append(f"{args.duration:g}")
+    if service_config is not None:
+        command.append(str(service_config))
+    env = {**os.environ, "NODE_PATH": str(Path(args.node_modules) / "node_modules")}
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of overload")
@@ -190,6 +207,11 @@ def main() -> None:
         "--server-setting", action="append", default=[], help='a [server] line for the server, e.g. "max_workers = 16"'
     )
     add_smoke(parser)
+    parser.add_argument(
+        "--node-modules",
+        help="a folder where npm installed @grpc/grpc-js and @grpc/proto-loader: also sample what a Node.js client "
+        "sees, without and with the published service config (protos/service_config.json: its retry policy)",
+    )
     args = parser.parse_args()
     warm_up_calls = 2000
     if args.smoke:
@@ -222,6 +244,9 @@ def main() -> None:
             sampling = threading.Event()
             sampler = threading.Thread(target=census, args=(target, sampling, sampled))
             sampler.start()
+            nodes = []
+            if args.node_modules:
+                nodes = [node_census(args, target, None), node_census(args, target, REPO / SERVICE_CONFIG)]
             log = folder / "calls.tsv"
             before = server_counts(metrics_port)
             report = h2load(
@@ -240,6 +265,7 @@ def main() -> None:
             )
             sampling.set()
             sampler.join()
+            node_seen = [json.loads(node.communicate()[0]) for node in nodes]
             settle_by = time.monotonic() + DEADLINE_MS / 1000 + 30
             while in_flight(metrics_port) and time.monotonic() < settle_by:  # calls still running finish or expire
                 time.sleep(0.1)
@@ -279,6 +305,8 @@ def main() -> None:
     )
     print(f"as the server counted them (Similarity): {dict(on_server)}")
     print(f"a sample of {sum(sampled.values())} calls, by outcome: {dict(sampled)}")
+    for seen, how in zip(node_seen, ("as they are", f"with {SERVICE_CONFIG}'s retry policy"), strict=False):
+        print(f"a Node.js client (@grpc/grpc-js), {seen['calls']} calls {how}: {seen['outcomes']}")
     print(
         f"health checks: {len(health)} answered, failures {dict(health_failures)}, p50 "
         f"{statistics.median(health) * 1e3 if health else float('nan'):.1f} ms; all calls p50 "

@@ -146,6 +146,11 @@ class Admission:
         self.refused = 0  # since the start, for the logs
         self._keys = {k.name: _KeyState(k, clock()) for k in keys if k.rate or k.max_concurrent}
 
+    def limits(self, method: str, *, key_limits: bool) -> bool:
+        """Whether a unary call of this method meets a cap of this door beyond max_calls (which the front door's
+        lane already holds): a heavy method, or per-key limits (when keys are checked)."""
+        return method in HEAVY or (key_limits and bool(self._keys))
+
     def enter(self, method: str, *, streaming: bool, key: str) -> Ticket:
         """Admit a call or raise OVERLOADED / RATE_LIMITED (nothing is held then)."""
         heavy = method in HEAVY
