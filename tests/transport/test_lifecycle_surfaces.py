@@ -172,3 +172,25 @@ def test_reembed_and_snapshots_from_the_cli(capsys, target: str, client: Client,
         for name in ("cli-life", "cli-life-2", "cli-life-3", "cli-vectors"):
             if name in [c.name for c in client.list_collections()]:
                 client.delete_collection(name)
+
+
+def test_a_keyword_index_survives_a_reembed_and_a_snapshot_restore(client: Client) -> None:
+    """Collections bound to a text model have a keyword index (main's hybrid search): the re-embedded collection and
+    a restored one keep it, and answer the same keyword search as the original."""
+    client.create_collection("kw-life", model="lee-mean", keyword=True)
+    client.upsert("kw-life", IDS, inputs=TEXTS)
+    query = " ".join(TEXTS[11].split()[:4])
+    want = [h.id for h in client.search("kw-life", input=query, mode="keyword", k=5)]
+    assert want and want[0] == "t11"
+    try:
+        done = client.reembed("kw-life", model="lee-sif", target_name="kw-life-2", wait=True)
+        assert done.result.collection.name == "kw-life-2"
+        assert [h.id for h in client.search("kw-life-2", input=query, mode="keyword", k=5)] == want
+        snapshot = client.create_snapshot("kw-life-2", wait=True).result
+        client.restore_snapshot(snapshot.name, "kw-life-3", wait=True)
+        client.delete_snapshot(snapshot.name)
+        assert [h.id for h in client.search("kw-life-3", input=query, mode="keyword", k=5)] == want
+    finally:
+        for name in ("kw-life", "kw-life-2", "kw-life-3"):
+            if name in [c.name for c in client.list_collections()]:
+                client.delete_collection(name)

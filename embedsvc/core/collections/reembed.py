@@ -192,6 +192,8 @@ class Reembedder:
             bound.space,
             created_at=datetime.now(UTC).timestamp(),
             backend=source.backend,
+            keyword=source.keyword,  # the keyword index (over the same inputs) and search defaults carry over
+            search_defaults=source.search_defaults,
         )
 
     # ---- running -------------------------------------------------------------------------------------------------
