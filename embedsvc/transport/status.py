@@ -68,6 +68,7 @@ STATUS_CODES: dict[Reason, grpc.StatusCode] = {
     Reason.SNAPSHOT_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     Reason.INPUTS_NOT_STORED: grpc.StatusCode.FAILED_PRECONDITION,
     Reason.SNAPSHOT_ELSEWHERE: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.DIMENSIONS_NOT_SUPPORTED: grpc.StatusCode.INVALID_ARGUMENT,
 }
 
 # Reasons a caller should retry after a pause, and the pause (seconds) sent as google.rpc.RetryInfo.
