@@ -100,6 +100,9 @@ class StorageSettings:
 
     backend: str = "faiss"  # faiss | milvus: where CreateCollection puts a collection that names no backend
     milvus: MilvusSettings | None = None
+    # Where snapshots' files are kept (a relative path is relative to the data directory); empty:
+    # <data_dir>/snapshot-files. Replicas sharing collections on Milvus share this directory (a network file system).
+    snapshot_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -343,12 +346,14 @@ class Settings:
             m = self.storage.milvus
             uri = str(self.data_dir / m.uri) if m.is_local else m.uri
             milvus = MilvusOptions(uri, m.token, m.db_name, m.consistency, m.timeout_s, m.retries)
+        snapshots = Path(self.storage.snapshot_dir).expanduser() if self.storage.snapshot_dir else None
         return StorageOptions(
             self.data_dir,
             self.checkpoint_bytes,
             Backend(self.storage.backend),
             milvus,
             max_id_bytes=self.limits.max_id_bytes,
+            snapshot_dir=self.data_dir / snapshots if snapshots is not None else None,
         )
 
     def validate(self) -> None:
@@ -430,7 +435,7 @@ def _path(key: str, value: Any) -> Path:
 
 
 def _storage(table: Mapping[str, Any]) -> StorageSettings:
-    unknown = set(table) - {"backend", "milvus"}
+    unknown = set(table) - {"backend", "milvus", "snapshot_dir"}
     if unknown:
         raise ConfigError(f"storage.{sorted(unknown)[0]}: unknown key")
     backend = table.get("backend", "faiss")
@@ -465,7 +470,10 @@ def _storage(table: Mapping[str, Any]) -> StorageSettings:
         milvus = MilvusSettings(uri, token, db_name, consistency, float(timeout), retries)
     if backend == "milvus" and milvus is None:
         raise ConfigError("storage.backend: milvus needs [storage.milvus] with its uri")
-    return StorageSettings(backend, milvus)
+    snapshot_dir = table.get("snapshot_dir", "")
+    if not isinstance(snapshot_dir, str):
+        raise ConfigError(f"storage.snapshot_dir: must be a directory path, got {snapshot_dir!r}")
+    return StorageSettings(backend, milvus, snapshot_dir)
 
 
 def _tls(table: Any) -> TlsSettings:

@@ -51,6 +51,7 @@ from embedsvc.v1 import (
     models_pb2,
     operations_pb2,
     server_pb2,
+    snapshots_pb2,
     text_pb2,
     words_pb2,
 )
@@ -383,6 +384,53 @@ class Calls:
     def rebuild(self, name: str) -> Unary[Operation]:
         request = collections_pb2.RebuildRequest(name=name)
         return Unary(self.collections.Rebuild, request, lambda r: res.operation(r.operation))
+
+    def reembed(self, collection: str, model: str, target_name: str, drop_unembeddable: bool) -> Unary[Operation]:
+        request = collections_pb2.ReembedRequest(
+            collection=collection, model=model, target_name=target_name, drop_unembeddable=drop_unembeddable
+        )
+        return Unary(self.collections.Reembed, request, lambda r: res.operation(r.operation))
+
+    def create_snapshot(self, collection: str) -> Unary[Operation]:
+        request = snapshots_pb2.CreateSnapshotRequest(collection=collection)
+        return Unary(self.snapshots.CreateSnapshot, request, lambda r: res.operation(r.operation))
+
+    def get_snapshot(self, name: str) -> Unary[snapshots_pb2.Snapshot]:
+        request = snapshots_pb2.GetSnapshotRequest(name=name)
+        return Unary(self.snapshots.GetSnapshot, request, lambda r: r.snapshot)
+
+    def list_snapshots(
+        self, collection: str, page_size: int, token: str
+    ) -> Unary[tuple[list[snapshots_pb2.Snapshot], str]]:
+        request = snapshots_pb2.ListSnapshotsRequest(collection=collection, page_size=page_size, page_token=token)
+        return Unary(self.snapshots.ListSnapshots, request, lambda r: (list(r.snapshots), r.next_page_token))
+
+    def delete_snapshot(self, name: str) -> Unary[None]:
+        request = snapshots_pb2.DeleteSnapshotRequest(name=name)
+        return Unary(self.snapshots.DeleteSnapshot, request, lambda r: None)
+
+    def restore_snapshot(
+        self, snapshot: str, name: str, replace_existing: bool, allow_model_mismatch: bool, backend: str
+    ) -> Unary[Operation]:
+        request = snapshots_pb2.RestoreSnapshotRequest(
+            snapshot=snapshot,
+            name=name,
+            replace_existing=replace_existing,
+            allow_model_mismatch=allow_model_mismatch,
+            backend=req.choice(req.BACKENDS, backend, "backend"),
+        )
+        return Unary(self.snapshots.RestoreSnapshot, request, lambda r: res.operation(r.operation))
+
+    def download_snapshot(self, name: str, chunk_bytes: int) -> Stream[snapshots_pb2.DownloadSnapshotResponse]:
+        request = snapshots_pb2.DownloadSnapshotRequest(name=name, chunk_bytes=chunk_bytes)
+        return Stream(self.snapshots.DownloadSnapshot, request, lambda r: r)
+
+    def upload_snapshot(self, chunks: Iterator[tuple[bytes, str, int, bytes]]) -> Unary[snapshots_pb2.Snapshot]:
+        messages = (
+            snapshots_pb2.UploadSnapshotRequest(manifest=manifest, path=path, offset=offset, data=data)
+            for manifest, path, offset, data in chunks
+        )
+        return Unary(self.snapshots.UploadSnapshot, messages, lambda r: r.snapshot)
 
     def get_operation(self, name: str) -> Unary[Operation]:
         request = operations_pb2.GetOperationRequest(name=name)

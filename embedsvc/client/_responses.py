@@ -45,6 +45,7 @@ from embedsvc.v1 import (
     operations_pb2,
     retrieval_pb2,
     server_pb2,
+    snapshots_pb2,
     text_pb2,
     words_pb2,
 )
@@ -367,10 +368,12 @@ def _moment(message: Any, name: str) -> datetime | None:
 def operation(message: operations_pb2.Operation) -> Operation:
     metadata = operations_pb2.OperationMetadata()
     message.metadata.Unpack(metadata)
-    result = None
+    result: Any = None
     if message.HasField("response") and message.response.value:
-        result = collections_pb2.CollectionInfo()
-        message.response.Unpack(result)
+        for kind in (collections_pb2.CollectionInfo, collections_pb2.ReembedResult, snapshots_pb2.Snapshot):
+            if message.response.Is(kind.DESCRIPTOR):
+                result = kind()
+                message.response.Unpack(result)
     return Operation(
         name=message.name,
         done=message.done,
@@ -385,6 +388,11 @@ def operation(message: operations_pb2.Operation) -> Operation:
         cancel_requested=metadata.cancel_requested,
         error=status_error(message.error) if message.HasField("error") else None,
         result=result,
+        units_per_second=metadata.units_per_second,
+        eta_seconds=metadata.eta_seconds,
+        replica=metadata.replica,
+        reembed=metadata.reembed if metadata.HasField("reembed") else None,
+        warnings=list(metadata.warnings),
     )
 
 

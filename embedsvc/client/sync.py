@@ -18,6 +18,7 @@ from embedsvc.client._calls import Calls, Stream, Unary, text_options
 from embedsvc.client._channel import call_metadata, channel, resolve_target
 from embedsvc.client._errors import error
 from embedsvc.client._responses import joined_text_embeddings, upsert_stream_result
+from embedsvc.client.archives import ArchiveWriter, read_archive
 from embedsvc.client.types import (
     Alias,
     AnalogyReport,
@@ -43,7 +44,7 @@ from embedsvc.client.types import (
     UpsertStreamResult,
     WordChunk,
 )
-from embedsvc.v1 import arithmetic_pb2, collections_pb2, latent_pb2, maps_pb2, models_pb2
+from embedsvc.v1 import arithmetic_pb2, collections_pb2, latent_pb2, maps_pb2, models_pb2, snapshots_pb2
 
 T = TypeVar("T")
 
@@ -411,6 +412,74 @@ class Client:
         `wait` the finished one (raising its error if it failed)."""
         operation = self._unary(self._calls.rebuild(name))
         return self.wait_operation(operation.name, timeout=timeout) if wait else operation
+
+    def reembed(
+        self,
+        collection: str,
+        model: str = "",
+        *,
+        target_name: str = "",
+        drop_unembeddable: bool = False,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> Operation:
+        """Re-embed a collection's stored inputs with `model` (default: its own model, at the version served now) into
+        a new collection, then switch the aliases that name it (`collection` an alias: that one; the collection's own
+        name: every alias pointing at it). Returns the operation, or with `wait` the finished one (its result a
+        ReembedResult; its error raised). Items without a stored input fail it unless `drop_unembeddable`."""
+        operation = self._unary(self._calls.reembed(collection, model, target_name, drop_unembeddable))
+        return self.wait_operation(operation.name, timeout=timeout) if wait else operation
+
+    def create_snapshot(self, collection: str, *, wait: bool = False, timeout: float | None = None) -> Operation:
+        """Start a snapshot of a collection (writes go on meanwhile); returns the operation, or with `wait` the
+        finished one, whose result is the Snapshot."""
+        operation = self._unary(self._calls.create_snapshot(collection))
+        return self.wait_operation(operation.name, timeout=timeout) if wait else operation
+
+    def get_snapshot(self, name: str) -> snapshots_pb2.Snapshot:
+        return self._unary(self._calls.get_snapshot(name))
+
+    def list_snapshots(self, collection: str = "", *, page_size: int = 0) -> list[snapshots_pb2.Snapshot]:
+        """Snapshots (all, or one collection's), newest first."""
+        return self._all(lambda token: self._calls.list_snapshots(collection, page_size, token))
+
+    def delete_snapshot(self, name: str) -> None:
+        self._unary(self._calls.delete_snapshot(name))
+
+    def restore_snapshot(
+        self,
+        snapshot: str,
+        name: str,
+        *,
+        replace_existing: bool = False,
+        allow_model_mismatch: bool = False,
+        backend: str = "",
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> Operation:
+        """Restore a snapshot into a new collection `name` (`replace_existing`: over the collection of that name);
+        returns the operation, or with `wait` the finished one, whose result is the CollectionInfo."""
+        call = self._calls.restore_snapshot(snapshot, name, replace_existing, allow_model_mismatch, backend)
+        operation = self._unary(call)
+        return self.wait_operation(operation.name, timeout=timeout) if wait else operation
+
+    def download_snapshot(self, name: str, destination: str | Path, *, chunk_bytes: int = 0) -> dict[str, Any]:
+        """Save a snapshot as one tar file at `destination` (its manifest, then its files), every file checked against
+        the manifest's size and sha256 as it arrives (a mismatch raises DATA_LOSS and leaves no file); returns the
+        manifest."""
+        archive = ArchiveWriter(Path(destination))
+        try:
+            for message in self._stream(self._calls.download_snapshot(name, chunk_bytes)):
+                archive.add(message.manifest, message.path, message.offset, message.data)
+            return archive.close()
+        except BaseException:
+            archive.abort()
+            raise
+
+    def upload_snapshot(self, source: str | Path, *, chunk_bytes: int = 1 << 20) -> snapshots_pb2.Snapshot:
+        """Upload a snapshot archive (as download_snapshot saved it); the server checks every file and keeps it under
+        a new name, which the returned Snapshot has."""
+        return self._unary(self._calls.upload_snapshot(read_archive(Path(source), chunk_bytes)))
 
     def get_operation(self, name: str) -> Operation:
         return self._unary(self._calls.get_operation(name))

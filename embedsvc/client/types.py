@@ -319,7 +319,8 @@ class Clustering:
 
 @dataclass(frozen=True)
 class Operation:
-    """A long-running operation (a Rebuild): its progress, and once done its error or its result."""
+    """A long-running operation (Rebuild, Reembed, CreateSnapshot, RestoreSnapshot): its progress, and once done its
+    error or its result."""
 
     name: str
     done: bool
@@ -334,8 +335,18 @@ class Operation:
     cancel_requested: bool
     # Set when done and failed: the error the operation ended with (CANCELLED, INTERRUPTED, ...).
     error: EmbedsvcClientError | None = None
-    # Set when done and successful (for a rebuild: the collection's description).
+    # Set when done and successful: for a rebuild or a restore the collection's description (a CollectionInfo
+    # message), for a re-embed a ReembedResult, for a snapshot the Snapshot.
     result: Any = None
+    # Units per second in this stage so far, and the seconds it should still take at that rate (0: unknown).
+    units_per_second: float = 0.0
+    eta_seconds: float = 0.0
+    # The replica running it.
+    replica: str = ""
+    # A re-embed's progress (an operations_pb2.ReembedProgress: target, model, items it cannot re-embed, ...).
+    reembed: Any = None
+    # What to know about the outcome (a restore for a model version not served here, ...).
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

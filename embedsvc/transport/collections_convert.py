@@ -25,6 +25,7 @@ from embedsvc.core.collections.options import (
 from embedsvc.core.collections.planner import Notice, QueryResult, Report
 from embedsvc.core.collections.service import CollectionInfo, ItemIn
 from embedsvc.errors import EmbedsvcError, Reason, invalid
+from embedsvc.index.snapshot_files import FAISS, Manifest
 from embedsvc.index.types import (
     Alias,
     Backend,
@@ -39,7 +40,7 @@ from embedsvc.index.types import (
 )
 from embedsvc.limits import Limits
 from embedsvc.transport import convert, images_convert
-from embedsvc.v1 import collections_pb2, common_pb2, retrieval_pb2
+from embedsvc.v1 import collections_pb2, common_pb2, retrieval_pb2, snapshots_pb2
 
 METRICS: dict[int, Metric] = {
     collections_pb2.METRIC_COSINE: Metric.COSINE,
@@ -145,6 +146,28 @@ def info_message(info: CollectionInfo) -> collections_pb2.CollectionInfo:
         backend=backend_message(c.backend),
         keyword=retrieval_pb2.KeywordIndexSpec(language=c.keyword, enabled=True) if c.keyword else None,
         search_defaults=defaults_message(c),
+    )
+
+
+def snapshot_message(manifest: Manifest) -> snapshots_pb2.Snapshot:
+    config = manifest.config
+    source = CollectionInfo(
+        config, "ready", "", count=manifest.count, create_time=datetime.fromtimestamp(config.created_at, UTC)
+    )
+    return snapshots_pb2.Snapshot(
+        name=f"snapshots/{manifest.id}",
+        collection=config.name,
+        source=info_message(source),
+        create_time=timestamp(datetime.fromtimestamp(manifest.created_at, UTC)),
+        count=manifest.count,
+        size_bytes=manifest.size_bytes,
+        format=snapshots_pb2.SNAPSHOT_FORMAT_FAISS if manifest.format == FAISS else snapshots_pb2.SNAPSHOT_FORMAT_ITEMS,
+        point_in_time=manifest.point_in_time,
+        position=manifest.position,
+        replica=manifest.replica,
+        files=[
+            snapshots_pb2.SnapshotFile(path=f.path, size_bytes=f.size_bytes, sha256=f.sha256) for f in manifest.files
+        ],
     )
 
 

@@ -1,4 +1,5 @@
-"""Collections' lifecycle: create, list, delete, rebuild (a long-running operation) and aliases.
+"""Collections' lifecycle: create, list, delete, rebuild (a long-running operation) and aliases. Re-embeds
+(reembed.py) and snapshots (snapshots.py) build on it.
 
 Collection names and aliases share one namespace; every change to either takes `_names`, so a collection and an alias
 can never be created under the same name, and a collection cannot be deleted while an alias points at it.
@@ -19,7 +20,7 @@ from embedsvc.core.operations import Operation, OperationStore, Progress
 from embedsvc.core.paging import Page, page_size
 from embedsvc.errors import EmbedsvcError, Reason, invalid, limit_exceeded, missing
 from embedsvc.index.aliases import Alias, Aliases, not_found
-from embedsvc.index.backend import check_name
+from embedsvc.index.backend import VectorCollection, check_name
 from embedsvc.index.keyword.analyzer import check_language
 from embedsvc.index.types import Backend, CollectionConfig, IndexParams, Metric, SearchDefaults, SearchMode
 
@@ -105,16 +106,23 @@ class CollectionAdmin:
             keyword=language,
             search_defaults=defaults,
         )
+        return self.collections.describe(self.create_config(config))
+
+    def create_config(self, config: CollectionConfig) -> VectorCollection:
+        """Create a collection of a checked configuration (its name not an alias's)."""
         with self._names:
-            if self.aliases.get(name) is not None:
-                raise EmbedsvcError(
-                    Reason.COLLECTION_EXISTS,
-                    f"'{name}' is an alias; collections and aliases share one namespace",
-                    field="name",
-                    metadata={"collection": name},
-                )
-            created = self.store.create(config)
-        return self.collections.describe(created)
+            self.reserve(config.name)
+            return self.store.create(config)
+
+    def reserve(self, name: str) -> None:
+        """COLLECTION_EXISTS when an alias has this name (collections and aliases share one namespace)."""
+        if self.aliases.get(name) is not None:
+            raise EmbedsvcError(
+                Reason.COLLECTION_EXISTS,
+                f"'{name}' is an alias; collections and aliases share one namespace",
+                field="name",
+                metadata={"collection": name},
+            )
 
     def _keyword(self, spec: KeywordSpec | None, text_model: bool, backend: Backend | None) -> str:
         """The new collection's keyword language ("" for none)."""
@@ -216,6 +224,18 @@ class CollectionAdmin:
             self._target(collection)
             return self.aliases.set(alias, collection), current.collection
 
+    def switch_aliases(self, aliases: list[str] | None, source: str, target: str) -> list[str]:
+        """Point these aliases (None: every alias of `source`) from `source` to `target`, each atomically; an alias
+        pointing elsewhere by now is left alone. The aliases switched."""
+        switched = []
+        with self._names:
+            for alias in aliases if aliases is not None else self.aliases.of(source):
+                current = self.aliases.get(alias)
+                if current is not None and current.collection == source:
+                    self.aliases.set(alias, target)
+                    switched.append(alias)
+        return switched
+
     def delete_alias(self, alias: str) -> None:
         check_name(alias, "alias")
         with self._names:
@@ -244,11 +264,15 @@ class CollectionAdmin:
     # ---- operations ----------------------------------------------------------------------------------------------
 
     def operation_result(self, operation: Operation) -> CollectionInfo | None:
-        """What a finished rebuild produced: the collection's description now (None if it was deleted since)."""
-        if not operation.done or operation.error is not None or operation.result is None:
+        """The collection a finished rebuild, re-embed or restore produced, described now (None if it was deleted
+        since, or for another kind)."""
+        if not operation.done or operation.error is not None or not operation.result:
+            return None
+        name = operation.result.get("collection")
+        if not isinstance(name, str):
             return None
         try:
-            return self.collections.describe(self.store.get(operation.result["collection"]))
+            return self.collections.describe(self.store.get(name))
         except EmbedsvcError:
             return None
 

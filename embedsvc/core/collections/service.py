@@ -21,6 +21,7 @@ from embedsvc.calls import CallControl
 from embedsvc.core.collections.binding import Binding, binding
 from embedsvc.core.collections.checks import check_ids, check_metadata
 from embedsvc.core.collections.filters import parse_filter
+from embedsvc.core.collections.gates import Gates
 from embedsvc.core.collections.options import PackedQueries, QueryIn, SearchOptions
 from embedsvc.core.collections.options import plan as options_plan
 from embedsvc.core.collections.planner import Backend as PlannerBackend
@@ -65,6 +66,18 @@ class ItemIn:
 
 
 @dataclass(frozen=True)
+class StagedWrite:
+    """A batch validated, embedded and in the backend's form (`Collections.stage_upsert`), to be written by
+    `Collections.commit`."""
+
+    collection: VectorCollection
+    staged: Any
+    ids: list[str]
+    # The name the caller used (an alias, or the collection's own): checked again when the write commits.
+    addressed: str
+
+
+@dataclass(frozen=True)
 class CollectionInfo:
     config: CollectionConfig
     state: str  # recovering, ready, rebuilding, data_loss
@@ -100,6 +113,8 @@ class Collections:
         self.latents = latents
         self.aliases = aliases
         self.tokens = tokens or PageTokens(secrets.token_bytes(32))
+        # Every write commits through its collection's gate (a re-embed watches and holds them: gates.py).
+        self.gates = Gates(lambda name: self.aliases.resolve(name) if self.aliases is not None else name)
 
     def resolve(self, name: str, field: str = "collection") -> str:
         """The collection a name (or an alias) stands for."""
@@ -200,22 +215,32 @@ class Collections:
         metadata = [check_metadata(i.metadata, f"items[{n}].metadata", self.limits) for n, i in enumerate(items)]
         return collection, Upsert([i.id for i in items], vectors, metadata, [i.input for i in items])
 
-    def stage_upsert(
-        self, name: str, items: Sequence[ItemIn], control: CallControl | None = None
-    ) -> tuple[VectorCollection, Any, int]:
-        """(collection, staged write, items): a batch validated, embedded and in the backend's form, to be written by
-        `collection.commit(staged)`."""
+    def stage_upsert(self, name: str, items: Sequence[ItemIn], control: CallControl | None = None) -> StagedWrite:
+        """A batch validated, embedded and in the backend's form, to be written by `commit`."""
         collection, op = self.prepare_upsert(name, items, control)
-        return collection, collection.stage(op), len(op.ids)
+        return StagedWrite(collection, collection.stage(op), op.ids, name)
+
+    def commit(self, write: StagedWrite) -> int:
+        """Write a staged batch (through the collection's gate); the live count afterwards, or -1 (Milvus)."""
+        with self.gates.writing(write.collection.config.name, write.addressed) as touch:
+            count = write.collection.commit(write.staged)
+            touch(write.ids)
+        return count
 
     def upsert(self, name: str, items: Sequence[ItemIn], control: CallControl | None = None) -> tuple[int, int]:
         collection, op = self.prepare_upsert(name, items, control)
-        return len(op.ids), collection.upsert(op)
+        with self.gates.writing(collection.config.name, name) as touch:
+            count = collection.upsert(op)
+            touch(op.ids)
+        return len(op.ids), count
 
     def delete_items(self, name: str, ids: Sequence[str]) -> tuple[int, int]:
         collection = self._collection(name)
         check_ids(ids, "ids", self.limits)
-        return collection.delete(ids)
+        with self.gates.writing(collection.config.name, name) as touch:
+            deleted = collection.delete(ids)
+            touch(ids)
+        return deleted
 
     def get_items(self, name: str, ids: Sequence[str], *, with_vectors: bool) -> tuple[list[StoredItem], list[str]]:
         collection = self._collection(name)

@@ -475,6 +475,70 @@ function reportLine(r) {
   return line;
 }
 
+// ---- operations ----------------------------------------------------------------------------------------------------
+
+const seconds = (s) => (s >= 3600 ? `${(s / 3600).toFixed(1)} h` : s >= 60 ? `${Math.round(s / 60)} min` : `${Math.round(s)} s`);
+
+function operationMetadata(op) {
+  // OperationMetadata travels as a google.protobuf.Any: its fields sit beside "@type" in proto3 JSON.
+  return op.metadata || {};
+}
+
+function outcome(op, meta) {
+  if (op.error) return `${op.error.code || ""} ${(op.error.details || []).map((d) => d.reason).filter(Boolean).join(" ")}: ${op.error.message || ""}`;
+  if (!op.done) return meta.cancelRequested ? "cancelling" : "running";
+  const r = op.response || {};
+  if (meta.kind === "reembed") {
+    const switched = (r.switchedAliases || []).join(", ") || "no alias";
+    return `${(r.collection || {}).name || ""}: ${r.reembedded || 0} items, switched ${switched}` + (r.dropped ? `, left out ${r.dropped}` : "");
+  }
+  if (meta.kind === "snapshot") return `${r.name || ""} (${r.count || 0} items)`;
+  return r.name ? `${r.name} (${r.count || 0} items)` : "done";
+}
+
+let opsTimer = null;
+
+async function showOperations() {
+  const collection = $("ops-collection").value.trim();
+  setParams({ page: "operations", collection });
+  const answer = await api("OperationService/ListOperations", { pageSize: 100, collection });
+  const body = $("ops-table").querySelector("tbody");
+  body.innerHTML = "";
+  const operations = answer.operations || [];
+  for (const op of operations) {
+    const meta = operationMetadata(op);
+    const done = Number(meta.doneUnits || 0), total = Number(meta.totalUnits || 0);
+    const row = document.createElement("tr");
+    row.className = "operation";
+    row.dataset.name = op.name;
+    row.dataset.kind = meta.kind || "";
+    row.dataset.done = op.done ? "1" : "0";
+    row.innerHTML = `<td class="name"></td><td>${meta.kind || ""}</td><td class="col"></td><td class="stage"></td>
+      <td class="progress"><progress max="${total || 1}" value="${total ? done : 0}"></progress> <span></span></td>
+      <td>${meta.unitsPerSecond ? Math.round(meta.unitsPerSecond) + "/s" : ""}</td>
+      <td>${!op.done && meta.etaSeconds ? seconds(meta.etaSeconds) : ""}</td><td class="outcome"></td><td></td>`;
+    row.querySelector(".name").textContent = op.name.replace("operations/", "");
+    row.querySelector(".col").textContent = meta.collection || "";
+    const target = (meta.reembed || {}).target;
+    row.querySelector(".stage").textContent = (meta.stage || "") + (target ? ` → ${target}` : "");
+    row.querySelector(".progress span").textContent = total ? `${done} / ${total}` : "";
+    row.querySelector(".outcome").textContent = outcome(op, meta);
+    if (!op.done) {
+      const cancel = document.createElement("button");
+      cancel.type = "button"; cancel.textContent = "Cancel";
+      cancel.addEventListener("click", () => guarded(async () => {
+        await api("OperationService/CancelOperation", { name: op.name });
+        await showOperations();
+      }));
+      row.lastElementChild.appendChild(cancel);
+    }
+    body.appendChild(row);
+  }
+  if (!operations.length) body.innerHTML = "<tr><td colspan=9>no operations</td></tr>";
+  clearTimeout(opsTimer);
+  if (operations.some((op) => !op.done)) opsTimer = setTimeout(() => guarded(showOperations), 1000);
+}
+
 // ---- wiring --------------------------------------------------------------------------------------------------------
 
 function showPage(page) {
@@ -487,11 +551,12 @@ function restoreFields() {
     "arith-expr": "expr", "arith-method": "method", "arith-top": "top", "map-source": "source", "map-words": "words",
     "map-top": "top", "map-colour": "colour", "map-k": "k", "map-field": "field", "map-expr": "expr",
     "latent-seed": "seed", "latent-temp": "temp", "search-query": "q", "search-as": "as", "search-filter": "filter",
-    "search-k": "k", "search-mode": "mode",
+    "search-k": "k", "search-mode": "mode", "ops-collection": "collection",
   };
   const page = params.get("page") || "arithmetic";
   for (const [id, key] of Object.entries(fields)) {
-    const belongs = id.startsWith({ arithmetic: "arith", map: "map", latent: "latent", search: "search" }[page]);
+    const prefix = { arithmetic: "arith", map: "map", latent: "latent", search: "search", operations: "ops" }[page];
+    const belongs = id.startsWith(prefix);
     if (belongs && params.has(key)) $(id).value = params.get(key);
   }
   if (page === "arithmetic") $("arith-inputs").checked = params.get("inputs") === "1";
@@ -512,6 +577,7 @@ async function main() {
   submit("map-form", drawMap);
   submit("latent-form", sample);
   submit("search-form", search);
+  submit("ops-form", showOperations);
   $("manifold-go").addEventListener("click", () => guarded(manifold));
   $("interp-go").addEventListener("click", () => guarded(interpolate));
   $("interp-slider").addEventListener("input", showFrame);
@@ -529,6 +595,7 @@ async function main() {
   if (page === "map" && (params.has("source") || $("map-model").value)) await guarded(drawMap);
   if (page === "latent" && $("latent-model").value) await guarded(sample);
   if (page === "search" && params.has("q")) await guarded(search);
+  if (page === "operations") await guarded(showOperations);
   document.body.dataset.ready = "1";
 }
 
