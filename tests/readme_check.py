@@ -14,7 +14,8 @@ Directives, in an HTML comment right before a block (invisible on GitHub): `<!--
 `<!-- readme-check: save-as FILE -->` (the block is written to FILE, for a later `$ python FILE` or `--config FILE`),
 `<!-- readme-check: restart-server [serve flags] -->` (the server is restarted with these flags before the block),
 `<!-- readme-check: write-file FILE` + lines + `-->` (FILE gets those lines before the block: a configuration the
-prose describes but does not show), `<!-- readme-check: output -->` (the block is the output of the Python block
+prose describes but does not show), `<!-- readme-check: run` + shell lines + `-->` (run before the block, likewise:
+data the prose describes), `<!-- readme-check: output -->` (the block is the output of the Python block
 before it).
 """
 
@@ -46,7 +47,6 @@ MASKS: dict[str, str] = {
     "creation time": r'(?<="created":)\d+',
     # A new collection's files hold its creation time, whose text is a byte longer or shorter from run to run.
     "disk bytes": r'(?<="diskBytes": ")\d+',
-
     # The binary form of an ErrorInfo, whose metadata map protobuf serialises in no fixed order; its decoded form,
     # `debug`, is beside it and compared.
     "serialised ErrorInfo": r'(?<="google.rpc.ErrorInfo",) ?"value": ?"[A-Za-z0-9+/_-]+=*"',
@@ -263,7 +263,7 @@ class Block:
         return "unknown"
 
 
-VERBS = ("skip", "save-as", "restart-server", "write-file", "output")
+VERBS = ("skip", "save-as", "restart-server", "write-file", "run", "output")
 
 
 class ReadmeParser:

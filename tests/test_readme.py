@@ -164,6 +164,10 @@ def evaluate(block: rc.Block, session: Session) -> str | None:
     for directive in block.directives:
         if directive.verb == "write-file":
             (session.work / directive.argument).write_text(directive.body)
+        elif directive.verb == "run":
+            output, code = session.shell(directive.body)
+            if code:
+                return f"README.md:{directive.line}: the hidden setup exited with {code}:\n{output}"
     restart = block.directive("restart-server")
     if restart is not None:
         session.restart(restart.argument)
