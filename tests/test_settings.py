@@ -38,7 +38,14 @@ def test_toml_example_from_the_readme():
     assert settings.data_dir == Path("/tmp/x")
     (glove,) = settings.models
     assert glove.format is WordVectorFormat.GLOVE and glove.path == Path("/data/glove.6B.300d.txt")
-    assert [m.name for m in settings.all_models()] == ["minilm-static", "minilm", "mnist-vae", "mnist-gan", "mnist-ae", "glove"]
+    assert [m.name for m in settings.all_models()] == [
+        "minilm-static",
+        "minilm",
+        "mnist-vae",
+        "mnist-gan",
+        "mnist-ae",
+        "glove",
+    ]
 
 
 def test_flags_override_the_file():
