@@ -36,10 +36,10 @@ from embedsvc.client.types import (
     PackedHits,
     Projection,
     Sampled,
-    SearchHit,
+    SearchHits,
     ServerInfo,
-    SpaceVector,
     TextEmbeddings,
+    Token,
     WordChunk,
 )
 from embedsvc.v1 import (
@@ -51,12 +51,27 @@ from embedsvc.v1 import (
     models_pb2,
     operations_pb2,
     server_pb2,
+    snapshots_pb2,
     text_pb2,
     words_pb2,
 )
 
 T = TypeVar("T")
 Progress = Callable[[int], None] | None
+# EmbedTexts' options as the client methods take them (keyword names of _requests.embed_texts_request).
+TextOptions = dict[str, Any]
+
+
+def text_options(
+    normalize: bool, long_texts: str, dimensions: int, dtype: str, truncation_direction: str
+) -> TextOptions:
+    return {
+        "normalize": normalize,
+        "long_texts": long_texts,
+        "dimensions": dimensions,
+        "dtype": dtype,
+        "truncation_direction": truncation_direction,
+    }
 
 
 @dataclass(frozen=True)
@@ -176,17 +191,15 @@ class Calls:
 
     # ---- texts ---------------------------------------------------------------------------------------------------
 
-    def embed_texts(self, model: str, texts: Sequence[str], normalize: bool, long_texts: str) -> Unary[TextEmbeddings]:
-        return Unary(
-            self.text.EmbedTexts, req.embed_texts_request(model, texts, normalize, long_texts), res.text_embeddings
-        )
+    def embed_texts(self, model: str, texts: Sequence[str], options: TextOptions) -> Unary[TextEmbeddings]:
+        return Unary(self.text.EmbedTexts, req.embed_texts_request(model, texts, **options), res.text_embeddings)
 
     def embed_texts_stream(
-        self, model: str, texts: Sequence[str], batch_size: int, normalize: bool, long_texts: str, progress: Progress
+        self, model: str, texts: Sequence[str], batch_size: int, options: TextOptions, progress: Progress
     ) -> Stream[TextEmbeddings | EmbedsvcClientError]:
         requests = (
             text_pb2.EmbedTextsStreamRequest(
-                batch=req.embed_texts_request(model, texts[i : i + batch_size], normalize, long_texts),
+                batch=req.embed_texts_request(model, texts[i : i + batch_size], **options),
                 sequence=i // batch_size,
             )
             for i in range(0, len(texts), batch_size)
@@ -194,10 +207,14 @@ class Calls:
 
         def each(response: text_pb2.EmbedTextsStreamResponse) -> TextEmbeddings | EmbedsvcClientError:
             if progress is not None:
-                progress(len(response.batch.vectors))
+                progress(res.text_rows(response.batch))
             return res.stream_batch(response)
 
         return Stream(self.text.EmbedTextsStream, requests, each)
+
+    def tokenize_texts(self, model: str, texts: Sequence[str], add_special_tokens: bool) -> Unary[list[list[Token]]]:
+        request = text_pb2.TokenizeTextsRequest(model=model, texts=list(texts), add_special_tokens=add_special_tokens)
+        return Unary(self.text.TokenizeTexts, request, res.tokenized)
 
     # ---- images and latents --------------------------------------------------------------------------------------
 
@@ -337,6 +354,8 @@ class Calls:
         model: str,
         params: dict[str, int],
         backend: str = "",
+        keyword: str | bool | None = None,
+        search_defaults: dict[str, Any] | None = None,
     ) -> Unary[collections_pb2.CollectionInfo]:
         request = collections_pb2.CreateCollectionRequest(
             name=name,
@@ -345,6 +364,8 @@ class Calls:
             index=collections_pb2.IndexSpec(kind=req.choice(req.INDEX_KINDS, index, "index"), **params),
             model=model,
             backend=req.choice(req.BACKENDS, backend, "backend"),
+            keyword=req.keyword_spec(keyword),
+            search_defaults=req.search_defaults(**search_defaults) if search_defaults is not None else None,
         )
         return Unary(self.collections.CreateCollection, request, lambda r: r.collection)
 
@@ -363,6 +384,53 @@ class Calls:
     def rebuild(self, name: str) -> Unary[Operation]:
         request = collections_pb2.RebuildRequest(name=name)
         return Unary(self.collections.Rebuild, request, lambda r: res.operation(r.operation))
+
+    def reembed(self, collection: str, model: str, target_name: str, drop_unembeddable: bool) -> Unary[Operation]:
+        request = collections_pb2.ReembedRequest(
+            collection=collection, model=model, target_name=target_name, drop_unembeddable=drop_unembeddable
+        )
+        return Unary(self.collections.Reembed, request, lambda r: res.operation(r.operation))
+
+    def create_snapshot(self, collection: str) -> Unary[Operation]:
+        request = snapshots_pb2.CreateSnapshotRequest(collection=collection)
+        return Unary(self.snapshots.CreateSnapshot, request, lambda r: res.operation(r.operation))
+
+    def get_snapshot(self, name: str) -> Unary[snapshots_pb2.Snapshot]:
+        request = snapshots_pb2.GetSnapshotRequest(name=name)
+        return Unary(self.snapshots.GetSnapshot, request, lambda r: r.snapshot)
+
+    def list_snapshots(
+        self, collection: str, page_size: int, token: str
+    ) -> Unary[tuple[list[snapshots_pb2.Snapshot], str]]:
+        request = snapshots_pb2.ListSnapshotsRequest(collection=collection, page_size=page_size, page_token=token)
+        return Unary(self.snapshots.ListSnapshots, request, lambda r: (list(r.snapshots), r.next_page_token))
+
+    def delete_snapshot(self, name: str) -> Unary[None]:
+        request = snapshots_pb2.DeleteSnapshotRequest(name=name)
+        return Unary(self.snapshots.DeleteSnapshot, request, lambda r: None)
+
+    def restore_snapshot(
+        self, snapshot: str, name: str, replace_existing: bool, allow_model_mismatch: bool, backend: str
+    ) -> Unary[Operation]:
+        request = snapshots_pb2.RestoreSnapshotRequest(
+            snapshot=snapshot,
+            name=name,
+            replace_existing=replace_existing,
+            allow_model_mismatch=allow_model_mismatch,
+            backend=req.choice(req.BACKENDS, backend, "backend"),
+        )
+        return Unary(self.snapshots.RestoreSnapshot, request, lambda r: res.operation(r.operation))
+
+    def download_snapshot(self, name: str, chunk_bytes: int) -> Stream[snapshots_pb2.DownloadSnapshotResponse]:
+        request = snapshots_pb2.DownloadSnapshotRequest(name=name, chunk_bytes=chunk_bytes)
+        return Stream(self.snapshots.DownloadSnapshot, request, lambda r: r)
+
+    def upload_snapshot(self, chunks: Iterator[tuple[bytes, str, int, bytes]]) -> Unary[snapshots_pb2.Snapshot]:
+        messages = (
+            snapshots_pb2.UploadSnapshotRequest(manifest=manifest, path=path, offset=offset, data=data)
+            for manifest, path, offset, data in chunks
+        )
+        return Unary(self.snapshots.UploadSnapshot, messages, lambda r: r.snapshot)
 
     def get_operation(self, name: str) -> Unary[Operation]:
         request = operations_pb2.GetOperationRequest(name=name)
@@ -460,29 +528,26 @@ class Calls:
     def search(
         self,
         collection: str,
-        vector: np.ndarray | SpaceVector | None,
-        item_id: str,
-        input: str,
-        expression: ExpressionLike | arithmetic_pb2.Expression | None,
-        image: ImageLike | None,
+        query: collections_pb2.Query,
         options: dict[str, Any],
-    ) -> Unary[list[SearchHit]]:
+    ) -> Unary[SearchHits]:
         request = collections_pb2.SearchRequest(
-            collection=collection,
-            query=req.query(vector, item_id, input, expression, image),
-            options=req.search_options(**options),
+            collection=collection, query=query, options=req.search_options(**options)
         )
         return Unary(self.collections.Search, request, res.search_hits)
 
     def batch_search(
-        self, collection: str, queries: np.ndarray | Sequence[collections_pb2.Query], options: dict[str, Any]
-    ) -> Unary[list[list[SearchHit]]]:
+        self,
+        collection: str,
+        queries: np.ndarray | Sequence[collections_pb2.Query | str],
+        options: dict[str, Any],
+    ) -> Unary[list[SearchHits]]:
         request = collections_pb2.BatchSearchRequest(collection=collection, options=req.search_options(**options))
         if isinstance(queries, np.ndarray):  # one packed float32 matrix: no per-query messages on either side
             request.packed_queries = req.packed_rows(queries)
         else:
-            request.queries.extend(queries)
-        return Unary(self.collections.BatchSearch, request, lambda r: [res.search_hits(lst) for lst in r.results])
+            request.queries.extend(collections_pb2.Query(input=q) if isinstance(q, str) else q for q in queries)
+        return Unary(self.collections.BatchSearch, request, res.batch_hits)
 
     def batch_search_packed(self, collection: str, queries: np.ndarray, options: dict[str, Any]) -> Unary[PackedHits]:
         request = collections_pb2.BatchSearchRequest(

@@ -19,14 +19,19 @@ from embedsvc.client.types import (
     ExpressionResult,
     GeneratedImage,
     Hit,
+    HitExplanation,
+    HitGroup,
     Operation,
     PackedHits,
     Projection,
     Provenance,
+    RetrievalReport,
     SearchHit,
+    SearchHits,
     SectionScore,
     ServerInfo,
     TextEmbeddings,
+    Token,
     UpsertStreamResult,
     WordChunk,
 )
@@ -38,7 +43,9 @@ from embedsvc.v1 import (
     latent_pb2,
     maps_pb2,
     operations_pb2,
+    retrieval_pb2,
     server_pb2,
+    snapshots_pb2,
     text_pb2,
     words_pb2,
 )
@@ -77,15 +84,61 @@ def image_embeddings(response: images_pb2.EmbedImagesResponse) -> Embeddings:
     return Embeddings(vectors, space, [True] * len(vectors), provenance(response.provenance))
 
 
+# The numpy type of each EmbedTexts dtype.
+_DTYPES = {
+    text_pb2.EMBEDDING_DTYPE_INT8: ("int8", np.int8),
+    text_pb2.EMBEDDING_DTYPE_UINT8: ("uint8", np.uint8),
+    text_pb2.EMBEDDING_DTYPE_BINARY: ("binary", np.int8),
+    text_pb2.EMBEDDING_DTYPE_UBINARY: ("ubinary", np.uint8),
+}
+
+
+def text_rows(response: text_pb2.EmbedTextsResponse) -> int:
+    """How many vectors an EmbedTexts answer holds, in whichever form it sent them."""
+    if response.HasField("packed_vectors"):
+        return response.packed_vectors.rows
+    if response.HasField("quantized_vectors"):
+        return response.quantized_vectors.rows
+    return len(response.vectors)
+
+
 def text_embeddings(response: text_pb2.EmbedTextsResponse) -> TextEmbeddings:
+    """The vectors from the packed forms (asked for), or from the messages (an older server, or none asked)."""
+    dtype = "float32"
+    vectors: np.ndarray
+    if response.HasField("packed_vectors"):
+        packed = response.packed_vectors
+        vectors = np.frombuffer(packed.data, "<f4").astype(np.float32).reshape(packed.rows, packed.dimension)
+        space, dimension = packed.space, packed.dimension
+    elif response.HasField("quantized_vectors"):
+        q = response.quantized_vectors
+        dtype, numpy_type = _DTYPES[q.dtype]
+        vectors = np.frombuffer(q.data, numpy_type).reshape(q.rows, -1).copy() if q.rows else np.zeros((0, 0))
+        space, dimension = q.space, q.dimension
+    else:
+        vectors = _rows(response.vectors)
+        space = response.vectors[0].space if response.vectors else ""
+        dimension = vectors.shape[1] if vectors.ndim == 2 else 0
+        parameters = response.provenance.parameters
+        if parameters.get("dtype", "float32") != "float32":  # the message form of quantised vectors
+            dtype = parameters["dtype"]
+            vectors = vectors.astype(np.int8 if dtype in ("int8", "binary") else np.uint8)
+            dimension = int(parameters.get("dimensions", 0)) or dimension
     return TextEmbeddings(
-        _rows(response.vectors),
-        response.vectors[0].space if response.vectors else "",
+        vectors,
+        space,
         provenance=provenance(response.provenance),
         truncated=list(response.truncated),
         token_counts=list(response.token_counts),
         max_seq_length=response.max_seq_length,
+        dtype=dtype,
+        dimension=dimension,
+        warnings=list(response.warnings),
     )
+
+
+def tokenized(response: text_pb2.TokenizeTextsResponse) -> list[list[Token]]:
+    return [[Token(t.id, t.token, t.special, t.start, t.end) for t in text.tokens] for text in response.texts]
 
 
 def stream_batch(response: text_pb2.EmbedTextsStreamResponse) -> TextEmbeddings | EmbedsvcClientError:
@@ -105,9 +158,13 @@ def joined_text_embeddings(
     good = [p for p in parts if isinstance(p, TextEmbeddings)]
     if errors and (strict or not good):
         raise next(iter(errors.values()))
-    dimension = good[0].vectors.shape[1]
+    first = good[0]
     offsets = np.cumsum([0, *sizes])
-    vectors = np.full((int(offsets[-1]), dimension), np.nan, np.float32)
+    width = first.vectors.shape[1]
+    if first.dtype == "float32":
+        vectors = np.full((int(offsets[-1]), width), np.nan, np.float32)
+    else:
+        vectors = np.zeros((int(offsets[-1]), width), first.vectors.dtype)
     truncated: list[int] = []
     counts = [0] * int(offsets[-1])
     for n, part in enumerate(parts):
@@ -123,6 +180,9 @@ def joined_text_embeddings(
         token_counts=counts,
         max_seq_length=good[0].max_seq_length,
         errors=errors,
+        dtype=first.dtype,
+        dimension=first.dimension,
+        warnings=list(dict.fromkeys(w for p in good for w in p.warnings)),
     )
 
 
@@ -164,13 +224,90 @@ def neighbours(r: words_pb2.NearestWordsResponse) -> list[list[Hit]]:
     return [[Hit(n.word, n.score) for n in lst.neighbours] for lst in r.results]
 
 
+def _optional(message: Any, name: str) -> float | None:
+    return float(getattr(message, name)) if message.HasField(name) else None
+
+
+def explanation(e: retrieval_pb2.HitExplanation) -> HitExplanation:
+    return HitExplanation(
+        dense_rank=e.dense_rank,
+        dense_score=_optional(e, "dense_score"),
+        keyword_rank=e.keyword_rank,
+        keyword_score=_optional(e, "keyword_score"),
+        dense_contribution=e.dense_contribution,
+        keyword_contribution=e.keyword_contribution,
+        fused_score=_optional(e, "fused_score"),
+        rerank_score=_optional(e, "rerank_score"),
+        best_positive=_optional(e, "best_positive"),
+        best_negative=_optional(e, "best_negative"),
+        mmr_score=_optional(e, "mmr_score"),
+        candidate_rank=e.candidate_rank,
+    )
+
+
 def search_hit(h: collections_pb2.SearchHit) -> SearchHit:
     values = np.asarray(h.vector.values, dtype=np.float32) if h.HasField("vector") else None
-    return SearchHit(h.id, h.score, get_metadata(h.metadata), h.input, values)
+    why = explanation(h.explanation) if h.HasField("explanation") else None
+    return SearchHit(h.id, h.score, get_metadata(h.metadata), h.input, values, h.is_input, why)
 
 
-def search_hits(r: collections_pb2.SearchResponse | collections_pb2.HitList) -> list[SearchHit]:
-    return [search_hit(h) for h in r.hits]
+def _name(enum: Any, value: int, prefix: str) -> str:
+    return str(enum.Name(value)).removeprefix(prefix).lower() if value else ""
+
+
+def retrieval(r: retrieval_pb2.RetrievalReport) -> RetrievalReport:
+    fusion = None
+    if r.HasField("fusion"):
+        f = r.fusion
+        fusion = {
+            "method": _name(retrieval_pb2.FusionMethod, f.method, "FUSION_METHOD_"),
+            "rrf_k": f.rrf_k,
+            "dense_weight": f.dense_weight if f.HasField("dense_weight") else None,
+            "candidates": f.candidates,
+        }
+    rerank = None
+    if r.HasField("rerank"):
+        rerank = {
+            "model": r.rerank.model,
+            "candidates": r.rerank.candidates,
+            "raw_scores": r.rerank.raw_scores,
+            "model_version": r.rerank_model_version,
+        }
+    return RetrievalReport(
+        mode=_name(retrieval_pb2.SearchMode, r.mode, "SEARCH_MODE_"),
+        fusion=fusion,
+        dense_candidates=r.dense_candidates,
+        keyword_candidates=r.keyword_candidates,
+        keyword_language=r.keyword_language,
+        rerank=rerank,
+        diversity=r.diversity if r.HasField("diversity") else None,
+        diversity_candidates=r.diversity_candidates,
+        example_strategy=_name(retrieval_pb2.ExampleStrategy, r.example_strategy, "EXAMPLE_STRATEGY_"),
+        notices=[(n.query, _name(retrieval_pb2.SearchNotice, n.notice, "SEARCH_NOTICE_")) for n in r.notices],
+    )
+
+
+def _hits(
+    r: collections_pb2.SearchResponse | collections_pb2.HitList,
+    report: RetrievalReport | None,
+    origin: Provenance | None,
+) -> SearchHits:
+    groups = [
+        HitGroup(_get_value(g.value) if g.HasField("value") else None, [search_hit(h) for h in g.hits])
+        for g in r.groups
+    ]
+    return SearchHits([search_hit(h) for h in r.hits], groups=groups, retrieval=report, provenance=origin)
+
+
+def search_hits(r: collections_pb2.SearchResponse) -> SearchHits:
+    report = retrieval(r.retrieval) if r.HasField("retrieval") else None
+    return _hits(r, report, provenance(r.provenance))
+
+
+def batch_hits(r: collections_pb2.BatchSearchResponse) -> list[SearchHits]:
+    report = retrieval(r.retrieval) if r.HasField("retrieval") else None
+    origin = provenance(r.provenance)
+    return [_hits(lst, report, origin) for lst in r.results]
 
 
 def item_dict(item: collections_pb2.Item) -> dict[str, Any]:
@@ -231,10 +368,12 @@ def _moment(message: Any, name: str) -> datetime | None:
 def operation(message: operations_pb2.Operation) -> Operation:
     metadata = operations_pb2.OperationMetadata()
     message.metadata.Unpack(metadata)
-    result = None
+    result: Any = None
     if message.HasField("response") and message.response.value:
-        result = collections_pb2.CollectionInfo()
-        message.response.Unpack(result)
+        for kind in (collections_pb2.CollectionInfo, collections_pb2.ReembedResult, snapshots_pb2.Snapshot):
+            if message.response.Is(kind.DESCRIPTOR):
+                result = kind()
+                message.response.Unpack(result)
     return Operation(
         name=message.name,
         done=message.done,
@@ -249,6 +388,11 @@ def operation(message: operations_pb2.Operation) -> Operation:
         cancel_requested=metadata.cancel_requested,
         error=status_error(message.error) if message.HasField("error") else None,
         result=result,
+        units_per_second=metadata.units_per_second,
+        eta_seconds=metadata.eta_seconds,
+        replica=metadata.replica,
+        reembed=metadata.reembed if metadata.HasField("reembed") else None,
+        warnings=list(metadata.warnings),
     )
 
 

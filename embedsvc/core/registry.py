@@ -72,6 +72,8 @@ class ModelInfo:
     engine: str = ""
     precision: str = ""
     quality: Any = None  # onnx_text.Quality of an int8 model
+    matryoshka_dims: tuple[int, ...] = ()
+    any_dimensions: bool = False
     # Generative latent models: the LatentService operations offered (LATENT_OPERATIONS' values), in that order.
     latent_operations: tuple[str, ...] = ()
 
@@ -454,6 +456,8 @@ def _ready_info(info: ModelInfo, hosted: Hosted) -> ModelInfo:
         source=loaded.source,
         embeds_texts=Capability.TEXTS in loaded.capabilities,
         max_seq_length=hosted.text.encoder.max_seq_length if hosted.text else 0,
+        matryoshka_dims=hosted.text.encoder.matryoshka_dims if hosted.text else (),
+        any_dimensions=hosted.text.encoder.any_dimensions if hosted.text else False,
         image_size=shape.size if shape else 0,
         image_channels=shape.channels if shape else 0,
         memory_bytes=_memory(hosted),

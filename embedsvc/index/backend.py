@@ -6,19 +6,27 @@ Contract, for every backend (the parametrised collection tests check it): writes
 search once acknowledged; FLAT searches are exact; scores are cosine similarity, inner product or squared L2 distance;
 filters mean what `embedsvc.index.filtering` says; a search returns k hits whenever k items match; export returns
 every item once, in id order.
+
+Keyword search (BM25 over the items' `input`), for a collection created with a keyword language: an acknowledged
+write is keyword-searchable at once, a replaced or deleted item is never found again, a filter applies to keyword
+hits exactly as to vector hits, and excluded ids are left out before the k best are taken (k hits whenever k allowed
+items match a query term). Both backends analyse text with `embedsvc.index.keyword.analyzer` (the same terms), and
+score with their engine's BM25.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index.filtering import Filter
-from embedsvc.index.types import Backend, CollectionConfig, Hit, State, StoredItem, Upsert
+from embedsvc.index.snapshot_files import Manifest, Taken
+from embedsvc.index.types import Backend, CollectionConfig, Hit, KeywordHits, State, StoredItem, Upsert
 from embedsvc.stats import Histogram
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -100,6 +108,31 @@ class VectorCollection(Protocol):
         max_response_bytes: int = 0,
     ) -> tuple[list[list[Hit]], bool]: ...
 
+    @property
+    def keyword_language(self) -> str:
+        """The keyword index's analyzer language; "" when the collection has no keyword index."""
+        ...
+
+    def require_keyword_index(self) -> None:
+        """Raise why keyword search is impossible here: KEYWORD_INDEX_MISSING (created without one), or
+        BACKEND_UNSUPPORTED (the backend's engine cannot do it); nothing when it can."""
+        ...
+
+    def keyword_search(
+        self,
+        texts: Sequence[str],
+        k: int,
+        *,
+        where: Filter | None = None,
+        exclude: Sequence[set[str]] = (),
+        with_metadata: bool = True,
+        with_vectors: bool = False,
+        max_response_bytes: int = 0,
+    ) -> list[KeywordHits]:
+        """The best k items by BM25 for each text, among live items matching the filter, minus each query's
+        excluded ids (`require_keyword_index` first)."""
+        ...
+
     def export(self, batch_size: int, after: str | None = None) -> Iterator[list[StoredItem]]: ...
 
     def rebuild(
@@ -109,9 +142,18 @@ class VectorCollection(Protocol):
         check: Callable[[], None] = ...,
     ) -> None: ...
 
+    def snapshot(self, dest: Path, check: Callable[[], None] = ..., units: Callable[[int], None] = ...) -> Taken:
+        """Write the collection's items into `dest` (an empty directory) as a snapshot's files (snapshot_files.py);
+        `check()` between steps may stop it by raising."""
+        ...
+
     def info(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
+
+
+# The items of a snapshot, in id order, each file checked against its manifest first (a fresh iterator per call).
+SnapshotItems = Callable[[], Iterator[list[StoredItem]]]
 
 
 class CollectionBackend(Protocol):
@@ -127,7 +169,27 @@ class CollectionBackend(Protocol):
 
     def delete(self, name: str) -> None: ...
 
+    def restore(
+        self,
+        config: CollectionConfig,
+        snapshot: str,
+        source: Path,
+        manifest: Manifest,
+        items: SnapshotItems,
+        check: Callable[[], None],
+        units: Callable[[int], None],
+        *,
+        replace: bool = False,
+    ) -> VectorCollection:
+        """A new collection `config.name` holding a snapshot's items (its files in `source`), built apart and
+        published in one step; COLLECTION_EXISTS when the name is taken, unless `replace`."""
+        ...
+
     def close_all(self, *, checkpoint: bool) -> None: ...
+
+    def keyword_unsupported(self) -> EmbedsvcError | None:
+        """Why this backend cannot hold keyword indexes (BACKEND_UNSUPPORTED: the version needed), or None."""
+        ...
 
 
 class Stores:
@@ -160,15 +222,7 @@ class Stores:
         return self._holder(name).get(name)
 
     def create(self, config: CollectionConfig) -> VectorCollection:
-        backend = self.backends.get(config.backend)
-        if backend is None:
-            configured = ", ".join(b.value for b in self.backends)
-            raise EmbedsvcError(
-                Reason.INVALID_VALUE,
-                f"backend {config.backend.value} is not configured on this server (configured: {configured}; see "
-                "[storage] in the configuration)",
-                field="backend",
-            )
+        backend = self._backend(config.backend)
         for other in self.backends.values():
             if other is not backend and other.has(config.name):
                 raise EmbedsvcError(
@@ -181,6 +235,50 @@ class Stores:
 
     def delete(self, name: str) -> None:
         self._holder(name).delete(name)
+
+    def restore(
+        self,
+        config: CollectionConfig,
+        snapshot: str,
+        source: Path,
+        manifest: Manifest,
+        items: SnapshotItems,
+        check: Callable[[], None],
+        units: Callable[[int], None],
+        *,
+        replace: bool = False,
+    ) -> VectorCollection:
+        """Restore into the backend `config.backend` names (see CollectionBackend.restore); a name held by another
+        backend is never replaced."""
+        backend = self._backend(config.backend)
+        for other in self.backends.values():
+            if other is not backend and other.has(config.name):
+                raise EmbedsvcError(
+                    Reason.COLLECTION_EXISTS,
+                    f"a collection named '{config.name}' exists in backend "
+                    f"{next(k.value for k, v in self.backends.items() if v is other)}; a restore replaces a collection "
+                    "of its own backend only",
+                    field="name",
+                    metadata={"collection": config.name},
+                )
+        return backend.restore(config, snapshot, source, manifest, items, check, units, replace=replace)
+
+    def _backend(self, which: Backend) -> CollectionBackend:
+        backend = self.backends.get(which)
+        if backend is None:
+            configured = ", ".join(b.value for b in self.backends)
+            raise EmbedsvcError(
+                Reason.INVALID_VALUE,
+                f"backend {which.value} is not configured on this server (configured: {configured}; see "
+                "[storage] in the configuration)",
+                field="backend",
+            )
+        return backend
+
+    def keyword_unsupported(self, backend: Backend | None) -> EmbedsvcError | None:
+        """Why a new collection of that backend (None: the default) cannot have a keyword index, or None."""
+        chosen = self.backends.get(backend or self.default)
+        return chosen.keyword_unsupported() if chosen is not None else None
 
     def close_all(self, *, checkpoint: bool) -> None:
         for backend in self.backends.values():

@@ -1,4 +1,5 @@
-"""CollectionService: durable collections of vectors, searched with FAISS; aliases; rebuilds as operations."""
+"""CollectionService: durable collections of vectors, searched with FAISS; aliases; rebuilds and re-embeds as
+operations."""
 
 from __future__ import annotations
 
@@ -9,17 +10,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import grpc
 
 from embedsvc.core.collections.admin import CollectionAdmin
+from embedsvc.core.collections.reembed import Reembedder
 from embedsvc.errors import EmbedsvcError, Reason, missing
 from embedsvc.transport import auth, convert
 from embedsvc.transport import collections_convert as cc
-from embedsvc.transport.operations_servicer import operation_message
+from embedsvc.transport.operations_servicer import Outcomes
 from embedsvc.v1 import collections_pb2, collections_pb2_grpc
 
 
 class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
-    def __init__(self, admin: CollectionAdmin) -> None:
+    def __init__(self, admin: CollectionAdmin, reembedder: Reembedder, outcomes: Outcomes) -> None:
         self._admin = admin
         self._c = admin.collections
+        self._reembedder = reembedder
+        self._outcomes = outcomes
 
     def CreateCollection(
         self, request: collections_pb2.CreateCollectionRequest, context: grpc.ServicerContext
@@ -32,6 +36,8 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
             cc.index_params(request.index),
             request.model,
             backend=cc.backend(request.backend),
+            keyword=cc.keyword_spec(request),
+            search_defaults=cc.search_defaults(request),
         )
         return collections_pb2.CreateCollectionResponse(collection=cc.info_message(info))
 
@@ -101,7 +107,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
                             )
                         name = request.collection
                         items = cc.items(request.items, request.packed_vectors)
-                        collection, staged, upserted = self._c.stage_upsert(name, items, control)
+                        batch = self._c.stage_upsert(name, items, control)
                     except EmbedsvcError as exc:
                         exc.metadata["sequence"] = str(sequence)
                         if pending is not None:  # the batch before it is acknowledged (or fails) first
@@ -111,8 +117,8 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
                     if pending is not None:
                         write, pending = pending, None
                         yield acknowledge(write)
-                    future = writer.submit(contextvars.copy_context().run, collection.commit, staged)
-                    pending = (future, sequence, upserted)
+                    future = writer.submit(contextvars.copy_context().run, self._c.commit, batch)
+                    pending = (future, sequence, len(batch.ids))
                 if pending is not None:
                     write, pending = pending, None
                     yield acknowledge(write)
@@ -141,15 +147,17 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
         if not request.HasField("query"):
             raise missing("query", "a query")
         query = cc.query(request.query, "query", self._c.limits)
-        hits, provenance, collection = self._c.search(
+        outcome = self._c.search(
             request.collection,
             [query],
             cc.search_options(request.options),
             batch=False,
             control=convert.call_control(context),
         )
-        response = collections_pb2.SearchResponse(provenance=convert.provenance_message(provenance))
-        cc.add_hits(response.hits, hits[0], collection.config.space)
+        response = collections_pb2.SearchResponse(
+            provenance=convert.provenance_message(outcome.provenance), retrieval=cc.report_message(outcome.report)
+        )
+        cc.add_result(response, outcome.results[0], outcome.collection.config.space)
         return response
 
     def BatchSearch(
@@ -157,31 +165,45 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
     ) -> collections_pb2.BatchSearchResponse:
         queries = cc.batch_queries(request, self._c.limits)
         packed = request.packed_results
-        lists, provenance, collection = self._c.search(
+        outcome = self._c.search(
             request.collection,
             queries,
             cc.packed_search_options(request.options) if packed else cc.search_options(request.options),
             batch=True,
             control=convert.call_control(context),
         )
-        response = collections_pb2.BatchSearchResponse(provenance=convert.provenance_message(provenance))
+        response = collections_pb2.BatchSearchResponse(
+            provenance=convert.provenance_message(outcome.provenance), retrieval=cc.report_message(outcome.report)
+        )
+        collection = outcome.collection
         space = collection.config.space
         if packed:
             response.packed.CopyFrom(
                 cc.packed_hits(
-                    lists, space, with_vectors=request.options.include_vectors, dimension=collection.config.dimension
+                    [r.hits for r in outcome.results],
+                    space,
+                    with_vectors=request.options.include_vectors,
+                    dimension=collection.config.dimension,
                 )
             )
             return response
-        for hits in lists:
-            cc.add_hits(response.results.add().hits, hits, space)
+        for result in outcome.results:
+            cc.add_result(response.results.add(), result, space)
         return response
 
     def Rebuild(
         self, request: collections_pb2.RebuildRequest, context: grpc.ServicerContext
     ) -> collections_pb2.RebuildResponse:
         operation = self._admin.rebuild(request.name)
-        return collections_pb2.RebuildResponse(operation=operation_message(operation, self._admin))
+        return collections_pb2.RebuildResponse(operation=self._outcomes.message(operation))
+
+    def Reembed(
+        self, request: collections_pb2.ReembedRequest, context: grpc.ServicerContext
+    ) -> collections_pb2.ReembedResponse:
+        operation = self._reembedder.start(
+            request.collection, request.model, request.target_name, drop=request.drop_unembeddable
+        )
+        return collections_pb2.ReembedResponse(operation=self._outcomes.message(operation))
 
     def ExportItems(
         self, request: collections_pb2.ExportItemsRequest, context: grpc.ServicerContext

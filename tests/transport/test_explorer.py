@@ -205,7 +205,24 @@ def test_search_page_shows_hits(browser: Any, http_url: str, target: str, shots:
         rows = browser.find_elements(By.CSS_SELECTOR, "#search-hits tr.result")
         assert [r.find_element(By.CSS_SELECTOR, ".id").text for r in rows] == ["kitten", "stocks"], error_text(browser)
         assert '"year":2024' in rows[0].find_element(By.CSS_SELECTOR, ".meta").text
+        assert browser.find_element(By.ID, "search-report").text.startswith("mode: dense")
         browser.save_screenshot(str(shots / "explorer-search.png"))
+        # Keyword (BM25) mode from the URL: only the text with the words, each hit explained.
+        open_page(browser, f"{http_url}/explorer/?page=search&collection=explorer-notes&q=stocks+fell&mode=keyword")
+        rows = browser.find_elements(By.CSS_SELECTOR, "#search-hits tr.result")
+        assert [r.find_element(By.CSS_SELECTOR, ".id").text for r in rows] == ["stocks"], error_text(browser)
+        assert rows[0].find_element(By.CSS_SELECTOR, ".why").text.startswith("keyword #1")
+        assert "mode: keyword, keywords in english" in browser.find_element(By.ID, "search-report").text
+        # Switched to hybrid in the form: every text ranked, the keyword match first, with both sides explained.
+        browser.execute_script("document.getElementById('search-mode').value = 'hybrid';")
+        browser.find_element(By.CSS_SELECTOR, "#search-form button").click()
+        wait(lambda: "mode: hybrid" in browser.find_element(By.ID, "search-report").text)
+        rows = browser.find_elements(By.CSS_SELECTOR, "#search-hits tr.result")
+        assert rows[0].find_element(By.CSS_SELECTOR, ".id").text == "stocks" and len(rows) == 3, error_text(browser)
+        why = rows[0].find_element(By.CSS_SELECTOR, ".why").text
+        assert "dense #" in why and "keyword #1" in why
+        assert "mode=hybrid" in browser.current_url
+        browser.save_screenshot(str(shots / "explorer-search-hybrid.png"))
         # Text arithmetic on the arithmetic page, through the collection bound to the text model.
         expr = quote('"a kitten" + "a cat"')
         open_page(browser, f"{http_url}/explorer/?model=collection:explorer-notes&expr={expr}")
@@ -214,6 +231,57 @@ def test_search_page_shows_hits(browser: Any, http_url: str, target: str, shots:
     finally:
         with Client(target) as c:
             c.delete_collection("explorer-notes")
+
+
+def test_operations_page_shows_a_reembed_s_progress_and_cancels_it(
+    browser: Any, http_url: str, target: str, shots: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from embedsvc.core.collections import reembed
+
+    started, release = threading.Event(), threading.Event()
+    agree = reembed.Reembedder._agree
+
+    calls = []
+
+    def held(self: Any, *args: Any, **kwargs: Any) -> None:  # the fill waits in its second step, the first counted
+        calls.append(1)
+        if len(calls) == 2:
+            started.set()
+            release.wait(60)
+        agree(self, *args, **kwargs)
+
+    monkeypatch.setattr(reembed.Reembedder, "_agree", held)
+    monkeypatch.setattr(reembed, "BATCH", 40)
+    texts = [f"{w} and the {v}" for w in ("fire", "rain", "police", "australia", "minister") for v in range(40)]
+    with Client(target) as c:
+        c.create_collection("explorer-ops", model="lee-mean")
+        c.upsert("explorer-ops", [f"t{i}" for i in range(len(texts))], inputs=texts)
+        snapshot = c.create_snapshot("explorer-ops", wait=True).result
+        operation = c.reembed("explorer-ops", model="lee-sif", target_name="explorer-ops-2")
+    try:
+        assert started.wait(60)
+        open_page(browser, f"{http_url}/explorer/?page=operations&collection=explorer-ops")
+        rows = browser.find_elements(By.CSS_SELECTOR, "#ops-table tr.operation")
+        kinds = [r.get_attribute("data-kind") for r in rows]
+        assert kinds == ["reembed", "snapshot"], error_text(browser)
+        running = rows[0]
+        assert "filling" in running.find_element(By.CSS_SELECTOR, ".stage").text
+        assert "explorer-ops-2" in running.find_element(By.CSS_SELECTOR, ".stage").text
+        assert running.find_element(By.CSS_SELECTOR, ".progress span").text == f"40 / {len(texts)}"
+        assert snapshot.name in rows[1].find_element(By.CSS_SELECTOR, ".outcome").text
+        browser.save_screenshot(str(shots / "explorer-operations.png"))
+        running.find_element(By.CSS_SELECTOR, "button").click()  # Cancel
+        release.set()
+        wait(lambda: "CANCELLED" in browser.find_element(By.CSS_SELECTOR, "#ops-table tr.operation .outcome").text)
+        assert not error_text(browser)
+    finally:
+        release.set()
+        with Client(target) as c:
+            wait_for(lambda: c.get_operation(operation.name).done, 60, "the cancelled re-embed to finish")
+            c.delete_snapshot(snapshot.name)
+            c.delete_collection("explorer-ops")
 
 
 def test_pages_work_with_a_key(browser: Any, make_server: Any) -> None:

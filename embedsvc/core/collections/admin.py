@@ -1,4 +1,5 @@
-"""Collections' lifecycle: create, list, delete, rebuild (a long-running operation) and aliases.
+"""Collections' lifecycle: create, list, delete, rebuild (a long-running operation) and aliases. Re-embeds
+(reembed.py) and snapshots (snapshots.py) build on it.
 
 Collection names and aliases share one namespace; every change to either takes `_names`, so a collection and an alias
 can never be created under the same name, and a collection cannot be deleted while an alias points at it.
@@ -8,17 +9,20 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from embedsvc.core.collections.binding import binding
+from embedsvc.core.collections.fusion import Fusion, Method
 from embedsvc.core.collections.service import CollectionInfo, Collections
 from embedsvc.core.operations import Operation, OperationStore, Progress
 from embedsvc.core.paging import Page, page_size
 from embedsvc.errors import EmbedsvcError, Reason, invalid, limit_exceeded, missing
 from embedsvc.index.aliases import Alias, Aliases, not_found
-from embedsvc.index.backend import check_name
-from embedsvc.index.types import Backend, CollectionConfig, IndexParams, Metric
+from embedsvc.index.backend import VectorCollection, check_name
+from embedsvc.index.keyword.analyzer import check_language
+from embedsvc.index.types import Backend, CollectionConfig, IndexParams, Metric, SearchDefaults, SearchMode
 
 REBUILD = "rebuild"
 # Whether the caller may see a collection (listings leave the others out); the transport knows the caller.
@@ -27,6 +31,14 @@ Visible = Callable[[str], bool]
 
 def _everything(name: str) -> bool:
     return True
+
+
+@dataclass(frozen=True)
+class KeywordSpec:
+    """A CreateCollection's keyword index: its language ("" = English) and whether to have one (None: yes)."""
+
+    language: str = ""
+    enabled: bool | None = None
 
 
 class CollectionAdmin:
@@ -50,13 +62,20 @@ class CollectionAdmin:
         model: str,
         *,
         backend: Backend | None = None,
+        keyword: KeywordSpec | None = None,
+        search_defaults: SearchDefaults | None = None,
     ) -> CollectionInfo:
+        """`keyword`: the keyword index (None: one in English for a collection bound to a text model, none
+        otherwise; on a backend that cannot hold one, none unless asked for, which is then BACKEND_UNSUPPORTED).
+        `search_defaults`: what searches get when they do not say (checked here)."""
         check_name(name)
         if metric is None:
             raise missing("metric", "the metric")
         model_version = space = ""
+        text_model = False
         if model:
             bound = binding(self.collections.registry, model, self.collections.latents)
+            text_model = bound.text is not None
             if dimension and dimension != bound.dimension:
                 raise EmbedsvcError(
                     Reason.DIMENSION_MISMATCH,
@@ -72,6 +91,8 @@ class CollectionAdmin:
         resolved = index.resolved(dimension)
         for field, message in resolved.problems(dimension):
             raise invalid(field, message)
+        language = self._keyword(keyword, text_model, backend)
+        defaults = self._search_defaults(search_defaults or SearchDefaults(), language, name)
         config = CollectionConfig(
             name,
             dimension,
@@ -82,17 +103,60 @@ class CollectionAdmin:
             space or f"collection:{name}",
             created_at=datetime.now(UTC).timestamp(),
             backend=backend or self.store.default,
+            keyword=language,
+            search_defaults=defaults,
         )
+        return self.collections.describe(self.create_config(config))
+
+    def create_config(self, config: CollectionConfig) -> VectorCollection:
+        """Create a collection of a checked configuration (its name not an alias's)."""
         with self._names:
-            if self.aliases.get(name) is not None:
-                raise EmbedsvcError(
-                    Reason.COLLECTION_EXISTS,
-                    f"'{name}' is an alias; collections and aliases share one namespace",
-                    field="name",
-                    metadata={"collection": name},
-                )
-            created = self.store.create(config)
-        return self.collections.describe(created)
+            self.reserve(config.name)
+            return self.store.create(config)
+
+    def reserve(self, name: str) -> None:
+        """COLLECTION_EXISTS when an alias has this name (collections and aliases share one namespace)."""
+        if self.aliases.get(name) is not None:
+            raise EmbedsvcError(
+                Reason.COLLECTION_EXISTS,
+                f"'{name}' is an alias; collections and aliases share one namespace",
+                field="name",
+                metadata={"collection": name},
+            )
+
+    def _keyword(self, spec: KeywordSpec | None, text_model: bool, backend: Backend | None) -> str:
+        """The new collection's keyword language ("" for none)."""
+        wanted = text_model if spec is None else spec.enabled is not False
+        if not wanted:
+            return ""
+        language = check_language(spec.language if spec is not None else "")
+        unsupported = self.store.keyword_unsupported(backend)
+        if unsupported is not None:
+            if spec is None:
+                return ""  # the default on a backend without full-text search: a dense-only collection
+            unsupported.field = "keyword"
+            raise unsupported
+        return language
+
+    def _search_defaults(self, defaults: SearchDefaults, language: str, name: str) -> SearchDefaults:
+        if defaults.mode is not SearchMode.DENSE and not language:
+            raise EmbedsvcError(
+                Reason.KEYWORD_INDEX_MISSING,
+                f"search_defaults.mode {defaults.mode.value} needs a keyword index, which collection '{name}' would "
+                "not have (set `keyword`, or bind it to a text model)",
+                field="search_defaults.mode",
+                metadata={"collection": name},
+            )
+        method = Method(defaults.fusion) if defaults.fusion else None
+        fusion = Fusion(method, defaults.rrf_k, defaults.dense_weight, defaults.candidates)
+        fusion.resolved(1, 2**31 - 1, field="search_defaults.fusion")  # the ranges (rrf_k, dense_weight)
+        if defaults.candidates > self.limits.max_candidates:
+            raise limit_exceeded(
+                "search_defaults.fusion.candidates", "candidates", defaults.candidates, self.limits.max_candidates
+            )
+        if defaults.candidates < 0:
+            raise invalid("search_defaults.fusion.candidates", "candidates must not be negative")
+        return defaults
 
     def list_page(self, size: int, token: str, visible: Visible = _everything) -> Page[CollectionInfo]:
         """Collections by name, those `visible` says the caller may see."""
@@ -160,6 +224,18 @@ class CollectionAdmin:
             self._target(collection)
             return self.aliases.set(alias, collection), current.collection
 
+    def switch_aliases(self, aliases: list[str] | None, source: str, target: str) -> list[str]:
+        """Point these aliases (None: every alias of `source`) from `source` to `target`, each atomically; an alias
+        pointing elsewhere by now is left alone. The aliases switched."""
+        switched = []
+        with self._names:
+            for alias in aliases if aliases is not None else self.aliases.of(source):
+                current = self.aliases.get(alias)
+                if current is not None and current.collection == source:
+                    self.aliases.set(alias, target)
+                    switched.append(alias)
+        return switched
+
     def delete_alias(self, alias: str) -> None:
         check_name(alias, "alias")
         with self._names:
@@ -188,11 +264,15 @@ class CollectionAdmin:
     # ---- operations ----------------------------------------------------------------------------------------------
 
     def operation_result(self, operation: Operation) -> CollectionInfo | None:
-        """What a finished rebuild produced: the collection's description now (None if it was deleted since)."""
-        if not operation.done or operation.error is not None or operation.result is None:
+        """The collection a finished rebuild, re-embed or restore produced, described now (None if it was deleted
+        since, or for another kind)."""
+        if not operation.done or operation.error is not None or not operation.result:
+            return None
+        name = operation.result.get("collection")
+        if not isinstance(name, str):
             return None
         try:
-            return self.collections.describe(self.store.get(operation.result["collection"]))
+            return self.collections.describe(self.store.get(name))
         except EmbedsvcError:
             return None
 

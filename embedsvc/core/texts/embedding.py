@@ -1,4 +1,5 @@
-"""Embedding texts: validation, truncation or chunking of long texts, normalisation, provenance.
+"""Embedding texts: validation, truncation (right or left), chunking or refusal of long texts, normalisation, the
+output's shape (dimensions, number type: `shapes.py`), provenance; and the tokens of texts.
 
 The model runs behind its batcher (`embedsvc.core.texts.batching`), so this is what every caller of a text encoder goes
 through: TextService, collections bound to a text model, and text terms of vector expressions.
@@ -7,28 +8,56 @@ through: TextService, collections bound to a text model, and text terms of vecto
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
+from embedsvc.backends.capabilities import TokenSpan
 from embedsvc.calls import CallControl
 from embedsvc.core.expression import Expression, TermKind
 from embedsvc.core.provenance import Provenance, provenance
+from embedsvc.core.texts import shapes
 from embedsvc.core.texts.batching import TextModel
+from embedsvc.core.texts.shapes import Calibrations, Dtype
 from embedsvc.core.words.arithmetic import FieldOf, cosadd_means
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded
 from embedsvc.limits import Limits
 from embedsvc.vectors import check_vector, unit_rows
 
 
+class LongTexts(StrEnum):
+    """What happens to a text longer than the model's max_seq_length tokens."""
+
+    TRUNCATE = "truncate"  # keep the first tokens
+    TRUNCATE_LEFT = "truncate-left"  # keep the last tokens (from a word boundary)
+    CHUNK = "chunk"  # the mean of windows
+    REFUSE = "refuse"  # LIMIT_EXCEEDED
+
+
 @dataclass(frozen=True)
 class TextEmbeddings:
+    # (texts, dimension) float32, or quantised: (texts, dtype.width(dimension)) int8 or uint8.
     vectors: np.ndarray
     # Positions of texts longer than the model's max_seq_length (truncated, or chunked on request).
     truncated: list[int]
     token_counts: list[int]
     max_seq_length: int
     space: str
+    provenance: Provenance
+    dimension: int = 0
+    dtype: Dtype = Dtype.FLOAT32
+    warnings: list[str] = field(default_factory=list)
+
+
+# Bytes of one Token message besides its string, at most: tags and lengths, id, flag and offsets as varints.
+TOKEN_BYTES = 20
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    texts: list[list[TokenSpan]]
+    max_seq_length: int
     provenance: Provenance
 
 
@@ -52,10 +81,11 @@ def encode(
     *,
     field_of: Callable[[int], str],
     normalize: bool,
-    chunk: bool = False,
+    long_texts: LongTexts = LongTexts.TRUNCATE,
     control: CallControl | None = None,
 ) -> tuple[np.ndarray, list[int], list[int]]:
-    """Vectors of checked texts through the model's batcher; returns (vectors, truncated positions, token counts)."""
+    """Vectors of checked texts through the model's batcher; returns (vectors, long texts' positions, token counts of
+    the whole texts)."""
     encoder = model.encoder
     texts = list(texts)
     bad = encoder.unembeddable(texts)
@@ -69,7 +99,15 @@ def encode(
     counts = encoder.token_counts(texts)
     limit = encoder.max_seq_length
     truncated = [n for n, c in enumerate(counts) if limit and c > limit]
-    if chunk and truncated:
+    if long_texts is LongTexts.REFUSE and truncated:
+        n = truncated[0]
+        raise EmbedsvcError(
+            Reason.LIMIT_EXCEEDED,
+            f"the text has {counts[n]} tokens; model '{encoder.name}' reads at most {limit} (truncate or chunk it)",
+            field=field_of(n),
+            metadata={"limit": str(limit), "actual": str(counts[n]), "model": encoder.name},
+        )
+    if long_texts is LongTexts.CHUNK and truncated:
         pieces = [encoder.chunks(t) if limit and c > limit else [t] for t, c in zip(texts, counts, strict=True)]
         flat = [p for ps in pieces for p in ps]
         rows = model.batcher.submit(flat, encoder.token_counts(flat), control)
@@ -79,7 +117,21 @@ def encode(
             vectors[n] = rows[start : start + len(ps)].mean(axis=0)
             start += len(ps)
     else:
-        vectors = np.array(model.batcher.submit(texts, counts, control), dtype=np.float32)
+        read, read_counts = texts, counts
+        if long_texts is LongTexts.TRUNCATE_LEFT and truncated:
+            read, read_counts = list(texts), list(counts)
+            for n in truncated:
+                tail = encoder.tail(texts[n])
+                if tail is None:
+                    raise invalid(
+                        "truncation_direction",
+                        f"model '{encoder.name}': its tokenizer cannot be cut at a word boundary of this text "
+                        "without changing its tokens; truncate on the right, or chunk",
+                    )
+                read[n] = tail
+            for n, c in zip(truncated, encoder.token_counts([read[n] for n in truncated]), strict=True):
+                read_counts[n] = c
+        vectors = np.array(model.batcher.submit(read, read_counts, control), dtype=np.float32)
     if normalize:
         vectors = unit_rows(vectors)
     return vectors, truncated, counts
@@ -91,30 +143,70 @@ def embed_texts(
     limits: Limits,
     *,
     normalize: bool = False,
-    chunk: bool = False,
+    long_texts: LongTexts = LongTexts.TRUNCATE,
+    dimensions: int = 0,
+    dtype: Dtype = Dtype.FLOAT32,
+    calibrations: Calibrations | None = None,
     control: CallControl | None = None,
 ) -> TextEmbeddings:
-    """EmbedTexts: checked texts -> one vector each, with truncation report and provenance."""
-    check_texts(texts, "texts", limits)
-    vectors, truncated, counts = encode(
-        model, texts, field_of=lambda n: f"texts[{n}]", normalize=normalize, chunk=chunk, control=control
-    )
+    """EmbedTexts: checked texts -> one vector each in the asked shape, with truncation report and provenance."""
     encoder = model.encoder
+    warnings = shapes.check_dimensions(encoder, dimensions)
+    check_texts(texts, "texts", limits)
+    unit = normalize or dimensions > 0 or dtype is not Dtype.FLOAT32
+    vectors, truncated, counts = encode(
+        model, texts, field_of=lambda n: f"texts[{n}]", normalize=unit, long_texts=long_texts, control=control
+    )
+    dimension = dimensions or encoder.dimension
+    if dimension < encoder.dimension:
+        vectors = shapes.truncate(vectors, dimension)
+    parameters = {
+        "normalize": str(unit).lower(),
+        "long_texts": "truncate" if long_texts is LongTexts.TRUNCATE_LEFT else long_texts.value,
+        "device": encoder.device,
+    }
+    if long_texts is LongTexts.TRUNCATE_LEFT:
+        parameters["truncation_direction"] = "left"
+    if dimensions:
+        parameters["dimensions"] = str(dimension)
+    if dtype is not Dtype.FLOAT32:
+        parameters["dtype"] = dtype.value
+        ranges = None
+        if dtype.calibrated:
+
+            def embed(calibration: list[str], control: CallControl | None) -> np.ndarray:
+                rows, _, _ = encode(model, calibration, field_of=lambda n: "dtype", normalize=True, control=control)
+                return rows
+
+            ranges, parameters["calibration"] = (calibrations or Calibrations()).ranges(
+                encoder, embed, dimension, control=control
+            )
+        vectors = shapes.quantize(vectors, dtype, ranges)
     return TextEmbeddings(
         vectors=vectors,
         truncated=truncated,
         token_counts=counts,
         max_seq_length=encoder.max_seq_length,
-        space=encoder.space,
-        provenance=provenance(
-            encoder,
-            encoder.method,
-            {
-                "normalize": str(normalize).lower(),
-                "long_texts": "chunk" if chunk else "truncate",
-                "device": encoder.device,
-            },
-        ),
+        space=shapes.space_of(encoder.space, dimension, encoder.dimension, dtype),
+        provenance=provenance(encoder, encoder.method, parameters),
+        dimension=dimension,
+        dtype=dtype,
+        warnings=warnings,
+    )
+
+
+def tokenize_texts(model: TextModel, texts: Sequence[str], limits: Limits, *, special: bool = True) -> Tokenized:
+    """TokenizeTexts: each text's tokens as the model's tokenizer gives them, untruncated."""
+    check_texts(texts, "texts", limits)
+    encoder = model.encoder
+    tokens = [encoder.tokens(t, special) for t in texts]
+    # The answer must fit in one message: about TOKEN_BYTES a token besides its string (leaving room for framing).
+    size = sum(TOKEN_BYTES + len(t.token.encode("utf-8")) for spans in tokens for t in spans)
+    budget = limits.max_message_bytes - 64 * 1024
+    if size > budget:
+        raise limit_exceeded("texts", "bytes of the tokens' answer", size, budget)
+    return Tokenized(
+        tokens, encoder.max_seq_length, provenance(encoder, "tokenizer", {"add_special_tokens": str(special).lower()})
     )
 
 

@@ -6,7 +6,9 @@ A collection's work is split by job, one module each:
 - recovery.py   opening from checkpoint + log, checkpoints, compaction (the files: collection.json, wal.log,
                 checkpoint-<lsn>/);
 - training.py   building indexes: background training, the rebuild operation;
-- planning.py   searches: filters and their selectivity, exact or ANN, overfetch, PQ re-ranking, budgets, hits.
+- planning.py   searches: filters and their selectivity, exact or ANN, overfetch, PQ re-ranking, budgets, hits;
+- snapshots.py  a snapshot's files (the checkpoint and the log up to one LSN) and restoring them.
+- keywords.py   keyword (BM25) searches through the keyword index, with the planner's allowed items.
 This module wires them together, keeps the collection's state (RECOVERING, READY, DATA_LOSS) and its step sizes, and
 answers the reads (get, export, ids_with_inputs, info) under the contents' read lock.
 
@@ -19,21 +21,25 @@ start.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from embedsvc.errors import EmbedsvcError, Reason
-from embedsvc.index.faiss import recovery, training
+from embedsvc.index.faiss import recovery, snapshots, training
 from embedsvc.index.faiss.contents import Contents
+from embedsvc.index.faiss.keywords import KeywordSearch, missing_index
 from embedsvc.index.faiss.log import Delete, LogWriter, Upsert
 from embedsvc.index.faiss.planning import Planner, Steps
 from embedsvc.index.faiss.recovery import CONFIG, LOG, Checkpoints
 from embedsvc.index.faiss.vector_index import VectorIndex
 from embedsvc.index.filtering import Filter
-from embedsvc.index.types import CollectionConfig, Hit, State, StoredItem
+from embedsvc.index.snapshot_files import FAISS, Taken
+from embedsvc.index.types import CollectionConfig, Hit, KeywordHits, State, StoredItem
 from embedsvc.stats import Histogram
 
 log = logging.getLogger(__name__)
@@ -65,6 +71,11 @@ class Collection:
         self._contents = Contents(config, on_trainable=self._trainer.start)
         self._checkpoints = Checkpoints(directory, self._contents, checkpoint_bytes, self._require_writer)
         self._planner = Planner(self._contents)
+        # Snapshots copying the log's prefix (which a checkpoint would truncate): checkpoints wait for none to run,
+        # and hold `_pin_lock` while they write, so that no snapshot starts meanwhile.
+        self._pin_lock = threading.Condition()
+        self._pins = 0
+        self._keywords = KeywordSearch(self._contents, self._planner)
 
     # ---- recovery, checkpoints -----------------------------------------------------------------------------------
 
@@ -89,8 +100,63 @@ class Collection:
         log.error("collection %s is damaged: %s", self.config.name, message)
 
     def checkpoint(self, *, compact: bool = False) -> None:
-        """Write a checkpoint of the live items and empty the log; `compact` also rebuilds memory and index."""
-        self._checkpoints.write(compact=compact)
+        """Write a checkpoint of the live items and empty the log; `compact` also rebuilds memory and index. Waits
+        while a snapshot copies the log."""
+        with self._pin_lock:
+            while self._pins:
+                self._pin_lock.wait()
+            self._checkpoints.write(compact=compact)
+
+    def _after_write(self, writer: LogWriter) -> None:
+        """The checkpoint a large log calls for, unless a snapshot copies the log or a checkpoint runs (then a later
+        write does it)."""
+        if not self._pin_lock.acquire(blocking=False):
+            return
+        try:
+            if not self._pins:
+                self._checkpoints.after_write(writer)
+        finally:
+            self._pin_lock.release()
+
+    @contextmanager
+    def _pinned(self) -> Iterator[None]:
+        """No checkpoint truncates the log while the block runs."""
+        with self._pin_lock:
+            self._pins += 1
+        try:
+            yield
+        finally:
+            with self._pin_lock:
+                self._pins -= 1
+                self._pin_lock.notify_all()
+
+    def snapshot(
+        self, dest: Path, check: Callable[[], None] = lambda: None, units: Callable[[int], None] = lambda _n: None
+    ) -> Taken:
+        """The collection at one LSN as files in `dest` (an empty directory): its configuration, its latest
+        checkpoint's files (hard-linked) and its log up to that LSN (copied). Writes go on meanwhile: the LSN is the
+        last one settled when the log's exclusive section is entered (no write is half-applied then), and no
+        checkpoint truncates the log until its prefix is copied.
+
+        The one method that knows how a FAISS collection's files make a snapshot (with `snapshots.py`): a new
+        checkpoint format changes these two places only."""
+        writer = self._require_writer()
+        at: dict[str, Any] = {}
+        with self._pinned():
+
+            def one_lsn() -> None:
+                at.update(
+                    lsn=writer.settled_lsn,
+                    log_bytes=writer.size,
+                    count=self.count,
+                    linked=snapshots.link_checkpoint(self.directory, dest),
+                )
+
+            writer.exclusive(one_lsn)
+            units(at["count"])
+            log_entry = snapshots.copy_log(self.directory / LOG, dest, at["log_bytes"], check)
+        files = snapshots.finish(dest, self.config, at["linked"], log_entry)
+        return Taken(FAISS, at["count"], at["lsn"], True, files)
 
     @property
     def checkpoint_seconds(self) -> Histogram:
@@ -169,7 +235,7 @@ class Collection:
         """Durably add or replace items; returns the live count afterwards."""
         writer = self._require_writer()
         writer.commit(op)
-        self._checkpoints.after_write(writer)
+        self._after_write(writer)
         return self.count
 
     def delete(self, ids: Sequence[str]) -> tuple[int, int]:
@@ -179,7 +245,7 @@ class Collection:
             present = [i for i in ids if i in slot_of]
         if present:
             writer.commit(Delete(present))
-            self._checkpoints.after_write(writer)
+            self._after_write(writer)
         return len(present), len(ids) - len(present)
 
     def get(self, ids: Sequence[str], *, with_vectors: bool) -> list[StoredItem | None]:
@@ -226,6 +292,39 @@ class Collection:
             ef_search=ef_search,
             nprobe=nprobe,
             exact=exact,
+            with_metadata=with_metadata,
+            with_vectors=with_vectors,
+            max_response_bytes=max_response_bytes,
+        )
+
+    @property
+    def keyword_language(self) -> str:
+        return self.config.keyword
+
+    def require_keyword_index(self) -> None:
+        if not self.config.keyword:
+            raise missing_index(self.config.name)
+
+    def keyword_search(
+        self,
+        texts: Sequence[str],
+        k: int,
+        *,
+        where: Filter | None = None,
+        exclude: Sequence[set[str]] = (),
+        with_metadata: bool = True,
+        with_vectors: bool = False,
+        max_response_bytes: int = 0,
+    ) -> list[KeywordHits]:
+        """The best k live items by BM25 for each text, among those matching the filter, minus each query's
+        excluded ids (see keywords.py); each text searched under the read lock, one at a time."""
+        self.check_ready()
+        return self._keywords.search(
+            texts,
+            k,
+            steps=Steps(queries=_QUERY_CHUNK, filter_items=_FILTER_CHUNK, rerank_bytes=_RERANK_BYTES),
+            where=where,
+            exclude=exclude,
             with_metadata=with_metadata,
             with_vectors=with_vectors,
             max_response_bytes=max_response_bytes,

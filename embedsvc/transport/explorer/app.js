@@ -443,8 +443,8 @@ function setUpCanvas() {
 
 async function search() {
   const collection = $("search-collection").value, q = $("search-query").value.trim(), as = $("search-as").value;
-  const filter = $("search-filter").value.trim(), k = Number($("search-k").value) || 10;
-  setParams({ page: "search", collection, q, as, filter, k });
+  const filter = $("search-filter").value.trim(), k = Number($("search-k").value) || 10, mode = $("search-mode").value;
+  setParams({ page: "search", collection, q, as, filter, k, mode });
   const info = state.collections.find((c) => c.name === collection) || {};
   const vae = state.models.find((m) => m.name === info.model && m.kind === "MODEL_KIND_VAE");
   let query;
@@ -453,8 +453,11 @@ async function search() {
   else if (as === "expression") query = { expression: { text: q } };
   else if (as === "item") query = { itemId: q };
   else query = { input: q };
-  const answer = await api("CollectionService/Search", { collection, query, options: { k, filter, includeVectors: !!vae } });
+  const options = { k, filter, includeVectors: !!vae };
+  if (mode) options.mode = "SEARCH_MODE_" + mode.toUpperCase();
+  const answer = await api("CollectionService/Search", { collection, query, options });
   const hits = answer.hits || [];
+  $("search-report").textContent = reportLine(answer.retrieval || {});
   let thumbs = [];
   if (vae && hits.length) {
     thumbs = (await api("LatentService/DecodeLatents", { model: vae.name, latents: hits.map((h) => h.vector) })).images;
@@ -464,8 +467,9 @@ async function search() {
   hits.forEach((hit, i) => {
     const row = document.createElement("tr");
     row.className = "result";
-    row.innerHTML = `<td>${i + 1}</td><td class="id"></td><td>${(hit.score || 0).toFixed(4)}</td><td class="input"></td><td class="meta"></td>`;
-    row.querySelector(".id").textContent = hit.id;
+    row.innerHTML = `<td>${i + 1}</td><td class="id"></td><td>${(hit.score || 0).toFixed(4)}</td><td class="why"></td><td class="input"></td><td class="meta"></td>`;
+    row.querySelector(".id").textContent = hit.id + (hit.isInput ? " *" : "");
+    row.querySelector(".why").textContent = explained(hit.explanation);
     if (thumbs[i]) {
       const img = document.createElement("img");
       img.className = "hit-thumb"; img.src = png(thumbs[i]); img.alt = hit.id;
@@ -476,7 +480,96 @@ async function search() {
     row.querySelector(".meta").textContent = JSON.stringify(plainMetadata(hit.metadata));
     body.appendChild(row);
   });
-  if (!hits.length) body.innerHTML = "<tr><td colspan=5>no hits</td></tr>";
+  if (!hits.length) body.innerHTML = "<tr><td colspan=6>no hits</td></tr>";
+}
+
+// A hit's explanation in a few words: its rank and score on each side, and what later stages gave it.
+function explained(e) {
+  if (!e) return "";
+  const parts = [];
+  if (e.denseRank) parts.push(`dense #${e.denseRank} ${(e.denseScore || 0).toFixed(3)}`);
+  if (e.keywordRank) parts.push(`keyword #${e.keywordRank} ${(e.keywordScore || 0).toFixed(3)}`);
+  if (e.rerankScore !== undefined) parts.push(`rerank ${e.rerankScore.toFixed(3)}`);
+  if (e.mmrScore !== undefined) parts.push(`mmr ${e.mmrScore.toFixed(3)}`);
+  return parts.join(" · ");
+}
+
+// How the search ran (the response's RetrievalReport): mode, fusion, and what it noticed.
+function reportLine(r) {
+  const mode = (r.mode || "SEARCH_MODE_DENSE").replace("SEARCH_MODE_", "").toLowerCase();
+  let line = `mode: ${mode}`;
+  if (r.fusion) {
+    const f = r.fusion, method = (f.method || "").replace("FUSION_METHOD_", "").toLowerCase();
+    line += `, ${method} fusion` + (method === "rrf" ? ` (k ${f.rrfK})` : ` (dense weight ${f.denseWeight})`);
+    line += `, ${f.candidates} candidates a side`;
+  }
+  if (r.keywordLanguage) line += `, keywords in ${r.keywordLanguage}`;
+  for (const n of r.notices || []) line += ` — ${(n.notice || "").replace("SEARCH_NOTICE_", "").toLowerCase().replaceAll("_", " ")}`;
+  return line;
+}
+
+// ---- operations ----------------------------------------------------------------------------------------------------
+
+const seconds = (s) => (s >= 3600 ? `${(s / 3600).toFixed(1)} h` : s >= 60 ? `${Math.round(s / 60)} min` : `${Math.round(s)} s`);
+
+function operationMetadata(op) {
+  // OperationMetadata travels as a google.protobuf.Any: its fields sit beside "@type" in proto3 JSON.
+  return op.metadata || {};
+}
+
+function outcome(op, meta) {
+  if (op.error) return `${op.error.code || ""} ${(op.error.details || []).map((d) => d.reason).filter(Boolean).join(" ")}: ${op.error.message || ""}`;
+  if (!op.done) return meta.cancelRequested ? "cancelling" : "running";
+  const r = op.response || {};
+  if (meta.kind === "reembed") {
+    const switched = (r.switchedAliases || []).join(", ") || "no alias";
+    return `${(r.collection || {}).name || ""}: ${r.reembedded || 0} items, switched ${switched}` + (r.dropped ? `, left out ${r.dropped}` : "");
+  }
+  if (meta.kind === "snapshot") return `${r.name || ""} (${r.count || 0} items)`;
+  return r.name ? `${r.name} (${r.count || 0} items)` : "done";
+}
+
+let opsTimer = null;
+
+async function showOperations() {
+  const collection = $("ops-collection").value.trim();
+  setParams({ page: "operations", collection });
+  const answer = await api("OperationService/ListOperations", { pageSize: 100, collection });
+  const body = $("ops-table").querySelector("tbody");
+  body.innerHTML = "";
+  const operations = answer.operations || [];
+  for (const op of operations) {
+    const meta = operationMetadata(op);
+    const done = Number(meta.doneUnits || 0), total = Number(meta.totalUnits || 0);
+    const row = document.createElement("tr");
+    row.className = "operation";
+    row.dataset.name = op.name;
+    row.dataset.kind = meta.kind || "";
+    row.dataset.done = op.done ? "1" : "0";
+    row.innerHTML = `<td class="name"></td><td>${meta.kind || ""}</td><td class="col"></td><td class="stage"></td>
+      <td class="progress"><progress max="${total || 1}" value="${total ? done : 0}"></progress> <span></span></td>
+      <td>${meta.unitsPerSecond ? Math.round(meta.unitsPerSecond) + "/s" : ""}</td>
+      <td>${!op.done && meta.etaSeconds ? seconds(meta.etaSeconds) : ""}</td><td class="outcome"></td><td></td>`;
+    row.querySelector(".name").textContent = op.name.replace("operations/", "");
+    row.querySelector(".col").textContent = meta.collection || "";
+    const target = (meta.reembed || {}).target;
+    row.querySelector(".stage").textContent = (meta.stage || "") + (target ? ` → ${target}` : "");
+    row.querySelector(".progress span").textContent = total ? `${done} / ${total}` : "";
+    row.querySelector(".outcome").textContent = outcome(op, meta);
+    if (!op.done) {
+      const cancel = document.createElement("button");
+      cancel.type = "button"; cancel.textContent = "Cancel";
+      cancel.addEventListener("click", () => guarded(async () => {
+        await api("OperationService/CancelOperation", { name: op.name });
+        await showOperations();
+      }));
+      row.lastElementChild.appendChild(cancel);
+    }
+    body.appendChild(row);
+  }
+  if (!operations.length) body.innerHTML = "<tr><td colspan=9>no operations</td></tr>";
+  clearTimeout(opsTimer);
+  if (operations.some((op) => !op.done)) opsTimer = setTimeout(() => guarded(showOperations), 1000);
 }
 
 // ---- wiring --------------------------------------------------------------------------------------------------------
@@ -491,11 +584,12 @@ function restoreFields() {
     "arith-expr": "expr", "arith-method": "method", "arith-top": "top", "map-source": "source", "map-words": "words",
     "map-top": "top", "map-colour": "colour", "map-k": "k", "map-field": "field", "map-expr": "expr",
     "latent-seed": "seed", "latent-temp": "temp", "search-query": "q", "search-as": "as", "search-filter": "filter",
-    "search-k": "k",
+    "search-k": "k", "search-mode": "mode", "ops-collection": "collection",
   };
   const page = params.get("page") || "arithmetic";
   for (const [id, key] of Object.entries(fields)) {
-    const belongs = id.startsWith({ arithmetic: "arith", map: "map", latent: "latent", search: "search" }[page]);
+    const prefix = { arithmetic: "arith", map: "map", latent: "latent", search: "search", operations: "ops" }[page];
+    const belongs = id.startsWith(prefix);
     if (belongs && params.has(key)) $(id).value = params.get(key);
   }
   if (page === "arithmetic") $("arith-inputs").checked = params.get("inputs") === "1";
@@ -517,6 +611,7 @@ async function main() {
   submit("latent-form", sample);
   $("latent-model").addEventListener("change", () => guarded(showLatent));
   submit("search-form", search);
+  submit("ops-form", showOperations);
   $("manifold-go").addEventListener("click", () => guarded(manifold));
   $("interp-go").addEventListener("click", () => guarded(interpolate));
   $("interp-slider").addEventListener("input", showFrame);
@@ -534,6 +629,7 @@ async function main() {
   if (page === "map" && (params.has("source") || $("map-model").value)) await guarded(drawMap);
   if (page === "latent" && $("latent-model").value) await guarded(showLatent);
   if (page === "search" && params.has("q")) await guarded(search);
+  if (page === "operations") await guarded(showOperations);
   document.body.dataset.ready = "1";
 }
 
