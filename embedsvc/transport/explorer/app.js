@@ -446,7 +446,7 @@ async function search() {
   const filter = $("search-filter").value.trim(), k = Number($("search-k").value) || 10, mode = $("search-mode").value;
   setParams({ page: "search", collection, q, as, filter, k, mode });
   const info = state.collections.find((c) => c.name === collection) || {};
-  const vae = state.models.find((m) => m.name === info.model && m.kind === "MODEL_KIND_VAE");
+  const vae = state.models.find((m) => m.name === info.model && LATENT_KINDS.includes(m.kind));
   let query;
   const file = $("search-image").files[0];
   if (file) query = { image: { data: b64(await file.arrayBuffer()) } };
