@@ -1,7 +1,7 @@
 """LatentService through a real server with the committed mnist-gan and mnist-ae (the kinds "gan" and "autoencoder"):
 equality with the models called in-process, every latent operation their parts allow (the GAN encodes by inversion),
 the operations an autoencoder lacks refused as (FAILED_PRECONDITION, OPERATION_NOT_SUPPORTED), an inversion stopped by
-the caller's deadline, a collection bound to the GAN, and one of them over HTTP/JSON."""
+the caller's deadline, a collection bound to the GAN, maps of both models' latents, and one of them over HTTP/JSON."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 
 from embedsvc.backends.autoencoder import EMBEDDED_AE, EMBEDDED_AE_DIR, AEModel, AEOptions
 from embedsvc.backends.base import ModelSpec
 from embedsvc.backends.gan import EMBEDDED_GAN, EMBEDDED_GAN_DIR, GANModel, GANOptions
-from embedsvc.client import Client
+from embedsvc.client import Client, image_points
 from embedsvc.core.images.codec import to_png
 from embedsvc.core.images.datasets import load_dataset, split
 from embedsvc.v1 import common_pb2, latent_pb2, latent_pb2_grpc, models_pb2
@@ -266,3 +267,18 @@ def test_ae_refuses_what_needs_a_prior_or_a_likelihood(client, digits):
     assert_refused(lambda: client.anomaly_scores(AE, [image]), PRECONDITION, "OPERATION_NOT_SUPPORTED", "model")
     assert_refused(lambda: client.inpaint(AE, image, png(mask)), PRECONDITION, "OPERATION_NOT_SUPPORTED", "model")
     assert len(client.reconstruct(AE, [image])) == 1  # what it has still works
+
+
+def test_maps_of_gan_and_ae_latents(client, gan, ae, digits):
+    """MapService over a GAN's images projects their inverted latents (an autoencoder's: its codes), and plots them
+    with thumbnails."""
+    images = digits[1].images[:12]
+    sent = as_sent(images).astype(np.float32)
+    for model, latents in ((GAN, gan.invert(sent).latents), (AE, ae.encode(sent)[0])):
+        projection = client.project(image_points(model, [png(x) for x in images]))
+        assert projection.coordinates.shape == (12, 2)
+        np.testing.assert_allclose(projection.mean, latents.mean(axis=0), atol=1e-4)
+        want = PCA(2).fit(latents).components_
+        np.testing.assert_allclose(np.abs(projection.components @ want.T), np.eye(2), atol=1e-2)  # up to sign
+        plotted = client.plot(image_points(model, [png(x) for x in images]), width=300, height=300, thumbnails=True)
+        assert Image.open(io.BytesIO(plotted)).size == (300, 300)
