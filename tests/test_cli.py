@@ -191,7 +191,14 @@ def test_serve_with_config_then_sigterm_lets_calls_finish(data_dir, tmp_path, mi
     try:
         with Client(target) as c:
             c.wait_until_serving(120)
-            assert [m.name for m in c.list_models()] == ["minilm-static", "minilm", "mnist-vae", "glove"]
+            assert [m.name for m in c.list_models()] == [
+                "minilm-static",
+                "minilm",
+                "mnist-vae",
+                "mnist-gan",
+                "mnist-ae",
+                "glove",
+            ]
         out = subprocess.run(
             [
                 sys.executable,

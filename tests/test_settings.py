@@ -11,7 +11,7 @@ from embedsvc.settings import ConfigError, Role, Settings, key_hash
 
 def test_defaults_serve_the_embedded_model():
     settings = Settings.from_config({})
-    assert [m.name for m in settings.all_models()] == ["minilm-static", "minilm", "mnist-vae"]
+    assert [m.name for m in settings.all_models()] == ["minilm-static", "minilm", "mnist-vae", "mnist-gan", "mnist-ae"]
     assert Settings(embedded_models=False).all_models() == ()
 
 
@@ -38,7 +38,14 @@ def test_toml_example_from_the_readme():
     assert settings.data_dir == Path("/tmp/x")
     (glove,) = settings.models
     assert glove.format is WordVectorFormat.GLOVE and glove.path == Path("/data/glove.6B.300d.txt")
-    assert [m.name for m in settings.all_models()] == ["minilm-static", "minilm", "mnist-vae", "glove"]
+    assert [m.name for m in settings.all_models()] == [
+        "minilm-static",
+        "minilm",
+        "mnist-vae",
+        "mnist-gan",
+        "mnist-ae",
+        "glove",
+    ]
 
 
 def test_flags_override_the_file():
@@ -161,8 +168,9 @@ def test_bad_config_names_the_key(config, message):
 
 def test_a_configured_model_can_replace_the_embedded_one():
     config = {"models": [{"name": "minilm-static", "format": "glove", "path": "/x"}]}
-    embedded_text, embedded_vae, replaced = Settings.from_config(config).all_models()
+    embedded_text, embedded_vae, embedded_gan, embedded_ae, replaced = Settings.from_config(config).all_models()
     assert embedded_text.name == "minilm" and embedded_vae.name == "mnist-vae"
+    assert (embedded_gan.name, embedded_ae.name) == ("mnist-gan", "mnist-ae")
     assert replaced.format is WordVectorFormat.GLOVE
 
 

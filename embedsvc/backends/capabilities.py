@@ -403,7 +403,7 @@ class Described:
     another is an optional part of the models offering that one: a model of that family without it is refused with
     OPERATION_NOT_SUPPORTED, "model 'x' is a <kind> model, which cannot <lacking>", and a model outside the family
     with the family's MODEL_KIND_MISMATCH. `instead` replaces the mismatch message for a model that offers another
-    capability (keys), with what to do instead; {name} and {kind} are filled in.
+    capability (keys), with what to do instead; {name}, {kind} and {a_kind} ("an autoencoder") are filled in.
     """
 
     what: str
@@ -416,7 +416,7 @@ DESCRIBED: Mapping[Capability, Described] = {
     Capability.WORDS: Described(
         "a word-vectors model",
         instead={
-            Capability.TEXTS: "model '{name}' is a {kind} model, not a word-vectors model: it embeds texts "
+            Capability.TEXTS: "model '{name}' is {a_kind} model, not a word-vectors model: it embeds texts "
             "(TextService.EmbedTexts) and has no vocabulary; for arithmetic, search a collection bound to it with an "
             "expression query",
         },
@@ -424,7 +424,7 @@ DESCRIBED: Mapping[Capability, Described] = {
     Capability.TEXTS: Described(
         "a model that embeds texts",
         instead={
-            Capability.WORDS: "model '{name}' is a {kind} model without a sentence mode; configure an averaged-words "
+            Capability.WORDS: "model '{name}' is {a_kind} model without a sentence mode; configure an averaged-words "
             'text encoder over it (format = "averaged-words", words = "{name}")',
         },
     ),

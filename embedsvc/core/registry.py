@@ -74,6 +74,32 @@ class ModelInfo:
     quality: Any = None  # onnx_text.Quality of an int8 model
     matryoshka_dims: tuple[int, ...] = ()
     any_dimensions: bool = False
+    # Generative latent models: the LatentService operations offered (LATENT_OPERATIONS' values), in that order.
+    latent_operations: tuple[str, ...] = ()
+
+
+# What each latent capability lets a model do, in the order ModelInfo lists them ("sample" also needs a prior).
+LATENT_OPERATIONS: tuple[tuple[str, Capability], ...] = (
+    ("decode", Capability.LATENT_DECODER),
+    ("encode", Capability.LATENT_ENCODER),
+    ("sample", Capability.LATENT_DECODER),
+    ("anomaly-score", Capability.ANOMALY_SCORES),
+    ("inpaint", Capability.INPAINTING),
+)
+
+
+def a_kind(kind: str) -> str:
+    """A kind's name with its article, for messages: "a vae", "an autoencoder"."""
+    return ("an " if kind[:1] in ("a", "e", "i", "o", "u") else "a ") + kind
+
+
+def latent_operations(loaded: Loaded) -> tuple[str, ...]:
+    """The latent operations a loaded model's parts allow: Sample needs its decoder to have a prior."""
+    decoder = loaded.parts.get(Capability.LATENT_DECODER)
+    has_prior = isinstance(decoder, LatentDecoder) and decoder.has_prior
+    return tuple(
+        name for name, capability in LATENT_OPERATIONS if capability in loaded.parts and (name != "sample" or has_prior)
+    )
 
 
 @dataclass(frozen=True)
@@ -438,6 +464,7 @@ def _ready_info(info: ModelInfo, hosted: Hosted) -> ModelInfo:
         engine=loaded.engine,
         precision=loaded.precision,
         quality=loaded.quality,
+        latent_operations=latent_operations(loaded),
     )
 
 
@@ -449,14 +476,14 @@ def _not_offered(info: ModelInfo, wanted: Capability, offers: frozenset[Capabili
         return operation_not_supported(
             info.name,
             info.kind,
-            f"model '{info.name}' is a {info.kind} model, which cannot {described.lacking}",
+            f"model '{info.name}' is {a_kind(info.kind)} model, which cannot {described.lacking}",
             wanted,
         )
     hints = [template for other, template in described.instead.items() if other in offers]
-    message = hints[0] if hints else "model '{name}' is a {kind} model, not " + described.what
+    message = hints[0] if hints else "model '{name}' is {a_kind} model, not " + described.what
     return EmbedsvcError(
         Reason.MODEL_KIND_MISMATCH,
-        message.format(name=info.name, kind=info.kind),
+        message.format(name=info.name, kind=info.kind, a_kind=a_kind(info.kind)),
         field="model",
         metadata={"model": info.name, "kind": info.kind},
         hint=Hint.EMBED_TEXTS if wanted is Capability.WORDS and Capability.TEXTS in offers else None,

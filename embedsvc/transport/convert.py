@@ -94,6 +94,11 @@ def model_kind(kind: str) -> models_pb2.ModelKind:
     return models_pb2.ModelKind.Value("MODEL_KIND_" + kind.upper().replace("-", "_"))
 
 
+def latent_operation(name: str) -> models_pb2.LatentOperation:
+    """An operation's proto enum value, by name: "anomaly-score" is LATENT_OPERATION_ANOMALY_SCORE."""
+    return models_pb2.LatentOperation.Value("LATENT_OPERATION_" + name.upper().replace("-", "_"))
+
+
 def model_info_message(info: ModelInfo) -> models_pb2.ModelInfo:
     return models_pb2.ModelInfo(
         name=info.name,
@@ -129,6 +134,7 @@ def model_info_message(info: ModelInfo) -> models_pb2.ModelInfo:
             if info.quality is not None
             else None
         ),
+        latent_operations=[latent_operation(o) for o in info.latent_operations],
     )
 
 

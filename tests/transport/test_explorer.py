@@ -164,6 +164,31 @@ def test_latent_page_decodes_and_interpolates(browser: Any, http_url: str, targe
         c.delete_direction("mnist-vae", "explorer-test")
 
 
+def test_latent_page_offers_only_what_the_model_does(browser: Any, http_url: str) -> None:
+    """ModelInfo.latent_operations decides the controls: an autoencoder has no prior (no Sample, no manifold of samples)
+    and cannot inpaint, but encodes a drawing, reconstructs it and interpolates; the GAN offers everything."""
+
+    def shown(element_id: str) -> bool:
+        return bool(browser.execute_script(f"return document.getElementById('{element_id}').offsetParent !== null"))
+
+    open_page(browser, f"{http_url}/explorer/?page=latent&vae=mnist-ae")
+    assert wait(lambda: "offers: decode, encode" in browser.find_element(By.ID, "latent-offers").text)
+    assert not shown("sample-go") and not shown("latent-grid") and not shown("inpaint-go")
+    assert shown("reconstruct-go") and shown("interp-go")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#latent-grid img") and not error_text(browser)
+    browser.find_element(By.ID, "draw-as-a").click()
+    browser.find_element(By.ID, "draw-as-b").click()
+    wait(lambda: (browser.find_element(By.ID, "interp-b").get_attribute("src") or "").startswith("data:image/png"))
+    wait(lambda: (browser.find_element(By.ID, "interp-a").get_attribute("src") or "").startswith("data:image/png"))
+    browser.find_element(By.ID, "interp-go").click()
+    wait(lambda: (browser.find_element(By.ID, "interp-frame").get_attribute("src") or "").startswith("data:image/png"))
+    assert not error_text(browser)
+    open_page(browser, f"{http_url}/explorer/?page=latent&vae=mnist-gan&seed=3")
+    loaded = "return [...document.querySelectorAll('#latent-grid img')].filter(i => i.naturalWidth > 0).length"
+    assert wait(lambda: browser.execute_script(loaded) == 16), error_text(browser)
+    assert shown("sample-go") and shown("inpaint-go") and shown("reconstruct-go")
+
+
 def test_search_page_shows_hits(browser: Any, http_url: str, target: str, shots: Path) -> None:
     with Client(target) as c:
         c.create_collection("explorer-notes", model="minilm")
