@@ -90,7 +90,7 @@ class EncoderBase(ABC):
                 raise
 
 
-def _counter(tokenizer: Any) -> Any:
+def counting_tokenizer(tokenizer: Any) -> Any:
     """A private copy of a `tokenizers.Tokenizer` with truncation and padding off, for counting and chunking."""
     from tokenizers import Tokenizer
 
@@ -135,7 +135,7 @@ class SentenceTransformerEncoder(EncoderBase):
         self.tokenizer: Any = self.model.tokenizer
         # Calls count tokens on gRPC threads while the batch worker encodes; a Hugging Face tokenizer is mutated on
         # every call (truncation settings) and is not safe to share, so counting uses its own, never-mutated copy.
-        self._counter = _counter(self.tokenizer.backend_tokenizer)
+        self._counter = counting_tokenizer(self.tokenizer.backend_tokenizer)
         self._special = self.tokenizer.num_special_tokens_to_add(pair=False)
         self.max_seq_length = int(self.model.max_seq_length or 0)
         dimension = getattr(self.model, "get_embedding_dimension", self.model.get_sentence_embedding_dimension)()
@@ -185,7 +185,7 @@ class StaticEncoder(EncoderBase):
         self.dimension = int(self.model.dim)
         # minilm-static's sentence mode shares its word space's version (one distillation, one identity).
         self.version = version or file_digest([p for p in path.glob("*.safetensors")])
-        self._counter = _counter(self.model.tokenizer)
+        self._counter = counting_tokenizer(self.model.tokenizer)
 
     def memory_bytes(self) -> int:
         return int(np.asarray(self.model.embedding).nbytes)
