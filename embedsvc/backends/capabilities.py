@@ -17,8 +17,9 @@ once after loading, so the first caller does not pay for thread pools, allocator
 - TEXTS (`TextEncoder`): texts in, one vector each; counts tokens and splits long texts so callers can report
   truncation and chunk. Its calls are queued: the registry hands it out with its dynamic batcher
   (`core.texts.batching.TextModel`), never bare, so the model runs on one worker thread and not on gRPC threads.
-- PAIRS (`CrossEncoder`): scores (query, document) pairs for reranking. Defined ahead of its kind (a
-  sentence-transformers CrossEncoder, issue 29), which will be batched the way text encoders are.
+- PAIRS (`CrossEncoder`): scores (query, document) pairs for reranking (the cross-encoder kind: a sentence-transformers
+  CrossEncoder). Its calls are queued too: the registry hands it out with its batcher (`core.texts.batching.PairModel`,
+  itself a `CrossEncoder` whose `score` goes through the batcher under the current call's deadline).
 - IMAGES (`ImageEncoder`): images in, one feature vector each (similarity search, image collections, maps).
 - LATENT_DECODER (`LatentDecoder`): a generative model's decoder: latents in, images out. `has_prior` says whether
   latents may be drawn from its prior N(0, I) (Sample): a VAE's and a GAN's have one, an autoencoder's does not.
@@ -218,8 +219,9 @@ class TextEncoder(Part, Protocol):
 
 @runtime_checkable
 class CrossEncoder(Part, Protocol):
-    """Scores (query, document) pairs jointly (reranking). No kind offers it yet: issue 29 adds one (a
-    sentence-transformers CrossEncoder on the ONNX engine, batched like text encoders)."""
+    """Scores (query, document) pairs jointly (reranking): the cross-encoder kind (backends/cross_encoders.py), a
+    sentence-transformers CrossEncoder on ONNX Runtime or torch. `score` runs on one thread at a time (the model's
+    batch worker) unless the part is the registry's batched one."""
 
     @property
     def max_seq_length(self) -> int:
@@ -227,14 +229,17 @@ class CrossEncoder(Part, Protocol):
         ...
 
     @property
-    def method(self) -> str: ...
+    def method(self) -> str:
+        """What provenance reports: "cross-encoder"."""
+        ...
 
     def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        """(len(pairs),) float32 relevance scores, each pair truncated to max_seq_length tokens."""
+        """(len(pairs),) float32 raw relevance scores (the classifier's logit; callers apply the sigmoid), each pair
+        truncated to max_seq_length tokens as sentence-transformers' CrossEncoder truncates it (longest first)."""
         ...
 
     def token_counts(self, pairs: list[tuple[str, str]]) -> list[int]:
-        """Tokens of each pair as the model reads it, untruncated."""
+        """Tokens of each pair as the model reads it (special tokens included), untruncated."""
         ...
 
 

@@ -40,9 +40,7 @@ def available() -> bool:
     return True
 
 
-def export(
-    transformer: Any, sample: Any, output: str, target: Path, *, name: str, output_axes: dict[int, str]
-) -> Path:
+def export(transformer: Any, sample: Any, output: str, target: Path, *, name: str, output_axes: dict[int, str]) -> Path:
     """`target` (a cached file named by the weights' digest), exported from `transformer` if it is not there yet.
 
     `sample` is the tokenizer's answer for a few inputs (padded, as tensors): its input_ids, attention_mask and
