@@ -86,3 +86,5 @@ class Limits:
     max_cluster_work: int = 20_000_000_000
     # Maps: values (points x dimensions) of one point set.
     max_map_values: int = 20_000_000
+    # Texts scored against the query in one Rerank call (each one a cross-encoder pair).
+    max_rerank_texts: int = 1000

@@ -12,7 +12,7 @@ from embedsvc.cli.arguments import deprecated_alias
 from embedsvc.cli.output import clip, emit, fail, message_dict, provenance
 
 # How `embedsvc models` names a kind; a kind not listed shows its own name.
-_KIND_LABELS = {"word-vectors": "words", "text-encoder": "text", "image-encoder": "image"}
+_KIND_LABELS = {"word-vectors": "words", "text-encoder": "text", "image-encoder": "image", "cross-encoder": "rerank"}
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -146,6 +146,8 @@ def model_line(m: Any) -> str:
     if m.vocabulary_size:
         texts = "  (+texts)" if m.embeds_texts else ""
         return f"dim {m.dimension:<5} {label:<8} vocab {m.vocabulary_size:<8} {m.version}{texts}"
+    if m.reranks:  # no vectors: it scores (query, text) pairs
+        return f"{'pairs':<9} {label:<8} max {m.max_seq_length:<4} tokens {m.device:<6} {m.version}"
     return f"dim {m.dimension:<5} {label:<8} max {m.max_seq_length:<4} tokens {m.device:<6} {m.version}"
 
 

@@ -35,6 +35,7 @@ from embedsvc.client.types import (
     Operation,
     PackedHits,
     Projection,
+    Reranked,
     Sampled,
     SearchHit,
     ServerInfo,
@@ -180,6 +181,27 @@ class Calls:
         return Unary(
             self.text.EmbedTexts, req.embed_texts_request(model, texts, normalize, long_texts), res.text_embeddings
         )
+
+    def rerank(
+        self,
+        model: str,
+        query: str,
+        texts: Sequence[str],
+        top_n: int,
+        raw_scores: bool,
+        return_text: bool,
+        truncate: bool,
+    ) -> Unary[Reranked]:
+        request = text_pb2.RerankRequest(
+            model=model,
+            query=query,
+            texts=list(texts),
+            top_n=top_n,
+            raw_scores=raw_scores,
+            return_text=return_text,
+            truncate=truncate,
+        )
+        return Unary(self.text.Rerank, request, res.reranked)
 
     def embed_texts_stream(
         self, model: str, texts: Sequence[str], batch_size: int, normalize: bool, long_texts: str, progress: Progress

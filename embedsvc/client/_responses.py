@@ -23,6 +23,8 @@ from embedsvc.client.types import (
     PackedHits,
     Projection,
     Provenance,
+    Reranked,
+    RerankResult,
     SearchHit,
     SectionScore,
     ServerInfo,
@@ -85,6 +87,16 @@ def text_embeddings(response: text_pb2.EmbedTextsResponse) -> TextEmbeddings:
         truncated=list(response.truncated),
         token_counts=list(response.token_counts),
         max_seq_length=response.max_seq_length,
+    )
+
+
+def reranked(response: text_pb2.RerankResponse) -> Reranked:
+    return Reranked(
+        [RerankResult(r.index, r.score, r.text) for r in response.results],
+        list(response.truncated),
+        list(response.token_counts),
+        response.max_seq_length,
+        provenance(response.provenance),
     )
 
 

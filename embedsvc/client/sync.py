@@ -32,6 +32,7 @@ from embedsvc.client.types import (
     Operation,
     PackedHits,
     Projection,
+    Reranked,
     Sampled,
     SearchHit,
     ServerInfo,
@@ -199,6 +200,22 @@ class Client:
     ) -> TextEmbeddings:
         """One vector per text; long_texts "truncate" (the model's max_seq_length) or "chunk" (mean of windows)."""
         return self._unary(self._calls.embed_texts(model, texts, normalize, long_texts))
+
+    def rerank(
+        self,
+        model: str,
+        query: str,
+        texts: Sequence[str],
+        *,
+        top_n: int = 0,
+        raw_scores: bool = False,
+        return_text: bool = False,
+        truncate: bool = False,
+    ) -> Reranked:
+        """How relevant each text is to the query, by a cross-encoder: results best first (TEI's /rerank). Scores are
+        the sigmoid of the model's logits, or the logits with raw_scores; top_n keeps the best n; a pair longer than
+        the model reads is refused (LIMIT_EXCEEDED) unless `truncate`."""
+        return self._unary(self._calls.rerank(model, query, texts, top_n, raw_scores, return_text, truncate))
 
     def embed_texts_stream(
         self,

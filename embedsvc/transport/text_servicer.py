@@ -1,4 +1,5 @@
-"""TextService: texts in, one vector each, through the model's dynamic batcher."""
+"""TextService: texts in, one vector each, and (query, text) pairs in, relevance scores out (Rerank), through the
+models' dynamic batchers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from embedsvc.backends.capabilities import Capability
 from embedsvc.calls import CallControl
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.core.texts import embedding as texts
+from embedsvc.core.texts import reranking
 from embedsvc.errors import EmbedsvcError, Reason, invalid, missing
 from embedsvc.limits import Limits
 from embedsvc.transport import convert
@@ -49,6 +51,30 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
         self, request: text_pb2.EmbedTextsRequest, context: grpc.ServicerContext
     ) -> text_pb2.EmbedTextsResponse:
         return self._embed(request, call_control(context))
+
+    def Rerank(self, request: text_pb2.RerankRequest, context: grpc.ServicerContext) -> text_pb2.RerankResponse:
+        texts_in = list(request.texts)
+        ranked = reranking.rerank(
+            self._registry.model(request.model, Capability.PAIRS),
+            request.query,
+            texts_in,
+            self._limits,
+            top_n=request.top_n,
+            raw_scores=request.raw_scores,
+            truncate=request.truncate,
+            control=call_control(context),
+        )
+        response = text_pb2.RerankResponse(
+            truncated=ranked.truncated,
+            token_counts=ranked.token_counts,
+            max_seq_length=ranked.max_seq_length,
+            provenance=convert.provenance_message(ranked.provenance),
+        )
+        for result in ranked.results:
+            response.results.add(
+                index=result.index, score=result.score, text=texts_in[result.index] if request.return_text else ""
+            )
+        return response
 
     def EmbedTextsStream(
         self, request_iterator: Iterator[text_pb2.EmbedTextsStreamRequest], context: grpc.ServicerContext
