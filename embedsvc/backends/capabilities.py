@@ -200,6 +200,17 @@ class TextEncoder(Part, Protocol):
         """What provenance reports: "sentence-transformers", "model2vec", "mean", "sif"."""
         ...
 
+    @property
+    def prompts(self) -> Mapping[str, str]:
+        """Named prompts, name -> the text put before an input (sentence-transformers' `prompts`); the callers put
+        it there (core/texts), `encode` never adds one itself."""
+        ...
+
+    @property
+    def default_prompt_name(self) -> str:
+        """The prompt a call that names none gets (sentence-transformers' default_prompt_name); "" for none."""
+        ...
+
     def encode(self, texts: list[str]) -> np.ndarray:
         """(len(texts), dimension) float32, each text truncated to max_seq_length tokens, not normalised."""
         ...
@@ -208,8 +219,8 @@ class TextEncoder(Part, Protocol):
         """Tokens of each text, untruncated, as the model counts them (special tokens included)."""
         ...
 
-    def chunks(self, text: str) -> list[str]:
-        """The text as consecutive windows that each fit in max_seq_length tokens."""
+    def chunks(self, text: str, prompt: str = "") -> list[str]:
+        """The text as consecutive windows, each with `prompt` before it, that each fit in max_seq_length tokens."""
         ...
 
     def unembeddable(self, texts: list[str]) -> list[int]:

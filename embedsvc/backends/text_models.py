@@ -14,8 +14,10 @@ from __future__ import annotations
 import os
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -55,6 +57,11 @@ class EncoderBase(ABC):
     device: str = "cpu"
     # What the provenance reports as the method.
     method: str
+    # Named prompts (name -> the text put before an input) and the one a call that names none gets ("": none). Set
+    # by the kind after loading (backends/text_encoders.py: the model directory's, then the configuration's); the
+    # callers put the prompt before the texts, `encode` never adds one.
+    prompts: Mapping[str, str] = MappingProxyType({})
+    default_prompt_name: str = ""
 
     @property
     def space(self) -> str:
@@ -69,8 +76,8 @@ class EncoderBase(ABC):
         """(len(texts), dimension) float32, each text truncated to max_seq_length tokens."""
 
     @abstractmethod
-    def chunks(self, text: str) -> list[str]:
-        """The text as consecutive windows that each fit in max_seq_length tokens."""
+    def chunks(self, text: str, prompt: str = "") -> list[str]:
+        """The text as consecutive windows, each with `prompt` before it, that each fit in max_seq_length tokens."""
 
     def unembeddable(self, texts: list[str]) -> list[int]:
         """Positions of texts this encoder cannot embed (checked before they are queued)."""
@@ -100,11 +107,13 @@ def counting_tokenizer(tokenizer: Any) -> Any:
     return copy
 
 
-def _windows(text: str, offsets: list[tuple[int, int]], window: int) -> list[str]:
-    """Consecutive slices of the text holding at most `window` tokens each (cut at token boundaries)."""
+def _windows(text: str, offsets: list[tuple[int, int]], window: int, prompt: str = "") -> list[str]:
+    """Consecutive slices of the text holding at most `window` tokens each (cut at token boundaries), each with
+    `prompt` before it."""
     window = max(1, window)
     starts = range(0, len(offsets), window)
-    return [text[offsets[i][0] : offsets[min(i + window, len(offsets)) - 1][1]] for i in starts] or [text]
+    pieces = [text[offsets[i][0] : offsets[min(i + window, len(offsets)) - 1][1]] for i in starts] or [text]
+    return [prompt + piece for piece in pieces]
 
 
 class SentenceTransformerEncoder(EncoderBase):
@@ -161,13 +170,20 @@ class SentenceTransformerEncoder(EncoderBase):
                 convert_to_numpy=True,
                 show_progress_bar=False,
                 normalize_embeddings=False,
+                prompt="",  # the callers put prompts before the texts; never the model's default on top
             )
         return np.asarray(out, dtype=np.float32)
 
-    def chunks(self, text: str) -> list[str]:
-        return _windows(
-            text, self._counter.encode(text, add_special_tokens=False).offsets, self.max_seq_length - self._special
-        )
+    def pools_prompts(self) -> bool:
+        """False when a Pooling module leaves prompt tokens out (include_prompt = false, INSTRUCTOR-style models)."""
+        return all(getattr(m, "include_prompt", True) for m in self.model)
+
+    def chunks(self, text: str, prompt: str = "") -> list[str]:
+        window = self.max_seq_length - self._special - self._prompt_tokens(prompt)
+        return _windows(text, self._counter.encode(text, add_special_tokens=False).offsets, window, prompt)
+
+    def _prompt_tokens(self, prompt: str) -> int:
+        return len(self._counter.encode(prompt, add_special_tokens=False).ids) if prompt else 0
 
 
 class StaticEncoder(EncoderBase):
@@ -199,8 +215,10 @@ class StaticEncoder(EncoderBase):
         )
         return np.asarray(out, dtype=np.float32).reshape(len(texts), self.dimension)
 
-    def chunks(self, text: str) -> list[str]:
-        return _windows(text, self._counter.encode(text, add_special_tokens=False).offsets, self.max_seq_length)
+    def chunks(self, text: str, prompt: str = "") -> list[str]:
+        reserved = len(self._counter.encode(prompt, add_special_tokens=False).ids) if prompt else 0
+        offsets = self._counter.encode(text, add_special_tokens=False).offsets
+        return _windows(text, offsets, self.max_seq_length - reserved, prompt)
 
 
 _WORD = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]", re.UNICODE)
@@ -285,5 +303,5 @@ class AveragedWordsEncoder(EncoderBase):
             out -= np.outer(out @ self.component, self.component)
         return out
 
-    def chunks(self, text: str) -> list[str]:
-        return [text]
+    def chunks(self, text: str, prompt: str = "") -> list[str]:
+        return [prompt + text]

@@ -67,6 +67,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     e.add_argument(
         "--long-texts", choices=("truncate", "chunk"), default="truncate", help="texts over the model's max length"
     )
+    e.add_argument("--prompt-name", default="", help="one of the text model's prompts (default: its default prompt)")
     e.set_defaults(handler=embed)
 
     si = sub.add_parser("similarity", parents=[common], help="cosine similarity of two words")
@@ -213,7 +214,9 @@ def _rows(labels: Sequence[str], vectors: Any) -> str:
 
 def embed(args: argparse.Namespace, client: Any) -> None:
     if args.text:
-        te = client.embed_texts(args.model, args.text, normalize=args.normalize, long_texts=args.long_texts)
+        te = client.embed_texts(
+            args.model, args.text, normalize=args.normalize, long_texts=args.long_texts, prompt_name=args.prompt_name
+        )
         payload = {
             "texts": args.text,
             "vectors": te.vectors.tolist(),

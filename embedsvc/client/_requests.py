@@ -202,10 +202,12 @@ def latent_rows(latents: Sequence[LatentLike] | np.ndarray) -> list[common_pb2.V
 
 
 def embed_texts_request(
-    model: str, texts: Sequence[str], normalize: bool, long_texts: str
+    model: str, texts: Sequence[str], normalize: bool, long_texts: str, prompt_name: str = ""
 ) -> text_pb2.EmbedTextsRequest:
     mode = choice(LONG_TEXT_MODES, long_texts, "long_texts")
-    return text_pb2.EmbedTextsRequest(model=model, texts=list(texts), normalize=normalize, long_texts=mode)
+    return text_pb2.EmbedTextsRequest(
+        model=model, texts=list(texts), normalize=normalize, long_texts=mode, prompt_name=prompt_name
+    )
 
 
 def items(

@@ -464,6 +464,8 @@ def _ready_info(info: ModelInfo, hosted: Hosted) -> ModelInfo:
         source=loaded.source,
         embeds_texts=Capability.TEXTS in loaded.capabilities,
         reranks=Capability.PAIRS in loaded.capabilities,
+        prompts=dict(hosted.text.encoder.prompts) if hosted.text else {},
+        default_prompt_name=hosted.text.encoder.default_prompt_name if hosted.text else "",
         max_seq_length=_max_seq_length(hosted),
         image_size=shape.size if shape else 0,
         image_channels=shape.channels if shape else 0,

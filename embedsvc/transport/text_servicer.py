@@ -12,7 +12,7 @@ from embedsvc.calls import CallControl
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.core.texts import embedding as texts
 from embedsvc.core.texts import reranking
-from embedsvc.errors import EmbedsvcError, Reason, invalid, missing
+from embedsvc.errors import EmbedsvcError, Reason, missing
 from embedsvc.limits import Limits
 from embedsvc.transport import convert
 from embedsvc.transport.convert import call_control
@@ -29,8 +29,6 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
         self._limits = limits
 
     def _embed(self, request: text_pb2.EmbedTextsRequest, control: CallControl) -> text_pb2.EmbedTextsResponse:
-        if request.prompt_name:  # accepted on the wire, not acted on yet: refused rather than ignored
-            raise invalid("prompt_name", "prompts are not served by this server version yet")
         embedded = texts.embed_texts(
             self._registry.model(request.model, Capability.TEXTS),
             list(request.texts),
@@ -38,6 +36,7 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
             normalize=request.normalize,
             chunk=request.long_texts == text_pb2.LONG_TEXT_MODE_CHUNK,
             control=control,
+            prompt_name=request.prompt_name,
         )
         return text_pb2.EmbedTextsResponse(
             vectors=[convert.vector_message(v, embedded.space) for v in embedded.vectors],

@@ -1,7 +1,13 @@
-"""Embedding texts: validation, truncation or chunking of long texts, normalisation, provenance.
+"""Embedding texts: validation, prompts, truncation or chunking of long texts, normalisation, provenance.
 
 The model runs behind its batcher (`embedsvc.core.texts.batching`), so this is what every caller of a text encoder goes
 through: TextService, collections bound to a text model, and text terms of vector expressions.
+
+A prompt (one of the model's named prompts, `TextEncoder.prompts`) is put before each text, as sentence-transformers'
+encode(prompt_name=...) does; token counts, truncation and chunk windows count its tokens, since the model reads them.
+Vectors made with a prompt live in their own space, "<model's space>;prompt=<name>" (`prompt_space`), so that a query
+vector can never be stored where documents are by mistake. An empty prompt changes nothing: its vectors stay in the
+model's space.
 """
 
 from __future__ import annotations
@@ -19,6 +25,42 @@ from embedsvc.core.words.arithmetic import FieldOf, cosadd_means
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded
 from embedsvc.limits import Limits
 from embedsvc.vectors import check_vector, unit_rows
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One of a model's named prompts: its name (in space tags) and its text (put before each input)."""
+
+    name: str
+    text: str
+
+
+def prompt_space(space: str, prompt: Prompt | None) -> str:
+    """The space of vectors made with `prompt` from a model of `space`: the model's, with ";prompt=<name>" when the
+    prompt puts anything before the texts."""
+    return f"{space};prompt={prompt.name}" if prompt is not None and prompt.text else space
+
+
+def named_prompt(model: TextModel, name: str, field: str) -> Prompt | None:
+    """The model's prompt of that name (None for ""); INVALID_VALUE naming the choices for a name it lacks."""
+    if not name:
+        return None
+    prompts = model.encoder.prompts
+    if name not in prompts:
+        choices = ", ".join(sorted(prompts))
+        has = f"its prompts are {choices}" if prompts else "it has no prompts"
+        raise EmbedsvcError(
+            Reason.INVALID_VALUE,
+            f"model '{model.encoder.name}' has no prompt named {name!r}: {has}",
+            field=field,
+            metadata={"model": model.encoder.name, "choices": choices},
+        )
+    return Prompt(name, prompts[name])
+
+
+def request_prompt(model: TextModel, name: str, field: str = "prompt_name") -> Prompt | None:
+    """The prompt a request names, or the model's default prompt when it names none."""
+    return named_prompt(model, name or model.encoder.default_prompt_name, field)
 
 
 @dataclass(frozen=True)
@@ -54,10 +96,13 @@ def encode(
     normalize: bool,
     chunk: bool = False,
     control: CallControl | None = None,
+    prompt: Prompt | None = None,
 ) -> tuple[np.ndarray, list[int], list[int]]:
-    """Vectors of checked texts through the model's batcher; returns (vectors, truncated positions, token counts)."""
+    """Vectors of checked texts through the model's batcher, each text after `prompt`'s text; returns (vectors,
+    truncated positions, token counts of what the model reads)."""
     encoder = model.encoder
-    texts = list(texts)
+    before = prompt.text if prompt is not None else ""
+    texts = [before + text for text in texts] if before else list(texts)
     bad = encoder.unembeddable(texts)
     if bad:
         raise EmbedsvcError(
@@ -70,7 +115,10 @@ def encode(
     limit = encoder.max_seq_length
     truncated = [n for n, c in enumerate(counts) if limit and c > limit]
     if chunk and truncated:
-        pieces = [encoder.chunks(t) if limit and c > limit else [t] for t, c in zip(texts, counts, strict=True)]
+        pieces = [
+            encoder.chunks(t[len(before) :], before) if limit and c > limit else [t]
+            for t, c in zip(texts, counts, strict=True)
+        ]
         flat = [p for ps in pieces for p in ps]
         rows = model.batcher.submit(flat, encoder.token_counts(flat), control)
         vectors = np.empty((len(texts), encoder.dimension), np.float32)
@@ -93,11 +141,14 @@ def embed_texts(
     normalize: bool = False,
     chunk: bool = False,
     control: CallControl | None = None,
+    prompt_name: str = "",
 ) -> TextEmbeddings:
-    """EmbedTexts: checked texts -> one vector each, with truncation report and provenance."""
+    """EmbedTexts: checked texts -> one vector each (after the named prompt, or the model's default one), with
+    truncation report and provenance."""
+    prompt = request_prompt(model, prompt_name)
     check_texts(texts, "texts", limits)
     vectors, truncated, counts = encode(
-        model, texts, field_of=lambda n: f"texts[{n}]", normalize=normalize, chunk=chunk, control=control
+        model, texts, field_of=lambda n: f"texts[{n}]", normalize=normalize, chunk=chunk, control=control, prompt=prompt
     )
     encoder = model.encoder
     return TextEmbeddings(
@@ -105,7 +156,7 @@ def embed_texts(
         truncated=truncated,
         token_counts=counts,
         max_seq_length=encoder.max_seq_length,
-        space=encoder.space,
+        space=prompt_space(encoder.space, prompt),
         provenance=provenance(
             encoder,
             encoder.method,
@@ -113,7 +164,8 @@ def embed_texts(
                 "normalize": str(normalize).lower(),
                 "long_texts": "chunk" if chunk else "truncate",
                 "device": encoder.device,
-            },
+            }
+            | ({"prompt_name": prompt.name} if prompt is not None else {}),
         ),
     )
 
@@ -124,12 +176,15 @@ def compose(
     field_of: FieldOf,
     limits: Limits,
     control: CallControl | None = None,
+    *,
+    prompt: Prompt | None = None,
+    spaces: Sequence[str] = (),
 ) -> tuple[np.ndarray, list[set[str]]]:
     """3CosAdd over a text model: the unit-normalised weighted mean of each expression's terms, and its texts.
 
-    Text terms (and bare words, which a sentence model reads as one-word texts) are embedded and unit-normalised, as
-    gensim normalises word terms; vector terms must be in the model's space and are used as given. Each distinct
-    text is embedded once per call.
+    Text terms (and bare words, which a sentence model reads as one-word texts) are embedded after `prompt` and
+    unit-normalised, as gensim normalises word terms; vector terms must be in the model's space (or one of `spaces`:
+    its prompts' spaces a collection uses) and are used as given. Each distinct text is embedded once per call.
     """
     encoder = model.encoder
     unique: dict[str, str] = {}  # text -> the field of its first use
@@ -150,7 +205,9 @@ def compose(
     order = list(unique)
     rows = {}
     if order:
-        vectors, _, _ = encode(model, order, field_of=lambda n: unique[order[n]], normalize=True, control=control)
+        vectors, _, _ = encode(
+            model, order, field_of=lambda n: unique[order[n]], normalize=True, control=control, prompt=prompt
+        )
         rows = dict(zip(order, vectors, strict=True))
     rows_of_terms: list[np.ndarray] = []
     for e, expr in enumerate(expressions):
@@ -161,7 +218,7 @@ def compose(
                     check_vector(
                         term.vector,
                         term.space,
-                        space=encoder.space,
+                        space=term.space if term.space in spaces else encoder.space,
                         dimension=encoder.dimension,
                         owner=f"model '{encoder.name}'",
                         field=field_of(e, t) + ".vector",
