@@ -177,10 +177,11 @@ class Calls:
 
     # ---- texts ---------------------------------------------------------------------------------------------------
 
-    def embed_texts(self, model: str, texts: Sequence[str], normalize: bool, long_texts: str) -> Unary[TextEmbeddings]:
-        return Unary(
-            self.text.EmbedTexts, req.embed_texts_request(model, texts, normalize, long_texts), res.text_embeddings
-        )
+    def embed_texts(
+        self, model: str, texts: Sequence[str], normalize: bool, long_texts: str, prompt_name: str = ""
+    ) -> Unary[TextEmbeddings]:
+        request = req.embed_texts_request(model, texts, normalize, long_texts, prompt_name)
+        return Unary(self.text.EmbedTexts, request, res.text_embeddings)
 
     def rerank(
         self,
@@ -204,11 +205,18 @@ class Calls:
         return Unary(self.text.Rerank, request, res.reranked)
 
     def embed_texts_stream(
-        self, model: str, texts: Sequence[str], batch_size: int, normalize: bool, long_texts: str, progress: Progress
+        self,
+        model: str,
+        texts: Sequence[str],
+        batch_size: int,
+        normalize: bool,
+        long_texts: str,
+        progress: Progress,
+        prompt_name: str = "",
     ) -> Stream[TextEmbeddings | EmbedsvcClientError]:
         requests = (
             text_pb2.EmbedTextsStreamRequest(
-                batch=req.embed_texts_request(model, texts[i : i + batch_size], normalize, long_texts),
+                batch=req.embed_texts_request(model, texts[i : i + batch_size], normalize, long_texts, prompt_name),
                 sequence=i // batch_size,
             )
             for i in range(0, len(texts), batch_size)
@@ -359,6 +367,8 @@ class Calls:
         model: str,
         params: dict[str, int],
         backend: str = "",
+        document_prompt: str | None = None,
+        query_prompt: str | None = None,
     ) -> Unary[collections_pb2.CollectionInfo]:
         request = collections_pb2.CreateCollectionRequest(
             name=name,
@@ -368,6 +378,12 @@ class Calls:
             model=model,
             backend=req.choice(req.BACKENDS, backend, "backend"),
         )
+        if document_prompt is not None or query_prompt is not None:
+            request.prompts.SetInParent()
+            if document_prompt is not None:
+                request.prompts.document_prompt_name = document_prompt
+            if query_prompt is not None:
+                request.prompts.query_prompt_name = query_prompt
         return Unary(self.collections.CreateCollection, request, lambda r: r.collection)
 
     def get_collection(self, name: str) -> Unary[collections_pb2.CollectionInfo]:

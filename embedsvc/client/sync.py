@@ -196,10 +196,18 @@ class Client:
     # ---- texts ---------------------------------------------------------------------------------------------------
 
     def embed_texts(
-        self, model: str, texts: Sequence[str], *, normalize: bool = False, long_texts: str = "truncate"
+        self,
+        model: str,
+        texts: Sequence[str],
+        *,
+        normalize: bool = False,
+        long_texts: str = "truncate",
+        prompt_name: str = "",
     ) -> TextEmbeddings:
-        """One vector per text; long_texts "truncate" (the model's max_seq_length) or "chunk" (mean of windows)."""
-        return self._unary(self._calls.embed_texts(model, texts, normalize, long_texts))
+        """One vector per text; long_texts "truncate" (the model's max_seq_length) or "chunk" (mean of windows);
+        prompt_name: one of the model's prompts (GetModel: prompts) put before each text ("": its default prompt, if
+        any). Vectors made with a prompt are in the prompt's space ("<model space>;prompt=<name>")."""
+        return self._unary(self._calls.embed_texts(model, texts, normalize, long_texts, prompt_name))
 
     def rerank(
         self,
@@ -227,11 +235,12 @@ class Client:
         long_texts: str = "truncate",
         progress: Callable[[int], None] | None = None,
         strict: bool = True,
+        prompt_name: str = "",
     ) -> TextEmbeddings:
         """Bulk embedding over one EmbedTextsStream call, batch_size texts per message; the vectors of all batches.
         A batch that fails does not stop the others: with `strict` its error is raised once the stream is done;
-        without, its rows are NaN and `errors` maps its batch index to the error."""
-        call = self._calls.embed_texts_stream(model, texts, batch_size, normalize, long_texts, progress)
+        without, its rows are NaN and `errors` maps its batch index to the error. prompt_name as in embed_texts."""
+        call = self._calls.embed_texts_stream(model, texts, batch_size, normalize, long_texts, progress, prompt_name)
         sizes = [len(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
         return joined_text_embeddings(self._collect(call), sizes, strict=strict)
 
@@ -372,11 +381,18 @@ class Client:
         index: str = "flat",
         model: str = "",
         backend: str = "",
+        document_prompt: str | None = None,
+        query_prompt: str | None = None,
         **params: int,
     ) -> collections_pb2.CollectionInfo:
         """metric: cosine | l2 | ip; index: flat | hnsw | ivf-flat | ivf-pq; backend: faiss | milvus (empty: the
-        server's default); params: m, ef_construction, ef_search, nlist, nprobe, pq_m, pq_bits."""
-        return self._unary(self._calls.create_collection(name, dimension, metric, index, model, params, backend))
+        server's default); params: m, ef_construction, ef_search, nlist, nprobe, pq_m, pq_bits. For a collection bound
+        to a text model with prompts: document_prompt (put before items' inputs) and query_prompt (before query
+        texts), by name; None: the model's "document" / "passage" / "corpus" and "query" prompts; "": none."""
+        call = self._calls.create_collection(
+            name, dimension, metric, index, model, params, backend, document_prompt, query_prompt
+        )
+        return self._unary(call)
 
     def get_collection(self, name: str) -> collections_pb2.CollectionInfo:
         return self._unary(self._calls.get_collection(name))

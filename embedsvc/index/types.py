@@ -114,6 +114,14 @@ class CollectionConfig:
     # Seconds since the epoch (UTC); 0 in collections made before it was recorded (then the config file's mtime).
     created_at: float = 0.0
     backend: Backend = Backend.FAISS
+    # A collection bound to a text model with prompts: the prompt put before items' inputs on upsert and the one put
+    # before query texts on search, by name and text ("" for none; collections made before prompts existed have
+    # none), and the space of query vectors made with it ("" when queries are in `space`; `space` is the documents').
+    document_prompt_name: str = ""
+    document_prompt: str = ""
+    query_prompt_name: str = ""
+    query_prompt: str = ""
+    query_space: str = ""
 
     def to_json(self) -> bytes:
         data = asdict(self)

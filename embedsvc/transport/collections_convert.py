@@ -119,6 +119,25 @@ def info_message(info: CollectionInfo) -> collections_pb2.CollectionInfo:
         checkpoint_error=info.checkpoint_error,
         checkpoint_failures=info.checkpoint_failures,
         backend=backend_message(c.backend),
+        prompts=(
+            retrieval_pb2.CollectionPrompts(
+                document_prompt_name=c.document_prompt_name, query_prompt_name=c.query_prompt_name
+            )
+            if c.document_prompt_name or c.query_prompt_name
+            else None
+        ),
+        query_space=c.query_space,
+    )
+
+
+def prompt_names(request: collections_pb2.CreateCollectionRequest) -> tuple[str | None, str | None]:
+    """CreateCollection's (document, query) prompt names: None where unset (the model's conventional prompt)."""
+    if not request.HasField("prompts"):
+        return None, None
+    prompts = request.prompts
+    return (
+        prompts.document_prompt_name if prompts.HasField("document_prompt_name") else None,
+        prompts.query_prompt_name if prompts.HasField("query_prompt_name") else None,
     )
 
 
@@ -223,7 +242,7 @@ def not_served_yet(field: str, what: str) -> EmbedsvcError:
 
 
 def refuse_unserved_create(request: collections_pb2.CreateCollectionRequest) -> None:
-    for name, what in (("keyword", "a keyword index"), ("search_defaults", "search defaults"), ("prompts", "prompts")):
+    for name, what in (("keyword", "a keyword index"), ("search_defaults", "search defaults")):
         if request.HasField(name):
             raise not_served_yet(name, what)
 

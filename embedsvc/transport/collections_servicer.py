@@ -25,6 +25,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
         self, request: collections_pb2.CreateCollectionRequest, context: grpc.ServicerContext
     ) -> collections_pb2.CreateCollectionResponse:
         cc.refuse_unserved_create(request)
+        document_prompt, query_prompt = cc.prompt_names(request)
         info = self._admin.create(
             request.name,
             request.dimension,
@@ -32,6 +33,8 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
             cc.index_params(request.index),
             request.model,
             backend=cc.backend(request.backend),
+            document_prompt=document_prompt,
+            query_prompt=query_prompt,
         )
         return collections_pb2.CreateCollectionResponse(collection=cc.info_message(info))
 

@@ -16,8 +16,6 @@ from embedsvc.v1 import (
     collections_pb2_grpc,
     common_pb2,
     retrieval_pb2,
-    text_pb2,
-    text_pb2_grpc,
 )
 
 
@@ -123,15 +121,6 @@ def test_plain_dense_searches_still_answer(channel):
             ),
             "search_defaults",
         ),
-        (
-            collections_pb2.CreateCollectionRequest(
-                name="k",
-                model="planted",
-                metric=collections_pb2.METRIC_COSINE,
-                prompts=retrieval_pb2.CollectionPrompts(query_prompt_name="query"),
-            ),
-            "prompts",
-        ),
     ],
 )
 def test_unserved_collection_settings_are_refused(channel, request_, field):
@@ -142,7 +131,13 @@ def test_unserved_collection_settings_are_refused(channel, request_, field):
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_unserved_prompt_names_are_refused(channel):
-    stub = text_pb2_grpc.TextServiceStub(channel)
-    request = text_pb2.EmbedTextsRequest(model="planted", texts=["king"], prompt_name="query")
-    assert refusal(stub.EmbedTexts, request) == (*BAD, "prompt_name")
+def test_prompts_are_refused_for_collections_not_bound_to_a_text_model(channel):
+    """Prompts are served (tests/transport/test_prompts.py); a word model has none to apply."""
+    stub = collections_pb2_grpc.CollectionServiceStub(channel)
+    request = collections_pb2.CreateCollectionRequest(
+        name="k",
+        model="planted",
+        metric=collections_pb2.METRIC_COSINE,
+        prompts=retrieval_pb2.CollectionPrompts(query_prompt_name="query"),
+    )
+    assert refusal(stub.CreateCollection, request) == (grpc.StatusCode.FAILED_PRECONDITION, "MODEL_BINDING", "prompts")

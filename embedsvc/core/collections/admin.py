@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from embedsvc.core.collections.binding import binding
+from embedsvc.core.collections.binding import binding, collection_prompts, prompted
 from embedsvc.core.collections.service import CollectionInfo, Collections
 from embedsvc.core.operations import Operation, OperationStore, Progress
 from embedsvc.core.paging import Page, page_size
@@ -50,13 +50,27 @@ class CollectionAdmin:
         model: str,
         *,
         backend: Backend | None = None,
+        document_prompt: str | None = None,
+        query_prompt: str | None = None,
     ) -> CollectionInfo:
+        """`document_prompt` / `query_prompt`: a text-bound collection's prompt names ("" for none, None for the
+        model's conventional ones: "document", "passage" or "corpus"; "query")."""
         check_name(name)
         if metric is None:
             raise missing("metric", "the metric")
-        model_version = space = ""
+        model_version = space = query_space = ""
+        document = query = None
+        if not model and (document_prompt or query_prompt):
+            raise EmbedsvcError(
+                Reason.MODEL_BINDING,
+                "prompts apply to collections bound to a text model (set `model`)",
+                field="prompts",
+            )
         if model:
             bound = binding(self.collections.registry, model, self.collections.latents)
+            document, query = collection_prompts(bound, document_prompt, query_prompt)
+            bound = prompted(bound, document, query)
+            query_space = bound.query_space
             if dimension and dimension != bound.dimension:
                 raise EmbedsvcError(
                     Reason.DIMENSION_MISMATCH,
@@ -82,6 +96,11 @@ class CollectionAdmin:
             space or f"collection:{name}",
             created_at=datetime.now(UTC).timestamp(),
             backend=backend or self.store.default,
+            document_prompt_name=document.name if document else "",
+            document_prompt=document.text if document else "",
+            query_prompt_name=query.name if query else "",
+            query_prompt=query.text if query else "",
+            query_space=query_space,
         )
         with self._names:
             if self.aliases.get(name) is not None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from embedsvc.calls import CallControl
-from embedsvc.core.collections.binding import Binding, binding
+from embedsvc.core.collections.binding import Binding, bound
 from embedsvc.core.collections.checks import check_id, check_ids, check_metadata
 from embedsvc.core.collections.filters import parse_filter
 from embedsvc.core.expression import Expression
@@ -152,19 +152,13 @@ class Collections:
                 f"collection '{config.name}' is not bound to a model, so it takes vectors, not raw inputs",
                 field=field,
             )
-        model = binding(self.registry, config.model, self.latents)
-        if model.version != config.model_version:
-            raise EmbedsvcError(
-                Reason.MODEL_VERSION_CHANGED,
-                f"model '{config.model}' is now {model.version}, but collection '{config.name}' holds vectors of "
-                f"{config.model_version}; re-embed its items into a new collection (and switch an alias to it)",
-                field=field,
-                metadata={"expected": config.model_version, "actual": model.version},
-            )
-        return model
+        return bound(self.registry, config, self.latents, field)
 
     @staticmethod
-    def _vector(collection: VectorCollection, vector: np.ndarray, tag: str, field: str) -> np.ndarray:
+    def _vector(
+        collection: VectorCollection, vector: np.ndarray, tag: str, field: str, *, query: bool = False
+    ) -> np.ndarray:
+        """An item's vector (in the collection's space), or with `query` a query vector (also in its query space)."""
         config = collection.config
         return check_vector(
             vector,
@@ -173,6 +167,7 @@ class Collections:
             dimension=config.dimension,
             owner=f"collection '{config.name}'",
             field=field,
+            also=(config.query_space,) if query and config.query_space else (),
         )
 
     def prepare_upsert(
@@ -336,7 +331,7 @@ class Collections:
         for q, query in enumerate(queries):
             where = f"{field}[{q}]" if batch else field
             if query.vector is not None:
-                vectors[q] = self._vector(collection, query.vector, query.space, where + ".vector")
+                vectors[q] = self._vector(collection, query.vector, query.space, where + ".vector", query=True)
             elif query.item_id:
                 check_id(query.item_id, where + ".item_id", self.limits)
                 (item,) = collection.get([query.item_id], with_vectors=True)
@@ -363,7 +358,7 @@ class Collections:
         if inputs:  # embedded together: one batch for a text model
             where_input = [(f"{field}[{q}]" if batch else field) + ".input" for q, _ in inputs]
             model = self._bound_model(collection, where_input[0])
-            embedded = model.embed([i for _, i in inputs], lambda n, _t: where_input[n], self.limits, control)
+            embedded = model.embed_queries([i for _, i in inputs], lambda n, _t: where_input[n], self.limits, control)
             for (q, text), vector in zip(inputs, embedded, strict=True):
                 vectors[q] = vector
                 exclude[q] = collection.ids_with_inputs({text})
