@@ -321,30 +321,6 @@ def test_cli_prompts(capsys, target):
     assert code == 0 and created["prompts"] == {"document_prompt_name": "document", "query_prompt_name": ""}
 
 
-def test_a_changed_prompt_text_is_refused_like_a_new_model_version(
-    prompts_server, data_dir, prompted_dir, target, documents
-):
-    with Client(target, timeout=120) as c:
-        c.create_collection("guarded", metric="cosine", model="e5-default")
-        c.upsert("guarded", ["a"], inputs=documents[:1])
-    prompts_server.stop(0)
-    restarted, _ = create_server(settings_for(data_dir, prompted_dir, query="question: "))
-    restarted.start()
-    try:
-        restarted.wait_until_ready(timeout=300)
-        with Client(f"127.0.0.1:{restarted.port}", timeout=120) as c:
-            e = refused(lambda: c.search("guarded", input="fires", k=1))
-            assert e == (PRECONDITION, "MODEL_VERSION_CHANGED", "query.input")
-            assert refused(lambda: c.upsert("guarded", ["b"], inputs=["x"]))[:2] == (
-                PRECONDITION,
-                "MODEL_VERSION_CHANGED",
-            )
-            # The collections bound to the unchanged model still serve.
-            assert [h.id for h in c.search("news", input=QUERIES[0], k=1)]
-    finally:
-        restarted.stop(0)
-
-
 @pytest.mark.parametrize(
     ("entry", "key"),
     [
@@ -389,3 +365,58 @@ def test_prompts_that_cannot_be_served_fail_the_load(prompted_dir):
     encoder = SimpleNamespace(pools_prompts=lambda: False)
     apply_prompts(encoder, empty)  # prompts that put nothing before the texts are fine
     assert dict(encoder.prompts) == {"query": "", "document": ""}
+
+
+def test_the_sentence_transformers_adapter_uses_the_hosted_prompts(target, reference, documents):
+    from embedsvc.adapters.sentence_transformer import RemoteSentenceTransformer
+
+    with RemoteSentenceTransformer(target, "e5") as remote:
+        assert remote.prompts == {**PROMPTS, "none": ""} and remote.default_prompt_name is None
+        np.testing.assert_allclose(remote.encode_query(QUERIES), reference.encode_query(QUERIES), atol=1e-5)
+        np.testing.assert_allclose(remote.encode_document(documents), reference.encode_document(documents), atol=1e-5)
+        want = reference.encode(documents[:3], prompt_name="query")
+        np.testing.assert_allclose(remote.encode(documents[:3], prompt_name="query"), want, atol=1e-5)
+        with pytest.raises(ValueError, match="not one of the hosted model's prompts"):
+            remote.encode("hi", prompt_name="passage")
+    with RemoteSentenceTransformer(target, "e5-default") as remote:
+        np.testing.assert_allclose(remote.encode(QUERIES), reference.encode(QUERIES, prompt_name="query"), atol=1e-5)
+        with pytest.raises(ValueError, match="default prompt"):
+            remote.encode("hi", prompt="query: ")
+
+
+def test_the_langchain_store_searches_with_the_collections_query_prompt(target, client, documents):
+    from embedsvc.adapters.langchain import EmbedsvcVectorStore
+
+    with Client(target, timeout=120) as c:
+        store = EmbedsvcVectorStore(c, "lc-news", model="e5")
+        store.add_texts(documents, ids=[f"d{n}" for n in range(len(documents))])
+        for query in QUERIES:
+            got = [(d.id, score) for d, score in store.similarity_search_with_score(query, k=5)]
+            want = [(h.id, h.score) for h in client.search("lc-news", input=query, k=5)]
+            assert [i for i, _ in got] == [i for i, _ in want]
+            np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
+
+
+# Last: it stops the module's server.
+def test_a_changed_prompt_text_is_refused_like_a_new_model_version(
+    prompts_server, data_dir, prompted_dir, target, documents
+):
+    with Client(target, timeout=120) as c:
+        c.create_collection("guarded", metric="cosine", model="e5-default")
+        c.upsert("guarded", ["a"], inputs=documents[:1])
+    prompts_server.stop(0)
+    restarted, _ = create_server(settings_for(data_dir, prompted_dir, query="question: "))
+    restarted.start()
+    try:
+        restarted.wait_until_ready(timeout=300)
+        with Client(f"127.0.0.1:{restarted.port}", timeout=120) as c:
+            e = refused(lambda: c.search("guarded", input="fires", k=1))
+            assert e == (PRECONDITION, "MODEL_VERSION_CHANGED", "query.input")
+            assert refused(lambda: c.upsert("guarded", ["b"], inputs=["x"]))[:2] == (
+                PRECONDITION,
+                "MODEL_VERSION_CHANGED",
+            )
+            # The collections bound to the unchanged model still serve.
+            assert [h.id for h in c.search("news", input=QUERIES[0], k=1)]
+    finally:
+        restarted.stop(0)
