@@ -1,9 +1,10 @@
-"""The `embedsvc` command: `serve` and `train-vae` run locally, every other command calls a server through the
-Python client. Each command group is a module that registers its subcommands (`register`) with a handler; this
-module builds the parser and dispatches. Errors print one line on stderr and exit 1.
+"""The `embedsvc` command: `serve` and the training commands (`train-vae`, `train-gan`, `train-ae`) run locally,
+every other command calls a server through the Python client. Each command group is a module that registers its
+subcommands (`register`) with a handler; this module builds the parser and dispatches. Errors print one line on
+stderr and exit 1.
 
 Only the client commands' needs are imported here (argparse, numpy), so the command works in a client-only install;
-`serve` and `train-vae` import the server side when they run.
+`serve` and the training commands import the server side when they run.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from embedsvc import __version__
-from embedsvc.cli import collections, images, maps, serve, texts, words
+from embedsvc.cli import collections, images, maps, serve, texts, training, words
 from embedsvc.cli.arguments import Parser
 from embedsvc.cli.output import error_line
 
 DEFAULT_TARGET = "localhost:50051"
-GROUPS = (serve, words, collections, texts, images, maps)
+GROUPS = (serve, words, collections, texts, training, images, maps)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 
 from embedsvc.client import Client
+from tests.helpers import wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -55,14 +55,8 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def wait(what: Callable[[], Any], timeout: float = 60) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        found = what()
-        if found:
-            return found
-        if time.monotonic() > end:
-            raise TimeoutError("the page did not get there")
-        time.sleep(0.1)
+    """What the page shows once it shows it (polled with a deadline)."""
+    return wait_for(what, timeout, "the page to get there", every=0.1)
 
 
 def open_page(browser: Any, url: str) -> None:
@@ -198,26 +192,14 @@ def test_search_page_shows_hits(browser: Any, http_url: str, target: str, shots:
             c.delete_collection("explorer-notes")
 
 
-def test_pages_work_with_a_key(browser: Any, tmp_path: Path, data_dir: Path) -> None:
+def test_pages_work_with_a_key(browser: Any, make_server: Any) -> None:
     """Against a server that needs keys: the page shows the refusal, then works once a key is entered."""
-    from embedsvc.settings import ApiKey, AuthSettings, Role, Settings
+    from embedsvc.settings import ApiKey, AuthSettings, Role
     from embedsvc.transport.auth import key_hash
-    from embedsvc.transport.server import create_server
-    from tests.conftest import server_data_dir
 
     key = "explorer-key-0123456789"
-    settings = Settings(
-        host="127.0.0.1",
-        port=0,
-        http_port=0,
-        data_dir=server_data_dir(tmp_path / "data", data_dir),
-        auth=AuthSettings(enabled=True, keys=(ApiKey("reader", Role.READ, key_hash(key)),)),
-        grace_period_s=0,
-    )
-    srv, _port = create_server(settings)
-    srv.start()
-    try:
-        srv.wait_until_ready(120)
+    auth = AuthSettings(enabled=True, keys=(ApiKey("reader", Role.READ, key_hash(key)),))
+    with make_server(embedded_models=True, models=(), http_port=0, auth=auth) as (srv, _target):
         assert srv.http is not None
         url = f"http://127.0.0.1:{srv.http.port}/explorer/?model=minilm-static&expr=king"
         browser.execute_script("sessionStorage.clear()")
@@ -231,5 +213,3 @@ def test_pages_work_with_a_key(browser: Any, tmp_path: Path, data_dir: Path) -> 
         assert not error_text(browser)
         assert browser.execute_script("return sessionStorage.getItem('embedsvc-key')") == key
         browser.execute_script("sessionStorage.clear()")
-    finally:
-        srv.stop(0)

@@ -3,7 +3,8 @@
 Each client sends atomic batches of items whose vectors derive from the batch tag; a batch counts as acknowledged
 when Upsert returned. After every restart the whole collection is exported and checked: every acknowledged item is
 present with its exact vector and metadata, and every batch is either fully visible or not at all.
-Used by tests/test_crash.py and benchmarks/crash.py.
+Used by tests/test_crash.py and benchmarks/crash.py (it lives here, beside the benchmarks' one way to start a server,
+so that benchmarks import nothing from tests/).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._serve import start
 from embedsvc.client import Client, EmbedsvcClientError
-from tests import serve_process
 
 DIM = 16
 BATCH = 20
@@ -60,7 +61,9 @@ def verify(client: Client, outcome: Outcome) -> None:
                 outcome.lost.append(f"{tag}-{i}")
 
 
-def writer(target: str, round_: int, client_no: int, outcome: Outcome, lock: threading.Lock) -> None:
+def writer(
+    target: str, round_: int, client_no: int, outcome: Outcome, lock: threading.Lock, writing: threading.Event
+) -> None:
     with Client(target, timeout=10) as client:
         n = 0
         while True:
@@ -73,6 +76,7 @@ def writer(target: str, round_: int, client_no: int, outcome: Outcome, lock: thr
                 return  # the server is gone
             with lock:
                 outcome.acknowledged[tag] = round_
+            writing.set()
             n += 1
 
 
@@ -86,7 +90,7 @@ def run(data_dir: Path, kills: int, *, clients: int = 3, seed: int = 0, backend:
     outcome = Outcome()
     lock = threading.Lock()
     for round_ in range(kills + 1):
-        proc, target = serve_process.start("--config", str(config), "--data-dir", str(data_dir))
+        proc, target = start("--config", str(config), "--data-dir", str(data_dir))
         try:
             with Client(target, timeout=30) as client:
                 client.wait_until_serving(60)
@@ -97,10 +101,18 @@ def run(data_dir: Path, kills: int, *, clients: int = 3, seed: int = 0, backend:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)
                 break
-            threads = [threading.Thread(target=writer, args=(target, round_, c, outcome, lock)) for c in range(clients)]
+            writing = threading.Event()
+            threads = [
+                threading.Thread(target=writer, args=(target, round_, c, outcome, lock, writing))
+                for c in range(clients)
+            ]
             for t in threads:
                 t.start()
-            time.sleep(rng.uniform(0.2, 1.0))
+            # Kill only once writes are under way (a batch of this round was acknowledged), then at a random moment:
+            # the pause varies where the kill lands, nothing counts on its length.
+            if not writing.wait(60):
+                raise RuntimeError(f"round {round_}: no upsert was acknowledged within 60 s")
+            time.sleep(rng.uniform(0.0, 0.8))
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(30)
             outcome.kills += 1
