@@ -27,7 +27,7 @@ from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
 from embedsvc.cli import main
 from embedsvc.client import AsyncClient, Client, EmbedsvcClientError
 from embedsvc.errors import ConfigError
-from embedsvc.settings import Settings
+from embedsvc.settings import MilvusSettings, Settings, StorageSettings
 from embedsvc.transport.server import create_server
 from embedsvc.v1 import collections_pb2, collections_pb2_grpc, common_pb2
 from tests.conftest import GENSIM_DATA
@@ -88,6 +88,7 @@ def settings_for(data_dir: Path, prompted_dir: Path, **query_prompt: str) -> Set
             ModelSpec("plain", TextEncoderOptions(st, engine="torch")),
             ModelSpec("glove", WordVectorsOptions(WordVectorFormat.GLOVE, GENSIM_DATA / "test_glove.txt")),
         ),
+        storage=StorageSettings("faiss", MilvusSettings(str(data_dir / "milvus.db"))),
         grace_period_s=2,
     )
 
@@ -241,6 +242,22 @@ def test_a_collection_embeds_items_with_the_document_prompt_and_queries_with_the
     # A search vector in the model's own space (no prompt) is in neither of the collection's spaces.
     bare = client.embed_texts("e5", ["a query"])[0]
     assert refused(lambda: client.search("news", vector=bare, k=3))[:2] == (INVALID, "SPACE_MISMATCH")
+
+
+def test_prompts_on_the_milvus_backend(client, reference, documents):
+    """Milvus Lite: the same document vectors, the same query prompt on search, the same space rules."""
+    pytest.importorskip("pymilvus")
+    info = client.create_collection("news-milvus", metric="cosine", model="e5", backend="milvus")
+    assert (info.prompts.document_prompt_name, info.prompts.query_prompt_name) == ("document", "query")
+    ids = [f"d{n}" for n in range(len(documents))]
+    client.upsert("news-milvus", ids, inputs=documents)
+    items, _ = client.get_items("news-milvus", ids, include_vectors=True)
+    want = reference.encode(documents, prompt_name="document")
+    np.testing.assert_allclose(unit(np.stack([i["vector"] for i in items])), unit(want), atol=1e-5, rtol=0)
+    scores = unit(want) @ unit(reference.encode(QUERIES[0], prompt_name="query"))
+    hits = client.search("news-milvus", input=QUERIES[0], k=5)
+    assert [h.id for h in hits] == [ids[n] for n in np.argsort(-scores, kind="stable")[:5]]
+    np.testing.assert_allclose([h.score for h in hits], np.sort(scores)[::-1][:5], atol=1e-5)
 
 
 def test_prompts_asked_for_by_name_or_none(client, reference, documents):
