@@ -361,6 +361,18 @@ def test_semantic_search_walkthrough(capsys, target, tmp_path):
         assert code == 0 and len(hits) == 5
         assert all("fire" in h["input"].lower() for h in hits[:3])
         assert hits[0]["score"] >= hits[-1]["score"]
+        args = ("--target", target, "search", "lee-docs", "--text", "bushfires near Sydney", "-k", "3")
+        code, out, _ = run(capsys, *args, "--mode", "hybrid", "--explain")
+        lines = out.splitlines()
+        assert code == 0 and len(lines) == 4 and "dense #" in out and "keyword #" in out
+        assert lines[-1] == "# hybrid (weighted, dense weight 0.5, 200 candidates a side), keywords in english"
+        code, out, _ = run(capsys, *args, "--mode", "keyword", "--json")
+        answer = json.loads(out)
+        assert answer["retrieval"]["mode"] == "keyword" and answer["hits"][0]["explanation"]["keyword_rank"] == 1
+        code, out, _ = run(capsys, *args, "--mode", "keyword", "--keyword-text", "the of")
+        assert code == 0 and out.strip() == "# keyword, keywords in english; notice: keyword query empty"
+        code, out, _ = run(capsys, *args, "--group-by", "nothing", "--group-size", "2", "--json")
+        assert [len(g["hits"]) for g in json.loads(out)["groups"]] == [1, 1, 1]  # no item has the field
     finally:
         run(capsys, "--target", target, "collections", "delete", "lee-docs")
 

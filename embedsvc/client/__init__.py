@@ -10,6 +10,7 @@ Failures raise `EmbedsvcClientError` with the gRPC code, the machine-readable re
 metadata from the server's google.rpc.Status details. This package needs grpcio, protobuf, numpy and Pillow only.
 """
 
+from embedsvc.client._requests import query as search_query
 from embedsvc.client.aio import AsyncClient, AsyncExport
 from embedsvc.client.points import (
     collection_points,
@@ -32,7 +33,10 @@ from embedsvc.client.types import (
     ExpressionResult,
     GeneratedImage,
     Hit,
+    HitExplanation,
+    HitGroup,
     ImageLike,
+    ItemRef,
     LatentLike,
     Operation,
     PackedHits,
@@ -40,8 +44,10 @@ from embedsvc.client.types import (
     Provenance,
     Reranked,
     RerankResult,
+    RetrievalReport,
     Sampled,
     SearchHit,
+    SearchHits,
     SectionScore,
     ServerInfo,
     SpaceVector,
@@ -68,7 +74,10 @@ __all__ = [
     "ExpressionResult",
     "GeneratedImage",
     "Hit",
+    "HitExplanation",
+    "HitGroup",
     "ImageLike",
+    "ItemRef",
     "LatentLike",
     "Operation",
     "PackedHits",
@@ -76,8 +85,10 @@ __all__ = [
     "Provenance",
     "RerankResult",
     "Reranked",
+    "RetrievalReport",
     "Sampled",
     "SearchHit",
+    "SearchHits",
     "SectionScore",
     "ServerInfo",
     "SpaceVector",
@@ -89,6 +100,7 @@ __all__ = [
     "collection_points",
     "image_expression",
     "image_points",
+    "search_query",
     "text_points",
     "vector_points",
     "word_points",

@@ -4,7 +4,7 @@ and the items and hits that come back. No engine is imported here."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -102,6 +102,24 @@ class IndexParams:
         return 0
 
 
+class SearchMode(StrEnum):
+    DENSE = "dense"
+    KEYWORD = "keyword"
+    HYBRID = "hybrid"
+
+
+@dataclass(frozen=True)
+class SearchDefaults:
+    """What a collection's searches get when a request does not say (stored with its configuration); empty / 0 /
+    None: the service's defaults (core/collections/fusion.py)."""
+
+    mode: SearchMode = SearchMode.DENSE
+    fusion: str = ""  # "rrf" | "weighted" | ""
+    rrf_k: int = 0
+    dense_weight: float | None = None
+    candidates: int = 0
+
+
 @dataclass(frozen=True)
 class CollectionConfig:
     name: str
@@ -114,6 +132,10 @@ class CollectionConfig:
     # Seconds since the epoch (UTC); 0 in collections made before it was recorded (then the config file's mtime).
     created_at: float = 0.0
     backend: Backend = Backend.FAISS
+    # The keyword index's analyzer language (index/keyword/analyzer.py); "" when the collection has none (every
+    # collection made before keyword search existed opens so: dense only).
+    keyword: str = ""
+    search_defaults: SearchDefaults = field(default_factory=SearchDefaults)
     # A collection bound to a text model with prompts: the prompt put before items' inputs on upsert and the one put
     # before query texts on search, by name and text ("" for none; collections made before prompts existed have
     # none), and the space of query vectors made with it ("" when queries are in `space`; `space` is the documents').
@@ -128,6 +150,7 @@ class CollectionConfig:
         data["metric"] = self.metric.value
         data["index"]["kind"] = self.index.kind.value
         data["backend"] = self.backend.value
+        data["search_defaults"]["mode"] = self.search_defaults.mode.value
         return json.dumps({"format": 1, **data}, indent=2).encode("utf-8")
 
     @classmethod
@@ -137,7 +160,12 @@ class CollectionConfig:
         index = data.pop("index")
         index["kind"] = IndexKind(index["kind"])
         backend = Backend(data.pop("backend", Backend.FAISS.value))
-        return cls(**{**data, "metric": Metric(data["metric"]), "index": IndexParams(**index), "backend": backend})
+        defaults = data.pop("search_defaults", None) or {}
+        defaults["mode"] = SearchMode(defaults.get("mode") or SearchMode.DENSE.value)
+        return cls(
+            **{**data, "metric": Metric(data["metric"]), "index": IndexParams(**index), "backend": backend},
+            search_defaults=SearchDefaults(**defaults),
+        )
 
 
 @dataclass(frozen=True)
@@ -156,6 +184,15 @@ class Hit:
     metadata: dict[str, Any] | None = None
     input: str = ""
     vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class KeywordHits:
+    """One keyword query's hits, best first (scores: BM25, higher is closer), and the query's terms after analysis
+    (empty: it had only stopwords or no word characters, and there are no hits)."""
+
+    hits: list[Hit]
+    terms: list[str]
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,6 @@ _STATES = {
     ModelState.FAILED: models_pb2.MODEL_STATE_FAILED,
     ModelState.UNLOADED: models_pb2.MODEL_STATE_UNLOADED,
 }
-# Proto oneof name -> term kind, for kinds no model evaluates yet (refused by the engines with TERM_KIND_NOT_SUPPORTED).
-_OTHER_TERM_KINDS = {
-    "item": TermKind.ITEM,
-}
 
 
 def method(value: int) -> arithmetic.Method:
@@ -155,9 +151,15 @@ def _term(message: arithmetic_pb2.Term, field: str) -> Term:
         if not message.direction:
             raise EmbedsvcError(Reason.MISSING_FIELD, "the direction name is empty", field=field + ".direction")
         return Term(TermKind.DIRECTION, weight, message.direction)
-    if which is None:
-        raise EmbedsvcError(Reason.MISSING_FIELD, "the term has no value", field=field)
-    return Term(_OTHER_TERM_KINDS[which], weight)
+    if which == "item":
+        if not message.item.collection:
+            raise EmbedsvcError(
+                Reason.MISSING_FIELD, "the item's collection is required", field=field + ".item.collection"
+            )
+        if not message.item.id:
+            raise EmbedsvcError(Reason.MISSING_FIELD, "the item's id is required", field=field + ".item.id")
+        return Term(TermKind.ITEM, weight, message.item.id, collection=message.item.collection)
+    raise EmbedsvcError(Reason.MISSING_FIELD, "the term has no value", field=field)
 
 
 def expressions(

@@ -181,7 +181,24 @@ def test_search_page_shows_hits(browser: Any, http_url: str, target: str, shots:
         rows = browser.find_elements(By.CSS_SELECTOR, "#search-hits tr.result")
         assert [r.find_element(By.CSS_SELECTOR, ".id").text for r in rows] == ["kitten", "stocks"], error_text(browser)
         assert '"year":2024' in rows[0].find_element(By.CSS_SELECTOR, ".meta").text
+        assert browser.find_element(By.ID, "search-report").text.startswith("mode: dense")
         browser.save_screenshot(str(shots / "explorer-search.png"))
+        # Keyword (BM25) mode from the URL: only the text with the words, each hit explained.
+        open_page(browser, f"{http_url}/explorer/?page=search&collection=explorer-notes&q=stocks+fell&mode=keyword")
+        rows = browser.find_elements(By.CSS_SELECTOR, "#search-hits tr.result")
+        assert [r.find_element(By.CSS_SELECTOR, ".id").text for r in rows] == ["stocks"], error_text(browser)
+        assert rows[0].find_element(By.CSS_SELECTOR, ".why").text.startswith("keyword #1")
+        assert "mode: keyword, keywords in english" in browser.find_element(By.ID, "search-report").text
+        # Switched to hybrid in the form: every text ranked, the keyword match first, with both sides explained.
+        browser.execute_script("document.getElementById('search-mode').value = 'hybrid';")
+        browser.find_element(By.CSS_SELECTOR, "#search-form button").click()
+        wait(lambda: "mode: hybrid" in browser.find_element(By.ID, "search-report").text)
+        rows = browser.find_elements(By.CSS_SELECTOR, "#search-hits tr.result")
+        assert rows[0].find_element(By.CSS_SELECTOR, ".id").text == "stocks" and len(rows) == 3, error_text(browser)
+        why = rows[0].find_element(By.CSS_SELECTOR, ".why").text
+        assert "dense #" in why and "keyword #1" in why
+        assert "mode=hybrid" in browser.current_url
+        browser.save_screenshot(str(shots / "explorer-search-hybrid.png"))
         # Text arithmetic on the arithmetic page, through the collection bound to the text model.
         expr = quote('"a kitten" + "a cat"')
         open_page(browser, f"{http_url}/explorer/?model=collection:explorer-notes&expr={expr}")

@@ -90,6 +90,26 @@ def test_collections_over_http(http_url: str) -> None:
         {"collection": "http-notes", "query": {"input": "x"}, "options": {"filter": "year >"}},
     )
     assert bad.status_code == 400 and bad.json()["reason"] == "INVALID_FILTER"
+    hybrid = post(
+        http_url,
+        "CollectionService/Search",
+        {"collection": "http-notes", "query": {"input": "stocks"}, "options": {"k": 2, "mode": "SEARCH_MODE_HYBRID"}},
+    ).json()
+    assert hybrid["hits"][0]["id"] == "stocks" and hybrid["hits"][0]["explanation"]["keywordRank"] == 1
+    assert hybrid["retrieval"]["mode"] == "SEARCH_MODE_HYBRID"
+    assert hybrid["retrieval"]["fusion"] == {
+        "method": "FUSION_METHOD_WEIGHTED",
+        "rrfK": 60,
+        "denseWeight": 0.5,
+        "candidates": 200,
+    }
+    unknown = post(
+        http_url,
+        "CollectionService/Search",
+        {"collection": "http-notes", "query": {"input": "x"}, "options": {"mode": 9}},
+    )
+    assert unknown.status_code == 400 and unknown.json()["reason"] == "INVALID_VALUE"
+    assert "SEARCH_MODE_HYBRID" in unknown.json()["metadata"]["choices"]
     assert post(http_url, "CollectionService/DeleteCollection", {"name": "http-notes"}).status_code == 200
 
 

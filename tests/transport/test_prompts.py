@@ -214,7 +214,8 @@ def test_a_collection_embeds_items_with_the_document_prompt_and_queries_with_the
     np.testing.assert_allclose(unit(stored), unit(want), atol=1e-5, rtol=0)
     queries = unit(reference.encode(QUERIES, prompt_name="query"))
     for q, text in enumerate(QUERIES):
-        hits = client.search("news", input=text, k=5)
+        hits = client.search("news", input=text, k=5, mode="dense")
+        assert hits.retrieval.query_prompt_name == "query"
         scores = unit(want) @ queries[q]
         order = np.argsort(-scores, kind="stable")[:5]
         assert [h.id for h in hits] == [ids[n] for n in order]

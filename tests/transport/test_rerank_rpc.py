@@ -19,6 +19,7 @@ import torch
 
 from embedsvc.backends.base import ModelSpec
 from embedsvc.backends.cross_encoders import CrossEncoderOptions
+from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOptions
 from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
 from embedsvc.cli import main
 from embedsvc.client import AsyncClient, Client, EmbedsvcClientError
@@ -65,6 +66,8 @@ def rerank_server(cross_encoder_dir: Path, tmp_path_factory: pytest.TempPathFact
             ModelSpec("reranker", CrossEncoderOptions(cross_encoder_dir)),
             ModelSpec("reranker-torch", CrossEncoderOptions(cross_encoder_dir, engine="torch", max_batch_size=4)),
             ModelSpec("glove", WordVectorsOptions(WordVectorFormat.GLOVE, GENSIM_DATA / "test_glove.txt")),
+            ModelSpec("lee", WordVectorsOptions(WordVectorFormat.WORD2VEC_TEXT, GENSIM_DATA / "lee_fasttext.vec")),
+            ModelSpec("lee-mean", TextEncoderOptions(TextEncoderFormat.AVERAGED_WORDS, words="lee")),
         ),
         limits=Limits(max_rerank_texts=40, max_text_chars=5000),
         grace_period_s=2,
@@ -215,3 +218,53 @@ def test_cli_rerank(capsys, target, documents, tmp_path):
     code = main(["--target", target, "rerank", "reranker", QUERY])
     _, err_ = capsys.readouterr()
     assert code == 1 and "no texts" in err_
+
+
+# ---- the rerank stage of Search, with this kind -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lee_collection(client_module) -> tuple[str, dict[str, str]]:
+    """Lee corpus sentences in a collection bound to a text model (averaged fastText words): what the stage reranks."""
+    docs = (GENSIM_DATA / "lee_background.cor").read_text(encoding="utf-8").splitlines()
+    sentences = [s.strip() for d in docs[:40] for s in re.split(r"(?<=[.!?])\s+", d) if len(s.split()) >= 4][:150]
+    texts = {f"s{n}": s for n, s in enumerate(sentences)}
+    client_module.create_collection("lee", metric="cosine", model="lee-mean")
+    client_module.upsert("lee", list(texts), inputs=list(texts.values()))
+    return "lee", texts
+
+
+@pytest.fixture(scope="module")
+def client_module(target: str):
+    with Client(target, timeout=120) as c:
+        yield c
+
+
+@pytest.mark.parametrize("model", ["reranker", "reranker-torch"])
+def test_a_search_with_a_rerank_stage_orders_its_candidates_by_cross_encoder_predict(
+    client, reference, lee_collection, model
+):
+    name, texts = lee_collection
+    query = "bushfires near Sydney"
+    candidates = client.search(name, input=query, k=20)
+    hits = client.search(name, input=query, k=5, rerank=model, rerank_candidates=20)
+    want = reference.predict([(query, texts[h.id]) for h in candidates])  # the sigmoid, as Rerank answers
+    order = np.argsort(-want, kind="stable")[:5]
+    assert [h.id for h in hits] == [candidates[i].id for i in order]
+    np.testing.assert_allclose([h.score for h in hits], want[order], atol=1e-5)
+    assert all(h.explanation.rerank_score == pytest.approx(h.score) for h in hits)
+    version = client.get_model(model).version
+    assert hits.retrieval.rerank == {"model": model, "candidates": 20, "raw_scores": False, "model_version": version}
+    raw = client.search(name, input=query, k=3, rerank=model, rerank_candidates=20, raw_scores=True)
+    logits = reference.predict([(query, texts[h.id]) for h in candidates], activation_fn=torch.nn.Identity())
+    np.testing.assert_allclose([h.score for h in raw], np.sort(logits)[::-1][:3], atol=1e-5)
+    # The same scores as TextService.Rerank over those candidates.
+    reranked = client.rerank(model, query, [texts[h.id] for h in candidates], top_n=5)
+    assert [candidates[r.index].id for r in reranked.results] == [h.id for h in hits]
+
+
+def test_a_rerank_stage_naming_a_model_that_does_not_rerank_is_refused(client, lee_collection):
+    name, _ = lee_collection
+    with pytest.raises(EmbedsvcClientError) as info:
+        client.search(name, input="fires", k=3, rerank="glove")
+    assert (info.value.code, info.value.reason) == (INVALID, "MODEL_KIND_MISMATCH")

@@ -1,8 +1,7 @@
-"""The hybrid-retrieval fields of v1 that this server does not act on yet are refused with INVALID_VALUE naming the
-field, never ignored: an ignored `mode = KEYWORD` would answer a dense search as if it were a keyword one."""
+"""The hybrid-retrieval fields of v1 answer (tests/transport/test_retrieval_rpc.py tests what they do, and
+tests/transport/test_prompts.py the prompts); prompts asked of a collection that cannot apply them are refused."""
 
 import grpc
-import numpy as np
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
@@ -14,7 +13,6 @@ from embedsvc.transport.server import create_server
 from embedsvc.v1 import (
     collections_pb2,
     collections_pb2_grpc,
-    common_pb2,
     retrieval_pb2,
 )
 
@@ -51,45 +49,35 @@ def refusal(call, request):
     raise AssertionError("no ErrorInfo")
 
 
-BAD = (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_VALUE")
-
-
 @pytest.mark.parametrize(
-    ("options", "field"),
+    "options",
     [
-        (collections_pb2.SearchOptions(mode=retrieval_pb2.SEARCH_MODE_KEYWORD), "options.mode"),
-        (collections_pb2.SearchOptions(mode=retrieval_pb2.SEARCH_MODE_HYBRID), "options.mode"),
-        (collections_pb2.SearchOptions(fusion=retrieval_pb2.Fusion(rrf_k=60)), "options.fusion"),
-        (collections_pb2.SearchOptions(rerank=retrieval_pb2.RerankStage(model="planted")), "options.rerank"),
-        (collections_pb2.SearchOptions(group_by="doc"), "options.group_by"),
-        (collections_pb2.SearchOptions(group_size=2), "options.group_size"),
-        (collections_pb2.SearchOptions(diversity=0.5), "options.diversity"),
-        (collections_pb2.SearchOptions(diversity=0.0), "options.diversity"),
-        (collections_pb2.SearchOptions(diversity_candidates=50), "options.diversity_candidates"),
-        (collections_pb2.SearchOptions(keep_inputs=True), "options.keep_inputs"),
+        collections_pb2.SearchOptions(fusion=retrieval_pb2.Fusion(rrf_k=60)),
+        collections_pb2.SearchOptions(group_by="doc"),
+        collections_pb2.SearchOptions(diversity=0.0),
+        collections_pb2.SearchOptions(diversity=0.5),
+        collections_pb2.SearchOptions(keep_inputs=True),
     ],
 )
-def test_unserved_search_options_are_refused(channel, options, field):
+def test_served_search_options_answer(channel, options):
     stub = collections_pb2_grpc.CollectionServiceStub(channel)
     query = collections_pb2.Query(input="king")
-    assert refusal(stub.Search, collections_pb2.SearchRequest(collection="docs", query=query, options=options)) == (
-        *BAD,
-        field,
-    )
-    batch = collections_pb2.BatchSearchRequest(collection="docs", queries=[query], options=options)
-    assert refusal(stub.BatchSearch, batch) == (*BAD, field)
+    response = stub.Search(collections_pb2.SearchRequest(collection="docs", query=query, options=options), timeout=30)
+    assert response.hits or response.groups
+    assert response.retrieval.mode == retrieval_pb2.SEARCH_MODE_DENSE
 
 
-def test_unserved_query_forms_are_refused(channel):
+def test_keyword_search_of_a_word_collection_without_keyword_index_is_a_precondition(channel):
     stub = collections_pb2_grpc.CollectionServiceStub(channel)
-    examples = collections_pb2.Query(examples=retrieval_pb2.Examples(positive_ids=["a"]))
-    assert refusal(stub.Search, collections_pb2.SearchRequest(collection="docs", query=examples)) == (
-        *BAD,
-        "query.examples",
+    options = collections_pb2.SearchOptions(mode=retrieval_pb2.SEARCH_MODE_KEYWORD)
+    request = collections_pb2.SearchRequest(
+        collection="docs", query=collections_pb2.Query(input="king"), options=options
     )
-    text = collections_pb2.Query(vector=common_pb2.Vector(values=np.ones(32).tolist()), keyword_text="king")
-    batch = collections_pb2.BatchSearchRequest(collection="docs", queries=[collections_pb2.Query(input="king"), text])
-    assert refusal(stub.BatchSearch, batch) == (*BAD, "queries[1].keyword_text")
+    assert refusal(stub.Search, request) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "KEYWORD_INDEX_MISSING",
+        "options.mode",
+    )
 
 
 def test_plain_dense_searches_still_answer(channel):
@@ -103,36 +91,8 @@ def test_plain_dense_searches_still_answer(channel):
     assert not response.hits[0].HasField("explanation") and not response.groups
 
 
-@pytest.mark.parametrize(
-    ("request_", "field"),
-    [
-        (
-            collections_pb2.CreateCollectionRequest(
-                name="k", dimension=4, metric=collections_pb2.METRIC_COSINE, keyword=retrieval_pb2.KeywordIndexSpec()
-            ),
-            "keyword",
-        ),
-        (
-            collections_pb2.CreateCollectionRequest(
-                name="k",
-                dimension=4,
-                metric=collections_pb2.METRIC_COSINE,
-                search_defaults=retrieval_pb2.SearchDefaults(mode=retrieval_pb2.SEARCH_MODE_HYBRID),
-            ),
-            "search_defaults",
-        ),
-    ],
-)
-def test_unserved_collection_settings_are_refused(channel, request_, field):
-    stub = collections_pb2_grpc.CollectionServiceStub(channel)
-    assert refusal(stub.CreateCollection, request_) == (*BAD, field)
-    with pytest.raises(grpc.RpcError) as info:  # and nothing was created
-        stub.GetCollection(collections_pb2.GetCollectionRequest(name="k"), timeout=30)
-    assert info.value.code() == grpc.StatusCode.NOT_FOUND
-
-
 def test_prompts_are_refused_for_collections_not_bound_to_a_text_model(channel):
-    """Prompts are served (tests/transport/test_prompts.py); a word model has none to apply."""
+    """Prompts are served (tests/transport/test_prompts.py); a word model has none to apply, and nothing is created."""
     stub = collections_pb2_grpc.CollectionServiceStub(channel)
     request = collections_pb2.CreateCollectionRequest(
         name="k",
@@ -141,3 +101,6 @@ def test_prompts_are_refused_for_collections_not_bound_to_a_text_model(channel):
         prompts=retrieval_pb2.CollectionPrompts(query_prompt_name="query"),
     )
     assert refusal(stub.CreateCollection, request) == (grpc.StatusCode.FAILED_PRECONDITION, "MODEL_BINDING", "prompts")
+    with pytest.raises(grpc.RpcError) as info:
+        stub.GetCollection(collections_pb2.GetCollectionRequest(name="k"), timeout=30)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND

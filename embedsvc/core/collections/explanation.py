@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from embedsvc.index.types import Hit
+
 
 @dataclass(frozen=True)
 class Explanation:
@@ -30,3 +32,12 @@ class Explanation:
     def empty(self) -> bool:
         """True when no stage said anything (a plain dense search: its score says it all)."""
         return self == Explanation()
+
+
+@dataclass
+class Candidate:
+    """A hit on its way through a search's stages, with what each stage said about it (the stages set `hit.score`
+    to their score and add to the explanation)."""
+
+    hit: Hit
+    explanation: Explanation

@@ -7,19 +7,22 @@ its new slots are fed to every index; a delete tombstones slots. Slots are renum
 whole (`load` at a compaction, `adopt` at the end of a rebuild), which bumps `generation`: anything computed per slot
 outside the lock is stale once the generation has moved.
 
-The seam for more indexes beside the vector index (issue 29: a keyword index, "one more secondary index"). An index
-over the store's slots is a secondary index: a cache of the store that the durable state (checkpoint + log) can
-always rebuild. The FAISS vector index (`index`) is the first; another one joins it at these places, and nowhere else:
-- here: created empty with the store (`__init__`, `load`), fed the new slots of every applied upsert (`_feed`,
-  reading the columns it needs from the store: `unit` for vectors, `inputs` for keywords), swapped in with the store
-  (`adopt`), counted in `memory_bytes`. Deletes and replacements reach it as tombstones: `store.live`, which every
-  search passes on as the mask of allowed slots, until the next compaction rebuilds it without them;
-- `training.py`: built over a whole store, at once (`refill`: recovery, compaction) and in steps (`build`: a rebuild);
-- `planning.py`: searched, with the same allowed mask (live, matching the filter);
-- `checkpoint.py`, if rebuilding it at start costs too much: its files written into the checkpoint's temporary
-  directory beside `vectors.npy` and `items.jsonl`, covered by `meta.json`'s digest and renamed into place with them
-  (one checkpoint, one LSN: the log's tail after it is replayed through `apply`, which feeds it like any write), and
-  loaded by `recovery.py` instead of `refill`. The vector index writes none today.
+Secondary indexes: caches of the store that the durable state (checkpoint + log) can always rebuild.
+- The FAISS vector index (`index`), over slots: fed the new slots of every applied upsert (`_feed`); deletes and
+  replacements reach it as tombstones (`store.live`, which every search passes on as the mask of allowed slots) until
+  a compaction or a rebuild renumbers the slots; rebuilt by `training.refill` (recovery, compaction) and
+  `training.build` (a rebuild), swapped in with the store (`adopt`).
+- The keyword index (`keyword`, a collection created with a keyword language), over item ids, so renumbering slots
+  does not touch it: every applied record reaches it in `apply`, under the write lock, in one keyword commit per
+  group (an upsert adds or replaces its items' text, a delete removes them), so an acknowledged write is
+  keyword-searchable when its writer returns and a replaced or deleted item is never found again. It is built once
+  over the whole store when it is behind the store (`keyword_stale`: at open, after the checkpoint and the log's
+  tail were replayed into the store, by `training.refill`); a compaction (`load` of a snapshot of these very items)
+  and a rebuild (`adopt`) keep it. Its searches run under the read lock, so a hit's id is always a live item of
+  the store (planning.py, keywords.py).
+Another index joins at these places; if rebuilding it at start costs too much, its files can go into the checkpoint
+directory (written in the temporary directory, covered by `meta.json`'s digest, renamed into place with the rest: one
+LSN), loaded by recovery instead of a refill. Neither index writes files today.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from embedsvc.index.faiss.log import Record
 from embedsvc.index.faiss.rwlock import RWLock
 from embedsvc.index.faiss.slots import SlotStore
 from embedsvc.index.faiss.vector_index import VectorIndex
+from embedsvc.index.keyword.index import KeywordIndex
 from embedsvc.index.types import CollectionConfig, Upsert
 
 
@@ -44,11 +48,18 @@ class Contents:
     """The store, its indexes and their lock. `on_trainable` is called (under the write lock, so it must only start
     work elsewhere) when an untrained index could now be trained: the collection trains it in the background."""
 
-    def __init__(self, config: CollectionConfig, on_trainable: Callable[[], None] = _nothing) -> None:
+    def __init__(
+        self, config: CollectionConfig, on_trainable: Callable[[], None] = _nothing, *, keyword: bool = True
+    ) -> None:
+        """`keyword`: hold the collection's keyword index, if it has one (a rebuild's fresh contents do not: the
+        collection's own keyword index stays in service through it)."""
         self.config = config
         self.rw = RWLock()
         self.store = SlotStore(config.dimension, config.metric)
         self.index = self.new_index()
+        self.keyword = KeywordIndex(config.keyword) if config.keyword and keyword else None
+        # True while the keyword index does not reflect the store (until the first refill builds it).
+        self.keyword_stale = self.keyword is not None
         self.generation = 1
         # While a rebuild runs: the records applied since its snapshot, replayed onto the new contents before the swap.
         self.rebuilding: list[Record] | None = None
@@ -62,8 +73,23 @@ class Contents:
         with self.rw.write():
             for record in records:
                 self.replay(record, index=True)
+            if self.keyword is not None:
+                self._feed_keywords(records)
             if self.rebuilding is not None:
                 self.rebuilding.extend(records)
+
+    def _feed_keywords(self, records: list[Record]) -> None:
+        """The records' effect on the keyword index, in one commit: texts added or replaced, deleted items as empty
+        texts (which remove them)."""
+        assert self.keyword is not None
+        ids: list[str] = []
+        texts: list[str] = []
+        for record in records:
+            operation = record.operation
+            ids.extend(operation.ids)
+            texts.extend(operation.inputs if isinstance(operation, Upsert) else [""] * len(operation.ids))
+        if ids:
+            self.keyword.upsert(ids, texts)
 
     def replay(self, record: Record, *, index: bool) -> None:
         """Apply one record to the store, and with `index` to the indexes too (recovery builds them after replay)."""
@@ -87,7 +113,8 @@ class Contents:
         self.generation += 1
 
     def adopt(self, other: Contents) -> None:
-        """Take another contents' store and indexes (a rebuild's swap; hold the write lock)."""
+        """Take another contents' store and vector index (a rebuild's swap; hold the write lock). The keyword index
+        stays: it is keyed by id, and every record applied meanwhile reached it."""
         self.store, self.index = other.store, other.index
         self.generation += 1
 

@@ -1,8 +1,8 @@
 """Query planning for a collection: which slots a search may return, how its candidates are found, and its hits.
 
 A search's plan, per step of queries:
-- allowed slots: live, and matching the filter. The filter is evaluated outside the lock, in steps (`_match`), and
-  completed under it for the slots written since (`_allowed`); a compaction in between (another generation of the
+- allowed slots: live, and matching the filter. The filter is evaluated outside the lock, in steps (`match`), and
+  completed under it for the slots written since (`allowed`); a compaction in between (another generation of the
   contents) makes it start over.
 - exact or ANN: exact (brute force over the allowed rows) when asked, when the index is untrained, when the index is
   FLAT, or when a filter leaves under _ANN_MIN_SELECTIVITY of the items; otherwise the ANN index, with the allowed
@@ -60,7 +60,7 @@ def _fit(array: np.ndarray, width: int, fill: float = 0.0) -> np.ndarray:
     return np.concatenate([array, pad], axis=1)
 
 
-class _Budget:
+class Budget:
     """The bytes a search's response would take, counted from the hits' slots before any hit is built."""
 
     def __init__(self, limit: int, with_metadata: bool, vector_bytes: int) -> None:
@@ -107,10 +107,10 @@ class Planner:
         contents = self.contents
         queries = index_form(np.ascontiguousarray(queries, dtype=np.float32), self.config.metric)
         predicate = where.matches if where is not None else None
-        matched = self._match(predicate, steps.filter_items) if predicate is not None else None
+        matched = self.match(predicate, steps.filter_items) if predicate is not None else None
         results: list[list[Hit]] = []
         was_exact = True
-        budget = _Budget(max_response_bytes, with_metadata, 4 * self.config.dimension if with_vectors else 0)
+        budget = Budget(max_response_bytes, with_metadata, 4 * self.config.dimension if with_vectors else 0)
         for start in range(0, len(queries), steps.queries):
             calls.check()
             chunk = queries[start : start + steps.queries]
@@ -119,7 +119,7 @@ class Planner:
             with contents.rw.read():
                 slot_of = contents.store.slot_of
                 skip = [{slot_of[i] for i in ids if i in slot_of} for ids in skip_ids]
-                allowed = self._allowed(predicate, matched, steps.filter_items)
+                allowed = self.allowed(predicate, matched, steps.filter_items)
                 eligible = int(allowed.sum())
                 want = min(k + extra, eligible)
                 if want == 0:
@@ -143,11 +143,11 @@ class Planner:
                 )
         return results, was_exact
 
-    def _match(self, predicate: Callable[[Mapping[str, Any]], bool], step: int) -> tuple[np.ndarray, int, int]:
+    def match(self, predicate: Callable[[Mapping[str, Any]], bool], step: int) -> tuple[np.ndarray, int, int]:
         """The predicate over the live slots, evaluated without the lock: (matches, slots covered, generation).
 
         Metadata dicts are never changed in place, and appends do not move existing entries, so reading them
-        unlocked is safe; a compaction since (another generation) makes the result stale, and _allowed redoes it."""
+        unlocked is safe; a compaction since (another generation) makes the result stale, and allowed redoes it."""
         contents = self.contents
         with contents.rw.read():
             store, generation = contents.store, contents.generation
@@ -160,7 +160,7 @@ class Planner:
                 matches[slot] = predicate(meta[slot])
         return matches, n, generation
 
-    def _allowed(
+    def allowed(
         self,
         predicate: Callable[[Mapping[str, Any]], bool] | None,
         matched: tuple[np.ndarray, int, int] | None,

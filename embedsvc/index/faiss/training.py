@@ -9,7 +9,8 @@
 - `Trainer`: once enough vectors arrived to train an IVF index, a rebuild in a background thread. Training nlist
   centroids costs about 25 x 39 nlist^2 x dimension operations: never inside a write's lock.
 
-Another secondary index (see contents.py) is built in `refill` and `build` beside the vector index.
+The keyword index (see contents.py) is built in `refill` when it is behind the store (at open), from the live items'
+ids and texts in one bulk build; a compaction and a rebuild keep it (it is keyed by id, not by slot).
 """
 
 from __future__ import annotations
@@ -27,9 +28,14 @@ log = logging.getLogger(__name__)
 
 
 def refill(contents: Contents) -> None:
-    """A new index for `contents` over every row of its store, trained if the kind needs it and enough rows are live."""
-    contents.index = index = contents.new_index()
+    """A new index for `contents` over every row of its store, trained if the kind needs it and enough rows are live;
+    and the keyword index built over the live items if it is behind the store."""
     store, params = contents.store, contents.config.index
+    if contents.keyword is not None and contents.keyword_stale:
+        live = store.live_slots().tolist()
+        contents.keyword.build([store.ids[s] for s in live], [store.inputs[s] for s in live])
+        contents.keyword_stale = False
+    contents.index = index = contents.new_index()
     if not index.trained:
         if store.count >= params.train_size and store.count > 0:
             live = store.live_slots()
@@ -85,7 +91,7 @@ def rebuild(
         snapshot = contents.store.snapshot(0)
         contents.rebuilding = []  # set under the lock: no write can be applied between the snapshot and this
     try:
-        fresh = Contents(contents.config)
+        fresh = Contents(contents.config, keyword=False)  # the keyword index stays in service (adopt keeps it)
         fresh.load(snapshot)
         build(fresh, stage, units, check, chunk=chunk)
         check()

@@ -8,6 +8,8 @@ scorer. Tokens longer than 64 bytes (hashes, encoded data) are not indexed.
 
 from __future__ import annotations
 
+from functools import cache
+
 import tantivy
 
 from embedsvc.errors import EmbedsvcError, Reason
@@ -61,3 +63,14 @@ def analyzer(language: str) -> tantivy.TextAnalyzer:
     if language != NO_LANGUAGE:
         builder = builder.filter(tantivy.Filter.stemmer(language))
     return builder.build()
+
+
+@cache
+def _shared(language: str) -> tantivy.TextAnalyzer:
+    return analyzer(language)
+
+
+def terms(text: str, language: str) -> list[str]:
+    """A text's terms in a (checked) language, in order (what the index stores and what a query matches): the
+    Milvus backend sends these to Milvus's BM25, so both backends search the same terms."""
+    return list(_shared(language).analyze(text))

@@ -10,7 +10,15 @@ import threading
 
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index.milvus.client import Connection, MilvusOptions, ensure_table
-from embedsvc.index.milvus.collection import FX, MAX_VARCHAR, METRICS, MilvusCollection, index_params
+from embedsvc.index.milvus.collection import (
+    FX,
+    MAX_VARCHAR,
+    METRICS,
+    SPARSE,
+    TEXT,
+    MilvusCollection,
+    index_params,
+)
 from embedsvc.index.milvus.expressions import literal
 from embedsvc.index.types import CollectionConfig
 
@@ -96,10 +104,22 @@ class MilvusStore:
             self._collections[name] = collection
         return collection
 
+    def keyword_unsupported(self) -> EmbedsvcError | None:
+        try:
+            return self.connection.full_text_unsupported()
+        except EmbedsvcError as exc:  # Milvus unreachable: creating the collection will say so
+            log.warning("cannot ask Milvus for its version: %s", exc)
+            return None
+
     def create(self, config: CollectionConfig) -> MilvusCollection:
-        from pymilvus import DataType
+        from pymilvus import DataType, Function, FunctionType
 
         connection = self.connection
+        if config.keyword:
+            unsupported = connection.full_text_unsupported()
+            if unsupported is not None:
+                unsupported.field = "keyword"
+                raise unsupported
         client = connection.client
         name = milvus_name(config.name)
         if self.has(config.name) or connection.run("create", client.has_collection, name):
@@ -116,6 +136,20 @@ class MilvusStore:
         kind, params = index_params(config)
         index = client.prepare_index_params()
         index.add_index("vector", index_type=kind, metric_type=METRICS[config.metric], params=params)
+        if config.keyword:
+            # The text arrives analysed by embedsvc (collection.py): Milvus only splits it at spaces (and
+            # underscores) and lowercases it, which leaves the terms as they are.
+            analyzer = {"tokenizer": "standard", "filter": ["lowercase"]}
+            schema.add_field(
+                TEXT, DataType.VARCHAR, max_length=MAX_VARCHAR, enable_analyzer=True, analyzer_params=analyzer
+            )
+            schema.add_field(SPARSE, DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(
+                Function(
+                    name="bm25", function_type=FunctionType.BM25, input_field_names=[TEXT], output_field_names=[SPARSE]
+                )
+            )
+            index.add_index(SPARSE, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         connection.run(
             "create",
             client.create_collection,
