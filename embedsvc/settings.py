@@ -213,6 +213,11 @@ class Settings:
     # Origins allowed to call the HTTP API from a browser page served elsewhere (CORS); none by default. "*" allows
     # any origin.
     http_cors_origins: tuple[str, ...] = ()
+    # OpenAI's /v1/embeddings: other names for hosted text models, as (alias, model) pairs (in TOML a table,
+    # [server.openai_model_aliases] "text-embedding-3-small" = "minilm"), for tools that only send OpenAI's names.
+    openai_model_aliases: tuple[tuple[str, str], ...] = ()
+    # The text model text-embeddings-inference's routes (/embed, /tokenize, /info) serve: TEI serves one model.
+    tei_model: str = "minilm"
     # Serve a non-loopback address without API keys. Refused unless asked for on purpose.
     insecure: bool = False
     auth: AuthSettings = field(default_factory=AuthSettings)
@@ -296,6 +301,13 @@ class Settings:
                 if not isinstance(value, list) or not all(isinstance(o, str) and o for o in value):
                     raise ConfigError(f"server.{key}: must be a list of origins, got {value!r}")
                 values[key] = tuple(value)
+                continue
+            if key == "openai_model_aliases":
+                if not isinstance(value, dict) or not all(
+                    isinstance(a, str) and a and isinstance(m, str) and m for a, m in value.items()
+                ):
+                    raise ConfigError(f"server.{key}: must be a table of alias = model name, got {value!r}")
+                values[key] = tuple(value.items())
                 continue
             values[key] = _coerce(f"server.{key}", value, cls.__dataclass_fields__[key].default)
         limits_table = _table(config, "limits")
@@ -388,6 +400,11 @@ class Settings:
             raise ConfigError("server.grace_period_s: must not be negative")
         if not is_device(self.device):
             raise ConfigError(f"server.device: {self.device!r} is not auto, cpu or cuda:N")
+        shadowing = sorted({a for a, _ in self.openai_model_aliases} & {m.name for m in self.all_models()})
+        if shadowing:
+            raise ConfigError(
+                f"server.openai_model_aliases: {', '.join(shadowing)} would hide the model(s) of that name"
+            )
         kinds.check_requirements(self.all_models(), self.models)
 
 

@@ -245,6 +245,81 @@ def test_image_models_from_toml():
     assert (grey.channels, grey.image_size, grey.mean, grey.std) == (1, 64, (0.5,), (0.25,))
 
 
+def test_openai_aliases_tei_model_and_matryoshka_keys_from_toml():
+    config = tomllib.loads(
+        """
+        [server]
+        tei_model = "mpnet"
+        openai_model_aliases = { "text-embedding-3-small" = "mpnet", "text-embedding-ada-002" = "minilm" }
+
+        [[models]]
+        name = "mpnet"
+        kind = "text-encoder"
+        format = "sentence-transformers"
+        path = "/models/mpnet-matryoshka"
+        matryoshka_dims = [128, 768, 256]
+        allow_any_dimensions = true
+        """
+    )
+    settings = Settings.from_config(config)
+    assert settings.tei_model == "mpnet" and Settings().tei_model == "minilm"
+    assert dict(settings.openai_model_aliases) == {
+        "text-embedding-3-small": "mpnet",
+        "text-embedding-ada-002": "minilm",
+    }
+    (mpnet,) = settings.models
+    assert mpnet.options.matryoshka_dims == (768, 256, 128) and mpnet.options.allow_any_dimensions
+    assert (
+        Settings.from_config({"models": [{**config["models"][0], "matryoshka_dims": []}]})
+        .models[0]
+        .options.matryoshka_dims
+        == ()
+    )
+    assert Settings().all_models()[1].options.matryoshka_dims is None  # read from the model's directory
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"server": {"openai_model_aliases": ["a"]}}, "server.openai_model_aliases: must be a table"),
+        ({"server": {"openai_model_aliases": {"a": 1}}}, "server.openai_model_aliases: must be a table"),
+        ({"server": {"openai_model_aliases": {"minilm": "minilm-static"}}}, "minilm would hide the model"),
+        (
+            {
+                "models": [
+                    {
+                        "name": "t",
+                        "kind": "text-encoder",
+                        "format": "model2vec-static",
+                        "path": "/m",
+                        "matryoshka_dims": [0],
+                    }
+                ]
+            },
+            "matryoshka_dims: a list of positive integers",
+        ),
+        (
+            {
+                "models": [
+                    {
+                        "name": "t",
+                        "kind": "text-encoder",
+                        "format": "model2vec-static",
+                        "path": "/m",
+                        "allow_any_dimensions": "yes",
+                    }
+                ]
+            },
+            "allow_any_dimensions",
+        ),
+    ],
+)
+def test_bad_dialect_and_dimension_keys_name_the_key(config, message):
+    with pytest.raises(ConfigError) as info:
+        Settings.from_config(config)
+    assert message in str(info.value)
+
+
 # ---- Settings.load: the file, then the environment, then flags ---------------------------------------------------
 
 

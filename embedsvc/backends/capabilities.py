@@ -15,8 +15,10 @@ once after loading, so the first caller does not pay for thread pools, allocator
 - WORDS (`WordSpace`): a vocabulary of word vectors with gensim KeyedVectors semantics: lookups, nearest words,
   3CosAdd/3CosMul arithmetic and analogies (core/words runs those over `unit`).
 - TEXTS (`TextEncoder`): texts in, one vector each; counts tokens and splits long texts so callers can report
-  truncation and chunk. Its calls are queued: the registry hands it out with its dynamic batcher
-  (`core.texts.batching.TextModel`), never bare, so the model runs on one worker thread and not on gRPC threads.
+  truncation and chunk; gives a text's tokens with their offsets (TokenizeTexts), cuts a long text so only its end is
+  read (left truncation) and says which shorter (Matryoshka) vectors it was trained to give. Its calls are queued:
+  the registry hands it out with its dynamic batcher (`core.texts.batching.TextModel`), never bare, so the model runs
+  on one worker thread and not on gRPC threads.
 - PAIRS (`CrossEncoder`): scores (query, document) pairs for reranking (the cross-encoder kind: a sentence-transformers
   CrossEncoder). Its calls are queued too: the registry hands it out with its batcher (`core.texts.batching.PairModel`,
   itself a `CrossEncoder` whose `score` goes through the batcher under the current call's deadline).
@@ -179,6 +181,18 @@ class WordSpace(Part, Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class TokenSpan:
+    """One token of a text: its id, its vocabulary string, whether the tokenizer added it, and the characters of the
+    text it covers (text[start:end]; 0, 0 for special tokens)."""
+
+    id: int
+    token: str
+    special: bool
+    start: int
+    end: int
+
+
 @runtime_checkable
 class TextEncoder(Part, Protocol):
     """Texts in, one float32 row each. `encode` runs on one thread at a time (the model's batch worker); the rest may
@@ -225,6 +239,26 @@ class TextEncoder(Part, Protocol):
 
     def unembeddable(self, texts: list[str]) -> list[int]:
         """Positions of texts this encoder cannot embed (checked before they are queued)."""
+        ...
+
+    @property
+    def matryoshka_dims(self) -> tuple[int, ...]:
+        """Dimensions the model was trained to be truncated to (a Matryoshka loss), largest first; () when not."""
+        ...
+
+    @property
+    def any_dimensions(self) -> bool:
+        """The operator allows truncation to any dimensions (allow_any_dimensions)."""
+        ...
+
+    def tokens(self, text: str, special: bool = True) -> list[TokenSpan]:
+        """The text's tokens, untruncated, with the special tokens the model adds when `special`."""
+        ...
+
+    def tail(self, text: str, prompt: str = "") -> str | None:
+        """`prompt` then the end of a text, together at most max_seq_length tokens, the text cut at a word boundary so
+        that it tokenizes to the same tokens as the end of the whole text; prompt + text when they fit; None when this
+        tokenizer's tokens cannot be cut so (left truncation is then refused)."""
         ...
 
 

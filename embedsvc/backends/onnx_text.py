@@ -25,6 +25,7 @@ import numpy as np
 from embedsvc.backends import onnx_engine
 from embedsvc.backends.onnx_engine import CACHE_SUBDIR, OPSET, OnnxRefused
 from embedsvc.backends.text_models import SentenceTransformerEncoder
+from embedsvc.corpus import lee_sentences
 from embedsvc.durable import write_atomic
 
 __all__ = ["CACHE_SUBDIR", "OnnxRefused", "OnnxSentenceEncoder", "Quality"]
@@ -55,11 +56,7 @@ class Quality:
 
 def quality_sentences(n: int = 500) -> list[str]:
     """Fixed real sentences for the int8 quality figures: gensim's Lee news corpus (installed with the server)."""
-    import gensim
-
-    text = (Path(gensim.__file__).parent / "test" / "test_data" / "lee_background.cor").read_text(encoding="utf-8")
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 3]
-    return sentences[:n]
+    return lee_sentences(n)
 
 
 def top_k_agreement(a: np.ndarray, b: np.ndarray, k: int) -> float:

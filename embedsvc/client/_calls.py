@@ -40,6 +40,7 @@ from embedsvc.client.types import (
     SearchHits,
     ServerInfo,
     TextEmbeddings,
+    Token,
     WordChunk,
 )
 from embedsvc.v1 import (
@@ -57,6 +58,21 @@ from embedsvc.v1 import (
 
 T = TypeVar("T")
 Progress = Callable[[int], None] | None
+# EmbedTexts' options as the client methods take them (keyword names of _requests.embed_texts_request).
+TextOptions = dict[str, Any]
+
+
+def text_options(
+    normalize: bool, long_texts: str, dimensions: int, dtype: str, truncation_direction: str, prompt_name: str = ""
+) -> TextOptions:
+    return {
+        "normalize": normalize,
+        "long_texts": long_texts,
+        "dimensions": dimensions,
+        "dtype": dtype,
+        "truncation_direction": truncation_direction,
+        "prompt_name": prompt_name,
+    }
 
 
 @dataclass(frozen=True)
@@ -176,11 +192,8 @@ class Calls:
 
     # ---- texts ---------------------------------------------------------------------------------------------------
 
-    def embed_texts(
-        self, model: str, texts: Sequence[str], normalize: bool, long_texts: str, prompt_name: str = ""
-    ) -> Unary[TextEmbeddings]:
-        request = req.embed_texts_request(model, texts, normalize, long_texts, prompt_name)
-        return Unary(self.text.EmbedTexts, request, res.text_embeddings)
+    def embed_texts(self, model: str, texts: Sequence[str], options: TextOptions) -> Unary[TextEmbeddings]:
+        return Unary(self.text.EmbedTexts, req.embed_texts_request(model, texts, **options), res.text_embeddings)
 
     def rerank(
         self,
@@ -204,18 +217,11 @@ class Calls:
         return Unary(self.text.Rerank, request, res.reranked)
 
     def embed_texts_stream(
-        self,
-        model: str,
-        texts: Sequence[str],
-        batch_size: int,
-        normalize: bool,
-        long_texts: str,
-        progress: Progress,
-        prompt_name: str = "",
+        self, model: str, texts: Sequence[str], batch_size: int, options: TextOptions, progress: Progress
     ) -> Stream[TextEmbeddings | EmbedsvcClientError]:
         requests = (
             text_pb2.EmbedTextsStreamRequest(
-                batch=req.embed_texts_request(model, texts[i : i + batch_size], normalize, long_texts, prompt_name),
+                batch=req.embed_texts_request(model, texts[i : i + batch_size], **options),
                 sequence=i // batch_size,
             )
             for i in range(0, len(texts), batch_size)
@@ -223,10 +229,14 @@ class Calls:
 
         def each(response: text_pb2.EmbedTextsStreamResponse) -> TextEmbeddings | EmbedsvcClientError:
             if progress is not None:
-                progress(len(response.batch.vectors))
+                progress(res.text_rows(response.batch))
             return res.stream_batch(response)
 
         return Stream(self.text.EmbedTextsStream, requests, each)
+
+    def tokenize_texts(self, model: str, texts: Sequence[str], add_special_tokens: bool) -> Unary[list[list[Token]]]:
+        request = text_pb2.TokenizeTextsRequest(model=model, texts=list(texts), add_special_tokens=add_special_tokens)
+        return Unary(self.text.TokenizeTexts, request, res.tokenized)
 
     # ---- images and latents --------------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 
 from embedsvc.client import _requests as req
-from embedsvc.client._calls import Calls, Stream, Unary
+from embedsvc.client._calls import Calls, Stream, Unary, text_options
 from embedsvc.client._channel import aio_channel, call_metadata, resolve_target
 from embedsvc.client._errors import error
 from embedsvc.client._responses import joined_text_embeddings, upsert_stream_result
@@ -42,6 +42,7 @@ from embedsvc.client.types import (
     ServerInfo,
     SpaceVector,
     TextEmbeddings,
+    Token,
     UpsertStreamError,
     UpsertStreamResult,
     WordChunk,
@@ -207,12 +208,19 @@ class AsyncClient:
         *,
         normalize: bool = False,
         long_texts: str = "truncate",
+        dimensions: int = 0,
+        dtype: str = "float32",
+        truncation_direction: str = "right",
         prompt_name: str = "",
     ) -> TextEmbeddings:
-        """One vector per text; long_texts "truncate" (the model's max_seq_length) or "chunk" (mean of windows);
-        prompt_name: one of the model's prompts (GetModel: prompts) put before each text ("": its default prompt, if
-        any). Vectors made with a prompt are in the prompt's space ("<model space>;prompt=<name>")."""
-        return await self._unary(self._calls.embed_texts(model, texts, normalize, long_texts, prompt_name))
+        """One vector per text. long_texts: "truncate" (to the model's max_seq_length, keeping the start, or the end
+        with truncation_direction "left"), "chunk" (the mean of windows) or "refuse". dimensions: Matryoshka
+        truncation, then unit-normalised (0: the model's). dtype: "float32", or quantised "int8", "uint8", "binary",
+        "ubinary" (then `vectors` is int8/uint8 and the space says so). prompt_name: one of the model's prompts
+        (GetModel: prompts) put before each text ("": its default prompt, if any). The space says what was done, in
+        that order: "<model space>[;prompt=<name>][/dim=<n>][/<dtype>]"."""
+        options = text_options(normalize, long_texts, dimensions, dtype, truncation_direction, prompt_name)
+        return await self._unary(self._calls.embed_texts(model, texts, options))
 
     async def rerank(
         self,
@@ -238,16 +246,27 @@ class AsyncClient:
         batch_size: int = 256,
         normalize: bool = False,
         long_texts: str = "truncate",
+        dimensions: int = 0,
+        dtype: str = "float32",
+        truncation_direction: str = "right",
         progress: Callable[[int], None] | None = None,
         strict: bool = True,
         prompt_name: str = "",
     ) -> TextEmbeddings:
-        """Bulk embedding over one EmbedTextsStream call, batch_size texts per message; the vectors of all batches.
-        A batch that fails does not stop the others: with `strict` its error is raised once the stream is done;
-        without, its rows are NaN and `errors` maps its batch index to the error. prompt_name as in embed_texts."""
-        call = self._calls.embed_texts_stream(model, texts, batch_size, normalize, long_texts, progress, prompt_name)
+        """Bulk embedding over one EmbedTextsStream call, batch_size texts per message; the vectors of all batches
+        (options as embed_texts). A batch that fails does not stop the others: with `strict` its error is raised
+        once the stream is done; without, its rows are NaN (0 when quantised) and `errors` maps its batch index to
+        the error."""
+        options = text_options(normalize, long_texts, dimensions, dtype, truncation_direction, prompt_name)
+        call = self._calls.embed_texts_stream(model, texts, batch_size, options, progress)
         sizes = [len(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
         return joined_text_embeddings(await self._collect(call), sizes, strict=strict)
+
+    async def tokenize_texts(
+        self, model: str, texts: Sequence[str], *, add_special_tokens: bool = True
+    ) -> list[list[Token]]:
+        """Each text's tokens as the model's tokenizer splits it (untruncated), with character offsets."""
+        return await self._unary(self._calls.tokenize_texts(model, texts, add_special_tokens))
 
     # ---- images and latents --------------------------------------------------------------------------------------
 

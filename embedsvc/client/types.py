@@ -113,13 +113,34 @@ class Embeddings:
 
 @dataclass(frozen=True)
 class TextEmbeddings(Embeddings):
-    """EmbedTexts' answer: the vectors, which texts were longer than the model reads, and token counts."""
+    """EmbedTexts' answer: the vectors, which texts were longer than the model reads, and token counts.
+
+    `vectors` is (n, dimension) float32, or for a quantised `dtype` int8 ("int8", "binary") or uint8 ("uint8",
+    "ubinary") with `dimension` values a row (int8, uint8) or ceil(dimension / 8) packed bits (binary, ubinary)."""
 
     truncated: list[int] = field(default_factory=list)
     token_counts: list[int] = field(default_factory=list)
     max_seq_length: int = 0
-    # embed_texts_stream(strict=False): the batches that failed, by batch index (their rows are NaN).
+    # embed_texts_stream(strict=False): the batches that failed, by batch index (their rows are NaN, or 0 when
+    # quantised).
     errors: dict[int, EmbedsvcClientError] = field(default_factory=dict)
+    dtype: str = "float32"
+    # Components per vector (before packing).
+    dimension: int = 0
+    # What the server wants the caller to know (for example: the model was not trained for these dimensions).
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Token:
+    """One token of a text (TokenizeTexts): its id, vocabulary string, whether the tokenizer added it, and the
+    characters of the text it covers (text[start:end]; 0, 0 for special tokens)."""
+
+    id: int
+    token: str
+    special: bool
+    start: int
+    end: int
 
 
 @dataclass(frozen=True)

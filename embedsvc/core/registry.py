@@ -77,6 +77,8 @@ class ModelInfo:
     # A text encoder's named prompts and the one applied when a request names none ("" for none).
     prompts: Mapping[str, str] = field(default_factory=dict)
     default_prompt_name: str = ""
+    matryoshka_dims: tuple[int, ...] = ()
+    any_dimensions: bool = False
 
 
 @dataclass(frozen=True)
@@ -467,6 +469,8 @@ def _ready_info(info: ModelInfo, hosted: Hosted) -> ModelInfo:
         prompts=dict(hosted.text.encoder.prompts) if hosted.text else {},
         default_prompt_name=hosted.text.encoder.default_prompt_name if hosted.text else "",
         max_seq_length=_max_seq_length(hosted),
+        matryoshka_dims=hosted.text.encoder.matryoshka_dims if hosted.text else (),
+        any_dimensions=hosted.text.encoder.any_dimensions if hosted.text else False,
         image_size=shape.size if shape else 0,
         image_channels=shape.channels if shape else 0,
         memory_bytes=_memory(hosted),

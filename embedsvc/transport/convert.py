@@ -120,6 +120,8 @@ def model_info_message(info: ModelInfo) -> models_pb2.ModelInfo:
         requires=list(info.requires),
         engine=info.engine,
         precision=info.precision,
+        matryoshka_dimensions=list(info.matryoshka_dims),
+        any_dimensions=info.any_dimensions,
         quality=(
             models_pb2.Quality(
                 mean_cosine=info.quality.mean_cosine,

@@ -41,6 +41,7 @@ RULES: dict[str, Rule] = {
     _V1 + "ArithmeticService/EvaluateAnalogies": Rule(READ),
     _V1 + "TextService/EmbedTexts": Rule(READ),
     _V1 + "TextService/EmbedTextsStream": Rule(READ),
+    _V1 + "TextService/TokenizeTexts": Rule(READ),
     _V1 + "TextService/Rerank": Rule(READ, counts="texts"),
     _V1 + "ImageService/EmbedImages": Rule(READ),
     _V1 + "LatentService/EncodeImages": Rule(READ),

@@ -51,6 +51,11 @@ class TextServiceStub:
                 request_serializer=embedsvc_dot_v1_dot_text__pb2.RerankRequest.SerializeToString,
                 response_deserializer=embedsvc_dot_v1_dot_text__pb2.RerankResponse.FromString,
                 _registered_method=True)
+        self.TokenizeTexts = channel.unary_unary(
+                '/embedsvc.v1.TextService/TokenizeTexts',
+                request_serializer=embedsvc_dot_v1_dot_text__pb2.TokenizeTextsRequest.SerializeToString,
+                response_deserializer=embedsvc_dot_v1_dot_text__pb2.TokenizeTextsResponse.FromString,
+                _registered_method=True)
 
 
 class TextServiceServicer:
@@ -80,6 +85,13 @@ class TextServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TokenizeTexts(self, request, context):
+        """Splits texts into the model's tokens, as the model reads them (ids, vocabulary strings, character offsets).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TextServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +109,11 @@ def add_TextServiceServicer_to_server(servicer, server):
                     servicer.Rerank,
                     request_deserializer=embedsvc_dot_v1_dot_text__pb2.RerankRequest.FromString,
                     response_serializer=embedsvc_dot_v1_dot_text__pb2.RerankResponse.SerializeToString,
+            ),
+            'TokenizeTexts': grpc.unary_unary_rpc_method_handler(
+                    servicer.TokenizeTexts,
+                    request_deserializer=embedsvc_dot_v1_dot_text__pb2.TokenizeTextsRequest.FromString,
+                    response_serializer=embedsvc_dot_v1_dot_text__pb2.TokenizeTextsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -182,6 +199,33 @@ class TextService:
             '/embedsvc.v1.TextService/Rerank',
             embedsvc_dot_v1_dot_text__pb2.RerankRequest.SerializeToString,
             embedsvc_dot_v1_dot_text__pb2.RerankResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TokenizeTexts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedsvc.v1.TextService/TokenizeTexts',
+            embedsvc_dot_v1_dot_text__pb2.TokenizeTextsRequest.SerializeToString,
+            embedsvc_dot_v1_dot_text__pb2.TokenizeTextsResponse.FromString,
             options,
             channel_credentials,
             insecure,
