@@ -25,7 +25,7 @@ from embedsvc.backends.kinds import parse_model
 from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOptions, apply_prompts, saved_prompts
 from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
 from embedsvc.cli import main
-from embedsvc.client import AsyncClient, Client, EmbedsvcClientError
+from embedsvc.client import AsyncClient, Client, EmbedsvcClientError, SpaceVector
 from embedsvc.errors import ConfigError
 from embedsvc.settings import MilvusSettings, Settings, StorageSettings
 from embedsvc.transport.server import create_server
@@ -183,6 +183,37 @@ def test_long_texts_chunked_with_a_prompt_put_it_before_every_window(client, ref
     want = reference.encode(pieces, prompt_name="query").mean(axis=0)
     np.testing.assert_allclose(got.vectors[0], want, atol=1e-5, rtol=0)
     assert got.truncated == [0]
+
+
+def test_left_truncation_keeps_the_prompt_before_the_texts_end(client, reference):
+    words = ("the dog ran in the park and rain fell on the cold sea " * 40).split()  # one token a word
+    long = " ".join(words)
+    got = client.embed_texts("e5", [long], prompt_name="query", truncation_direction="left")
+    width = reference.max_seq_length - 2 - len(reference.tokenizer("query: ", add_special_tokens=False)["input_ids"])
+    want = reference.encode([" ".join(words[-width:])], prompt_name="query")
+    np.testing.assert_allclose(got.vectors, want, atol=1e-5, rtol=0)
+    assert got.truncated == [0] and got.provenance.parameters["truncation_direction"] == "left"
+    assert got.space.endswith(";prompt=query")
+
+
+def test_prompts_compose_with_output_shapes(client, documents):
+    """The prompt goes before the text, the shape after the model: the tag carries both, in that order, and a
+    collection of the prompt's space still refuses the shaped vectors."""
+    space = client.get_model("e5").space
+    floats = client.embed_texts("e5", documents, prompt_name="query")
+    bits = client.embed_texts("e5", documents, prompt_name="query", dtype="ubinary")
+    assert bits.space == f"{space};prompt=query/ubinary"
+    assert np.array_equal(bits.vectors, np.packbits(floats.vectors > 0, axis=-1))
+    assert bits.provenance.parameters["prompt_name"] == "query" and bits.provenance.parameters["dtype"] == "ubinary"
+    # (int8/uint8 of a prompt's vectors are calibrated per space: tests/core/texts/test_shapes.py.)
+    # A collection accepts queries of its query prompt's space (floats.space), never a shaped one of it.
+    client.create_collection("composed", model="e5", metric="cosine", document_prompt="document", query_prompt="query")
+    try:
+        assert list(client.search("composed", vector=SpaceVector(floats.vectors[0], floats.space), k=1)) == []
+        shaped = SpaceVector(bits.vectors[0].astype(np.float32), bits.space)
+        assert refused(lambda: client.search("composed", vector=shaped, k=1))[:2] == (INVALID, "SPACE_MISMATCH")
+    finally:
+        client.delete_collection("composed")
 
 
 def test_unknown_prompt_names_are_refused_naming_the_choices(client):

@@ -199,4 +199,4 @@ class Calibrations:
         vectors = embed(texts, control)
         with self._lock:
             self._vectors.setdefault(space, vectors)
-            return self._vectors[encoder.space]
+            return self._vectors[space]
