@@ -221,6 +221,9 @@ class Settings:
     openai_model_aliases: tuple[tuple[str, str], ...] = ()
     # The text model text-embeddings-inference's routes (/embed, /tokenize, /info) serve: TEI serves one model.
     tei_model: str = "minilm"
+    # The cross-encoder TEI's /rerank serves (a TEI server is either an embedder or a reranker; this one can be both).
+    # Empty: tei_model, which, not being a cross-encoder, answers /rerank with TEI's 424 "not a re-ranker model".
+    tei_rerank_model: str = ""
     # Serve a non-loopback address without API keys. Refused unless asked for on purpose.
     insecure: bool = False
     auth: AuthSettings = field(default_factory=AuthSettings)

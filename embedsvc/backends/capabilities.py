@@ -19,8 +19,9 @@ once after loading, so the first caller does not pay for thread pools, allocator
   read (left truncation) and says which shorter (Matryoshka) vectors it was trained to give. Its calls are queued:
   the registry hands it out with its dynamic batcher (`core.texts.batching.TextModel`), never bare, so the model runs
   on one worker thread and not on gRPC threads.
-- PAIRS (`CrossEncoder`): scores (query, document) pairs for reranking. Defined ahead of its kind (a
-  sentence-transformers CrossEncoder, issue 29), which will be batched the way text encoders are.
+- PAIRS (`CrossEncoder`): scores (query, document) pairs for reranking (the cross-encoder kind: a sentence-transformers
+  CrossEncoder). Its calls are queued too: the registry hands it out with its batcher (`core.texts.batching.PairModel`,
+  itself a `CrossEncoder` whose `score` goes through the batcher under the current call's deadline).
 - IMAGES (`ImageEncoder`): images in, one feature vector each (similarity search, image collections, maps).
 - LATENT_DECODER (`LatentDecoder`): a generative model's decoder: latents in, images out. `has_prior` says whether
   latents may be drawn from its prior N(0, I) (Sample): a VAE's and a GAN's have one, an autoencoder's does not.
@@ -213,6 +214,17 @@ class TextEncoder(Part, Protocol):
         """What provenance reports: "sentence-transformers", "model2vec", "mean", "sif"."""
         ...
 
+    @property
+    def prompts(self) -> Mapping[str, str]:
+        """Named prompts, name -> the text put before an input (sentence-transformers' `prompts`); the callers put
+        it there (core/texts), `encode` never adds one itself."""
+        ...
+
+    @property
+    def default_prompt_name(self) -> str:
+        """The prompt a call that names none gets (sentence-transformers' default_prompt_name); "" for none."""
+        ...
+
     def encode(self, texts: list[str]) -> np.ndarray:
         """(len(texts), dimension) float32, each text truncated to max_seq_length tokens, not normalised."""
         ...
@@ -221,8 +233,8 @@ class TextEncoder(Part, Protocol):
         """Tokens of each text, untruncated, as the model counts them (special tokens included)."""
         ...
 
-    def chunks(self, text: str) -> list[str]:
-        """The text as consecutive windows that each fit in max_seq_length tokens."""
+    def chunks(self, text: str, prompt: str = "") -> list[str]:
+        """The text as consecutive windows, each with `prompt` before it, that each fit in max_seq_length tokens."""
         ...
 
     def unembeddable(self, texts: list[str]) -> list[int]:
@@ -243,17 +255,18 @@ class TextEncoder(Part, Protocol):
         """The text's tokens, untruncated, with the special tokens the model adds when `special`."""
         ...
 
-    def tail(self, text: str) -> str | None:
-        """The end of a text that fits in max_seq_length tokens, cut at a word boundary so that it tokenizes to the
-        same tokens as the end of the whole text; the text itself when it fits; None when this tokenizer's tokens
-        cannot be cut so (left truncation is then refused)."""
+    def tail(self, text: str, prompt: str = "") -> str | None:
+        """`prompt` then the end of a text, together at most max_seq_length tokens, the text cut at a word boundary so
+        that it tokenizes to the same tokens as the end of the whole text; prompt + text when they fit; None when this
+        tokenizer's tokens cannot be cut so (left truncation is then refused)."""
         ...
 
 
 @runtime_checkable
 class CrossEncoder(Part, Protocol):
-    """Scores (query, document) pairs jointly (reranking). No kind offers it yet: issue 29 adds one (a
-    sentence-transformers CrossEncoder on the ONNX engine, batched like text encoders)."""
+    """Scores (query, document) pairs jointly (reranking): the cross-encoder kind (backends/cross_encoders.py), a
+    sentence-transformers CrossEncoder on ONNX Runtime or torch. `score` runs on one thread at a time (the model's
+    batch worker) unless the part is the registry's batched one."""
 
     @property
     def max_seq_length(self) -> int:
@@ -261,14 +274,17 @@ class CrossEncoder(Part, Protocol):
         ...
 
     @property
-    def method(self) -> str: ...
+    def method(self) -> str:
+        """What provenance reports: "cross-encoder"."""
+        ...
 
     def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        """(len(pairs),) float32 relevance scores, each pair truncated to max_seq_length tokens."""
+        """(len(pairs),) float32 raw relevance scores (the classifier's logit; callers apply the sigmoid), each pair
+        truncated to max_seq_length tokens as sentence-transformers' CrossEncoder truncates it (longest first)."""
         ...
 
     def token_counts(self, pairs: list[tuple[str, str]]) -> list[int]:
-        """Tokens of each pair as the model reads it, untruncated."""
+        """Tokens of each pair as the model reads it (special tokens included), untruncated."""
         ...
 
 

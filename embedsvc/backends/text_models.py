@@ -17,8 +17,10 @@ import json
 import os
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -63,6 +65,11 @@ class EncoderBase(ABC):
     device: str = "cpu"
     # What the provenance reports as the method.
     method: str
+    # Named prompts (name -> the text put before an input) and the one a call that names none gets ("": none). Set
+    # by the kind after loading (backends/text_encoders.py: the model directory's, then the configuration's); the
+    # callers put the prompt before the texts, `encode` never adds one.
+    prompts: Mapping[str, str] = MappingProxyType({})
+    default_prompt_name: str = ""
 
     @property
     def space(self) -> str:
@@ -77,18 +84,18 @@ class EncoderBase(ABC):
         """(len(texts), dimension) float32, each text truncated to max_seq_length tokens."""
 
     @abstractmethod
-    def chunks(self, text: str) -> list[str]:
-        """The text as consecutive windows that each fit in max_seq_length tokens."""
+    def chunks(self, text: str, prompt: str = "") -> list[str]:
+        """The text as consecutive windows, each with `prompt` before it, that each fit in max_seq_length tokens."""
 
     @abstractmethod
     def tokens(self, text: str, special: bool = True) -> list[TokenSpan]:
         """The text's tokens, untruncated, with the special tokens the model adds when `special`."""
 
-    def tail(self, text: str) -> str | None:
-        """The end of a text that fits in max_seq_length tokens, cut at a word boundary so that it tokenizes to the
-        same tokens as the end of the whole text; the text itself when it fits; None when this tokenizer's tokens
-        cannot be cut so."""
-        return text
+    def tail(self, text: str, prompt: str = "") -> str | None:
+        """`prompt` then the end of a text, together at most max_seq_length tokens, the text cut at a word boundary so
+        that it tokenizes to the same tokens as the end of the whole text; prompt + text when they fit; None when
+        this tokenizer's tokens cannot be cut so."""
+        return prompt + text
 
     def unembeddable(self, texts: list[str]) -> list[int]:
         """Positions of texts this encoder cannot embed (checked before they are queued)."""
@@ -108,7 +115,7 @@ class EncoderBase(ABC):
                 raise
 
 
-def _counter(tokenizer: Any) -> Any:
+def counting_tokenizer(tokenizer: Any) -> Any:
     """A private copy of a `tokenizers.Tokenizer` with truncation and padding off, for counting and chunking."""
     from tokenizers import Tokenizer
 
@@ -180,11 +187,13 @@ def matryoshka_dims_of(path: Path) -> tuple[int, ...]:
     return ()
 
 
-def _windows(text: str, offsets: list[tuple[int, int]], window: int) -> list[str]:
-    """Consecutive slices of the text holding at most `window` tokens each (cut at token boundaries)."""
+def _windows(text: str, offsets: list[tuple[int, int]], window: int, prompt: str = "") -> list[str]:
+    """Consecutive slices of the text holding at most `window` tokens each (cut at token boundaries), each with
+    `prompt` before it."""
     window = max(1, window)
     starts = range(0, len(offsets), window)
-    return [text[offsets[i][0] : offsets[min(i + window, len(offsets)) - 1][1]] for i in starts] or [text]
+    pieces = [text[offsets[i][0] : offsets[min(i + window, len(offsets)) - 1][1]] for i in starts] or [text]
+    return [prompt + piece for piece in pieces]
 
 
 class SentenceTransformerEncoder(EncoderBase):
@@ -215,7 +224,7 @@ class SentenceTransformerEncoder(EncoderBase):
         self.tokenizer: Any = self.model.tokenizer
         # Calls count tokens on gRPC threads while the batch worker encodes; a Hugging Face tokenizer is mutated on
         # every call (truncation settings) and is not safe to share, so counting uses its own, never-mutated copy.
-        self._counter = _counter(self.tokenizer.backend_tokenizer)
+        self._counter = counting_tokenizer(self.tokenizer.backend_tokenizer)
         self._special = self.tokenizer.num_special_tokens_to_add(pair=False)
         self.max_seq_length = int(self.model.max_seq_length or 0)
         dimension = getattr(self.model, "get_embedding_dimension", self.model.get_sentence_embedding_dimension)()
@@ -241,21 +250,29 @@ class SentenceTransformerEncoder(EncoderBase):
                 convert_to_numpy=True,
                 show_progress_bar=False,
                 normalize_embeddings=False,
+                prompt="",  # the callers put prompts before the texts; never the model's default on top
             )
         return np.asarray(out, dtype=np.float32)
 
-    def chunks(self, text: str) -> list[str]:
-        return _windows(
-            text, self._counter.encode(text, add_special_tokens=False).offsets, self.max_seq_length - self._special
-        )
+    def pools_prompts(self) -> bool:
+        """False when a Pooling module leaves prompt tokens out (include_prompt = false, INSTRUCTOR-style models)."""
+        return all(getattr(m, "include_prompt", True) for m in self.model)
+
+    def chunks(self, text: str, prompt: str = "") -> list[str]:
+        window = self.max_seq_length - self._special - self._prompt_tokens(prompt)
+        return _windows(text, self._counter.encode(text, add_special_tokens=False).offsets, window, prompt)
+
+    def _prompt_tokens(self, prompt: str) -> int:
+        return len(self._counter.encode(prompt, add_special_tokens=False).ids) if prompt else 0
 
     def tokens(self, text: str, special: bool = True) -> list[TokenSpan]:
         return _spans(self._counter.encode(text, add_special_tokens=special))
 
-    def tail(self, text: str) -> str | None:
+    def tail(self, text: str, prompt: str = "") -> str | None:
         if not self.max_seq_length:
-            return text
-        return _tail(self._counter, text, self.max_seq_length - self._special)
+            return prompt + text
+        end = _tail(self._counter, text, self.max_seq_length - self._special - self._prompt_tokens(prompt))
+        return None if end is None else prompt + end
 
 
 class StaticEncoder(EncoderBase):
@@ -273,7 +290,7 @@ class StaticEncoder(EncoderBase):
         self.dimension = int(self.model.dim)
         # minilm-static's sentence mode shares its word space's version (one distillation, one identity).
         self.version = version or file_digest([p for p in path.glob("*.safetensors")])
-        self._counter = _counter(self.model.tokenizer)
+        self._counter = counting_tokenizer(self.model.tokenizer)
 
     def memory_bytes(self) -> int:
         return int(np.asarray(self.model.embedding).nbytes)
@@ -287,15 +304,19 @@ class StaticEncoder(EncoderBase):
         )
         return np.asarray(out, dtype=np.float32).reshape(len(texts), self.dimension)
 
-    def chunks(self, text: str) -> list[str]:
-        return _windows(text, self._counter.encode(text, add_special_tokens=False).offsets, self.max_seq_length)
+    def chunks(self, text: str, prompt: str = "") -> list[str]:
+        reserved = len(self._counter.encode(prompt, add_special_tokens=False).ids) if prompt else 0
+        offsets = self._counter.encode(text, add_special_tokens=False).offsets
+        return _windows(text, offsets, self.max_seq_length - reserved, prompt)
 
     def tokens(self, text: str, special: bool = True) -> list[TokenSpan]:
         # model2vec reads a text without special tokens, so there are none to add.
         return _spans(self._counter.encode(text, add_special_tokens=False))
 
-    def tail(self, text: str) -> str | None:
-        return _tail(self._counter, text, self.max_seq_length)
+    def tail(self, text: str, prompt: str = "") -> str | None:
+        reserved = len(self._counter.encode(prompt, add_special_tokens=False).ids) if prompt else 0
+        end = _tail(self._counter, text, self.max_seq_length - reserved)
+        return None if end is None else prompt + end
 
 
 _WORD = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]", re.UNICODE)
@@ -391,5 +412,5 @@ class AveragedWordsEncoder(EncoderBase):
             out -= np.outer(out @ self.component, self.component)
         return out
 
-    def chunks(self, text: str) -> list[str]:
-        return [text]
+    def chunks(self, text: str, prompt: str = "") -> list[str]:
+        return [prompt + text]

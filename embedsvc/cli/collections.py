@@ -30,6 +30,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     cc.add_argument(
         "--backend", choices=("faiss", "milvus"), default="", help="where the items live (default: the server's)"
     )
+    cc.add_argument(
+        "--document-prompt",
+        default=None,
+        help="a text model's prompt put before items' inputs (default: its document, passage or corpus one; '': none)",
+    )
+    cc.add_argument(
+        "--query-prompt", default=None, help="the prompt put before query texts (default: its query prompt; '': none)"
+    )
     for name in INDEX_PARAMETERS:
         cc.add_argument(f"--{name.replace('_', '-')}", type=int, default=0, help="index parameter (0: the default)")
     keyword = cc.add_mutually_exclusive_group()
@@ -171,6 +179,8 @@ def create(args: argparse.Namespace, client: Any) -> None:
         index=args.index,
         model=args.model,
         backend=args.backend,
+        document_prompt=args.document_prompt,
+        query_prompt=args.query_prompt,
         keyword=keyword,
         search_defaults=defaults or None,
         **params,

@@ -12,7 +12,7 @@ from embedsvc.cli.arguments import deprecated_alias
 from embedsvc.cli.output import clip, emit, fail, message_dict, provenance
 
 # How `embedsvc models` names a kind; a kind not listed shows its own name.
-_KIND_LABELS = {"word-vectors": "words", "text-encoder": "text", "image-encoder": "image"}
+_KIND_LABELS = {"word-vectors": "words", "text-encoder": "text", "image-encoder": "image", "cross-encoder": "rerank"}
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -88,6 +88,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         default="float32",
         help="texts: quantised output (int8/uint8 calibrated per model; binary/ubinary: packed sign bits)",
     )
+    e.add_argument("--prompt-name", default="", help="one of the text model's prompts (default: its default prompt)")
     e.set_defaults(handler=embed)
 
     tk = sub.add_parser("tokenize", parents=[common], help="the tokens a text model reads")
@@ -173,6 +174,8 @@ def model_line(m: Any) -> str:
     if m.vocabulary_size:
         texts = "  (+texts)" if m.embeds_texts else ""
         return f"dim {m.dimension:<5} {label:<8} vocab {m.vocabulary_size:<8} {m.version}{texts}"
+    if m.reranks:  # no vectors: it scores (query, text) pairs
+        return f"{'pairs':<9} {label:<8} max {m.max_seq_length:<4} tokens {m.device:<6} {m.version}"
     return f"dim {m.dimension:<5} {label:<8} max {m.max_seq_length:<4} tokens {m.device:<6} {m.version}"
 
 
@@ -251,6 +254,7 @@ def embed(args: argparse.Namespace, client: Any) -> None:
             dimensions=args.dimensions,
             dtype=args.dtype,
             truncation_direction=args.truncation_direction,
+            prompt_name=args.prompt_name,
         )
         payload = {
             "texts": args.text,

@@ -35,6 +35,7 @@ from embedsvc.client.types import (
     Operation,
     PackedHits,
     Projection,
+    Reranked,
     Sampled,
     SearchHits,
     ServerInfo,
@@ -63,7 +64,7 @@ TextOptions = dict[str, Any]
 
 
 def text_options(
-    normalize: bool, long_texts: str, dimensions: int, dtype: str, truncation_direction: str
+    normalize: bool, long_texts: str, dimensions: int, dtype: str, truncation_direction: str, prompt_name: str = ""
 ) -> TextOptions:
     return {
         "normalize": normalize,
@@ -71,6 +72,7 @@ def text_options(
         "dimensions": dimensions,
         "dtype": dtype,
         "truncation_direction": truncation_direction,
+        "prompt_name": prompt_name,
     }
 
 
@@ -193,6 +195,27 @@ class Calls:
 
     def embed_texts(self, model: str, texts: Sequence[str], options: TextOptions) -> Unary[TextEmbeddings]:
         return Unary(self.text.EmbedTexts, req.embed_texts_request(model, texts, **options), res.text_embeddings)
+
+    def rerank(
+        self,
+        model: str,
+        query: str,
+        texts: Sequence[str],
+        top_n: int,
+        raw_scores: bool,
+        return_text: bool,
+        truncate: bool,
+    ) -> Unary[Reranked]:
+        request = text_pb2.RerankRequest(
+            model=model,
+            query=query,
+            texts=list(texts),
+            top_n=top_n,
+            raw_scores=raw_scores,
+            return_text=return_text,
+            truncate=truncate,
+        )
+        return Unary(self.text.Rerank, request, res.reranked)
 
     def embed_texts_stream(
         self, model: str, texts: Sequence[str], batch_size: int, options: TextOptions, progress: Progress
@@ -356,6 +379,8 @@ class Calls:
         backend: str = "",
         keyword: str | bool | None = None,
         search_defaults: dict[str, Any] | None = None,
+        document_prompt: str | None = None,
+        query_prompt: str | None = None,
     ) -> Unary[collections_pb2.CollectionInfo]:
         request = collections_pb2.CreateCollectionRequest(
             name=name,
@@ -367,6 +392,12 @@ class Calls:
             keyword=req.keyword_spec(keyword),
             search_defaults=req.search_defaults(**search_defaults) if search_defaults is not None else None,
         )
+        if document_prompt is not None or query_prompt is not None:
+            request.prompts.SetInParent()
+            if document_prompt is not None:
+                request.prompts.document_prompt_name = document_prompt
+            if query_prompt is not None:
+                request.prompts.query_prompt_name = query_prompt
         return Unary(self.collections.CreateCollection, request, lambda r: r.collection)
 
     def get_collection(self, name: str) -> Unary[collections_pb2.CollectionInfo]:

@@ -230,6 +230,7 @@ def embed_texts_request(
     dimensions: int = 0,
     dtype: str = "float32",
     truncation_direction: str = "right",
+    prompt_name: str = "",
 ) -> text_pb2.EmbedTextsRequest:
     """EmbedTexts' request, asking for the packed forms (the client reads both)."""
     return text_pb2.EmbedTextsRequest(
@@ -241,6 +242,7 @@ def embed_texts_request(
         dtype=choice(DTYPES, dtype, "dtype"),
         truncation_direction=choice(TRUNCATION_DIRECTIONS, truncation_direction, "truncation_direction"),
         packed_results=True,
+        prompt_name=prompt_name,
     )
 
 

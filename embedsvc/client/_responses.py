@@ -25,6 +25,8 @@ from embedsvc.client.types import (
     PackedHits,
     Projection,
     Provenance,
+    Reranked,
+    RerankResult,
     RetrievalReport,
     SearchHit,
     SearchHits,
@@ -134,6 +136,16 @@ def text_embeddings(response: text_pb2.EmbedTextsResponse) -> TextEmbeddings:
         dtype=dtype,
         dimension=dimension,
         warnings=list(response.warnings),
+    )
+
+
+def reranked(response: text_pb2.RerankResponse) -> Reranked:
+    return Reranked(
+        [RerankResult(r.index, r.score, r.text) for r in response.results],
+        list(response.truncated),
+        list(response.token_counts),
+        response.max_seq_length,
+        provenance(response.provenance),
     )
 
 
@@ -284,6 +296,7 @@ def retrieval(r: retrieval_pb2.RetrievalReport) -> RetrievalReport:
         diversity_candidates=r.diversity_candidates,
         example_strategy=_name(retrieval_pb2.ExampleStrategy, r.example_strategy, "EXAMPLE_STRATEGY_"),
         notices=[(n.query, _name(retrieval_pb2.SearchNotice, n.notice, "SEARCH_NOTICE_")) for n in r.notices],
+        query_prompt_name=r.query_prompt_name,
     )
 
 

@@ -34,6 +34,7 @@ from embedsvc.client.types import (
     Operation,
     PackedHits,
     Projection,
+    Reranked,
     Sampled,
     SearchHits,
     ServerInfo,
@@ -208,13 +209,32 @@ class Client:
         dimensions: int = 0,
         dtype: str = "float32",
         truncation_direction: str = "right",
+        prompt_name: str = "",
     ) -> TextEmbeddings:
         """One vector per text. long_texts: "truncate" (to the model's max_seq_length, keeping the start, or the end
         with truncation_direction "left"), "chunk" (the mean of windows) or "refuse". dimensions: Matryoshka
         truncation, then unit-normalised (0: the model's). dtype: "float32", or quantised "int8", "uint8", "binary",
-        "ubinary" (then `vectors` is int8/uint8 and the space says so)."""
-        options = text_options(normalize, long_texts, dimensions, dtype, truncation_direction)
+        "ubinary" (then `vectors` is int8/uint8 and the space says so). prompt_name: one of the model's prompts
+        (GetModel: prompts) put before each text ("": its default prompt, if any). The space says what was done, in
+        that order: "<model space>[;prompt=<name>][/dim=<n>][/<dtype>]"."""
+        options = text_options(normalize, long_texts, dimensions, dtype, truncation_direction, prompt_name)
         return self._unary(self._calls.embed_texts(model, texts, options))
+
+    def rerank(
+        self,
+        model: str,
+        query: str,
+        texts: Sequence[str],
+        *,
+        top_n: int = 0,
+        raw_scores: bool = False,
+        return_text: bool = False,
+        truncate: bool = False,
+    ) -> Reranked:
+        """How relevant each text is to the query, by a cross-encoder: results best first (TEI's /rerank). Scores are
+        the sigmoid of the model's logits, or the logits with raw_scores; top_n keeps the best n; a pair longer than
+        the model reads is refused (LIMIT_EXCEEDED) unless `truncate`."""
+        return self._unary(self._calls.rerank(model, query, texts, top_n, raw_scores, return_text, truncate))
 
     def embed_texts_stream(
         self,
@@ -229,12 +249,13 @@ class Client:
         truncation_direction: str = "right",
         progress: Callable[[int], None] | None = None,
         strict: bool = True,
+        prompt_name: str = "",
     ) -> TextEmbeddings:
         """Bulk embedding over one EmbedTextsStream call, batch_size texts per message; the vectors of all batches
         (options as embed_texts). A batch that fails does not stop the others: with `strict` its error is raised
         once the stream is done; without, its rows are NaN (0 when quantised) and `errors` maps its batch index to
         the error."""
-        options = text_options(normalize, long_texts, dimensions, dtype, truncation_direction)
+        options = text_options(normalize, long_texts, dimensions, dtype, truncation_direction, prompt_name)
         call = self._calls.embed_texts_stream(model, texts, batch_size, options, progress)
         sizes = [len(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
         return joined_text_embeddings(self._collect(call), sizes, strict=strict)
@@ -382,6 +403,8 @@ class Client:
         backend: str = "",
         keyword: str | bool | None = None,
         search_defaults: dict[str, Any] | None = None,
+        document_prompt: str | None = None,
+        query_prompt: str | None = None,
         **params: int,
     ) -> collections_pb2.CollectionInfo:
         """metric: cosine | l2 | ip; index: flat | hnsw | ivf-flat | ivf-pq; backend: faiss | milvus (empty: the
@@ -390,10 +413,22 @@ class Client:
         keyword: the keyword index over the items' text (input): None, the server's default (English for a
         collection bound to a text model, none otherwise); True or a language ("english", "french", ..., "none"):
         one; False: none. search_defaults: what searches get when they do not say, a dict of mode (dense | keyword |
-        hybrid), fusion (rrf | weighted), rrf_k, dense_weight, candidates."""
+        hybrid), fusion (rrf | weighted), rrf_k, dense_weight, candidates. For a collection bound to a text model
+        with prompts: document_prompt (put before items' inputs) and query_prompt (before query texts), by name;
+        None: the model's "document" / "passage" / "corpus" and "query" prompts; "": none."""
         return self._unary(
             self._calls.create_collection(
-                name, dimension, metric, index, model, params, backend, keyword, search_defaults
+                name,
+                dimension,
+                metric,
+                index,
+                model,
+                params,
+                backend,
+                keyword,
+                search_defaults,
+                document_prompt=document_prompt,
+                query_prompt=query_prompt,
             )
         )
 

@@ -144,6 +144,27 @@ class Token:
 
 
 @dataclass(frozen=True)
+class RerankResult:
+    """One text's relevance to the query: its position in the request, its score, and the text with return_text."""
+
+    index: int
+    score: float
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Reranked:
+    """Rerank's answer: the results best first (ties in request order; top_n of them when asked), the positions of
+    the texts whose pair was truncated, each pair's tokens (untruncated, request order) and the model's limit."""
+
+    results: list[RerankResult]
+    truncated: list[int]
+    token_counts: list[int]
+    max_seq_length: int
+    provenance: Provenance | None = None
+
+
+@dataclass(frozen=True)
 class WordChunk:
     """One message of ExportWords: words from index `start` on, with their vectors when asked for."""
 
@@ -229,6 +250,7 @@ class RetrievalReport:
     diversity_candidates: int = 0
     example_strategy: str = ""
     notices: list[tuple[int, str]] = field(default_factory=list)
+    query_prompt_name: str = ""  # the collection's query prompt, when the search embedded query texts with it
 
 
 class SearchHits(list[SearchHit]):

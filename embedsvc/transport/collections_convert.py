@@ -146,6 +146,25 @@ def info_message(info: CollectionInfo) -> collections_pb2.CollectionInfo:
         backend=backend_message(c.backend),
         keyword=retrieval_pb2.KeywordIndexSpec(language=c.keyword, enabled=True) if c.keyword else None,
         search_defaults=defaults_message(c),
+        prompts=(
+            retrieval_pb2.CollectionPrompts(
+                document_prompt_name=c.document_prompt_name, query_prompt_name=c.query_prompt_name
+            )
+            if c.document_prompt_name or c.query_prompt_name
+            else None
+        ),
+        query_space=c.query_space,
+    )
+
+
+def prompt_names(request: collections_pb2.CreateCollectionRequest) -> tuple[str | None, str | None]:
+    """CreateCollection's (document, query) prompt names: None where unset (the model's conventional prompt)."""
+    if not request.HasField("prompts"):
+        return None, None
+    prompts = request.prompts
+    return (
+        prompts.document_prompt_name if prompts.HasField("document_prompt_name") else None,
+        prompts.query_prompt_name if prompts.HasField("query_prompt_name") else None,
     )
 
 
@@ -263,16 +282,6 @@ def item_message(item: StoredItem, space: str, *, with_vector: bool) -> collecti
     if with_vector:
         message.vector.CopyFrom(convert.vector_message(item.vector, space))
     return message
-
-
-def not_served_yet(field: str, what: str) -> EmbedsvcError:
-    """A v1 field this server version accepts on the wire but does not act on yet: refused, never ignored."""
-    return invalid(field, f"{what} is not served by this server version yet")
-
-
-def refuse_unserved_create(request: collections_pb2.CreateCollectionRequest) -> None:
-    if request.HasField("prompts"):
-        raise not_served_yet("prompts", "prompts")
 
 
 _MODES: dict[int, SearchMode] = {
@@ -523,6 +532,7 @@ def report_message(report: Report) -> retrieval_pb2.RetrievalReport:
         keyword_language=report.keyword_language,
         rerank_model_version=report.rerank_version,
         diversity_candidates=report.diversity_candidates,
+        query_prompt_name=report.query_prompt_name,
         notices=[retrieval_pb2.QueryNotice(query=q, notice=_NOTICES[n]) for q, n in report.notices],
     )
     if report.fusion is not None:

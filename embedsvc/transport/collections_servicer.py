@@ -28,7 +28,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
     def CreateCollection(
         self, request: collections_pb2.CreateCollectionRequest, context: grpc.ServicerContext
     ) -> collections_pb2.CreateCollectionResponse:
-        cc.refuse_unserved_create(request)
+        document_prompt, query_prompt = cc.prompt_names(request)
         info = self._admin.create(
             request.name,
             request.dimension,
@@ -38,6 +38,8 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
             backend=cc.backend(request.backend),
             keyword=cc.keyword_spec(request),
             search_defaults=cc.search_defaults(request),
+            document_prompt=document_prompt,
+            query_prompt=query_prompt,
         )
         return collections_pb2.CreateCollectionResponse(collection=cc.info_message(info))
 

@@ -1,4 +1,5 @@
-"""TextService: texts in, one vector each (in the asked shape), through the model's dynamic batcher; and tokens."""
+"""TextService: texts in, one vector each (in the asked shape), and (query, text) pairs in, relevance scores out
+(Rerank), through the models' dynamic batchers; and tokens."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from embedsvc.backends.capabilities import Capability
 from embedsvc.calls import CallControl
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.core.texts import embedding as texts
+from embedsvc.core.texts import reranking
 from embedsvc.core.texts.embedding import LongTexts
 from embedsvc.core.texts.shapes import Calibrations, Dtype
 from embedsvc.errors import EmbedsvcError, Reason, invalid, missing
@@ -58,8 +60,6 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
         self._calibrations = Calibrations()
 
     def _embed(self, request: text_pb2.EmbedTextsRequest, control: CallControl) -> text_pb2.EmbedTextsResponse:
-        if request.prompt_name:  # accepted on the wire, not acted on yet: refused rather than ignored
-            raise invalid("prompt_name", "prompts are not served by this server version yet")
         if request.truncation_direction not in (0, 1, 2):
             raise invalid("truncation_direction", f"unknown truncation_direction value {request.truncation_direction}")
         embedded = texts.embed_texts(
@@ -72,6 +72,7 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
             dtype=dtype(request),
             calibrations=self._calibrations,
             control=control,
+            prompt_name=request.prompt_name,
         )
         response = text_pb2.EmbedTextsResponse(
             truncated=embedded.truncated,
@@ -101,6 +102,30 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
         self, request: text_pb2.EmbedTextsRequest, context: grpc.ServicerContext
     ) -> text_pb2.EmbedTextsResponse:
         return self._embed(request, call_control(context))
+
+    def Rerank(self, request: text_pb2.RerankRequest, context: grpc.ServicerContext) -> text_pb2.RerankResponse:
+        texts_in = list(request.texts)
+        ranked = reranking.rerank(
+            self._registry.model(request.model, Capability.PAIRS),
+            request.query,
+            texts_in,
+            self._limits,
+            top_n=request.top_n,
+            raw_scores=request.raw_scores,
+            truncate=request.truncate,
+            control=call_control(context),
+        )
+        response = text_pb2.RerankResponse(
+            truncated=ranked.truncated,
+            token_counts=ranked.token_counts,
+            max_seq_length=ranked.max_seq_length,
+            provenance=convert.provenance_message(ranked.provenance),
+        )
+        for result in ranked.results:
+            response.results.add(
+                index=result.index, score=result.score, text=texts_in[result.index] if request.return_text else ""
+            )
+        return response
 
     def EmbedTextsStream(
         self, request_iterator: Iterator[text_pb2.EmbedTextsStreamRequest], context: grpc.ServicerContext

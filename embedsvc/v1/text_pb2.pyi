@@ -187,11 +187,15 @@ class RerankResult(_message.Message):
     def __init__(self, index: _Optional[int] = ..., score: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
 
 class RerankResponse(_message.Message):
-    __slots__ = ("results", "truncated", "provenance")
+    __slots__ = ("results", "truncated", "provenance", "token_counts", "max_seq_length")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SEQ_LENGTH_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[RerankResult]
     truncated: _containers.RepeatedScalarFieldContainer[int]
     provenance: _common_pb2.Provenance
-    def __init__(self, results: _Optional[_Iterable[_Union[RerankResult, _Mapping]]] = ..., truncated: _Optional[_Iterable[int]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
+    token_counts: _containers.RepeatedScalarFieldContainer[int]
+    max_seq_length: int
+    def __init__(self, results: _Optional[_Iterable[_Union[RerankResult, _Mapping]]] = ..., truncated: _Optional[_Iterable[int]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., token_counts: _Optional[_Iterable[int]] = ..., max_seq_length: _Optional[int] = ...) -> None: ...

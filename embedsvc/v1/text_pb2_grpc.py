@@ -46,6 +46,11 @@ class TextServiceStub:
                 request_serializer=embedsvc_dot_v1_dot_text__pb2.EmbedTextsStreamRequest.SerializeToString,
                 response_deserializer=embedsvc_dot_v1_dot_text__pb2.EmbedTextsStreamResponse.FromString,
                 _registered_method=True)
+        self.Rerank = channel.unary_unary(
+                '/embedsvc.v1.TextService/Rerank',
+                request_serializer=embedsvc_dot_v1_dot_text__pb2.RerankRequest.SerializeToString,
+                response_deserializer=embedsvc_dot_v1_dot_text__pb2.RerankResponse.FromString,
+                _registered_method=True)
         self.TokenizeTexts = channel.unary_unary(
                 '/embedsvc.v1.TextService/TokenizeTexts',
                 request_serializer=embedsvc_dot_v1_dot_text__pb2.TokenizeTextsRequest.SerializeToString,
@@ -72,6 +77,14 @@ class TextServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rerank(self, request, context):
+        """Scores how relevant each text is to a query with a cross-encoder and returns the texts best first (reranking,
+        text-embeddings-inference's /rerank). Pairs are batched with other callers' on the server, like texts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def TokenizeTexts(self, request, context):
         """Splits texts into the model's tokens, as the model reads them (ids, vocabulary strings, character offsets).
         """
@@ -91,6 +104,11 @@ def add_TextServiceServicer_to_server(servicer, server):
                     servicer.EmbedTextsStream,
                     request_deserializer=embedsvc_dot_v1_dot_text__pb2.EmbedTextsStreamRequest.FromString,
                     response_serializer=embedsvc_dot_v1_dot_text__pb2.EmbedTextsStreamResponse.SerializeToString,
+            ),
+            'Rerank': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rerank,
+                    request_deserializer=embedsvc_dot_v1_dot_text__pb2.RerankRequest.FromString,
+                    response_serializer=embedsvc_dot_v1_dot_text__pb2.RerankResponse.SerializeToString,
             ),
             'TokenizeTexts': grpc.unary_unary_rpc_method_handler(
                     servicer.TokenizeTexts,
@@ -154,6 +172,33 @@ class TextService:
             '/embedsvc.v1.TextService/EmbedTextsStream',
             embedsvc_dot_v1_dot_text__pb2.EmbedTextsStreamRequest.SerializeToString,
             embedsvc_dot_v1_dot_text__pb2.EmbedTextsStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rerank(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedsvc.v1.TextService/Rerank',
+            embedsvc_dot_v1_dot_text__pb2.RerankRequest.SerializeToString,
+            embedsvc_dot_v1_dot_text__pb2.RerankResponse.FromString,
             options,
             channel_credentials,
             insecure,

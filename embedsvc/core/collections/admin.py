@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from embedsvc.core.collections.binding import binding
+from embedsvc.core.collections.binding import binding, collection_prompts, prompted
 from embedsvc.core.collections.fusion import Fusion, Method
 from embedsvc.core.collections.service import CollectionInfo, Collections
 from embedsvc.core.operations import Operation, OperationStore, Progress
@@ -64,18 +64,32 @@ class CollectionAdmin:
         backend: Backend | None = None,
         keyword: KeywordSpec | None = None,
         search_defaults: SearchDefaults | None = None,
+        document_prompt: str | None = None,
+        query_prompt: str | None = None,
     ) -> CollectionInfo:
         """`keyword`: the keyword index (None: one in English for a collection bound to a text model, none
         otherwise; on a backend that cannot hold one, none unless asked for, which is then BACKEND_UNSUPPORTED).
-        `search_defaults`: what searches get when they do not say (checked here)."""
+        `search_defaults`: what searches get when they do not say (checked here). `document_prompt` /
+        `query_prompt`: a text-bound collection's prompt names ("" for none, None for the model's conventional ones:
+        "document", "passage" or "corpus"; "query")."""
         check_name(name)
         if metric is None:
             raise missing("metric", "the metric")
-        model_version = space = ""
+        model_version = space = query_space = ""
         text_model = False
+        document = query = None
+        if not model and (document_prompt or query_prompt):
+            raise EmbedsvcError(
+                Reason.MODEL_BINDING,
+                "prompts apply to collections bound to a text model (set `model`)",
+                field="prompts",
+            )
         if model:
             bound = binding(self.collections.registry, model, self.collections.latents)
             text_model = bound.text is not None
+            document, query = collection_prompts(bound, document_prompt, query_prompt)
+            bound = prompted(bound, document, query)
+            query_space = bound.query_space
             if dimension and dimension != bound.dimension:
                 raise EmbedsvcError(
                     Reason.DIMENSION_MISMATCH,
@@ -105,6 +119,11 @@ class CollectionAdmin:
             backend=backend or self.store.default,
             keyword=language,
             search_defaults=defaults,
+            document_prompt_name=document.name if document else "",
+            document_prompt=document.text if document else "",
+            query_prompt_name=query.name if query else "",
+            query_prompt=query.text if query else "",
+            query_space=query_space,
         )
         return self.collections.describe(self.create_config(config))
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from embedsvc.backends.capabilities import Capability
 from embedsvc.calls import CallControl
-from embedsvc.core.collections.binding import Binding, binding
+from embedsvc.core.collections.binding import Binding, bound
 from embedsvc.core.collections.checks import check_ids, check_metadata
 from embedsvc.core.collections.filters import parse_filter
 from embedsvc.core.collections.gates import Gates
@@ -156,19 +156,13 @@ class Collections:
                 f"collection '{config.name}' is not bound to a model, so it takes vectors, not raw inputs",
                 field=field,
             )
-        model = binding(self.registry, config.model, self.latents)
-        if model.version != config.model_version:
-            raise EmbedsvcError(
-                Reason.MODEL_VERSION_CHANGED,
-                f"model '{config.model}' is now {model.version}, but collection '{config.name}' holds vectors of "
-                f"{config.model_version}; re-embed its items into a new collection (and switch an alias to it)",
-                field=field,
-                metadata={"expected": config.model_version, "actual": model.version},
-            )
-        return model
+        return bound(self.registry, config, self.latents, field)
 
     @staticmethod
-    def _vector(collection: VectorCollection, vector: np.ndarray, tag: str, field: str) -> np.ndarray:
+    def _vector(
+        collection: VectorCollection, vector: np.ndarray, tag: str, field: str, *, query: bool = False
+    ) -> np.ndarray:
+        """An item's vector (in the collection's space), or with `query` a query vector (also in its query space)."""
         config = collection.config
         return check_vector(
             vector,
@@ -177,6 +171,7 @@ class Collections:
             dimension=config.dimension,
             owner=f"collection '{config.name}'",
             field=field,
+            also=(config.query_space,) if query and config.query_space else (),
         )
 
     def prepare_upsert(
@@ -356,6 +351,9 @@ class Collections:
             diversity_candidates=plan.diversity_candidates,
             example_strategy=next(iter(strategies), ""),
         )
+        embeds_texts = any(q.input or q.expression is not None for q in listed)
+        if config.query_prompt_name and plan.mode is not SearchMode.KEYWORD and embeds_texts:
+            report.query_prompt_name = config.query_prompt_name
         if not plan.staged and not examples:
             vectors = rows if rows is not None else np.stack([r.vector for r in resolved])  # type: ignore[misc]
             lists, exact = collection.search(

@@ -1,8 +1,16 @@
-"""Embedding texts: validation, truncation (right or left), chunking or refusal of long texts, normalisation, the
-output's shape (dimensions, number type: `shapes.py`), provenance; and the tokens of texts.
+"""Embedding texts: validation, prompts, truncation (right or left), chunking or refusal of long texts,
+normalisation, the output's shape (dimensions, number type: `shapes.py`), provenance; and the tokens of texts.
 
 The model runs behind its batcher (`embedsvc.core.texts.batching`), so this is what every caller of a text encoder goes
 through: TextService, collections bound to a text model, and text terms of vector expressions.
+
+A prompt (one of the model's named prompts, `TextEncoder.prompts`) is put before each text, as sentence-transformers'
+encode(prompt_name=...) does; token counts, truncation and chunk windows count its tokens, since the model reads them.
+Vectors made with a prompt live in their own space, "<model's space>;prompt=<name>" (`prompt_space`), so that a query
+vector can never be stored where documents are by mistake. An empty prompt changes nothing: its vectors stay in the
+model's space. Output shapes come after the prompt: dimensions and dtype add their facets to the prompt's space
+("<model's space>;prompt=<name>/dim=<n>/<dtype>", `shapes.space_of`), and int8/uint8 are calibrated on the prompt's
+own vectors.
 """
 
 from __future__ import annotations
@@ -33,6 +41,42 @@ class LongTexts(StrEnum):
     TRUNCATE_LEFT = "truncate-left"  # keep the last tokens (from a word boundary)
     CHUNK = "chunk"  # the mean of windows
     REFUSE = "refuse"  # LIMIT_EXCEEDED
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One of a model's named prompts: its name (in space tags) and its text (put before each input)."""
+
+    name: str
+    text: str
+
+
+def prompt_space(space: str, prompt: Prompt | None) -> str:
+    """The space of vectors made with `prompt` from a model of `space`: the model's, with ";prompt=<name>" when the
+    prompt puts anything before the texts."""
+    return f"{space};prompt={prompt.name}" if prompt is not None and prompt.text else space
+
+
+def named_prompt(model: TextModel, name: str, field: str) -> Prompt | None:
+    """The model's prompt of that name (None for ""); INVALID_VALUE naming the choices for a name it lacks."""
+    if not name:
+        return None
+    prompts = model.encoder.prompts
+    if name not in prompts:
+        choices = ", ".join(sorted(prompts))
+        has = f"its prompts are {choices}" if prompts else "it has no prompts"
+        raise EmbedsvcError(
+            Reason.INVALID_VALUE,
+            f"model '{model.encoder.name}' has no prompt named {name!r}: {has}",
+            field=field,
+            metadata={"model": model.encoder.name, "choices": choices},
+        )
+    return Prompt(name, prompts[name])
+
+
+def request_prompt(model: TextModel, name: str, field: str = "prompt_name") -> Prompt | None:
+    """The prompt a request names, or the model's default prompt when it names none."""
+    return named_prompt(model, name or model.encoder.default_prompt_name, field)
 
 
 @dataclass(frozen=True)
@@ -83,11 +127,13 @@ def encode(
     normalize: bool,
     long_texts: LongTexts = LongTexts.TRUNCATE,
     control: CallControl | None = None,
+    prompt: Prompt | None = None,
 ) -> tuple[np.ndarray, list[int], list[int]]:
-    """Vectors of checked texts through the model's batcher; returns (vectors, long texts' positions, token counts of
-    the whole texts)."""
+    """Vectors of checked texts through the model's batcher, each text after `prompt`'s text; returns (vectors, long
+    texts' positions, token counts of what the model reads of the whole texts, prompt included)."""
     encoder = model.encoder
-    texts = list(texts)
+    before = prompt.text if prompt is not None else ""
+    texts = [before + text for text in texts] if before else list(texts)
     bad = encoder.unembeddable(texts)
     if bad:
         raise EmbedsvcError(
@@ -108,7 +154,10 @@ def encode(
             metadata={"limit": str(limit), "actual": str(counts[n]), "model": encoder.name},
         )
     if long_texts is LongTexts.CHUNK and truncated:
-        pieces = [encoder.chunks(t) if limit and c > limit else [t] for t, c in zip(texts, counts, strict=True)]
+        pieces = [
+            encoder.chunks(t[len(before) :], before) if limit and c > limit else [t]
+            for t, c in zip(texts, counts, strict=True)
+        ]
         flat = [p for ps in pieces for p in ps]
         rows = model.batcher.submit(flat, encoder.token_counts(flat), control)
         vectors = np.empty((len(texts), encoder.dimension), np.float32)
@@ -121,7 +170,7 @@ def encode(
         if long_texts is LongTexts.TRUNCATE_LEFT and truncated:
             read, read_counts = list(texts), list(counts)
             for n in truncated:
-                tail = encoder.tail(texts[n])
+                tail = encoder.tail(texts[n][len(before) :], before)
                 if tail is None:
                     raise invalid(
                         "truncation_direction",
@@ -148,14 +197,23 @@ def embed_texts(
     dtype: Dtype = Dtype.FLOAT32,
     calibrations: Calibrations | None = None,
     control: CallControl | None = None,
+    prompt_name: str = "",
 ) -> TextEmbeddings:
-    """EmbedTexts: checked texts -> one vector each in the asked shape, with truncation report and provenance."""
+    """EmbedTexts: checked texts -> one vector each (after the named prompt, or the model's default one) in the asked
+    shape, with truncation report and provenance."""
+    prompt = request_prompt(model, prompt_name)
     encoder = model.encoder
     warnings = shapes.check_dimensions(encoder, dimensions)
     check_texts(texts, "texts", limits)
     unit = normalize or dimensions > 0 or dtype is not Dtype.FLOAT32
     vectors, truncated, counts = encode(
-        model, texts, field_of=lambda n: f"texts[{n}]", normalize=unit, long_texts=long_texts, control=control
+        model,
+        texts,
+        field_of=lambda n: f"texts[{n}]",
+        normalize=unit,
+        long_texts=long_texts,
+        control=control,
+        prompt=prompt,
     )
     dimension = dimensions or encoder.dimension
     if dimension < encoder.dimension:
@@ -167,6 +225,8 @@ def embed_texts(
     }
     if long_texts is LongTexts.TRUNCATE_LEFT:
         parameters["truncation_direction"] = "left"
+    if prompt is not None:
+        parameters["prompt_name"] = prompt.name
     if dimensions:
         parameters["dimensions"] = str(dimension)
     if dtype is not Dtype.FLOAT32:
@@ -175,11 +235,14 @@ def embed_texts(
         if dtype.calibrated:
 
             def embed(calibration: list[str], control: CallControl | None) -> np.ndarray:
-                rows, _, _ = encode(model, calibration, field_of=lambda n: "dtype", normalize=True, control=control)
+                rows, _, _ = encode(
+                    model, calibration, field_of=lambda n: "dtype", normalize=True, control=control, prompt=prompt
+                )
                 return rows
 
+            # A prompt's vectors are another space, calibrated on their own (the sentences after the prompt).
             ranges, parameters["calibration"] = (calibrations or Calibrations()).ranges(
-                encoder, embed, dimension, control=control
+                encoder, embed, dimension, control=control, space=prompt_space(encoder.space, prompt)
             )
         vectors = shapes.quantize(vectors, dtype, ranges)
     return TextEmbeddings(
@@ -187,7 +250,7 @@ def embed_texts(
         truncated=truncated,
         token_counts=counts,
         max_seq_length=encoder.max_seq_length,
-        space=shapes.space_of(encoder.space, dimension, encoder.dimension, dtype),
+        space=shapes.space_of(prompt_space(encoder.space, prompt), dimension, encoder.dimension, dtype),
         provenance=provenance(encoder, encoder.method, parameters),
         dimension=dimension,
         dtype=dtype,
@@ -216,12 +279,15 @@ def compose(
     field_of: FieldOf,
     limits: Limits,
     control: CallControl | None = None,
+    *,
+    prompt: Prompt | None = None,
+    spaces: Sequence[str] = (),
 ) -> tuple[np.ndarray, list[set[str]]]:
     """3CosAdd over a text model: the unit-normalised weighted mean of each expression's terms, and its texts.
 
-    Text terms (and bare words, which a sentence model reads as one-word texts) are embedded and unit-normalised, as
-    gensim normalises word terms; vector terms must be in the model's space and are used as given. Each distinct
-    text is embedded once per call.
+    Text terms (and bare words, which a sentence model reads as one-word texts) are embedded after `prompt` and
+    unit-normalised, as gensim normalises word terms; vector terms must be in the model's space (or one of `spaces`:
+    its prompts' spaces a collection uses) and are used as given. Each distinct text is embedded once per call.
     """
     encoder = model.encoder
     unique: dict[str, str] = {}  # text -> the field of its first use
@@ -242,7 +308,9 @@ def compose(
     order = list(unique)
     rows = {}
     if order:
-        vectors, _, _ = encode(model, order, field_of=lambda n: unique[order[n]], normalize=True, control=control)
+        vectors, _, _ = encode(
+            model, order, field_of=lambda n: unique[order[n]], normalize=True, control=control, prompt=prompt
+        )
         rows = dict(zip(order, vectors, strict=True))
     rows_of_terms: list[np.ndarray] = []
     for e, expr in enumerate(expressions):
@@ -253,7 +321,7 @@ def compose(
                     check_vector(
                         term.vector,
                         term.space,
-                        space=encoder.space,
+                        space=term.space if term.space in spaces else encoder.space,
                         dimension=encoder.dimension,
                         owner=f"model '{encoder.name}'",
                         field=field_of(e, t) + ".vector",

@@ -4,10 +4,14 @@ number types (int8, uint8, binary, ubinary, as sentence-transformers' `quantize_
 
 A shape is another space. Tags grow from the model's by facets, in this order:
 
-    model:<name>@<version>[/dim=<n>][/<dtype>]      e.g.  model:minilm@sha256:1a2b3c4d5e6f7a8b/dim=128/int8
+    model:<name>@<version>[;prompt=<name>][/dim=<n>][/<dtype>]
+    e.g.  model:minilm@sha256:1a2b3c4d5e6f7a8b;prompt=query/dim=128/int8
 
-`/dim=<n>` when n is below the model's dimension; `/<dtype>` for every type but float32. A collection or a model
-compares tags whole, so a truncated or quantised vector sent where the model's own vectors belong is SPACE_MISMATCH.
+in the order the server makes the vector: the prompt is put before the text (`embedding.prompt_space`: only for a
+prompt that adds text), the model encodes, then the vector is truncated (`/dim=<n>` when n is below the model's
+dimension) and quantised (`/<dtype>` for every type but float32). Prompt names hold no '/', so the facets parse back
+unambiguously. A collection or a model compares tags whole, so a truncated or quantised vector sent where the model's
+own vectors (or a prompt's) belong is SPACE_MISMATCH; collections hold only unshaped vectors.
 
 Dimensions. Keeping the first n components of a vector means something only for a model trained so (a Matryoshka
 loss: every prefix of the listed sizes was trained to be an embedding on its own). Such a model serves any n from the
@@ -157,14 +161,17 @@ class Calibrations:
         dimensions: int,
         field: str = "dtype",
         control: CallControl | None = None,
+        space: str = "",
     ) -> tuple[np.ndarray, str]:
-        """(2, dimensions) per-component min and max over the calibration set, and its description for provenance."""
-        key = (encoder.space, dimensions)
+        """(2, dimensions) per-component min and max over the calibration set, and its description for provenance.
+        `space` (default: the model's) names what `embed` gives: a prompt's vectors are calibrated on their own."""
+        space = space or encoder.space
+        key = (space, dimensions)
         with self._lock:
             found = self._ranges.get(key)
         if found is not None:
             return found
-        vectors = self._calibration_vectors(encoder, embed, field, control)
+        vectors = self._calibration_vectors(encoder, embed, field, control, space)
         unit = truncate(vectors, dimensions) if dimensions < vectors.shape[1] else unit_rows(vectors)
         ranges = np.vstack((unit.min(axis=0), unit.max(axis=0))).astype(np.float32)
         digest = hashlib.sha256(ranges.tobytes()).hexdigest()[:16]
@@ -174,10 +181,10 @@ class Calibrations:
         return described
 
     def _calibration_vectors(
-        self, encoder: TextEncoder, embed: EmbedFn, field: str, control: CallControl | None
+        self, encoder: TextEncoder, embed: EmbedFn, field: str, control: CallControl | None, space: str
     ) -> np.ndarray:
         with self._lock:
-            found = self._vectors.get(encoder.space)
+            found = self._vectors.get(space)
         if found is not None:
             return found
         texts = calibration_texts()
@@ -191,5 +198,5 @@ class Calibrations:
             )
         vectors = embed(texts, control)
         with self._lock:
-            self._vectors.setdefault(encoder.space, vectors)
-            return self._vectors[encoder.space]
+            self._vectors.setdefault(space, vectors)
+            return self._vectors[space]

@@ -2,29 +2,36 @@
 and `GET /health`, with TEI's JSON shapes and error format, for the tools that speak TEI (LangChain's and LlamaIndex's
 TEI classes, Haystack, Milvus's and Weaviate's TEI embedding functions, huggingface_hub's InferenceClient).
 
-TEI serves one model; these routes serve `[server] tei_model` (default minilm). Bodies and answers follow TEI's router
-(router/src/http/types.rs and server.rs, 1.9): `/embed` takes `inputs` (a string or an array of strings), `normalize`
-(default true), `truncate` (default false, TEI's default --auto-truncate: a text over the model's max_seq_length is
-refused), `truncation_direction` (right or left), `prompt_name` and `dimensions`, and answers an array of vectors, one
-per input (an array of one for a string). Differences, all deliberate: token-id inputs are refused (EmbedTexts reads
-text); `dimensions` is EmbedTexts' Matryoshka truncation, refused for a model not trained for it, and the prefix is
-always unit-normalised; `prompt_name` is refused until models have prompts (issue 29 brings them: then it maps to
-EmbedTexts' prompt); unknown fields are ignored, as TEI's serde does.
+TEI serves one model; these routes serve `[server] tei_model` (default minilm), and `/rerank` the cross-encoder
+`[server] tei_rerank_model` (default: tei_model, which then answers TEI's 424 "not a re-ranker model"). Bodies and
+answers follow TEI's router (router/src/http/types.rs and server.rs, 1.9): `/embed` takes `inputs` (a string or an array
+of strings), `normalize` (default true), `truncate` (default false, TEI's default --auto-truncate: a text over the
+model's max_seq_length is refused), `truncation_direction` (right or left), `prompt_name` and `dimensions`, and answers
+an array of vectors, one per input (an array of one for a string). Differences, all deliberate: token-id inputs are
+refused (EmbedTexts reads text); `dimensions` is EmbedTexts' Matryoshka truncation, refused for a model not trained for
+it, and the prefix is always unit-normalised; `prompt_name` is EmbedTexts' prompt_name (one of the model's named
+prompts; an unknown name is 422 naming the choices), and its vectors are the prompt's; unknown fields are ignored, as
+TEI's serde does.
 
 Errors are TEI's `{"error": message, "error_type": type}`, with the status TEI's code gives each type (its
 `From<&ErrorType> for StatusCode`): Validation and Tokenizer 422, Empty 400, Overloaded 429 (with Retry-After),
 Unhealthy 503, Backend 424. A body over the message limit is 413 (TEI's body limit); a missing or unknown key is 401
 and a key without the role 403 (TEI answers 401 with no body; here the body says why).
 
-`/rerank` validates its body as TEI does and answers 424 ("model is not a re-ranker model", TEI's own answer for an
-embedding model) until the Rerank RPC and the cross-encoder kind of issue 29 exist. Wiring it then is a few lines in
-`TEI.rerank`: build the Rerank request from the body, call it through `upstream.unary`, and hand its scores to
-`ranks`, which already sorts and shapes them as TEI does (`return_text`).
+`/rerank` is TextService.Rerank on `tei_rerank_model`: `query` and `texts` (strings), `raw_scores` (default false:
+the sigmoid of the logits, as TEI), `return_text`, `truncate` (default false: a pair longer than the model reads is
+422; true: cut as sentence-transformers' CrossEncoder does, longest first), and, beyond TEI, `top_n` (Cohere's and
+Infinity's name: keep the best n). It answers TEI's array of {index, score[, text]}, best first. A model that is not a
+cross-encoder answers 424 "model is not a re-ranker model", TEI's own answer for an embedding model.
+`truncation_direction` "left" is refused on /rerank (422): a cross-encoder cuts the longer of the two texts, never a
+chosen end of one.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
@@ -41,6 +48,7 @@ from embedsvc.transport.http.upstream import Failure, HttpError, Upstream
 from embedsvc.v1 import models_pb2, server_pb2, text_pb2
 
 EMBED = "/embedsvc.v1.TextService/EmbedTexts"
+RERANK = "/embedsvc.v1.TextService/Rerank"
 TOKENIZE = "/embedsvc.v1.TextService/TokenizeTexts"
 GET_MODEL = "/embedsvc.v1.ModelService/GetModel"
 SERVER_INFO = "/embedsvc.v1.ServerService/GetServerInfo"
@@ -127,11 +135,20 @@ def _direction(body: dict[str, Any]) -> text_pb2.TruncationDirection:
     raise TeiError(f"`truncation_direction` must be left or right, got {value!r}", "Validation")
 
 
-def _no_prompt(body: dict[str, Any], model: str) -> None:
+def _prompt_name(body: dict[str, Any]) -> str:
+    value = body.get("prompt_name")
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not value:
+        raise TeiError(f"`prompt_name` must be the name of one of the model's prompts, got {value!r}", "Validation")
+    return value
+
+
+def _no_prompt(body: dict[str, Any]) -> None:
     if body.get("prompt_name") is not None:
         raise TeiError(
-            f"`prompt_name` is not available for model '{model}': this server has no query or document prompts yet; "
-            "put the prompt in the text",
+            "`prompt_name` is not served on /tokenize: TokenizeTexts reads the texts as given; put the prompt in the "
+            "text",
             "Validation",
         )
 
@@ -139,7 +156,7 @@ def _no_prompt(body: dict[str, Any], model: str) -> None:
 def embed_request(body: dict[str, Any], model: str) -> text_pb2.EmbedTextsRequest:
     """The EmbedTexts request of a /embed body."""
     texts = inputs_of(body.get("inputs"))
-    _no_prompt(body, model)
+    prompt_name = _prompt_name(body)
     dimensions = body.get("dimensions")
     if dimensions is None:
         dimensions = 0
@@ -154,6 +171,37 @@ def embed_request(body: dict[str, Any], model: str) -> text_pb2.EmbedTextsReques
         truncation_direction=_direction(body),
         dimensions=dimensions,
         packed_results=True,
+        prompt_name=prompt_name,
+    )
+
+
+def rerank_request(body: dict[str, Any], model: str) -> text_pb2.RerankRequest:
+    """The Rerank request of a /rerank body."""
+    query = body.get("query")
+    if not isinstance(query, str):
+        raise TeiError("`query` must be a string", "Validation")
+    texts = inputs_of(body.get("texts"), "texts") if isinstance(body.get("texts"), list) else None
+    if texts is None:
+        raise TeiError("`texts` must be an array of strings", "Validation")
+    if _direction(body) == text_pb2.TRUNCATION_DIRECTION_LEFT:
+        raise TeiError(
+            "`truncation_direction` left is not served on /rerank: a cross-encoder cuts the longer text of each pair "
+            "from its end (sentence-transformers' CrossEncoder), never a chosen end",
+            "Validation",
+        )
+    top_n = body.get("top_n")
+    if top_n is None:
+        top_n = 0
+    elif not isinstance(top_n, int) or isinstance(top_n, bool) or top_n < 1:
+        raise TeiError(f"`top_n` must be a positive integer, got {top_n!r}", "Validation")
+    return text_pb2.RerankRequest(
+        model=model,
+        query=query,
+        texts=texts,
+        top_n=top_n,
+        raw_scores=_bool(body, "raw_scores", False),
+        return_text=_bool(body, "return_text", False),
+        truncate=_bool(body, "truncate", False),
     )
 
 
@@ -178,15 +226,19 @@ def tei_tokens(text: str, tokens: Any) -> list[dict[str, Any]]:
     return found
 
 
-def ranks(scores: list[float], texts: list[str], return_text: bool) -> list[dict[str, Any]]:
-    """TEI's rerank answer: each text's index and score (and text), best first."""
-    if any(np.isnan(s) for s in scores):
-        raise TeiError("score is NaN", "Backend")
-    order = sorted(range(len(scores)), key=lambda n: scores[n], reverse=True)
-    return [
-        {"index": n, "text": texts[n], "score": scores[n]} if return_text else {"index": n, "score": scores[n]}
-        for n in order
-    ]
+def ranks(results: Iterable[text_pb2.RerankResult], return_text: bool) -> list[dict[str, Any]]:
+    """TEI's rerank answer from Rerank's results (best first, as TEI orders them): each text's index and score, and
+    its text with return_text."""
+    found: list[dict[str, Any]] = []
+    for r in results:
+        if math.isnan(r.score):
+            raise TeiError("score is NaN", "Backend")
+        found.append(
+            {"index": r.index, "text": r.text, "score": r.score}
+            if return_text
+            else {"index": r.index, "score": r.score}
+        )
+    return found
 
 
 def _timing(started: float, characters: int, tokens: int) -> dict[str, str]:
@@ -205,6 +257,7 @@ class TEI:
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self.model = upstream.settings.tei_model
+        self.rerank_model = upstream.settings.tei_rerank_model or self.model
 
     async def _body(self, request: Request) -> dict[str, Any]:
         try:
@@ -234,7 +287,7 @@ class TEI:
         try:
             body = await self._body(request)
             texts = inputs_of(body.get("inputs"))
-            _no_prompt(body, self.model)
+            _no_prompt(body)
             message = text_pb2.TokenizeTextsRequest(
                 model=self.model, texts=texts, add_special_tokens=_bool(body, "add_special_tokens", True)
             )
@@ -247,25 +300,28 @@ class TEI:
         return Response(orjson.dumps(answer), media_type="application/json")
 
     async def rerank(self, request: Request) -> Response:
+        started = time.perf_counter()
         try:
-            body = await self._body(request)
-            if not isinstance(body.get("query"), str):
-                raise TeiError("`query` must be a string", "Validation")
-            texts = body.get("texts")
-            if isinstance(texts, list) and not texts:
-                raise TeiError("`texts` cannot be empty", "Empty")
-            if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-                raise TeiError("`texts` must be an array of strings", "Validation")
-            for key in ("truncate", "raw_scores", "return_text"):
-                _bool(body, key, False)
-            _direction(body)
-            raise TeiError(
-                f"model is not a re-ranker model: '{self.model}' embeds texts, and this server has no cross-encoder "
-                "to rerank with yet",
-                "Backend",
-            )
+            message = rerank_request(await self._body(request), self.rerank_model)
+            response = await self.upstream.unary(RERANK, message, text_pb2.RerankResponse, request)
+            answer = ranks(response.results, message.return_text)
         except TeiError as exc:
             return exc.response()
+        except grpc.aio.AioRpcError as exc:
+            failure = Failure.of(exc)
+            if failure.reason == Reason.MODEL_KIND_MISMATCH:
+                return TeiError(
+                    f"model is not a re-ranker model: '{self.rerank_model}' is not a cross-encoder "
+                    "(set [server] tei_rerank_model to one)",
+                    "Backend",
+                ).response()
+            return failure_error(failure).response()
+        limit = response.max_seq_length
+        tokens = sum(min(c, limit) if limit else c for c in response.token_counts)
+        characters = sum(len(message.query) + len(t) for t in message.texts)
+        return Response(
+            orjson.dumps(answer), headers=_timing(started, characters, tokens), media_type="application/json"
+        )
 
     async def info(self, request: Request) -> Response:
         try:
@@ -349,7 +405,8 @@ def _ok(schema: dict[str, Any]) -> dict[str, Any]:
 
 def openapi(schemas: dict[str, Any]) -> dict[str, Any]:
     """TEI's routes, with TEI's request, response and error schemas."""
-    prompt = {"type": ["string", "null"], "description": "Refused: no model has prompts yet."}
+    prompt = {"type": ["string", "null"], "description": "One of the model's named prompts (EmbedTexts.prompt_name)."}
+    no_prompt = {"type": ["string", "null"], "description": "Refused on /tokenize: put the prompt in the text."}
     schemas["tei.EmbedRequest"] = {
         "type": "object",
         "required": ["inputs"],
@@ -372,6 +429,7 @@ def openapi(schemas: dict[str, Any]) -> dict[str, Any]:
             "truncation_direction": _DIRECTION,
             "raw_scores": {"type": "boolean", "default": False},
             "return_text": {"type": "boolean", "default": False},
+            "top_n": {"type": ["integer", "null"], "minimum": 1, "description": "Keep the best n (beyond TEI)."},
         },
     }
     schemas["tei.TokenizeRequest"] = {
@@ -380,7 +438,7 @@ def openapi(schemas: dict[str, Any]) -> dict[str, Any]:
         "properties": {
             "inputs": _INPUT,
             "add_special_tokens": {"type": "boolean", "default": True},
-            "prompt_name": prompt,
+            "prompt_name": no_prompt,
         },
     }
     schemas["tei.SimpleToken"] = {
@@ -447,7 +505,7 @@ def openapi(schemas: dict[str, Any]) -> dict[str, Any]:
             "post": {
                 "operationId": "tei_rerank",
                 "tags": tag,
-                "summary": "TEI's /rerank: 424 until the server has cross-encoders",
+                "summary": "TEI's /rerank over Rerank (tei_rerank_model; 424 when it is not a cross-encoder)",
                 "requestBody": _json_body("tei.RerankRequest"),
                 "responses": {
                     **_ok({"type": "array", "items": {"$ref": "#/components/schemas/tei.Rank"}}),

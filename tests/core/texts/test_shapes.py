@@ -45,8 +45,8 @@ class FakeEncoder(EncoderBase):
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.rng.normal(size=(len(texts), self.dimension)).astype(np.float32)
 
-    def chunks(self, text: str) -> list[str]:
-        return [text]
+    def chunks(self, text: str, prompt: str = "") -> list[str]:
+        return [prompt + text]
 
     def tokens(self, text: str, special: bool = True) -> list[TokenSpan]:
         return []
@@ -87,6 +87,26 @@ def test_ranges_are_per_component_min_and_max_of_the_unit_calibration_vectors():
     assert seen == [shapes.CALIBRATION_SENTENCES], "the calibration vectors are embedded once per model version"
     assert short.shape == (2, 16) and not np.allclose(short, ranges[:, :16]), "truncated vectors are re-normalised"
     assert np.all(short[1] <= 1) and np.all(short[0] >= -1)
+
+
+def test_a_prompts_vectors_are_calibrated_in_their_own_space():
+    encoder = FakeEncoder()
+    seen: list[str] = []
+
+    def embedder(prefix: str):
+        def embed(texts: list[str], control: object) -> np.ndarray:
+            seen.append(prefix)
+            return encoder.encode([prefix + t for t in texts])
+
+        return embed
+
+    calibrations = Calibrations()
+    plain, plain_described = calibrations.ranges(encoder, embedder(""), 64)
+    query_space = encoder.space + ";prompt=query"
+    query, query_described = calibrations.ranges(encoder, embedder("query: "), 64, space=query_space)
+    assert seen == ["", "query: "] and not np.allclose(plain, query) and plain_described != query_described
+    again, _ = calibrations.ranges(encoder, embedder("query: "), 64, space=query_space)
+    assert seen == ["", "query: "] and np.array_equal(again, query), "each space's vectors are embedded once"
 
 
 def test_truncation_keeps_the_prefix_and_renormalises():

@@ -12,6 +12,7 @@ from huggingface_hub import InferenceClient
 
 from embedsvc.client import Client, EmbedsvcClientError
 from embedsvc.transport.http.tei import TeiError, ranks
+from embedsvc.v1 import text_pb2
 from tests.transport.http.conftest import READER, Secure
 
 
@@ -94,7 +95,9 @@ def test_tokenize_gives_teis_tokens_with_byte_offsets(http_url: str, client: Cli
     assert error(post(http_url, "/tokenize", {"inputs": []})) == (400, "Empty")
 
 
-def test_rerank_is_a_backend_error_until_cross_encoders_exist(http_url: str) -> None:
+def test_rerank_of_a_model_that_is_not_a_cross_encoder_is_teis_424(http_url: str) -> None:
+    # tei_rerank_model unset: /rerank goes to tei_model (minilm), which Rerank refuses as MODEL_KIND_MISMATCH; TEI
+    # answers an embedding model's /rerank so. tests/transport/http/test_tei_rerank.py serves a cross-encoder.
     documented = {"query": "What is Deep Learning?", "texts": ["Deep Learning is not...", "Deep learning is..."]}
     answer = post(http_url, "/rerank", {**documented, "raw_scores": False})
     assert error(answer) == (424, "Backend") and "not a re-ranker model" in answer.json()["error"]
@@ -102,15 +105,12 @@ def test_rerank_is_a_backend_error_until_cross_encoders_exist(http_url: str) -> 
     assert error(post(http_url, "/rerank", {"query": 1, "texts": ["a"]})) == (422, "Validation")
 
 
-def test_ranks_are_teis_order_and_shape() -> None:
-    assert ranks([0.1, 0.9, 0.5], ["a", "b", "c"], False) == [
-        {"index": 1, "score": 0.9},
-        {"index": 2, "score": 0.5},
-        {"index": 0, "score": 0.1},
-    ]
-    assert ranks([0.2, 0.3], ["a", "b"], True)[0] == {"index": 1, "text": "b", "score": 0.3}
+def test_ranks_are_teis_shape_in_reranks_order() -> None:
+    results = [text_pb2.RerankResult(index=1, score=0.9, text="b"), text_pb2.RerankResult(index=0, score=0.1, text="a")]
+    assert ranks(results, False) == [{"index": 1, "score": 0.9}, {"index": 0, "score": 0.1}]
+    assert ranks(results, True)[0] == {"index": 1, "text": "b", "score": 0.9}
     with pytest.raises(TeiError):
-        ranks([float("nan")], ["a"], False)
+        ranks([text_pb2.RerankResult(index=0, score=float("nan"))], False)
 
 
 def test_info_and_health(http_url: str, client: Client) -> None:
