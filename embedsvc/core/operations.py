@@ -458,7 +458,7 @@ class OperationStore:
 
 
 def _valid_id(op_id: str) -> bool:
-    return bool(op_id) and all(c.isalnum() or c == "-" for c in op_id) and len(op_id) <= 64
+    return bool(op_id) and all(c.isascii() and (c.isalnum() or c == "-") for c in op_id) and len(op_id) <= 64
 
 
 def _parse(raw: bytes, key: str) -> Operation | None:

@@ -69,7 +69,7 @@ def snapshot_id(name: str, field: str = "name") -> str:
     if not name:
         raise missing(field, "the snapshot's name")
     found = name.removeprefix(PREFIX)
-    if not found or len(found) > 64 or not all(c.isalnum() or c == "-" for c in found):
+    if not found or len(found) > 64 or not all(c.isascii() and (c.isalnum() or c == "-") for c in found):
         raise invalid(field, f"{name!r} is not a snapshot name (snapshots/<id>)")
     return found
 
