@@ -20,9 +20,8 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,19 +37,12 @@ from embedsvc.transport.admission import Admission, CountingPool, Lane
 from embedsvc.transport.interceptors import Gateway
 from embedsvc.transport.server import channel_options
 from embedsvc.v1 import server_pb2
+from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE_CONFIG = REPO / "protos" / "service_config.json"
 METHOD = "/embedsvc.v1.ServerService/GetServerInfo"
 PACKAGES = ("@grpc/grpc-js@1.14.7", "@grpc/proto-loader@0.8.1")
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the condition did not hold in time")
-        time.sleep(0.01)
 
 
 def marks(trailers: Any) -> set[str]:
