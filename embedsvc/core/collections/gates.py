@@ -19,51 +19,13 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.rwlock import RWLock
 
 Touch = Callable[[Iterable[str]], None]
 
 
 def _untracked(ids: Iterable[str]) -> None:
     pass
-
-
-class _RWLock:
-    """Readers share, a writer is alone; a waiting writer holds new readers back (so a switch is not starved)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-        self._waiting = 0
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            while self._writer or self._waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._waiting += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._waiting -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
 
 
 class Watch:
@@ -91,7 +53,7 @@ class Watch:
 
 class Gate:
     def __init__(self) -> None:
-        self.lock = _RWLock()
+        self.lock = RWLock()
         self.watch: Watch | None = None
 
 

@@ -33,11 +33,11 @@ import numpy as np
 
 from embedsvc.index.faiss.checkpoint import Snapshot
 from embedsvc.index.faiss.log import Record
-from embedsvc.index.faiss.rwlock import RWLock
 from embedsvc.index.faiss.slots import SlotStore
 from embedsvc.index.faiss.vector_index import VectorIndex
 from embedsvc.index.keyword.index import KeywordIndex
 from embedsvc.index.types import CollectionConfig, Upsert
+from embedsvc.rwlock import RWLock
 
 
 def _nothing() -> None:
