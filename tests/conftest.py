@@ -3,6 +3,9 @@ minilm-static (distilled once per test session), and a real server on port 0 hos
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -318,3 +321,29 @@ def http_url(server: Server) -> str:
 def client(target: str) -> Iterator[Client]:
     with Client(target, timeout=60) as c:
         yield c
+
+
+# Node.js packages the Node client tests use: pinned, so that the tests do not change under us; protobufjs is the
+# version proto-loader itself uses.
+NODE_PACKAGES = ("@grpc/grpc-js@1.14.7", "@grpc/proto-loader@0.8.1", "protobufjs@7.6.6")
+
+
+@pytest.fixture(scope="session")
+def node_modules(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with NODE_PACKAGES installed by npm, once for the session (tests/client/test_node_client.py and the
+    overload codes' Node.js checks). Skips without node and npm, unless EMBEDSVC_REQUIRE_NODE=1 (what .ci/run sets)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not (node and npm):
+        if os.environ.get("EMBEDSVC_REQUIRE_NODE") == "1":
+            raise RuntimeError("EMBEDSVC_REQUIRE_NODE=1 but node or npm is not installed")
+        pytest.skip("node and npm are not installed (the Node.js client tests need them)")
+    folder = tmp_path_factory.mktemp("node-client")
+    (folder / "package.json").write_text('{"private": true}\n')
+    subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", *NODE_PACKAGES],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return folder
