@@ -20,6 +20,7 @@ import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 from embedsvc.core.collections.explanation import Explanation
 from embedsvc.errors import invalid
@@ -82,16 +83,21 @@ class Fused:
 
 def _sides(
     dense: Sequence[tuple[Hashable, float]], keyword: Sequence[tuple[Hashable, float]]
-) -> dict[Hashable, Explanation]:
-    """Every candidate's ranks and scores on each side (a key listed twice on one side keeps its first place)."""
-    found: dict[Hashable, Explanation] = {}
+) -> dict[Hashable, list[Any]]:
+    """Every candidate's [dense rank, dense score, keyword rank, keyword score] (rank 0, score None: not among that
+    side's candidates; a key listed twice on one side keeps its first place). Plain lists, made into one Explanation
+    per candidate by the fusion: a search fuses hundreds of candidates, and a dataclass copy per side cost a hybrid
+    search about a tenth of its server time (benchmarks/retrieval.py's latency part, profiled)."""
+    found: dict[Hashable, list[Any]] = {}
     for rank, (key, score) in enumerate(dense, start=1):
         if key not in found:
-            found[key] = Explanation(dense_rank=rank, dense_score=score)
+            found[key] = [rank, score, 0, None]
     for rank, (key, score) in enumerate(keyword, start=1):
-        seen = found.get(key, Explanation())
-        if not seen.keyword_rank:
-            found[key] = replace(seen, keyword_rank=rank, keyword_score=score)
+        seen = found.get(key)
+        if seen is None:
+            found[key] = [0, None, rank, score]
+        elif not seen[2]:
+            seen[2], seen[3] = rank, score
     return found
 
 
@@ -112,10 +118,10 @@ def rrf(
     """Reciprocal rank fusion of two rankings (each best first, as (key, score)); scores are only explained."""
     wd, wk = (1.0, 1.0) if dense_weight is None else (dense_weight, 1.0 - dense_weight)
     out = []
-    for key, e in _sides(dense, keyword).items():
-        d = wd / (k + e.dense_rank) if e.dense_rank else 0.0
-        w = wk / (k + e.keyword_rank) if e.keyword_rank else 0.0
-        out.append(Fused(key, d + w, replace(e, dense_contribution=d, keyword_contribution=w, fused_score=d + w)))
+    for key, (dense_rank, dense_score, keyword_rank, keyword_score) in _sides(dense, keyword).items():
+        d = wd / (k + dense_rank) if dense_rank else 0.0
+        w = wk / (k + keyword_rank) if keyword_rank else 0.0
+        out.append(Fused(key, d + w, Explanation(dense_rank, dense_score, keyword_rank, keyword_score, d, w, d + w)))
     return _ordered(out)
 
 
@@ -143,10 +149,10 @@ def weighted(
     dense_norm = dict(zip((key for key, _ in dense), dense_values, strict=True))
     keyword_norm = dict(zip((key for key, _ in keyword), min_max([s for _, s in keyword]), strict=True))
     out = []
-    for key, e in _sides(dense, keyword).items():
-        d = dense_weight * dense_norm[key] if e.dense_rank else 0.0
-        w = (1.0 - dense_weight) * keyword_norm[key] if e.keyword_rank else 0.0
-        out.append(Fused(key, d + w, replace(e, dense_contribution=d, keyword_contribution=w, fused_score=d + w)))
+    for key, (dense_rank, dense_score, keyword_rank, keyword_score) in _sides(dense, keyword).items():
+        d = dense_weight * dense_norm[key] if dense_rank else 0.0
+        w = (1.0 - dense_weight) * keyword_norm[key] if keyword_rank else 0.0
+        out.append(Fused(key, d + w, Explanation(dense_rank, dense_score, keyword_rank, keyword_score, d, w, d + w)))
     return _ordered(out)
 
 
