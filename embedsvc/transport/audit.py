@@ -8,8 +8,8 @@ writes everything queued as one group with one fsync, and the calls arriving dur
 An audited read (`audit_reads`) only appends its entry to a queue (no lock, no wake-up of its own: it costs a call
 about a microsecond and no disk wait), written at most `GROUP_WINDOW_S` seconds later, so that a busy server pays one
 write and one fsync per window instead of one per call (measured by benchmarks/percall.py). `flush()` waits for
-everything recorded before it. The log is rotated past `max_bytes` into audit.log.1 ... audit.log.<files>; a group is never
-split across files.
+everything recorded before it. The log is rotated past `max_bytes` into audit.log.1 ... audit.log.<files>; a group is
+never split across files.
 """
 
 from __future__ import annotations
