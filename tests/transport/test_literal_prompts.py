@@ -73,7 +73,8 @@ def test_embed_texts_with_a_literal_prompt_equals_encode_with_prompt(client, ref
         if literal:
             name = tag.removeprefix(";prompt=")
             assert got.provenance.parameters["prompt_name"] == name
-            np.testing.assert_array_equal(got.vectors, client.embed_texts("e5", documents, prompt_name=name).vectors)
+            named = client.embed_texts("e5", documents, prompt_name=name).vectors
+            np.testing.assert_allclose(got.vectors, named, atol=1e-6, rtol=0)
     other = client.embed_texts("e5", documents, prompt=INSTRUCTION)
     np.testing.assert_allclose(other.vectors, reference.encode(documents, prompt=INSTRUCTION), atol=1e-5, rtol=0)
     assert other.space == f"{space};prompt={sha_name(INSTRUCTION)}"
@@ -111,7 +112,7 @@ def test_a_prompt_that_fills_the_window_truncates_as_sentence_transformers_does(
     # A short prompt chunks as a named one does: before every window.
     chunked = client.embed_texts("e5", [long], prompt="query: ", long_texts="chunk")
     named = client.embed_texts("e5", [long], prompt_name="query", long_texts="chunk")
-    np.testing.assert_array_equal(chunked.vectors, named.vectors)
+    np.testing.assert_allclose(chunked.vectors, named.vectors, atol=1e-6, rtol=0)
 
 
 def test_literal_prompt_refusals(client):
@@ -131,7 +132,8 @@ def test_literal_prompt_refusals(client):
     # ... while a literal equal to a named prompt is that prompt, calibration included; binary needs none.
     by_text = client.embed_texts("e5", QUERIES, prompt="query: ", dtype="int8")
     by_name = client.embed_texts("e5", QUERIES, prompt_name="query", dtype="int8")
-    assert by_text.space == by_name.space and np.array_equal(by_text.vectors, by_name.vectors)
+    assert by_text.space == by_name.space  # one calibration: the same codes, give or take a float's rounding
+    assert np.abs(by_text.vectors.astype(int) - by_name.vectors.astype(int)).max() <= 1
     bits = client.embed_texts("e5", QUERIES, prompt=INSTRUCTION, dtype="ubinary")
     assert bits.space.endswith(f";prompt={sha_name(INSTRUCTION)}/ubinary")
     # Empty texts stay refused whatever the prompt.
@@ -179,7 +181,8 @@ def test_http_json_the_stream_and_the_async_client_carry_the_literal_prompt(prom
     both = httpx.post(url, json={"model": "e5", "texts": ["a"], "prompt": "", "promptName": "query"}, timeout=60)
     assert both.status_code == 400 and both.json()["reason"] == "INVALID_VALUE"
     streamed = client.embed_texts_stream("e5-default", documents, batch_size=5, prompt="")
-    np.testing.assert_array_equal(streamed.vectors, client.embed_texts("e5-default", documents, prompt="").vectors)
+    whole = client.embed_texts("e5-default", documents, prompt="").vectors
+    np.testing.assert_allclose(streamed.vectors, whole, atol=1e-6, rtol=0)  # batched differently: float rounding
     assert streamed.space == space
 
     async def embed():
@@ -187,7 +190,8 @@ def test_http_json_the_stream_and_the_async_client_carry_the_literal_prompt(prom
             return await c.embed_texts("e5", documents[:3], prompt=INSTRUCTION)
 
     embedded = asyncio.run(embed())
-    np.testing.assert_array_equal(embedded.vectors, client.embed_texts("e5", documents[:3], prompt=INSTRUCTION).vectors)
+    want = client.embed_texts("e5", documents[:3], prompt=INSTRUCTION).vectors
+    np.testing.assert_allclose(embedded.vectors, want, atol=1e-6, rtol=0)
     assert embedded.space.endswith(sha_name(INSTRUCTION))
 
 
