@@ -47,7 +47,7 @@ class Limits:
     max_dimension: int = 4096
     # Texts in one EmbedTexts call (or stream message), and items with text inputs in one Upsert.
     max_texts_per_request: int = 2048
-    # Characters in one text.
+    # Characters in one text (with EmbedTexts' literal prompt before it, when one is given).
     max_text_chars: int = 100_000
     # Texts waiting for one text encoder; more are refused with RESOURCE_EXHAUSTED / OVERLOADED.
     max_queued_texts: int = 16_384

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -54,16 +54,31 @@ def embed_texts(
     dimension: int = 0,
     progress: Callable[[int], object] | None = None,
     prompt_name: str = "",
+    prompt: str | None = None,
 ) -> np.ndarray:
-    """The texts' vectors, TEXTS_PER_CALL texts per EmbedTexts call, after the named prompt (""; the model's default);
-    `progress` hears how many each call embedded."""
+    """The texts' vectors, TEXTS_PER_CALL texts per EmbedTexts call, after the named prompt (""; the model's default)
+    or the literal `prompt` ("": none); `progress` hears how many each call embedded."""
     parts = []
     for start in range(0, len(texts), TEXTS_PER_CALL):
         part = list(texts[start : start + TEXTS_PER_CALL])
-        parts.append(c.embed_texts(model, part, normalize=normalize, prompt_name=prompt_name).vectors)
+        parts.append(c.embed_texts(model, part, normalize=normalize, prompt_name=prompt_name, prompt=prompt).vectors)
         if progress is not None:
             progress(len(part))
     return np.vstack(parts) if parts else np.zeros((0, dimension), dtype=np.float32)
+
+
+# The prompts sentence-transformers' encode_query and encode_document look for, in order (and embedsvc collections).
+QUERY_PROMPTS = ("query",)
+DOCUMENT_PROMPTS = ("document", "passage", "corpus")
+
+
+def prompt_options(prompts: Mapping[str, str], chosen: str | None, conventional: Sequence[str]) -> dict[str, Any]:
+    """EmbedTexts' prompt arguments for one side (queries or documents): the `chosen` prompt name ("": none), or when
+    None the first of the `conventional` names the model has, else none. "None" is the literal empty prompt, so the
+    model's default prompt never applies: sentence-transformers' encode_query / encode_document do not fall back to
+    it either (their "query" and "document" prompts default to "")."""
+    name = next((n for n in conventional if n in prompts), "") if chosen is None else chosen
+    return {"prompt_name": name} if name else {"prompt": ""}
 
 
 def stored_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:

@@ -41,7 +41,15 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import VectorStore
 from pydantic import ConfigDict, Field
 
-from embedsvc.adapters._connect import Connection, client, embed_texts, stored_metadata
+from embedsvc.adapters._connect import (
+    DOCUMENT_PROMPTS,
+    QUERY_PROMPTS,
+    Connection,
+    client,
+    embed_texts,
+    prompt_options,
+    stored_metadata,
+)
 from embedsvc.client import Client, EmbedsvcClientError, SearchHit
 
 # Items per Upsert call when the server embeds their texts (under limits.max_texts_per_request).
@@ -63,7 +71,12 @@ _PASSED_ON = (
 
 
 class EmbedsvcEmbeddings(Embeddings):
-    """LangChain `Embeddings` over an embedsvc text encoder: one EmbedTexts call per 2,048 texts."""
+    """LangChain `Embeddings` over an embedsvc text encoder: one EmbedTexts call per 2,048 texts.
+
+    Queries and documents get the model's query and document prompts, as sentence-transformers' encode_query and
+    encode_document give them: `query_prompt_name` and `document_prompt_name` name them ("": none); left None, the
+    model's "query" prompt for queries and its "document" (else "passage", else "corpus") prompt for documents, when
+    it has one, else none (never the model's default prompt). A model without prompts embeds both sides alike."""
 
     def __init__(
         self,
@@ -71,21 +84,36 @@ class EmbedsvcEmbeddings(Embeddings):
         model: str = "minilm",
         *,
         normalize: bool = False,
+        query_prompt_name: str | None = None,
+        document_prompt_name: str | None = None,
         **connection: Any,
     ) -> None:
         self._client, self._owns_client = client(target, Connection(**connection))  # type: ignore[typeddict-item]
         self.model = model
         self.normalize = normalize
+        self.query_prompt_name = query_prompt_name
+        self.document_prompt_name = document_prompt_name
+        self._prompts: dict[str, str] | None = None
 
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
 
+    def _prompt(self, chosen: str | None, conventional: Sequence[str]) -> dict[str, Any]:
+        if chosen is None and self._prompts is None:  # the model's prompts, asked once
+            self._prompts = dict(self._client.get_model(self.model).prompts)
+        return prompt_options(self._prompts or {}, chosen, conventional)
+
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return embed_texts(self._client, self.model, texts, normalize=self.normalize).tolist()
+        prompt = self._prompt(self.document_prompt_name, DOCUMENT_PROMPTS)
+        return embed_texts(self._client, self.model, texts, normalize=self.normalize, **prompt).tolist()
 
     def embed_query(self, text: str) -> list[float]:
-        return self.embed_documents([text])[0]
+        prompt = self._prompt(self.query_prompt_name, QUERY_PROMPTS)
+        rows: list[list[float]] = embed_texts(
+            self._client, self.model, [text], normalize=self.normalize, **prompt
+        ).tolist()
+        return rows[0]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         return await asyncio.get_running_loop().run_in_executor(None, self.embed_documents, texts)
@@ -166,7 +194,9 @@ class EmbedsvcVectorStore(VectorStore):
         if self._query_prompt is None:  # the collection's query prompt, as its own text searches apply it
             prompts = self._client.get_collection(self.collection).prompts if self._ensure() else None
             self._query_prompt = prompts.query_prompt_name if prompts is not None else ""
-        return self._client.embed_texts(self.model, [query], prompt_name=self._query_prompt).vectors[0]
+        # No query prompt is none at all (the literal ""), not the model's default prompt.
+        name = self._query_prompt
+        return self._client.embed_texts(self.model, [query], prompt_name=name, prompt=None if name else "").vectors[0]
 
     # ---- writing ---------------------------------------------------------------------------------------------------
 

@@ -32,7 +32,16 @@ from llama_index.core.vector_stores.types import (
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 from pydantic import Field, PrivateAttr
 
-from embedsvc.adapters._connect import TEXTS_PER_CALL, Connection, client, embed_texts, stored_metadata
+from embedsvc.adapters._connect import (
+    DOCUMENT_PROMPTS,
+    QUERY_PROMPTS,
+    TEXTS_PER_CALL,
+    Connection,
+    client,
+    embed_texts,
+    prompt_options,
+    stored_metadata,
+)
 from embedsvc.client import Client, EmbedsvcClientError
 
 # Nodes per Upsert call.
@@ -40,13 +49,25 @@ _ITEMS_PER_CALL = 1_000
 
 
 class EmbedsvcEmbedding(BaseEmbedding):
-    """LlamaIndex embeddings from an embedsvc text encoder."""
+    """LlamaIndex embeddings from an embedsvc text encoder. Queries (`get_query_embedding`) get the model's query
+    prompt and texts (`get_text_embedding`, the nodes) its document prompt, as sentence-transformers' encode_query and
+    encode_document give them: `query_prompt_name` / `document_prompt_name` name them ("": none); left None, the
+    model's "query" prompt, and its "document" (else "passage", else "corpus") prompt, when it has one, else none
+    (never the model's default prompt)."""
 
     target: str = Field(default="localhost:50051", description="The embedsvc server, host:port.")
     normalize: bool = Field(default=False, description="Return unit-length vectors.")
     embed_batch_size: int = Field(default=TEXTS_PER_CALL, gt=0, le=2048)
+    query_prompt_name: str | None = Field(
+        default=None, description='The prompt for queries ("": none; None: the model\'s "query" prompt, if any).'
+    )
+    document_prompt_name: str | None = Field(
+        default=None,
+        description='The prompt for texts ("": none; None: the model\'s "document", "passage" or "corpus" prompt).',
+    )
     _client: Client = PrivateAttr()
     _owns_client: bool = PrivateAttr()
+    _prompts: dict[str, str] | None = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -54,12 +75,21 @@ class EmbedsvcEmbedding(BaseEmbedding):
         model_name: str = "minilm",
         *,
         normalize: bool = False,
+        query_prompt_name: str | None = None,
+        document_prompt_name: str | None = None,
         connection: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         """`connection`: the client's options (`api_key`, `tls`, `ca_file`, `cert_file`, `key_file`, `timeout`)."""
         shown = target if isinstance(target, str) else "client"
-        super().__init__(target=shown, model_name=model_name, normalize=normalize, **kwargs)  # type: ignore[call-arg]
+        super().__init__(  # type: ignore[call-arg]
+            target=shown,
+            model_name=model_name,
+            normalize=normalize,
+            query_prompt_name=query_prompt_name,
+            document_prompt_name=document_prompt_name,
+            **kwargs,
+        )
         self._client, self._owns_client = client(target, Connection(**(connection or {})))  # type: ignore[typeddict-item]
 
     @classmethod
@@ -70,15 +100,25 @@ class EmbedsvcEmbedding(BaseEmbedding):
         if self._owns_client:
             self._client.close()
 
-    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        rows: list[list[float]] = embed_texts(self._client, self.model_name, texts, normalize=self.normalize).tolist()
+    def _prompt(self, chosen: str | None, conventional: Sequence[str]) -> dict[str, Any]:
+        if chosen is None and self._prompts is None:  # the model's prompts, asked once
+            self._prompts = dict(self._client.get_model(self.model_name).prompts)
+        return prompt_options(self._prompts or {}, chosen, conventional)
+
+    def _embed(self, texts: list[str], prompt: dict[str, Any]) -> list[list[float]]:
+        rows: list[list[float]] = embed_texts(
+            self._client, self.model_name, texts, normalize=self.normalize, **prompt
+        ).tolist()
         return rows
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self._embed(texts, self._prompt(self.document_prompt_name, DOCUMENT_PROMPTS))
 
     def _get_text_embedding(self, text: str) -> list[float]:
         return self._get_text_embeddings([text])[0]
 
     def _get_query_embedding(self, query: str) -> list[float]:
-        return self._get_text_embeddings([query])[0]
+        return self._embed([query], self._prompt(self.query_prompt_name, QUERY_PROMPTS))[0]
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         return await asyncio.get_running_loop().run_in_executor(None, self._get_text_embeddings, texts)
@@ -87,7 +127,7 @@ class EmbedsvcEmbedding(BaseEmbedding):
         return (await self._aget_text_embeddings([text]))[0]
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
-        return (await self._aget_text_embeddings([query]))[0]
+        return await asyncio.get_running_loop().run_in_executor(None, self._get_query_embedding, query)
 
 
 class EmbedsvcVectorStore(BasePydanticVectorStore):

@@ -12,9 +12,10 @@
 `convert_to_tensor`, a list of tensors with `convert_to_numpy=False`. Texts go to the server in batches of up to
 2,048 per call (the server's own batcher sizes the forward passes; `batch_size` only sets the progress bar's steps).
 Tensors need torch installed; nothing else here does. The hosted model's named prompts (`prompts`,
-`default_prompt_name`) are the server's: `prompt_name` is applied by the server (the vectors are in the prompt's space),
-and `encode_query` / `encode_document` pick the "query" and "document" (else "passage", else "corpus") prompts as
-sentence-transformers does.
+`default_prompt_name`) are the server's: `prompt_name` and a literal `prompt` are applied by the server (the vectors are
+in the prompt's space; `prompt=""` is no prompt, not even the default, and `prompt` wins over `prompt_name`, as in
+sentence-transformers), and `encode_query` / `encode_document` pick the "query" and "document" (else "passage", else
+"corpus") prompts as sentence-transformers does, and none (not the default prompt) when the model has none of them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from embedsvc.adapters._connect import Connection, client, embed_texts
+from embedsvc.adapters._connect import DOCUMENT_PROMPTS, QUERY_PROMPTS, Connection, client, embed_texts, prompt_options
 from embedsvc.client import Client
 
 
@@ -111,11 +112,6 @@ class RemoteSentenceTransformer:
                 choices = ", ".join(sorted(self.prompts)) or "none"
                 raise ValueError(f"prompt_name {prompt_name!r} is not one of the hosted model's prompts ({choices})")
             name = prompt_name
-        elif prompt and self.default_prompt_name:
-            raise ValueError(
-                f"prompt=: the hosted model puts its default prompt {self.default_prompt_name!r} before every text; "
-                "pass prompt_name= (one of its prompts) instead"
-            )
         if output_value != "sentence_embedding":
             raise ValueError(f"output_value={output_value!r}: only sentence embeddings are served")
         if precision != "float32":
@@ -124,9 +120,7 @@ class RemoteSentenceTransformer:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         single = isinstance(sentences, str)
         texts: list[str] = [sentences] if isinstance(sentences, str) else list(sentences)
-        if prompt:
-            texts = [prompt + t for t in texts]
-        rows = self._embed(texts, show_progress_bar, normalize_embeddings, name)
+        rows = self._embed(texts, show_progress_bar, normalize_embeddings, name, prompt)
         dim = truncate_dim or self.truncate_dim
         if dim:
             rows = rows[:, :dim]
@@ -146,21 +140,22 @@ class RemoteSentenceTransformer:
         return rows[0] if single else rows
 
     def encode_query(self, sentences: str | Sequence[str], **kwargs: Any) -> Any:
-        """encode() for queries: with the hosted model's "query" prompt when it has one and no prompt is given."""
-        if kwargs.get("prompt_name") is None and kwargs.get("prompt") is None and "query" in self.prompts:
-            kwargs["prompt_name"] = "query"
+        """encode() for queries: with the hosted model's "query" prompt when it has one and no prompt is given, else
+        none (sentence-transformers' "query" prompt defaults to "", which keeps the default prompt off)."""
+        if kwargs.get("prompt_name") is None and kwargs.get("prompt") is None:
+            kwargs.update(prompt_options(self.prompts, None, QUERY_PROMPTS))
         return self.encode(sentences, **kwargs)
 
     def encode_document(self, sentences: str | Sequence[str], **kwargs: Any) -> Any:
         """encode() for documents: with the hosted model's "document", else "passage", else "corpus" prompt when it
-        has one and no prompt is given."""
+        has one and no prompt is given, else none."""
         if kwargs.get("prompt_name") is None and kwargs.get("prompt") is None:
-            name = next((n for n in ("document", "passage", "corpus") if n in self.prompts), None)
-            if name is not None:
-                kwargs["prompt_name"] = name
+            kwargs.update(prompt_options(self.prompts, None, DOCUMENT_PROMPTS))
         return self.encode(sentences, **kwargs)
 
-    def _embed(self, texts: list[str], show_progress_bar: bool | None, normalize: bool, prompt_name: str) -> np.ndarray:
+    def _embed(
+        self, texts: list[str], show_progress_bar: bool | None, normalize: bool, prompt_name: str, prompt: str | None
+    ) -> np.ndarray:
         with tqdm(total=len(texts), desc="Batches", disable=not show_progress_bar, unit="text") as bar:
             return embed_texts(
                 self._client,
@@ -170,6 +165,7 @@ class RemoteSentenceTransformer:
                 dimension=self._dimension,
                 progress=bar.update,
                 prompt_name=prompt_name,
+                prompt=prompt,
             )
 
     def similarity(self, embeddings1: Any, embeddings2: Any) -> Any:

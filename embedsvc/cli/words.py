@@ -88,7 +88,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         default="float32",
         help="texts: quantised output (int8/uint8 calibrated per model; binary/ubinary: packed sign bits)",
     )
-    e.add_argument("--prompt-name", default="", help="one of the text model's prompts (default: its default prompt)")
+    prompt = e.add_mutually_exclusive_group()
+    prompt.add_argument(
+        "--prompt-name", default="", help="one of the text model's prompts (default: its default prompt)"
+    )
+    prompt.add_argument(
+        "--prompt",
+        default=None,
+        help='a literal prompt put before each text instead (--prompt "": no prompt, not even the default)',
+    )
     e.set_defaults(handler=embed)
 
     tk = sub.add_parser("tokenize", parents=[common], help="the tokens a text model reads")
@@ -255,6 +263,7 @@ def embed(args: argparse.Namespace, client: Any) -> None:
             dtype=args.dtype,
             truncation_direction=args.truncation_direction,
             prompt_name=args.prompt_name,
+            prompt=args.prompt,
         )
         payload = {
             "texts": args.text,

@@ -64,7 +64,13 @@ TextOptions = dict[str, Any]
 
 
 def text_options(
-    normalize: bool, long_texts: str, dimensions: int, dtype: str, truncation_direction: str, prompt_name: str = ""
+    normalize: bool,
+    long_texts: str,
+    dimensions: int,
+    dtype: str,
+    truncation_direction: str,
+    prompt_name: str = "",
+    prompt: str | None = None,
 ) -> TextOptions:
     return {
         "normalize": normalize,
@@ -73,6 +79,7 @@ def text_options(
         "dtype": dtype,
         "truncation_direction": truncation_direction,
         "prompt_name": prompt_name,
+        "prompt": prompt,
     }
 
 

@@ -231,8 +231,10 @@ def embed_texts_request(
     dtype: str = "float32",
     truncation_direction: str = "right",
     prompt_name: str = "",
+    prompt: str | None = None,
 ) -> text_pb2.EmbedTextsRequest:
-    """EmbedTexts' request, asking for the packed forms (the client reads both)."""
+    """EmbedTexts' request, asking for the packed forms (the client reads both); `prompt` None leaves the literal
+    prompt unset ("" sets it: no prompt)."""
     return text_pb2.EmbedTextsRequest(
         model=model,
         texts=list(texts),
@@ -243,6 +245,7 @@ def embed_texts_request(
         truncation_direction=choice(TRUNCATION_DIRECTIONS, truncation_direction, "truncation_direction"),
         packed_results=True,
         prompt_name=prompt_name,
+        prompt=prompt,
     )
 
 

@@ -213,14 +213,17 @@ class AsyncClient:
         dtype: str = "float32",
         truncation_direction: str = "right",
         prompt_name: str = "",
+        prompt: str | None = None,
     ) -> TextEmbeddings:
         """One vector per text. long_texts: "truncate" (to the model's max_seq_length, keeping the start, or the end
         with truncation_direction "left"), "chunk" (the mean of windows) or "refuse". dimensions: Matryoshka
         truncation, then unit-normalised (0: the model's). dtype: "float32", or quantised "int8", "uint8", "binary",
         "ubinary" (then `vectors` is int8/uint8 and the space says so). prompt_name: one of the model's prompts
-        (GetModel: prompts) put before each text ("": its default prompt, if any). The space says what was done, in
-        that order: "<model space>[;prompt=<name>][/dim=<n>][/<dtype>]"."""
-        options = text_options(normalize, long_texts, dimensions, dtype, truncation_direction, prompt_name)
+        (GetModel: prompts) put before each text ("": its default prompt, if any). prompt: a literal prompt instead,
+        as sentence-transformers' encode(prompt=...): "" for none at all, not even the default (not with
+        prompt_name). The space says what was done, in that order: "<model space>[;prompt=<name>][/dim=<n>][/<dtype>]"
+        (a literal prompt that is none of the model's: ";prompt=sha256:<16 hex>")."""
+        options = text_options(normalize, long_texts, dimensions, dtype, truncation_direction, prompt_name, prompt)
         return await self._unary(self._calls.embed_texts(model, texts, options))
 
     async def rerank(
@@ -253,12 +256,13 @@ class AsyncClient:
         progress: Callable[[int], None] | None = None,
         strict: bool = True,
         prompt_name: str = "",
+        prompt: str | None = None,
     ) -> TextEmbeddings:
         """Bulk embedding over one EmbedTextsStream call, batch_size texts per message; the vectors of all batches
         (options as embed_texts). A batch that fails does not stop the others: with `strict` its error is raised
         once the stream is done; without, its rows are NaN (0 when quantised) and `errors` maps its batch index to
         the error."""
-        options = text_options(normalize, long_texts, dimensions, dtype, truncation_direction, prompt_name)
+        options = text_options(normalize, long_texts, dimensions, dtype, truncation_direction, prompt_name, prompt)
         call = self._calls.embed_texts_stream(model, texts, batch_size, options, progress)
         sizes = [len(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
         return joined_text_embeddings(await self._collect(call), sizes, strict=strict)

