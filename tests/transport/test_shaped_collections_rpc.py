@@ -236,3 +236,31 @@ def test_the_shape_survives_a_restart_and_int8_keeps_its_ranges(
             assert new.count == len(CORPUS)
         np.testing.assert_array_equal(items(c), documents.vectors)
         assert answers(c) == before
+
+
+def test_a_reembed_keeps_the_shape(shaped):
+    """Re-embedding a shaped collection with another model gives a collection of the same shape in that model's
+    space; a shape the new model cannot serve is refused before anything starts."""
+    shaped.create_collection("ub-minilm", model="minilm", metric="ip", dtype="ubinary")
+    shaped.create_collection("cut-mrl", model="mrl", metric="cosine", dimensions=128)
+    try:
+        ids = [f"s{n}" for n in range(len(CORPUS))]
+        shaped.upsert("ub-minilm", ids, inputs=CORPUS)
+        shaped.upsert("cut-mrl", ids, inputs=CORPUS)
+        done = shaped.reembed("ub-minilm", "mrl", target_name="ub-mrl", wait=True, timeout=600)
+        assert done.error is None
+        info = shaped.get_collection("ub-mrl")
+        assert info.space == shaped.get_model("mrl").space + "/ubinary"
+        assert info.shape.dtype == text_pb2.EMBEDDING_DTYPE_UBINARY and info.dimension == 384
+        found, _ = shaped.get_items("ub-mrl", ids, include_vectors=True)
+        want = shaped.embed_texts("mrl", CORPUS, dtype="ubinary").vectors
+        np.testing.assert_array_equal(np.stack([f["vector"] for f in found]), want)
+        # minilm serves no 128 dimensions: the re-embed is refused at once.
+        assert err(lambda: shaped.reembed("cut-mrl", "minilm", target_name="cut-minilm")) == (
+            INVALID,
+            "DIMENSIONS_NOT_SUPPORTED",
+        )
+    finally:
+        for name in ("ub-minilm", "cut-mrl", "ub-mrl"):
+            if name in [c.name for c in shaped.list_collections()]:
+                shaped.delete_collection(name)
