@@ -18,9 +18,11 @@ from embedsvc.backends.base import ModelSpec
 from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOptions
 from embedsvc.client import Client, EmbedsvcClientError
 from embedsvc.corpus import lee_sentences
+from embedsvc.errors import EmbedsvcError
+from embedsvc.index.types import Backend, CollectionConfig, IndexParams, Metric
 from embedsvc.settings import MilvusSettings, StorageSettings
 from embedsvc.v1 import collections_pb2, collections_pb2_grpc, text_pb2
-from tests.conftest import MakeServer, planted_specs, server_data_dir
+from tests.conftest import MakeServer, Served, planted_specs, server_data_dir
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 FAILED = grpc.StatusCode.FAILED_PRECONDITION
@@ -56,10 +58,15 @@ def models(planted_file: Path) -> tuple[ModelSpec, ...]:
 
 
 @pytest.fixture(scope="module")
-def served(make_server: MakeServer, planted_file: Path) -> Iterator[str]:
+def running(make_server: MakeServer, planted_file: Path) -> Iterator[Served]:
     storage = StorageSettings("faiss", MilvusSettings("milvus.db"))
-    with make_server(models=models(planted_file), storage=storage) as (_server, target):
-        yield target
+    with make_server(models=models(planted_file), storage=storage) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def served(running: Served) -> str:
+    return running.target
 
 
 @pytest.fixture
@@ -264,3 +271,16 @@ def test_a_reembed_keeps_the_shape(shaped):
         for name in ("ub-minilm", "cut-mrl", "ub-mrl"):
             if name in [c.name for c in shaped.list_collections()]:
                 shaped.delete_collection(name)
+
+
+def test_milvus_refuses_a_configuration_its_catalog_cannot_hold(running):
+    """int8 ranges grow with the dimension (two sets with a query prompt); past one Milvus VARCHAR the collection is
+    refused before anything is made, naming why."""
+    huge = "A" * 70_000
+    config = CollectionConfig(
+        "too-wide", 4096, Metric.COSINE, IndexParams(), backend=Backend.MILVUS, dtype="int8", ranges=huge
+    )
+    with pytest.raises(EmbedsvcError) as info:
+        running.server.store.create(config)
+    assert info.value.reason.value == "BACKEND_UNSUPPORTED" and info.value.field == "shape"
+    assert not running.server.store.has("too-wide")
