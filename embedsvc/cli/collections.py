@@ -38,6 +38,20 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     cc.add_argument(
         "--query-prompt", default=None, help="the prompt put before query texts (default: its query prompt; '': none)"
     )
+    cc.add_argument(
+        "--dimensions",
+        type=int,
+        default=0,
+        help="a text model's vectors cut to this many dimensions, re-normalised (models trained for it), for its "
+        "inputs and queries alike; vectors sent must be EmbedTexts' of the same dimensions",
+    )
+    cc.add_argument(
+        "--dtype",
+        choices=("float32", "int8", "uint8", "binary", "ubinary"),
+        default="",
+        help="quantised vectors (as EmbedTexts' dtype): a text model's inputs and queries are quantised so; without "
+        "--model, the vectors sent are already (binary types rank by Hamming distance)",
+    )
     for name in INDEX_PARAMETERS:
         cc.add_argument(f"--{name.replace('_', '-')}", type=int, default=0, help="index parameter (0: the default)")
     keyword = cc.add_mutually_exclusive_group()
@@ -155,16 +169,18 @@ def fusion_arguments(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def info_line(info: Any) -> str:
-    from embedsvc.v1 import collections_pb2
+    from embedsvc.v1 import collections_pb2, text_pb2
 
     kind = collections_pb2.IndexKind.Name(info.index.kind).removeprefix("INDEX_KIND_").lower().replace("_", "-")
     metric = collections_pb2.Metric.Name(info.metric).removeprefix("METRIC_").lower()
     state = collections_pb2.CollectionState.Name(info.state).removeprefix("COLLECTION_STATE_").lower()
     bound = f"  model {info.model}" if info.model else ""
     backend = collections_pb2.Backend.Name(info.backend).removeprefix("BACKEND_").lower()
+    dimension = str(info.dimension)
+    if info.HasField("shape") and info.shape.dtype not in (0, text_pb2.EMBEDDING_DTYPE_FLOAT32):
+        dimension += "/" + text_pb2.EmbeddingDtype.Name(info.shape.dtype).removeprefix("EMBEDDING_DTYPE_").lower()
     return (
-        f"{info.name:<16} {state:<10} {info.count:>9} items  dim {info.dimension:<5} {metric:<13} {kind:<8} "
-        f"{backend}{bound}"
+        f"{info.name:<16} {state:<10} {info.count:>9} items  dim {dimension:<5} {metric:<13} {kind:<8} {backend}{bound}"
     )
 
 
@@ -181,6 +197,8 @@ def create(args: argparse.Namespace, client: Any) -> None:
         backend=args.backend,
         document_prompt=args.document_prompt,
         query_prompt=args.query_prompt,
+        dimensions=args.dimensions,
+        dtype=args.dtype,
         keyword=keyword,
         search_defaults=defaults or None,
         **params,

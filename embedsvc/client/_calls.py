@@ -388,6 +388,8 @@ class Calls:
         search_defaults: dict[str, Any] | None = None,
         document_prompt: str | None = None,
         query_prompt: str | None = None,
+        dimensions: int = 0,
+        dtype: str = "",
     ) -> Unary[collections_pb2.CollectionInfo]:
         request = collections_pb2.CreateCollectionRequest(
             name=name,
@@ -405,6 +407,9 @@ class Calls:
                 request.prompts.document_prompt_name = document_prompt
             if query_prompt is not None:
                 request.prompts.query_prompt_name = query_prompt
+        if dimensions or dtype:
+            request.shape.dimensions = dimensions
+            request.shape.dtype = req.choice(req.DTYPES, dtype or "float32", "dtype")
         return Unary(self.collections.CreateCollection, request, lambda r: r.collection)
 
     def get_collection(self, name: str) -> Unary[collections_pb2.CollectionInfo]:

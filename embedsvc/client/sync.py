@@ -409,6 +409,8 @@ class Client:
         search_defaults: dict[str, Any] | None = None,
         document_prompt: str | None = None,
         query_prompt: str | None = None,
+        dimensions: int = 0,
+        dtype: str = "",
         **params: int,
     ) -> collections_pb2.CollectionInfo:
         """metric: cosine | l2 | ip; index: flat | hnsw | ivf-flat | ivf-pq; backend: faiss | milvus (empty: the
@@ -419,7 +421,12 @@ class Client:
         one; False: none. search_defaults: what searches get when they do not say, a dict of mode (dense | keyword |
         hybrid), fusion (rrf | weighted), rrf_k, dense_weight, candidates. For a collection bound to a text model
         with prompts: document_prompt (put before items' inputs) and query_prompt (before query texts), by name;
-        None: the model's "document" / "passage" / "corpus" and "query" prompts; "": none."""
+        None: the model's "document" / "passage" / "corpus" and "query" prompts; "": none.
+
+        dimensions, dtype: a collection of shaped vectors (CollectionInfo.shape): a text-bound collection's model
+        vectors cut to `dimensions` (Matryoshka) and/or quantised to dtype (float32 | int8 | uint8 | binary |
+        ubinary), for its inputs and query texts alike; an unbound collection's vectors already quantised (dtype
+        only). Vectors sent to it are EmbedTexts' output of that shape; binary types rank by Hamming distance."""
         return self._unary(
             self._calls.create_collection(
                 name,
@@ -433,6 +440,8 @@ class Client:
                 search_defaults,
                 document_prompt=document_prompt,
                 query_prompt=query_prompt,
+                dimensions=dimensions,
+                dtype=dtype,
             )
         )
 

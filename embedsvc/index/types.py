@@ -144,6 +144,17 @@ class CollectionConfig:
     query_prompt_name: str = ""
     query_prompt: str = ""
     query_space: str = ""
+    # A collection of shaped vectors (core/collections/shapes.py): the number type ("" for float32: int8, uint8,
+    # binary, ubinary), the Matryoshka dimensions a bound text model's vectors are cut to (0: none; `dimension` is
+    # then this), and for a bound int8 or uint8 collection the calibration it quantises with: the (2, dimension)
+    # float32 ranges as little-endian base64, of the documents' space and (when the query prompt makes another
+    # space) of the queries', and their description. Stored vectors are float32 of `dimension` components whatever
+    # the type (binary ones unpacked to +1/-1), so backends store and search them as any other.
+    dtype: str = ""
+    shape_dimensions: int = 0
+    ranges: str = ""
+    query_ranges: str = ""
+    calibration: str = ""
 
     def to_json(self) -> bytes:
         data = asdict(self)

@@ -24,6 +24,7 @@ from embedsvc.core.collections.options import (
 )
 from embedsvc.core.collections.planner import Notice, QueryResult, Report
 from embedsvc.core.collections.service import CollectionInfo, ItemIn
+from embedsvc.core.texts.shapes import Dtype
 from embedsvc.errors import EmbedsvcError, Reason, invalid
 from embedsvc.index.snapshot_files import FAISS, Manifest
 from embedsvc.index.types import (
@@ -154,6 +155,18 @@ def info_message(info: CollectionInfo) -> collections_pb2.CollectionInfo:
             else None
         ),
         query_space=c.query_space,
+        shape=shape_message(c),
+    )
+
+
+def shape_message(c: CollectionConfig) -> collections_pb2.VectorShape | None:
+    """A shaped collection's shape, dimensions and calibration filled in; None for float vectors, uncut."""
+    if not (c.dtype or c.shape_dimensions):
+        return None
+    return collections_pb2.VectorShape(
+        dimensions=c.dimension,
+        dtype=convert.DTYPE_VALUES[Dtype(c.dtype or "float32")],
+        calibration=c.calibration,
     )
 
 

@@ -40,6 +40,8 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
             search_defaults=cc.search_defaults(request),
             document_prompt=document_prompt,
             query_prompt=query_prompt,
+            dimensions=request.shape.dimensions,
+            dtype=convert.dtype(request.shape.dtype, "shape.dtype"),
         )
         return collections_pb2.CreateCollectionResponse(collection=cc.info_message(info))
 

@@ -12,12 +12,32 @@ from embedsvc.calls import CallControl
 from embedsvc.core.expression import Expression, Term, TermKind, check_weight, parse_expression
 from embedsvc.core.provenance import Provenance
 from embedsvc.core.registry import ModelInfo, ModelState
+from embedsvc.core.texts.shapes import Dtype
 from embedsvc.core.words import arithmetic
 from embedsvc.core.words.analogies import AnalogyReport, SectionScore
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid
 from embedsvc.limits import Limits
 from embedsvc.transport.images_convert import image
-from embedsvc.v1 import arithmetic_pb2, common_pb2, models_pb2
+from embedsvc.v1 import arithmetic_pb2, common_pb2, models_pb2, text_pb2
+
+DTYPES = {
+    text_pb2.EMBEDDING_DTYPE_UNSPECIFIED: Dtype.FLOAT32,
+    text_pb2.EMBEDDING_DTYPE_FLOAT32: Dtype.FLOAT32,
+    text_pb2.EMBEDDING_DTYPE_INT8: Dtype.INT8,
+    text_pb2.EMBEDDING_DTYPE_UINT8: Dtype.UINT8,
+    text_pb2.EMBEDDING_DTYPE_BINARY: Dtype.BINARY,
+    text_pb2.EMBEDDING_DTYPE_UBINARY: Dtype.UBINARY,
+}
+DTYPE_VALUES = {d: v for v, d in DTYPES.items() if v != text_pb2.EMBEDDING_DTYPE_UNSPECIFIED}
+
+
+def dtype(value: int, field: str) -> Dtype:
+    """An EmbeddingDtype value; INVALID_VALUE naming the choices for an unknown one."""
+    found = DTYPES.get(value)  # type: ignore[call-overload]
+    if found is None:
+        raise invalid(field, f"unknown dtype value {value}: float32, int8, uint8, binary or ubinary")
+    return found
+
 
 _METHODS: dict[int, arithmetic.Method] = {
     arithmetic_pb2.METHOD_UNSPECIFIED: arithmetic.Method.COSADD,

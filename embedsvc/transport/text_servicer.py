@@ -24,16 +24,6 @@ from embedsvc.v1 import text_pb2, text_pb2_grpc
 # Failures of the call rather than of one batch: they end the stream.
 _CALL_ENDED = frozenset({Reason.CANCELLED, Reason.DEADLINE_EXCEEDED})
 
-DTYPES = {
-    text_pb2.EMBEDDING_DTYPE_UNSPECIFIED: Dtype.FLOAT32,
-    text_pb2.EMBEDDING_DTYPE_FLOAT32: Dtype.FLOAT32,
-    text_pb2.EMBEDDING_DTYPE_INT8: Dtype.INT8,
-    text_pb2.EMBEDDING_DTYPE_UINT8: Dtype.UINT8,
-    text_pb2.EMBEDDING_DTYPE_BINARY: Dtype.BINARY,
-    text_pb2.EMBEDDING_DTYPE_UBINARY: Dtype.UBINARY,
-}
-DTYPE_VALUES = {d: v for v, d in DTYPES.items() if v != text_pb2.EMBEDDING_DTYPE_UNSPECIFIED}
-
 
 def long_texts(request: text_pb2.EmbedTextsRequest) -> LongTexts:
     mode, left = request.long_texts, request.truncation_direction == text_pb2.TRUNCATION_DIRECTION_LEFT
@@ -47,17 +37,15 @@ def long_texts(request: text_pb2.EmbedTextsRequest) -> LongTexts:
 
 
 def dtype(request: text_pb2.EmbedTextsRequest) -> Dtype:
-    found = DTYPES.get(request.dtype)
-    if found is None:
-        raise invalid("dtype", f"unknown dtype value {request.dtype}: float32, int8, uint8, binary or ubinary")
-    return found
+    return convert.dtype(request.dtype, "dtype")
 
 
 class TextServicer(text_pb2_grpc.TextServiceServicer):
-    def __init__(self, registry: ModelRegistry, limits: Limits) -> None:
+    def __init__(self, registry: ModelRegistry, limits: Limits, calibrations: Calibrations | None = None) -> None:
         self._registry = registry
         self._limits = limits
-        self._calibrations = Calibrations()
+        # Shared with the collections: a shaped collection made now quantises as EmbedTexts does.
+        self._calibrations = calibrations or Calibrations()
 
     def _embed(self, request: text_pb2.EmbedTextsRequest, control: CallControl) -> text_pb2.EmbedTextsResponse:
         if request.truncation_direction not in (0, 1, 2):
@@ -92,7 +80,7 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
                 text_pb2.QuantizedVectors(
                     rows=vectors.shape[0],
                     dimension=embedded.dimension,
-                    dtype=DTYPE_VALUES[embedded.dtype],
+                    dtype=convert.DTYPE_VALUES[embedded.dtype],
                     data=vectors.tobytes(),
                     space=space,
                 )

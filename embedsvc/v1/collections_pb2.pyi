@@ -4,6 +4,7 @@ from embedsvc.v1 import arithmetic_pb2 as _arithmetic_pb2
 from embedsvc.v1 import common_pb2 as _common_pb2
 from embedsvc.v1 import operations_pb2 as _operations_pb2
 from embedsvc.v1 import retrieval_pb2 as _retrieval_pb2
+from embedsvc.v1 import text_pb2 as _text_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -81,7 +82,7 @@ class IndexSpec(_message.Message):
     def __init__(self, kind: _Optional[_Union[IndexKind, str]] = ..., m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_search: _Optional[int] = ..., nlist: _Optional[int] = ..., nprobe: _Optional[int] = ..., pq_m: _Optional[int] = ..., pq_bits: _Optional[int] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "dimension", "metric", "index", "count", "trained", "model", "model_version", "space", "disk_bytes", "memory_bytes", "state", "error", "tombstones", "create_time", "aliases", "checkpoint_error", "checkpoint_failures", "backend", "keyword", "search_defaults", "prompts", "query_space")
+    __slots__ = ("name", "dimension", "metric", "index", "count", "trained", "model", "model_version", "space", "disk_bytes", "memory_bytes", "state", "error", "tombstones", "create_time", "aliases", "checkpoint_error", "checkpoint_failures", "backend", "keyword", "search_defaults", "prompts", "query_space", "shape")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +106,7 @@ class CollectionInfo(_message.Message):
     SEARCH_DEFAULTS_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     QUERY_SPACE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
     name: str
     dimension: int
     metric: Metric
@@ -128,7 +130,18 @@ class CollectionInfo(_message.Message):
     search_defaults: _retrieval_pb2.SearchDefaults
     prompts: _retrieval_pb2.CollectionPrompts
     query_space: str
-    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index: _Optional[_Union[IndexSpec, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., space: _Optional[str] = ..., disk_bytes: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[CollectionState, str]] = ..., error: _Optional[str] = ..., tombstones: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., aliases: _Optional[_Iterable[str]] = ..., checkpoint_error: _Optional[str] = ..., checkpoint_failures: _Optional[int] = ..., backend: _Optional[_Union[Backend, str]] = ..., keyword: _Optional[_Union[_retrieval_pb2.KeywordIndexSpec, _Mapping]] = ..., search_defaults: _Optional[_Union[_retrieval_pb2.SearchDefaults, _Mapping]] = ..., prompts: _Optional[_Union[_retrieval_pb2.CollectionPrompts, _Mapping]] = ..., query_space: _Optional[str] = ...) -> None: ...
+    shape: VectorShape
+    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index: _Optional[_Union[IndexSpec, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., space: _Optional[str] = ..., disk_bytes: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[CollectionState, str]] = ..., error: _Optional[str] = ..., tombstones: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., aliases: _Optional[_Iterable[str]] = ..., checkpoint_error: _Optional[str] = ..., checkpoint_failures: _Optional[int] = ..., backend: _Optional[_Union[Backend, str]] = ..., keyword: _Optional[_Union[_retrieval_pb2.KeywordIndexSpec, _Mapping]] = ..., search_defaults: _Optional[_Union[_retrieval_pb2.SearchDefaults, _Mapping]] = ..., prompts: _Optional[_Union[_retrieval_pb2.CollectionPrompts, _Mapping]] = ..., query_space: _Optional[str] = ..., shape: _Optional[_Union[VectorShape, _Mapping]] = ...) -> None: ...
+
+class VectorShape(_message.Message):
+    __slots__ = ("dimensions", "dtype", "calibration")
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_FIELD_NUMBER: _ClassVar[int]
+    dimensions: int
+    dtype: _text_pb2.EmbeddingDtype
+    calibration: str
+    def __init__(self, dimensions: _Optional[int] = ..., dtype: _Optional[_Union[_text_pb2.EmbeddingDtype, str]] = ..., calibration: _Optional[str] = ...) -> None: ...
 
 class Item(_message.Message):
     __slots__ = ("id", "vector", "input", "image", "metadata")
@@ -152,7 +165,7 @@ class Item(_message.Message):
     def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., input: _Optional[str] = ..., image: _Optional[_Union[_common_pb2.ImageInput, _Mapping]] = ..., metadata: _Optional[_Mapping[str, _common_pb2.MetadataValue]] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("name", "dimension", "metric", "index", "model", "backend", "keyword", "search_defaults", "prompts")
+    __slots__ = ("name", "dimension", "metric", "index", "model", "backend", "keyword", "search_defaults", "prompts", "shape")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +175,7 @@ class CreateCollectionRequest(_message.Message):
     KEYWORD_FIELD_NUMBER: _ClassVar[int]
     SEARCH_DEFAULTS_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
     name: str
     dimension: int
     metric: Metric
@@ -171,7 +185,8 @@ class CreateCollectionRequest(_message.Message):
     keyword: _retrieval_pb2.KeywordIndexSpec
     search_defaults: _retrieval_pb2.SearchDefaults
     prompts: _retrieval_pb2.CollectionPrompts
-    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index: _Optional[_Union[IndexSpec, _Mapping]] = ..., model: _Optional[str] = ..., backend: _Optional[_Union[Backend, str]] = ..., keyword: _Optional[_Union[_retrieval_pb2.KeywordIndexSpec, _Mapping]] = ..., search_defaults: _Optional[_Union[_retrieval_pb2.SearchDefaults, _Mapping]] = ..., prompts: _Optional[_Union[_retrieval_pb2.CollectionPrompts, _Mapping]] = ...) -> None: ...
+    shape: VectorShape
+    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index: _Optional[_Union[IndexSpec, _Mapping]] = ..., model: _Optional[str] = ..., backend: _Optional[_Union[Backend, str]] = ..., keyword: _Optional[_Union[_retrieval_pb2.KeywordIndexSpec, _Mapping]] = ..., search_defaults: _Optional[_Union[_retrieval_pb2.SearchDefaults, _Mapping]] = ..., prompts: _Optional[_Union[_retrieval_pb2.CollectionPrompts, _Mapping]] = ..., shape: _Optional[_Union[VectorShape, _Mapping]] = ...) -> None: ...
 
 class CreateCollectionResponse(_message.Message):
     __slots__ = ("collection",)

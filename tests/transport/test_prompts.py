@@ -158,6 +158,32 @@ def test_prompts_compose_with_output_shapes(client, documents):
         client.delete_collection("composed")
 
 
+def test_a_shaped_collection_applies_its_prompts_then_its_shape(target, documents):
+    """int8 with a document and a query prompt: items are EmbedTexts' int8 vectors of the document prompt, queries
+    those of the query prompt, each space calibrated on its own (two sets of ranges, stored with the collection), and
+    scores are their integer dot products."""
+    with Client(target, timeout=900) as client:  # the first int8 request of a space calibrates it
+        info = client.create_collection("shaped-news", model="e5", metric="ip", dtype="int8")
+        try:
+            space = client.get_model("e5").space
+            assert info.space == f"{space};prompt=document/int8" and info.query_space == f"{space};prompt=query/int8"
+            ids = [f"d{n}" for n in range(len(documents))]
+            client.upsert("shaped-news", ids, inputs=documents)
+            items, _ = client.get_items("shaped-news", ids, include_vectors=True)
+            want = client.embed_texts("e5", documents, prompt_name="document", dtype="int8")
+            np.testing.assert_array_equal(np.stack([i["vector"] for i in items]), want.vectors)
+            queries = client.embed_texts("e5", QUERIES, prompt_name="query", dtype="int8")
+            assert queries.space == info.query_space
+            # Scores equal to these dot products mean the queries were quantised with the query space's ranges.
+            dots = queries.vectors.astype(np.int64) @ want.vectors.astype(np.int64).T
+            for q, text in enumerate(QUERIES):
+                hits = client.search("shaped-news", input=text, k=5)
+                assert [h.score for h in hits] == sorted(dots[q], reverse=True)[:5]
+                assert [h.id for h in client.search("shaped-news", vector=queries[q], k=5)] == [h.id for h in hits]
+        finally:
+            client.delete_collection("shaped-news")
+
+
 def test_unknown_prompt_names_are_refused_naming_the_choices(client):
     with pytest.raises(EmbedsvcClientError) as info:
         client.embed_texts("e5", ["a text"], prompt_name="passage")

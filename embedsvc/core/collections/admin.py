@@ -13,11 +13,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from embedsvc.core.collections.binding import binding, collection_prompts, prompted
+from embedsvc.core.collections.binding import (
+    binding,
+    collection_prompts,
+    collection_shape,
+    prompted,
+    shape_fields,
+    shaped,
+)
 from embedsvc.core.collections.fusion import Fusion, Method
 from embedsvc.core.collections.service import CollectionInfo, Collections
 from embedsvc.core.operations import Operation, OperationStore, Progress
 from embedsvc.core.paging import Page, page_size
+from embedsvc.core.texts.shapes import Dtype
 from embedsvc.errors import EmbedsvcError, Reason, invalid, limit_exceeded, missing
 from embedsvc.index.aliases import Alias, Aliases, not_found
 from embedsvc.index.backend import VectorCollection, check_name
@@ -66,16 +74,20 @@ class CollectionAdmin:
         search_defaults: SearchDefaults | None = None,
         document_prompt: str | None = None,
         query_prompt: str | None = None,
+        dimensions: int = 0,
+        dtype: Dtype = Dtype.FLOAT32,
     ) -> CollectionInfo:
         """`keyword`: the keyword index (None: one in English for a collection bound to a text model, none
         otherwise; on a backend that cannot hold one, none unless asked for, which is then BACKEND_UNSUPPORTED).
         `search_defaults`: what searches get when they do not say (checked here). `document_prompt` /
         `query_prompt`: a text-bound collection's prompt names ("" for none, None for the model's conventional ones:
-        "document", "passage" or "corpus"; "query")."""
+        "document", "passage" or "corpus"; "query"). `dimensions` / `dtype`: its shape (shapes.py): a text-bound
+        collection's Matryoshka dimensions and number type, or an unbound one's number type."""
         check_name(name)
         if metric is None:
             raise missing("metric", "the metric")
         model_version = space = query_space = ""
+        shape: dict[str, Any] = {}
         text_model = False
         document = query = None
         if not model and (document_prompt or query_prompt):
@@ -89,6 +101,8 @@ class CollectionAdmin:
             text_model = bound.text is not None
             document, query = collection_prompts(bound, document_prompt, query_prompt)
             bound = prompted(bound, document, query)
+            bound = shaped(bound, collection_shape(bound, dimensions, dtype, self.collections.calibrations))
+            shape = shape_fields(bound)
             query_space = bound.query_space
             if dimension and dimension != bound.dimension:
                 raise EmbedsvcError(
@@ -98,6 +112,15 @@ class CollectionAdmin:
                     metadata={"expected": str(bound.dimension), "actual": str(dimension)},
                 )
             dimension, model_version, space = bound.dimension, bound.version, bound.space
+        elif dimensions:
+            raise invalid(
+                "shape.dimensions",
+                "shape.dimensions cuts a bound model's vectors; a collection without a model has the `dimension` it "
+                "is given",
+            )
+        elif dtype is not Dtype.FLOAT32:
+            shape = {"dtype": dtype.value}
+            space = f"collection:{name}/{dtype.value}"
         if dimension <= 0:
             raise missing("dimension", "a positive dimension (or a model)")
         if dimension > self.limits.max_dimension:
@@ -124,6 +147,7 @@ class CollectionAdmin:
             query_prompt_name=query.name if query else "",
             query_prompt=query.text if query else "",
             query_space=query_space,
+            **shape,
         )
         return self.collections.describe(self.create_config(config))
 

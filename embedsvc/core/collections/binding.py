@@ -13,24 +13,32 @@ prompt's, so an item vector made with the query prompt (or none, when documents 
 (SPACE_MISMATCH); a query vector may be in `space` or in `query_space`. The prompts are fixed when the collection is
 created (`collection_prompts`) and checked at every use (`bound`): a model whose prompt text has changed since then
 makes other vectors, and is refused like a new model version.
+
+A collection bound to a text model may also have a shape (`shapes.py`: Matryoshka dimensions, a quantised type):
+`collection_shape` checks it against the model and calibrates it when the collection is created, `shaped` gives the
+binding its shaped spaces and dimension, and every vector the binding makes (items' inputs, query texts, composed
+expressions) leaves it in that shape, in the stored form.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from embedsvc.backends.capabilities import Capability, ImageEncoder, WordSpace
 from embedsvc.calls import CallControl
+from embedsvc.core.collections.shapes import Shape, decode_ranges, dtype_of, encode_ranges
 from embedsvc.core.expression import Expression
 from embedsvc.core.images.codec import ImageInput
 from embedsvc.core.images.latents import Latents
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.core.texts import embedding as texts
 from embedsvc.core.texts.batching import TextModel
-from embedsvc.core.texts.embedding import Prompt, named_prompt, prompt_space
+from embedsvc.core.texts.embedding import Prompt, calibration_ranges, named_prompt, prompt_space
+from embedsvc.core.texts.shapes import Calibrations, Dtype, check_dimensions
 from embedsvc.core.words import arithmetic
 from embedsvc.core.words.arithmetic import FieldOf
 from embedsvc.errors import EmbedsvcError, Reason, invalid
@@ -55,11 +63,13 @@ class Binding:
     document_prompt: Prompt | None = None
     query_prompt: Prompt | None = None
     query_space: str = ""
+    # A text model's collection shape (None: the model's float vectors).
+    shape: Shape | None = None
 
     @property
     def model_space(self) -> str:
-        """The model's own space (vectors made without a prompt)."""
-        return self.space.split(";prompt=", 1)[0]
+        """The model's own space (vectors made without a prompt, unshaped)."""
+        return self.text.encoder.space if self.text is not None else self.space.split(";prompt=", 1)[0]
 
     @property
     def query_spaces(self) -> tuple[str, ...]:
@@ -82,13 +92,13 @@ class Binding:
     ) -> np.ndarray:
         """Items' raw inputs -> vectors in `space` (words as stored; texts as the encoder gives them, after the
         document prompt). `field_of(n, None)` names input n in errors."""
-        return self._embed(inputs, field_of, limits, control, self.document_prompt)
+        return self._embed(inputs, field_of, limits, control, self.document_prompt, query=False)
 
     def embed_queries(
         self, inputs: Sequence[str], field_of: FieldOf, limits: Limits, control: CallControl | None = None
     ) -> np.ndarray:
         """Query inputs -> query vectors (in `query_space` when the collection has a query prompt, else `space`)."""
-        return self._embed(inputs, field_of, limits, control, self.query_prompt)
+        return self._embed(inputs, field_of, limits, control, self.query_prompt, query=True)
 
     def _embed(
         self,
@@ -97,6 +107,8 @@ class Binding:
         limits: Limits,
         control: CallControl | None,
         prompt: Prompt | None,
+        *,
+        query: bool,
     ) -> np.ndarray:
         if self.images is not None:
             raise EmbedsvcError(
@@ -110,6 +122,8 @@ class Binding:
             vectors, _, _ = texts.encode(
                 self.text, inputs, field_of=lambda n: field_of(n, None), normalize=False, control=control, prompt=prompt
             )
+            if self.shape is not None:
+                return self.shape.apply(vectors, query=query)
             return vectors
         assert self.words is not None
         indices = self.words.indices(list(inputs), field_of(0, None))
@@ -129,10 +143,14 @@ class Binding:
             composed = self.latents.compose(self.images, expressions, field_of, dimension=self.dimension)
             return composed, [set() for _ in expressions]
         if self.text is not None:
-            spaces = (self.model_space, *self.query_spaces)
-            return texts.compose(
+            model = self.model_space
+            spaces = (model, prompt_space(model, self.document_prompt), prompt_space(model, self.query_prompt))
+            composed, used = texts.compose(
                 self.text, expressions, field_of, limits, control, prompt=self.query_prompt, spaces=spaces
             )
+            # A shaped collection composes in the model's float space, then shapes the query (its own shaped
+            # vectors, as `item` terms, are refused there: SPACE_MISMATCH).
+            return (self.shape.apply(composed, query=True) if self.shape is not None else composed), used
         assert self.words is not None
         return arithmetic.compose(self.words, expressions, field_of)
 
@@ -203,6 +221,84 @@ def prompted(model: Binding, document: Prompt | None, query: Prompt | None) -> B
     )
 
 
+def collection_shape(
+    model: Binding,
+    dimensions: int,
+    dtype: Dtype,
+    calibrations: Calibrations,
+    control: CallControl | None = None,
+    field: str = "shape",
+) -> Shape | None:
+    """A new collection's shape for a model with the collection's prompts (None: no shape): its dimensions checked
+    as EmbedTexts checks them (INVALID_VALUE, DIMENSIONS_NOT_SUPPORTED), and for int8/uint8 the ranges of its
+    documents' and queries' spaces (computed through the model's batcher the first time a server needs them).
+    MODEL_BINDING for a model that does not embed texts."""
+    if dtype is Dtype.FLOAT32 and not dimensions:
+        return None
+    if model.text is None:
+        raise EmbedsvcError(
+            Reason.MODEL_BINDING,
+            f"output shapes apply to collections bound to a text model; '{model.name}' is not one",
+            field=field,
+        )
+    text = model.text
+    native = text.encoder.dimension
+    check_dimensions(text.encoder, dimensions, f"{field}.dimensions")
+    cut = dimensions if 0 < dimensions < native else 0
+    shape = Shape(cut, dtype)
+    if not dtype.calibrated:
+        return shape
+    size = cut or native
+    ranges, calibration = calibration_ranges(text, size, model.document_prompt, calibrations, control, field + ".dtype")
+    query_ranges = None
+    if model.query_space:  # the query prompt makes vectors of their own, calibrated on their own
+        query_ranges, _ = calibration_ranges(text, size, model.query_prompt, calibrations, control, field + ".dtype")
+    return Shape(cut, dtype, ranges, query_ranges, calibration)
+
+
+def shaped(model: Binding, shape: Shape | None) -> Binding:
+    """The binding with a collection's shape: its spaces and dimension are the shape's."""
+    if shape is None:
+        return model
+    assert model.text is not None
+    native = model.text.encoder.dimension
+    return replace(
+        model,
+        space=shape.space(model.space, native),
+        query_space=shape.space(model.query_space, native) if model.query_space else "",
+        dimension=shape.dimensions or native,
+        shape=shape,
+    )
+
+
+def shape_fields(model: Binding) -> dict[str, Any]:
+    """What a CollectionConfig records of a binding's shape."""
+    shape = model.shape
+    if shape is None:
+        return {}
+    return {
+        "dtype": shape.dtype.value if shape.dtype is not Dtype.FLOAT32 else "",
+        "shape_dimensions": shape.dimensions,
+        "ranges": encode_ranges(shape.ranges),
+        "query_ranges": encode_ranges(shape.query_ranges),
+        "calibration": shape.calibration,
+    }
+
+
+def config_shape(config: CollectionConfig) -> Shape | None:
+    """The shape a bound collection was created with (None: none)."""
+    dtype = dtype_of(config)
+    if dtype is Dtype.FLOAT32 and not config.shape_dimensions:
+        return None
+    return Shape(
+        config.shape_dimensions,
+        dtype,
+        decode_ranges(config.ranges, config.dimension),
+        decode_ranges(config.query_ranges, config.dimension),
+        config.calibration,
+    )
+
+
 def bound(
     registry: ModelRegistry, config: CollectionConfig, latents: Latents | None = None, field: str = "model"
 ) -> Binding:
@@ -217,8 +313,11 @@ def bound(
             field=field,
             metadata={"expected": config.model_version, "actual": model.version},
         )
+    shape = config_shape(config)
+    if shape is not None and model.text is None:
+        raise invalid(field, f"collection '{config.name}' is shaped, but '{config.model}' embeds no texts")
     if not (config.document_prompt_name or config.query_prompt_name):
-        return model
+        return shaped(model, shape)
     if model.text is None:
         raise invalid(field, f"collection '{config.name}' has prompts, but '{config.model}' embeds no texts")
     now = model.text.encoder.prompts
@@ -236,4 +335,4 @@ def bound(
             )
     document = Prompt(config.document_prompt_name, config.document_prompt) if config.document_prompt_name else None
     query = Prompt(config.query_prompt_name, config.query_prompt) if config.query_prompt_name else None
-    return prompted(model, document, query)
+    return shaped(prompted(model, document, query), shape)

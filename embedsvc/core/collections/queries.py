@@ -21,6 +21,7 @@ import numpy as np
 
 from embedsvc.calls import CallControl
 from embedsvc.core.collections import examples as by_example
+from embedsvc.core.collections import shapes
 from embedsvc.core.collections.binding import Binding
 from embedsvc.core.collections.checks import check_id
 from embedsvc.core.collections.options import ExamplesIn, QueryIn, Strategy
@@ -29,7 +30,7 @@ from embedsvc.core.images.codec import ImageInput
 from embedsvc.errors import EmbedsvcError, Reason, check_count, limit_exceeded, missing
 from embedsvc.index.backend import VectorCollection
 from embedsvc.limits import Limits
-from embedsvc.vectors import check_vector, unit_rows
+from embedsvc.vectors import unit_rows
 
 # (collection, field) -> the bound model, checked (MODEL_BINDING, MODEL_VERSION_CHANGED).
 BoundModel = Callable[[VectorCollection, str], Binding]
@@ -90,15 +91,8 @@ class QueryResolver:
                     raise limit_exceeded(where[q] + name, "characters", len(text), self.limits.max_text_chars)
                 resolved.text = text
             if query.vector is not None:
-                resolved.vector = check_vector(
-                    query.vector,
-                    query.space,
-                    space=config.space,
-                    dimension=config.dimension,
-                    owner=f"collection '{config.name}'",
-                    field=where[q] + ".vector",
-                    also=(config.query_space,) if config.query_space else (),  # made with its query prompt
-                )
+                # In its space or its query prompt's; in the collection's wire form (shapes.py).
+                resolved.vector = shapes.vector_in(config, query.vector, query.space, where[q] + ".vector", query=True)
             elif query.item_id:
                 check_id(query.item_id, where[q] + ".item_id", self.limits)
                 (item,) = collection.get([query.item_id], with_vectors=True)

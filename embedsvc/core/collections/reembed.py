@@ -44,7 +44,8 @@ from typing import Any
 import numpy as np
 
 from embedsvc.core.collections.admin import CollectionAdmin
-from embedsvc.core.collections.binding import Binding, binding
+from embedsvc.core.collections.binding import Binding, binding, collection_shape, shape_fields, shaped
+from embedsvc.core.collections.shapes import dtype_of
 from embedsvc.core.operations import Operation, Progress, Work
 from embedsvc.errors import EmbedsvcError, Reason, invalid
 from embedsvc.index.backend import VectorCollection, check_name
@@ -172,7 +173,11 @@ class Reembedder:
                 "can be re-embedded",
                 field="model",
             )
-        return bound
+        # A shaped collection's copy keeps its shape (checked against the new model, calibrated for it).
+        shape = collection_shape(
+            bound, source.shape_dimensions, dtype_of(source), self.collections.calibrations, field="model"
+        )
+        return shaped(bound, shape)
 
     @staticmethod
     def _config(target: str, source: CollectionConfig, bound: Binding) -> CollectionConfig:
@@ -194,6 +199,7 @@ class Reembedder:
             backend=source.backend,
             keyword=source.keyword,  # the keyword index (over the same inputs) and search defaults carry over
             search_defaults=source.search_defaults,
+            **shape_fields(bound),
         )
 
     # ---- running -------------------------------------------------------------------------------------------------

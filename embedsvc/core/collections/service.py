@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from embedsvc.backends.capabilities import Capability
 from embedsvc.calls import CallControl
+from embedsvc.core.collections import shapes
 from embedsvc.core.collections.binding import Binding, bound
 from embedsvc.core.collections.checks import check_ids, check_metadata
 from embedsvc.core.collections.filters import parse_filter
@@ -34,12 +35,13 @@ from embedsvc.core.paging import PageTokens
 from embedsvc.core.provenance import Provenance
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.core.texts import embedding as texts
+from embedsvc.core.texts.shapes import Calibrations, Dtype
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
 from embedsvc.index.aliases import Aliases
 from embedsvc.index.backend import Stores, VectorCollection, check_name
 from embedsvc.index.types import CollectionConfig, SearchMode, StoredItem, Upsert
 from embedsvc.limits import Limits
-from embedsvc.vectors import check_vector, packed_rows
+from embedsvc.vectors import packed_rows
 
 __all__ = ["CollectionInfo", "Collections", "ItemIn", "PackedQueries", "QueryIn", "SearchOptions", "SearchOutcome"]
 
@@ -106,6 +108,7 @@ class Collections:
         *,
         aliases: Aliases | None = None,
         tokens: PageTokens | None = None,
+        calibrations: Calibrations | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -113,6 +116,8 @@ class Collections:
         self.latents = latents
         self.aliases = aliases
         self.tokens = tokens or PageTokens(secrets.token_bytes(32))
+        # int8/uint8 calibration ranges, shared with EmbedTexts (a new shaped collection quantises as it does).
+        self.calibrations = calibrations or Calibrations()
         # Every write commits through its collection's gate (a re-embed watches and holds them: gates.py).
         self.gates = Gates(lambda name: self.aliases.resolve(name) if self.aliases is not None else name)
 
@@ -163,16 +168,7 @@ class Collections:
         collection: VectorCollection, vector: np.ndarray, tag: str, field: str, *, query: bool = False
     ) -> np.ndarray:
         """An item's vector (in the collection's space), or with `query` a query vector (also in its query space)."""
-        config = collection.config
-        return check_vector(
-            vector,
-            tag,
-            space=config.space,
-            dimension=config.dimension,
-            owner=f"collection '{config.name}'",
-            field=field,
-            also=(config.query_space,) if query and config.query_space else (),
-        )
+        return shapes.vector_in(collection.config, vector, tag, field, query=query)
 
     def prepare_upsert(
         self, name: str, items: Sequence[ItemIn], control: CallControl | None = None
@@ -241,17 +237,35 @@ class Collections:
         collection = self._collection(name)
         check_ids(ids, "ids", self.limits)
         found = collection.get(ids, with_vectors=with_vectors)
-        return [f for f in found if f is not None], [i for i, f in zip(ids, found, strict=True) if f is None]
+        items = [f for f in found if f is not None]
+        if with_vectors:
+            items = self._wire_items(collection.config, items)
+        return items, [i for i, f in zip(ids, found, strict=True) if f is None]
 
-    def export(self, name: str, batch_size: int, token: str = "") -> Iterator[tuple[list[StoredItem], str]]:
-        """Batches of every item in the order of their ids, each with the token that resumes after it."""
+    @staticmethod
+    def _wire_items(config: CollectionConfig, items: list[StoredItem]) -> list[StoredItem]:
+        """Items with their vectors in the collection's wire form (packed bytes again for binary types)."""
+        if shapes.dtype_of(config) not in (Dtype.BINARY, Dtype.UBINARY) or not items:
+            return items
+        rows = shapes.to_wire(np.stack([i.vector for i in items]), config)
+        return [replace(i, vector=row) for i, row in zip(items, rows, strict=True)]
+
+    def export(
+        self, name: str, batch_size: int, token: str = "", *, stored: bool = False
+    ) -> Iterator[tuple[list[StoredItem], str]]:
+        """Batches of every item in the order of their ids, each with the token that resumes after it; the vectors in
+        the collection's wire form, or with `stored` as the backend holds them (binary types unpacked to +1/-1)."""
         collection = self._collection(name)
         batch_size = batch_size or 1000
         if not 1 <= batch_size <= self.limits.max_upsert_items:
             raise invalid("batch_size", f"batch_size must be 1..{self.limits.max_upsert_items}")
         listing = f"export:{collection.config.name}"
         after = self.tokens.position(token, listing)
-        return ((batch, self.tokens.issue(listing, batch[-1].id)) for batch in collection.export(batch_size, after))
+        config = collection.config
+        return (
+            (batch if stored else self._wire_items(config, batch), self.tokens.issue(listing, batch[-1].id))
+            for batch in collection.export(batch_size, after)
+        )
 
     # ---- search --------------------------------------------------------------------------------------------------
 
@@ -389,6 +403,11 @@ class Collections:
             )
             results = planner.run(resolved)
             exact = planner.exact
+        if options.include_vectors and shapes.dtype_of(config) in (Dtype.BINARY, Dtype.UBINARY):
+            for result in results:
+                for hit in result.hits:
+                    if hit.vector is not None and len(hit.vector) == config.dimension:  # each hit once
+                        hit.vector = shapes.to_wire(np.asarray(hit.vector)[None], config)[0]
         report.notices = list(dict.fromkeys(report.notices))
         parameters = {"collection": config.name, "k": str(k), "filter": options.filter, "exact": str(exact).lower()}
         if options.ef_search:
@@ -404,9 +423,11 @@ class Collections:
 
     @staticmethod
     def _packed_queries(collection: VectorCollection, packed: PackedQueries) -> np.ndarray:
-        return packed_rows(
+        config = collection.config
+        rows = packed_rows(
             packed.values,
-            dimension=collection.config.dimension,
-            owner=f"collection '{collection.config.name}'",
+            dimension=shapes.wire_width(config),
+            owner=f"collection '{config.name}'",
             field="packed_queries",
         )
+        return shapes.rows_in(config, rows, "packed_queries")

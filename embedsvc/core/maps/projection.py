@@ -204,7 +204,8 @@ class Maps:
                 raise limit_exceeded(
                     field, "items in the collection (pass ids)", info.count, self.limits.max_map_points
                 )
-            items = [item for batch, _ in self.collections.export(source.collection, 1000) for item in batch]
+            batches = self.collections.export(source.collection, 1000, stored=True)
+            items = [item for batch, _ in batches for item in batch]
         if not items:
             raise invalid(field, f"collection '{source.collection}' has no items")
         config = info.config

@@ -289,16 +289,8 @@ def embed_texts(
         parameters["dtype"] = dtype.value
         ranges = None
         if dtype.calibrated:
-
-            def embed(calibration: list[str], control: CallControl | None) -> np.ndarray:
-                rows, _, _ = encode(
-                    model, calibration, field_of=lambda n: "dtype", normalize=True, control=control, prompt=prompt
-                )
-                return rows
-
-            # A prompt's vectors are another space, calibrated on their own (the sentences after the prompt).
-            ranges, parameters["calibration"] = (calibrations or Calibrations()).ranges(
-                encoder, embed, dimension, control=control, space=prompt_space(encoder.space, prompt)
+            ranges, parameters["calibration"] = calibration_ranges(
+                model, dimension, prompt, calibrations or Calibrations(), control
             )
         vectors = shapes.quantize(vectors, dtype, ranges)
     return TextEmbeddings(
@@ -312,6 +304,27 @@ def embed_texts(
         dtype=dtype,
         warnings=warnings,
     )
+
+
+def calibration_ranges(
+    model: TextModel,
+    dimension: int,
+    prompt: Prompt | None,
+    calibrations: Calibrations,
+    control: CallControl | None = None,
+    field: str = "dtype",
+) -> tuple[np.ndarray, str]:
+    """The int8/uint8 ranges of the model's vectors of `dimension` components made with `prompt`, and their
+    description: a prompt's vectors are another space, calibrated on their own (the sentences after the prompt)."""
+
+    def embed(calibration: list[str], control: CallControl | None) -> np.ndarray:
+        rows, _, _ = encode(
+            model, calibration, field_of=lambda n: field, normalize=True, control=control, prompt=prompt
+        )
+        return rows
+
+    space = prompt_space(model.encoder.space, prompt)
+    return calibrations.ranges(model.encoder, embed, dimension, field, control, space)
 
 
 def tokenize_texts(model: TextModel, texts: Sequence[str], limits: Limits, *, special: bool = True) -> Tokenized:

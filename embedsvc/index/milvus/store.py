@@ -142,6 +142,16 @@ class MilvusStore:
 
     def create(self, config: CollectionConfig) -> MilvusCollection:
         connection = self.connection
+        stored = len(config.to_json())
+        if stored > MAX_VARCHAR:  # a shaped collection's int8 ranges grow with its dimension (two sets with prompts)
+            raise EmbedsvcError(
+                Reason.BACKEND_UNSUPPORTED,
+                f"the collection's configuration takes {stored} bytes (its int8/uint8 calibration ranges), more than "
+                f"a Milvus catalog entry holds ({MAX_VARCHAR}); use the FAISS backend, fewer dimensions or no query "
+                "prompt",
+                field="shape",
+                metadata={"backend": "milvus", "needed": f"{stored} bytes", "actual": str(MAX_VARCHAR)},
+            )
         if config.keyword:
             unsupported = connection.full_text_unsupported()
             if unsupported is not None:
