@@ -5,8 +5,11 @@ The knob is nprobe (IVF kinds), ef_search (HNSW kinds) or the oversampling (quan
 (recall 1). `measure` takes QUERIES of the collection's own live vectors as queries, finds each one's exact k nearest
 other items (the query's own item left out, so that finding itself does not count), then searches at each knob value,
 smallest first, exactly as a search would (codes, oversampling, rescoring), and records recall@k against the exact
-answer; it stops once a value reaches STOP. `choose` gives the smallest value whose recall reaches a target, and its
-recall (the largest value measured when none does: its recall is then below the target, and says so).
+answer; a series stops once a value reaches STOP. A quantised IVF or HNSW index has a second knob, its oversampling:
+when the series at the collection's oversampling levels off below STOP (the codes, not the probing, limit it), the
+series is measured again at twice and four times it. `choose` gives the cheapest setting whose recall reaches a
+target (the smallest knob value, then the smallest oversampling), and its recall; when none does, the smallest
+setting within 0.001 of the best recall measured (its recall is then below the target, and says so).
 
 A calibration is redone in the background after every training or rebuild, and when the collection has grown GROWTH
 times since; it is saved in the checkpoint's manifest and read back at open.
@@ -25,7 +28,7 @@ from embedsvc.index.types import IndexKind, IndexParams
 QUERIES = 200
 K = 10
 STOP = 0.999
-GROWTH = 2.0
+GROWTH = 1.5
 _NPROBE = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 4096)
 _EF = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 4096)
 _OVERSAMPLE = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 100)
@@ -45,22 +48,26 @@ def knob(params: IndexParams) -> tuple[str, tuple[int, ...]]:
 @dataclass(frozen=True)
 class Calibration:
     knob: str
-    points: tuple[tuple[int, float], ...]  # (knob value, recall@k), values ascending
+    # (knob value, oversampling, recall@k): series by oversampling, values ascending in each. For quantised FLAT the
+    # knob is the oversampling (both equal); without quantisation the oversampling is 1.
+    points: tuple[tuple[int, int, float], ...]
     count: int  # live items when measured
     queries: int
     k: int = K
 
-    def choose(self, target: float) -> tuple[int, float]:
-        """The smallest value reaching `target` and its recall; else the largest measured."""
-        for value, recall in self.points:
-            if recall >= target:
-                return value, recall
-        return self.points[-1]
+    def choose(self, target: float) -> tuple[int, int, float]:
+        """(knob value, oversampling, recall) of the cheapest setting reaching `target` (see the module docstring)."""
+        reaching = [p for p in self.points if p[2] >= target]
+        if not reaching:
+            best = max(p[2] for p in self.points)
+            reaching = [p for p in self.points if p[2] >= best - 0.001]
+        return min(reaching, key=lambda p: (p[0], p[1]))
 
-    def estimate(self, value: int) -> float | None:
-        """The recall measured at the largest value not above `value` (a lower bound: recall grows with it)."""
-        below = [r for v, r in self.points if v <= value]
-        return below[-1] if below else None
+    def estimate(self, value: int, oversample: int) -> float | None:
+        """The recall measured at the largest setting not above (value, oversample) (a lower bound: recall grows
+        with both)."""
+        below = [p for p in self.points if p[0] <= value and p[1] <= oversample]
+        return max(below, key=lambda p: (p[0], p[1]))[2] if below else None
 
     def to_json(self) -> dict[str, Any]:
         return {"knob": self.knob, "points": [list(p) for p in self.points], "count": self.count,
@@ -68,34 +75,43 @@ class Calibration:
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> Calibration | None:
-        if not data or not data.get("points"):
+        if not data or not data.get("points") or len(data["points"][0]) != 3:
             return None
-        points = tuple((int(v), float(r)) for v, r in data["points"])
+        points = tuple((int(v), int(o), float(r)) for v, o, r in data["points"])
         return cls(str(data["knob"]), points, int(data["count"]), int(data["queries"]), int(data.get("k", K)))
 
 
-# search(queries, k, exclude, exact, knob value) -> the hits' slots per query (lists), as the planner finds them.
-Search = Callable[[np.ndarray, int, Sequence[set[str]], bool, int], list[list[str]]]
+# search(queries, k, exclude, exact, knob value, oversampling) -> the hits' ids per query, as a search finds them.
+Search = Callable[[np.ndarray, int, Sequence[set[str]], bool, int, int], list[list[str]]]
 
 
 def measure(
     params: IndexParams, sample: np.ndarray, sample_ids: Sequence[str], count: int, search: Search
 ) -> Calibration | None:
-    """Recall@K at each knob value, on the sample's vectors (index form) as queries, each leaving out its own id."""
+    """Recall@K at each setting, on the sample's vectors (index form) as queries, each leaving out its own id."""
     name, values = knob(params)
     if not name or not len(sample):
         return None
     exclude = [{i} for i in sample_ids]
     k = min(K, max(count - 1, 1))
-    truth = search(sample, k, exclude, True, 0)
+    truth = search(sample, k, exclude, True, 0, 0)
     wanted = [set(row) for row in truth]
-    points: list[tuple[int, float]] = []
-    for value in values:
-        found = search(sample, k, exclude, False, value)
-        hits = sum(len(set(row) & w) for row, w in zip(found, wanted, strict=True))
-        recall = hits / max(sum(len(w) for w in wanted), 1)
-        points.append((value, round(recall, 4)))
-        if recall >= STOP:
+    total = max(sum(len(w) for w in wanted), 1)
+    points: list[tuple[int, int, float]] = []
+    if name == "oversample":
+        series = [0]
+    elif params.quantised:
+        series = [params.oversample, 2 * params.oversample, 4 * params.oversample]
+    else:
+        series = [1]
+    for oversample in series:
+        for value in values:
+            found = search(sample, k, exclude, False, value, oversample)
+            recall = sum(len(set(row) & w) for row, w in zip(found, wanted, strict=True)) / total
+            points.append((value, oversample or value, round(recall, 4)))
+            if recall >= STOP:
+                break
+        if max(p[2] for p in points) >= STOP:
             break
     return Calibration(name, tuple(points), count, len(sample), k)
 

@@ -70,6 +70,7 @@ class Collection:
         self.state = State.RECOVERING
         self.error = ""
         self._writer: LogWriter | None = None
+        self._recalibrate = False
         self._background = training.Background(
             config.name, {"verify": self._verify, "train": self._train, "calibrate": self._calibrate}
         )
@@ -138,13 +139,18 @@ class Collection:
         self.rebuild(check=self._check_open)  # which asks for a calibration after
 
     def _calibrate(self) -> None:
-        """Measure the index's recall at each setting of its knob on a sample of the collection's own vectors."""
+        """Measure the index's recall at each setting of its knob on a sample of the collection's own vectors,
+        among the rows there were when it started (writes go on meanwhile)."""
         self._check_open()
         contents = self._contents
         with contents.rw.read():
-            store = contents.store
+            store, generation = contents.store, contents.generation
             if not contents.index.trained or contents.index.exact:
                 return
+            if not self._recalibrate and not calibration.stale(contents.calibration, store.count):
+                return  # asked for again while it ran, and measured since
+            self._recalibrate = False
+            before = store.n
             live = store.live_slots()
             count = len(live)
             rng = np.random.default_rng(count)
@@ -152,25 +158,31 @@ class Collection:
             vectors = store.unit[sample]
             ids = [store.ids[s] for s in sample.tolist()]
         name, _ = calibration.knob(self.config.index)
+        steps = Steps(queries=_QUERY_CHUNK, filter_items=_FILTER_CHUNK, rerank_bytes=_RERANK_BYTES)
 
         def search(
-            queries: np.ndarray, k: int, exclude: Sequence[set[str]], exact: bool, value: int
+            queries: np.ndarray, k: int, exclude: Sequence[set[str]], exact: bool, value: int, oversample: int
         ) -> list[list[str]]:
-            knobs = {"nprobe": 0, "ef_search": 0, "oversample": 0} | {name: value}
-            found = self.search(
+            self._check_open()
+            knobs = {"nprobe": 0, "ef_search": 0, "oversample": oversample} | ({name: value} if value else {})
+            found = self._planner.search(
                 queries,
                 k,
+                steps=steps,
                 exclude=exclude,
                 exact=exact,
                 with_metadata=False,
                 nprobe=knobs["nprobe"],
                 ef_search=knobs["ef_search"],
                 oversample=knobs["oversample"],
+                before=before,
             )
             return [[h.id for h in row] for row in found.hits]
 
         measured = calibration.measure(self.config.index, vectors, ids, count, search)
         with contents.rw.write():
+            if contents.generation != generation:
+                return  # renumbered meanwhile (a compaction, a rebuild): measured on rows that moved; again later
             contents.calibration = measured
             contents.dirty = True
         if measured is not None:
@@ -375,7 +387,8 @@ class Collection:
         self.checkpoint()
         index = self._contents.index
         if calibration.knob(self.config.index)[0] and index.trained and not index.exact:
-            self._background.start("calibrate")  # a new index: its recall is measured again
+            self._recalibrate = True  # a new index: its recall is measured again
+            self._background.start("calibrate")
 
     def wait_for_training(self, timeout: float | None = None) -> None:
         """Wait for the background work (training, calibration, checks) to finish (tests, benchmarks)."""

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from embedsvc.index.faiss import checkpoint, columns
-from embedsvc.index.faiss.calibration import Calibration
+from embedsvc.index.faiss.calibration import GROWTH, Calibration
 from embedsvc.index.faiss.checkpoint import FileEntry, Linked, Manifest, Plan, SegmentEntry, Written
 from embedsvc.index.faiss.log import Record
 from embedsvc.index.faiss.rwlock import RWLock
@@ -52,6 +52,8 @@ from embedsvc.index.types import CollectionConfig, IndexKind, Quantization, Upse
 
 # At most this many segments after a checkpoint; beyond it, the smallest adjacent ones are merged.
 MAX_SEGMENTS = 16
+# A collection whose index needs no training has its recall calibrated once it holds this many items.
+CALIBRATE_FROM = 1000
 
 
 def _nothing() -> None:
@@ -114,8 +116,10 @@ class Contents:
     def _feed(self, slots: np.ndarray) -> None:
         if self.index.trained:
             self.index.add(slots, self.store.unit[slots])
+            count = self.store.count
             calibration = self.calibration
-            if calibration is not None and self.store.count >= 2 * calibration.count and self.rebuilding is None:
+            due = count >= CALIBRATE_FROM if calibration is None else count >= GROWTH * calibration.count
+            if due and not self.index.exact and self.rebuilding is None:
                 self._on_grown()
         elif self.store.count >= self.config.index.train_size and self.rebuilding is None:
             self._on_trainable()

@@ -5,9 +5,10 @@ A search's plan, per step of queries:
   entries (fields.py: binary searches, then the matching slots only); the rest is the reference predicate, evaluated
   outside the lock in steps on the slots the index let through (`_match`), and completed under it for the slots
   written since (`_allowed`); a compaction in between (another generation of the contents) makes it start over.
-- settings: a target recall (the request's, else the collection's) sets the index's knob (nprobe, ef_search, or the
-  oversampling of a quantised FLAT index) from the collection's calibration (calibration.py), and the estimated
-  recall goes into the provenance; a knob given in the request wins.
+- settings: a target recall sets the index's knob (nprobe, ef_search, or the oversampling of a quantised index) from
+  the collection's calibration (calibration.py), and the estimated recall goes into the provenance. A request's
+  target sets it outright; the collection's own target only raises the configured knob (the calibration is measured
+  on the collection's own vectors, which flatters queries unlike them). A knob given in the request wins.
 - exact or ANN: exact (brute force over the allowed rows, block by block over the store's segments) when asked, when
   the index is untrained, when the kind is FLAT without quantisation (it has no FAISS index), or when a filter leaves
   under _ANN_MIN_SELECTIVITY of the items; otherwise the ANN index, with the allowed slots as a FAISS selector.
@@ -132,9 +133,11 @@ class Planner:
         with_metadata: bool = True,
         with_vectors: bool = False,
         max_response_bytes: int = 0,
+        before: int | None = None,
     ) -> Searched:
         """k hits per query among live items matching the filter, minus each query's excluded ids, whether the
-        search was exact, and its effective parameters (see VectorCollection.search)."""
+        search was exact, and its effective parameters (see VectorCollection.search). `before` leaves out the slots
+        from it on (a calibration measures the rows there were when it started)."""
         contents = self.contents
         queries = index_form(np.ascontiguousarray(queries, dtype=np.float32), self.config.metric)
         knobs, parameters = self._settings(ef_search, nprobe, oversample, target_recall, exact, where is not None)
@@ -152,13 +155,16 @@ class Planner:
                 lookup = contents.store.slot_of.lookup
                 skip = [{int(s) for s in lookup(list(ids)) if s >= 0} if ids else set() for ids in skip_ids]
                 allowed = self._allowed(plan, matched, steps.filter_items)
+                if before is not None:
+                    allowed[before:] = False
                 eligible = int(allowed.sum())
                 want = min(k + extra, eligible)
                 if want == 0:
                     results.extend([] for _ in chunk)
                     continue
                 scores, labels, chunk_exact = self._candidates(
-                    chunk, want, allowed, eligible, filtered=plan is not None, exact=exact, knobs=knobs,
+                    chunk, want, allowed, eligible, filtered=plan is not None or before is not None, exact=exact,
+                    knobs=knobs,
                     rerank_bytes=steps.rerank_bytes,
                 )  # fmt: skip
                 was_exact = was_exact and chunk_exact
@@ -177,7 +183,7 @@ class Planner:
         p = self.config.index
         name, _ = knob(p)
         given = {"nprobe": nprobe, "ef_search": ef_search, "oversample": oversample}
-        values = {"nprobe": nprobe or p.nprobe, "ef_search": ef_search or p.ef_search, "oversample": oversample}
+        values = {"nprobe": nprobe or p.nprobe, "ef_search": ef_search or p.ef_search}
         values["oversample"] = oversample or p.oversample or 1
         parameters: dict[str, str] = {}
         calibration = self.contents.calibration
@@ -185,10 +191,20 @@ class Planner:
             target = target_recall or p.target_recall
             usable = calibration is not None and calibration.knob == name
             if given[name] or not target or not usable:
-                estimate = calibration.estimate(values[name]) if calibration is not None and usable else None
+                estimate = None
+                if calibration is not None and usable:
+                    estimate = calibration.estimate(values[name], values["oversample"] if p.quantised else 1)
             else:
                 assert calibration is not None
-                values[name], estimate = calibration.choose(target)
+                value, over, estimate = calibration.choose(target)
+                if not target_recall:
+                    # The collection's own target only ever raises its knobs: measured on its own vectors, the
+                    # estimate flatters queries unlike them, and the configured values are what it promised before.
+                    value, over = max(value, values[name]), max(over, values["oversample"])
+                    estimate = calibration.estimate(value, over if p.quantised else 1) or estimate
+                values[name] = value
+                if p.quantised and not given["oversample"]:
+                    values["oversample"] = over
                 parameters["target_recall"] = f"{target:g}"
             parameters[name] = str(values[name])
             if p.quantised and name != "oversample":
@@ -273,19 +289,17 @@ class Planner:
         """The best `want` allowed slots of each query (labels -1 past the end) and whether they are exact."""
         store, index = self.contents.store, self.contents.index
         n, p = store.n, self.config.index
-        dead = n - store.count
+        hidden = n - eligible  # tombstones (and, without a filter, nothing else)
         use_exact = exact or index.exact or not index.trained or eligible < _ANN_MIN_SELECTIVITY * store.count
         quantised = p.quantised
         if use_exact:
-            every = not filtered and dead == 0
+            every = not filtered and hidden == 0
             scores, labels = self._exact(queries, None if every else allowed, want, overfetch=not filtered)
-        elif not filtered and dead <= _MAX_OVERFETCH:
+        elif not filtered and hidden <= _MAX_OVERFETCH:
             # No selector (FAISS keeps its fast path): fetch enough to cover every tombstone, drop them after.
-            fetch = min(want + dead, n)
-            if quantised:
-                fetch = min(knobs.oversample * fetch, n)
+            fetch = min((knobs.oversample if quantised else 1) * want + hidden, n)
             scores, labels = index.search(queries, fetch, None, ef_search=knobs.ef_search, nprobe=knobs.nprobe)
-            scores, labels = self._drop_dead(scores, labels)
+            scores, labels = self._drop_dead(scores, labels, allowed)
             if quantised:
                 scores, labels = self._rescore(queries, labels, want, rerank_bytes)
             scores, labels = scores[:, :want], labels[:, :want]
@@ -345,9 +359,9 @@ class Planner:
             results.append(hits)
         return results
 
-    def _drop_dead(self, scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Move tombstoned hits to the end of each row, as -1 labels."""
-        live = (labels >= 0) & self.contents.store.live[np.maximum(labels, 0)]
+    def _drop_dead(self, scores: np.ndarray, labels: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Move hits that are not allowed (tombstones) to the end of each row, as -1 labels."""
+        live = (labels >= 0) & allowed[np.clip(labels, 0, len(allowed) - 1)] & (labels < len(allowed))
         order = np.argsort(~live, axis=1, kind="stable")
         labels = np.where(np.take_along_axis(live, order, 1), np.take_along_axis(labels, order, 1), -1)
         return np.take_along_axis(scores, order, 1), labels

@@ -141,13 +141,15 @@ def rebuild(
 
 class Background:
     """Runs a collection's background jobs ("train": a rebuild; "calibrate": a recall calibration) in a thread, one
-    at a time; a job asked for while it is queued or running runs once."""
+    at a time; a job asked for while it is queued runs once, and one asked for while it runs runs again after."""
 
     def __init__(self, name: str, jobs: dict[str, Callable[[], None]]) -> None:
         self.name = name
         self._jobs = jobs
         self._lock = threading.Lock()
         self._queue: list[str] = []
+        self._running: str | None = None
+        self._again: set[str] = set()
         self._thread: threading.Thread | None = None
         self._idle = threading.Event()
         self._idle.set()
@@ -155,11 +157,14 @@ class Background:
     def start(self, job: str) -> None:
         """Queue `job` (searches stay exact, or at the last calibration, and writes go on meanwhile)."""
         with self._lock:
+            if job == self._running:
+                self._again.add(job)
+                return
             if job in self._queue:
                 return
             self._queue.append(job)
             self._idle.clear()
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=f"index-{self.name}", daemon=True)
                 self._thread.start()
 
@@ -167,9 +172,11 @@ class Background:
         while True:
             with self._lock:
                 if not self._queue:
+                    self._thread = None  # under the lock: a job queued from now on starts a new thread
                     self._idle.set()
                     return
-                job = self._queue[0]
+                job = self._queue.pop(0)
+                self._running = job
             try:
                 self._jobs[job]()
             except EmbedsvcError as exc:  # closed, deleted, or a rebuild already runs: the next write tries again
@@ -178,7 +185,11 @@ class Background:
                 log.exception("collection %s: background %s failed", self.name, job)
             finally:
                 with self._lock:
-                    self._queue.remove(job)
+                    self._running = None
+                    if job in self._again:
+                        self._again.discard(job)
+                        if job not in self._queue:
+                            self._queue.append(job)
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait until no job is queued or running (tests, benchmarks)."""
