@@ -157,6 +157,11 @@ class IndexParams:
                 self.kind is not IndexKind.IVF_PQ or self.quantization is Quantization.NONE,
                 "IVF-PQ is quantised by its kind: leave quantization unset",
             ),
+            (
+                "quantization",
+                self.kind is not IndexKind.HNSW or self.quantization is not Quantization.RABITQ,
+                "RaBitQ is offered on FLAT and IVF indexes (FAISS's HNSW with RaBitQ supports L2 only); use int8",
+            ),
             ("rabitq_bits", self.quantization is not Quantization.RABITQ or 1 <= self.rabitq_bits <= 8, "1..8"),
             ("oversample", 0 <= self.oversample <= 100, "0..100"),
             ("target_recall", 0.0 <= self.target_recall <= 1.0, "0 (the knobs as set) to 1"),
