@@ -43,7 +43,7 @@ def metadata(i, rng):
 
 
 def value(rng, field):
-    """A filter value: mostly of the field's kind, sometimes another (which must match nothing, or everything for !=)."""
+    """A filter value: mostly of the field's kind, sometimes another (matching nothing, or everything with !=)."""
     roll = rng.random()
     if roll < 0.1:
         return [True, "3", 2.5, 1.0, BASE, 2**62 + 1, 2**70, -2.0][int(rng.integers(8))]

@@ -94,7 +94,7 @@ def test_the_collection_target_never_lowers_the_configured_knob(tmp_path):
 
 
 def test_memory_of_an_int8_collection_is_its_codes(tmp_path):
-    store, collection, x, _ = filled(tmp_path, IndexKind.FLAT, Quantization.INT8, n=6000)
+    store, _, x, _ = filled(tmp_path, IndexKind.FLAT, Quantization.INT8, n=6000)
     store.close_all(checkpoint=True)
     reopened = Collection.open(tmp_path / "collections" / "q", 1 << 30)
     info = reopened.info()
