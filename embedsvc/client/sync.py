@@ -6,7 +6,7 @@ Generated from aio.py by scripts/unasync_client.py; do not edit: edit aio.py, th
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -355,11 +355,20 @@ class Client:
         index: str = "flat",
         model: str = "",
         backend: str = "",
-        **params: int,
+        quantization: str = "",
+        mmap: bool | None = None,
+        indexed_fields: Mapping[str, str] | None = None,
+        **params: float,
     ) -> collections_pb2.CollectionInfo:
-        """metric: cosine | l2 | ip; index: flat | hnsw | ivf-flat | ivf-pq; backend: faiss | milvus (empty: the
-        server's default); params: m, ef_construction, ef_search, nlist, nprobe, pq_m, pq_bits."""
-        return self._unary(self._calls.create_collection(name, dimension, metric, index, model, params, backend))
+        """metric: cosine | l2 | ip; index: flat | hnsw | ivf-flat | ivf-pq; quantization: none | int8 | rabitq;
+        backend: faiss | milvus (empty: the server's default); mmap: keep the vectors memory-mapped (None: the
+        backend's default); indexed_fields: {field: string | integer | timestamp}; params: m, ef_construction,
+        ef_search, nlist, nprobe, pq_m, pq_bits, rabitq_bits, oversample, target_recall."""
+        return self._unary(
+            self._calls.create_collection(
+                name, dimension, metric, index, model, params, backend, quantization, mmap, indexed_fields
+            )
+        )
 
     def get_collection(self, name: str) -> collections_pb2.CollectionInfo:
         return self._unary(self._calls.get_collection(name))
@@ -475,8 +484,8 @@ class Client:
         **options: Any,
     ) -> list[SearchHit]:
         """One of vector, item_id, input, expression, image. Options: k, filter, exact, ef_search, nprobe,
-        include_vectors, include_metadata. Expressions over an image collection are lists of image, latent and
-        DirectionRef terms."""
+        target_recall, oversample, include_vectors, include_metadata. Expressions over an image collection are lists
+        of image, latent and DirectionRef terms."""
         return self._unary(self._calls.search(collection, vector, item_id, input, expression, image, options))
 
     def batch_search(
@@ -489,7 +498,8 @@ class Client:
 
     def batch_search_packed(self, collection: str, queries: np.ndarray, **options: Any) -> PackedHits:
         """Many vector queries (an (n, d) array, sent packed), the hits in columns: cheaper than batch_search's one
-        object per hit on both sides for large batches. No metadata or inputs (include_metadata must not be True)."""
+        object per hit on both sides for large batches. No metadata or inputs (include_metadata must not be True).
+        The result's provenance has the search's effective parameters (nprobe, estimated_recall, ...)."""
         return self._unary(self._calls.batch_search_packed(collection, queries, options))
 
     def export_items(self, collection: str, *, batch_size: int = 1000, resume_token: str = "") -> Export:

@@ -100,10 +100,12 @@ class IndexParams:
     rabitq_bits: int = 0
     oversample: int = 0
     target_recall: float = 0.0
-    mmap: bool = True
+    mmap: bool | None = None  # None: the backend's default (mapped, on FAISS)
 
-    def resolved(self, dimension: int) -> IndexParams:
-        """Defaults filled in for this kind; parameters of other kinds zeroed."""
+    def resolved(self, dimension: int, *, rescoring: bool = True) -> IndexParams:
+        """Defaults filled in for this kind; parameters of other kinds zeroed. `rescoring` False (a backend that
+        neither rescores nor calibrates: Milvus) leaves oversample and target_recall as asked, so that the backend can
+        refuse them when set."""
         knob_set = (
             (self.kind is IndexKind.HNSW and self.ef_search)
             or (self.is_ivf and self.nprobe)
@@ -117,12 +119,15 @@ class IndexParams:
             oversample = self.oversample or _OVERSAMPLE["int8"]
         elif self.kind is IndexKind.IVF_PQ:
             oversample = self.oversample or _OVERSAMPLE["pq"]
+        target = self.target_recall or (0.0 if knob_set else DEFAULT_TARGET_RECALL)
+        if not rescoring:
+            oversample, target = self.oversample, self.target_recall
         common = IndexParams(
             self.kind,
             quantization=self.quantization,
             rabitq_bits=bits,
             oversample=oversample,
-            target_recall=self.target_recall or (0.0 if knob_set else DEFAULT_TARGET_RECALL),
+            target_recall=target,
             mmap=self.mmap,
         )
         if self.kind is IndexKind.FLAT:

@@ -31,6 +31,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
             cc.index_params(request.index),
             request.model,
             backend=cc.backend(request.backend),
+            indexed_fields=cc.indexed_fields(request.indexed_fields),
         )
         return collections_pb2.CreateCollectionResponse(collection=cc.info_message(info))
 

@@ -7,18 +7,19 @@ can never be created under the same name, and a collection cannot be deleted whi
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from embedsvc.core.collections.binding import binding
+from embedsvc.core.collections.checks import check_indexed_fields
 from embedsvc.core.collections.service import CollectionInfo, Collections
 from embedsvc.core.operations import Operation, OperationStore, Progress
 from embedsvc.core.paging import Page, page_size
 from embedsvc.errors import EmbedsvcError, Reason, invalid, limit_exceeded, missing
 from embedsvc.index.aliases import Alias, Aliases, not_found
 from embedsvc.index.backend import check_name
-from embedsvc.index.types import Backend, CollectionConfig, IndexParams, Metric
+from embedsvc.index.types import Backend, CollectionConfig, IndexedField, IndexParams, Metric
 
 REBUILD = "rebuild"
 # Whether the caller may see a collection (listings leave the others out); the transport knows the caller.
@@ -50,8 +51,10 @@ class CollectionAdmin:
         model: str,
         *,
         backend: Backend | None = None,
+        indexed_fields: Sequence[IndexedField] = (),
     ) -> CollectionInfo:
         check_name(name)
+        check_indexed_fields(indexed_fields, self.limits)
         if metric is None:
             raise missing("metric", "the metric")
         model_version = space = ""
@@ -69,7 +72,8 @@ class CollectionAdmin:
             raise missing("dimension", "a positive dimension (or a model)")
         if dimension > self.limits.max_dimension:
             raise limit_exceeded("dimension", "dimension", dimension, self.limits.max_dimension)
-        resolved = index.resolved(dimension)
+        backend = backend or self.store.default
+        resolved = index.resolved(dimension, rescoring=self.store.rescoring(backend))
         for field, message in resolved.problems(dimension):
             raise invalid(field, message)
         config = CollectionConfig(
@@ -81,7 +85,8 @@ class CollectionAdmin:
             model_version,
             space or f"collection:{name}",
             created_at=datetime.now(UTC).timestamp(),
-            backend=backend or self.store.default,
+            backend=backend,
+            indexed_fields=tuple(indexed_fields),
         )
         with self._names:
             if self.aliases.get(name) is not None:

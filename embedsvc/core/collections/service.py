@@ -27,9 +27,10 @@ from embedsvc.core.paging import PageTokens
 from embedsvc.core.provenance import Provenance
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
+from embedsvc.index import metadata as stored
 from embedsvc.index.aliases import Aliases
 from embedsvc.index.backend import Stores, VectorCollection, check_name
-from embedsvc.index.types import CollectionConfig, Hit, StoredItem, Upsert
+from embedsvc.index.types import CollectionConfig, Hit, Quantization, StoredItem, Upsert
 from embedsvc.limits import Limits
 from embedsvc.vectors import check_vector, packed_rows
 
@@ -73,6 +74,8 @@ class SearchOptions:
     exact: bool = False
     include_metadata: bool = True
     include_vectors: bool = False
+    target_recall: float = 0.0
+    oversample: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,8 @@ class CollectionInfo:
     aliases: list[str] = field(default_factory=list)
     checkpoint_error: str = ""
     checkpoint_failures: int = 0
+    mapped_bytes: int = 0
+    calibration: Any = None  # the recall calibration (index/faiss/calibration.py), or None
 
 
 class Collections:
@@ -207,6 +212,7 @@ class Collections:
             inputs = [items[n].input for n in to_embed]
             vectors[to_embed] = model.embed(inputs, lambda i, _t: f"items[{to_embed[i]}].input", self.limits, control)
         metadata = [check_metadata(i.metadata, f"items[{n}].metadata", self.limits) for n, i in enumerate(items)]
+        stored.check_indexed(collection.config.indexed_fields, metadata)
         return collection, Upsert([i.id for i in items], vectors, metadata, [i.input for i in items])
 
     def stage_upsert(
@@ -271,6 +277,10 @@ class Collections:
         for name_, value in (("ef_search", options.ef_search), ("nprobe", options.nprobe)):
             if not 0 <= value <= 65536:
                 raise invalid(f"options.{name_}", f"{name_} must be 0..65536, got {value}")
+        if not 0 <= options.oversample <= 100:
+            raise invalid("options.oversample", f"oversample must be 0..100, got {options.oversample}")
+        if not 0.0 <= options.target_recall <= 1.0:
+            raise invalid("options.target_recall", f"target_recall must be 0..1, got {options.target_recall}")
         n_queries = len(rows) if rows is not None else len(listed)
         if n_queries * k > self.limits.max_result_hits:
             raise limit_exceeded(
@@ -287,26 +297,33 @@ class Collections:
             vectors = rows
         else:
             vectors, exclude = self._query_vectors(collection, listed, field, batch, control)
-        hits, exact = collection.search(
+        searched = collection.search(
             vectors,
             k,
             where=where,
             exclude=exclude,
             ef_search=options.ef_search,
             nprobe=options.nprobe,
+            oversample=options.oversample,
+            target_recall=options.target_recall,
             exact=options.exact,
             with_metadata=options.include_metadata,
             with_vectors=options.include_vectors,
             max_response_bytes=self.limits.max_message_bytes - 64 * 1024,  # room for provenance and framing
         )
+        hits, exact = searched
         config = collection.config
+        method = config.index.kind.value
+        if config.index.quantization is not Quantization.NONE:
+            method += f"+{config.index.quantization.value}"
         provenance = Provenance(
             config.model,
             config.model_version,
-            f"{config.index.kind.value}/{config.metric.value}",
+            f"{method}/{config.metric.value}",
             {"collection": config.name, "k": str(k), "filter": options.filter, "exact": str(exact).lower()}
             | ({"ef_search": str(options.ef_search)} if options.ef_search else {})
-            | ({"nprobe": str(options.nprobe)} if options.nprobe else {}),
+            | ({"nprobe": str(options.nprobe)} if options.nprobe else {})
+            | searched.parameters,
         )
         return hits, provenance, collection
 

@@ -221,7 +221,7 @@ class Contents:
         if store is not self.store:
             return
         old = {s.name: s for s in store.segments if s.file is not None}
-        mapped = self.config.index.mmap
+        mapped = self.config.index.mmap is not False
         segments = []
         for entry in manifest.segments:
             kept = old.get(entry.file)
@@ -237,7 +237,7 @@ class Contents:
         """Open a (format 2) checkpoint into these empty contents: segments mapped, the index restored from its file
         and the segments' codes. False when the index could not be restored (untrained, or codes missing): the
         caller refills it. ValueError when the files do not agree with the manifest."""
-        mapped = self.config.index.mmap
+        mapped = self.config.index.mmap is not False
         if manifest.dimension != self.config.dimension:
             raise ValueError(f"{path.name}: dimension {manifest.dimension}, not {self.config.dimension}")
         segments = [

@@ -60,10 +60,13 @@ def index_form(vectors: np.ndarray, metric: Metric) -> np.ndarray:
 
 def id_hashes(ids: Sequence[str]) -> np.ndarray:
     """A stable 64-bit hash of each id (blake2b of its UTF-8): the key of the segments' id lookup."""
+    return byte_hashes([i.encode("utf-8") for i in ids])
+
+
+def byte_hashes(encoded: Sequence[bytes]) -> np.ndarray:
+    blake2b = hashlib.blake2b
     return np.fromiter(
-        (int.from_bytes(hashlib.blake2b(i.encode("utf-8"), digest_size=8).digest(), "little") for i in ids),
-        np.uint64,
-        len(ids),
+        (int.from_bytes(blake2b(e, digest_size=8).digest(), "little") for e in encoded), np.uint64, len(encoded)
     )
 
 
@@ -169,6 +172,11 @@ class _Tail:
         self.ids: list[str] = []
         self.meta: list[dict[str, Any]] = []
         self.inputs: list[str] = []
+        # The same, encoded as a segment stores them (so that sealing the tail only joins them), and the id hashes.
+        self.id_bytes: list[bytes] = []
+        self.meta_bytes: list[bytes] = []
+        self.input_bytes: list[bytes] = []
+        self.hashes = np.empty((16, 1), np.uint64)
         self.vectors = np.empty((16, dimension), np.float32)
         self.unit = np.empty((16, dimension), np.float32) if cosine else None
         self.sizes = np.zeros((16, 2), np.int64)
@@ -182,7 +190,7 @@ class _Tail:
         if need <= len(self.vectors):
             return
         capacity = max(need, 2 * len(self.vectors))
-        for name in ("vectors", "unit", "sizes"):
+        for name in ("vectors", "unit", "sizes", "hashes"):
             old = getattr(self, name)
             if old is None:
                 continue
@@ -296,7 +304,9 @@ class SlotStore:
     def append(self, op: Upsert) -> np.ndarray:
         """Add the items as new slots (an id already stored leaves a tombstone behind); returns the new slots."""
         rows = len(op.ids)
-        old = self.slot_of.lookup(op.ids)
+        encoded = [i.encode("utf-8") for i in op.ids]
+        hashes = byte_hashes(encoded)
+        old = self.slot_of.lookup(op.ids, hashes)
         replaced = old[old >= 0]
         self.live[replaced] = False
         self._count -= len(replaced)
@@ -309,24 +319,35 @@ class SlotStore:
         tail.vectors[local : local + rows] = vectors
         if tail.unit is not None:
             tail.unit[local : local + rows] = index_form(vectors, self.metric)
-        for i, (item_id, meta, raw) in enumerate(zip(op.ids, op.metadata, op.inputs, strict=True)):
-            slot = start + i
-            previous = tail.slot_of.get(item_id)
-            if previous is not None and previous >= start:  # the same id twice in one write: the last one wins
-                self.live[previous] = False
-                self._count -= 1
-            tail.slot_of[item_id] = slot
-            tail.sizes[local + i] = (len(item_id.encode()) + len(raw.encode()), stored.size_bytes(meta) if meta else 0)
-            for f in self.indexed:
+        tail.hashes[local : local + rows, 0] = hashes
+        inputs = [raw.encode("utf-8") for raw in op.inputs]
+        metas = [stored.dumps(m).encode("utf-8") if m else b"" for m in op.metadata]
+        tail.sizes[local : local + rows, 0] = [len(a) + len(b) for a, b in zip(encoded, inputs, strict=True)]
+        tail.sizes[local : local + rows, 1] = [len(m) for m in metas]
+        if len(set(op.ids)) == rows:
+            tail.slot_of.update(zip(op.ids, range(start, start + rows), strict=True))
+        else:  # the same id twice in one write: the last one wins
+            for i, item_id in enumerate(op.ids):
+                previous = tail.slot_of.get(item_id)
+                if previous is not None and previous >= start:
+                    self.live[previous] = False
+                    self._count -= 1
+                tail.slot_of[item_id] = start + i
+        for f in self.indexed:
+            keys, key_slots = tail.keys[f.name], tail.key_slots[f.name]
+            for i, meta in enumerate(op.metadata):
                 value = meta.get(f.name) if meta else None
                 if value is None:
                     continue
                 for element in field_index.elements(value):
-                    tail.keys[f.name].append(field_index.key(f, element))
-                    tail.key_slots[f.name].append(slot - tail.start)
+                    keys.append(field_index.key(f, element))
+                    key_slots.append(local + i)
         tail.ids.extend(op.ids)
         tail.meta.extend(op.metadata)
         tail.inputs.extend(op.inputs)
+        tail.id_bytes.extend(encoded)
+        tail.meta_bytes.extend(metas)
+        tail.input_bytes.extend(inputs)
         tail.rows += rows
         self.live[start : start + rows] = True
         self._count += rows
@@ -350,17 +371,21 @@ class SlotStore:
 
     def _tail_columns(self, tail: _Tail, rows: np.ndarray) -> dict[str, Any]:
         """Columns of some tail rows (local, sorted); indexed fields as (keys, rows)."""
+        every = len(rows) == tail.rows
         keep = rows.tolist()
-        out: dict[str, Any] = {"vectors": tail.vectors[rows].copy()}
+
+        def pick(values: list[bytes]) -> list[bytes]:
+            return values[: tail.rows] if every else [values[r] for r in keep]
+
+        # Views where every row is taken: rows below `rows` are never written again (a growth copies them away).
+        take = slice(0, tail.rows) if every else rows
+        out: dict[str, Any] = {"vectors": tail.vectors[take]}
         if self.keep_unit and tail.unit is not None:
-            out["unit"] = tail.unit[rows].copy()
-        ids = [tail.ids[r] for r in keep]
-        out["ids"], out["ids_off"] = blob([i.encode("utf-8") for i in ids])
-        out["hashes"] = id_hashes(ids)
-        out["inputs"], out["inputs_off"] = blob([tail.inputs[r].encode("utf-8") for r in keep])
-        out["meta"], out["meta_off"] = blob(
-            [stored.dumps(m).encode("utf-8") if m else b"" for m in (tail.meta[r] for r in keep)]
-        )
+            out["unit"] = tail.unit[take]
+        out["ids"], out["ids_off"] = blob(pick(tail.id_bytes))
+        out["hashes"] = tail.hashes[take, 0]
+        out["inputs"], out["inputs_off"] = blob(pick(tail.input_bytes))
+        out["meta"], out["meta_off"] = blob(pick(tail.meta_bytes))
         position = np.full(tail.rows, -1, np.int64)
         position[rows] = np.arange(len(rows))
         for f in self.indexed:
@@ -720,8 +745,8 @@ class IdIndex(Mapping[str, int]):
     def __init__(self, store: SlotStore) -> None:
         self._store = store
 
-    def lookup(self, ids: Sequence[str]) -> np.ndarray:
-        """The live slot of each id, -1 where absent."""
+    def lookup(self, ids: Sequence[str], hashes: np.ndarray | None = None) -> np.ndarray:
+        """The live slot of each id, -1 where absent (`hashes`: their id hashes, when the caller has them)."""
         store = self._store
         layout = store._layout
         out = np.full(len(ids), -1, np.int64)
@@ -736,7 +761,7 @@ class IdIndex(Mapping[str, int]):
         if not rest or not layout.segments:
             return out
         wanted = np.array(rest, np.int64)
-        hashes = id_hashes([ids[i] for i in rest])
+        hashes = hashes[wanted] if hashes is not None else id_hashes([ids[i] for i in rest])
         live = store.live
         for segment in reversed(layout.segments):
             if not len(wanted):

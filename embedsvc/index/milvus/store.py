@@ -7,10 +7,19 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index.milvus.client import Connection, MilvusOptions, ensure_table
-from embedsvc.index.milvus.collection import FX, MAX_VARCHAR, METRICS, MilvusCollection, index_params
+from embedsvc.index.milvus.collection import (
+    FX,
+    MAX_VARCHAR,
+    METRICS,
+    MilvusCollection,
+    index_params,
+    not_supported,
+    unsupported,
+)
 from embedsvc.index.milvus.expressions import literal
 from embedsvc.index.types import CollectionConfig
 
@@ -99,6 +108,8 @@ class MilvusStore:
     def create(self, config: CollectionConfig) -> MilvusCollection:
         from pymilvus import DataType
 
+        for field, why in unsupported(config):
+            raise not_supported(field, why)
         connection = self.connection
         client = connection.client
         name = milvus_name(config.name)
@@ -116,16 +127,29 @@ class MilvusStore:
         kind, params = index_params(config)
         index = client.prepare_index_params()
         index.add_index("vector", index_type=kind, metric_type=METRICS[config.metric], params=params)
-        connection.run(
-            "create",
-            client.create_collection,
-            name,
-            schema=schema,
-            index_params=index,
-            consistency_level=self.options.consistency,
-            idempotent=False,
-            ddl=True,
-        )
+        properties: dict[str, Any] = {} if config.index.mmap is None else {"mmap.enabled": config.index.mmap}
+        try:
+            connection.run(
+                "create",
+                client.create_collection,
+                name,
+                schema=schema,
+                index_params=index,
+                consistency_level=self.options.consistency,
+                idempotent=False,
+                ddl=True,
+                properties=properties or None,
+            )
+        except EmbedsvcError as exc:
+            if f"invalid index type: {kind.lower()}" not in exc.message.lower():
+                raise
+            # An index this server lacks (HNSW_SQ, IVF_RABITQ before Milvus 2.6): nothing is left behind.
+            if connection.run("create", client.has_collection, name):
+                connection.run("create", client.drop_collection, name, ddl=True)
+            version = connection.run("create", client.get_server_version)
+            raise not_supported(
+                "index.quantization", f"this Milvus server ({version}) has no {kind} index; use FAISS, or IVF_SQ8"
+            ) from None
         row = {"name": config.name, "vector": [0.0, 0.0], "config": config.to_json().decode("utf-8")}
         connection.run("create", client.upsert, CATALOG, data=[row], write=True)
         return self.get(config.name)
