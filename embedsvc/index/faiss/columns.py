@@ -12,6 +12,7 @@ from the buffers as they are written.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import mmap
@@ -36,15 +37,44 @@ class ColumnFile:
     """An opened column file: `columns[name]` is a read-only numpy view of the mapped (or read) file."""
 
     def __init__(
-        self, path: Path, columns: dict[str, np.ndarray], nbytes: int, mapping: mmap.mmap | None, fd: int | None
+        self,
+        path: Path,
+        columns: dict[str, np.ndarray],
+        nbytes: int,
+        mapping: mmap.mmap | None,
+        fd: int | None,
+        offsets: dict[str, int],
     ) -> None:
         self.path = path
         self.columns = columns
         self.nbytes = nbytes
         self._mapping = mapping
-        self._fd = (
-            fd  # kept open for `digest`, which must read this file even once a newer checkpoint replaced its name
-        )
+        # Kept open for `digest`, which must read this file even once a newer checkpoint replaced its name.
+        self._fd = fd
+        self._offsets = offsets
+        self._reader = os.open(path, os.O_RDONLY) if mapping is not None else None
+
+    def __del__(self) -> None:
+        for fd in (self._fd, self._reader):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Some rows of a column read with pread, not through the mapping: a scattered read (rescoring candidates,
+        Get) then costs the page cache, not this process's resident memory, which the kernel's fault-around would
+        otherwise grow by up to 64 KiB a row."""
+        column = self.columns[name]
+        if self._reader is None:
+            return column[rows]
+        width = column[0].nbytes if len(column) else 0
+        out = np.empty((len(rows), *column.shape[1:]), column.dtype)
+        view = out.reshape(len(rows), -1).view(np.uint8)
+        base = self._offsets[name]
+        for i, row in enumerate(rows.tolist()):
+            if os.preadv(self._reader, [view[i]], base + row * width) != width:
+                raise OSError(f"{self.path.name}: a short read of column {name}")
+        return out
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
@@ -78,6 +108,7 @@ class ColumnFile:
         return digest.hexdigest()
 
     def close(self) -> None:
+        """Close the descriptor `digest` would read (the mapping and row reads stay)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -155,6 +186,7 @@ def open_file(path: Path, *, mapped: bool = True, keep_fd: bool = False) -> Colu
             buffer = bytearray(fh.read())
     raw = np.frombuffer(buffer, np.uint8) if size else np.empty(0, np.uint8)
     columns = {}
+    offsets = {}
     try:
         for name, (dtype, shape, offset) in table.items():
             dt = np.dtype(dtype)
@@ -165,9 +197,10 @@ def open_file(path: Path, *, mapped: bool = True, keep_fd: bool = False) -> Colu
             column = raw[offset:end].view(dt).reshape(shape)
             column.flags.writeable = False
             columns[name] = column
+            offsets[name] = int(offset)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{path.name}: {exc}") from None
-    return ColumnFile(path, columns, size, mapping, os.open(path, os.O_RDONLY) if keep_fd else None)
+    return ColumnFile(path, columns, size, mapping, os.open(path, os.O_RDONLY) if keep_fd else None, offsets)
 
 
 def file_digest(path: Path) -> str:

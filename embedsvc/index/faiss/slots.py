@@ -48,6 +48,9 @@ from embedsvc.vectors import unit_rows
 
 # Rows normalised at a time where a cosine segment keeps no unit column (exact search over a quantised collection).
 _NORMALISE_ROWS = 65536
+# At most this many rows of a mapped segment are read one by one (pread) rather than through the mapping: rescoring
+# candidates and fetched items stay out of resident memory; a larger gather (training samples) maps the pages.
+_PREAD_ROWS = 1 << 17
 _EMPTY_META: dict[str, Any] = {}
 
 
@@ -107,6 +110,13 @@ class Segment:
     @property
     def end(self) -> int:
         return self.start + self.rows
+
+    def take(self, column: str, rows: np.ndarray) -> np.ndarray:
+        """Some rows of a column: read (pread) from a mapped file when they are few and scattered, else indexed."""
+        if self.file is not None and self.file.mapped and len(rows) <= _PREAD_ROWS:
+            unique, inverse = np.unique(rows, return_inverse=True)
+            return self.file.rows(column, unique)[inverse]
+        return self.cols[column][rows]
 
     def _text(self, column: str, row: int) -> bytes:
         offsets = self.cols[column + "_off"]
@@ -708,9 +718,13 @@ class _Rows:
             segment = layout.segments[part]
             local = flat[where] - segment.start
             if self._unit and cosine:
-                out[where] = segment.unit[local] if segment.unit is not None else unit_rows(segment.vectors[local])
+                out[where] = (
+                    segment.take("unit", local)
+                    if segment.unit is not None
+                    else unit_rows(segment.take("vectors", local))
+                )
             else:
-                out[where] = segment.vectors[local]
+                out[where] = segment.take("vectors", local)
         return out.reshape((*rows.shape, store.dimension))
 
 
