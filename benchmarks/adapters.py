@@ -9,7 +9,9 @@
 Rounds are interleaved; medians of --repeats rounds. Last line:
 `adapters: gensim per-call ratio G, langchain overhead L ms` (G: remote over in-process throughput).
 
-    python benchmarks/adapters.py [--data-dir DIR] [--repeats 3] [--questions 3000]
+    python benchmarks/adapters.py [--data-dir DIR] [--repeats 3] [--questions 3000] [--smoke]
+
+--smoke: 100 questions, 10 searches over 20 texts, one round.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from pathlib import Path
 
 import gensim
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _serve import serve
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._serve import add_smoke, cache_dir, serve, sharing_models
 
 importlib.import_module("embedsvc.backends")  # before anything imports transformers (torchvision guard)
 from embedsvc.adapters.keyedvectors import RemoteKeyedVectors  # noqa: E402
@@ -51,8 +53,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--questions", type=int, default=3000)
     parser.add_argument("--searches", type=int, default=300)
+    add_smoke(parser)
     args = parser.parse_args()
-    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="embedsvc-bench-"))
+    n_texts, warm_questions, warm_searches = 200, 200, 20
+    if args.smoke:
+        args.repeats, args.questions, args.searches = 1, 100, 10
+        n_texts, warm_questions, warm_searches = 20, 10, 2
+    data_dir = cache_dir(args.data_dir)
 
     local = load_word_vectors(Settings().all_models()[0], data_dir).kv
     questions = []
@@ -62,11 +69,11 @@ def main() -> None:
             questions.append(words[:3])
         if len(questions) == args.questions:
             break
-    texts = [line[:300] for line in LEE.read_text(encoding="utf-8").splitlines()[:200]]
+    texts = [line[:300] for line in LEE.read_text(encoding="utf-8").splitlines()[:n_texts]]
     queries = [t[:60] for t in texts[: args.searches]]
 
-    with serve(data_dir) as target, Client(target, timeout=600) as client:
-        client.wait_until_serving(120)
+    server_dir = sharing_models(Path(tempfile.mkdtemp(prefix="embedsvc-adapters-")) / "data", data_dir)
+    with serve(server_dir) as target, Client(target, timeout=600) as client:
         remote = RemoteKeyedVectors(client, "minilm-static")
         store = EmbedsvcVectorStore(client, "bench-langchain", model="minilm")
         store.add_texts(texts, ids=[str(i) for i in range(len(texts))])
@@ -87,11 +94,11 @@ def main() -> None:
             vector = client.embed_texts("minilm", [query]).vectors[0]
             return client.search("bench-langchain", vector=vector, k=4)
 
-        for q in questions[:200]:  # warm-up, and the answers must be gensim's
+        for q in questions[:warm_questions]:  # warm-up, and the answers must be gensim's
             got, want = gensim_remote(q), gensim_local(q)
             if [w for w, _ in got] != [w for w, _ in want]:
                 raise SystemExit(f"answers differ for {q}: remote {got}, gensim {want}")
-        for query in queries[:20]:
+        for query in queries[:warm_searches]:
             langchain(query), two_calls(query)
 
         rounds: dict[str, list[float]] = {k: [] for k in ("local", "remote", "client", "langchain", "direct")}

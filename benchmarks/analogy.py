@@ -8,7 +8,9 @@ Evaluates gensim's full questions-words.txt three ways in one run and prints one
 Throughput is answered questions (OOV questions are skipped by all three) per second; medians of --repeats runs.
 The service and gensim must report the same accuracy, or the benchmark fails.
 
-    python benchmarks/analogy.py [--data-dir DIR] [--repeats 3]
+    python benchmarks/analogy.py [--data-dir DIR] [--repeats 3] [--smoke]
+
+--smoke: the first 600 questions (two sections), one run.
 """
 
 from __future__ import annotations
@@ -24,9 +26,8 @@ import faiss
 import gensim
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _serve import serve
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._serve import add_smoke, cache_dir, serve, sharing_models
 from embedsvc.backends.word_vectors import load_word_vectors
 from embedsvc.client import Client
 from embedsvc.settings import Settings
@@ -73,22 +74,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None, help="server data dir (default: a temporary one)")
     parser.add_argument("--repeats", type=int, default=3)
+    add_smoke(parser)
     args = parser.parse_args()
-    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="embedsvc-bench-"))
+    data_dir = cache_dir(args.data_dir)
+    tmp = Path(tempfile.mkdtemp(prefix="embedsvc-analogy-"))
+    questions_file = QUESTIONS
+    if args.smoke:
+        args.repeats = 1
+        questions_file = tmp / "questions-smoke.txt"
+        questions_file.write_text("".join(QUESTIONS.read_text().splitlines(keepends=True)[:603]))
 
     space = load_word_vectors(Settings().all_models()[0], data_dir)  # distils once into data_dir if needed
     kv = space.kv
-    data = QUESTIONS.read_bytes()
+    data = questions_file.read_bytes()
     questions = [tuple(line.split()) for line in data.decode().splitlines() if not line.startswith(":")]
     questions = [q for q in questions if len(q) == 4]
 
-    with serve(data_dir) as target, Client(target, timeout=600) as client:
-        client.wait_until_serving(120)
+    with serve(sharing_models(tmp / "data", data_dir)) as target, Client(target, timeout=600) as client:
         client.evaluate_analogies("minilm-static", data)  # warm-up
         service_s, report = timed(lambda: client.evaluate_analogies("minilm-static", data), args.repeats)
     answered = report.total.correct + report.total.incorrect
 
-    gensim_s, (gensim_score, sections) = timed(lambda: kv.evaluate_word_analogies(str(QUESTIONS)), args.repeats)
+    gensim_s, (gensim_score, sections) = timed(lambda: kv.evaluate_word_analogies(str(questions_file)), args.repeats)
     gensim_answered = len(sections[-1]["correct"]) + len(sections[-1]["incorrect"])
 
     index = faiss.IndexFlatIP(space.dimension)

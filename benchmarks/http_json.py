@@ -3,7 +3,9 @@ concurrent clients for --seconds each way, against `embedsvc serve --http-port` 
 channel each; HTTP clients one httpx connection each (keep-alive). Both run in this process's threads, so each side
 pays a Python client's cost. Last line: `http: ratio R, p50 grpc G ms, p50 http H ms` (R: HTTP calls/s over gRPC's).
 
-    python benchmarks/http_json.py [--data-dir DIR] [--seconds 10] [--clients 16]
+    python benchmarks/http_json.py [--data-dir DIR] [--seconds 10] [--clients 16] [--smoke]
+
+--smoke: 4 clients for 0.5 s each way.
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ from pathlib import Path
 import grpc
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _serve import free_port, serve
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._serve import add_smoke, cache_dir, free_port, serve, sharing_models
 from embedsvc.v1 import arithmetic_pb2, arithmetic_pb2_grpc
 
 BODY = {"model": "minilm-static", "expressions": [{"text": "king - man + woman"}], "topN": 10}
@@ -60,24 +61,19 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=16)
+    add_smoke(parser)
     args = parser.parse_args()
-    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="embedsvc-bench-"))
+    warm_up_s = 2.0
+    if args.smoke:
+        args.seconds, args.clients, warm_up_s = 0.5, 4, 0.2
+    data_dir = sharing_models(Path(tempfile.mkdtemp(prefix="embedsvc-http-")) / "data", cache_dir(args.data_dir))
     http_port = free_port()
     with serve(data_dir, "--http-port", str(http_port)) as target:
         url = f"http://127.0.0.1:{http_port}/embedsvc.v1.ArithmeticService/Arithmetic"
         request = arithmetic_pb2.ArithmeticRequest(
             model="minilm-static", expressions=[arithmetic_pb2.Expression(text="king - man + woman")], top_n=10
         )
-        ready = time.monotonic() + 180
-        while True:  # models load after the server listens
-            try:
-                if httpx.post(url, json=BODY, timeout=30).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > ready:
-                raise SystemExit("the server did not answer")
-            time.sleep(0.5)
+        httpx.post(url, json=BODY, timeout=60).raise_for_status()  # SERVING: the HTTP side answers too
 
         def grpc_call():
             stub = arithmetic_pb2_grpc.ArithmeticServiceStub(grpc.insecure_channel(target))
@@ -93,8 +89,8 @@ def main() -> None:
 
             return call
 
-        run(args.clients, 2, grpc_call)  # warm-up, both ways
-        run(args.clients, 2, http_call)
+        run(args.clients, warm_up_s, grpc_call)  # warm-up, both ways
+        run(args.clients, warm_up_s, http_call)
         grpc_rate, grpc_p50 = run(args.clients, args.seconds, grpc_call)
         http_rate, http_p50 = run(args.clients, args.seconds, http_call)
     print(f"gRPC      {grpc_rate:7.0f} calls/s  p50 {grpc_p50:6.2f} ms  ({args.clients} clients)")

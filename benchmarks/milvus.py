@@ -13,7 +13,9 @@ and a raw pymilvus client both talk to it.
 Prints last: `milvus: search ratio R, ingest ratio I, recall@10 X, faiss/milvus QPS F` (R, I: embedsvc throughput over
 raw pymilvus throughput).
 
-    python benchmarks/milvus.py [--n 100000] [--repeats 3] [--data-dir DIR]
+    python benchmarks/milvus.py [--n 100000] [--repeats 3] [--data-dir DIR] [--smoke]
+
+--smoke: 2,000 vectors, 50 queries, one run.
 """
 
 from __future__ import annotations
@@ -27,10 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _serve import serve
-from search import phrases
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._serve import add_smoke, cache_dir, serve
+from benchmarks.search import phrases
 from embedsvc.backends.word_vectors import load_word_vectors
 from embedsvc.client import Client
 from embedsvc.index.milvus.store import milvus_name
@@ -60,11 +61,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-dir", type=Path, default=None, help="where minilm-static is (or will be) cached")
+    add_smoke(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.n, args.queries, args.batch_size, args.repeats = 2000, 50, 500, 1
     from milvus_lite.server_manager import server_manager_instance
     from pymilvus import MilvusClient
 
-    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="embedsvc-bench-"))
+    data_dir = cache_dir(args.data_dir)
     space = load_word_vectors(Settings().all_models()[0], data_dir)
     rng = np.random.default_rng(0)
     x, q = phrases(space.unit, args.n, rng), phrases(space.unit, args.queries, rng)
@@ -82,7 +86,6 @@ def main() -> None:
             serve(Path(tmp) / "data", "--config", str(config)) as target,
             Client(target, timeout=3600) as client,
         ):
-            client.wait_until_serving(120)
             index = {"m": HNSW["M"], "ef_construction": HNSW["efConstruction"], "ef_search": EF}
             service_ingest, raw_ingest = [], []
             for r in range(args.repeats):

@@ -20,7 +20,14 @@ Prints last: `overload: capacity C rps, offered O rps, served S rps, rejected J%
 other errors E` (E: outcomes other than OK, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED, failed streams, failed health
 checks).
 
+With --node-modules, two Node.js clients (@grpc/grpc-js, benchmarks/overload_census.js) also sample what a client in
+another language sees (100 calls/s each): one as it is, one with the service config the README publishes
+(protos/service_config.json: retries with backoff and throttling).
+
     python benchmarks/overload.py [--duration 30] [--seconds 10] [--factor 4] [--server-setting "max_workers = 16"]
+        [--node-modules DIR] [--smoke]
+
+--smoke: 1 s of capacity, 2 s of overload at twice it, a 200-call warm-up.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import shutil
 import statistics
@@ -46,13 +54,14 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _serve import free_port, serve
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._serve import add_smoke, free_port, serve
 from embedsvc.v1 import words_pb2
 
 WORDS = Path(gensim.__file__).parent / "test" / "test_data" / "EN.1-10.cbow1_wind5_hs0_neg10_size300_smpl1e-05.txt"
 DEADLINE_MS = 2000
+REPO = Path(__file__).resolve().parent.parent
+SERVICE_CONFIG = "protos/service_config.json"
 
 
 def grpc_body(folder: Path) -> Path:
@@ -111,6 +120,20 @@ def server_counts(port: int) -> dict[str, float]:
     return counts
 
 
+def in_flight(port: int) -> float:
+    """Similarity calls the server is answering now (its embedsvc_requests_in_flight gauge)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(body)
+        if family.name == "embedsvc_requests_in_flight"
+        for sample in family.samples
+        if sample.labels.get("method") == "Similarity"
+    )
+
+
 def probe(target: str, stop: threading.Event, latencies: list[float], failures: Counter[str]) -> None:
     channel = grpc.insecure_channel(target)
     stub = health_pb2_grpc.HealthStub(channel)
@@ -165,6 +188,16 @@ def census(target: str, stop: threading.Event, outcomes: Counter[str], rate: flo
     channel.close()
 
 
+def node_census(args: argparse.Namespace, target: str, service_config: Path | None) -> subprocess.Popen[str]:
+    """benchmarks/overload_census.js: what a Node.js client (@grpc/grpc-js) sees, 100 calls/s for --duration s."""
+    command = ["node", str(Path(__file__).with_name("overload_census.js")), str(REPO), target, "100"]
+    command.append(f"{args.duration:g}")
+    if service_config is not None:
+        command.append(str(service_config))
+    env = {**os.environ, "NODE_PATH": str(Path(args.node_modules) / "node_modules")}
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of overload")
@@ -173,7 +206,16 @@ def main() -> None:
     parser.add_argument(
         "--server-setting", action="append", default=[], help='a [server] line for the server, e.g. "max_workers = 16"'
     )
+    add_smoke(parser)
+    parser.add_argument(
+        "--node-modules",
+        help="a folder where npm installed @grpc/grpc-js and @grpc/proto-loader: also sample what a Node.js client "
+        "sees, without and with the published service config (protos/service_config.json: its retry policy)",
+    )
     args = parser.parse_args()
+    warm_up_calls = 2000
+    if args.smoke:
+        args.seconds, args.duration, args.factor, warm_up_calls = 1.0, 2.0, 2.0, 200
     with tempfile.TemporaryDirectory(prefix="embedsvc-overload-") as tmp:
         folder = Path(tmp)
         config = folder / "server.toml"
@@ -183,14 +225,7 @@ def main() -> None:
         body = grpc_body(folder)
         metrics_port = free_port()
         with serve(folder / "data", "--config", str(config), "--metrics-port", str(metrics_port)) as target:
-            channel = grpc.insecure_channel(target)
-            ready = time.monotonic() + 120
-            while health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=60).status != 1:
-                if time.monotonic() > ready:
-                    raise TimeoutError("the server did not become SERVING")
-                time.sleep(0.2)
-            channel.close()
-            h2load(target, body, "-n", "2000", "-c", "16", "-m", "1")  # warm-up
+            h2load(target, body, "-n", str(warm_up_calls), "-c", "16", "-m", "1")  # warm-up
             before = server_counts(metrics_port)
             closed = h2load(target, body, "-D", f"{args.seconds:g}", "-c", "16", "-m", "1")
             cap = (server_counts(metrics_port).get("OK", 0) - before.get("OK", 0)) / closed["elapsed"]
@@ -209,6 +244,9 @@ def main() -> None:
             sampling = threading.Event()
             sampler = threading.Thread(target=census, args=(target, sampling, sampled))
             sampler.start()
+            nodes = []
+            if args.node_modules:
+                nodes = [node_census(args, target, None), node_census(args, target, REPO / SERVICE_CONFIG)]
             log = folder / "calls.tsv"
             before = server_counts(metrics_port)
             report = h2load(
@@ -227,7 +265,10 @@ def main() -> None:
             )
             sampling.set()
             sampler.join()
-            time.sleep(DEADLINE_MS / 1000 + 1)  # calls still running on the server finish or expire
+            node_seen = [json.loads(node.communicate()[0]) for node in nodes]
+            settle_by = time.monotonic() + DEADLINE_MS / 1000 + 30
+            while in_flight(metrics_port) and time.monotonic() < settle_by:  # calls still running finish or expire
+                time.sleep(0.1)
             after = server_counts(metrics_port)
             stop.set()
             prober.join()
@@ -264,6 +305,8 @@ def main() -> None:
     )
     print(f"as the server counted them (Similarity): {dict(on_server)}")
     print(f"a sample of {sum(sampled.values())} calls, by outcome: {dict(sampled)}")
+    for seen, how in zip(node_seen, ("as they are", f"with {SERVICE_CONFIG}'s retry policy"), strict=False):
+        print(f"a Node.js client (@grpc/grpc-js), {seen['calls']} calls {how}: {seen['outcomes']}")
     print(
         f"health checks: {len(health)} answered, failures {dict(health_failures)}, p50 "
         f"{statistics.median(health) * 1e3 if health else float('nan'):.1f} ms; all calls p50 "

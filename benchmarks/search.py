@@ -12,7 +12,9 @@ Prints last: `search: ratio R, p50 L ms, recall@10 X, hnsw/flat QPS S` (R: servi
 FAISS batch throughput; L: p50 single-query Search latency on FLAT; X: HNSW recall@10; S: HNSW over FLAT single-query
 QPS).
 
-    python benchmarks/search.py [--n 100000] [--data-dir DIR]
+    python benchmarks/search.py [--n 100000] [--data-dir DIR] [--smoke]
+
+--smoke: 2,000 vectors, 50 queries, one run.
 """
 
 from __future__ import annotations
@@ -27,9 +29,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _serve import serve
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._serve import add_smoke, cache_dir, serve, sharing_models
 from embedsvc.backends.word_vectors import load_word_vectors
 from embedsvc.client import Client
 from embedsvc.settings import Settings
@@ -57,8 +58,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=9, help="timed batch searches per side, interleaved (medians)")
     parser.add_argument("--data-dir", type=Path, default=None, help="where minilm-static is (or will be) cached")
+    add_smoke(parser)
     args = parser.parse_args()
-    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="embedsvc-bench-"))
+    if args.smoke:
+        args.n, args.queries, args.repeats = 2000, 50, 1
+    data_dir = cache_dir(args.data_dir)
     space = load_word_vectors(Settings().all_models()[0], data_dir)
     rng = np.random.default_rng(0)
     x, q = phrases(space.unit, args.n, rng), phrases(space.unit, args.queries, rng)
@@ -70,10 +74,9 @@ def main() -> None:
 
     with (
         tempfile.TemporaryDirectory(prefix="embedsvc-search-") as tmp,
-        serve(Path(tmp)) as target,
+        serve(sharing_models(Path(tmp) / "data", data_dir)) as target,
         Client(target, timeout=1200) as client,
     ):
-        client.wait_until_serving(120)
         client.create_collection("flat", dimension=x.shape[1], metric="cosine")
         client.upsert_stream("flat", ids, x, batch_size=2000)
         client.batch_search("flat", q[:50], k=10)  # warm-up

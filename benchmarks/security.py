@@ -11,7 +11,9 @@ Throughputs are medians over --rounds rounds. The certificates come from trustme
 `embedsvc auth new-key`'s generator.
 Prints last: `security: unary ratio R1, batch ratio R2, handshake H ms` (R: TLS+auth throughput over plaintext).
 
-    python benchmarks/security.py [--rounds 5] [--seconds 3]
+    python benchmarks/security.py [--rounds 5] [--seconds 3] [--smoke]
+
+--smoke: one round of 0.5 s each way, 4 clients, 2,000 items, 3 handshakes.
 """
 
 from __future__ import annotations
@@ -32,19 +34,19 @@ import numpy as np
 import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _serve import serve
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._serve import add_smoke, serve
 from embedsvc.client import Client
 from embedsvc.transport.auth import key_hash, new_key
 
 WORDS = Path(gensim.__file__).parent / "test" / "test_data" / "EN.1-10.cbow1_wind5_hs0_neg10_size300_smpl1e-05.txt"
-CLIENTS = 16
 
 
-def config(folder: Path, *, secure: bool, key: str, certs: dict[str, Path]) -> Path:
-    """A server configuration: one word model; with `secure`, TLS and one admin key."""
-    text = f"[server]\nembedded_models = false\nmax_workers = {2 * CLIENTS}\n"
+def config(folder: Path, *, secure: bool, key: str, certs: dict[str, Path], clients: int) -> Path:
+    """A server configuration: one word model, a thread for every call the clients can have in flight (twice over,
+    and at least the default stream cap, 16, that admission requires); with `secure`, TLS and one admin key."""
+    threads = max(2 * clients, 16)
+    text = f"[server]\nembedded_models = false\nmax_workers = {threads}\nmax_concurrent_rpcs = {threads}\n"
     if secure:
         text += (
             f"[server.tls]\ncert_file = {json.dumps(str(certs['cert']))}\nkey_file = {json.dumps(str(certs['key']))}\n"
@@ -105,7 +107,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per measurement")
     parser.add_argument("--batch", type=int, default=32, help="queries per BatchSearch")
     parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients, one channel each")
+    parser.add_argument("--handshakes", type=int, default=30, help="new channels timed each way (median)")
+    add_smoke(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.rounds, args.seconds, args.items, args.clients, args.handshakes = 1, 0.5, 2000, 4, 3
     key = new_key()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.items, 384)).astype(np.float32)
@@ -118,20 +125,19 @@ def main() -> None:
         certs["ca"].write_bytes(ca.cert_pem.bytes())
         certs["cert"].write_bytes(cert.cert_chain_pems[0].bytes())
         certs["key"].write_bytes(cert.private_key_pem.bytes())
-        plain_cfg = config(folder, secure=False, key=key, certs=certs)
-        secure_cfg = config(folder, secure=True, key=key, certs=certs)
+        plain_cfg = config(folder, secure=False, key=key, certs=certs, clients=args.clients)
+        secure_cfg = config(folder, secure=True, key=key, certs=certs, clients=args.clients)
         with (
             serve(folder / "plain", "--config", str(plain_cfg)) as plain_target,
-            serve(folder / "secure", "--config", str(secure_cfg)) as secure_target,
+            serve(folder / "secure", "--config", str(secure_cfg), ca_file=certs["ca"], api_key=key) as secure_target,
         ):
             sides = {
-                "plaintext": [Client(plain_target, timeout=120) for _ in range(CLIENTS)],
+                "plaintext": [Client(plain_target, timeout=120) for _ in range(args.clients)],
                 "tls+key": [
-                    Client(secure_target, timeout=120, api_key=key, ca_file=certs["ca"]) for _ in range(CLIENTS)
+                    Client(secure_target, timeout=120, api_key=key, ca_file=certs["ca"]) for _ in range(args.clients)
                 ],
             }
             for clients in sides.values():
-                clients[0].wait_until_serving(120)
                 clients[0].create_collection("bench", dimension=384, metric="cosine")
                 for start in range(0, args.items, 5000):
                     ids = [str(i) for i in range(start, min(start + 5000, args.items))]
@@ -158,8 +164,8 @@ def main() -> None:
                 for client in clients:
                     client.close()
             tls = grpc.ssl_channel_credentials(root_certificates=certs["ca"].read_bytes())
-            plain_ms = first_answer_ms(plain_target, None, 30)
-            tls_ms = first_answer_ms(secure_target, tls, 30)
+            plain_ms = first_answer_ms(plain_target, None, args.handshakes)
+            tls_ms = first_answer_ms(secure_target, tls, args.handshakes)
     median = {k: statistics.median(v) for k, v in results.items()}
     r1 = median[("unary", "tls+key")] / median[("unary", "plaintext")]
     r2 = median[("batch", "tls+key")] / median[("batch", "plaintext")]

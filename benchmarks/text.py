@@ -10,11 +10,18 @@ sentence over 20 words gives its clauses), all-MiniLM-L6-v2 on the CPU. In one r
 The service models live in one `embedsvc serve` subprocess (on its default engine, ONNX Runtime on the CPU); every
 side embeds every sentence after a warm-up, and the service's fp32 vectors are checked against the in-process ones.
 Every side runs --repeats times, interleaved; throughputs are medians.
-Prints last: `text: ratio R1 X, ratio R2 Y, int8 ratio R3 Z, int8 cosine C, int8 top10 T, S sentences/s` (R1: batched
-service over in-process throughput; R2: batched over unbatched service; R3: int8 batched service over in-process;
-S: batched service throughput).
+CPU efficiency beside throughput: the CPU seconds per sentence of the process that encodes (in-process: this one;
+the service: the server's process, from /proc), and the share of the cores the load generator (this process, 16
+asyncio callers) took during the service runs: on a small machine the throughput ratios are measured with the
+callers competing with the server for the same cores, while the in-process baseline has them to itself.
+Prints last: `text: ratio R1 X, ratio R2 Y, int8 ratio R3 Z, int8 cosine C, int8 top10 T, S sentences/s, efficiency
+E, int8 efficiency F, client share L` (R1: batched service over in-process throughput; R2: batched over unbatched
+service; R3: int8 batched service over in-process; S: batched service throughput; E and F: in-process CPU per
+sentence over the server's, fp32 and int8; L: the load generator's share of the cores in the batched fp32 runs).
 
-    python benchmarks/text.py [--n 2000] [--clients 16] [--repeats 3]
+    python benchmarks/text.py [--n 2000] [--clients 16] [--repeats 3] [--smoke]
+
+--smoke: 64 sentences, 4 clients, one run.
 """
 
 from __future__ import annotations
@@ -32,9 +39,9 @@ from pathlib import Path
 import gensim
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _serve import serve
-
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._proc import listening_pid, process_cpu
+from benchmarks._serve import add_smoke, cache_dir, serve, sharing_models
 from embedsvc.client import AsyncClient, Client
 
 
@@ -57,8 +64,11 @@ def sentences(n: int) -> list[str]:
     return found[:n]
 
 
-async def concurrent_calls(target: str, model: str, texts: list[str], clients: int) -> tuple[float, np.ndarray]:
-    """Seconds for `clients` concurrent callers to embed every text, one text per call; and the vectors."""
+async def concurrent_calls(
+    target: str, model: str, texts: list[str], clients: int, pid: int
+) -> tuple[float, np.ndarray, float, float]:
+    """Seconds for `clients` concurrent callers to embed every text, one text per call; the vectors; and the CPU
+    seconds the server (process `pid`, from /proc) and this process (the callers) used meanwhile."""
     out = np.empty((len(texts), 384), np.float32)
     async with AsyncClient(target, timeout=600) as client:
         await asyncio.gather(*(client.embed_texts(model, [t]) for t in texts[: clients * 2]))  # warm-up
@@ -69,9 +79,10 @@ async def concurrent_calls(target: str, model: str, texts: list[str], clients: i
                 i = queue.pop()
                 out[i] = (await client.embed_texts(model, [texts[i]])).vectors[0]
 
-        start = time.perf_counter()
+        start, server, callers = time.perf_counter(), process_cpu(pid), time.process_time()
         await asyncio.gather(*(worker() for _ in range(clients)))
-        return time.perf_counter() - start, out
+        seconds = time.perf_counter() - start
+        return seconds, out, process_cpu(pid) - server, time.process_time() - callers
 
 
 def main() -> None:
@@ -80,7 +91,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of every side (medians)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="where the ONNX exports are (or will be) cached")
+    add_smoke(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.n, args.clients, args.repeats = 64, 4, 1
     texts = sentences(args.n)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -97,6 +112,10 @@ def main() -> None:
     model.encode(texts[:128], batch_size=64)  # warm-up
     models = (("minilm", True, "fp32"), ("minilm-unbatched", False, "fp32"), ("minilm-int8", True, "int8"))
     times: dict[str, list[float]] = {name: [] for name in ("in-process", *(m[0] for m in models))}
+    # CPU seconds per sentence: of the process that encodes (in-process: this one; the service: the server's), and
+    # of the load generator (this process) during each service run.
+    cpu: dict[str, list[float]] = {name: [] for name in times}
+    client: dict[str, list[float]] = {name: [] for name, _, _ in models}
     vectors: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="embedsvc-text-") as tmp:
         config = Path(tmp) / "embedsvc.toml"
@@ -109,20 +128,30 @@ def main() -> None:
                 for name, batching, precision in models
             )
         )
-        with serve(Path(tmp) / "data", "--config", str(config)) as target:
+        data = sharing_models(Path(tmp) / "data", cache_dir(args.data_dir))
+        with serve(data, "--config", str(config)) as target:
             with Client(target) as c:
-                c.wait_until_serving(300)
                 engine = c.get_model("minilm").engine
+            pid = listening_pid(int(target.rsplit(":", 1)[1]))
             for name, _, _ in models:  # warm-up
-                asyncio.run(concurrent_calls(target, name, texts[:64], args.clients))
+                asyncio.run(concurrent_calls(target, name, texts[:64], args.clients, pid))
             for _ in range(args.repeats):
-                start = time.perf_counter()
+                start, used = time.perf_counter(), time.process_time()
                 vectors["in-process"] = model.encode(texts, batch_size=64)
                 times["in-process"].append(time.perf_counter() - start)
+                cpu["in-process"].append((time.process_time() - used) / len(texts))
                 for name, _, _ in models:
-                    seconds, vectors[name] = asyncio.run(concurrent_calls(target, name, texts, args.clients))
+                    seconds, vectors[name], served, calling = asyncio.run(
+                        concurrent_calls(target, name, texts, args.clients, pid)
+                    )
                     times[name].append(seconds)
+                    cpu[name].append(served / len(texts))
+                    client[name].append(calling / (seconds * (os.cpu_count() or 1)))
     rate = {name: len(texts) / statistics.median(t) for name, t in times.items()}
+    per_sentence = {name: statistics.median(c) for name, c in cpu.items()}
+    share = {name: statistics.median(c) for name, c in client.items()}
+    efficiency = per_sentence["in-process"] / per_sentence["minilm"]
+    int8_efficiency = per_sentence["in-process"] / per_sentence["minilm-int8"]
     reference = vectors["in-process"]
     error = float(np.abs(vectors["minilm"] - reference).max())
     unit = reference / np.linalg.norm(reference, axis=1, keepdims=True)
@@ -140,10 +169,19 @@ def main() -> None:
         f"max |service - in-process| {error:.1e}"
     )
     print(
+        "CPU per sentence (ms): in-process "
+        + ", ".join(f"{name} {per_sentence[name] * 1e3:.2f}" for name in cpu)
+        + " (the server's process for the service); the load generator's share of the "
+        f"{os.cpu_count()} cores during the service runs: "
+        + ", ".join(f"{name} {share[name]:.0%}" for name in share)
+        + " (the throughput ratios below are measured with it running beside the server)"
+    )
+    print(
         f"text: ratio R1 {rate['minilm'] / rate['in-process']:.2f}, "
         f"ratio R2 {rate['minilm'] / rate['minilm-unbatched']:.2f}, "
         f"int8 ratio R3 {rate['minilm-int8'] / rate['in-process']:.2f}, int8 cosine {cosine:.4f}, "
-        f"int8 top10 {top10:.3f}, {rate['minilm']:.0f} sentences/s"
+        f"int8 top10 {top10:.3f}, {rate['minilm']:.0f} sentences/s, efficiency {efficiency:.2f}, "
+        f"int8 efficiency {int8_efficiency:.2f}, client share {share['minilm']:.2f}"
     )
 
 

@@ -5,16 +5,19 @@
 
 Prints analogy accuracy (questions-words.txt, 3CosAdd and 3CosMul, gensim's counting rules) and the Spearman
 correlation with human judgements on WordSim353 and SimLex999 (gensim evaluate_word_pairs), with OOV rates.
+--smoke: the first 600 analogy questions only.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
+import sys
 from pathlib import Path
 
 import gensim
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks._serve import add_smoke, cache_dir
 from embedsvc.backends.base import ModelSpec
 from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions, load_word_vectors
 from embedsvc.core.words.analogies import evaluate_analogies, parse_analogies
@@ -29,14 +32,16 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--file", type=Path, help="a word-vector file (default: the embedded minilm-static)")
     parser.add_argument("--format", choices=[f.value for f in WordVectorFormat if f.value != "model2vec"])
+    add_smoke(parser)
     args = parser.parse_args()
     if args.file:
         spec = ModelSpec(args.file.stem, WordVectorsOptions(WordVectorFormat(args.format), args.file))
     else:
         spec = Settings().all_models()[0]
-    space = load_word_vectors(spec, args.data_dir or Path(tempfile.mkdtemp()))
+    space = load_word_vectors(spec, cache_dir(args.data_dir))
     print(f"model {space.name} {space.version}: {space.size} words x {space.dimension}")
-    questions = parse_analogies((DATA / "questions-words.txt").read_bytes())
+    lines = (DATA / "questions-words.txt").read_bytes().splitlines(keepends=True)
+    questions = parse_analogies(b"".join(lines[:603] if args.smoke else lines))
     for method in Method:
         report = evaluate_analogies(space, questions, method=method)
         answered = report.total.correct + report.total.incorrect

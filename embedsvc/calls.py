@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Protocol
 
 from embedsvc.errors import EmbedsvcError, Reason
+
+
+class Waker(Protocol):
+    """What `wake_on_cancel` sets: a threading.Event, or any object with `set()`."""
+
+    def set(self) -> None: ...
 
 
 class CallControl:
@@ -23,16 +30,30 @@ class CallControl:
 
     `cancel()` (the transport calls it when the client goes away) also wakes whoever waits for the call's work, so
     waiting costs nothing until something happens: no polling threads competing with the model for the GIL.
+
+    The transport may instead hand over `alive` (is the call still going?) and `watch` (register a function to run
+    when the call ends; False when it has already ended): then checks ask `alive`, and `watch` is used only once
+    something waits (`wake_on_cancel`), so that a call nobody waits on costs no end-of-call callback.
     """
 
-    def __init__(self, deadline: float | None = None) -> None:
+    def __init__(
+        self,
+        deadline: float | None = None,
+        *,
+        alive: Callable[[], bool] | None = None,
+        watch: Callable[[Callable[[], None]], bool] | None = None,
+    ) -> None:
         self.deadline = deadline
         self._lock = threading.Lock()
         self._cancelled = False
-        self._wakers: list[threading.Event] = []
+        self._wakers: list[Waker] = []
+        self._alive = alive
+        self._watch = watch
 
     @property
     def cancelled(self) -> bool:
+        if not self._cancelled and self._alive is not None and not self._alive():
+            self._cancelled = True
         return self._cancelled
 
     def cancel(self) -> None:
@@ -42,7 +63,11 @@ class CallControl:
         for event in wakers:
             event.set()
 
-    def wake_on_cancel(self, event: threading.Event) -> None:
+    def wake_on_cancel(self, event: Waker) -> None:
+        with self._lock:
+            watch, self._watch = self._watch, None
+        if watch is not None and not watch(self.cancel):  # the call has already ended
+            self.cancel()
         with self._lock:
             if self._cancelled:
                 event.set()
@@ -53,7 +78,7 @@ class CallControl:
         return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
     def check(self) -> None:
-        if self._cancelled:
+        if self.cancelled:
             raise EmbedsvcError(Reason.CANCELLED, "the call was cancelled")
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise EmbedsvcError(Reason.DEADLINE_EXCEEDED, "the call's deadline passed; its work was stopped")

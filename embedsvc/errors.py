@@ -5,7 +5,7 @@ Nothing here knows about gRPC; `embedsvc.transport.status` maps each reason to a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from enum import StrEnum
 
 
@@ -61,6 +61,24 @@ class Reason(StrEnum):
     MODEL_IN_USE = "MODEL_IN_USE"
     MODEL_EXISTS = "MODEL_EXISTS"
     OPERATION_NOT_SUPPORTED = "OPERATION_NOT_SUPPORTED"
+    KEYWORD_INDEX_MISSING = "KEYWORD_INDEX_MISSING"
+    BACKEND_UNSUPPORTED = "BACKEND_UNSUPPORTED"
+
+
+class Hint(StrEnum):
+    """What to do next, as a machine-readable id in `ErrorInfo.metadata["hint"]` (its parameters beside it). The
+    message says it in gRPC's words; the HTTP gateway, the CLI and the explorer say it in their own (a header, a
+    flag, a field of the page), rendered from the id and the metadata, never by editing the message."""
+
+    # No API key was sent: gRPC metadata `authorization: Bearer <key>`, the HTTP header of that name, the CLI's
+    # --api-key or EMBEDSVC_API_KEY.
+    SEND_API_KEY = "send-api-key"
+    # A filter has a bare word where a value belongs (`genre = rock`); metadata "value": the word.
+    QUOTE_STRINGS = "quote-strings"
+    # A model that embeds texts (and has no vocabulary) was asked for words; metadata "model".
+    EMBED_TEXTS = "embed-texts"
+    # Words out of the vocabulary whose lower-case forms are in it; metadata "suggestions": those forms.
+    LOWER_CASE = "lower-case"
 
 
 class ConfigError(ValueError):
@@ -78,12 +96,15 @@ class EmbedsvcError(Exception):
         field: str | None = None,
         metadata: Mapping[str, str] | None = None,
         retry_after_s: float | None = None,
+        hint: Hint | None = None,
     ) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.field = field
         self.metadata: dict[str, str] = dict(metadata or {})
+        if hint is not None:
+            self.metadata["hint"] = hint.value
         # For a retryable reason: the pause to ask for, instead of the reason's usual one.
         self.retry_after_s = retry_after_s
 
@@ -118,14 +139,24 @@ def check_count(field: str, what: str, count: int, limit: int, *, minimum: int =
         raise limit_exceeded(field, what, count, limit)
 
 
-def out_of_vocabulary(model: str, words: Iterable[str], field: str | None = None) -> EmbedsvcError:
+def out_of_vocabulary(
+    model: str, words: Iterable[str], field: str | None = None, vocabulary: Container[str] = ()
+) -> EmbedsvcError:
+    """OUT_OF_VOCABULARY for these words; with the `vocabulary`, a hint names the lower-case forms that are in it."""
     missing_words = list(dict.fromkeys(words))
     shown = " ".join(missing_words)
+    lower = list(dict.fromkeys(w.lower() for w in missing_words if w != w.lower() and w.lower() in vocabulary))
+    metadata = {"model": model, "words": shown}
+    message = f"not in the vocabulary of model '{model}': {shown}"
+    if lower:
+        metadata["suggestions"] = " ".join(lower)
+        message += f"; its vocabulary is lower-case: {', '.join(repr(w) for w in lower)} is in it"
     return EmbedsvcError(
         Reason.OUT_OF_VOCABULARY,
-        f"not in the vocabulary of model '{model}': {shown}",
+        message,
         field=field,
-        metadata={"model": model, "words": shown},
+        metadata=metadata,
+        hint=Hint.LOWER_CASE if lower else None,
     )
 
 

@@ -88,3 +88,12 @@ class Limits:
     max_cluster_work: int = 20_000_000_000
     # Maps: values (points x dimensions) of one point set.
     max_map_values: int = 20_000_000
+    # Searches: candidates one query gathers from one side (dense or keyword) before fusion, and the candidates
+    # diversity (MMR) and grouping choose from.
+    max_candidates: int = 1000
+    # Searches: candidates a rerank stage scores per query (each one a cross-encoder pair).
+    max_rerank_candidates: int = 500
+    # Searches: example ids (positive and negative together) of one query by example.
+    max_examples: int = 256
+    # Searches: hits per group (group_size).
+    max_group_size: int = 100

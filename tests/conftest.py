@@ -4,8 +4,10 @@ minilm-static (distilled once per test session), and a real server on port 0 hos
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import gensim
 import numpy as np
@@ -205,6 +207,55 @@ def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
             yield f"http://127.0.0.1:{server.listen_port}"
         finally:
             server.stop()
+
+
+def planted_specs(planted_file: Path) -> tuple[ModelSpec, ...]:
+    """The models of the small servers tests build: the planted word model and an averaged-words text encoder over
+    it."""
+    return (
+        ModelSpec("planted", WordVectorsOptions(WordVectorFormat.WORD2VEC_TEXT, planted_file)),
+        ModelSpec("planted-mean", TextEncoderOptions(TextEncoderFormat.AVERAGED_WORDS, words="planted")),
+    )
+
+
+class Served(NamedTuple):
+    """A running server of a test's own and the target to call it at."""
+
+    server: Server
+    target: str
+
+
+MakeServer = Callable[..., AbstractContextManager[Served]]
+
+
+@pytest.fixture(scope="session")
+def make_server(tmp_path_factory: pytest.TempPathFactory, planted_file: Path, data_dir: Path) -> MakeServer:
+    """`with make_server(**overrides) as (srv, target):` a real server of the test's own, on a free port of
+    127.0.0.1, in a fresh data directory (sharing the session's model cache), serving the planted models only
+    (`planted_specs`) unless the overrides say otherwise; started, ready (every model loaded or failed), and stopped
+    at the end of the block. Any Settings field can be overridden (`models=`, `auth=`, `max_workers=`, `data_dir=`
+    to reopen a directory, ...)."""
+
+    @contextmanager
+    def make(**overrides: Any) -> Iterator[Served]:
+        defaults: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": 0,
+            "embedded_models": False,
+            "models": planted_specs(planted_file),
+            "grace_period_s": 0,
+        }
+        if "data_dir" not in overrides:
+            defaults["data_dir"] = server_data_dir(tmp_path_factory.mktemp("server") / "data", data_dir)
+        srv, port = create_server(Settings(**{**defaults, **overrides}))
+        try:
+            srv.start()
+            srv.wait_until_ready(180)
+            yield Served(srv, f"127.0.0.1:{port}")
+        finally:
+            srv.stop(0)
+
+    return make
 
 
 @pytest.fixture(scope="session")

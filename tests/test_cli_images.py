@@ -232,7 +232,7 @@ def test_map_and_cluster_commands(capsys, target, tmp_path):
         "cluster",
         "--model",
         "minilm-static",
-        "--top-n",
+        "--first-words",
         "200",
         "-k",
         "5",

@@ -120,3 +120,65 @@ def registered(*extra: Kind) -> Iterator[None]:
     finally:
         for name in added:
             del kinds.KINDS[name]
+
+
+# ---- a cross-encoder (Capability.PAIRS) for the rerank stage of searches -------------------------------------------
+
+
+@dataclass(frozen=True)
+class OverlapOptions(Options):
+    kind: ClassVar[str] = "toy-cross-encoder"
+
+    format: ToyFormat = ToyFormat.GENERATED
+    path: Path | None = None
+
+
+class WordOverlap:
+    """Scores a (query, text) pair by the words they share: raw score 2 x shared - 1 (a logit), plus a small
+    tie-breaker by the text's length. It counts the pairs it scored, so tests see what the rerank stage sent."""
+
+    method = "word-overlap"
+    device = "cpu"
+    max_seq_length = 128
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.version = "overlap-1"
+        self.space = f"model:{name}@{self.version}"
+        self.pairs_scored = 0
+
+    def warm_up(self) -> None:
+        self.score([("a", "a")])
+
+    def memory_bytes(self) -> int:
+        return 0
+
+    @staticmethod
+    def raw(query: str, text: str) -> float:
+        shared = set(query.lower().split()) & set(text.lower().split())
+        return 2.0 * len(shared) - 1.0 - len(text) / 1e6
+
+    def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        self.pairs_scored += len(pairs)
+        return np.array([self.raw(q, t) for q, t in pairs], dtype=np.float32)
+
+    def token_counts(self, pairs: list[tuple[str, str]]) -> list[int]:
+        return [len(q.split()) + len(t.split()) + 3 for q, t in pairs]
+
+
+class OverlapKind(Kind):
+    name = OverlapOptions.kind
+    keys = frozenset()
+
+    def parse(self, where: str, entry: Mapping[str, Any]) -> OverlapOptions:
+        return OverlapOptions()
+
+    def offers(self, spec: ModelSpec) -> frozenset[Capability]:
+        return frozenset({Capability.PAIRS})
+
+    def load(self, spec: ModelSpec, context: LoadContext) -> Loaded:
+        model = WordOverlap(spec.name)
+        return Loaded(dimension=0, version=model.version, source="generated", parts={Capability.PAIRS: model})
+
+
+CROSS_ENCODER_KIND = OverlapKind()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -61,3 +62,17 @@ def embed_texts(
         if progress is not None:
             progress(len(part))
     return np.vstack(parts) if parts else np.zeros((0, dimension), dtype=np.float32)
+
+
+def stored_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """A framework's metadata as embedsvc stores it: scalars and lists of scalars as they are; anything else (a nested
+    dict, say) as its JSON text; None values left out."""
+    stored: dict[str, Any] = {}
+    for key, value in (metadata or {}).items():
+        if value is None or isinstance(value, (str, bool, int, float)):
+            stored[key] = value
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, (str, bool, int, float)) for v in value):
+            stored[key] = list(value)
+        else:
+            stored[key] = json.dumps(value, sort_keys=True, default=str)
+    return {k: v for k, v in stored.items() if v is not None}

@@ -112,6 +112,10 @@ class RemoteKeyedVectors(KeyedVectors):
     def __str__(self) -> str:
         return f"RemoteKeyedVectors<model={self.model}, vector_size={self.vector_size}, {self._size} keys>"
 
+    # gensim's KeyedVectors has only __str__ (`KeyedVectors<vector_size=100, 1000 keys>`); at a prompt, `>>> kv`
+    # shows the same line rather than an object address.
+    __repr__ = __str__
+
     # ---- the vocabulary ------------------------------------------------------------------------------------------
 
     def _vocabulary(self) -> tuple[list[str], dict[str, int]]:

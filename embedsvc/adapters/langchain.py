@@ -1,17 +1,28 @@
-"""LangChain integration: `EmbedsvcEmbeddings` (a text encoder hosted by embedsvc) and `EmbedsvcVectorStore` (an
-embedsvc collection as a LangChain vector store).
+"""LangChain integration: `EmbedsvcEmbeddings` (a text encoder hosted by embedsvc), `EmbedsvcVectorStore` (an
+embedsvc collection as a LangChain vector store) and `EmbedsvcRetriever` (its searches as a retriever: dense, keyword
+(BM25) or hybrid, with embedsvc's fusion, rerank stage and diversity).
 
     from embedsvc.adapters.langchain import EmbedsvcEmbeddings, EmbedsvcVectorStore
 
     store = EmbedsvcVectorStore("localhost:50051", "docs", model="minilm")   # the server embeds the texts
     store.add_texts(["a day at the beach", "a night in the city"], metadatas=[{"year": 2024}, {"year": 2025}])
     store.similarity_search("seaside", k=1, filter={"year": {"$gte": 2024}})
+    store.similarity_search("seaside", k=1, mode="hybrid")                  # keyword + dense, fused by the server
+    retriever = store.as_retriever(search_type="hybrid", search_kwargs={"k": 4, "rerank": "my-cross-encoder"})
 
 A store either binds its collection to a text encoder on the server (`model=...`: texts are sent as they are, embedded
-by the server, and kept as each item's input), or embeds with any LangChain `Embeddings` (`embedding=...`: vectors are
-sent, the text is kept in the metadata field `text_key`). Filters are embedsvc's filter language (a string) or a dict
-(`{"genre": "jazz", "year": {"$gte": 1990}}`, operators $eq $ne $gt $gte $lt $lte $in $nin, and $and / $or / $not).
-The collection is created on first use when it does not exist. Async methods run the blocking calls in an executor.
+by the server), or embeds with any LangChain `Embeddings` (`embedding=...`: vectors are sent with their texts). Either
+way each text is its item's input, which the collection's keyword index searches (a collection the store creates has
+one; stores made before kept the text in the metadata field `text_key`, which is still read). Filters are embedsvc's
+filter language (a string) or a dict (`{"genre": "jazz", "year": {"$gte": 1990}}`, operators $eq $ne $gt $gte $lt
+$lte $in $nin, and $and / $or / $not). The collection is created on first use when it does not exist. Async methods
+run the blocking calls in an executor.
+
+Search modes (`mode=` on any search, or the store's `mode`): "dense" (nearest neighbours; scores are the metric's),
+"keyword" (BM25; no embedding call), "hybrid" (both, fused: scores are fused scores), or "" (the collection's
+default). Any other embedsvc search option passes through: fusion, rrf_k, dense_weight, candidates, rerank,
+rerank_candidates, raw_scores, diversity, diversity_candidates. Relevance scores in [0, 1]
+(`similarity_search_with_relevance_scores`) are for dense searches.
 """
 
 from __future__ import annotations
@@ -23,16 +34,32 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
+from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import VectorStore
-from langchain_core.vectorstores.utils import maximal_marginal_relevance
+from pydantic import ConfigDict, Field
 
-from embedsvc.adapters._connect import Connection, client, embed_texts
+from embedsvc.adapters._connect import Connection, client, embed_texts, stored_metadata
 from embedsvc.client import Client, EmbedsvcClientError, SearchHit
 
 # Items per Upsert call when the server embeds their texts (under limits.max_texts_per_request).
 _ITEMS_PER_CALL = 1_000
+MODES = ("dense", "keyword", "hybrid")
+# embedsvc search options a LangChain search may pass as keyword arguments.
+_PASSED_ON = (
+    "fusion",
+    "rrf_k",
+    "dense_weight",
+    "candidates",
+    "rerank",
+    "rerank_candidates",
+    "raw_scores",
+    "diversity",
+    "diversity_candidates",
+    "exact",
+)
 
 
 class EmbedsvcEmbeddings(Embeddings):
@@ -80,10 +107,14 @@ class EmbedsvcVectorStore(VectorStore):
         metric: str = "cosine",
         index: str = "flat",
         text_key: str = "page_content",
+        mode: str = "",
         **connection: Any,
     ) -> None:
         """`model` binds a new collection to a text encoder on the server (the server embeds); `embedding` embeds
-        here instead. Set one of them. `metric` and `index` apply when the collection is created."""
+        here instead. Set one of them. `metric` and `index` apply when the collection is created. `mode`: the
+        searches' mode when a search does not name one (dense | keyword | hybrid; "": the collection's default)."""
+        if mode and mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if not collection:
             raise ValueError("collection: a collection name is required")
         if (embedding is None) == (not model):
@@ -95,6 +126,7 @@ class EmbedsvcVectorStore(VectorStore):
         self.metric = metric
         self.index = index
         self.text_key = text_key
+        self.mode = mode
         self._ready = False
 
     def close(self) -> None:
@@ -118,9 +150,9 @@ class EmbedsvcVectorStore(VectorStore):
                 raise
             if self.model:
                 self._client.create_collection(self.collection, model=self.model, metric=self.metric, index=self.index)
-            elif dimension:
+            elif dimension:  # the texts come with the vectors: a keyword index over them
                 self._client.create_collection(
-                    self.collection, dimension=dimension, metric=self.metric, index=self.index
+                    self.collection, dimension=dimension, metric=self.metric, index=self.index, keyword=True
                 )
             else:
                 return False
@@ -152,16 +184,14 @@ class EmbedsvcVectorStore(VectorStore):
             return []
         for start in range(0, len(texts), _ITEMS_PER_CALL):
             part = slice(start, start + _ITEMS_PER_CALL)
-            metadata = [_stored_metadata(m) for m in metadatas[part]]
+            metadata = [stored_metadata(m) for m in metadatas[part]]
             if self._embedding is None:
                 self._ensure()
                 self._client.upsert(self.collection, ids[part], metadata=metadata, inputs=texts[part])
             else:
                 vectors = np.asarray(self._embedding.embed_documents(texts[part]), dtype=np.float32)
                 self._ensure(vectors.shape[1])
-                for m, text in zip(metadata, texts[part], strict=True):
-                    m[self.text_key] = text
-                self._client.upsert(self.collection, ids[part], vectors=vectors, metadata=metadata)
+                self._client.upsert(self.collection, ids[part], vectors=vectors, metadata=metadata, inputs=texts[part])
         return ids
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
@@ -187,16 +217,36 @@ class EmbedsvcVectorStore(VectorStore):
     def _document(self, item_id: str, text: str, metadata: dict[str, Any]) -> Document:
         metadata = dict(metadata)
         if self._embedding is not None:
-            text = str(metadata.pop(self.text_key, ""))
+            kept = str(metadata.pop(self.text_key, ""))  # where stores made before keyword search kept it
+            text = text or kept
         return Document(page_content=text, metadata=metadata, id=item_id)
 
-    def _search(self, vector: np.ndarray, k: int, filter: Any, include_vectors: bool = False) -> list[SearchHit]:
+    def _search(
+        self,
+        vector: np.ndarray | None,
+        k: int,
+        filter: Any,
+        *,
+        text: str = "",
+        mode: str = "",
+        include_vectors: bool = False,
+        **kwargs: Any,
+    ) -> list[SearchHit]:
         if not self._ensure():
             return []
-        options: dict[str, Any] = {"k": k, "include_vectors": include_vectors}
+        options: dict[str, Any] = {"k": k, "include_vectors": include_vectors, "mode": mode}
+        options |= {name: kwargs[name] for name in _PASSED_ON if kwargs.get(name) is not None}
         if filter:
             options["filter"] = filter if isinstance(filter, str) else compile_filter(filter)
-        return self._client.search(self.collection, vector=np.asarray(vector, dtype=np.float32), **options)
+        if vector is not None:
+            options["vector"] = np.asarray(vector, dtype=np.float32)
+        return self._client.search(self.collection, keyword_text=text, **options)
+
+    def _mode(self, kwargs: dict[str, Any]) -> str:
+        mode = str(kwargs.pop("mode", None) or self.mode)
+        if mode and mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        return mode
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
         return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
@@ -204,15 +254,36 @@ class EmbedsvcVectorStore(VectorStore):
     def similarity_search_with_score(
         self, query: str, k: int = 4, filter: Any = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        """Documents with the collection's score: cosine similarity or inner product (higher is closer), or squared
-        L2 distance (lower is closer)."""
-        return self.similarity_search_with_score_by_vector(self._query_vector(query), k, filter=filter)
+        """Documents with their scores: a dense search's are the collection's metric (cosine similarity or inner
+        product, higher is closer; squared L2 distance, lower is closer), a keyword search's BM25, a hybrid
+        search's the fused score (higher is closer). `mode` and embedsvc's other search options as keywords."""
+        mode = self._mode(kwargs)
+        vector = None if mode == "keyword" else self._query_vector(query)
+        hits = self._search(vector, k, filter, text=query, mode=mode, **kwargs)
+        return [(self._document(h.id, h.input, h.metadata), h.score) for h in hits]
 
     def similarity_search_with_score_by_vector(
         self, embedding: Sequence[float] | np.ndarray, k: int = 4, filter: Any = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        hits = self._search(np.asarray(embedding, dtype=np.float32), k, filter)
+        hits = self._search(np.asarray(embedding, dtype=np.float32), k, filter, mode="dense", **kwargs)
         return [(self._document(h.id, h.input, h.metadata), h.score) for h in hits]
+
+    def search(self, query: str, search_type: str, **kwargs: Any) -> list[Document]:
+        """LangChain's search types, and embedsvc's modes: "dense", "keyword", "hybrid"."""
+        if search_type in MODES:
+            return self.similarity_search(query, mode=search_type, **kwargs)
+        return super().search(query, search_type, **kwargs)
+
+    def as_retriever(self, **kwargs: Any) -> Any:
+        """LangChain's retriever; with search_type "dense", "keyword" or "hybrid", an EmbedsvcRetriever."""
+        if kwargs.get("search_type") in MODES:
+            return EmbedsvcRetriever(
+                store=self,
+                search_type=kwargs.pop("search_type"),
+                search_kwargs=kwargs.pop("search_kwargs", {}),
+                **kwargs,
+            )
+        return super().as_retriever(**kwargs)
 
     def similarity_search_by_vector(
         self, embedding: list[float], k: int = 4, filter: Any = None, **kwargs: Any
@@ -235,18 +306,17 @@ class EmbedsvcVectorStore(VectorStore):
         filter: Any = None,
         **kwargs: Any,
     ) -> list[Document]:
-        """The server's `fetch_k` nearest (with their vectors), re-ranked here for diversity (LangChain's MMR)."""
-        query = np.asarray(embedding, dtype=np.float32)
-        hits = self._search(query, fetch_k, filter, include_vectors=True)
-        if not hits:
-            return []
-        chosen = maximal_marginal_relevance(
-            query,
-            [h.vector.tolist() for h in hits if h.vector is not None],
-            lambda_mult=lambda_mult,
-            k=min(k, len(hits)),
+        """LangChain's MMR, run by the server: its `fetch_k` nearest re-ranked for diversity (embedsvc's diversity is
+        1 - lambda_mult: the same maximal marginal relevance as langchain_core's)."""
+        hits = self._search(
+            np.asarray(embedding, dtype=np.float32),
+            k,
+            filter,
+            mode="dense",
+            diversity=1.0 - lambda_mult,
+            diversity_candidates=max(fetch_k, k),
         )
-        return [self._document(hits[i].id, hits[i].input, hits[i].metadata) for i in chosen]
+        return [self._document(h.id, h.input, h.metadata) for h in hits]
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         """Scores to [0, 1] relevance: cosine (s + 1) / 2; squared L2 through the Euclidean distance; inner product
@@ -274,18 +344,25 @@ class EmbedsvcVectorStore(VectorStore):
         return store
 
 
-def _stored_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
-    """LangChain metadata as embedsvc stores it: scalars and lists of scalars as they are; anything else (a nested
-    dict, say) as its JSON text."""
-    stored: dict[str, Any] = {}
-    for key, value in (metadata or {}).items():
-        if value is None or isinstance(value, (str, bool, int, float)):
-            stored[key] = value
-        elif isinstance(value, (list, tuple)) and all(isinstance(v, (str, bool, int, float)) for v in value):
-            stored[key] = list(value)
-        else:
-            stored[key] = json.dumps(value, sort_keys=True, default=str)
-    return {k: v for k, v in stored.items() if v is not None}
+class EmbedsvcRetriever(BaseRetriever):
+    """A retriever over an EmbedsvcVectorStore in one of embedsvc's search modes, with any of its search options:
+
+        retriever = EmbedsvcRetriever(store=store, search_type="hybrid", search_kwargs={"k": 5, "filter": {...}})
+        retriever.invoke("seaside holiday")
+
+    (or `store.as_retriever(search_type="hybrid", ...)`). Each document's `metadata["score"]` is its score."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    store: EmbedsvcVectorStore
+    search_type: str = "hybrid"
+    search_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+        if self.search_type not in MODES:
+            raise ValueError(f"search_type must be one of {', '.join(MODES)}, got {self.search_type!r}")
+        found = self.store.similarity_search_with_score(query, mode=self.search_type, **self.search_kwargs)
+        return [Document(d.page_content, metadata={**d.metadata, "score": score}, id=d.id) for d, score in found]
 
 
 _COMPARISONS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}

@@ -382,8 +382,9 @@ DESCRIBED: Mapping[Capability, Described] = {
     Capability.WORDS: Described(
         "a word-vectors model",
         instead={
-            Capability.TEXTS: "model '{name}' is a {kind} model, not a word-vectors model; a sentence model has no "
-            "vocabulary: for arithmetic, search a collection bound to it with an expression query",
+            Capability.TEXTS: "model '{name}' is a {kind} model, not a word-vectors model: it embeds texts "
+            "(TextService.EmbedTexts) and has no vocabulary; for arithmetic, search a collection bound to it with an "
+            "expression query",
         },
     ),
     Capability.TEXTS: Described(

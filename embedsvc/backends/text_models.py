@@ -176,14 +176,15 @@ class StaticEncoder(EncoderBase):
     format = TextEncoderFormat.MODEL2VEC_STATIC
     method = "model2vec"
 
-    def __init__(self, name: str, path: Path, *, max_seq_length: int = 512) -> None:
+    def __init__(self, name: str, path: Path, *, max_seq_length: int = 512, version: str | None = None) -> None:
         from model2vec import StaticModel
 
         self.name = name
         self.model = StaticModel.from_pretrained(str(path), force_download=False)
         self.max_seq_length = max_seq_length
         self.dimension = int(self.model.dim)
-        self.version = file_digest([p for p in path.glob("*.safetensors")])
+        # minilm-static's sentence mode shares its word space's version (one distillation, one identity).
+        self.version = version or file_digest([p for p in path.glob("*.safetensors")])
         self._counter = _counter(self.model.tokenizer)
 
     def memory_bytes(self) -> int:

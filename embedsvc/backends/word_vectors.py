@@ -75,7 +75,9 @@ class ModelLoadError(RuntimeError):
 class WordVectors:
     """A read-only vocabulary of word vectors with gensim KeyedVectors semantics (a `capabilities.WordSpace`)."""
 
-    def __init__(self, name: str, kv: KeyedVectors, *, fmt: WordVectorFormat, source: str) -> None:
+    def __init__(
+        self, name: str, kv: KeyedVectors, *, fmt: WordVectorFormat, source: str, version: str | None = None
+    ) -> None:
         vectors = np.asarray(kv.vectors)
         if vectors.ndim != 2 or vectors.shape[0] == 0:
             raise ValueError("the model has no vectors")
@@ -100,7 +102,8 @@ class WordVectors:
         # A zero vector has no direction: gensim would produce NaN; it scores 0 against everything here instead.
         self.unit: np.ndarray = np.ascontiguousarray(unit_rows(vectors, self.norms), dtype=np.float32)
         self.unit.setflags(write=False)
-        self.version = "sha256:" + vectors_checksum(vectors, self.words)[:16]
+        # A file's model is identified by its bytes; a derived one (minilm-static) by what it was made from.
+        self.version = version or "sha256:" + vectors_checksum(vectors, self.words)[:16]
         self.space = f"model:{name}@{self.version}"
         self._folded: OrderedDict[tuple[int, bool], tuple[dict[str, int], np.ndarray]] = OrderedDict()
         self._folded_lock = threading.Lock()
@@ -119,7 +122,7 @@ class WordVectors:
         if not self.has_subwords:
             missing = [w for w, i in zip(words, found, strict=True) if i is None]
             if missing:
-                raise out_of_vocabulary(self.name, missing, field)
+                raise out_of_vocabulary(self.name, missing, field, self.index)
         return found
 
     def vector(self, word: str, index: int | None, *, norm: bool) -> np.ndarray:
@@ -218,8 +221,8 @@ def load_word_vectors(spec: ModelSpec, data_dir: Path) -> WordVectors:
         from embedsvc.backends.minilm_static import load_minilm_static  # imports gensim, as the loaders below do
 
         try:
-            kv, source = load_minilm_static(data_dir)
-            return WordVectors(spec.name, kv, fmt=WordVectorFormat.MODEL2VEC_DISTILLED, source=source)
+            kv, source, version = load_minilm_static(data_dir)
+            return WordVectors(spec.name, kv, fmt=WordVectorFormat.MODEL2VEC_DISTILLED, source=source, version=version)
         except Exception as exc:
             raise ModelLoadError(f"model '{spec.name}': cannot build the embedded default: {_one_line(exc)}") from exc
     path, fmt = spec.path, spec.options.format
@@ -279,7 +282,9 @@ class WordVectorsKind(Kind):
         if spec.format is WordVectorFormat.MODEL2VEC_DISTILLED:
             from embedsvc.backends.minilm_static import sentence_model_dir  # imports gensim: see load_word_vectors
 
-            parts[Capability.TEXTS] = StaticEncoder(spec.name, sentence_model_dir(context.data_dir))
+            parts[Capability.TEXTS] = StaticEncoder(
+                spec.name, sentence_model_dir(context.data_dir), version=space.version
+            )
         return Loaded(
             engine="numpy",
             dimension=space.dimension,

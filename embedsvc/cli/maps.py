@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
+from embedsvc.cli.arguments import deprecated_alias
 from embedsvc.cli.output import emit, fail
 
 
 def _source_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="a word, text or image model (with --words, --top-n, --texts or --images)")
+    parser.add_argument(
+        "--model", help="a word, text or image model (with --words, --first-words, --texts or --images)"
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--words",
         action="append",
         help='words separated by spaces; repeat for groups, optionally named: --words "animals: cat dog lion"',
     )
-    source.add_argument("--top-n", type=int, help="the first N words of the model's vocabulary")
+    first = source.add_argument(
+        "--first-words", type=int, metavar="N", help="the first N words of the model's vocabulary"
+    )
+    # --top-n in 0.2; elsewhere --top-n is the number of hits (the API's top_n).
+    deprecated_alias(source, "--top-n", first)
     source.add_argument("--texts", nargs="+", help="texts, for a text model")
     source.add_argument("--images", nargs="+", type=Path, help="PNG/JPEG files, for an image model")
     source.add_argument("--collection", help="every item of a collection")
@@ -32,7 +40,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--color-by", default=None, help='"group" (default with --words groups), "cluster", or a metadata field'
     )
     colour.add_argument("--color-field", default="", help='a metadata field, whatever its name ("group" too)')
-    m.add_argument("--clusters", type=int, default=0, help="k for --color-by cluster (default: chosen by BIC)")
+    clusters = m.add_argument(
+        "-k", dest="clusters", type=int, default=0, help="clusters for --color-by cluster (default 0: chosen by BIC)"
+    )
+    deprecated_alias(m, "--clusters", clusters)  # 0.2's spelling; `cluster` says -k for the same number
     m.add_argument("--thumbnails", action="store_true", help="draw the images (or a VAE collection's decoded items)")
     m.add_argument("--no-labels", action="store_true", help="do not write each point's label")
     m.add_argument("--title", default="")
@@ -72,13 +83,13 @@ def point_set(args: argparse.Namespace) -> tuple[Any, bool]:
     if args.collection:
         return collection_points(args.collection, normalize=args.normalize), False
     if not args.model:
-        fail("--model is required with --words, --top-n, --texts or --images")
+        fail("--model is required with --words, --first-words, --texts or --images")
     if args.words:
         words, groups = _parse_groups(args.words)
         grouped = len(args.words) > 1 or any(":" in w for w in args.words)
         return word_points(args.model, words, groups=groups if grouped else (), normalize=args.normalize), grouped
-    if args.top_n:
-        return word_points(args.model, top_n=args.top_n, normalize=args.normalize), False
+    if args.first_words:
+        return word_points(args.model, top_n=args.first_words, normalize=args.normalize), False
     if args.texts:
         return text_points(args.model, args.texts), False
     images = [p.read_bytes() for p in args.images]
@@ -125,8 +136,16 @@ def cluster(args: argparse.Namespace, client: Any) -> None:
         "bic": {str(k): v for k, v in result.bic.items()},
         "mean_log_likelihood": result.mean_log_likelihood,
     }
+    if args.collection:  # a collection's points come in id order ("d0 d1 d10 d100"): list them as people count
+        for labels in members.values():
+            labels.sort(key=_natural)
     lines = [f"k = {result.k}" + (" (lowest BIC)" if args.k == 0 and args.method == "gmm" else "")]
     for c in sorted(members):
         shown = " ".join(members[c][:12]) + (f" ... (+{len(members[c]) - 12})" if len(members[c]) > 12 else "")
         lines.append(f"{c}: {shown}")
     emit(args, payload, "\n".join(lines))
+
+
+def _natural(label: str) -> list[Any]:
+    """Sort key that orders digit runs by their value: d2 < d10 (the runs alternate text, number, text, ...)."""
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", label))]

@@ -5,6 +5,7 @@ them all; see its docstring for the precedence). `auth new-key` makes API keys (
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -120,6 +121,11 @@ def serve(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGHUP, lambda _signum, _frame: server.tls.reload() if server.tls else None)
     server.start()
     server.wait_for_termination()
+    # Stopped (stores checkpointed, the audit log closed): only the exit is left. Python's garbage collections at exit
+    # walk the ~470,000 objects torch, transformers and the models leave: 6-7 s from "stopped" to the exit in the
+    # container on a busy 2-core machine, after up to grace_period_s for calls, within a 15 s stop grace. Frozen,
+    # they are skipped: 1.2 s. Nothing left needs a finaliser to run; atexit handlers still run.
+    gc.freeze()
     if server.load_error:
         print(f"error: {server.load_error}", file=sys.stderr)
         return 1

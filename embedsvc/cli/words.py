@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from embedsvc.cli.arguments import deprecated_alias
 from embedsvc.cli.output import clip, emit, fail, message_dict, provenance
 
 # How `embedsvc models` names a kind; a kind not listed shows its own name.
@@ -41,7 +42,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     a = sub.add_parser("arith", parents=[common], help="evaluate a vector expression, e.g. 'king - man + woman'")
     a.add_argument("--model", required=True)
     a.add_argument("expression", nargs="+", help="one or more expressions")
-    a.add_argument("--topn", type=int, default=10)
+    top = a.add_argument("--top-n", type=int, default=10, help="hits per expression (default %(default)s)")
+    deprecated_alias(a, "--topn", top)
     a.add_argument("--method", choices=("cosadd", "cosmul"), default="cosadd")
     a.add_argument("--keep-inputs", action="store_true", help="keep the expression's own words among the hits")
     a.add_argument("--restrict-vocab", type=int, default=0, help="search only the first N words")
@@ -51,7 +53,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     n = sub.add_parser("nearest", parents=[common], help="the nearest words of a word")
     n.add_argument("--model", required=True)
     n.add_argument("word", nargs="+")
-    n.add_argument("--topn", type=int, default=10)
+    top = n.add_argument("--top-n", type=int, default=10, help="hits per word (default %(default)s)")
+    deprecated_alias(n, "--topn", top)
     n.set_defaults(handler=nearest)
 
     e = sub.add_parser("embed", parents=[common], help="print the vectors of words, texts or images")
@@ -162,7 +165,7 @@ def arith(args: argparse.Namespace, client: Any) -> None:
         args.model,
         args.expression,
         method=args.method,
-        top_n=args.topn,
+        top_n=args.top_n,
         keep_inputs=args.keep_inputs,
         restrict_vocab=args.restrict_vocab,
         return_contributions=args.contributions,
@@ -189,7 +192,7 @@ def arith(args: argparse.Namespace, client: Any) -> None:
 
 
 def nearest(args: argparse.Namespace, client: Any) -> None:
-    lists = client.nearest_words(args.model, args.word, top_n=args.topn)
+    lists = client.nearest_words(args.model, args.word, top_n=args.top_n)
     payload = {
         "results": [
             {"word": w, "hits": [{"word": h.word, "score": h.score} for h in hits]}

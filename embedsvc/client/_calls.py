@@ -36,9 +36,8 @@ from embedsvc.client.types import (
     PackedHits,
     Projection,
     Sampled,
-    SearchHit,
+    SearchHits,
     ServerInfo,
-    SpaceVector,
     TextEmbeddings,
     WordChunk,
 )
@@ -340,6 +339,8 @@ class Calls:
         quantization: str = "",
         mmap: bool | None = None,
         indexed_fields: Mapping[str, str] | None = None,
+        keyword: str | bool | None = None,
+        search_defaults: dict[str, Any] | None = None,
     ) -> Unary[collections_pb2.CollectionInfo]:
         request = collections_pb2.CreateCollectionRequest(
             name=name,
@@ -349,6 +350,8 @@ class Calls:
             model=model,
             backend=req.choice(req.BACKENDS, backend, "backend"),
             indexed_fields=req.indexed_fields(indexed_fields),
+            keyword=req.keyword_spec(keyword),
+            search_defaults=req.search_defaults(**search_defaults) if search_defaults is not None else None,
         )
         return Unary(self.collections.CreateCollection, request, lambda r: r.collection)
 
@@ -464,29 +467,26 @@ class Calls:
     def search(
         self,
         collection: str,
-        vector: np.ndarray | SpaceVector | None,
-        item_id: str,
-        input: str,
-        expression: ExpressionLike | arithmetic_pb2.Expression | None,
-        image: ImageLike | None,
+        query: collections_pb2.Query,
         options: dict[str, Any],
-    ) -> Unary[list[SearchHit]]:
+    ) -> Unary[SearchHits]:
         request = collections_pb2.SearchRequest(
-            collection=collection,
-            query=req.query(vector, item_id, input, expression, image),
-            options=req.search_options(**options),
+            collection=collection, query=query, options=req.search_options(**options)
         )
         return Unary(self.collections.Search, request, res.search_hits)
 
     def batch_search(
-        self, collection: str, queries: np.ndarray | Sequence[collections_pb2.Query], options: dict[str, Any]
-    ) -> Unary[list[list[SearchHit]]]:
+        self,
+        collection: str,
+        queries: np.ndarray | Sequence[collections_pb2.Query | str],
+        options: dict[str, Any],
+    ) -> Unary[list[SearchHits]]:
         request = collections_pb2.BatchSearchRequest(collection=collection, options=req.search_options(**options))
         if isinstance(queries, np.ndarray):  # one packed float32 matrix: no per-query messages on either side
             request.packed_queries = req.packed_rows(queries)
         else:
-            request.queries.extend(queries)
-        return Unary(self.collections.BatchSearch, request, lambda r: [res.search_hits(lst) for lst in r.results])
+            request.queries.extend(collections_pb2.Query(input=q) if isinstance(q, str) else q for q in queries)
+        return Unary(self.collections.BatchSearch, request, res.batch_hits)
 
     def batch_search_packed(self, collection: str, queries: np.ndarray, options: dict[str, Any]) -> Unary[PackedHits]:
         request = collections_pb2.BatchSearchRequest(

@@ -14,6 +14,7 @@ from embedsvc.client.types import (
     DirectionRef,
     ExpressionLike,
     ImageLike,
+    ItemRef,
     LatentLike,
     SpaceVector,
     TermLike,
@@ -24,6 +25,7 @@ from embedsvc.v1 import (
     common_pb2,
     latent_pb2,
     maps_pb2,
+    retrieval_pb2,
     text_pb2,
 )
 
@@ -165,7 +167,8 @@ def _is_vector(value: object) -> bool:
 
 
 def term(value: TermLike) -> arithmetic_pb2.Term:
-    """The one term builder: a str is a word, a 1-D array or SpaceVector a vector, a DirectionRef a direction, and
+    """The one term builder: a str is a word, a 1-D array or SpaceVector a vector, a DirectionRef a direction, an
+    ItemRef a stored item, and
     bytes, a Path or a 2-D/3-D array an image; (weight, value) weights any of them."""
     weight: float | None = None
     if isinstance(value, tuple):
@@ -174,6 +177,8 @@ def term(value: TermLike) -> arithmetic_pb2.Term:
         message = arithmetic_pb2.Term(word=value)
     elif isinstance(value, DirectionRef):
         message = arithmetic_pb2.Term(direction=value.name)
+    elif isinstance(value, ItemRef):
+        message = arithmetic_pb2.Term(item=arithmetic_pb2.ItemRef(collection=value.collection, id=value.id))
     elif _is_vector(value):
         message = arithmetic_pb2.Term(vector=vector(value))  # type: ignore[arg-type]
     else:
@@ -246,24 +251,60 @@ def items(
     return built, b"" if vectors is None else packed_rows(vectors)
 
 
+MODES = {
+    "": retrieval_pb2.SEARCH_MODE_UNSPECIFIED,
+    "dense": retrieval_pb2.SEARCH_MODE_DENSE,
+    "keyword": retrieval_pb2.SEARCH_MODE_KEYWORD,
+    "hybrid": retrieval_pb2.SEARCH_MODE_HYBRID,
+}
+FUSIONS = {
+    "": retrieval_pb2.FUSION_METHOD_UNSPECIFIED,
+    "rrf": retrieval_pb2.FUSION_METHOD_RRF,
+    "weighted": retrieval_pb2.FUSION_METHOD_WEIGHTED,
+}
+STRATEGIES = {
+    "": retrieval_pb2.EXAMPLE_STRATEGY_UNSPECIFIED,
+    "average_vector": retrieval_pb2.EXAMPLE_STRATEGY_AVERAGE_VECTOR,
+    "best_score": retrieval_pb2.EXAMPLE_STRATEGY_BEST_SCORE,
+}
+
+
 def query(
     vector_: np.ndarray | SpaceVector | None = None,
     item_id: str = "",
     input: str = "",
     expression_: ExpressionLike | arithmetic_pb2.Expression | None = None,
     image: ImageLike | None = None,
+    *,
+    keyword_text: str = "",
+    positive_ids: Sequence[str] = (),
+    negative_ids: Sequence[str] = (),
+    strategy: str = "",
 ) -> collections_pb2.Query:
+    """One query: one of vector, item_id, input, expression, image, or examples (positive_ids / negative_ids);
+    `keyword_text` for the keyword side (with any of them, or alone for a keyword search)."""
+    message = collections_pb2.Query(keyword_text=keyword_text)
     if vector_ is not None:
-        return collections_pb2.Query(vector=vector(vector_))
-    if item_id:
-        return collections_pb2.Query(item_id=item_id)
-    if input:
-        return collections_pb2.Query(input=input)
-    if expression_ is not None:
-        return collections_pb2.Query(expression=expression(expression_))
-    if image is not None:
-        return collections_pb2.Query(image=image_input(image))
-    raise ValueError("give one of vector, item_id, input, expression or image")
+        message.vector.CopyFrom(vector(vector_))
+    elif item_id:
+        message.item_id = item_id
+    elif input:
+        message.input = input
+    elif expression_ is not None:
+        message.expression.CopyFrom(expression(expression_))
+    elif image is not None:
+        message.image.CopyFrom(image_input(image))
+    elif positive_ids or negative_ids:
+        message.examples.CopyFrom(
+            retrieval_pb2.Examples(
+                positive_ids=list(positive_ids),
+                negative_ids=list(negative_ids),
+                strategy=choice(STRATEGIES, strategy, "strategy"),
+            )
+        )
+    elif not keyword_text:
+        raise ValueError("give one of vector, item_id, input, expression, image, positive_ids or keyword_text")
+    return message
 
 
 def search_options(
@@ -276,8 +317,23 @@ def search_options(
     include_metadata: bool = True,
     target_recall: float = 0.0,
     oversample: int = 0,
+    *,
+    mode: str = "",
+    fusion: str = "",
+    rrf_k: int = 0,
+    dense_weight: float | None = None,
+    candidates: int = 0,
+    rerank: str = "",
+    rerank_candidates: int = 0,
+    raw_scores: bool = False,
+    group_by: str = "",
+    group_size: int = 0,
+    diversity: float | None = None,
+    diversity_candidates: int = 0,
+    keep_inputs: bool = False,
+    include_explanations: bool | None = None,
 ) -> collections_pb2.SearchOptions:
-    return collections_pb2.SearchOptions(
+    options = collections_pb2.SearchOptions(
         k=k,
         filter=filter,
         exact=exact,
@@ -287,7 +343,48 @@ def search_options(
         include_metadata=include_metadata,
         target_recall=target_recall,
         oversample=oversample,
+        mode=choice(MODES, mode, "mode"),
+        group_by=group_by,
+        group_size=group_size,
+        diversity_candidates=diversity_candidates,
+        keep_inputs=keep_inputs,
     )
+    if fusion or rrf_k or dense_weight is not None or candidates:
+        options.fusion.CopyFrom(
+            retrieval_pb2.Fusion(method=choice(FUSIONS, fusion, "fusion"), rrf_k=rrf_k, candidates=candidates)
+        )
+        if dense_weight is not None:
+            options.fusion.dense_weight = dense_weight
+    if rerank:
+        options.rerank.CopyFrom(
+            retrieval_pb2.RerankStage(model=rerank, candidates=rerank_candidates, raw_scores=raw_scores)
+        )
+    if diversity is not None:
+        options.diversity = diversity
+    if include_explanations is not None:
+        options.include_explanations = include_explanations
+    return options
+
+
+def keyword_spec(keyword: str | bool | None) -> retrieval_pb2.KeywordIndexSpec | None:
+    """create_collection's `keyword`: None (the server's default), True / a language (one), False (none)."""
+    if keyword is None:
+        return None
+    if keyword is False:
+        return retrieval_pb2.KeywordIndexSpec(enabled=False)
+    return retrieval_pb2.KeywordIndexSpec(language="" if keyword is True else str(keyword), enabled=True)
+
+
+def search_defaults(
+    mode: str = "", fusion: str = "", rrf_k: int = 0, dense_weight: float | None = None, candidates: int = 0
+) -> retrieval_pb2.SearchDefaults:
+    defaults = retrieval_pb2.SearchDefaults(
+        mode=choice(MODES, mode, "mode"),
+        fusion=retrieval_pb2.Fusion(method=choice(FUSIONS, fusion, "fusion"), rrf_k=rrf_k, candidates=candidates),
+    )
+    if dense_weight is not None:
+        defaults.fusion.dense_weight = dense_weight
+    return defaults
 
 
 _INT_PARAMS = ("m", "ef_construction", "ef_search", "nlist", "nprobe", "pq_m", "pq_bits", "rabitq_bits", "oversample")

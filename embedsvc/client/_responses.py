@@ -19,11 +19,15 @@ from embedsvc.client.types import (
     ExpressionResult,
     GeneratedImage,
     Hit,
+    HitExplanation,
+    HitGroup,
     Operation,
     PackedHits,
     Projection,
     Provenance,
+    RetrievalReport,
     SearchHit,
+    SearchHits,
     SectionScore,
     ServerInfo,
     TextEmbeddings,
@@ -38,6 +42,7 @@ from embedsvc.v1 import (
     latent_pb2,
     maps_pb2,
     operations_pb2,
+    retrieval_pb2,
     server_pb2,
     text_pb2,
     words_pb2,
@@ -164,13 +169,90 @@ def neighbours(r: words_pb2.NearestWordsResponse) -> list[list[Hit]]:
     return [[Hit(n.word, n.score) for n in lst.neighbours] for lst in r.results]
 
 
+def _optional(message: Any, name: str) -> float | None:
+    return float(getattr(message, name)) if message.HasField(name) else None
+
+
+def explanation(e: retrieval_pb2.HitExplanation) -> HitExplanation:
+    return HitExplanation(
+        dense_rank=e.dense_rank,
+        dense_score=_optional(e, "dense_score"),
+        keyword_rank=e.keyword_rank,
+        keyword_score=_optional(e, "keyword_score"),
+        dense_contribution=e.dense_contribution,
+        keyword_contribution=e.keyword_contribution,
+        fused_score=_optional(e, "fused_score"),
+        rerank_score=_optional(e, "rerank_score"),
+        best_positive=_optional(e, "best_positive"),
+        best_negative=_optional(e, "best_negative"),
+        mmr_score=_optional(e, "mmr_score"),
+        candidate_rank=e.candidate_rank,
+    )
+
+
 def search_hit(h: collections_pb2.SearchHit) -> SearchHit:
     values = np.asarray(h.vector.values, dtype=np.float32) if h.HasField("vector") else None
-    return SearchHit(h.id, h.score, get_metadata(h.metadata), h.input, values)
+    why = explanation(h.explanation) if h.HasField("explanation") else None
+    return SearchHit(h.id, h.score, get_metadata(h.metadata), h.input, values, h.is_input, why)
 
 
-def search_hits(r: collections_pb2.SearchResponse | collections_pb2.HitList) -> list[SearchHit]:
-    return [search_hit(h) for h in r.hits]
+def _name(enum: Any, value: int, prefix: str) -> str:
+    return str(enum.Name(value)).removeprefix(prefix).lower() if value else ""
+
+
+def retrieval(r: retrieval_pb2.RetrievalReport) -> RetrievalReport:
+    fusion = None
+    if r.HasField("fusion"):
+        f = r.fusion
+        fusion = {
+            "method": _name(retrieval_pb2.FusionMethod, f.method, "FUSION_METHOD_"),
+            "rrf_k": f.rrf_k,
+            "dense_weight": f.dense_weight if f.HasField("dense_weight") else None,
+            "candidates": f.candidates,
+        }
+    rerank = None
+    if r.HasField("rerank"):
+        rerank = {
+            "model": r.rerank.model,
+            "candidates": r.rerank.candidates,
+            "raw_scores": r.rerank.raw_scores,
+            "model_version": r.rerank_model_version,
+        }
+    return RetrievalReport(
+        mode=_name(retrieval_pb2.SearchMode, r.mode, "SEARCH_MODE_"),
+        fusion=fusion,
+        dense_candidates=r.dense_candidates,
+        keyword_candidates=r.keyword_candidates,
+        keyword_language=r.keyword_language,
+        rerank=rerank,
+        diversity=r.diversity if r.HasField("diversity") else None,
+        diversity_candidates=r.diversity_candidates,
+        example_strategy=_name(retrieval_pb2.ExampleStrategy, r.example_strategy, "EXAMPLE_STRATEGY_"),
+        notices=[(n.query, _name(retrieval_pb2.SearchNotice, n.notice, "SEARCH_NOTICE_")) for n in r.notices],
+    )
+
+
+def _hits(
+    r: collections_pb2.SearchResponse | collections_pb2.HitList,
+    report: RetrievalReport | None,
+    origin: Provenance | None,
+) -> SearchHits:
+    groups = [
+        HitGroup(_get_value(g.value) if g.HasField("value") else None, [search_hit(h) for h in g.hits])
+        for g in r.groups
+    ]
+    return SearchHits([search_hit(h) for h in r.hits], groups=groups, retrieval=report, provenance=origin)
+
+
+def search_hits(r: collections_pb2.SearchResponse) -> SearchHits:
+    report = retrieval(r.retrieval) if r.HasField("retrieval") else None
+    return _hits(r, report, provenance(r.provenance))
+
+
+def batch_hits(r: collections_pb2.BatchSearchResponse) -> list[SearchHits]:
+    report = retrieval(r.retrieval) if r.HasField("retrieval") else None
+    origin = provenance(r.provenance)
+    return [_hits(lst, report, origin) for lst in r.results]
 
 
 def item_dict(item: collections_pb2.Item) -> dict[str, Any]:

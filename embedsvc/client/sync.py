@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
+from embedsvc.client import _requests as req
 from embedsvc.client._calls import Calls, Stream, Unary
 from embedsvc.client._channel import call_metadata, channel, resolve_target
 from embedsvc.client._errors import error
@@ -33,7 +34,7 @@ from embedsvc.client.types import (
     PackedHits,
     Projection,
     Sampled,
-    SearchHit,
+    SearchHits,
     ServerInfo,
     SpaceVector,
     TextEmbeddings,
@@ -184,7 +185,8 @@ class Client:
         return self._unary(self._calls.doesnt_match(model, words))
 
     def arithmetic(self, model: str, expressions: Sequence[ExpressionLike], **options: Any) -> ArithmeticResult:
-        """Expressions as text ("king - man + woman") or lists of terms (words, vectors, (weight, term)). Options:
+        """Expressions as text ("king - man + woman") or lists of terms (words, vectors, ItemRef items of collections
+        bound to this model, (weight, term)). Options:
         method ("cosadd" | "cosmul"), top_n, restrict_vocab, keep_inputs, return_query_vector, return_contributions."""
         return self._unary(self._calls.arithmetic(model, expressions, options))
 
@@ -358,15 +360,33 @@ class Client:
         quantization: str = "",
         mmap: bool | None = None,
         indexed_fields: Mapping[str, str] | None = None,
+        keyword: str | bool | None = None,
+        search_defaults: dict[str, Any] | None = None,
         **params: float,
     ) -> collections_pb2.CollectionInfo:
         """metric: cosine | l2 | ip; index: flat | hnsw | ivf-flat | ivf-pq; quantization: none | int8 | rabitq;
         backend: faiss | milvus (empty: the server's default); mmap: keep the vectors memory-mapped (None: the
         backend's default); indexed_fields: {field: string | integer | timestamp}; params: m, ef_construction,
-        ef_search, nlist, nprobe, pq_m, pq_bits, rabitq_bits, oversample, target_recall."""
+        ef_search, nlist, nprobe, pq_m, pq_bits, rabitq_bits, oversample, target_recall.
+
+        keyword: the keyword index over the items' text (input): None, the server's default (English for a
+        collection bound to a text model, none otherwise); True or a language ("english", "french", ..., "none"):
+        one; False: none. search_defaults: what searches get when they do not say, a dict of mode (dense | keyword |
+        hybrid), fusion (rrf | weighted), rrf_k, dense_weight, candidates."""
         return self._unary(
             self._calls.create_collection(
-                name, dimension, metric, index, model, params, backend, quantization, mmap, indexed_fields
+                name,
+                dimension,
+                metric,
+                index,
+                model,
+                params,
+                backend,
+                quantization,
+                mmap,
+                indexed_fields,
+                keyword,
+                search_defaults,
             )
         )
 
@@ -434,7 +454,8 @@ class Client:
         images: Sequence[ImageLike] | None = None,
     ) -> tuple[int, int]:
         """One atomic batch; returns (upserted, live count). `inputs` (words, texts) or `images` for a bound
-        collection, one per id."""
+        collection, one per id; `inputs` beside `vectors`: each item's text, kept and keyword-indexed as it is (not
+        embedded)."""
         return self._unary(self._calls.upsert(collection, ids, vectors, metadata, inputs, images))
 
     def upsert_stream(
@@ -481,17 +502,44 @@ class Client:
         input: str = "",
         expression: ExpressionLike | arithmetic_pb2.Expression | None = None,
         image: ImageLike | None = None,
+        positive_ids: Sequence[str] = (),
+        negative_ids: Sequence[str] = (),
+        strategy: str = "",
+        keyword_text: str = "",
         **options: Any,
-    ) -> list[SearchHit]:
-        """One of vector, item_id, input, expression, image. Options: k, filter, exact, ef_search, nprobe,
-        target_recall, oversample, include_vectors, include_metadata. Expressions over an image collection are lists
-        of image, latent and DirectionRef terms."""
-        return self._unary(self._calls.search(collection, vector, item_id, input, expression, image, options))
+    ) -> SearchHits:
+        """One of vector, item_id, input, expression, image, or examples (positive_ids, negative_ids; strategy
+        average_vector | best_score); `keyword_text`: the keyword side's text (default: input; alone, a keyword
+        search's only query). Expressions over an image collection are lists of image, latent and DirectionRef
+        terms; ItemRef terms are stored items.
+
+        Options: k, filter, exact, ef_search, nprobe, include_vectors, include_metadata, target_recall, oversample;
+        mode (dense | keyword |
+        hybrid; default: the collection's), fusion (rrf | weighted), rrf_k, dense_weight, candidates; rerank (a
+        cross-encoder model), rerank_candidates, raw_scores; group_by, group_size; diversity (0..1),
+        diversity_candidates; keep_inputs; include_explanations.
+
+        Returns the hits (a list) with `.groups` (with group_by, instead of hits), `.retrieval` (how the search ran)
+        and `.provenance`; each hit has its `explanation` (keyword and hybrid searches, stages, examples) and
+        `is_input`."""
+        query = req.query(
+            vector,
+            item_id,
+            input,
+            expression,
+            image,
+            keyword_text=keyword_text,
+            positive_ids=positive_ids,
+            negative_ids=negative_ids,
+            strategy=strategy,
+        )
+        return self._unary(self._calls.search(collection, query, options))
 
     def batch_search(
-        self, collection: str, queries: np.ndarray | Sequence[collections_pb2.Query], **options: Any
-    ) -> list[list[SearchHit]]:
-        """Many queries: an (n, d) array of vectors (sent packed), or Query messages. Options as for search."""
+        self, collection: str, queries: np.ndarray | Sequence[collections_pb2.Query | str], **options: Any
+    ) -> list[SearchHits]:
+        """Many queries: an (n, d) array of vectors (sent packed), texts (each an `input`), or Query messages
+        (`embedsvc.client.query(...)` builds one). Options as for search."""
         if not isinstance(queries, np.ndarray):
             queries = list(queries)
         return self._unary(self._calls.batch_search(collection, queries, options))

@@ -28,14 +28,22 @@ class DirectionRef:
     name: str
 
 
+@dataclass(frozen=True)
+class ItemRef:
+    """A stored item as an expression term in a search (`[(1.0, ItemRef("docs", "d7")), "wing"]`): its vector."""
+
+    collection: str
+    id: str
+
+
 # An image: PNG/JPEG bytes, a path to such a file, or a numpy array (H, W) or (H, W, C), uint8 0..255 or float32 in
 # [0, 1], sent raw (not resized by the server: it must have the model's size).
 ImageLike = bytes | Path | np.ndarray
 # A latent: a 1-D array, or a vector tagged with its space.
 LatentLike = np.ndarray | SpaceVector
 # One term of an expression: a word (str), a vector (1-D array or SpaceVector), an image (bytes, Path, 2-D or 3-D
-# array), a DirectionRef, or any of those weighted: (weight, term).
-TermValue = str | np.ndarray | SpaceVector | bytes | Path | DirectionRef
+# array), a DirectionRef, an ItemRef, or any of those weighted: (weight, term).
+TermValue = str | np.ndarray | SpaceVector | bytes | Path | DirectionRef | ItemRef
 TermLike = TermValue | tuple[float, TermValue]
 # The text form ("king - man + woman") or a list of terms.
 ExpressionLike = str | Sequence[TermLike]
@@ -145,12 +153,79 @@ class AnalogyReport:
 
 
 @dataclass(frozen=True)
+class HitExplanation:
+    """Why a hit ranks where it does (keyword and hybrid searches, and searches with a rerank stage, diversity or
+    examples): each side's rank (from 1; 0 = not among that side's candidates) and score, each side's share of the
+    fused score, and what later stages said. None where a stage did not run."""
+
+    dense_rank: int = 0
+    dense_score: float | None = None
+    keyword_rank: int = 0
+    keyword_score: float | None = None
+    dense_contribution: float = 0.0
+    keyword_contribution: float = 0.0
+    fused_score: float | None = None
+    rerank_score: float | None = None
+    best_positive: float | None = None
+    best_negative: float | None = None
+    mmr_score: float | None = None
+    candidate_rank: int = 0
+
+
+@dataclass(frozen=True)
 class SearchHit:
     id: str
     score: float
     metadata: dict[str, Any]
     input: str = ""
     vector: np.ndarray | None = None
+    # One of the query's own items, kept with keep_inputs=True.
+    is_input: bool = False
+    explanation: HitExplanation | None = None
+
+
+@dataclass(frozen=True)
+class HitGroup:
+    """Hits sharing the value of the group_by field; `value` is None for the group of one item lacking it."""
+
+    value: Any
+    hits: list[SearchHit]
+
+
+@dataclass(frozen=True)
+class RetrievalReport:
+    """How a search ran: the mode, the fusion (hybrid), the candidates each side gave, the keyword analyzer's language,
+    the rerank stage, diversity and example strategy, and per query what it noticed ((query, notice) pairs, e.g.
+    (0, "keyword_query_empty") for a query of only stopwords)."""
+
+    mode: str
+    fusion: dict[str, Any] | None = None  # method, rrf_k, dense_weight, candidates
+    dense_candidates: int = 0
+    keyword_candidates: int = 0
+    keyword_language: str = ""
+    rerank: dict[str, Any] | None = None  # model, candidates, raw_scores, model_version
+    diversity: float | None = None
+    diversity_candidates: int = 0
+    example_strategy: str = ""
+    notices: list[tuple[int, str]] = field(default_factory=list)
+
+
+class SearchHits(list[SearchHit]):
+    """A search's hits (a list, closest first), with `groups` (with group_by: the hits grouped; the list is then
+    empty), `retrieval` (how the search ran) and `provenance`."""
+
+    def __init__(
+        self,
+        hits: Sequence[SearchHit] = (),
+        *,
+        groups: list[HitGroup] | None = None,
+        retrieval: RetrievalReport | None = None,
+        provenance: Provenance | None = None,
+    ) -> None:
+        super().__init__(hits)
+        self.groups = groups or []
+        self.retrieval = retrieval
+        self.provenance = provenance
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,9 @@ class Term:
     space: str = ""
     # IMAGE terms: the image (PNG/JPEG bytes or an embedsvc.core.images.RawImage).
     image: object | None = field(default=None, compare=False)
+    # ITEM terms: the item's collection (`value` is its id). Searches replace them by VECTOR terms before the model
+    # composes (core/collections/queries.py); elsewhere they are refused with TERM_KIND_NOT_SUPPORTED.
+    collection: str = ""
 
 
 @dataclass(frozen=True)

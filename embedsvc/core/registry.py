@@ -36,7 +36,7 @@ from embedsvc.backends.capabilities import (
 )
 from embedsvc.backends.kinds import kind_of, load_order, parse_model
 from embedsvc.core.texts.batching import Batcher, TextModel
-from embedsvc.errors import ConfigError, EmbedsvcError, Reason, operation_not_supported
+from embedsvc.errors import ConfigError, EmbedsvcError, Hint, Reason, operation_not_supported
 
 log = logging.getLogger(__name__)
 
@@ -455,6 +455,7 @@ def _not_offered(info: ModelInfo, wanted: Capability, offers: frozenset[Capabili
         message.format(name=info.name, kind=info.kind),
         field="model",
         metadata={"model": info.name, "kind": info.kind},
+        hint=Hint.EMBED_TEXTS if wanted is Capability.WORDS and Capability.TEXTS in offers else None,
     )
 
 

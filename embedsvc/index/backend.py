@@ -6,6 +6,12 @@ Contract, for every backend (the parametrised collection tests check it): writes
 search once acknowledged; FLAT searches are exact; scores are cosine similarity, inner product or squared L2 distance;
 filters mean what `embedsvc.index.filtering` says; a search returns k hits whenever k items match; export returns
 every item once, in id order.
+
+Keyword search (BM25 over the items' `input`), for a collection created with a keyword language: an acknowledged
+write is keyword-searchable at once, a replaced or deleted item is never found again, a filter applies to keyword
+hits exactly as to vector hits, and excluded ids are left out before the k best are taken (k hits whenever k allowed
+items match a query term). Both backends analyse text with `embedsvc.index.keyword.analyzer` (the same terms), and
+score with their engine's BM25.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import numpy as np
 
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index.filtering import Filter
-from embedsvc.index.types import Backend, CollectionConfig, Searched, State, StoredItem, Upsert
+from embedsvc.index.types import Backend, CollectionConfig, KeywordHits, Searched, State, StoredItem, Upsert
 from embedsvc.stats import Histogram
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -105,6 +111,31 @@ class VectorCollection(Protocol):
         honour (target_recall, oversample)."""
         ...
 
+    @property
+    def keyword_language(self) -> str:
+        """The keyword index's analyzer language; "" when the collection has no keyword index."""
+        ...
+
+    def require_keyword_index(self) -> None:
+        """Raise why keyword search is impossible here: KEYWORD_INDEX_MISSING (created without one), or
+        BACKEND_UNSUPPORTED (the backend's engine cannot do it); nothing when it can."""
+        ...
+
+    def keyword_search(
+        self,
+        texts: Sequence[str],
+        k: int,
+        *,
+        where: Filter | None = None,
+        exclude: Sequence[set[str]] = (),
+        with_metadata: bool = True,
+        with_vectors: bool = False,
+        max_response_bytes: int = 0,
+    ) -> list[KeywordHits]:
+        """The best k items by BM25 for each text, among live items matching the filter, minus each query's
+        excluded ids (`require_keyword_index` first)."""
+        ...
+
     def export(self, batch_size: int, after: str | None = None) -> Iterator[list[StoredItem]]: ...
 
     def rebuild(
@@ -133,6 +164,10 @@ class CollectionBackend(Protocol):
     def delete(self, name: str) -> None: ...
 
     def close_all(self, *, checkpoint: bool) -> None: ...
+
+    def keyword_unsupported(self) -> EmbedsvcError | None:
+        """Why this backend cannot hold keyword indexes (BACKEND_UNSUPPORTED: the version needed), or None."""
+        ...
 
 
 class Stores:
@@ -191,6 +226,11 @@ class Stores:
 
     def delete(self, name: str) -> None:
         self._holder(name).delete(name)
+
+    def keyword_unsupported(self, backend: Backend | None) -> EmbedsvcError | None:
+        """Why a new collection of that backend (None: the default) cannot have a keyword index, or None."""
+        chosen = self.backends.get(backend or self.default)
+        return chosen.keyword_unsupported() if chosen is not None else None
 
     def close_all(self, *, checkpoint: bool) -> None:
         for backend in self.backends.values():

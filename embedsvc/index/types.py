@@ -4,7 +4,7 @@ and the items and hits that come back. No engine is imported here."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -199,6 +199,24 @@ class IndexParams:
 QUANTISER_TRAIN_SIZE = 1000
 
 
+class SearchMode(StrEnum):
+    DENSE = "dense"
+    KEYWORD = "keyword"
+    HYBRID = "hybrid"
+
+
+@dataclass(frozen=True)
+class SearchDefaults:
+    """What a collection's searches get when a request does not say (stored with its configuration); empty / 0 /
+    None: the service's defaults (core/collections/fusion.py)."""
+
+    mode: SearchMode = SearchMode.DENSE
+    fusion: str = ""  # "rrf" | "weighted" | ""
+    rrf_k: int = 0
+    dense_weight: float | None = None
+    candidates: int = 0
+
+
 @dataclass(frozen=True)
 class CollectionConfig:
     name: str
@@ -212,6 +230,10 @@ class CollectionConfig:
     created_at: float = 0.0
     backend: Backend = Backend.FAISS
     indexed_fields: tuple[IndexedField, ...] = ()
+    # The keyword index's analyzer language (index/keyword/analyzer.py); "" when the collection has none (every
+    # collection made before keyword search existed opens so: dense only).
+    keyword: str = ""
+    search_defaults: SearchDefaults = field(default_factory=SearchDefaults)
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -220,6 +242,7 @@ class CollectionConfig:
         data["index"]["quantization"] = self.index.quantization.value
         data["backend"] = self.backend.value
         data["indexed_fields"] = [{"name": f.name, "type": f.type.value} for f in self.indexed_fields]
+        data["search_defaults"]["mode"] = self.search_defaults.mode.value
         return json.dumps({"format": 1, **data}, indent=2).encode("utf-8")
 
     @classmethod
@@ -234,12 +257,15 @@ class CollectionConfig:
         index.setdefault("target_recall", 0.0)  # collections made before recall targets keep their knobs
         backend = Backend(data.pop("backend", Backend.FAISS.value))
         fields = tuple(IndexedField(f["name"], FieldType(f["type"])) for f in data.pop("indexed_fields", []))
+        defaults = data.pop("search_defaults", None) or {}
+        defaults["mode"] = SearchMode(defaults.get("mode") or SearchMode.DENSE.value)
         return cls(
             **{**data, "metric": Metric(data["metric"]), "index": IndexParams(**index), "backend": backend},
             indexed_fields=fields,
+            search_defaults=SearchDefaults(**defaults),
         )
 
-    def field(self, name: str) -> IndexedField | None:
+    def indexed_field(self, name: str) -> IndexedField | None:
         return next((f for f in self.indexed_fields if f.name == name), None)
 
 
@@ -280,6 +306,15 @@ class Searched(tuple[list[list[Hit]], bool]):
     @property
     def exact(self) -> bool:
         return self[1]
+
+
+@dataclass(frozen=True)
+class KeywordHits:
+    """One keyword query's hits, best first (scores: BM25, higher is closer), and the query's terms after analysis
+    (empty: it had only stopwords or no word characters, and there are no hits)."""
+
+    hits: list[Hit]
+    terms: list[str]
 
 
 @dataclass(frozen=True)

@@ -117,23 +117,39 @@ class Ticket:
 
 
 class _KeyState:
-    def __init__(self, key: ApiKey) -> None:
+    def __init__(self, key: ApiKey, now: float) -> None:
         self.name = key.name
         self.rate = key.rate
         self.burst = float(key.burst or max(1, int(key.rate)))
         self.tokens = self.burst
-        self.stamp = time.monotonic()
+        self.stamp = now
         self.max_concurrent = key.max_concurrent
         self.running = 0
 
 
 class Admission:
-    def __init__(self, *, max_calls: int, max_streams: int, max_heavy: int, keys: tuple[ApiKey, ...] = ()) -> None:
+    """`clock` (seconds, monotonic) times the per-key token buckets; tests pass one they move by hand."""
+
+    def __init__(
+        self,
+        *,
+        max_calls: int,
+        max_streams: int,
+        max_heavy: int,
+        keys: tuple[ApiKey, ...] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_calls, self.max_streams, self.max_heavy = max_calls, max_streams, max_heavy
         self._lock = threading.Lock()
+        self._clock = clock
         self.calls = self.streams = self.heavy = 0
         self.refused = 0  # since the start, for the logs
-        self._keys = {k.name: _KeyState(k) for k in keys if k.rate or k.max_concurrent}
+        self._keys = {k.name: _KeyState(k, clock()) for k in keys if k.rate or k.max_concurrent}
+
+    def limits(self, method: str, *, key_limits: bool) -> bool:
+        """Whether a unary call of this method meets a cap of this door beyond max_calls (which the front door's
+        lane already holds): a heavy method, or per-key limits (when keys are checked)."""
+        return method in HEAVY or (key_limits and bool(self._keys))
 
     def enter(self, method: str, *, streaming: bool, key: str) -> Ticket:
         """Admit a call or raise OVERLOADED / RATE_LIMITED (nothing is held then)."""
@@ -170,8 +186,7 @@ class Admission:
             retry_after_s=OVERLOAD_RETRY_S,
         )
 
-    @staticmethod
-    def _charge(state: _KeyState) -> None:
+    def _charge(self, state: _KeyState) -> None:
         if state.max_concurrent and state.running >= state.max_concurrent:
             raise EmbedsvcError(
                 Reason.RATE_LIMITED,
@@ -180,7 +195,7 @@ class Admission:
                 retry_after_s=OVERLOAD_RETRY_S,
             )
         if state.rate:
-            now = time.monotonic()
+            now = self._clock()
             state.tokens = min(state.burst, state.tokens + (now - state.stamp) * state.rate)
             state.stamp = now
             if state.tokens < 1.0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from embedsvc.backends.capabilities import Capability
+from embedsvc.core.collections.service import Collections
 from embedsvc.core.provenance import provenance
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.core.words import arithmetic
@@ -16,9 +17,10 @@ from embedsvc.v1 import arithmetic_pb2, arithmetic_pb2_grpc
 
 
 class ArithmeticServicer(arithmetic_pb2_grpc.ArithmeticServiceServicer):
-    def __init__(self, registry: ModelRegistry, limits: Limits) -> None:
+    def __init__(self, registry: ModelRegistry, limits: Limits, collections: Collections | None = None) -> None:
         self._registry = registry
         self._limits = limits
+        self._collections = collections
 
     def Arithmetic(
         self, request: arithmetic_pb2.ArithmeticRequest, context: grpc.ServicerContext
@@ -37,6 +39,10 @@ class ArithmeticServicer(arithmetic_pb2_grpc.ArithmeticServiceServicer):
         )
         arithmetic.check_result_hits(len(request.expressions), options, self._limits)
         expressions = convert.expressions(list(request.expressions), self._limits)
+        if self._collections is not None:  # item terms: vectors of items in collections bound to this model
+            expressions = self._collections.item_terms(
+                expressions, space.space, lambda e, t: f"expressions[{e}].terms[{t}]"
+            )
         results = arithmetic.evaluate(space, expressions, options)
         return arithmetic_pb2.ArithmeticResponse(
             results=[convert.expression_result_message(r, space.space) for r in results],

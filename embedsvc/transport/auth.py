@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.errors import EmbedsvcError, Hint, Reason
 from embedsvc.settings import ApiKey, Role
 from embedsvc.settings import key_hash as key_hash  # the hash keys are configured as (tests and tools use it here)
 
@@ -61,7 +61,9 @@ class KeyRing:
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal of an `authorization` header; UNAUTHENTICATED when it is missing, malformed or unknown."""
         if authorization is None:
-            raise _unauthenticated("no API key: send the metadata `authorization: Bearer <key>`", "missing")
+            raise _unauthenticated(
+                "no API key: send the metadata `authorization: Bearer <key>`", "missing", Hint.SEND_API_KEY
+            )
         scheme, _, key = authorization.partition(" ")
         if scheme.lower() != "bearer" or not key.strip() or len(key) > 1024:
             raise _unauthenticated("the authorization metadata must be `Bearer <key>`", "malformed")
@@ -92,5 +94,5 @@ def authorize(principal: Principal, role: Role, collections: Iterable[str]) -> N
             )
 
 
-def _unauthenticated(message: str, problem: str) -> EmbedsvcError:
-    return EmbedsvcError(Reason.UNAUTHENTICATED, message, metadata={"problem": problem})
+def _unauthenticated(message: str, problem: str, hint: Hint | None = None) -> EmbedsvcError:
+    return EmbedsvcError(Reason.UNAUTHENTICATED, message, metadata={"problem": problem}, hint=hint)

@@ -10,11 +10,25 @@ from typing import Any
 import numpy as np
 from google.protobuf import timestamp_pb2
 
-from embedsvc.core.collections.service import CollectionInfo, ItemIn, PackedQueries, QueryIn, SearchOptions
+from embedsvc.core.collections.admin import KeywordSpec
+from embedsvc.core.collections.explanation import Explanation
+from embedsvc.core.collections.fusion import DEFAULT_CANDIDATES, Fusion, Method
+from embedsvc.core.collections.options import (
+    ExamplesIn,
+    PackedQueries,
+    QueryIn,
+    RerankIn,
+    SearchOptions,
+    Strategy,
+    collection_fusion,
+)
+from embedsvc.core.collections.planner import Notice, QueryResult, Report
+from embedsvc.core.collections.service import CollectionInfo, ItemIn
 from embedsvc.errors import EmbedsvcError, Reason, invalid
 from embedsvc.index.types import (
     Alias,
     Backend,
+    CollectionConfig,
     FieldType,
     Hit,
     IndexedField,
@@ -22,11 +36,13 @@ from embedsvc.index.types import (
     IndexParams,
     Metric,
     Quantization,
+    SearchDefaults,
+    SearchMode,
     StoredItem,
 )
 from embedsvc.limits import Limits
 from embedsvc.transport import convert, images_convert
-from embedsvc.v1 import collections_pb2, common_pb2
+from embedsvc.v1 import collections_pb2, common_pb2, retrieval_pb2
 
 METRICS: dict[int, Metric] = {
     collections_pb2.METRIC_COSINE: Metric.COSINE,
@@ -178,6 +194,8 @@ def info_message(info: CollectionInfo) -> collections_pb2.CollectionInfo:
         checkpoint_error=info.checkpoint_error,
         checkpoint_failures=info.checkpoint_failures,
         backend=backend_message(c.backend),
+        keyword=retrieval_pb2.KeywordIndexSpec(language=c.keyword, enabled=True) if c.keyword else None,
+        search_defaults=defaults_message(c),
         indexed_fields=[
             collections_pb2.IndexedField(name=f.name, type=_FIELD_TYPE_MESSAGES[f.type]) for f in c.indexed_fields
         ],
@@ -280,20 +298,168 @@ def item_message(item: StoredItem, space: str, *, with_vector: bool) -> collecti
     return message
 
 
+def not_served_yet(field: str, what: str) -> EmbedsvcError:
+    """A v1 field this server version accepts on the wire but does not act on yet: refused, never ignored."""
+    return invalid(field, f"{what} is not served by this server version yet")
+
+
+def refuse_unserved_create(request: collections_pb2.CreateCollectionRequest) -> None:
+    if request.HasField("prompts"):
+        raise not_served_yet("prompts", "prompts")
+
+
+_MODES: dict[int, SearchMode] = {
+    retrieval_pb2.SEARCH_MODE_DENSE: SearchMode.DENSE,
+    retrieval_pb2.SEARCH_MODE_KEYWORD: SearchMode.KEYWORD,
+    retrieval_pb2.SEARCH_MODE_HYBRID: SearchMode.HYBRID,
+}
+_MODE_MESSAGES: dict[SearchMode, Any] = {v: k for k, v in _MODES.items()}
+_METHODS: dict[int, Method] = {
+    retrieval_pb2.FUSION_METHOD_RRF: Method.RRF,
+    retrieval_pb2.FUSION_METHOD_WEIGHTED: Method.WEIGHTED,
+}
+_METHOD_MESSAGES: dict[Method, Any] = {v: k for k, v in _METHODS.items()}
+_STRATEGIES: dict[int, str] = {
+    retrieval_pb2.EXAMPLE_STRATEGY_UNSPECIFIED: Strategy.AVERAGE_VECTOR,
+    retrieval_pb2.EXAMPLE_STRATEGY_AVERAGE_VECTOR: Strategy.AVERAGE_VECTOR,
+    retrieval_pb2.EXAMPLE_STRATEGY_BEST_SCORE: Strategy.BEST_SCORE,
+}
+_STRATEGY_MESSAGES: dict[str, Any] = {
+    Strategy.AVERAGE_VECTOR: retrieval_pb2.EXAMPLE_STRATEGY_AVERAGE_VECTOR,
+    Strategy.BEST_SCORE: retrieval_pb2.EXAMPLE_STRATEGY_BEST_SCORE,
+}
+_NOTICES: dict[Notice, Any] = {
+    Notice.KEYWORD_QUERY_EMPTY: retrieval_pb2.SEARCH_NOTICE_KEYWORD_QUERY_EMPTY,
+    Notice.NO_KEYWORD_MATCH: retrieval_pb2.SEARCH_NOTICE_NO_KEYWORD_MATCH,
+    Notice.GROUPS_INCOMPLETE: retrieval_pb2.SEARCH_NOTICE_GROUPS_INCOMPLETE,
+    Notice.RERANK_MISSING_TEXT: retrieval_pb2.SEARCH_NOTICE_RERANK_MISSING_TEXT,
+}
+
+
+def _choice(value: int, table: dict[int, Any], enum: Any, field: str, what: str) -> Any:
+    """An enum value from a request, None for UNSPECIFIED; INVALID_VALUE naming the choices for an unknown one."""
+    if value == 0:
+        return None
+    if value not in table:
+        choices = [enum.Name(v) for v in table]
+        raise EmbedsvcError(
+            Reason.INVALID_VALUE,
+            f"unknown {what} {value}; choose one of {', '.join(choices)}",
+            field=field,
+            metadata={"choices": ",".join(choices)},
+        )
+    return table[value]
+
+
+def mode(value: int, field: str = "options.mode") -> SearchMode | None:
+    chosen: SearchMode | None = _choice(value, _MODES, retrieval_pb2.SearchMode, field, "search mode")
+    return chosen
+
+
+def fusion(message: retrieval_pb2.Fusion, field: str = "options.fusion") -> Fusion:
+    method = _choice(message.method, _METHODS, retrieval_pb2.FusionMethod, field + ".method", "fusion method")
+    for name in ("rrf_k", "candidates"):
+        if getattr(message, name) < 0:
+            raise invalid(f"{field}.{name}", f"{name} must not be negative")
+    weight = message.dense_weight if message.HasField("dense_weight") else None
+    return Fusion(method, message.rrf_k, weight, message.candidates)
+
+
+def fusion_message(value: Fusion) -> retrieval_pb2.Fusion:
+    message = retrieval_pb2.Fusion(
+        method=_METHOD_MESSAGES[value.method] if value.method is not None else retrieval_pb2.FUSION_METHOD_UNSPECIFIED,
+        rrf_k=value.rrf_k,
+        candidates=value.candidates,
+    )
+    if value.dense_weight is not None:
+        message.dense_weight = value.dense_weight
+    return message
+
+
+def keyword_spec(request: collections_pb2.CreateCollectionRequest) -> KeywordSpec | None:
+    if not request.HasField("keyword"):
+        return None
+    spec = request.keyword
+    return KeywordSpec(spec.language, spec.enabled if spec.HasField("enabled") else None)
+
+
+def search_defaults(request: collections_pb2.CreateCollectionRequest) -> SearchDefaults | None:
+    if not request.HasField("search_defaults"):
+        return None
+    message = request.search_defaults
+    chosen = fusion(message.fusion, "search_defaults.fusion")
+    return SearchDefaults(
+        mode(message.mode, "search_defaults.mode") or SearchMode.DENSE,
+        chosen.method.value if chosen.method is not None else "",
+        chosen.rrf_k,
+        chosen.dense_weight,
+        chosen.candidates,
+    )
+
+
+def defaults_message(config: CollectionConfig) -> retrieval_pb2.SearchDefaults:
+    """A collection's search defaults, every field filled in (the service's where the collection has none)."""
+    resolved = collection_fusion(config).resolved(1, 2**31 - 1)
+    if not config.search_defaults.candidates:
+        resolved = dataclasses.replace(resolved, candidates=DEFAULT_CANDIDATES)
+    return retrieval_pb2.SearchDefaults(
+        mode=_MODE_MESSAGES[config.search_defaults.mode], fusion=fusion_message(resolved)
+    )
+
+
+def search_options(message: collections_pb2.SearchOptions) -> SearchOptions:
+    rerank = None
+    if message.HasField("rerank"):
+        if message.rerank.candidates < 0:
+            raise invalid("options.rerank.candidates", "candidates must not be negative")
+        rerank = RerankIn(message.rerank.model, message.rerank.candidates, message.rerank.raw_scores)
+    return SearchOptions(
+        k=message.k,
+        filter=message.filter,
+        ef_search=message.ef_search,
+        nprobe=message.nprobe,
+        exact=message.exact,
+        include_metadata=message.include_metadata if message.HasField("include_metadata") else True,
+        include_vectors=message.include_vectors,
+        mode=mode(message.mode),
+        fusion=fusion(message.fusion) if message.HasField("fusion") else Fusion(),
+        rerank=rerank,
+        group_by=message.group_by,
+        group_size=message.group_size,
+        diversity=message.diversity if message.HasField("diversity") else None,
+        diversity_candidates=message.diversity_candidates,
+        keep_inputs=message.keep_inputs,
+        include_explanations=message.include_explanations if message.HasField("include_explanations") else True,
+        target_recall=message.target_recall,
+        oversample=message.oversample,
+    )
+
+
 def query(message: collections_pb2.Query, field: str, limits: Limits) -> QueryIn:
     which = message.WhichOneof("query")
+    text = message.keyword_text
     if which == "vector":
-        return QueryIn(vector=convert.vector(message.vector, field + ".vector"), space=message.vector.space)
+        vector = convert.vector(message.vector, field + ".vector")
+        return QueryIn(vector=vector, space=message.vector.space, keyword_text=text)
     if which == "item_id":
-        return QueryIn(item_id=message.item_id)
+        return QueryIn(item_id=message.item_id, keyword_text=text)
     if which == "input":
-        return QueryIn(input=message.input)
+        return QueryIn(input=message.input, keyword_text=text)
     if which == "expression":
         (expression,) = convert.expressions([message.expression], limits, field=field + ".expression")
-        return QueryIn(expression=expression)
+        return QueryIn(expression=expression, keyword_text=text)
     if which == "image":
-        return QueryIn(image=images_convert.image(message.image, field + ".image"))
-    return QueryIn()
+        return QueryIn(image=images_convert.image(message.image, field + ".image"), keyword_text=text)
+    if which == "examples":
+        examples = message.examples
+        strategy = _choice(
+            examples.strategy, _STRATEGIES, retrieval_pb2.ExampleStrategy, field + ".examples.strategy", "strategy"
+        )
+        return QueryIn(
+            examples=ExamplesIn(list(examples.positive_ids), list(examples.negative_ids), strategy or "average_vector"),
+            keyword_text=text,
+        )
+    return QueryIn(keyword_text=text)
 
 
 def batch_queries(request: collections_pb2.BatchSearchRequest, limits: Limits) -> list[QueryIn] | PackedQueries:
@@ -305,20 +471,6 @@ def batch_queries(request: collections_pb2.BatchSearchRequest, limits: Limits) -
     return [query(q, f"queries[{i}]", limits) for i, q in enumerate(request.queries)]
 
 
-def search_options(message: collections_pb2.SearchOptions) -> SearchOptions:
-    return SearchOptions(
-        k=message.k,
-        filter=message.filter,
-        ef_search=message.ef_search,
-        nprobe=message.nprobe,
-        exact=message.exact,
-        include_metadata=message.include_metadata if message.HasField("include_metadata") else True,
-        include_vectors=message.include_vectors,
-        target_recall=message.target_recall,
-        oversample=message.oversample,
-    )
-
-
 def packed_search_options(message: collections_pb2.SearchOptions) -> SearchOptions:
     """Options of a BatchSearch with packed_results: packed hits carry no metadata, so none is read."""
     if message.HasField("include_metadata") and message.include_metadata:
@@ -326,6 +478,8 @@ def packed_search_options(message: collections_pb2.SearchOptions) -> SearchOptio
             "options.include_metadata",
             "packed results carry no metadata: leave include_metadata unset or false and fetch it with GetItems",
         )
+    if message.group_by:
+        raise invalid("options.group_by", "packed results carry no groups: leave group_by empty, or ask for messages")
     return dataclasses.replace(search_options(message), include_metadata=False)
 
 
@@ -345,11 +499,77 @@ def packed_hits(
     return message
 
 
-def add_hits(container: Any, hits: Sequence[Hit], space: str) -> None:
+def add_hits(
+    container: Any,
+    hits: Sequence[Hit],
+    space: str,
+    explanations: Sequence[Explanation] | None = None,
+    own: set[str] | frozenset[str] = frozenset(),
+) -> None:
     """Append SearchHit messages to a repeated field (`add` in place is about twice as fast as building lists)."""
-    for hit in hits:
+    for n, hit in enumerate(hits):
         message = container.add(id=hit.id, score=hit.score, input=hit.input)
         if hit.metadata:
             add_metadata(message.metadata, hit.metadata)
         if hit.vector is not None:
             message.vector.CopyFrom(convert.vector_message(np.asarray(hit.vector), space))
+        if own and hit.id in own:
+            message.is_input = True
+        if explanations is not None:
+            message.explanation.CopyFrom(explanation_message(explanations[n]))
+
+
+def explanation_message(e: Explanation) -> retrieval_pb2.HitExplanation:
+    message = retrieval_pb2.HitExplanation(
+        dense_rank=e.dense_rank,
+        keyword_rank=e.keyword_rank,
+        dense_contribution=e.dense_contribution,
+        keyword_contribution=e.keyword_contribution,
+        candidate_rank=e.candidate_rank,
+    )
+    for name in ("dense_score", "keyword_score", "fused_score", "rerank_score", "best_positive", "best_negative"):
+        value = getattr(e, name)
+        if value is not None:
+            setattr(message, name, value)
+    if e.mmr_score is not None:
+        message.mmr_score = e.mmr_score
+    return message
+
+
+def add_result(container: Any, result: QueryResult, space: str) -> None:
+    """One query's hits (SearchResponse, HitList): `hits`, or with group_by `groups`."""
+    if result.groups is None:
+        add_hits(container.hits, result.hits, space, result.explanations, result.own)
+        return
+    for group in result.groups:
+        message = container.groups.add()
+        if group.has_value:
+            _set_value(message.value, group.value)
+        members = [result.hits[i] for i in group.members]
+        explanations = [result.explanations[i] for i in group.members] if result.explanations is not None else None
+        add_hits(message.hits, members, space, explanations, result.own)
+
+
+def report_message(report: Report) -> retrieval_pb2.RetrievalReport:
+    message = retrieval_pb2.RetrievalReport(
+        mode=_MODE_MESSAGES[report.mode],
+        dense_candidates=report.dense_candidates,
+        keyword_candidates=report.keyword_candidates,
+        keyword_language=report.keyword_language,
+        rerank_model_version=report.rerank_version,
+        diversity_candidates=report.diversity_candidates,
+        notices=[retrieval_pb2.QueryNotice(query=q, notice=_NOTICES[n]) for q, n in report.notices],
+    )
+    if report.fusion is not None:
+        message.fusion.CopyFrom(fusion_message(report.fusion))
+    if report.rerank is not None:
+        message.rerank.CopyFrom(
+            retrieval_pb2.RerankStage(
+                model=report.rerank.model, candidates=report.rerank.candidates, raw_scores=report.rerank.raw_scores
+            )
+        )
+    if report.diversity is not None:
+        message.diversity = report.diversity
+    if report.example_strategy:
+        message.example_strategy = _STRATEGY_MESSAGES[report.example_strategy]
+    return message

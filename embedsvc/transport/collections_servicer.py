@@ -24,6 +24,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
     def CreateCollection(
         self, request: collections_pb2.CreateCollectionRequest, context: grpc.ServicerContext
     ) -> collections_pb2.CreateCollectionResponse:
+        cc.refuse_unserved_create(request)
         info = self._admin.create(
             request.name,
             request.dimension,
@@ -32,6 +33,8 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
             request.model,
             backend=cc.backend(request.backend),
             indexed_fields=cc.indexed_fields(request.indexed_fields),
+            keyword=cc.keyword_spec(request),
+            search_defaults=cc.search_defaults(request),
         )
         return collections_pb2.CreateCollectionResponse(collection=cc.info_message(info))
 
@@ -141,15 +144,17 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
         if not request.HasField("query"):
             raise missing("query", "a query")
         query = cc.query(request.query, "query", self._c.limits)
-        hits, provenance, collection = self._c.search(
+        outcome = self._c.search(
             request.collection,
             [query],
             cc.search_options(request.options),
             batch=False,
             control=convert.call_control(context),
         )
-        response = collections_pb2.SearchResponse(provenance=convert.provenance_message(provenance))
-        cc.add_hits(response.hits, hits[0], collection.config.space)
+        response = collections_pb2.SearchResponse(
+            provenance=convert.provenance_message(outcome.provenance), retrieval=cc.report_message(outcome.report)
+        )
+        cc.add_result(response, outcome.results[0], outcome.collection.config.space)
         return response
 
     def BatchSearch(
@@ -157,24 +162,30 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
     ) -> collections_pb2.BatchSearchResponse:
         queries = cc.batch_queries(request, self._c.limits)
         packed = request.packed_results
-        lists, provenance, collection = self._c.search(
+        outcome = self._c.search(
             request.collection,
             queries,
             cc.packed_search_options(request.options) if packed else cc.search_options(request.options),
             batch=True,
             control=convert.call_control(context),
         )
-        response = collections_pb2.BatchSearchResponse(provenance=convert.provenance_message(provenance))
+        response = collections_pb2.BatchSearchResponse(
+            provenance=convert.provenance_message(outcome.provenance), retrieval=cc.report_message(outcome.report)
+        )
+        collection = outcome.collection
         space = collection.config.space
         if packed:
             response.packed.CopyFrom(
                 cc.packed_hits(
-                    lists, space, with_vectors=request.options.include_vectors, dimension=collection.config.dimension
+                    [r.hits for r in outcome.results],
+                    space,
+                    with_vectors=request.options.include_vectors,
+                    dimension=collection.config.dimension,
                 )
             )
             return response
-        for hits in lists:
-            cc.add_hits(response.results.add().hits, hits, space)
+        for result in outcome.results:
+            cc.add_result(response.results.add(), result, space)
         return response
 
     def Rebuild(

@@ -30,10 +30,6 @@ _STATES = {
     ModelState.FAILED: models_pb2.MODEL_STATE_FAILED,
     ModelState.UNLOADED: models_pb2.MODEL_STATE_UNLOADED,
 }
-# Proto oneof name -> term kind, for kinds no model evaluates yet (refused by the engines with TERM_KIND_NOT_SUPPORTED).
-_OTHER_TERM_KINDS = {
-    "item": TermKind.ITEM,
-}
 
 
 def method(value: int) -> arithmetic.Method:
@@ -44,14 +40,32 @@ def method(value: int) -> arithmetic.Method:
 
 
 def vector(message: common_pb2.Vector, field: str) -> np.ndarray:
-    values = np.array(list(message.values), dtype=np.float32)  # list() first: numpy reads lists far faster
+    # numpy reads the repeated field directly (a list() first took 6 times as long with protobuf's upb runtime).
+    values = np.array(message.values, dtype=np.float32)
     if not np.isfinite(values).all():
         raise EmbedsvcError(Reason.NOT_FINITE, "the vector has NaN or infinite components", field=field)
     return values
 
 
 def vector_message(values: np.ndarray, space: str) -> common_pb2.Vector:
-    return common_pb2.Vector(values=values.tolist(), space=space)
+    """A Vector message, parsed from its wire form: the components go in as one packed float32 block instead of one
+    Python float each (a third of the time for 384 dimensions). Field numbers are the contract's (common.proto)."""
+    data = np.ascontiguousarray(values, dtype="<f4").tobytes()
+    tagged = space.encode()
+    wire = (b"\x0a" + _varint(len(data)) + data if data else b"") + (
+        b"\x12" + _varint(len(tagged)) + tagged if tagged else b""
+    )
+    return common_pb2.Vector.FromString(wire)
+
+
+def _varint(n: int) -> bytes:
+    """Protobuf's base-128 varint of a non-negative integer (a length)."""
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def packed_floats(data: bytes, field: str) -> np.ndarray:
@@ -134,9 +148,15 @@ def _term(message: arithmetic_pb2.Term, field: str) -> Term:
         if not message.direction:
             raise EmbedsvcError(Reason.MISSING_FIELD, "the direction name is empty", field=field + ".direction")
         return Term(TermKind.DIRECTION, weight, message.direction)
-    if which is None:
-        raise EmbedsvcError(Reason.MISSING_FIELD, "the term has no value", field=field)
-    return Term(_OTHER_TERM_KINDS[which], weight)
+    if which == "item":
+        if not message.item.collection:
+            raise EmbedsvcError(
+                Reason.MISSING_FIELD, "the item's collection is required", field=field + ".item.collection"
+            )
+        if not message.item.id:
+            raise EmbedsvcError(Reason.MISSING_FIELD, "the item's id is required", field=field + ".item.id")
+        return Term(TermKind.ITEM, weight, message.item.id, collection=message.item.collection)
+    raise EmbedsvcError(Reason.MISSING_FIELD, "the term has no value", field=field)
 
 
 def expressions(

@@ -15,10 +15,11 @@ Health watches run without holding a thread (gRPC's non-blocking form) and are c
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import random
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -38,6 +39,8 @@ from embedsvc.transport.status import RETRY_AFTER, internal_status, to_status
 log = logging.getLogger("embedsvc.access")
 REQUEST_ID = "x-request-id"
 PUSHBACK = "grpc-retry-pushback-ms"  # the retry delay, where gRPC's own retry policies look for it
+# The codes the published retry policy retries (protos/service_config.json).
+RETRIED_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED})
 _REFUSED = (Reason.OVERLOADED.value, Reason.RATE_LIMITED.value)
 _NO_DEADLINE = 1e8  # seconds: a call's time_remaining() beyond this means it has no deadline
 _WATCH = "/grpc.health.v1.Health/Watch"
@@ -209,11 +212,32 @@ class _Method:
         self.is_stream = streaming
         service, _, name = method.lstrip("/").rpartition("/")
         self.service, self.name = service, name
-        self.rule = roles.rule(method)
-        self.writes = self.rule is not None and self.rule.role is not roles.READ
+        self.rule = rule = roles.rule(method)
+        self.writes = rule is not None and rule.role is not roles.READ
+        # What a call of this method needs beyond the handler, decided once (the per-call path tests flags only).
+        self.authenticates = gateway._keys is not None and rule is not None
+        # The request is read for its collections and counts, and checked against the key's role and scope.
+        self.inspects = rule is not None and (self.authenticates or bool(rule.collections or rule.counts))
+        # The second door (streams, heavy calls, per-key limits); the front door's lane already caps the rest.
+        admission = gateway._admission
+        self.admits = (
+            admission is not None
+            and rule is not None
+            and (streaming or gateway._work is None or admission.limits(method, key_limits=self.authenticates))
+        )
+        self.audited = gateway._audit is not None and rule is not None and (self.writes or gateway._audit_reads)
         metrics = gateway._metrics
         self.in_flight = metrics.in_flight.labels(service, name) if metrics else None
         self.latency = metrics.latency.labels(service, name) if metrics else None
+        self._counters: dict[str, Any] = {}
+
+    def counter(self, code: str) -> Any:
+        """The requests counter of this method and code (label lookups take a lock: each is made once)."""
+        counter = self._counters.get(code)
+        if counter is None:
+            assert self.gateway._metrics is not None
+            counter = self._counters[code] = self.gateway._metrics.requests.labels(self.service, self.name, code)
+        return counter
 
     def refusal(self, handler: grpc.RpcMethodHandler, lane: Lane) -> grpc.RpcMethodHandler:
         """The handler of a call refused at the front door: it runs on the poll thread (`InlinePool`) and never reads
@@ -221,6 +245,8 @@ class _Method:
         gateway = self.gateway
         status = gateway._overloaded(lane.limit, lane.cap)
         metrics = gateway._metrics
+        # Made with the method's first call, so its shed series exists at 0 before any refusal: alerts on its rate
+        # see the first one (a counter that appears at 1 has no increase to rate).
         counted = metrics.requests.labels(self.service, self.name, status.code.name) if metrics else None
         latency = self.latency
         method = self.method
@@ -324,6 +350,23 @@ class _Method:
 
 
 class _Call:
+    __slots__ = (
+        "_control_token",
+        "_token",
+        "authorization",
+        "code",
+        "collections",
+        "context",
+        "control",
+        "count",
+        "method",
+        "principal",
+        "reason",
+        "request_id",
+        "started",
+        "ticket",
+    )
+
     def __init__(self, method: _Method, context: grpc.ServicerContext, *, unary_response: bool) -> None:
         self.method = method
         self.context = context
@@ -336,12 +379,21 @@ class _Call:
         default = method.gateway._default_deadline_s
         if remaining is None and unary_response and default > 0:
             remaining = default
-        self.control = CallControl(None if remaining is None else time.monotonic() + remaining)
-        context.add_callback(self.control.cancel)  # runs when the call ends, early or not
+        # Cancelled when the call ends early: asked of gRPC when checked; a callback only once something waits.
+        self.control = CallControl(
+            None if remaining is None else time.monotonic() + remaining,
+            alive=context.is_active,
+            watch=context.add_callback,
+        )
         self._control_token = calls._CURRENT.set(self.control)
-        metadata = dict(context.invocation_metadata())
-        self.request_id = _valid_id(metadata.get(REQUEST_ID))
-        self.authorization = metadata.get("authorization")
+        request_id = authorization = None
+        for key, value in context.invocation_metadata() or ():
+            if key == REQUEST_ID:
+                request_id = value
+            elif key == "authorization":
+                authorization = value
+        self.request_id = _valid_id(request_id)
+        self.authorization = authorization
         self.principal: Principal = ANONYMOUS
         self.code = grpc.StatusCode.OK
         self.reason = ""
@@ -352,16 +404,20 @@ class _Call:
 
     def admit(self, request: Any, streamed: bool) -> Any:
         """Authenticate and authorize; decode leniently. Streamed requests are checked message by message."""
-        gateway, rule = self.method.gateway, self.method.rule
-        if gateway._keys is not None and rule is not None:
-            self.principal = gateway._keys.authenticate(self.authorization)
-        self._token = CURRENT.set(self.principal)
-        if gateway._admission is not None and rule is not None:  # health checks are never refused
-            self.ticket = gateway._admission.enter(
-                self.method.method, streaming=self.method.is_stream, key=self.principal.name
+        method = self.method
+        gateway = method.gateway
+        if method.authenticates:
+            self.principal = gateway._keys.authenticate(self.authorization)  # type: ignore[union-attr]
+            self._token = CURRENT.set(self.principal)
+        if method.admits:  # health checks are never refused
+            self.ticket = gateway._admission.enter(  # type: ignore[union-attr]
+                method.method, streaming=method.is_stream, key=self.principal.name
             )
         if not streamed:
-            self._check(_checked(request))
+            if isinstance(request, Undecodable):
+                _checked(request)
+            if method.inspects:
+                self._check(request)
             return request
         if gateway._stream_idle_timeout_s > 0:
             request = _idle_limited(request, gateway._stream_idle_timeout_s)
@@ -399,26 +455,31 @@ class _Call:
         grpc_status = rpc_status.to_status(status)
         self.code = grpc_status.code
         trailers = (*grpc_status.trailing_metadata, (REQUEST_ID, self.request_id))
-        if isinstance(exc, EmbedsvcError) and exc.reason in RETRY_AFTER:
-            delay = exc.retry_after_s if exc.retry_after_s is not None else RETRY_AFTER[exc.reason]
-            trailers = (*trailers, (PUSHBACK, str(max(1, round(delay * 1e3)))))
+        trailers = (*trailers, *_pushback(exc, grpc_status.code))
         self.context.abort_with_status(_Status(grpc_status.code, grpc_status.details, trailers))
 
     def finish(self) -> None:
         if self._token is not None:
             CURRENT.reset(self._token)
         calls._CURRENT.reset(self._control_token)
-        if self.ticket is not None:
-            self.method.gateway._admission.leave(self.ticket)  # type: ignore[union-attr]
         method = self.method
+        gateway = method.gateway
+        if self.ticket is not None:
+            gateway._admission.leave(self.ticket)  # type: ignore[union-attr]
         seconds = time.perf_counter() - self.started
         code = self.code.name
-        gateway = method.gateway
-        if gateway._metrics is not None:
-            assert method.in_flight is not None and method.latency is not None
+        if method.in_flight is not None and method.latency is not None:
             method.in_flight.dec()
             method.latency.observe(seconds)
-            gateway._metrics.requests.labels(method.service, method.name, code).inc()
+            method.counter(code).inc()
+        ok = self.code is grpc.StatusCode.OK
+        level = logging.DEBUG if ok else logging.INFO
+        if self.reason in _REFUSED:  # under overload, one line per refusal would cost more than the refusal
+            level = logging.DEBUG
+            gateway._note_refusal()
+        logged = log.isEnabledFor(level)
+        if not logged and not method.audited:
+            return
         fields = {
             "request_id": self.request_id,
             "method": method.method,
@@ -427,14 +488,10 @@ class _Call:
             "duration_ms": round(seconds * 1e3, 2),
             "key": self.principal.name,
         }
-        level = logging.INFO if self.code is not grpc.StatusCode.OK else logging.DEBUG
-        if self.reason in _REFUSED:  # under overload, one line per refusal would cost more than the refusal
-            level = logging.DEBUG
-            gateway._note_refusal()
-        log.log(level, "%s %s %s %.1f ms", method.method, code, self.reason, seconds * 1e3, extra={"call": fields})
-        audit = gateway._audit
-        if audit is not None and method.rule is not None and (method.writes or gateway._audit_reads):
-            audit.record(
+        if logged:
+            log.log(level, "%s %s %s %.1f ms", method.method, code, self.reason, seconds * 1e3, extra={"call": fields})
+        if method.audited:
+            gateway._audit.record(  # type: ignore[union-attr]
                 **fields,
                 peer=self.context.peer(),
                 collections=sorted(self.collections),
@@ -442,17 +499,38 @@ class _Call:
             )
 
 
+def _pushback(exc: Exception, code: grpc.StatusCode) -> tuple[tuple[str, str], ...]:
+    """The retry delay a failure carries for gRPC's retry policies: the reason's delay when retrying helps, and -1
+    ("do not retry") for the other failures under a code the published policy retries (protos/service_config.json),
+    such as STORAGE_FULL: a client's policy then retries only what the server did not refuse for good."""
+    if isinstance(exc, EmbedsvcError) and exc.reason in RETRY_AFTER:
+        delay = exc.retry_after_s if exc.retry_after_s is not None else RETRY_AFTER[exc.reason]
+        return ((PUSHBACK, str(max(1, round(delay * 1e3)))),)
+    if code in RETRIED_CODES:
+        return ((PUSHBACK, "-1"),)
+    return ()
+
+
 def _valid_id(given: Any) -> str:
     """The caller's request id when it is a usable one, else a new one."""
-    valid = isinstance(given, str) and 0 < len(given) <= 128 and given.isprintable()
-    return given if valid else uuid.uuid4().hex
+    if given is not None and isinstance(given, str) and 0 < len(given) <= 128 and given.isprintable():
+        return given
+    return _new_id()
+
+
+_IDS = random.Random(os.urandom(32))  # noqa: S311 - request ids label calls in logs; they guard nothing
+
+
+def _new_id() -> str:
+    """A new request id: 32 hex digits, random (as a uuid4's hex, at a sixth of the cost: no syscall, no object)."""
+    return f"{_IDS.getrandbits(128):032x}"
 
 
 def _request_id(context: grpc.ServicerContext) -> str:
     for name, value in context.invocation_metadata():
         if name == REQUEST_ID:
             return _valid_id(value)
-    return uuid.uuid4().hex
+    return _new_id()
 
 
 _END = object()

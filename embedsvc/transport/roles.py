@@ -37,10 +37,11 @@ RULES: dict[str, Rule] = {
     _V1 + "WordService/Similarity": Rule(READ),
     _V1 + "WordService/DoesntMatch": Rule(READ),
     _V1 + "WordService/ExportWords": Rule(READ),
-    _V1 + "ArithmeticService/Arithmetic": Rule(READ),
+    _V1 + "ArithmeticService/Arithmetic": Rule(READ, ("expressions[].terms[].item.collection",)),
     _V1 + "ArithmeticService/EvaluateAnalogies": Rule(READ),
     _V1 + "TextService/EmbedTexts": Rule(READ),
     _V1 + "TextService/EmbedTextsStream": Rule(READ),
+    _V1 + "TextService/Rerank": Rule(READ, counts="texts"),
     _V1 + "ImageService/EmbedImages": Rule(READ),
     _V1 + "LatentService/EncodeImages": Rule(READ),
     _V1 + "LatentService/DecodeLatents": Rule(READ),
@@ -64,8 +65,11 @@ RULES: dict[str, Rule] = {
     _V1 + "CollectionService/UpsertStream": Rule(WRITE, ("collection",), counts="items"),
     _V1 + "CollectionService/DeleteItems": Rule(WRITE, ("collection",), counts="ids"),
     _V1 + "CollectionService/GetItems": Rule(READ, ("collection",), counts="ids"),
-    _V1 + "CollectionService/Search": Rule(READ, ("collection",)),
-    _V1 + "CollectionService/BatchSearch": Rule(READ, ("collection",), counts="queries"),
+    # Item terms of expressions name collections too (their items' vectors are read).
+    _V1 + "CollectionService/Search": Rule(READ, ("collection", "query.expression.terms[].item.collection")),
+    _V1 + "CollectionService/BatchSearch": Rule(
+        READ, ("collection", "queries[].expression.terms[].item.collection"), counts="queries"
+    ),
     _V1 + "CollectionService/Rebuild": Rule(ADMIN, ("name",)),
     _V1 + "CollectionService/ExportItems": Rule(READ, ("collection",)),
     _V1 + "CollectionService/CreateAlias": Rule(ADMIN, ("alias", "collection")),

@@ -66,7 +66,7 @@ HOSTED: tuple[Hosted, ...] = (
     Hosted(api.SERVER, ALWAYS, lambda d: ServerServicer(d.limits, d.started)),
     Hosted(api.MODELS, ALWAYS, lambda d: ModelServicer(d.registry, d.tokens, d.limits)),
     Hosted(api.WORDS, MODELS, lambda d: WordServicer(d.registry, d.limits)),
-    Hosted(api.ARITHMETIC, MODELS, lambda d: ArithmeticServicer(d.registry, d.limits)),
+    Hosted(api.ARITHMETIC, MODELS, lambda d: ArithmeticServicer(d.registry, d.limits, d.collections)),
     Hosted(api.TEXT, MODELS, lambda d: TextServicer(d.registry, d.limits)),
     Hosted(api.IMAGES, MODELS, lambda d: ImageServicer(d.latents)),
     Hosted(api.LATENT, MODELS, lambda d: LatentServicer(d.latents)),

@@ -63,6 +63,8 @@ STATUS_CODES: dict[Reason, grpc.StatusCode] = {
     Reason.MODEL_IN_USE: grpc.StatusCode.FAILED_PRECONDITION,
     Reason.MODEL_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
     Reason.OPERATION_NOT_SUPPORTED: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.KEYWORD_INDEX_MISSING: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.BACKEND_UNSUPPORTED: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 # Reasons a caller should retry after a pause, and the pause (seconds) sent as google.rpc.RetryInfo.

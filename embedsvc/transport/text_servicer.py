@@ -10,7 +10,7 @@ from embedsvc.backends.capabilities import Capability
 from embedsvc.calls import CallControl
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.core.texts import embedding as texts
-from embedsvc.errors import EmbedsvcError, Reason, missing
+from embedsvc.errors import EmbedsvcError, Reason, invalid, missing
 from embedsvc.limits import Limits
 from embedsvc.transport import convert
 from embedsvc.transport.convert import call_control
@@ -27,6 +27,8 @@ class TextServicer(text_pb2_grpc.TextServiceServicer):
         self._limits = limits
 
     def _embed(self, request: text_pb2.EmbedTextsRequest, control: CallControl) -> text_pb2.EmbedTextsResponse:
+        if request.prompt_name:  # accepted on the wire, not acted on yet: refused rather than ignored
+            raise invalid("prompt_name", "prompts are not served by this server version yet")
         embedded = texts.embed_texts(
             self._registry.model(request.model, Capability.TEXTS),
             list(request.texts),

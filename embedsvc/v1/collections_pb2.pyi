@@ -3,6 +3,7 @@ import datetime
 from embedsvc.v1 import arithmetic_pb2 as _arithmetic_pb2
 from embedsvc.v1 import common_pb2 as _common_pb2
 from embedsvc.v1 import operations_pb2 as _operations_pb2
+from embedsvc.v1 import retrieval_pb2 as _retrieval_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -144,7 +145,7 @@ class RecallPoint(_message.Message):
     def __init__(self, value: _Optional[int] = ..., oversample: _Optional[int] = ..., recall: _Optional[float] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "dimension", "metric", "index", "count", "trained", "model", "model_version", "space", "disk_bytes", "memory_bytes", "state", "error", "tombstones", "create_time", "aliases", "checkpoint_error", "checkpoint_failures", "backend", "indexed_fields", "mapped_bytes", "calibration")
+    __slots__ = ("name", "dimension", "metric", "index", "count", "trained", "model", "model_version", "space", "disk_bytes", "memory_bytes", "state", "error", "tombstones", "create_time", "aliases", "checkpoint_error", "checkpoint_failures", "backend", "keyword", "search_defaults", "prompts", "query_space", "indexed_fields", "mapped_bytes", "calibration")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +165,10 @@ class CollectionInfo(_message.Message):
     CHECKPOINT_ERROR_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FAILURES_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_DEFAULTS_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_SPACE_FIELD_NUMBER: _ClassVar[int]
     INDEXED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     MAPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_FIELD_NUMBER: _ClassVar[int]
@@ -186,10 +191,14 @@ class CollectionInfo(_message.Message):
     checkpoint_error: str
     checkpoint_failures: int
     backend: Backend
+    keyword: _retrieval_pb2.KeywordIndexSpec
+    search_defaults: _retrieval_pb2.SearchDefaults
+    prompts: _retrieval_pb2.CollectionPrompts
+    query_space: str
     indexed_fields: _containers.RepeatedCompositeFieldContainer[IndexedField]
     mapped_bytes: int
     calibration: RecallCalibration
-    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index: _Optional[_Union[IndexSpec, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., space: _Optional[str] = ..., disk_bytes: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[CollectionState, str]] = ..., error: _Optional[str] = ..., tombstones: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., aliases: _Optional[_Iterable[str]] = ..., checkpoint_error: _Optional[str] = ..., checkpoint_failures: _Optional[int] = ..., backend: _Optional[_Union[Backend, str]] = ..., indexed_fields: _Optional[_Iterable[_Union[IndexedField, _Mapping]]] = ..., mapped_bytes: _Optional[int] = ..., calibration: _Optional[_Union[RecallCalibration, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index: _Optional[_Union[IndexSpec, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., space: _Optional[str] = ..., disk_bytes: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[CollectionState, str]] = ..., error: _Optional[str] = ..., tombstones: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., aliases: _Optional[_Iterable[str]] = ..., checkpoint_error: _Optional[str] = ..., checkpoint_failures: _Optional[int] = ..., backend: _Optional[_Union[Backend, str]] = ..., keyword: _Optional[_Union[_retrieval_pb2.KeywordIndexSpec, _Mapping]] = ..., search_defaults: _Optional[_Union[_retrieval_pb2.SearchDefaults, _Mapping]] = ..., prompts: _Optional[_Union[_retrieval_pb2.CollectionPrompts, _Mapping]] = ..., query_space: _Optional[str] = ..., indexed_fields: _Optional[_Iterable[_Union[IndexedField, _Mapping]]] = ..., mapped_bytes: _Optional[int] = ..., calibration: _Optional[_Union[RecallCalibration, _Mapping]] = ...) -> None: ...
 
 class Item(_message.Message):
     __slots__ = ("id", "vector", "input", "image", "metadata")
@@ -213,13 +222,16 @@ class Item(_message.Message):
     def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., input: _Optional[str] = ..., image: _Optional[_Union[_common_pb2.ImageInput, _Mapping]] = ..., metadata: _Optional[_Mapping[str, _common_pb2.MetadataValue]] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("name", "dimension", "metric", "index", "model", "backend", "indexed_fields")
+    __slots__ = ("name", "dimension", "metric", "index", "model", "backend", "keyword", "search_defaults", "prompts", "indexed_fields")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_DEFAULTS_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
     INDEXED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     dimension: int
@@ -227,8 +239,11 @@ class CreateCollectionRequest(_message.Message):
     index: IndexSpec
     model: str
     backend: Backend
+    keyword: _retrieval_pb2.KeywordIndexSpec
+    search_defaults: _retrieval_pb2.SearchDefaults
+    prompts: _retrieval_pb2.CollectionPrompts
     indexed_fields: _containers.RepeatedCompositeFieldContainer[IndexedField]
-    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index: _Optional[_Union[IndexSpec, _Mapping]] = ..., model: _Optional[str] = ..., backend: _Optional[_Union[Backend, str]] = ..., indexed_fields: _Optional[_Iterable[_Union[IndexedField, _Mapping]]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index: _Optional[_Union[IndexSpec, _Mapping]] = ..., model: _Optional[str] = ..., backend: _Optional[_Union[Backend, str]] = ..., keyword: _Optional[_Union[_retrieval_pb2.KeywordIndexSpec, _Mapping]] = ..., search_defaults: _Optional[_Union[_retrieval_pb2.SearchDefaults, _Mapping]] = ..., prompts: _Optional[_Union[_retrieval_pb2.CollectionPrompts, _Mapping]] = ..., indexed_fields: _Optional[_Iterable[_Union[IndexedField, _Mapping]]] = ...) -> None: ...
 
 class CreateCollectionResponse(_message.Message):
     __slots__ = ("collection",)
@@ -351,21 +366,25 @@ class GetItemsResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., missing_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Query(_message.Message):
-    __slots__ = ("vector", "item_id", "input", "expression", "image")
+    __slots__ = ("vector", "item_id", "input", "expression", "image", "examples", "keyword_text")
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     EXPRESSION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_TEXT_FIELD_NUMBER: _ClassVar[int]
     vector: _common_pb2.Vector
     item_id: str
     input: str
     expression: _arithmetic_pb2.Expression
     image: _common_pb2.ImageInput
-    def __init__(self, vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., item_id: _Optional[str] = ..., input: _Optional[str] = ..., expression: _Optional[_Union[_arithmetic_pb2.Expression, _Mapping]] = ..., image: _Optional[_Union[_common_pb2.ImageInput, _Mapping]] = ...) -> None: ...
+    examples: _retrieval_pb2.Examples
+    keyword_text: str
+    def __init__(self, vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., item_id: _Optional[str] = ..., input: _Optional[str] = ..., expression: _Optional[_Union[_arithmetic_pb2.Expression, _Mapping]] = ..., image: _Optional[_Union[_common_pb2.ImageInput, _Mapping]] = ..., examples: _Optional[_Union[_retrieval_pb2.Examples, _Mapping]] = ..., keyword_text: _Optional[str] = ...) -> None: ...
 
 class SearchOptions(_message.Message):
-    __slots__ = ("k", "filter", "ef_search", "nprobe", "exact", "include_vectors", "include_metadata", "target_recall", "oversample")
+    __slots__ = ("k", "filter", "ef_search", "nprobe", "exact", "include_vectors", "include_metadata", "mode", "fusion", "rerank", "group_by", "group_size", "diversity", "diversity_candidates", "keep_inputs", "include_explanations", "target_recall", "oversample")
     K_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
@@ -373,6 +392,15 @@ class SearchOptions(_message.Message):
     EXACT_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_VECTORS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_METADATA_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    FUSION_FIELD_NUMBER: _ClassVar[int]
+    RERANK_FIELD_NUMBER: _ClassVar[int]
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    KEEP_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_EXPLANATIONS_FIELD_NUMBER: _ClassVar[int]
     TARGET_RECALL_FIELD_NUMBER: _ClassVar[int]
     OVERSAMPLE_FIELD_NUMBER: _ClassVar[int]
     k: int
@@ -382,12 +410,21 @@ class SearchOptions(_message.Message):
     exact: bool
     include_vectors: bool
     include_metadata: bool
+    mode: _retrieval_pb2.SearchMode
+    fusion: _retrieval_pb2.Fusion
+    rerank: _retrieval_pb2.RerankStage
+    group_by: str
+    group_size: int
+    diversity: float
+    diversity_candidates: int
+    keep_inputs: bool
+    include_explanations: bool
     target_recall: float
     oversample: int
-    def __init__(self, k: _Optional[int] = ..., filter: _Optional[str] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., exact: _Optional[bool] = ..., include_vectors: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., target_recall: _Optional[float] = ..., oversample: _Optional[int] = ...) -> None: ...
+    def __init__(self, k: _Optional[int] = ..., filter: _Optional[str] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., exact: _Optional[bool] = ..., include_vectors: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., mode: _Optional[_Union[_retrieval_pb2.SearchMode, str]] = ..., fusion: _Optional[_Union[_retrieval_pb2.Fusion, _Mapping]] = ..., rerank: _Optional[_Union[_retrieval_pb2.RerankStage, _Mapping]] = ..., group_by: _Optional[str] = ..., group_size: _Optional[int] = ..., diversity: _Optional[float] = ..., diversity_candidates: _Optional[int] = ..., keep_inputs: _Optional[bool] = ..., include_explanations: _Optional[bool] = ..., target_recall: _Optional[float] = ..., oversample: _Optional[int] = ...) -> None: ...
 
 class SearchHit(_message.Message):
-    __slots__ = ("id", "score", "vector", "input", "metadata")
+    __slots__ = ("id", "score", "vector", "input", "metadata", "is_input", "explanation")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -400,12 +437,24 @@ class SearchHit(_message.Message):
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    IS_INPUT_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     id: str
     score: float
     vector: _common_pb2.Vector
     input: str
     metadata: _containers.MessageMap[str, _common_pb2.MetadataValue]
-    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., input: _Optional[str] = ..., metadata: _Optional[_Mapping[str, _common_pb2.MetadataValue]] = ...) -> None: ...
+    is_input: bool
+    explanation: _retrieval_pb2.HitExplanation
+    def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., input: _Optional[str] = ..., metadata: _Optional[_Mapping[str, _common_pb2.MetadataValue]] = ..., is_input: _Optional[bool] = ..., explanation: _Optional[_Union[_retrieval_pb2.HitExplanation, _Mapping]] = ...) -> None: ...
+
+class HitGroup(_message.Message):
+    __slots__ = ("value", "hits")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    value: _common_pb2.MetadataValue
+    hits: _containers.RepeatedCompositeFieldContainer[SearchHit]
+    def __init__(self, value: _Optional[_Union[_common_pb2.MetadataValue, _Mapping]] = ..., hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("collection", "query", "options")
@@ -418,12 +467,16 @@ class SearchRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "provenance")
+    __slots__ = ("hits", "provenance", "retrieval", "groups")
     HITS_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[SearchHit]
     provenance: _common_pb2.Provenance
-    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
+    retrieval: _retrieval_pb2.RetrievalReport
+    groups: _containers.RepeatedCompositeFieldContainer[HitGroup]
+    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., retrieval: _Optional[_Union[_retrieval_pb2.RetrievalReport, _Mapping]] = ..., groups: _Optional[_Iterable[_Union[HitGroup, _Mapping]]] = ...) -> None: ...
 
 class BatchSearchRequest(_message.Message):
     __slots__ = ("collection", "queries", "options", "packed_queries", "packed_results")
@@ -452,20 +505,24 @@ class PackedHits(_message.Message):
     def __init__(self, counts: _Optional[_Iterable[int]] = ..., ids: _Optional[_Iterable[str]] = ..., scores: _Optional[bytes] = ..., vectors: _Optional[_Union[_common_pb2.PackedVectors, _Mapping]] = ...) -> None: ...
 
 class HitList(_message.Message):
-    __slots__ = ("hits",)
+    __slots__ = ("hits", "groups")
     HITS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[SearchHit]
-    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ...) -> None: ...
+    groups: _containers.RepeatedCompositeFieldContainer[HitGroup]
+    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ..., groups: _Optional[_Iterable[_Union[HitGroup, _Mapping]]] = ...) -> None: ...
 
 class BatchSearchResponse(_message.Message):
-    __slots__ = ("results", "provenance", "packed")
+    __slots__ = ("results", "provenance", "packed", "retrieval")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     PACKED_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[HitList]
     provenance: _common_pb2.Provenance
     packed: PackedHits
-    def __init__(self, results: _Optional[_Iterable[_Union[HitList, _Mapping]]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., packed: _Optional[_Union[PackedHits, _Mapping]] = ...) -> None: ...
+    retrieval: _retrieval_pb2.RetrievalReport
+    def __init__(self, results: _Optional[_Iterable[_Union[HitList, _Mapping]]] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ..., packed: _Optional[_Union[PackedHits, _Mapping]] = ..., retrieval: _Optional[_Union[_retrieval_pb2.RetrievalReport, _Mapping]] = ...) -> None: ...
 
 class RebuildRequest(_message.Message):
     __slots__ = ("name",)

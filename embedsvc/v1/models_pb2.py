@@ -24,41 +24,45 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65mbedsvc/v1/models.proto\x12\x0b\x65mbedsvc.v1\"\xe9\x03\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.embedsvc.v1.ModelKind\x12\x11\n\tdimension\x18\x03 \x01(\x05\x12\x17\n\x0fvocabulary_size\x18\x04 \x01(\x03\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12&\n\x05state\x18\x06 \x01(\x0e\x32\x17.embedsvc.v1.ModelState\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x08 \x01(\t\x12\x0e\n\x06source\x18\t \x01(\t\x12\x14\n\x0chas_subwords\x18\n \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\x12\r\n\x05space\x18\x0c \x01(\t\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\x14\n\x0c\x65mbeds_texts\x18\x0e \x01(\x08\x12\x16\n\x0emax_seq_length\x18\x0f \x01(\x05\x12\x12\n\nimage_size\x18\x10 \x01(\x05\x12\x16\n\x0eimage_channels\x18\x11 \x01(\x05\x12\x14\n\x0cmemory_bytes\x18\x12 \x01(\x03\x12\x10\n\x08requires\x18\x13 \x03(\t\x12\x0e\n\x06\x65ngine\x18\x14 \x01(\t\x12\x11\n\tprecision\x18\x15 \x01(\t\x12%\n\x07quality\x18\x16 \x01(\x0b\x32\x14.embedsvc.v1.Quality\"^\n\x07Quality\x12\x13\n\x0bmean_cosine\x18\x01 \x01(\x01\x12\x12\n\nmin_cosine\x18\x02 \x01(\x01\x12\x17\n\x0ftop10_agreement\x18\x03 \x01(\x01\x12\x11\n\tsentences\x18\x04 \x01(\x05\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.embedsvc.v1.ModelInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x10GetModelResponse\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.embedsvc.v1.ModelInfo\"0\n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63onfig\x18\x02 \x01(\t\":\n\x11LoadModelResponse\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.embedsvc.v1.ModelInfo\"\"\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x13UnloadModelResponse\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.embedsvc.v1.ModelInfo\"2\n\x12ReloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63onfig\x18\x02 \x01(\t\"<\n\x13ReloadModelResponse\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.embedsvc.v1.ModelInfo*\x93\x01\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17MODEL_KIND_WORD_VECTORS\x10\x01\x12\x1b\n\x17MODEL_KIND_TEXT_ENCODER\x10\x02\x12\x12\n\x0eMODEL_KIND_VAE\x10\x03\x12\x1c\n\x18MODEL_KIND_IMAGE_ENCODER\x10\x04*\x8b\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x12\x18\n\x14MODEL_STATE_UNLOADED\x10\x04\x32\x96\x03\n\x0cModelService\x12M\n\nListModels\x12\x1e.embedsvc.v1.ListModelsRequest\x1a\x1f.embedsvc.v1.ListModelsResponse\x12G\n\x08GetModel\x12\x1c.embedsvc.v1.GetModelRequest\x1a\x1d.embedsvc.v1.GetModelResponse\x12J\n\tLoadModel\x12\x1d.embedsvc.v1.LoadModelRequest\x1a\x1e.embedsvc.v1.LoadModelResponse\x12P\n\x0bUnloadModel\x12\x1f.embedsvc.v1.UnloadModelRequest\x1a .embedsvc.v1.UnloadModelResponse\x12P\n\x0bReloadModel\x12\x1f.embedsvc.v1.ReloadModelRequest\x1a .embedsvc.v1.ReloadModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65mbedsvc/v1/models.proto\x12\x0b\x65mbedsvc.v1\"\xfd\x04\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.embedsvc.v1.ModelKind\x12\x11\n\tdimension\x18\x03 \x01(\x05\x12\x17\n\x0fvocabulary_size\x18\x04 \x01(\x03\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12&\n\x05state\x18\x06 \x01(\x0e\x32\x17.embedsvc.v1.ModelState\x12\x0f\n\x07version\x18\x07 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x08 \x01(\t\x12\x0e\n\x06source\x18\t \x01(\t\x12\x14\n\x0chas_subwords\x18\n \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\x12\r\n\x05space\x18\x0c \x01(\t\x12\r\n\x05\x65rror\x18\r \x01(\t\x12\x14\n\x0c\x65mbeds_texts\x18\x0e \x01(\x08\x12\x16\n\x0emax_seq_length\x18\x0f \x01(\x05\x12\x12\n\nimage_size\x18\x10 \x01(\x05\x12\x16\n\x0eimage_channels\x18\x11 \x01(\x05\x12\x14\n\x0cmemory_bytes\x18\x12 \x01(\x03\x12\x10\n\x08requires\x18\x13 \x03(\t\x12\x0e\n\x06\x65ngine\x18\x14 \x01(\t\x12\x11\n\tprecision\x18\x15 \x01(\t\x12%\n\x07quality\x18\x16 \x01(\x0b\x32\x14.embedsvc.v1.Quality\x12\x34\n\x07prompts\x18\x17 \x03(\x0b\x32#.embedsvc.v1.ModelInfo.PromptsEntry\x12\x1b\n\x13\x64\x65\x66\x61ult_prompt_name\x18\x18 \x01(\t\x12\x0f\n\x07reranks\x18\x19 \x01(\x08\x1a.\n\x0cPromptsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"^\n\x07Quality\x12\x13\n\x0bmean_cosine\x18\x01 \x01(\x01\x12\x12\n\nmin_cosine\x18\x02 \x01(\x01\x12\x17\n\x0ftop10_agreement\x18\x03 \x01(\x01\x12\x11\n\tsentences\x18\x04 \x01(\x05\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.embedsvc.v1.ModelInfo\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x10GetModelResponse\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.embedsvc.v1.ModelInfo\"0\n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63onfig\x18\x02 \x01(\t\":\n\x11LoadModelResponse\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.embedsvc.v1.ModelInfo\"\"\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x13UnloadModelResponse\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.embedsvc.v1.ModelInfo\"2\n\x12ReloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63onfig\x18\x02 \x01(\t\"<\n\x13ReloadModelResponse\x12%\n\x05model\x18\x01 \x01(\x0b\x32\x16.embedsvc.v1.ModelInfo*\xb1\x01\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17MODEL_KIND_WORD_VECTORS\x10\x01\x12\x1b\n\x17MODEL_KIND_TEXT_ENCODER\x10\x02\x12\x12\n\x0eMODEL_KIND_VAE\x10\x03\x12\x1c\n\x18MODEL_KIND_IMAGE_ENCODER\x10\x04\x12\x1c\n\x18MODEL_KIND_CROSS_ENCODER\x10\x05*\x8b\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x12\x18\n\x14MODEL_STATE_UNLOADED\x10\x04\x32\x96\x03\n\x0cModelService\x12M\n\nListModels\x12\x1e.embedsvc.v1.ListModelsRequest\x1a\x1f.embedsvc.v1.ListModelsResponse\x12G\n\x08GetModel\x12\x1c.embedsvc.v1.GetModelRequest\x1a\x1d.embedsvc.v1.GetModelResponse\x12J\n\tLoadModel\x12\x1d.embedsvc.v1.LoadModelRequest\x1a\x1e.embedsvc.v1.LoadModelResponse\x12P\n\x0bUnloadModel\x12\x1f.embedsvc.v1.UnloadModelRequest\x1a .embedsvc.v1.UnloadModelResponse\x12P\n\x0bReloadModel\x12\x1f.embedsvc.v1.ReloadModelRequest\x1a .embedsvc.v1.ReloadModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'embedsvc.v1.models_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELKIND']._serialized_start=1191
-  _globals['_MODELKIND']._serialized_end=1338
-  _globals['_MODELSTATE']._serialized_start=1341
-  _globals['_MODELSTATE']._serialized_end=1480
+  _globals['_MODELINFO_PROMPTSENTRY']._loaded_options = None
+  _globals['_MODELINFO_PROMPTSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELKIND']._serialized_start=1339
+  _globals['_MODELKIND']._serialized_end=1516
+  _globals['_MODELSTATE']._serialized_start=1519
+  _globals['_MODELSTATE']._serialized_end=1658
   _globals['_MODELINFO']._serialized_start=42
-  _globals['_MODELINFO']._serialized_end=531
-  _globals['_QUALITY']._serialized_start=533
-  _globals['_QUALITY']._serialized_end=627
-  _globals['_LISTMODELSREQUEST']._serialized_start=629
-  _globals['_LISTMODELSREQUEST']._serialized_end=687
-  _globals['_LISTMODELSRESPONSE']._serialized_start=689
-  _globals['_LISTMODELSRESPONSE']._serialized_end=774
-  _globals['_GETMODELREQUEST']._serialized_start=776
-  _globals['_GETMODELREQUEST']._serialized_end=807
-  _globals['_GETMODELRESPONSE']._serialized_start=809
-  _globals['_GETMODELRESPONSE']._serialized_end=866
-  _globals['_LOADMODELREQUEST']._serialized_start=868
-  _globals['_LOADMODELREQUEST']._serialized_end=916
-  _globals['_LOADMODELRESPONSE']._serialized_start=918
-  _globals['_LOADMODELRESPONSE']._serialized_end=976
-  _globals['_UNLOADMODELREQUEST']._serialized_start=978
-  _globals['_UNLOADMODELREQUEST']._serialized_end=1012
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=1014
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=1074
-  _globals['_RELOADMODELREQUEST']._serialized_start=1076
-  _globals['_RELOADMODELREQUEST']._serialized_end=1126
-  _globals['_RELOADMODELRESPONSE']._serialized_start=1128
-  _globals['_RELOADMODELRESPONSE']._serialized_end=1188
-  _globals['_MODELSERVICE']._serialized_start=1483
-  _globals['_MODELSERVICE']._serialized_end=1889
+  _globals['_MODELINFO']._serialized_end=679
+  _globals['_MODELINFO_PROMPTSENTRY']._serialized_start=633
+  _globals['_MODELINFO_PROMPTSENTRY']._serialized_end=679
+  _globals['_QUALITY']._serialized_start=681
+  _globals['_QUALITY']._serialized_end=775
+  _globals['_LISTMODELSREQUEST']._serialized_start=777
+  _globals['_LISTMODELSREQUEST']._serialized_end=835
+  _globals['_LISTMODELSRESPONSE']._serialized_start=837
+  _globals['_LISTMODELSRESPONSE']._serialized_end=922
+  _globals['_GETMODELREQUEST']._serialized_start=924
+  _globals['_GETMODELREQUEST']._serialized_end=955
+  _globals['_GETMODELRESPONSE']._serialized_start=957
+  _globals['_GETMODELRESPONSE']._serialized_end=1014
+  _globals['_LOADMODELREQUEST']._serialized_start=1016
+  _globals['_LOADMODELREQUEST']._serialized_end=1064
+  _globals['_LOADMODELRESPONSE']._serialized_start=1066
+  _globals['_LOADMODELRESPONSE']._serialized_end=1124
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1126
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1160
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1162
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1222
+  _globals['_RELOADMODELREQUEST']._serialized_start=1224
+  _globals['_RELOADMODELREQUEST']._serialized_end=1274
+  _globals['_RELOADMODELRESPONSE']._serialized_start=1276
+  _globals['_RELOADMODELRESPONSE']._serialized_end=1336
+  _globals['_MODELSERVICE']._serialized_start=1661
+  _globals['_MODELSERVICE']._serialized_end=2067
 # @@protoc_insertion_point(module_scope)

@@ -14,6 +14,7 @@ class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_KIND_TEXT_ENCODER: _ClassVar[ModelKind]
     MODEL_KIND_VAE: _ClassVar[ModelKind]
     MODEL_KIND_IMAGE_ENCODER: _ClassVar[ModelKind]
+    MODEL_KIND_CROSS_ENCODER: _ClassVar[ModelKind]
 
 class ModelState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -27,6 +28,7 @@ MODEL_KIND_WORD_VECTORS: ModelKind
 MODEL_KIND_TEXT_ENCODER: ModelKind
 MODEL_KIND_VAE: ModelKind
 MODEL_KIND_IMAGE_ENCODER: ModelKind
+MODEL_KIND_CROSS_ENCODER: ModelKind
 MODEL_STATE_UNSPECIFIED: ModelState
 MODEL_STATE_LOADING: ModelState
 MODEL_STATE_READY: ModelState
@@ -34,7 +36,14 @@ MODEL_STATE_FAILED: ModelState
 MODEL_STATE_UNLOADED: ModelState
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "kind", "dimension", "vocabulary_size", "device", "state", "version", "format", "source", "has_subwords", "description", "space", "error", "embeds_texts", "max_seq_length", "image_size", "image_channels", "memory_bytes", "requires", "engine", "precision", "quality")
+    __slots__ = ("name", "kind", "dimension", "vocabulary_size", "device", "state", "version", "format", "source", "has_subwords", "description", "space", "error", "embeds_texts", "max_seq_length", "image_size", "image_channels", "memory_bytes", "requires", "engine", "precision", "quality", "prompts", "default_prompt_name", "reranks")
+    class PromptsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +66,9 @@ class ModelInfo(_message.Message):
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
+    RERANKS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: ModelKind
     dimension: int
@@ -79,7 +91,10 @@ class ModelInfo(_message.Message):
     engine: str
     precision: str
     quality: Quality
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimension: _Optional[int] = ..., vocabulary_size: _Optional[int] = ..., device: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., version: _Optional[str] = ..., format: _Optional[str] = ..., source: _Optional[str] = ..., has_subwords: _Optional[bool] = ..., description: _Optional[str] = ..., space: _Optional[str] = ..., error: _Optional[str] = ..., embeds_texts: _Optional[bool] = ..., max_seq_length: _Optional[int] = ..., image_size: _Optional[int] = ..., image_channels: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., requires: _Optional[_Iterable[str]] = ..., engine: _Optional[str] = ..., precision: _Optional[str] = ..., quality: _Optional[_Union[Quality, _Mapping]] = ...) -> None: ...
+    prompts: _containers.ScalarMap[str, str]
+    default_prompt_name: str
+    reranks: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimension: _Optional[int] = ..., vocabulary_size: _Optional[int] = ..., device: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., version: _Optional[str] = ..., format: _Optional[str] = ..., source: _Optional[str] = ..., has_subwords: _Optional[bool] = ..., description: _Optional[str] = ..., space: _Optional[str] = ..., error: _Optional[str] = ..., embeds_texts: _Optional[bool] = ..., max_seq_length: _Optional[int] = ..., image_size: _Optional[int] = ..., image_channels: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., requires: _Optional[_Iterable[str]] = ..., engine: _Optional[str] = ..., precision: _Optional[str] = ..., quality: _Optional[_Union[Quality, _Mapping]] = ..., prompts: _Optional[_Mapping[str, str]] = ..., default_prompt_name: _Optional[str] = ..., reranks: _Optional[bool] = ...) -> None: ...
 
 class Quality(_message.Message):
     __slots__ = ("mean_cosine", "min_cosine", "top10_agreement", "sentences")

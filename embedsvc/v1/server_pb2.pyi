@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Limits(_message.Message):
-    __slots__ = ("max_expressions", "max_terms", "max_expression_chars", "max_top_n", "max_words_per_request", "max_word_chars", "max_analogy_bytes", "max_message_bytes", "max_upsert_items", "max_id_bytes", "max_metadata_bytes", "max_k", "max_queries", "max_filter_chars", "max_dimension", "max_texts_per_request", "max_text_chars", "max_queued_texts", "max_images_per_request", "max_image_pixels", "max_samples", "max_steps", "max_inpaint_steps", "max_direction_examples", "max_elbo_samples", "max_map_points", "max_clusters", "max_plot_pixels_side", "max_annotated_points", "max_page_size", "max_result_hits", "max_filter_depth", "max_filter_values", "max_cluster_work", "max_map_values", "max_word_export_bytes", "max_indexed_fields")
+    __slots__ = ("max_expressions", "max_terms", "max_expression_chars", "max_top_n", "max_words_per_request", "max_word_chars", "max_analogy_bytes", "max_message_bytes", "max_upsert_items", "max_id_bytes", "max_metadata_bytes", "max_k", "max_queries", "max_filter_chars", "max_dimension", "max_texts_per_request", "max_text_chars", "max_queued_texts", "max_images_per_request", "max_image_pixels", "max_samples", "max_steps", "max_inpaint_steps", "max_direction_examples", "max_elbo_samples", "max_map_points", "max_clusters", "max_plot_pixels_side", "max_annotated_points", "max_page_size", "max_result_hits", "max_filter_depth", "max_filter_values", "max_cluster_work", "max_map_values", "max_word_export_bytes", "max_candidates", "max_rerank_candidates", "max_examples", "max_group_size", "max_indexed_fields")
     MAX_EXPRESSIONS_FIELD_NUMBER: _ClassVar[int]
     MAX_TERMS_FIELD_NUMBER: _ClassVar[int]
     MAX_EXPRESSION_CHARS_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,10 @@ class Limits(_message.Message):
     MAX_CLUSTER_WORK_FIELD_NUMBER: _ClassVar[int]
     MAX_MAP_VALUES_FIELD_NUMBER: _ClassVar[int]
     MAX_WORD_EXPORT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    MAX_RERANK_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    MAX_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MAX_GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_INDEXED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     max_expressions: int
     max_terms: int
@@ -83,8 +87,12 @@ class Limits(_message.Message):
     max_cluster_work: int
     max_map_values: int
     max_word_export_bytes: int
+    max_candidates: int
+    max_rerank_candidates: int
+    max_examples: int
+    max_group_size: int
     max_indexed_fields: int
-    def __init__(self, max_expressions: _Optional[int] = ..., max_terms: _Optional[int] = ..., max_expression_chars: _Optional[int] = ..., max_top_n: _Optional[int] = ..., max_words_per_request: _Optional[int] = ..., max_word_chars: _Optional[int] = ..., max_analogy_bytes: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_upsert_items: _Optional[int] = ..., max_id_bytes: _Optional[int] = ..., max_metadata_bytes: _Optional[int] = ..., max_k: _Optional[int] = ..., max_queries: _Optional[int] = ..., max_filter_chars: _Optional[int] = ..., max_dimension: _Optional[int] = ..., max_texts_per_request: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., max_queued_texts: _Optional[int] = ..., max_images_per_request: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_samples: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_inpaint_steps: _Optional[int] = ..., max_direction_examples: _Optional[int] = ..., max_elbo_samples: _Optional[int] = ..., max_map_points: _Optional[int] = ..., max_clusters: _Optional[int] = ..., max_plot_pixels_side: _Optional[int] = ..., max_annotated_points: _Optional[int] = ..., max_page_size: _Optional[int] = ..., max_result_hits: _Optional[int] = ..., max_filter_depth: _Optional[int] = ..., max_filter_values: _Optional[int] = ..., max_cluster_work: _Optional[int] = ..., max_map_values: _Optional[int] = ..., max_word_export_bytes: _Optional[int] = ..., max_indexed_fields: _Optional[int] = ...) -> None: ...
+    def __init__(self, max_expressions: _Optional[int] = ..., max_terms: _Optional[int] = ..., max_expression_chars: _Optional[int] = ..., max_top_n: _Optional[int] = ..., max_words_per_request: _Optional[int] = ..., max_word_chars: _Optional[int] = ..., max_analogy_bytes: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_upsert_items: _Optional[int] = ..., max_id_bytes: _Optional[int] = ..., max_metadata_bytes: _Optional[int] = ..., max_k: _Optional[int] = ..., max_queries: _Optional[int] = ..., max_filter_chars: _Optional[int] = ..., max_dimension: _Optional[int] = ..., max_texts_per_request: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., max_queued_texts: _Optional[int] = ..., max_images_per_request: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_samples: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_inpaint_steps: _Optional[int] = ..., max_direction_examples: _Optional[int] = ..., max_elbo_samples: _Optional[int] = ..., max_map_points: _Optional[int] = ..., max_clusters: _Optional[int] = ..., max_plot_pixels_side: _Optional[int] = ..., max_annotated_points: _Optional[int] = ..., max_page_size: _Optional[int] = ..., max_result_hits: _Optional[int] = ..., max_filter_depth: _Optional[int] = ..., max_filter_values: _Optional[int] = ..., max_cluster_work: _Optional[int] = ..., max_map_values: _Optional[int] = ..., max_word_export_bytes: _Optional[int] = ..., max_candidates: _Optional[int] = ..., max_rerank_candidates: _Optional[int] = ..., max_examples: _Optional[int] = ..., max_group_size: _Optional[int] = ..., max_indexed_fields: _Optional[int] = ...) -> None: ...
 
 class GetServerInfoRequest(_message.Message):
     __slots__ = ()

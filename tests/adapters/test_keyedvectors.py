@@ -97,6 +97,30 @@ def test_isinstance_and_vocabulary(remote: RemoteKeyedVectors, local: KeyedVecto
     assert "war" in remote and "not_in_vocab" not in remote
 
 
+def test_results_have_gensims_types_and_reprs(remote: RemoteKeyedVectors, local: KeyedVectors) -> None:
+    """What a prompt prints: the same Python and numpy types as gensim's (under numpy 2, similarity prints
+    `np.float32(...)` in both), and a line saying what the object is rather than its address."""
+    words = ["war", "peace", "conflict"]
+    calls = {
+        "similarity": lambda kv: kv.similarity("war", "peace"),
+        "n_similarity": lambda kv: kv.n_similarity(words[:1], words[1:]),
+        "distance": lambda kv: kv.distance("war", "peace"),
+        "doesnt_match": lambda kv: kv.doesnt_match(words),
+        "most_similar": lambda kv: kv.most_similar("war", topn=2),
+        "most_similar_cosmul": lambda kv: kv.most_similar_cosmul(positive=["war"], negative=["peace"], topn=2),
+        "rank": lambda kv: kv.rank("war", "peace"),
+        "len": len,
+    }
+    for name, call in calls.items():
+        got, want = call(remote), call(local)
+        assert type(got) is type(want), name
+        if isinstance(want, list):
+            assert [tuple(map(type, g)) for g in got] == [tuple(map(type, w)) for w in want], name
+        else:
+            assert repr(got).split("(")[0] == repr(want).split("(")[0], name
+    assert repr(remote) == str(remote) == f"RemoteKeyedVectors<model=lee-binary, vector_size=10, {len(local)} keys>"
+
+
 def test_vectors_are_gensims(remote: RemoteKeyedVectors, local: KeyedVectors) -> None:
     assert np.array_equal(remote["war"], local["war"])
     assert np.array_equal(remote[["war", "peace", 3]], local[["war", "peace", 3]])

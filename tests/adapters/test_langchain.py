@@ -16,7 +16,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_tests.integration_tests import EmbeddingsIntegrationTests, VectorStoreIntegrationTests
 
-from embedsvc.adapters.langchain import EmbedsvcEmbeddings, EmbedsvcVectorStore, compile_filter
+from embedsvc.adapters.langchain import EmbedsvcEmbeddings, EmbedsvcRetriever, EmbedsvcVectorStore, compile_filter
 from embedsvc.client import Client, EmbedsvcClientError
 
 _TARGET: dict[str, str] = {}
@@ -139,3 +139,32 @@ def test_from_texts_and_errors(target: str) -> None:
     with pytest.raises(ValueError, match="not supported"):
         compile_filter({"n": {"$regex": "a"}})
     assert compile_filter({"a": "x", "b": {"$lt": 3, "$ne": True}}) == 'a = "x" AND b < 3 AND b != true'
+
+
+def test_keyword_and_hybrid_search_and_the_retriever(bound: EmbedsvcVectorStore) -> None:
+    bound.add_documents(DOCS, ids=["b", "s", "m", "r"])
+    with Client(_TARGET["target"]) as c:
+        expected = c.search(bound.collection, keyword_text="stock market", mode="keyword", k=4)
+        fused = c.search(bound.collection, input="stock market", mode="hybrid", k=4)
+    keyword = bound.similarity_search_with_score("stock market", k=4, mode="keyword")
+    assert [(d.id, s) for d, s in keyword] == [(h.id, h.score) for h in expected] and keyword[0][0].id == "m"
+    hybrid = bound.similarity_search_with_score("stock market", k=4, mode="hybrid")
+    assert [d.id for d, _ in hybrid] == [h.id for h in fused]
+    assert [s for _, s in hybrid] == pytest.approx([h.score for h in fused])
+    assert [d.id for d in bound.search("interest rates", "keyword", k=1)] == ["r"]
+    retriever = bound.as_retriever(search_type="hybrid", search_kwargs={"k": 2, "filter": {"kind": "news"}})
+    docs = retriever.invoke("stock market")
+    assert [d.id for d in docs] == ["m", "r"] and docs[0].metadata["score"] > docs[1].metadata["score"]
+    assert [d.id for d in EmbedsvcRetriever(store=bound, search_type="keyword").invoke("ocean")] == ["s"]
+    with pytest.raises(ValueError, match="mode must be one of"):
+        bound.similarity_search("x", mode="sparse")
+
+
+def test_a_store_with_langchain_embeddings_is_keyword_searchable() -> None:
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    for store in _store(embedding=DeterministicFakeEmbedding(size=16)):
+        store.add_texts(["red apples", "green pears"], ids=["a", "p"])
+        assert [d.page_content for d in store.similarity_search("pears", k=2, mode="keyword")] == ["green pears"]
+        assert store.get_by_ids(["a"])[0].page_content == "red apples"
+        assert [d.id for d in store.similarity_search("apples", k=1, mode="hybrid")] == ["a"]

@@ -1,12 +1,10 @@
 """Every supported format loads with gensim's vectors; bad files give one-line errors; the embedded cache heals."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from embedsvc.backends import minilm_static
 from embedsvc.backends.base import ModelSpec
 from embedsvc.backends.word_vectors import ModelLoadError, WordVectorFormat, WordVectorsOptions, load_word_vectors
 from tests.conftest import REAL_FILES, gensim_reference, planted_vectors
@@ -72,37 +70,3 @@ def test_unparseable_files_give_one_line_errors(tmp_path, content, fmt):
 def test_missing_file(tmp_path):
     with pytest.raises(ModelLoadError, match="no such file"):
         load_word_vectors(spec(tmp_path / "nope.txt", WordVectorFormat.GLOVE), tmp_path)
-
-
-def test_minilm_static_quality_and_cache(minilm, data_dir):
-    assert minilm.size > 20_000 and minilm.dimension == 256
-    assert not any(w.startswith("##") or (w.startswith("[") and w.endswith("]")) for w in minilm.words)
-    assert minilm.kv.most_similar(positive=["king", "woman"], negative=["man"], topn=1)[0][0] == "queen"
-    cache = data_dir / minilm_static.CACHE_SUBDIR
-    meta = json.loads((cache / "meta.json").read_text())
-    assert meta["count"] == minilm.size
-    words, vectors = minilm_static.read_cache(cache)
-    assert isinstance(vectors, np.memmap)  # later starts memory-map the cache
-    assert words == minilm.words
-
-
-def test_corrupt_cache_is_detected(tmp_path, minilm, data_dir):
-    from model2vec import StaticModel
-
-    cache = tmp_path / "cache"
-    static = StaticModel.from_pretrained(str(minilm_static.sentence_model_dir(data_dir)), force_download=False)
-    minilm_static.write_cache(cache, list(minilm.words), np.asarray(minilm.vectors), static)
-    assert minilm_static.read_cache(cache) is not None
-    (cache / minilm_static.STATIC_SUBDIR / "model.safetensors").rename(tmp_path / "moved")
-    assert minilm_static.read_cache(cache) is None  # no sentence mode: rebuilt
-    (tmp_path / "moved").rename(cache / minilm_static.STATIC_SUBDIR / "model.safetensors")
-    assert minilm_static.read_cache(cache) is not None
-    raw = bytearray((cache / "vectors.npy").read_bytes())
-    raw[-1] ^= 0xFF
-    (cache / "vectors.npy").write_bytes(bytes(raw))
-    assert minilm_static.read_cache(cache) is None
-    meta = json.loads((cache / "meta.json").read_text())
-    meta["pca_dims"] = 128
-    (cache / "meta.json").write_text(json.dumps(meta))
-    assert minilm_static.read_cache(cache) is None
-    assert not list(tmp_path.glob(".minilm-static-*"))  # no temporary directory left behind

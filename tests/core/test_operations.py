@@ -1,37 +1,49 @@
 """Operations: run in the background, report progress, cancel cleanly, and are never lost across a restart."""
 
 import threading
-import time
 
 import pytest
 
 from embedsvc.core.operations import Operation, OperationStore
 from embedsvc.errors import EmbedsvcError, Reason
+from tests.helpers import wait_for
 
 
-def wait(store, name, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        op = store.get(name)
-        if op.done:
-            return op
-        time.sleep(0.01)
-    raise AssertionError(f"{name} still running")
+def wait(store, name, timeout=30):
+    return wait_for(lambda: (op := store.get(name)).done and op, timeout, f"operation {name} to finish")
+
+
+def until_cancelled(started):
+    """Work that says it started, then runs until it is cancelled (or the server stops), checking as real work does
+    between chunks; it waits without polling."""
+
+    def work(progress):
+        woken = threading.Event()
+        progress.control.wake_on_cancel(woken)
+        started.set()
+        assert woken.wait(30), "the operation was never cancelled"
+        progress.check()  # raises CANCELLED
+        return {}
+
+    return work
 
 
 def test_progress_result_and_deduplication(tmp_path):
     store = OperationStore(tmp_path)
     release = threading.Event()
 
+    reported = threading.Event()
+
     def work(progress):
         progress.stage("indexing", 10)
         progress.units(4)
-        release.wait(5)
+        reported.set()
+        assert release.wait(30)
         return {"collection": "c"}
 
     op = store.start("rebuild", "c", work)
     assert store.start("rebuild", "c", work).id == op.id  # one rebuild per collection at a time
-    time.sleep(0.2)
+    assert reported.wait(30)
     running = store.get(op.name)
     assert (running.stage, running.done_units, running.total_units, running.done) == ("indexing", 4, 10, False)
     release.set()
@@ -43,13 +55,9 @@ def test_progress_result_and_deduplication(tmp_path):
 
 def test_cancel_stops_at_the_next_check(tmp_path):
     store = OperationStore(tmp_path)
-
-    def work(progress):
-        while True:
-            progress.check()
-            time.sleep(0.01)
-
-    op = store.start("rebuild", "c", work)
+    started = threading.Event()
+    op = store.start("rebuild", "c", until_cancelled(started))
+    assert started.wait(30)
     store.cancel(op.name)
     done = wait(store, op.name)
     assert done.cancel_requested and done.error.reason == "CANCELLED"
@@ -58,9 +66,9 @@ def test_cancel_stops_at_the_next_check(tmp_path):
 
 def test_a_running_operation_is_reported_interrupted_after_a_restart(tmp_path):
     store = OperationStore(tmp_path)
-    died = threading.Event()
-    op = store.start("rebuild", "c", lambda progress: died.wait(30) and {})
-    time.sleep(0.1)
+    running, died = threading.Event(), threading.Event()
+    op = store.start("rebuild", "c", lambda progress: running.set() or (died.wait(30) and {}))
+    assert running.wait(30)
     reopened = OperationStore(tmp_path)  # as if the process had died: the first store never closed
     found = reopened.get(op.name)
     assert found.done and found.error.reason == Reason.INTERRUPTED.value and found.end_time is not None
@@ -72,14 +80,9 @@ def test_a_running_operation_is_reported_interrupted_after_a_restart(tmp_path):
 
 def test_a_clean_stop_records_running_operations_as_interrupted(tmp_path):
     store = OperationStore(tmp_path)
-
-    def work(progress):
-        while True:
-            progress.check()
-            time.sleep(0.01)
-
-    op = store.start("rebuild", "c", work)
-    time.sleep(0.05)
+    started = threading.Event()
+    op = store.start("rebuild", "c", until_cancelled(started))
+    assert started.wait(30)
     store.close()
     assert OperationStore(tmp_path).get(op.name).error.reason == Reason.INTERRUPTED.value
 

@@ -115,8 +115,8 @@ def test_kind_mismatch_says_what_to_do_instead(registry):
     # Known before loading: the kind says what its models offer.
     error = refusal(lambda: registry.model("planted-mean", Capability.WORDS))
     assert (error.reason, error.field) == (Reason.MODEL_KIND_MISMATCH, "model")
-    assert error.metadata == {"model": "planted-mean", "kind": "text-encoder"}
-    assert "a sentence model has no vocabulary" in error.message
+    assert error.metadata == {"model": "planted-mean", "kind": "text-encoder", "hint": "embed-texts"}
+    assert "it embeds texts" in error.message and "has no vocabulary" in error.message
     error = refusal(lambda: registry.model("planted", Capability.TEXTS))
     assert error.reason is Reason.MODEL_KIND_MISMATCH
     assert 'words = "planted"' in error.message  # the averaged-words configuration to add

@@ -2,46 +2,30 @@
 refusals come at once with a reason and a retry delay, health checks always answer, per-key limits hold."""
 
 import contextlib
+import functools
 import queue
 import threading
-import time
 
 import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from embedsvc.backends.base import ModelSpec
-from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOptions
-from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
-from embedsvc.client import Client, EmbedsvcClientError, vector_points
+from embedsvc.client import Client, vector_points
 from embedsvc.settings import ApiKey, AuthSettings, Role, Settings
 from embedsvc.transport.admission import Admission
 from embedsvc.transport.auth import key_hash
-from embedsvc.transport.server import create_server
 from embedsvc.v1 import text_pb2, text_pb2_grpc
+from tests.helpers import FakeClock, assert_refused, wait_for
+
+OVERLOADED = (grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED")
+RATE_LIMITED = (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
 
 
-def serve(tmp_path, planted_file, **overrides):
-    settings = Settings(
-        port=0,
-        data_dir=tmp_path / "data",
-        embedded_models=False,
-        models=(
-            ModelSpec("planted", WordVectorsOptions(WordVectorFormat.WORD2VEC_TEXT, planted_file)),
-            ModelSpec("planted-mean", TextEncoderOptions(TextEncoderFormat.AVERAGED_WORDS, words="planted")),
-        ),
-        grace_period_s=0.5,
-        max_workers=16,
-        max_concurrent_rpcs=12,
-        max_concurrent_streams=4,
-        max_heavy_rpcs=1,
-        **overrides,
-    )
-    srv, port = create_server(settings)
-    srv.start()
-    srv.wait_until_ready(60)
-    return srv, f"127.0.0.1:{port}"
+def serve(make_server, **overrides):
+    """A server with small caps: 16 threads, 12 calls at once, of which 4 streams and 1 heavy call."""
+    caps = {"max_workers": 16, "max_concurrent_rpcs": 12, "max_concurrent_streams": 4, "max_heavy_rpcs": 1}
+    return make_server(**{**caps, **overrides})
 
 
 def idle_stream(stub):
@@ -56,41 +40,72 @@ def idle_stream(stub):
     return responses, gate
 
 
-def test_idle_streams_cannot_starve_the_server(tmp_path, planted_file):
-    """The reported hole: streams that send nothing held every worker thread; now streams have a cap, the rest of the
-    server keeps answering, and idle streams are ended."""
-    srv, target = serve(tmp_path, planted_file, stream_idle_timeout_s=1.5)
-    channel = grpc.insecure_channel(target)
-    stub = text_pb2_grpc.TextServiceStub(channel)
-    try:
+def admitted_stream(stub):
+    """An idle stream once the server admits it (a refused one is retried until a slot is free)."""
+
+    def attempt():
+        responses, gate = idle_stream(stub)
+        try:
+            next(responses)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+            gate.put(None)
+            return None
+        return responses, gate
+
+    return wait_for(attempt, what="a stream slot to be free again")
+
+
+def test_streams_have_a_cap_and_the_rest_of_the_server_keeps_answering(make_server):
+    """The reported hole: streams that send nothing held every worker thread; now streams have a cap (4 here) and
+    the rest of the server keeps answering while it is reached."""
+    with serve(make_server) as (_srv, target), grpc.insecure_channel(target) as channel:
+        stub = text_pb2_grpc.TextServiceStub(channel)
+        held = [idle_stream(stub) for _ in range(4)]
+        try:
+            for responses, _ in held:
+                next(responses)  # the first batch is answered: the stream is admitted and running
+            extra, _gate = idle_stream(stub)
+            with pytest.raises(grpc.RpcError) as info:
+                next(extra)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            trailers = dict(info.value.trailing_metadata())
+            assert trailers["grpc-retry-pushback-ms"] == "100"
+            with Client(target) as client:  # unary calls and health checks still answer
+                assert client.similarity("planted", [("king", "queen")])[0] > 0.5
+                assert client.health() == "SERVING"
+        finally:
+            for responses, gate in held:  # the held streams end: their slots come back
+                gate.put(None)
+                assert list(responses) == []
+        fresh, gate = admitted_stream(stub)
+        gate.put(None)
+        assert list(fresh) == []
+
+
+def test_idle_streams_are_ended_and_give_their_slots_back(make_server):
+    """A stream that sends nothing for stream_idle_timeout_s is ended with STREAM_IDLE (after its first batch was
+    answered), and its slot is free again."""
+    with (
+        serve(make_server, stream_idle_timeout_s=0.5) as (_srv, target),
+        grpc.insecure_channel(target) as channel,
+    ):
+        stub = text_pb2_grpc.TextServiceStub(channel)
         held = [idle_stream(stub) for _ in range(4)]
         for responses, _ in held:
-            next(responses)  # the first batch is answered: the stream is admitted and running
-        extra, _gate = idle_stream(stub)
-        with pytest.raises(grpc.RpcError) as info:
-            next(extra)
-        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        trailers = dict(info.value.trailing_metadata())
-        assert trailers["grpc-retry-pushback-ms"] == "100"
-        with Client(target) as client:  # unary calls and health checks still answer
-            assert client.similarity("planted", [("king", "queen")])[0] > 0.5
-            assert client.health() == "SERVING"
+            assert len(next(responses).batch.vectors) == 1
         for responses, _ in held:  # idle past stream_idle_timeout_s: ended with STREAM_IDLE
             with pytest.raises(grpc.RpcError) as info:
                 next(responses)
             assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert "STREAM_IDLE" in str(info.value.trailing_metadata()) or "sent nothing" in info.value.details()
-        fresh, gate = idle_stream(stub)  # the slots are free again
-        assert len(next(fresh).batch.vectors) == 1
+        _fresh, gate = admitted_stream(stub)  # the slots are free again
         gate.put(None)
         for _, g in held:
             g.put(None)
-    finally:
-        channel.close()
-        srv.stop(0)
 
 
-def test_heavy_calls_have_their_own_cap_and_refusals_carry_a_reason(tmp_path, planted_file, monkeypatch):
+def test_heavy_calls_have_their_own_cap_and_refusals_carry_a_reason(make_server, monkeypatch):
     from embedsvc.core.maps import projection
 
     entered, release = threading.Event(), threading.Event()
@@ -102,48 +117,74 @@ def test_heavy_calls_have_their_own_cap_and_refusals_carry_a_reason(tmp_path, pl
         return real(*args, **kwargs)
 
     monkeypatch.setattr(projection, "project_points", slow)
-    srv, target = serve(tmp_path, planted_file)
     points = vector_points(np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32))
-    try:
-        with Client(target) as first, Client(target) as second:
+    with serve(make_server) as (_srv, target), Client(target) as first, Client(target, timeout=20) as second:
+        try:
             running = threading.Thread(target=lambda: first.project(points))
             running.start()
             assert entered.wait(20)
-            started = time.perf_counter()
-            with pytest.raises(EmbedsvcClientError) as info:
-                second.project(points)
-            assert time.perf_counter() - started < 5  # refused at once, not queued
-            assert (info.value.code, info.value.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED")
-            assert info.value.metadata["limit"] == "max_heavy_rpcs"
+            # Refused, not queued: a queued call would wait for the held slot, which frees only after this.
+            error = assert_refused(lambda: second.project(points), *OVERLOADED)
+            assert error.metadata["limit"] == "max_heavy_rpcs"
             assert second.similarity("planted", [("king", "queen")])  # light calls are not held up
             release.set()
             running.join(20)
             assert len(second.project(points).coordinates) == 20  # the heavy slot is free again
-    finally:
-        release.set()
-        srv.stop(0)
+        finally:
+            release.set()
 
 
-def test_per_key_rate_and_concurrency(tmp_path, planted_file):
+def test_per_key_rate_and_concurrency(make_server, monkeypatch):
+    """A key's token bucket through the real server, on a clock the test moves: 3 calls at once (the burst), then
+    RATE_LIMITED until a token comes back (2 a second); other keys are not affected."""
+    clock = FakeClock()
+    monkeypatch.setattr(Admission, "__init__", functools.partialmethod(Admission.__init__, clock=clock))
     keys = (
         ApiKey("limited", Role.READ, key_hash("esk_limited"), rate=2.0, burst=3),
         ApiKey("free", Role.READ, key_hash("esk_free")),
     )
-    srv, target = serve(tmp_path, planted_file, auth=AuthSettings(enabled=True, keys=keys))
-    try:
-        with Client(target, api_key="esk_limited") as limited, Client(target, api_key="esk_free") as free:
-            for _ in range(3):  # the burst
-                limited.similarity("planted", [("king", "queen")])
-            with pytest.raises(EmbedsvcClientError) as info:
-                limited.similarity("planted", [("king", "queen")])
-            assert (info.value.code, info.value.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
-            assert info.value.metadata == {"key": "limited", "limit": "rate"}
-            for _ in range(10):
-                free.similarity("planted", [("king", "queen")])  # other keys are not affected
-            time.sleep(0.6)  # a token comes back every 0.5 s
+    with (
+        serve(make_server, auth=AuthSettings(enabled=True, keys=keys)) as (_srv, target),
+        Client(target, api_key="esk_limited") as limited,
+        Client(target, api_key="esk_free") as free,
+    ):
+        for _ in range(3):  # the burst
             limited.similarity("planted", [("king", "queen")])
-    finally:
-        srv.stop(0)
+        error = assert_refused(lambda: limited.similarity("planted", [("king", "queen")]), *RATE_LIMITED)
+        assert error.metadata == {"key": "limited", "limit": "rate"}
+        for _ in range(10):
+            free.similarity("planted", [("king", "queen")])  # other keys are not affected
+        clock.advance(0.4)  # 0.8 of a token
+        assert_refused(lambda: limited.similarity("planted", [("king", "queen")]), *RATE_LIMITED)
+        clock.advance(0.1)  # a token comes back every 0.5 s
+        limited.similarity("planted", [("king", "queen")])
+        assert_refused(lambda: limited.similarity("planted", [("king", "queen")]), *RATE_LIMITED)
+
+
+def test_a_token_bucket_refills_at_its_rate_up_to_its_burst():
+    from embedsvc.errors import EmbedsvcError, Reason
+
+    clock = FakeClock()
+    key = ApiKey("k", Role.READ, "a" * 64, rate=4.0, burst=2)
+    admission = Admission(max_calls=100, max_streams=1, max_heavy=1, keys=(key,), clock=clock)
+
+    def call():
+        admission.leave(admission.enter("/embedsvc.v1.WordService/Similarity", streaming=False, key="k"))
+
+    call(), call()
+    with pytest.raises(EmbedsvcError) as info:
+        call()
+    assert info.value.reason is Reason.RATE_LIMITED and info.value.retry_after_s == pytest.approx(0.25)
+    clock.advance(0.2)
+    with pytest.raises(EmbedsvcError) as info:
+        call()
+    assert info.value.retry_after_s == pytest.approx(0.05)  # the time until the next whole token
+    clock.advance(0.05)
+    call()
+    clock.advance(3600)  # idle for an hour: the bucket holds its burst, no more
+    call(), call()
+    with pytest.raises(EmbedsvcError):
+        call()
 
 
 def test_admission_counts():
@@ -177,56 +218,56 @@ def test_admission_counts():
 
 
 @contextlib.contextmanager
-def every_slot_taken(tmp_path, planted_file, monkeypatch):
+def every_slot_taken(make_server, monkeypatch):
     """A server whose 12 work slots are all held by Similarity calls that wait until the block ends; yields its
     target."""
     from embedsvc.core.words import lookups
 
     release = threading.Event()
+    entered = threading.Semaphore(0)
     real = lookups.similarity
 
     def stuck(*args, **kwargs):
+        entered.release()
         release.wait(20)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(lookups, "similarity", stuck)
-    srv, target = serve(tmp_path, planted_file)
-    clients = [Client(target) for _ in range(12)]
-    threads = [threading.Thread(target=c.similarity, args=("planted", [("king", "queen")])) for c in clients]
-    try:
-        for t in threads:
-            t.start()
-        time.sleep(1.0)  # all 12 slots taken
-        yield target
-    finally:
-        release.set()
-        for t in threads:
-            t.join(20)
-        for c in clients:
-            c.close()
-        srv.stop(0)
+    with serve(make_server) as (_srv, target):
+        clients = [Client(target) for _ in range(12)]
+        threads = [threading.Thread(target=c.similarity, args=("planted", [("king", "queen")])) for c in clients]
+        try:
+            for t in threads:
+                t.start()
+            for _ in range(12):  # all 12 slots taken
+                assert entered.acquire(timeout=30), "not every call reached its handler"
+            yield target
+        finally:
+            release.set()
+            for t in threads:
+                t.join(20)
+            for c in clients:
+                c.close()
 
 
-def test_health_answers_while_every_call_slot_is_taken(tmp_path, planted_file, monkeypatch):
-    with every_slot_taken(tmp_path, planted_file, monkeypatch) as target:
-        channel = grpc.insecure_channel(target)
+def test_health_answers_while_every_call_slot_is_taken(make_server, monkeypatch):
+    with every_slot_taken(make_server, monkeypatch) as target, grpc.insecure_channel(target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for _ in range(5):
-            assert health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == 1
-        with Client(target) as extra, pytest.raises(EmbedsvcClientError) as info:
-            extra.nearest_words("planted", ["king"])
-        assert info.value.reason == "OVERLOADED"
-        channel.close()
+            assert health.Check(health_pb2.HealthCheckRequest(), timeout=20).status == 1
+        with Client(target) as extra:
+            assert_refused(lambda: extra.nearest_words("planted", ["king"]), *OVERLOADED)
 
 
-def test_health_watches_hold_no_thread_and_are_capped(tmp_path, planted_file):
+def test_health_watches_hold_no_thread_and_are_capped(make_server):
     """Found while measuring overload: each Health/Watch stream (open to anyone) held a worker thread, so 20 watches
     hung every call of a 16-thread server. Now watches wait without a thread and their number is capped."""
-    srv, target = serve(tmp_path, planted_file, max_health_watches=40)
-    channel = grpc.insecure_channel(target)
-    health = health_pb2_grpc.HealthStub(channel)
-    watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=30) for _ in range(40)]  # > max_workers (16)
-    try:
+    with (
+        serve(make_server, max_health_watches=40) as (_srv, target),
+        grpc.insecure_channel(target) as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+        watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=60) for _ in range(40)]  # > max_workers
         for watch in watches:
             assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
         with Client(target) as client:
@@ -240,35 +281,33 @@ def test_health_watches_hold_no_thread_and_are_capped(tmp_path, planted_file):
         assert trailers["grpc-retry-pushback-ms"] == "100" and "x-request-id" in trailers
         for watch in watches:
             watch.cancel()
-        deadline = time.monotonic() + 10
-        while True:  # the cancelled watches give their places back
+
+        def watch_admitted():
             fresh = health.Watch(health_pb2.HealthCheckRequest(), timeout=10)
             try:
-                assert next(fresh).status == health_pb2.HealthCheckResponse.SERVING
+                return next(fresh).status == health_pb2.HealthCheckResponse.SERVING
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+                return False
+            finally:
                 fresh.cancel()
-                break
-            except grpc.RpcError:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
-    finally:
-        channel.close()
-        srv.stop(0)
+
+        wait_for(watch_admitted, what="the cancelled watches to give their places back")
 
 
-def test_front_door_refusal_carries_reason_retry_and_request_id(tmp_path, planted_file, monkeypatch):
+def test_front_door_refusal_carries_reason_retry_and_request_id(make_server, monkeypatch):
     from embedsvc.client._errors import error
     from embedsvc.v1 import words_pb2, words_pb2_grpc
 
-    with every_slot_taken(tmp_path, planted_file, monkeypatch) as target, grpc.insecure_channel(target) as channel:
+    with every_slot_taken(make_server, monkeypatch) as target, grpc.insecure_channel(target) as channel:
         stub = words_pb2_grpc.WordServiceStub(channel)
-        started = time.perf_counter()
+        # Refused at once: every slot stays held until the block ends, so a call that queued would time out instead.
         with pytest.raises(grpc.RpcError) as info:
             stub.Similarity(
                 words_pb2.SimilarityRequest(model="planted", pairs=[words_pb2.WordPair(first="king", second="man")]),
                 metadata=[("x-request-id", "overload-1")],
-                timeout=10,
+                timeout=20,
             )
-        assert time.perf_counter() - started < 2
         trailers = dict(info.value.trailing_metadata())
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert trailers["x-request-id"] == "overload-1" and trailers["grpc-retry-pushback-ms"] == "100"

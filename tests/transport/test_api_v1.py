@@ -15,14 +15,9 @@ import embedsvc
 from embedsvc.client import Client, EmbedsvcClientError, UpsertStreamError, collection_points
 from embedsvc.index.faiss import collection as faiss_collection
 from embedsvc.v1 import collections_pb2, models_pb2
+from tests.helpers import assert_refused, wait_for
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
-
-
-def err(fn):
-    with pytest.raises(EmbedsvcClientError) as info:
-        fn()
-    return info.value.code, info.value.reason
 
 
 @pytest.fixture
@@ -161,9 +156,9 @@ def test_upsert_stream_acknowledges_batches_and_resumes(client, made):
 
 def test_a_failed_batch_does_not_end_an_embedding_stream(client):
     texts = ["one", "two", " ", "four", "five", "six"]  # the whitespace-only text fails its batch
-    with pytest.raises(EmbedsvcClientError) as info:
-        client.embed_texts_stream("minilm", texts, batch_size=2)
-    assert info.value.reason == "INVALID_VALUE" and info.value.field == "texts[0]"
+    assert_refused(
+        lambda: client.embed_texts_stream("minilm", texts, batch_size=2), INVALID, "INVALID_VALUE", "texts[0]"
+    )
     result = client.embed_texts_stream("minilm", texts, batch_size=2, strict=False)
     assert list(result.errors) == [1] and result.errors[1].reason == "INVALID_VALUE"
     assert np.isnan(result.vectors[2:4]).all() and np.isfinite(result.vectors[[0, 1, 4, 5]]).all()
@@ -171,30 +166,53 @@ def test_a_failed_batch_does_not_end_an_embedding_stream(client):
     np.testing.assert_allclose(result.vectors[[0, 1, 4, 5]], expected, atol=1e-6)
 
 
-def test_rebuild_runs_while_searches_and_writes_go_on(client, made, monkeypatch):
-    name = made("rebuilding", n=4000, dimension=8, index="ivf-flat", nlist=16)
+@pytest.fixture
+def rebuild_gate(monkeypatch):
+    """Holds a rebuild after the first chunk of its new index (when it reports its first units done) until the test
+    opens the gate: the test's calls then run while the rebuild is under way, by construction, not by luck."""
+    from embedsvc.core import operations
+
+    indexing, proceed = threading.Event(), threading.Event()
+    real = operations.Progress.units
+
+    def units(self, done_units):
+        real(self, done_units)
+        if not indexing.is_set():
+            indexing.set()
+            assert proceed.wait(60), "the test never let the rebuild go on"
+
     monkeypatch.setattr(faiss_collection, "_REBUILD_CHUNK", 200)
-    slow_add = faiss_collection.VectorIndex.add
+    monkeypatch.setattr(operations.Progress, "units", units)
+    yield indexing, proceed
+    proceed.set()
 
-    def add(self, slots, vectors):  # slows the new index down so that the calls below overlap with the rebuild
-        time.sleep(0.05)
-        slow_add(self, slots, vectors)
 
-    monkeypatch.setattr(faiss_collection.VectorIndex, "add", add)
+def test_rebuild_runs_while_searches_and_writes_go_on(client, made, rebuild_gate):
+    indexing, proceed = rebuild_gate
+    name = made("rebuilding", n=4000, dimension=8, index="ivf-flat", nlist=16)
+    # The IVF index trained itself once enough vectors arrived, by a rebuild of its own in the background; a Rebuild
+    # asked for meanwhile fails "already rebuilding". Wait for that one to be done.
+    wait_for(
+        lambda: (c := client.get_collection(name)).trained and c.state == collections_pb2.COLLECTION_STATE_READY,
+        what="the background training to finish",
+    )
     operation = client.rebuild(name)
     assert not operation.done and operation.name.startswith("operations/")
     assert client.rebuild(name).name == operation.name  # the running one
-    states, written = set(), []
+    assert indexing.wait(60)
+    running = client.get_operation(operation.name)
+    assert (running.done, running.stage) == (False, "indexing")
+    assert client.get_collection(name).state == collections_pb2.COLLECTION_STATE_REBUILDING
+    written = []
     rng = np.random.default_rng(5)
-    while not client.get_operation(operation.name).done:
-        states.add(client.get_collection(name).state)
+    for i in range(5):  # writes and searches while the new index is being built
         vector = rng.normal(size=(1, 8)).astype(np.float32) * 10
-        new_id = f"during-{len(written)}"
+        new_id = f"during-{i}"
         client.upsert(name, [new_id], vector)
         assert client.search(name, vector=vector[0], k=1, exact=True)[0].id == new_id
         written.append((new_id, vector[0]))
+    proceed.set()
     done = client.wait_operation(operation.name)
-    assert collections_pb2.COLLECTION_STATE_REBUILDING in states and len(written) >= 3
     assert done.result.count == 4000 + len(written) and done.result.state == collections_pb2.COLLECTION_STATE_READY
     assert done.stage == "done" and done.end_time is not None
     for new_id, vector in written:  # the writes made during the rebuild are in the new index
@@ -202,22 +220,18 @@ def test_rebuild_runs_while_searches_and_writes_go_on(client, made, monkeypatch)
     assert client.list_operations(name)[0].name == operation.name
 
 
-def test_cancelling_a_rebuild(client, made, monkeypatch):
+def test_cancelling_a_rebuild(client, made, rebuild_gate):
+    indexing, proceed = rebuild_gate
     name = made("cancelled-rebuild", n=2000, dimension=8)
-    monkeypatch.setattr(faiss_collection, "_REBUILD_CHUNK", 100)
-    slow_add = faiss_collection.VectorIndex.add
-    monkeypatch.setattr(
-        faiss_collection.VectorIndex, "add", lambda self, s, v: time.sleep(0.05) or slow_add(self, s, v)
-    )
     operation = client.rebuild(name)
+    assert indexing.wait(60)  # under way: the cancel lands mid-rebuild
     client.cancel_operation(operation.name)
-    with pytest.raises(EmbedsvcClientError) as info:
-        client.wait_operation(operation.name, timeout=30)
-    assert (info.value.code, info.value.reason) == (grpc.StatusCode.CANCELLED, "CANCELLED")
+    proceed.set()
+    assert_refused(lambda: client.wait_operation(operation.name, timeout=60), grpc.StatusCode.CANCELLED, "CANCELLED")
     assert client.get_operation(operation.name).cancel_requested
     assert client.get_collection(name).state == collections_pb2.COLLECTION_STATE_READY
     assert client.get_collection(name).count == 2000
-    assert err(lambda: client.get_operation("operations/none")) == (grpc.StatusCode.NOT_FOUND, "OPERATION_NOT_FOUND")
+    assert_refused(lambda: client.get_operation("operations/none"), grpc.StatusCode.NOT_FOUND, "OPERATION_NOT_FOUND")
 
 
 def test_alias_switch_under_concurrent_searches(client, made, target):
@@ -225,37 +239,46 @@ def test_alias_switch_under_concurrent_searches(client, made, target):
     client.create_alias("live", old)
     query = np.zeros(4, np.float32)
     stop = threading.Event()
-    seen = []
+    seen = [[] for _ in range(4)]  # what each searcher saw, in order
 
-    def search():
+    def search(mine):
         with Client(target) as c:
             while not stop.is_set():
                 ids = {h.id.split("-")[1] for h in c.search("live", vector=query, k=20)}
-                seen.append(ids)
+                mine.append(ids)
 
     with ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(search) for _ in range(4)]
-        time.sleep(0.3)
-        alias, previous = client.update_alias("live", new)
-        time.sleep(0.3)
-        stop.set()
-        for f in futures:
-            f.result()
+        futures = [pool.submit(search, mine) for mine in seen]
+        try:
+            wait_for(lambda: all(seen), what="every searcher to search before the switch")
+            alias, previous = client.update_alias("live", new)
+            marks = [len(mine) for mine in seen]
+            # Two more searches each: the second began after the switch, whatever the first did.
+            wait_for(
+                lambda: all(len(mine) >= mark + 2 for mine, mark in zip(seen, marks, strict=True)),
+                what="every searcher to search after the switch",
+            )
+        finally:
+            stop.set()
+            for f in futures:
+                f.result()
     assert (alias.collection, previous) == (new, old)
-    assert all(ids in ({"old"}, {"new"}) for ids in seen)  # every search saw one collection, never a mix
-    assert seen[0] == {"old"} and seen[-1] == {"new"}
+    for mine in seen:  # every search saw one collection, never a mix; old until the switch, new after, never back
+        assert all(ids in ({"old"}, {"new"}) for ids in mine)
+        assert mine[0] == {"old"} and mine[-1] == {"new"}
+        switched = mine.index({"new"})
+        assert all(ids == {"new"} for ids in mine[switched:])
     assert client.get_collection("live").name == new
-    assert err(lambda: client.delete_collection(new)) == (grpc.StatusCode.FAILED_PRECONDITION, "COLLECTION_HAS_ALIASES")
-    assert err(lambda: client.create_alias("live", old)) == (grpc.StatusCode.ALREADY_EXISTS, "ALIAS_EXISTS")
-    assert err(lambda: client.create_alias(old, new)) == (grpc.StatusCode.ALREADY_EXISTS, "ALIAS_EXISTS")
-    assert err(lambda: client.create_collection("live", dimension=4)) == (
-        grpc.StatusCode.ALREADY_EXISTS,
-        "COLLECTION_EXISTS",
+    assert_refused(lambda: client.delete_collection(new), grpc.StatusCode.FAILED_PRECONDITION, "COLLECTION_HAS_ALIASES")
+    assert_refused(lambda: client.create_alias("live", old), grpc.StatusCode.ALREADY_EXISTS, "ALIAS_EXISTS")
+    assert_refused(lambda: client.create_alias(old, new), grpc.StatusCode.ALREADY_EXISTS, "ALIAS_EXISTS")
+    assert_refused(
+        lambda: client.create_collection("live", dimension=4), grpc.StatusCode.ALREADY_EXISTS, "COLLECTION_EXISTS"
     )
-    assert err(lambda: client.update_alias("nope", new)) == (grpc.StatusCode.NOT_FOUND, "ALIAS_NOT_FOUND")
-    assert err(lambda: client.create_alias("other", "missing")) == (grpc.StatusCode.NOT_FOUND, "COLLECTION_NOT_FOUND")
+    assert_refused(lambda: client.update_alias("nope", new), grpc.StatusCode.NOT_FOUND, "ALIAS_NOT_FOUND")
+    assert_refused(lambda: client.create_alias("other", "missing"), grpc.StatusCode.NOT_FOUND, "COLLECTION_NOT_FOUND")
     client.delete_alias("live")
-    assert err(lambda: client.search("live", vector=query)) == (grpc.StatusCode.NOT_FOUND, "COLLECTION_NOT_FOUND")
+    assert_refused(lambda: client.search("live", vector=query), grpc.StatusCode.NOT_FOUND, "COLLECTION_NOT_FOUND")
 
 
 def test_server_info_and_create_times(client, server, made):
@@ -275,17 +298,16 @@ def test_plots_can_colour_by_fields_named_group_or_cluster(client, made):
     client.upsert(name, [str(i) for i in range(20)], x, [{"group": i % 2, "cluster": "c"} for i in range(20)])
     png = client.plot(collection_points(name), color_field="group", width=200, height=200)
     assert png.startswith(b"\x89PNG")
-    assert err(lambda: client.plot(collection_points(name), color_by="group")) == (INVALID, "INVALID_VALUE")
+    assert_refused(lambda: client.plot(collection_points(name), color_by="group"), INVALID, "INVALID_VALUE")
 
 
 @pytest.mark.parametrize("backend", ["faiss", "milvus"])
-def test_a_changed_model_version_is_its_own_reason(tmp_path, backend):
+def test_a_changed_model_version_is_its_own_reason(tmp_path, backend, make_server):
     """A collection bound to a model that changed since is MODEL_VERSION_CHANGED (re-embed), not MODEL_BINDING; on
     both backends, across a restart of the server."""
     from embedsvc.backends.base import ModelSpec
     from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
-    from embedsvc.settings import MilvusSettings, Settings, StorageSettings
-    from embedsvc.transport.server import create_server
+    from embedsvc.settings import MilvusSettings, StorageSettings
     from tests.conftest import planted_vectors, write_word2vec_text
 
     storage = StorageSettings(backend, MilvusSettings("milvus.db") if backend == "milvus" else None)
@@ -294,33 +316,17 @@ def test_a_changed_model_version_is_its_own_reason(tmp_path, backend):
         words, vectors = planted_vectors(seed)
         path = write_word2vec_text(tmp_path / f"w{seed}.txt", words, vectors)
         spec = ModelSpec("w", WordVectorsOptions(WordVectorFormat.WORD2VEC_TEXT, path))
-        settings = Settings(port=0, data_dir=tmp_path / "data", embedded_models=False, models=(spec,), storage=storage)
-        srv, port = create_server(settings)
-        srv.start()
-        srv.wait_until_ready(60)
-        return srv, f"127.0.0.1:{port}"
+        return make_server(data_dir=tmp_path / "data", models=(spec,), storage=storage)
 
-    srv, target = serve(7)
-    with Client(target) as c:
+    with serve(7) as (_srv, target), Client(target) as c:
         c.create_collection("bound", model="w")
         c.upsert("bound", ["king"], inputs=["king"])
         c.create_collection("plain", dimension=32)
-    srv.stop(0)
-    srv, target = serve(8)  # the same name, other vectors: another version
-    try:
-        with Client(target) as c:
-            with pytest.raises(EmbedsvcClientError) as info:
-                c.search("bound", input="queen")
-            assert (info.value.code, info.value.reason) == (
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "MODEL_VERSION_CHANGED",
-            )
-            assert info.value.metadata["expected"] != info.value.metadata["actual"]
-            assert c.search("bound", item_id="king", k=1) == []  # vectors already stored still serve
-            assert c.get_collection("bound").backend == collections_pb2.Backend.Value(f"BACKEND_{backend.upper()}")
-            assert err(lambda: c.search("plain", input="queen")) == (
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "MODEL_BINDING",
-            )
-    finally:
-        srv.stop(0)
+    with serve(8) as (_srv, target), Client(target) as c:  # the same name, other vectors: another version
+        error = assert_refused(
+            lambda: c.search("bound", input="queen"), grpc.StatusCode.FAILED_PRECONDITION, "MODEL_VERSION_CHANGED"
+        )
+        assert error.metadata["expected"] != error.metadata["actual"]
+        assert c.search("bound", item_id="king", k=1) == []  # vectors already stored still serve
+        assert c.get_collection("bound").backend == collections_pb2.Backend.Value(f"BACKEND_{backend.upper()}")
+        assert_refused(lambda: c.search("plain", input="queen"), grpc.StatusCode.FAILED_PRECONDITION, "MODEL_BINDING")

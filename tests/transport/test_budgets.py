@@ -7,41 +7,26 @@ import grpc
 import numpy as np
 import pytest
 
-from embedsvc.backends.base import ModelSpec
-from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
 from embedsvc.calls import CallControl, bound, check
-from embedsvc.client import Client, EmbedsvcClientError, vector_points
+from embedsvc.client import Client, vector_points
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.limits import Limits
-from embedsvc.settings import Settings
-from embedsvc.transport.server import create_server
+from tests.conftest import planted_specs
+from tests.helpers import assert_refused
 
 LIMITS = Limits(max_result_hits=500, max_message_bytes=1 << 20, max_cluster_work=10_000_000, max_map_values=50_000)
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
-def refused(fn):
-    with pytest.raises(EmbedsvcClientError) as info:
-        fn()
-    return info.value.code, info.value.reason, info.value.metadata.get("limit")
+def over_limit(call, limit: str) -> None:
+    """`call` is refused LIMIT_EXCEEDED, naming this limit's value."""
+    assert assert_refused(call, INVALID, "LIMIT_EXCEEDED").metadata.get("limit") == limit
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, planted_file):
-    tmp = tmp_path_factory.mktemp("budgets")
-    settings = Settings(
-        port=0,
-        data_dir=tmp / "data",
-        embedded_models=False,
-        models=(ModelSpec("planted", WordVectorsOptions(WordVectorFormat.WORD2VEC_TEXT, planted_file)),),
-        limits=LIMITS,
-        grace_period_s=1,
-        default_deadline_s=0.05,
-    )
-    srv, port = create_server(settings)
-    srv.start()
-    srv.wait_until_ready(60)
-    target = f"127.0.0.1:{port}"
-    with Client(target) as client:
+def served(make_server, planted_file):
+    planted = planted_specs(planted_file)[:1]
+    with make_server(models=planted, limits=LIMITS, default_deadline_s=0.05) as (srv, target), Client(target) as client:
         client.create_collection("fat", dimension=4, metric="l2")
         rng = np.random.default_rng(0)
         blob = "x" * 30_000
@@ -56,27 +41,24 @@ def served(tmp_path_factory, planted_file):
                 rng.normal(size=(2_000, 4)).astype(np.float32),
                 [{"tags": list(range(i % 50)), "i": i} for i in range(start, start + 2_000)],
             )
-    yield srv, target
-    srv.stop(0)
+        yield srv, target
 
 
 def test_hits_per_response_are_checked_before_any_work(served):
     _, target = served
-    invalid = grpc.StatusCode.INVALID_ARGUMENT
     with Client(target) as client:
         queries = np.zeros((20, 4), np.float32)
-        assert refused(lambda: client.batch_search("fat", queries, k=30)) == (invalid, "LIMIT_EXCEEDED", "500")
+        over_limit(lambda: client.batch_search("fat", queries, k=30), "500")
         assert len(client.batch_search("fat", queries, k=25, include_metadata=False)) == 20
         words = ["king", "queen", "man", "woman", "boy", "girl"]
-        assert refused(lambda: client.nearest_words("planted", words, top_n=100)) == (invalid, "LIMIT_EXCEEDED", "500")
-        assert refused(lambda: client.arithmetic("planted", ["king - man"] * 6, top_n=100))[1] == "LIMIT_EXCEEDED"
+        over_limit(lambda: client.nearest_words("planted", words, top_n=100), "500")
+        over_limit(lambda: client.arithmetic("planted", ["king - man"] * 6, top_n=100), "500")
 
 
 def test_response_bytes_are_counted_before_hits_are_built(served):
     _, target = served
     with Client(target) as client:
-        code, reason, limit = refused(lambda: client.search("fat", vector=np.zeros(4, np.float32), k=50))
-        assert (code, reason, limit) == (grpc.StatusCode.INVALID_ARGUMENT, "LIMIT_EXCEEDED", str((1 << 20) - 65536))
+        over_limit(lambda: client.search("fat", vector=np.zeros(4, np.float32), k=50), str((1 << 20) - 65536))
         hits = client.search("fat", vector=np.zeros(4, np.float32), k=50, include_metadata=False)
         assert len(hits) == 50  # the same hits without their metadata fit
 
@@ -85,13 +67,14 @@ def test_filters_that_nest_too_deep_are_invalid_not_internal(served):
     _, target = served
     with Client(target) as client:
         for text in ("(" * 2000 + "i = 1" + ")" * 2000, "NOT " * 1000 + "i = 1"):
-            code, reason, _ = refused(
-                lambda text=text: client.search("fat", vector=np.zeros(4, np.float32), filter=text)
+            assert_refused(
+                lambda text=text: client.search("fat", vector=np.zeros(4, np.float32), filter=text),
+                INVALID,
+                "INVALID_FILTER",
             )
-            assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FILTER")
         too_many = "i IN [" + ",".join(map(str, range(1025))) + "]"
-        assert refused(lambda: client.search("fat", vector=np.zeros(4, np.float32), filter=too_many))[1] == (
-            "INVALID_FILTER"
+        assert_refused(
+            lambda: client.search("fat", vector=np.zeros(4, np.float32), filter=too_many), INVALID, "INVALID_FILTER"
         )
 
 
@@ -100,21 +83,21 @@ def test_clustering_work_and_map_size_are_budgeted(served):
     rng = np.random.default_rng(1)
     with Client(target) as client:
         points = vector_points(rng.normal(size=(2000, 20)).astype(np.float32))
-        code, reason, limit = refused(lambda: client.cluster(points, max_k=10, covariance="full"))
-        assert (code, reason, limit) == (grpc.StatusCode.INVALID_ARGUMENT, "LIMIT_EXCEEDED", "10000000")
+        over_limit(lambda: client.cluster(points, max_k=10, covariance="full"), "10000000")
         assert 1 <= client.cluster(points, max_k=10, covariance="full", reduce_to=2).k <= 10  # reduced: it fits
         large = vector_points(rng.normal(size=(3000, 20)).astype(np.float32))  # 60,000 values
-        assert refused(lambda: client.project(large))[1] == "LIMIT_EXCEEDED"
+        over_limit(lambda: client.project(large), "50000")
 
 
 def test_the_server_default_deadline_stops_a_slow_filter(served):
     """No client deadline: the server's default (50 ms here) stops the filter evaluation over 60,000 items."""
     _, target = served
     with Client(target, timeout=None) as client:
-        code, reason, _ = refused(
-            lambda: client.search("big", vector=np.zeros(4, np.float32), filter="tags IN [48, 49] AND NOT i = 3")
+        assert_refused(
+            lambda: client.search("big", vector=np.zeros(4, np.float32), filter="tags IN [48, 49] AND NOT i = 3"),
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "DEADLINE_EXCEEDED",
         )
-    assert (code, reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED")
     with Client(target) as client:  # and the server goes on serving
         assert client.get_collection("big").count == 60_000
 

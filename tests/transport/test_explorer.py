@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 
 from embedsvc.client import Client
+from tests.helpers import wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -55,14 +55,8 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def wait(what: Callable[[], Any], timeout: float = 60) -> Any:
-    end = time.monotonic() + timeout
-    while True:
-        found = what()
-        if found:
-            return found
-        if time.monotonic() > end:
-            raise TimeoutError("the page did not get there")
-        time.sleep(0.1)
+    """What the page shows once it shows it (polled with a deadline)."""
+    return wait_for(what, timeout, "the page to get there", every=0.1)
 
 
 def open_page(browser: Any, url: str) -> None:
@@ -112,6 +106,19 @@ def test_map_page_draws_one_point_per_word(browser: Any, http_url: str, shots: P
     assert fills["king"] == fills["queen"] != fills["paris"] == fills["rome"], error_text(browser)
 
 
+def test_pages_open_on_their_default_view(browser: Any, http_url: str) -> None:
+    """A page opened from its tab (no view in the URL) shows its default view, not an empty box waiting for a click."""
+    open_page(browser, f"{http_url}/explorer/?page=map")
+    words = browser.find_element(By.ID, "map-words").get_attribute("value").split()
+    points = browser.find_elements(By.CSS_SELECTOR, "#map-svg circle.point")
+    assert len(words) == 12 and len(points) == len(words), error_text(browser)
+    assert "page=map" in browser.current_url and "source=words" in browser.current_url  # and it is shareable
+    open_page(browser, f"{http_url}/explorer/?page=latent")
+    manifold = "return [...document.querySelectorAll('#manifold-grid img')].filter(i => i.naturalWidth > 0).length"
+    assert wait(lambda: browser.execute_script(manifold) == 49), error_text(browser)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#latent-grid img")) == 16
+
+
 def test_latent_page_decodes_and_interpolates(browser: Any, http_url: str, target: str, shots: Path) -> None:
     with Client(target) as c:  # a stored direction to traverse
         rng = np.random.default_rng(0)
@@ -137,9 +144,8 @@ def test_latent_page_decodes_and_interpolates(browser: Any, http_url: str, targe
     )
     last = browser.find_element(By.ID, "interp-frame").get_attribute("src")
     assert last != first, "the slider changes the interpolated frame"
-    browser.find_element(By.ID, "manifold-go").click()
     manifold = "return [...document.querySelectorAll('#manifold-grid img')].filter(i => i.naturalWidth > 0).length"
-    assert wait(lambda: browser.execute_script(manifold) == 49), error_text(browser)
+    assert wait(lambda: browser.execute_script(manifold) == 49), error_text(browser)  # drawn on load, no click
     browser.find_element(By.ID, "trav-go").click()
     wait(lambda: (browser.find_element(By.ID, "trav-frame").get_attribute("src") or "").startswith("data:image/png"))
     middle = browser.find_element(By.ID, "trav-frame").get_attribute("src")
@@ -175,7 +181,24 @@ def test_search_page_shows_hits(browser: Any, http_url: str, target: str, shots:
         rows = browser.find_elements(By.CSS_SELECTOR, "#search-hits tr.result")
         assert [r.find_element(By.CSS_SELECTOR, ".id").text for r in rows] == ["kitten", "stocks"], error_text(browser)
         assert '"year":2024' in rows[0].find_element(By.CSS_SELECTOR, ".meta").text
+        assert browser.find_element(By.ID, "search-report").text.startswith("mode: dense")
         browser.save_screenshot(str(shots / "explorer-search.png"))
+        # Keyword (BM25) mode from the URL: only the text with the words, each hit explained.
+        open_page(browser, f"{http_url}/explorer/?page=search&collection=explorer-notes&q=stocks+fell&mode=keyword")
+        rows = browser.find_elements(By.CSS_SELECTOR, "#search-hits tr.result")
+        assert [r.find_element(By.CSS_SELECTOR, ".id").text for r in rows] == ["stocks"], error_text(browser)
+        assert rows[0].find_element(By.CSS_SELECTOR, ".why").text.startswith("keyword #1")
+        assert "mode: keyword, keywords in english" in browser.find_element(By.ID, "search-report").text
+        # Switched to hybrid in the form: every text ranked, the keyword match first, with both sides explained.
+        browser.execute_script("document.getElementById('search-mode').value = 'hybrid';")
+        browser.find_element(By.CSS_SELECTOR, "#search-form button").click()
+        wait(lambda: "mode: hybrid" in browser.find_element(By.ID, "search-report").text)
+        rows = browser.find_elements(By.CSS_SELECTOR, "#search-hits tr.result")
+        assert rows[0].find_element(By.CSS_SELECTOR, ".id").text == "stocks" and len(rows) == 3, error_text(browser)
+        why = rows[0].find_element(By.CSS_SELECTOR, ".why").text
+        assert "dense #" in why and "keyword #1" in why
+        assert "mode=hybrid" in browser.current_url
+        browser.save_screenshot(str(shots / "explorer-search-hybrid.png"))
         # Text arithmetic on the arithmetic page, through the collection bound to the text model.
         expr = quote('"a kitten" + "a cat"')
         open_page(browser, f"{http_url}/explorer/?model=collection:explorer-notes&expr={expr}")
@@ -186,31 +209,20 @@ def test_search_page_shows_hits(browser: Any, http_url: str, target: str, shots:
             c.delete_collection("explorer-notes")
 
 
-def test_pages_work_with_a_key(browser: Any, tmp_path: Path, data_dir: Path) -> None:
+def test_pages_work_with_a_key(browser: Any, make_server: Any) -> None:
     """Against a server that needs keys: the page shows the refusal, then works once a key is entered."""
-    from embedsvc.settings import ApiKey, AuthSettings, Role, Settings
+    from embedsvc.settings import ApiKey, AuthSettings, Role
     from embedsvc.transport.auth import key_hash
-    from embedsvc.transport.server import create_server
-    from tests.conftest import server_data_dir
 
     key = "explorer-key-0123456789"
-    settings = Settings(
-        host="127.0.0.1",
-        port=0,
-        http_port=0,
-        data_dir=server_data_dir(tmp_path / "data", data_dir),
-        auth=AuthSettings(enabled=True, keys=(ApiKey("reader", Role.READ, key_hash(key)),)),
-        grace_period_s=0,
-    )
-    srv, _port = create_server(settings)
-    srv.start()
-    try:
-        srv.wait_until_ready(120)
+    auth = AuthSettings(enabled=True, keys=(ApiKey("reader", Role.READ, key_hash(key)),))
+    with make_server(embedded_models=True, models=(), http_port=0, auth=auth) as (srv, _target):
         assert srv.http is not None
         url = f"http://127.0.0.1:{srv.http.port}/explorer/?model=minilm-static&expr=king"
         browser.execute_script("sessionStorage.clear()")
         open_page(browser, url)
         assert "UNAUTHENTICATED" in error_text(browser)
+        assert "API key field" in error_text(browser)  # in the page's words (the server sent the hint's id)
         browser.find_element(By.ID, "api-key").send_keys(key)
         browser.find_element(By.CSS_SELECTOR, "#key-form button").click()  # kept in session storage, page reloads
         wait(lambda: browser.execute_script("return document.body.dataset.ready === '1'"))
@@ -218,5 +230,3 @@ def test_pages_work_with_a_key(browser: Any, tmp_path: Path, data_dir: Path) -> 
         assert not error_text(browser)
         assert browser.execute_script("return sessionStorage.getItem('embedsvc-key')") == key
         browser.execute_script("sessionStorage.clear()")
-    finally:
-        srv.stop(0)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from pathlib import Path
 
 import grpc
 import httpx
@@ -15,10 +14,9 @@ import pytest
 from google.protobuf import json_format
 
 from embedsvc.client import Client
-from embedsvc.settings import ApiKey, AuthSettings, Role, Settings
+from embedsvc.settings import ApiKey, AuthSettings, Role
 from embedsvc.transport.auth import key_hash
 from embedsvc.transport.http import api_methods
-from embedsvc.transport.server import create_server
 from embedsvc.v1 import arithmetic_pb2, words_pb2
 
 JSON = {"content-type": "application/json"}
@@ -92,6 +90,26 @@ def test_collections_over_http(http_url: str) -> None:
         {"collection": "http-notes", "query": {"input": "x"}, "options": {"filter": "year >"}},
     )
     assert bad.status_code == 400 and bad.json()["reason"] == "INVALID_FILTER"
+    hybrid = post(
+        http_url,
+        "CollectionService/Search",
+        {"collection": "http-notes", "query": {"input": "stocks"}, "options": {"k": 2, "mode": "SEARCH_MODE_HYBRID"}},
+    ).json()
+    assert hybrid["hits"][0]["id"] == "stocks" and hybrid["hits"][0]["explanation"]["keywordRank"] == 1
+    assert hybrid["retrieval"]["mode"] == "SEARCH_MODE_HYBRID"
+    assert hybrid["retrieval"]["fusion"] == {
+        "method": "FUSION_METHOD_WEIGHTED",
+        "rrfK": 60,
+        "denseWeight": 0.5,
+        "candidates": 200,
+    }
+    unknown = post(
+        http_url,
+        "CollectionService/Search",
+        {"collection": "http-notes", "query": {"input": "x"}, "options": {"mode": 9}},
+    )
+    assert unknown.status_code == 400 and unknown.json()["reason"] == "INVALID_VALUE"
+    assert "SEARCH_MODE_HYBRID" in unknown.json()["metadata"]["choices"]
     assert post(http_url, "CollectionService/DeleteCollection", {"name": "http-notes"}).status_code == 200
 
 
@@ -179,28 +197,22 @@ def test_openapi_describes_every_reachable_rpc(http_url: str) -> None:
     assert "embedsvc explorer" in httpx.get(f"{http_url}/explorer/").text
 
 
-def test_keys_tls_and_cors_apply_over_http(tmp_path: Path, data_dir: Path) -> None:
-    from tests.conftest import server_data_dir
-
+def test_keys_tls_and_cors_apply_over_http(make_server) -> None:
     reader = "r-key-0123456789abcdef"
-    settings = Settings(
-        host="127.0.0.1",
-        port=0,
+    with make_server(
+        embedded_models=True,
+        models=(),
         http_port=0,
         http_cors_origins=("https://app.example",),
-        data_dir=server_data_dir(tmp_path / "data", data_dir),
         auth=AuthSettings(enabled=True, keys=(ApiKey("reader", Role.READ, key_hash(reader)),)),
-        grace_period_s=0,
-    )
-    srv, _port = create_server(settings)
-    srv.start()
-    try:
-        srv.wait_until_ready(120)
+    ) as (srv, _target):
         assert srv.http is not None
         url = f"http://127.0.0.1:{srv.http.port}"
         body = {"model": "minilm-static", "words": ["king"]}
         anonymous = post(url, "WordService/EmbedWords", body)
         assert anonymous.status_code == 401 and anonymous.json()["reason"] == "UNAUTHENTICATED"
+        # The next step in HTTP's words: a header (the hint's id is in the metadata for other clients to word).
+        assert anonymous.json()["metadata"]["hint"] == "send-api-key" and "header" in anonymous.json()["message"]
         ok = post(url, "WordService/EmbedWords", body, headers={"authorization": f"Bearer {reader}"})
         assert ok.status_code == 200 and len(ok.json()["vectors"][0]["values"]) == 256
         denied = post(
@@ -220,8 +232,6 @@ def test_keys_tls_and_cors_apply_over_http(tmp_path: Path, data_dir: Path) -> No
             headers={"origin": "https://evil.example", "access-control-request-method": "POST"},
         )
         assert "access-control-allow-origin" not in other.headers
-    finally:
-        srv.stop(0)
 
 
 def test_grpc_and_http_share_admission_and_metrics_paths(http_url: str, target: str) -> None:

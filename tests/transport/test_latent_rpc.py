@@ -17,12 +17,13 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from embedsvc.backends.image_encoders import import_torchvision
 from embedsvc.backends.vae import EMBEDDED_VAE_DIR, VAEModel
-from embedsvc.client import DirectionRef, EmbedsvcClientError, image_expression
+from embedsvc.client import DirectionRef, image_expression
 from embedsvc.core.images.codec import to_png
 from embedsvc.core.images.datasets import load_dataset, split
 from embedsvc.core.images.directions import DirectionStore
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.v1 import arithmetic_pb2, common_pb2, latent_pb2, latent_pb2_grpc
+from tests.helpers import assert_refused
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 MODEL = "mnist-vae"
@@ -46,12 +47,6 @@ def png(image: np.ndarray) -> bytes:
 
 def array(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)), dtype=np.float32) / 255.0
-
-
-def err(call):
-    with pytest.raises(EmbedsvcClientError) as info:
-        call()
-    return info.value.code, info.value.reason
 
 
 def test_model_is_listed_with_its_card_figures(client):
@@ -186,7 +181,8 @@ def test_directions_traverse_and_expressions(client, server, digits, vae):
     np.testing.assert_allclose(d.vector.values, want, atol=1e-4)
     assert d.from_count == d.to_count == 40 and d.model_version == client.get_model(MODEL).version
     assert "one-to-zero" in [x.name for x in client.list_directions(MODEL)]
-    assert err(lambda: client.create_direction(MODEL, "one-to-zero", from_images=ones, to_images=zeros)) == (
+    assert_refused(
+        lambda: client.create_direction(MODEL, "one-to-zero", from_images=ones, to_images=zeros),
         grpc.StatusCode.ALREADY_EXISTS,
         "DIRECTION_EXISTS",
     )
@@ -209,14 +205,13 @@ def test_directions_traverse_and_expressions(client, server, digits, vae):
     knn = KNeighborsClassifier(5).fit(vae.encode(rest.images)[0], rest.labels)
     moved = [client.traverse(MODEL, o, "one-to-zero", [1.0])[0].latent for o in ones[:20]]
     assert (knn.predict(np.stack(moved)) == 0).mean() >= 0.5
-    assert err(lambda: client.traverse(MODEL, one, "one-to-zero", [float("nan")])) == (INVALID, "NOT_FINITE")
+    assert_refused(lambda: client.traverse(MODEL, one, "one-to-zero", [float("nan")]), INVALID, "NOT_FINITE")
     # The same move as an expression term.
     (decoded,) = client.decode_latents(MODEL, expressions=[[one, (1.0, DirectionRef("one-to-zero"))]])
     assert decoded.png == frames[2].png
     client.delete_direction(MODEL, "one-to-zero")
-    assert err(lambda: client.traverse(MODEL, one, "one-to-zero", [1.0])) == (
-        grpc.StatusCode.NOT_FOUND,
-        "DIRECTION_NOT_FOUND",
+    assert_refused(
+        lambda: client.traverse(MODEL, one, "one-to-zero", [1.0]), grpc.StatusCode.NOT_FOUND, "DIRECTION_NOT_FOUND"
     )
 
 
@@ -265,7 +260,7 @@ def test_image_collection_search(client, digits, backend):
     assert correct >= 24
     hits = client.search("digits", expression=image_expression([png(test.images[0])]), k=3)
     assert hits[0].id == client.search("digits", image=png(test.images[0]), k=1)[0].id
-    assert err(lambda: client.search("digits", input="seven")) == (grpc.StatusCode.FAILED_PRECONDITION, "MODEL_BINDING")
+    assert_refused(lambda: client.search("digits", input="seven"), grpc.StatusCode.FAILED_PRECONDITION, "MODEL_BINDING")
     client.delete_collection("digits")
 
 
@@ -291,7 +286,7 @@ def test_torchvision_and_torchscript_encoders(client, image_encoder_files):
         want = scripted((x - mean) / std).numpy()
     got = client.embed_images("tiny", list(small), normalize=True)
     np.testing.assert_allclose(got.vectors, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-5)
-    assert err(lambda: client.sample("tiny", 1)) == (INVALID, "MODEL_KIND_MISMATCH")
+    assert_refused(lambda: client.sample("tiny", 1), INVALID, "MODEL_KIND_MISMATCH")
 
 
 def _gif() -> bytes:
@@ -364,7 +359,7 @@ BAD = [
 
 @pytest.mark.parametrize(("case", "call", "expected"), BAD, ids=[b[0] for b in BAD])
 def test_bad_input(client, case, call, expected):
-    assert err(lambda: call(client)) == expected
+    assert_refused(lambda: call(client), *expected)
     assert len(client.sample(MODEL, 1, seed=0).images) == 1  # the server keeps serving
 
 

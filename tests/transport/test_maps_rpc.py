@@ -13,7 +13,6 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 
 from embedsvc.client import (
-    EmbedsvcClientError,
     collection_points,
     image_points,
     text_points,
@@ -23,16 +22,11 @@ from embedsvc.client import (
 from embedsvc.core.images.codec import to_png
 from embedsvc.core.images.datasets import load_dataset
 from embedsvc.v1 import common_pb2, maps_pb2
+from tests.helpers import assert_refused
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 ANIMALS = ["cat", "dog", "lion", "tiger", "horse", "cow", "sheep", "wolf"]
 JOBS = ["doctor", "lawyer", "nurse", "teacher", "engineer", "pilot", "judge", "banker"]
-
-
-def err(call):
-    with pytest.raises(EmbedsvcClientError) as info:
-        call()
-    return info.value.code, info.value.reason
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -53,9 +47,11 @@ def test_project_words_equals_sklearn(client):
     # Other sets are projected with the fit, not refitted.
     again = client.project(word_points("minilm-static", words), transform=[word_points("minilm-static", ANIMALS[:3])])
     np.testing.assert_allclose(again.transformed[0], again.coordinates[:3], atol=1e-6)
-    assert err(
-        lambda: client.project(word_points("minilm-static", words), transform=[word_points("glove", ["the"])])
-    ) == (INVALID, "DIMENSION_MISMATCH")
+    assert_refused(
+        lambda: client.project(word_points("minilm-static", words), transform=[word_points("glove", ["the"])]),
+        INVALID,
+        "DIMENSION_MISMATCH",
+    )
 
 
 def test_words_separate_into_two_groups(client):
@@ -105,11 +101,11 @@ def test_collection_maps_color_by_metadata_and_decode_thumbnails(client):
         assert png_size(png) == (400, 400)
         projection = client.project(collection_points("map-digits", ["d0", "d25"]))
         assert projection.labels == ["d0", "d25"]
-        assert err(lambda: client.plot(collection_points("map-digits"), color_by="colour")) == (
-            INVALID,
-            "INVALID_VALUE",
+        assert_refused(
+            lambda: client.plot(collection_points("map-digits"), color_by="colour"), INVALID, "INVALID_VALUE"
         )
-        assert err(lambda: client.project(collection_points("map-digits", ["nope"]))) == (
+        assert_refused(
+            lambda: client.project(collection_points("map-digits", ["nope"])),
             grpc.StatusCode.NOT_FOUND,
             "ITEM_NOT_FOUND",
         )
@@ -163,5 +159,5 @@ def _ragged() -> maps_pb2.PointSet:
 
 @pytest.mark.parametrize(("case", "call", "expected"), BAD, ids=[b[0] for b in BAD])
 def test_bad_input(client, case, call, expected):
-    assert err(lambda: call(client)) == expected
+    assert_refused(lambda: call(client), *expected)
     assert client.project(word_points("minilm-static", ANIMALS)).coordinates.shape == (8, 2)  # still serving

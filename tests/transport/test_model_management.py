@@ -2,7 +2,6 @@
 UnloadModel and ReloadModel; calls running on an unloaded model finish; memory per model."""
 
 import threading
-import time
 
 import grpc
 import numpy as np
@@ -11,40 +10,23 @@ import pytest
 from embedsvc.backends.base import ModelSpec
 from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOptions
 from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
-from embedsvc.client import Client, EmbedsvcClientError
-from embedsvc.settings import Settings
-from embedsvc.transport.server import create_server
+from embedsvc.client import Client
 from embedsvc.v1 import models_pb2
-from tests.conftest import GENSIM_DATA, planted_vectors, write_word2vec_text
-
-
-def refused(fn):
-    with pytest.raises(EmbedsvcClientError) as info:
-        fn()
-    return info.value.code, info.value.reason
+from tests.conftest import GENSIM_DATA, planted_specs, planted_vectors, write_word2vec_text
+from tests.helpers import assert_refused
 
 
 @pytest.fixture
-def served(tmp_path, planted_file):
+def served(tmp_path, planted_file, make_server):
     bad = tmp_path / "bad.txt"
     bad.write_text("1 3\nking 1 2\n")
-    settings = Settings(
-        port=0,
-        data_dir=tmp_path / "data",
-        embedded_models=False,
-        models=(
-            ModelSpec("planted", WordVectorsOptions(WordVectorFormat.WORD2VEC_TEXT, planted_file)),
-            ModelSpec("planted-mean", TextEncoderOptions(TextEncoderFormat.AVERAGED_WORDS, words="planted")),
-            ModelSpec("bad", WordVectorsOptions(WordVectorFormat.WORD2VEC_TEXT, bad)),
-            ModelSpec("bad-mean", TextEncoderOptions(TextEncoderFormat.AVERAGED_WORDS, words="bad")),
-        ),
-        grace_period_s=0.5,
+    models = (
+        *planted_specs(planted_file),
+        ModelSpec("bad", WordVectorsOptions(WordVectorFormat.WORD2VEC_TEXT, bad)),
+        ModelSpec("bad-mean", TextEncoderOptions(TextEncoderFormat.AVERAGED_WORDS, words="bad")),
     )
-    srv, port = create_server(settings)
-    srv.start()
-    srv.wait_until_ready(60)
-    yield srv, f"127.0.0.1:{port}", bad
-    srv.stop(0)
+    with make_server(models=models) as (srv, target):
+        yield srv, target, bad
 
 
 def states(client):
@@ -59,9 +41,8 @@ def test_a_model_that_fails_to_load_does_not_stop_the_others(served):
         info = client.get_model("bad")
         assert f"cannot read {bad}" in info.error
         assert "builds on model 'bad', which is failed" in client.get_model("bad-mean").error
-        assert refused(lambda: client.similarity("bad", [("king", "king")])) == (
-            grpc.StatusCode.UNAVAILABLE,
-            "MODEL_NOT_READY",
+        assert_refused(
+            lambda: client.similarity("bad", [("king", "king")]), grpc.StatusCode.UNAVAILABLE, "MODEL_NOT_READY"
         )
         assert client.similarity("planted", [("king", "queen")])[0] > 0.5
         # Fix the file, then load it (and what builds on it) without a restart.
@@ -77,18 +58,17 @@ def test_unload_and_load_again(served):
     with Client(target) as client:
         info = client.get_model("planted")
         assert info.memory_bytes >= 2 * 52 * 32 * 4 and list(client.get_model("planted-mean").requires) == ["planted"]
-        assert refused(lambda: client.unload_model("planted")) == (grpc.StatusCode.FAILED_PRECONDITION, "MODEL_IN_USE")
+        assert_refused(lambda: client.unload_model("planted"), grpc.StatusCode.FAILED_PRECONDITION, "MODEL_IN_USE")
         assert client.unload_model("planted-mean").state == models_pb2.MODEL_STATE_UNLOADED
         assert client.unload_model("planted-mean").state == models_pb2.MODEL_STATE_UNLOADED  # idempotent
-        assert refused(lambda: client.embed_texts("planted-mean", ["king"])) == (
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "MODEL_UNLOADED",
+        assert_refused(
+            lambda: client.embed_texts("planted-mean", ["king"]), grpc.StatusCode.FAILED_PRECONDITION, "MODEL_UNLOADED"
         )
         client.unload_model("planted")
         assert client.get_model("planted").memory_bytes == 0
-        assert refused(lambda: client.load_model("planted-mean")) == (grpc.StatusCode.UNAVAILABLE, "MODEL_NOT_READY")
+        assert_refused(lambda: client.load_model("planted-mean"), grpc.StatusCode.UNAVAILABLE, "MODEL_NOT_READY")
         assert client.load_model("planted").state == models_pb2.MODEL_STATE_READY
-        assert refused(lambda: client.load_model("planted")) == (grpc.StatusCode.ALREADY_EXISTS, "MODEL_EXISTS")
+        assert_refused(lambda: client.load_model("planted"), grpc.StatusCode.ALREADY_EXISTS, "MODEL_EXISTS")
         assert client.load_model("planted-mean").state == models_pb2.MODEL_STATE_READY
         assert client.arithmetic("planted", ["king - man + woman"], top_n=1).results[0].hits[0].word == "queen"
 
@@ -102,16 +82,17 @@ def test_load_a_new_model_from_a_request_and_refuse_entries_that_run_file_code(s
         assert "glove" in states(client)
         invalid = grpc.StatusCode.INVALID_ARGUMENT
         pickled = f'kind = "word-vectors"\nformat = "gensim"\nallow_pickle = true\npath = "{GENSIM_DATA}/x.kv"\n'
-        assert refused(lambda: client.load_model("pickled", pickled)) == (invalid, "INVALID_VALUE")
-        assert refused(lambda: client.load_model("broken", "kind = [")) == (invalid, "INVALID_VALUE")
-        assert refused(lambda: client.load_model("named", 'name = "x"\nkind = "word-vectors"')) == (
-            invalid,
-            "INVALID_VALUE",
+        assert_refused(lambda: client.load_model("pickled", pickled), invalid, "INVALID_VALUE")
+        assert_refused(lambda: client.load_model("broken", "kind = ["), invalid, "INVALID_VALUE")
+        assert_refused(
+            lambda: client.load_model("named", 'name = "x"\nkind = "word-vectors"'), invalid, "INVALID_VALUE"
         )
-        assert refused(lambda: client.load_model("nope")) == (grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND")
-        with pytest.raises(EmbedsvcClientError) as info:
-            client.load_model("torchscript", 'kind = "image-encoder"\nformat = "torchscript"\npath = "/x.pt"\n')
-        assert "configuration file" in info.value.message
+        assert_refused(lambda: client.load_model("nope"), grpc.StatusCode.NOT_FOUND, "MODEL_NOT_FOUND")
+        torchscript = 'kind = "image-encoder"\nformat = "torchscript"\npath = "/x.pt"\n'
+        error = assert_refused(
+            lambda: client.load_model("torchscript", torchscript), invalid, "INVALID_VALUE", "config"
+        )
+        assert "configuration file" in error.message
 
 
 def test_reload_switches_versions_and_a_failed_reload_keeps_the_old_one(served, tmp_path):
@@ -124,10 +105,7 @@ def test_reload_switches_versions_and_a_failed_reload_keeps_the_old_one(served, 
         after = client.reload_model("planted", config)
         assert after.state == models_pb2.MODEL_STATE_READY and after.version != before
         broken = f'kind = "word-vectors"\nformat = "word2vec-text"\npath = "{tmp_path / "missing.txt"}"\n'
-        assert refused(lambda: client.reload_model("planted", broken)) == (
-            grpc.StatusCode.UNAVAILABLE,
-            "MODEL_NOT_READY",
-        )
+        assert_refused(lambda: client.reload_model("planted", broken), grpc.StatusCode.UNAVAILABLE, "MODEL_NOT_READY")
         assert client.get_model("planted").version == after.version  # the loaded one still serves
         assert client.arithmetic("planted", ["king - man + woman"], top_n=1).results[0].hits[0].word == "queen"
 
@@ -153,9 +131,12 @@ def test_a_call_running_on_a_model_being_unloaded_finishes(served, monkeypatch):
         )
         running.start()
         assert entered.wait(20)
-        admin.unload_model("planted")
-        time.sleep(0.1)
+        assert admin.unload_model("planted").state == models_pb2.MODEL_STATE_UNLOADED  # while the call runs on it
         release.set()
         running.join(20)
         assert np.isclose(result["s"][0], 1.0)  # finished on the model it started with
-        assert refused(lambda: client.similarity("planted", [("king", "king")]))[1] == "MODEL_UNLOADED"
+        assert_refused(
+            lambda: client.similarity("planted", [("king", "king")]),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "MODEL_UNLOADED",
+        )

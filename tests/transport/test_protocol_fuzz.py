@@ -22,13 +22,10 @@ from PIL import Image
 
 from embedsvc.api import SERVICES
 from embedsvc.backends.base import ModelSpec
-from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOptions
 from embedsvc.backends.vae import VAEOptions
-from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
 from embedsvc.client import Client
 from embedsvc.limits import Limits
-from embedsvc.settings import Settings
-from embedsvc.transport.server import create_server
+from tests.conftest import planted_specs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -180,32 +177,16 @@ def message_class(desc: descriptor.Descriptor):
 
 
 @pytest.fixture(scope="module")
-def fuzz_target(tmp_path_factory, planted_file):
-    tmp = tmp_path_factory.mktemp("fuzz")
-    settings = Settings(
-        port=0,
-        data_dir=tmp / "data",
-        embedded_models=False,
-        models=(
-            ModelSpec("planted", WordVectorsOptions(WordVectorFormat.WORD2VEC_TEXT, planted_file)),
-            ModelSpec("planted-mean", TextEncoderOptions(TextEncoderFormat.AVERAGED_WORDS, words="planted")),
-            ModelSpec("vae", VAEOptions(REPO / "models" / "mnist-vae")),
-        ),
-        # Small limits: the fuzzer reaches them often, and nothing it sends can take long.
-        limits=Limits(max_inpaint_steps=20, max_steps=16, max_samples=16, max_map_points=500, max_k=50),
-        grace_period_s=0.5,
-        default_deadline_s=10,
-    )
-    srv, port = create_server(settings)
-    srv.start()
-    srv.wait_until_ready(120)
-    target = f"127.0.0.1:{port}"
-    with Client(target) as client:
-        client.create_collection("docs", dimension=32, metric="cosine", model="planted")
-        client.upsert("docs", ["a", "b"], inputs=["king", "queen"], metadata=[{"g": 1}, {"g": 2}])
-        client.create_alias("docs-alias", "docs")
-    yield srv, target
-    srv.stop(0)
+def fuzz_target(make_server, planted_file):
+    models = (*planted_specs(planted_file), ModelSpec("vae", VAEOptions(REPO / "models" / "mnist-vae")))
+    # Small limits: the fuzzer reaches them often, and nothing it sends can take long.
+    limits = Limits(max_inpaint_steps=20, max_steps=16, max_samples=16, max_map_points=500, max_k=50)
+    with make_server(models=models, limits=limits, default_deadline_s=10) as (srv, target):
+        with Client(target) as client:
+            client.create_collection("docs", dimension=32, metric="cosine", model="planted")
+            client.upsert("docs", ["a", "b"], inputs=["king", "queen"], metadata=[{"g": 1}, {"g": 2}])
+            client.create_alias("docs-alias", "docs")
+        yield srv, target
 
 
 def fire(channel: grpc.Channel, service, method, payloads: list[bytes]) -> grpc.StatusCode:

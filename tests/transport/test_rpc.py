@@ -12,7 +12,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from embedsvc.api import SERVICES
 from embedsvc.client import AsyncClient, Client, EmbedsvcClientError
 from embedsvc.v1 import arithmetic_pb2, arithmetic_pb2_grpc, common_pb2, models_pb2
-from tests.conftest import QUESTIONS_WORDS, gensim_reference
+from tests.conftest import QUESTIONS_WORDS, gensim_reference, planted_specs
+from tests.helpers import assert_refused
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -72,8 +73,8 @@ def test_vectors_carry_their_space_and_mixing_spaces_fails(client):
     assert glove.space.startswith("model:glove@sha256:")
     assert client.arithmetic("glove", [[glove[0]]], top_n=1).results[0].hits
     lee = client.embed_words("lee-text", ["the"])
-    error = error_of(lambda: client.arithmetic("lee-binary", [[lee[0]]]))
-    assert (error.code, error.reason, error.field) == (
+    error = assert_refused(
+        lambda: client.arithmetic("lee-binary", [[lee[0]]]),
         INVALID,
         "SPACE_MISMATCH",
         "expressions[0].terms[0].vector.space",
@@ -118,12 +119,6 @@ def test_evaluate_analogies_equals_gensim(client, minilm):
     assert report.questions == 19544 and report.oov_questions == 19544 - report.total.correct - report.total.incorrect
     assert [s.name for s in report.sections] == [s["section"] for s in sections[:-1]]
     assert report.provenance.parameters["restrict_vocab"] == "300000"
-
-
-def error_of(call):
-    with pytest.raises(EmbedsvcClientError) as info:
-        call()
-    return info.value
 
 
 BAD_INPUT = [
@@ -210,48 +205,34 @@ BAD_INPUT = [
 
 @pytest.mark.parametrize(("case", "call", "code", "reason", "field"), BAD_INPUT, ids=[b[0] for b in BAD_INPUT])
 def test_bad_input_gets_code_reason_and_field(client, case, call, code, reason, field):
-    error = error_of(lambda: call(client))
-    assert (error.code, error.reason) == (code, reason)
-    assert error.field == field
+    error = assert_refused(lambda: call(client), code, reason, field)
     assert error.message
     # and the server keeps serving
     assert client.arithmetic("planted", ["king - man + woman"], top_n=1).results[0].hits[0].word == "queen"
 
 
 def test_oov_error_lists_every_missing_word(client):
-    error = error_of(lambda: client.embed_words("glove", ["the", "zzq", "qqz"]))
+    error = assert_refused(lambda: client.embed_words("glove", ["the", "zzq", "qqz"]), INVALID, "OUT_OF_VOCABULARY")
     assert error.metadata["words"] == "zzq qqz"
 
 
-def test_analogy_file_over_the_limit(server_settings, tmp_path):
-    from dataclasses import replace
-
+def test_analogy_file_over_the_limit(make_server, planted_file):
     from embedsvc.limits import Limits
-    from embedsvc.transport.server import create_server
 
-    settings = replace(
-        server_settings,
-        data_dir=tmp_path / "data",
-        models=tuple(m for m in server_settings.models if m.name == "planted"),
-        embedded_models=False,
-        limits=Limits(max_analogy_bytes=100, max_expressions=2),
-    )
-    srv, port = create_server(settings)
-    srv.start()
-    try:
-        srv.wait_until_ready(60)
-        with Client(f"127.0.0.1:{port}") as c:
-            error = error_of(lambda: c.evaluate_analogies("planted", b": s\n" + b"a b c d\n" * 20))
-            assert (error.reason, error.metadata["limit"]) == ("LIMIT_EXCEEDED", "100")
-            assert error_of(lambda: c.nearest_words("planted", ["king"] * 3)).reason == "LIMIT_EXCEEDED"
-    finally:
-        srv.stop(0)
+    limits = Limits(max_analogy_bytes=100, max_expressions=2)
+    with make_server(models=planted_specs(planted_file)[:1], limits=limits) as (_srv, target), Client(target) as c:
+        error = assert_refused(
+            lambda: c.evaluate_analogies("planted", b": s\n" + b"a b c d\n" * 20), INVALID, "LIMIT_EXCEEDED"
+        )
+        assert error.metadata["limit"] == "100"
+        assert_refused(lambda: c.nearest_words("planted", ["king"] * 3), INVALID, "LIMIT_EXCEEDED")
 
 
 def test_message_size_limit_is_enforced(client):
-    with pytest.raises(EmbedsvcClientError) as info:
-        client.evaluate_analogies("planted", b": s\n" + b"x" * (65 * 1024 * 1024))
-    assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED  # refused by gRPC itself: no server reason
+    assert_refused(
+        lambda: client.evaluate_analogies("planted", b": s\n" + b"x" * (65 * 1024 * 1024)), exhausted, exhausted.name
+    )
 
 
 def test_health_per_service_and_reflection(client, target):
@@ -306,8 +287,9 @@ def test_unexpected_errors_are_internal_without_details(client, server, monkeypa
         raise ZeroDivisionError("secret internals")
 
     monkeypatch.setattr(words, "similarity", boom)
-    error = error_of(lambda: client.similarity("planted", [("king", "queen")]))
-    assert (error.code, error.reason) == (grpc.StatusCode.INTERNAL, "INTERNAL")
+    error = assert_refused(
+        lambda: client.similarity("planted", [("king", "queen")]), grpc.StatusCode.INTERNAL, "INTERNAL"
+    )
     assert "secret" not in error.message
     assert any("secret internals" in (r.exc_text or "") or r.exc_info for r in caplog.records)
 

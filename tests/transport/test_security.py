@@ -15,64 +15,39 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from embedsvc.api import HEALTH, SERVICES
-from embedsvc.backends.base import ModelSpec
-from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOptions
-from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
 from embedsvc.client import Client, EmbedsvcClientError, collection_points
 from embedsvc.settings import ApiKey, AuthSettings, Role, Settings, TlsSettings
 from embedsvc.transport import admission, roles
 from embedsvc.transport.auth import key_hash, new_key
 from embedsvc.transport.logs import JsonFormatter
-from embedsvc.transport.server import create_server
-from embedsvc.v1 import models_pb2
+from embedsvc.v1 import (
+    models_pb2,
+)
+from tests.helpers import assert_refused
 
 KEYS = {name: new_key() for name in ("admin", "writer", "reader", "scoped")}
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 
 
-def err(fn):
-    with pytest.raises(EmbedsvcClientError) as info:
-        fn()
-    return info.value.code, info.value.reason
-
-
-def serve(tmp_path, planted_file, **overrides):
-    specs = (
-        ModelSpec("planted", WordVectorsOptions(WordVectorFormat.WORD2VEC_TEXT, planted_file)),
-        ModelSpec("planted-mean", TextEncoderOptions(TextEncoderFormat.AVERAGED_WORDS, words="planted")),
-    )
-    settings = Settings(
-        port=0,
-        data_dir=tmp_path / "data",
-        embedded_models=False,
-        models=specs,
-        grace_period_s=1,
-        **overrides,
-    )
-    srv, port = create_server(settings)
-    srv.start()
-    srv.wait_until_ready(60)
-    return srv, f"127.0.0.1:{port}"
+UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")  # no server reason: the connection failed
 
 
 @pytest.fixture(scope="module")
-def secured(tmp_path_factory, planted_file):
-    tmp = tmp_path_factory.mktemp("secured")
+def secured(make_server):
     keys = (
         ApiKey("admin", Role.ADMIN, key_hash(KEYS["admin"])),
         ApiKey("writer", Role.WRITE, key_hash(KEYS["writer"])),
         ApiKey("reader", Role.READ, key_hash(KEYS["reader"])),
         ApiKey("scoped", Role.WRITE, key_hash(KEYS["scoped"]), ("docs", "img-*")),
     )
-    srv, target = serve(tmp, planted_file, auth=AuthSettings(enabled=True, keys=keys), metrics_port=0)
-    with Client(target, api_key=KEYS["admin"]) as admin:
-        for name in ("docs", "img-cats", "secret"):
-            admin.create_collection(name, dimension=32, metric="l2")
-            admin.upsert(name, [f"{name}-1"], np.ones((1, 32), np.float32), [{"n": 1}])
-        admin.create_alias("docs-by-another-name", "secret")
-    yield srv, target
-    srv.stop(0)
+    with make_server(auth=AuthSettings(enabled=True, keys=keys), metrics_port=0) as (srv, target):
+        with Client(target, api_key=KEYS["admin"]) as admin:
+            for name in ("docs", "img-cats", "secret"):
+                admin.create_collection(name, dimension=32, metric="l2")
+                admin.upsert(name, [f"{name}-1"], np.ones((1, 32), np.float32), [{"n": 1}])
+            admin.create_alias("docs-by-another-name", "secret")
+        yield srv, target
 
 
 def test_every_rpc_has_exactly_one_role():
@@ -90,13 +65,11 @@ def test_every_rpc_has_exactly_one_role():
 def test_keys_are_required_and_checked(secured):
     _, target = secured
     with Client(target) as anonymous:
-        assert err(lambda: anonymous.list_models()) == (UNAUTHENTICATED, "UNAUTHENTICATED")
+        assert_refused(lambda: anonymous.list_models(), UNAUTHENTICATED, "UNAUTHENTICATED")
         assert anonymous.health() == "SERVING"  # health checks stay open
     with Client(target, api_key="esk_not-a-key") as stranger:
-        with pytest.raises(EmbedsvcClientError) as info:
-            stranger.list_collections()
-        assert (info.value.reason, info.value.metadata["problem"]) == ("UNAUTHENTICATED", "unknown")
-        assert "esk_not-a-key" not in info.value.message
+        error = assert_refused(lambda: stranger.list_collections(), UNAUTHENTICATED, "UNAUTHENTICATED")
+        assert error.metadata["problem"] == "unknown" and "esk_not-a-key" not in error.message
     channel = grpc.insecure_channel(target)
     stub = models_pb2_grpc_stub(channel)
     for header in ("Basic abc", "Bearer", "Bearer    ", "Bearer " + "x" * 2000, KEYS["admin"]):
@@ -128,15 +101,15 @@ def test_roles(secured):
     with Client(target, api_key=KEYS["reader"]) as reader:
         assert reader.search("docs", vector=vector, k=1)[0].id == "docs-1"
         assert reader.arithmetic("planted", ["king - man + woman"], top_n=1).results[0].hits[0].word == "queen"
-        assert err(lambda: reader.upsert("docs", ["x"], np.ones((1, 32), np.float32))) == (DENIED, "PERMISSION_DENIED")
-        assert err(lambda: reader.delete_items("docs", ["docs-1"])) == (DENIED, "PERMISSION_DENIED")
+        assert_refused(lambda: reader.upsert("docs", ["x"], np.ones((1, 32), np.float32)), DENIED, "PERMISSION_DENIED")
+        assert_refused(lambda: reader.delete_items("docs", ["docs-1"]), DENIED, "PERMISSION_DENIED")
     with Client(target, api_key=KEYS["writer"]) as writer:
         writer.upsert("docs", ["w"], np.ones((1, 32), np.float32))
         assert writer.delete_items("docs", ["w"]) == (1, 0)
-        assert err(lambda: writer.create_collection("mine", dimension=4)) == (DENIED, "PERMISSION_DENIED")
-        assert err(lambda: writer.delete_collection("docs")) == (DENIED, "PERMISSION_DENIED")
-        assert err(lambda: writer.rebuild("docs")) == (DENIED, "PERMISSION_DENIED")
-        assert err(lambda: writer.create_alias("a", "docs")) == (DENIED, "PERMISSION_DENIED")
+        assert_refused(lambda: writer.create_collection("mine", dimension=4), DENIED, "PERMISSION_DENIED")
+        assert_refused(lambda: writer.delete_collection("docs"), DENIED, "PERMISSION_DENIED")
+        assert_refused(lambda: writer.rebuild("docs"), DENIED, "PERMISSION_DENIED")
+        assert_refused(lambda: writer.create_alias("a", "docs"), DENIED, "PERMISSION_DENIED")
     with Client(target, api_key=KEYS["admin"]) as admin:
         admin.create_collection("temporary", dimension=4)
         admin.delete_collection("temporary")
@@ -150,17 +123,17 @@ def test_collection_scopes(secured):
         assert scoped.search("img-cats", vector=vector, k=1)[0].id == "img-cats-1"
         scoped.upsert("img-cats", ["new"], np.ones((1, 32), np.float32))
         denied = (DENIED, "PERMISSION_DENIED")
-        assert err(lambda: scoped.search("secret", vector=vector)) == denied
-        assert err(lambda: scoped.search("docs-by-another-name", vector=vector)) == denied  # an alias of "secret"
-        assert err(lambda: scoped.get_items("secret", ["secret-1"])) == denied
-        assert err(lambda: scoped.upsert_stream("secret", ["s"], np.ones((1, 32), np.float32))) == denied
-        assert err(lambda: scoped.project(collection_points("secret"))) == denied
-        assert err(lambda: list(scoped.export_items("secret"))) == denied
+        assert_refused(lambda: scoped.search("secret", vector=vector), *denied)
+        assert_refused(lambda: scoped.search("docs-by-another-name", vector=vector), *denied)  # an alias of "secret"
+        assert_refused(lambda: scoped.get_items("secret", ["secret-1"]), *denied)
+        assert_refused(lambda: scoped.upsert_stream("secret", ["s"], np.ones((1, 32), np.float32)), *denied)
+        assert_refused(lambda: scoped.project(collection_points("secret")), *denied)
+        assert_refused(lambda: list(scoped.export_items("secret")), *denied)
         assert [c.name for c in scoped.list_collections()] == ["docs", "img-cats"]
         assert scoped.list_aliases() == []  # the alias points outside the scope
-        with pytest.raises(EmbedsvcClientError) as info:
-            scoped.search("secret", vector=vector)
-        assert info.value.metadata["collection"] == "secret"
+        assert (
+            assert_refused(lambda: scoped.search("secret", vector=vector), *denied).metadata["collection"] == "secret"
+        )
 
 
 def test_the_audit_log_records_writes_not_keys(secured):
@@ -168,7 +141,7 @@ def test_the_audit_log_records_writes_not_keys(secured):
     with Client(target, api_key=KEYS["writer"]) as writer:
         writer.upsert("docs", ["a1", "a2", "a3"], np.ones((3, 32), np.float32))
         writer.search("docs", vector=np.zeros(32, np.float32))
-        err(lambda: writer.delete_collection("docs"))
+        assert_refused(lambda: writer.delete_collection("docs"), DENIED, "PERMISSION_DENIED")
     srv.audit.flush()
     lines = [json.loads(line) for line in (srv.settings.data_dir / "audit.log").read_text().splitlines()]
     upsert = next(e for e in lines if e["method"].endswith("/Upsert") and e["key"] == "writer" and e["count"] == 3)
@@ -196,20 +169,37 @@ def test_audit_log_rotation(tmp_path):
     assert kept == list(range(kept[0], 200))  # the newest lines, in order, none torn
 
 
-def test_reads_are_audited_on_request(tmp_path, planted_file):
+def test_reads_are_audited_on_request(make_server):
     key = new_key()
     auth = AuthSettings(enabled=True, keys=(ApiKey("r", Role.READ, key_hash(key)),), audit_reads=True)
-    srv, target = serve(tmp_path, planted_file, auth=auth)
-    try:
+    with make_server(auth=auth) as (srv, target):
         with Client(target, api_key=key) as reader:
             reader.similarity("planted", [("king", "queen")])
         srv.audit.flush()
-        lines = [json.loads(line) for line in (tmp_path / "data" / "audit.log").read_text().splitlines()]
+        lines = [json.loads(line) for line in (srv.settings.data_dir / "audit.log").read_text().splitlines()]
         assert [(e["method"], e["key"], e["code"]) for e in lines] == [
             ("/embedsvc.v1.WordService/Similarity", "r", "OK")
         ]
-    finally:
-        srv.stop(0)
+
+
+def test_a_missing_key_is_explained_in_each_surfaces_words(secured, capsys, monkeypatch):
+    """gRPC callers read `authorization` metadata, CLI users --api-key or EMBEDSVC_API_KEY: the server sends the hint's
+    id (ErrorInfo metadata "hint") and each surface words it (HTTP: tests/transport/test_http.py)."""
+    from embedsvc.cli import main
+
+    _, target = secured
+    with Client(target) as anonymous, pytest.raises(EmbedsvcClientError) as info:
+        anonymous.list_collections()
+    assert (info.value.code, info.value.reason) == (UNAUTHENTICATED, "UNAUTHENTICATED")
+    assert info.value.metadata == {"problem": "missing", "hint": "send-api-key"}
+    assert "metadata `authorization: Bearer <key>`" in info.value.message
+    monkeypatch.delenv("EMBEDSVC_API_KEY", raising=False)
+    assert main(["--target", target, "collections", "list"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: UNAUTHENTICATED UNAUTHENTICATED: no API key")
+    assert "--api-key" in err and "EMBEDSVC_API_KEY" in err and "metadata" not in err
+    assert main(["collections", "list", "--target", target, "--api-key", KEYS["reader"], "--json"]) == 0  # after, too
+    assert json.loads(capsys.readouterr().out)["collections"]
 
 
 def test_metrics_request_ids_and_no_key_in_logs_or_metrics(secured, caplog):
@@ -218,9 +208,12 @@ def test_metrics_request_ids_and_no_key_in_logs_or_metrics(secured, caplog):
     with Client(target, api_key=KEYS["admin"]) as admin:
         admin.embed_texts("planted-mean", ["king queen", "man woman"])
         admin.search("docs", vector=np.zeros(32, np.float32))
-        with pytest.raises(EmbedsvcClientError) as info:
-            admin.search("nope", vector=np.zeros(32, np.float32))
-        assert len(info.value.request_id) == 32
+        error = assert_refused(
+            lambda: admin.search("nope", vector=np.zeros(32, np.float32)),
+            grpc.StatusCode.NOT_FOUND,
+            "COLLECTION_NOT_FOUND",
+        )
+        assert len(error.request_id) == 32
     channel = grpc.insecure_channel(target)
     stub = models_pb2_grpc_stub(channel)
     _, call = stub.ListModels.with_call(
@@ -237,6 +230,9 @@ def test_metrics_request_ids_and_no_key_in_logs_or_metrics(secured, caplog):
         for s in requests
     )
     assert any(s.labels["method"] == "EmbedTexts" and s.labels["code"] == "OK" and s.value >= 1 for s in requests)
+    # Once a method has been called, its shed counter exists at 0, so that rate() alerts see the first refusal.
+    shed = [s for s in requests if s.labels["method"] == "EmbedTexts" and s.labels["code"] == "RESOURCE_EXHAUSTED"]
+    assert [s.value for s in shed if s.name == "embedsvc_requests_total"] == [0.0]
     assert "embedsvc_request_duration_seconds" in families and "embedsvc_requests_in_flight" in families
     info = {s.labels["model"]: s.labels for s in families["embedsvc_model_info"].samples}
     assert info["planted"]["kind"] == "word-vectors" and info["planted"]["state"] == "ready"
@@ -287,38 +283,34 @@ def certificates(tmp_path_factory):
     return files
 
 
-def test_tls_and_mutual_tls(tmp_path, planted_file, certificates):
+def test_tls_and_mutual_tls(make_server, certificates):
     c = certificates
     tls = TlsSettings(c["server.pem"], c["server.key"], c["ca.pem"])
-    srv, target = serve(tmp_path, planted_file, tls=tls)
-    try:
+    with make_server(tls=tls) as (_srv, target):
         with Client(target, timeout=5) as plaintext:
-            assert err(lambda: plaintext.list_models())[0] == grpc.StatusCode.UNAVAILABLE
+            assert_refused(lambda: plaintext.list_models(), *UNAVAILABLE)
         with Client(target, ca_file=c["ca.pem"], timeout=5) as no_certificate:
-            assert err(lambda: no_certificate.list_models())[0] == grpc.StatusCode.UNAVAILABLE
+            assert_refused(lambda: no_certificate.list_models(), *UNAVAILABLE)
         with Client(
             target, ca_file=c["ca.pem"], cert_file=c["stranger.pem"], key_file=c["stranger.key"], timeout=5
         ) as bad:
-            assert err(lambda: bad.list_models())[0] == grpc.StatusCode.UNAVAILABLE
+            assert_refused(lambda: bad.list_models(), *UNAVAILABLE)
         with Client(
             target, ca_file=c["ca.pem"], cert_file=c["expired.pem"], key_file=c["expired.key"], timeout=5
         ) as expired:
-            assert err(lambda: expired.list_models())[0] == grpc.StatusCode.UNAVAILABLE
+            assert_refused(lambda: expired.list_models(), *UNAVAILABLE)
         with Client(target, ca_file=c["ca.pem"], cert_file=c["client.pem"], key_file=c["client.key"]) as good:
             assert [m.name for m in good.list_models()] == ["planted", "planted-mean"]
-    finally:
-        srv.stop(0)
 
 
-def test_the_http_port_serves_https_with_the_same_certificates(tmp_path, planted_file, certificates):
+def test_the_http_port_serves_https_with_the_same_certificates(make_server, certificates):
     import ssl
 
     import httpx
 
     c = certificates
     tls = TlsSettings(c["server.pem"], c["server.key"], c["ca.pem"])
-    srv, _target = serve(tmp_path, planted_file, tls=tls, http_port=0)
-    try:
+    with make_server(tls=tls, http_port=0) as (srv, _target):
         assert srv.http is not None and srv.http.scheme == "https"
         url = f"https://127.0.0.1:{srv.http.port}/embedsvc.v1.ModelService/ListModels"
         trusted = ssl.create_default_context(cafile=str(c["ca.pem"]))
@@ -330,18 +322,15 @@ def test_the_http_port_serves_https_with_the_same_certificates(tmp_path, planted
         assert [m["name"] for m in answer.json()["models"]] == ["planted", "planted-mean"]
         with pytest.raises(httpx.HTTPError):  # plain HTTP on the HTTPS port
             httpx.post(url.replace("https", "http"), json={})
-    finally:
-        srv.stop(0)
 
 
-def test_certificates_are_reloaded_without_a_restart(tmp_path, planted_file, certificates):
+def test_certificates_are_reloaded_without_a_restart(tmp_path, make_server, certificates):
     folder = tmp_path / "live"
     folder.mkdir()
     first = certificates
     for name in ("server.pem", "server.key"):
         (folder / name).write_bytes(first[name].read_bytes())
-    srv, target = serve(tmp_path, planted_file, tls=TlsSettings(folder / "server.pem", folder / "server.key"))
-    try:
+    with make_server(tls=TlsSettings(folder / "server.pem", folder / "server.key")) as (_srv, target):
         with Client(target, ca_file=first["ca.pem"]) as old:
             assert old.health() == "SERVING"
         rotated = trustme.CA()
@@ -352,12 +341,10 @@ def test_certificates_are_reloaded_without_a_restart(tmp_path, planted_file, cer
         with Client(target, ca_file=tmp_path / "new-ca.pem") as new:
             assert new.health() == "SERVING"  # a new connection gets the new certificate
         with Client(target, ca_file=first["ca.pem"], timeout=5) as stale:
-            assert err(lambda: stale.health())[0] == grpc.StatusCode.UNAVAILABLE
+            assert_refused(lambda: stale.health(), *UNAVAILABLE)
         (folder / "server.key").write_bytes(b"not a key")  # a broken file: the current certificate stays
         with Client(target, ca_file=tmp_path / "new-ca.pem") as still:
             assert still.health() == "SERVING"
-    finally:
-        srv.stop(0)
 
 
 def test_configuration_errors_name_the_field(tmp_path):

@@ -11,9 +11,10 @@ import grpc
 import numpy as np
 import pytest
 
-from embedsvc.client import Client, EmbedsvcClientError
+from embedsvc.client import Client
 from embedsvc.v1 import arithmetic_pb2, text_pb2
 from tests.conftest import GENSIM_DATA
+from tests.helpers import assert_refused
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -33,12 +34,6 @@ def sentences() -> list[str]:
     docs = (GENSIM_DATA / "lee_background.cor").read_text(encoding="utf-8").splitlines()
     split = [s.strip() for d in docs[:15] for s in re.split(r"(?<=[.!?])\s+", d) if len(s.split()) >= 4]
     return split[:90] + docs[:10]
-
-
-def err(call):
-    with pytest.raises(EmbedsvcClientError) as info:
-        call()
-    return info.value.code, info.value.reason
 
 
 def test_minilm_equals_sentence_transformers(client, st_model, sentences):
@@ -68,8 +63,9 @@ def test_concurrent_callers_each_get_their_own_vectors(client, target, st_model,
 
 def test_an_expired_call_is_refused_and_the_server_keeps_serving(target, sentences):
     with Client(target, timeout=0.001) as hurried:
-        code, _ = err(lambda: hurried.embed_texts("minilm", sentences * 4))
-    assert code is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert_refused(
+            lambda: hurried.embed_texts("minilm", sentences * 4), grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"
+        )
     with Client(target, timeout=60) as c:
         assert c.embed_texts("minilm", ["still serving"]).vectors.shape == (1, 384)
 
@@ -96,7 +92,9 @@ def test_minilm_static_sentence_mode_equals_model2vec(client, data_dir, sentence
     model = StaticModel.from_pretrained(str(sentence_model_dir(data_dir)), force_download=False)
     got = client.embed_texts("minilm-static", sentences)
     np.testing.assert_allclose(got.vectors, model.encode(sentences, normalize=False), atol=1e-6)
-    assert client.get_model("minilm-static").embeds_texts
+    info = client.get_model("minilm-static")
+    assert info.embeds_texts
+    assert got.space == f"model:minilm-static@{info.version}"  # one distillation, one identity: words and texts
 
 
 def test_averaged_words_mean_equals_gensim_and_sif_follows_its_definition(client):
@@ -149,7 +147,7 @@ def test_bad_input(client, case, call, expected):
         with pytest.raises(ValueError):
             call(client)
     else:
-        assert err(lambda: call(client)) == expected
+        assert_refused(lambda: call(client), *expected)
     assert client.health("embedsvc.v1.TextService") == "SERVING"
 
 
@@ -203,8 +201,7 @@ def test_semantic_search_over_a_text_collection(client, backend):
         assert recall >= 0.9
         # The item embedded from the query's own text is left out, as for words.
         assert all(h.id != "0" for h in client.search("para", input=PARAPHRASES[0][0], k=3))
-        code, reason = err(lambda: client.search("para", input="   ", k=1))
-        assert (code, reason) == (INVALID, "INVALID_VALUE")
+        assert_refused(lambda: client.search("para", input="   ", k=1), INVALID, "INVALID_VALUE")
     finally:
         client.delete_collection("para")
 
@@ -254,29 +251,18 @@ def test_get_model_says_which_engine_runs_each_model(client):
     assert client.get_model("glove").engine == "numpy"
 
 
-def test_a_collection_bound_to_fp32_refuses_int8_vectors(tmp_path, data_dir):
+def test_a_collection_bound_to_fp32_refuses_int8_vectors(make_server):
     pytest.importorskip("onnxruntime")
     from embedsvc.backends.base import ModelSpec
     from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOptions
     from embedsvc.client import SpaceVector
-    from embedsvc.settings import Settings
-    from embedsvc.transport.server import create_server
-    from tests.conftest import server_data_dir
 
     int8 = ModelSpec("minilm-int8", TextEncoderOptions(TextEncoderFormat.SENTENCE_TRANSFORMERS, precision="int8"))
-    folder = server_data_dir(tmp_path / "data", data_dir)
-    srv, port = create_server(Settings(port=0, data_dir=folder, models=(int8,), grace_period_s=1))
-    srv.start()
-    try:
-        srv.wait_until_ready(180)
-        with Client(f"127.0.0.1:{port}") as c:
-            info = c.get_model("minilm-int8")
-            assert (info.engine, info.precision) == ("onnx", "int8") and info.version.endswith("+int8")
-            assert info.quality.sentences == 500 and info.quality.mean_cosine >= 0.98
-            c.create_collection("fp32-docs", model="minilm")
-            quantised = c.embed_texts("minilm-int8", ["a quiet day at the beach"])
-            vector = SpaceVector(quantised.vectors[0], quantised.space)
-            code, reason = err(lambda: c.search("fp32-docs", vector=vector, k=1))
-            assert (code, reason) == (INVALID, "SPACE_MISMATCH")
-    finally:
-        srv.stop(0)
+    with make_server(embedded_models=True, models=(int8,)) as (_srv, target), Client(target) as c:
+        info = c.get_model("minilm-int8")
+        assert (info.engine, info.precision) == ("onnx", "int8") and info.version.endswith("+int8")
+        assert info.quality.sentences == 500 and info.quality.mean_cosine >= 0.98
+        c.create_collection("fp32-docs", model="minilm")
+        quantised = c.embed_texts("minilm-int8", ["a quiet day at the beach"])
+        vector = SpaceVector(quantised.vectors[0], quantised.space)
+        assert_refused(lambda: c.search("fp32-docs", vector=vector, k=1), INVALID, "SPACE_MISMATCH")

@@ -8,18 +8,29 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from embedsvc.core.collections.binding import binding
 from embedsvc.core.collections.checks import check_indexed_fields
+from embedsvc.core.collections.fusion import Fusion, Method
 from embedsvc.core.collections.service import CollectionInfo, Collections
 from embedsvc.core.operations import Operation, OperationStore, Progress
 from embedsvc.core.paging import Page, page_size
 from embedsvc.errors import EmbedsvcError, Reason, invalid, limit_exceeded, missing
 from embedsvc.index.aliases import Alias, Aliases, not_found
 from embedsvc.index.backend import check_name
-from embedsvc.index.types import Backend, CollectionConfig, IndexedField, IndexParams, Metric
+from embedsvc.index.keyword.analyzer import check_language
+from embedsvc.index.types import (
+    Backend,
+    CollectionConfig,
+    IndexedField,
+    IndexParams,
+    Metric,
+    SearchDefaults,
+    SearchMode,
+)
 
 REBUILD = "rebuild"
 # Whether the caller may see a collection (listings leave the others out); the transport knows the caller.
@@ -28,6 +39,14 @@ Visible = Callable[[str], bool]
 
 def _everything(name: str) -> bool:
     return True
+
+
+@dataclass(frozen=True)
+class KeywordSpec:
+    """A CreateCollection's keyword index: its language ("" = English) and whether to have one (None: yes)."""
+
+    language: str = ""
+    enabled: bool | None = None
 
 
 class CollectionAdmin:
@@ -52,14 +71,22 @@ class CollectionAdmin:
         *,
         backend: Backend | None = None,
         indexed_fields: Sequence[IndexedField] = (),
+        keyword: KeywordSpec | None = None,
+        search_defaults: SearchDefaults | None = None,
     ) -> CollectionInfo:
+        """`keyword`: the keyword index (None: one in English for a collection bound to a text model, none
+        otherwise; on a backend that cannot hold one, none unless asked for, which is then BACKEND_UNSUPPORTED).
+        `search_defaults`: what searches get when they do not say (checked here). `indexed_fields`: metadata fields
+        indexed for filters (at most limits.max_indexed_fields)."""
         check_name(name)
         check_indexed_fields(indexed_fields, self.limits)
         if metric is None:
             raise missing("metric", "the metric")
         model_version = space = ""
+        text_model = False
         if model:
             bound = binding(self.collections.registry, model, self.collections.latents)
+            text_model = bound.text is not None
             if dimension and dimension != bound.dimension:
                 raise EmbedsvcError(
                     Reason.DIMENSION_MISMATCH,
@@ -76,6 +103,8 @@ class CollectionAdmin:
         resolved = index.resolved(dimension, rescoring=self.store.rescoring(backend))
         for field, message in resolved.problems(dimension):
             raise invalid(field, message)
+        language = self._keyword(keyword, text_model, backend)
+        defaults = self._search_defaults(search_defaults or SearchDefaults(), language, name)
         config = CollectionConfig(
             name,
             dimension,
@@ -87,6 +116,8 @@ class CollectionAdmin:
             created_at=datetime.now(UTC).timestamp(),
             backend=backend,
             indexed_fields=tuple(indexed_fields),
+            keyword=language,
+            search_defaults=defaults,
         )
         with self._names:
             if self.aliases.get(name) is not None:
@@ -98,6 +129,40 @@ class CollectionAdmin:
                 )
             created = self.store.create(config)
         return self.collections.describe(created)
+
+    def _keyword(self, spec: KeywordSpec | None, text_model: bool, backend: Backend | None) -> str:
+        """The new collection's keyword language ("" for none)."""
+        wanted = text_model if spec is None else spec.enabled is not False
+        if not wanted:
+            return ""
+        language = check_language(spec.language if spec is not None else "")
+        unsupported = self.store.keyword_unsupported(backend)
+        if unsupported is not None:
+            if spec is None:
+                return ""  # the default on a backend without full-text search: a dense-only collection
+            unsupported.field = "keyword"
+            raise unsupported
+        return language
+
+    def _search_defaults(self, defaults: SearchDefaults, language: str, name: str) -> SearchDefaults:
+        if defaults.mode is not SearchMode.DENSE and not language:
+            raise EmbedsvcError(
+                Reason.KEYWORD_INDEX_MISSING,
+                f"search_defaults.mode {defaults.mode.value} needs a keyword index, which collection '{name}' would "
+                "not have (set `keyword`, or bind it to a text model)",
+                field="search_defaults.mode",
+                metadata={"collection": name},
+            )
+        method = Method(defaults.fusion) if defaults.fusion else None
+        fusion = Fusion(method, defaults.rrf_k, defaults.dense_weight, defaults.candidates)
+        fusion.resolved(1, 2**31 - 1, field="search_defaults.fusion")  # the ranges (rrf_k, dense_weight)
+        if defaults.candidates > self.limits.max_candidates:
+            raise limit_exceeded(
+                "search_defaults.fusion.candidates", "candidates", defaults.candidates, self.limits.max_candidates
+            )
+        if defaults.candidates < 0:
+            raise invalid("search_defaults.fusion.candidates", "candidates must not be negative")
+        return defaults
 
     def list_page(self, size: int, token: str, visible: Visible = _everything) -> Page[CollectionInfo]:
         """Collections by name, those `visible` says the caller may see."""

@@ -5,12 +5,13 @@ Grammar (keywords case-insensitive):
     or      := and { OR and }
     and     := unary { AND unary }
     unary   := NOT unary | "(" expr ")" | compare
-    compare := field ("=" | "!=" | "<" | "<=" | ">" | ">=") value | field IN "[" value { "," value } "]"
+    compare := field ("=" | "==" | "!=" | "<" | "<=" | ">" | ">=") value | field IN "[" value { "," value } "]"
     value   := "string" | integer | number | true | false | timestamp "(" "RFC 3339 string" ")"
-A field is a bare name (letters, digits, '_', '.', '-') or a "quoted" one. On a list field, = and IN match when any
-element matches and != when no element does; < and friends compare numbers with numbers (integers exactly, whatever
-their size), strings with strings and timestamps with timestamps. A missing field matches only !=. A filter compiles
-once into a predicate over an item's metadata dict.
+A field is a bare name (letters, digits, '_', '.', '-') or a "quoted" one; `==` is `=` (as Milvus and Python write
+it). A bare word where a value belongs (`genre = rock`) is INVALID_FILTER with the hint to quote it. On a list field,
+= and IN match when any element matches and != when no element does; < and friends compare numbers with numbers
+(integers exactly, whatever their size), strings with strings and timestamps with timestamps. A missing field matches
+only !=. A filter compiles once into a predicate over an item's metadata dict.
 
 Costs are bounded for any input: lexing is linear (no backtracking: atomic groups), parsing and evaluation nest at most
 limits.max_filter_depth levels of parentheses and NOTs (deeper is INVALID_FILTER, never a RecursionError), an IN list
@@ -20,13 +21,14 @@ metadata), which limits.max_metadata_bytes bounds.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from embedsvc.errors import EmbedsvcError, Reason, limit_exceeded
+from embedsvc.errors import EmbedsvcError, Hint, Reason, limit_exceeded
 from embedsvc.index.filtering import All, AnyOf, Compare, Filter, Member, Node, Not, Predicate, predicate
 
 # Atomic groups and possessive quantifiers: a token is matched without backtracking, so lexing is linear in the
@@ -35,7 +37,7 @@ _TOKEN = re.compile(
     r"""\s*+(?:
       (?P<string>"(?:[^"\\]++|\\.)*+")
     | (?P<number>-?(?>\d++(?:\.\d*+)?|\.\d++)(?>[eE][-+]?\d++)?)(?![\w.])
-    | (?P<op><=|>=|!=|=|<|>)
+    | (?P<op><=|>=|!=|==|=|<|>)
     | (?P<punct>[()\[\],])
     | (?P<name>[A-Za-z_][\w.\-]*+)
     )""",
@@ -174,9 +176,10 @@ class _Parser:
         if op.kind != "op":
             raise _error(f"expected a comparison after {field!r}, got {op.text or 'the end'!r}", op.position)
         value = self.value()
-        if isinstance(value, bool) and op.text not in ("=", "!="):
+        operator = "=" if op.text == "==" else op.text
+        if isinstance(value, bool) and operator not in ("=", "!="):
             raise _error(f"{op.text} needs a number, a string or a timestamp, not {str(value).lower()}", op.position)
-        return Compare(field, op.text, value)
+        return Compare(field, operator, value)
 
     def value(self) -> Any:
         tok = self.take()
@@ -199,6 +202,11 @@ class _Parser:
             return tok.text == "true"
         if tok.kind == "name" and tok.text.lower() == "timestamp" and self.accept("punct", "("):
             return self.timestamp()
+        if tok.kind == "name":  # genre = rock: a string without its quotes
+            quoted = json.dumps(tok.text)
+            error = _error(f"expected a value, got {tok.text}: strings are in double quotes, {quoted}", tok.position)
+            error.metadata.update({"hint": Hint.QUOTE_STRINGS.value, "value": tok.text})
+            raise error
         raise _error(f"expected a value, got {tok.text or 'the end'!r}", tok.position)
 
     def timestamp(self) -> datetime:

@@ -9,32 +9,49 @@ mixed into another space.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
+from embedsvc.backends.capabilities import Capability
 from embedsvc.calls import CallControl
 from embedsvc.core.collections.binding import Binding, binding
-from embedsvc.core.collections.checks import check_id, check_ids, check_metadata
+from embedsvc.core.collections.checks import check_ids, check_metadata
 from embedsvc.core.collections.filters import parse_filter
+from embedsvc.core.collections.options import PackedQueries, QueryIn, SearchOptions
+from embedsvc.core.collections.options import plan as options_plan
+from embedsvc.core.collections.planner import Backend as PlannerBackend
+from embedsvc.core.collections.planner import Planner, QueryResult, Report
+from embedsvc.core.collections.queries import QueryResolver, Resolved, replace_items
 from embedsvc.core.expression import Expression
 from embedsvc.core.images.codec import ImageInput
 from embedsvc.core.images.latents import Latents
 from embedsvc.core.paging import PageTokens
 from embedsvc.core.provenance import Provenance
 from embedsvc.core.registry import ModelRegistry
+from embedsvc.core.texts import embedding as texts
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
 from embedsvc.index import metadata as stored
 from embedsvc.index.aliases import Aliases
 from embedsvc.index.backend import Stores, VectorCollection, check_name
-from embedsvc.index.types import CollectionConfig, Hit, Quantization, StoredItem, Upsert
+from embedsvc.index.types import CollectionConfig, Quantization, SearchMode, StoredItem, Upsert
 from embedsvc.limits import Limits
 from embedsvc.vectors import check_vector, packed_rows
 
-DEFAULT_K = 10
+__all__ = ["CollectionInfo", "Collections", "ItemIn", "PackedQueries", "QueryIn", "SearchOptions", "SearchOutcome"]
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """A search's answer: each query's result, the provenance, how it ran, and the collection searched."""
+
+    results: list[QueryResult]
+    provenance: Provenance
+    report: Report
+    collection: VectorCollection
 
 
 @dataclass(frozen=True)
@@ -46,36 +63,6 @@ class ItemIn:
     space: str = ""
     # For a collection bound to an image model: the image to embed.
     image: ImageInput | None = None
-
-
-@dataclass(frozen=True)
-class QueryIn:
-    vector: np.ndarray | None = None
-    space: str = ""
-    item_id: str = ""
-    input: str = ""
-    expression: Expression | None = None
-    image: ImageInput | None = None
-
-
-@dataclass(frozen=True)
-class PackedQueries:
-    """Query vectors as one flat float32 array, rows of the collection's dimension (the bulk form of BatchSearch)."""
-
-    values: np.ndarray
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    k: int = DEFAULT_K
-    filter: str = ""
-    ef_search: int = 0
-    nprobe: int = 0
-    exact: bool = False
-    include_metadata: bool = True
-    include_vectors: bool = False
-    target_recall: float = 0.0
-    oversample: int = 0
 
 
 @dataclass(frozen=True)
@@ -192,8 +179,10 @@ class Collections:
         images: list[int] = []
         for n, item in enumerate(items):
             field = f"items[{n}]"
-            if sum((item.vector is not None, bool(item.input), item.image is not None)) > 1:
-                raise invalid(field, "set one of vector, input and image")
+            if item.image is not None and (item.vector is not None or item.input):
+                raise invalid(field, "set one of vector (with or without an input text), input and image")
+            if item.vector is not None and item.input:  # the item's text, kept and keyword-indexed, not embedded
+                texts.check_text(item.input, field + ".input", self.limits)
             if item.image is not None:
                 images.append(n)
             elif item.vector is None:
@@ -250,6 +239,32 @@ class Collections:
 
     # ---- search --------------------------------------------------------------------------------------------------
 
+    def _resolver(self) -> QueryResolver:
+        def collection_of(name: str, field: str) -> VectorCollection:
+            return self._collection_named(name, field)
+
+        return QueryResolver(self.limits, self._bound_model, collection_of)
+
+    def item_terms(
+        self, expressions: Sequence[Expression], space: str, field_of: Callable[[int, int], str]
+    ) -> list[Expression]:
+        """Expressions for a word model's arithmetic (ArithmeticService), their `item` terms replaced by their items'
+        unit vectors, from collections bound to that model (`space`)."""
+        out = []
+        for e, expression in enumerate(expressions):
+
+            def term_field(t: int, e: int = e) -> str:
+                return field_of(e, t)
+
+            replaced, _ = replace_items(expression, space, self._collection_named, self.limits, term_field, unit=True)
+            out.append(replaced)
+        return out
+
+    def _collection_named(self, name: str, field: str) -> VectorCollection:
+        collection = self.store.get(self.resolve(name, field))
+        collection.check_ready()
+        return collection
+
     def search(
         self,
         name: str,
@@ -258,8 +273,11 @@ class Collections:
         *,
         batch: bool,
         control: CallControl | None = None,
-    ) -> tuple[list[list[Hit]], Provenance, VectorCollection]:
+    ) -> SearchOutcome:
+        """Every query's hits (and groups), the provenance and the retrieval report: a plain dense search straight
+        from the backend, anything else through the planner (planner.py)."""
         collection = self._collection(name)
+        config = collection.config
         field = "queries" if batch else "query"
         rows: np.ndarray | None = None
         listed: Sequence[QueryIn] = ()
@@ -267,13 +285,14 @@ class Collections:
             rows, field = self._packed_queries(collection, queries), "packed_queries"
         else:
             listed = queries
+        n_queries = len(rows) if rows is not None else len(listed)
         if batch:
-            check_count(field, "queries", len(rows if rows is not None else listed), self.limits.max_queries)
-        k = options.k or DEFAULT_K
-        if k < 0:
-            raise invalid("options.k", f"k must be positive, got {k}")
-        if k > self.limits.max_k:
-            raise limit_exceeded("options.k", "k", k, self.limits.max_k)
+            check_count(field, "queries", n_queries, self.limits.max_queries)
+        examples = [q.examples for q in listed if q.examples is not None]
+        strategies = {e.strategy for e in examples}
+        if len(strategies) > 1:
+            raise invalid(field, "every query by example of one call must use the same strategy")
+        plan = options_plan(options, config, self.limits, examples=bool(examples))
         for name_, value in (("ef_search", options.ef_search), ("nprobe", options.nprobe)):
             if not 0 <= value <= 65536:
                 raise invalid(f"options.{name_}", f"{name_} must be 0..65536, got {value}")
@@ -281,51 +300,101 @@ class Collections:
             raise invalid("options.oversample", f"oversample must be 0..100, got {options.oversample}")
         if not 0.0 <= options.target_recall <= 1.0:
             raise invalid("options.target_recall", f"target_recall must be 0..1, got {options.target_recall}")
-        n_queries = len(rows) if rows is not None else len(listed)
+        k = plan.k
         if n_queries * k > self.limits.max_result_hits:
             raise limit_exceeded(
                 "options.k", "hits in one response (queries x k)", n_queries * k, self.limits.max_result_hits
             )
+        if plan.mode is not SearchMode.DENSE:
+            if rows is not None:
+                raise invalid("options.mode", "packed queries carry no text: they run dense searches only")
+            collection.require_keyword_index()
         where = parse_filter(
             options.filter,
             self.limits.max_filter_chars,
             max_depth=self.limits.max_filter_depth,
             max_values=self.limits.max_filter_values,
         )
-        exclude: list[set[str]] = []
+        reranker = self.registry.model(plan.rerank.model, Capability.PAIRS) if plan.rerank is not None else None
         if rows is not None:
-            vectors = rows
+            resolved = [Resolved(vector=row) for row in rows]
         else:
-            vectors, exclude = self._query_vectors(collection, listed, field, batch, control)
-        searched = collection.search(
-            vectors,
-            k,
-            where=where,
-            exclude=exclude,
-            ef_search=options.ef_search,
-            nprobe=options.nprobe,
-            oversample=options.oversample,
-            target_recall=options.target_recall,
-            exact=options.exact,
-            with_metadata=options.include_metadata,
-            with_vectors=options.include_vectors,
-            max_response_bytes=self.limits.max_message_bytes - 64 * 1024,  # room for provenance and framing
+            resolved = self._resolver().resolve(
+                collection,
+                listed,
+                field,
+                batch,
+                need_vector=plan.mode is not SearchMode.KEYWORD,
+                need_text=plan.mode is not SearchMode.DENSE or plan.rerank is not None,
+                control=control,
+            )
+        budget = self.limits.max_message_bytes - 64 * 1024  # room for provenance, report and framing
+        report = Report(
+            plan.mode,
+            fusion=plan.fusion,
+            keyword_language=config.keyword if plan.mode is not SearchMode.DENSE else "",
+            rerank=plan.rerank,
+            rerank_version=reranker.version if reranker is not None else "",
+            diversity=plan.diversity,
+            diversity_candidates=plan.diversity_candidates,
+            example_strategy=next(iter(strategies), ""),
         )
-        hits, exact = searched
-        config = collection.config
+        if not plan.staged and not examples:
+            vectors = rows if rows is not None else np.stack([r.vector for r in resolved])  # type: ignore[misc]
+            searched = collection.search(
+                vectors,
+                k,
+                where=where,
+                exclude=[r.own for r in resolved] if rows is None else (),
+                ef_search=options.ef_search,
+                nprobe=options.nprobe,
+                oversample=options.oversample,
+                target_recall=options.target_recall,
+                exact=options.exact,
+                with_metadata=options.include_metadata,
+                with_vectors=options.include_vectors,
+                max_response_bytes=budget,
+            )
+            lists, exact = searched
+            effective = searched.parameters
+            results = [QueryResult(hits) for hits in lists]
+            report.dense_candidates = k
+        else:
+            planner = Planner(
+                collection,
+                plan,
+                PlannerBackend(
+                    where,
+                    options.ef_search,
+                    options.nprobe,
+                    options.exact,
+                    options.include_metadata,
+                    options.include_vectors,
+                    budget,
+                    oversample=options.oversample,
+                    target_recall=options.target_recall,
+                ),
+                reranker=reranker,
+                max_candidates=self.limits.max_candidates,
+                report=report,
+            )
+            results = planner.run(resolved)
+            exact = planner.exact
+            effective = planner.parameters
+        report.notices = list(dict.fromkeys(report.notices))
+        parameters = {"collection": config.name, "k": str(k), "filter": options.filter, "exact": str(exact).lower()}
+        if options.ef_search:
+            parameters["ef_search"] = str(options.ef_search)
+        if options.nprobe:
+            parameters["nprobe"] = str(options.nprobe)
+        if plan.mode is not SearchMode.DENSE:
+            parameters["mode"] = plan.mode.value
+        parameters |= effective  # the knobs in effect: nprobe, ef_search, oversample, target and estimated recall
         method = config.index.kind.value
         if config.index.quantization is not Quantization.NONE:
             method += f"+{config.index.quantization.value}"
-        provenance = Provenance(
-            config.model,
-            config.model_version,
-            f"{method}/{config.metric.value}",
-            {"collection": config.name, "k": str(k), "filter": options.filter, "exact": str(exact).lower()}
-            | ({"ef_search": str(options.ef_search)} if options.ef_search else {})
-            | ({"nprobe": str(options.nprobe)} if options.nprobe else {})
-            | searched.parameters,
-        )
-        return hits, provenance, collection
+        provenance = Provenance(config.model, config.model_version, f"{method}/{config.metric.value}", parameters)
+        return SearchOutcome(results, provenance, report, collection)
 
     @staticmethod
     def _packed_queries(collection: VectorCollection, packed: PackedQueries) -> np.ndarray:
@@ -335,66 +404,3 @@ class Collections:
             owner=f"collection '{collection.config.name}'",
             field="packed_queries",
         )
-
-    def _query_vectors(
-        self,
-        collection: VectorCollection,
-        queries: Sequence[QueryIn],
-        field: str,
-        batch: bool,
-        control: CallControl | None,
-    ) -> tuple[np.ndarray, list[set[str]]]:
-        config = collection.config
-        vectors = np.empty((len(queries), config.dimension), np.float32)
-        exclude: list[set[str]] = [set() for _ in queries]
-        expressions: list[tuple[int, Expression]] = []
-        inputs: list[tuple[int, str]] = []
-        pictures: list[tuple[int, ImageInput]] = []
-        for q, query in enumerate(queries):
-            where = f"{field}[{q}]" if batch else field
-            if query.vector is not None:
-                vectors[q] = self._vector(collection, query.vector, query.space, where + ".vector")
-            elif query.item_id:
-                check_id(query.item_id, where + ".item_id", self.limits)
-                (item,) = collection.get([query.item_id], with_vectors=True)
-                if item is None:
-                    raise EmbedsvcError(
-                        Reason.ITEM_NOT_FOUND,
-                        f"no item {query.item_id!r} in collection '{config.name}'",
-                        field=where + ".item_id",
-                    )
-                vectors[q] = item.vector
-                exclude[q] = {query.item_id}
-            elif query.input:
-                inputs.append((q, query.input))
-            elif query.expression is not None:
-                expressions.append((q, query.expression))
-            elif query.image is not None:
-                pictures.append((q, query.image))
-            else:
-                raise missing(where, "a query (vector, item_id, input, expression or image)")
-        if pictures:
-            where_image = [(f"{field}[{q}]" if batch else field) + ".image" for q, _ in pictures]
-            model = self._bound_model(collection, where_image[0])
-            vectors[[q for q, _ in pictures]] = model.embed_images([p for _, p in pictures], lambda n: where_image[n])
-        if inputs:  # embedded together: one batch for a text model
-            where_input = [(f"{field}[{q}]" if batch else field) + ".input" for q, _ in inputs]
-            model = self._bound_model(collection, where_input[0])
-            embedded = model.embed([i for _, i in inputs], lambda n, _t: where_input[n], self.limits, control)
-            for (q, text), vector in zip(inputs, embedded, strict=True):
-                vectors[q] = vector
-                exclude[q] = collection.ids_with_inputs({text})
-        if expressions:
-            first = expressions[0][0]
-            model = self._bound_model(collection, (f"{field}[{first}]" if batch else field) + ".expression")
-            positions = [q for q, _ in expressions]
-
-            def field_of(e: int, t: int | None) -> str:
-                base = f"{field}[{positions[e]}]" if batch else field
-                return base + ".expression" + (f".terms[{t}]" if t is not None else "")
-
-            composed, words = model.compose([e for _, e in expressions], field_of, self.limits, control)
-            for (q, _), vector, used in zip(expressions, composed, words, strict=True):
-                vectors[q] = vector
-                exclude[q] = collection.ids_with_inputs(used)
-        return vectors, exclude

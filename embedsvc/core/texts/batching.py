@@ -11,6 +11,7 @@ thread, and a full queue refuses new work (OVERLOADED) instead of growing withou
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -29,20 +30,50 @@ log = logging.getLogger(__name__)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
-@dataclass
+class _Wake:
+    """Wakes the caller waiting for its job: set once the job is done or its call cancelled (CallControl calls `set`).
+
+    A bare lock, held until set, instead of a threading.Event: an Event is a Condition over a lock, and each wait
+    and set goes through its waiter list; a hand-off per call is worth keeping to one lock release.
+    """
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._set = False
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            with contextlib.suppress(RuntimeError):  # set by two threads at once (done, cancelled): released already
+                self._lock.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        if self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            with contextlib.suppress(RuntimeError):  # a second, concurrent set() released it meanwhile
+                self._lock.release()  # stays set for whoever waits next
+            return True
+        return False
+
+
 class _Job:
-    texts: list[str]
-    lengths: list[int]
-    control: CallControl
-    enqueued: float
-    done: threading.Event = field(default_factory=threading.Event)
-    # Set when the job is done, and when its caller cancels (then `done` stays clear).
-    wake: threading.Event = field(default_factory=threading.Event)
-    result: np.ndarray | None = None
-    error: BaseException | None = None
+    __slots__ = ("control", "done", "enqueued", "error", "lengths", "result", "texts", "wake")
+
+    def __init__(self, texts: list[str], lengths: list[int], control: CallControl, enqueued: float) -> None:
+        self.texts = texts
+        self.lengths = lengths
+        self.control = control
+        self.enqueued = enqueued
+        self.done = False
+        # Set when the job is done, and when its caller cancels (then `done` stays false).
+        self.wake = _Wake()
+        self.result: np.ndarray | None = None
+        self.error: BaseException | None = None
 
     def finish(self) -> None:
-        self.done.set()
+        self.done = True
         self.wake.set()
 
 
@@ -78,6 +109,7 @@ class Batcher:
         self._queue: deque[_Job] = deque()
         self._queued_texts = 0
         self._last_size = max_batch_size
+        self._expected = 1  # texts the worker waits for before it runs a batch (see `_take`)
         self._cond = threading.Condition()
         self._closed = False
         self._draining = False
@@ -109,13 +141,16 @@ class Batcher:
                 )
             self._queue.extend(jobs)
             self._queued_texts += len(texts)
-            self._cond.notify()
+            # Wake the worker when it waits for a first job or its batch is now as full as it expects; between
+            # the two it waits out its time (a wake-up per arriving call cost more than the wait saved).
+            if len(self._queue) == len(jobs) or self._queued_texts >= self._expected:
+                self._cond.notify()
         parts = []
         for job in jobs:
             control.wake_on_cancel(job.wake)
-            while not job.done.is_set():
+            while not job.done:
                 job.wake.wait(control.remaining())
-                if not job.done.is_set():
+                if not job.done:
                     control.check()  # cancelled or expired: raise; the worker drops the jobs not yet started
             if job.error is not None:
                 raise job.error
@@ -155,6 +190,7 @@ class Batcher:
             # The callers the last batch answered tend to come straight back (closed-loop clients): expect them.
             free_at = time.monotonic()
             expected = min(self.max_batch_size, self._queued_texts + self._last_size)
+            self._expected = expected if self.enabled else 1
             while not self._queue and not self._closed:
                 if self._draining:  # a replaced model: its queue is done, so is the worker
                     self._closed = True

@@ -184,7 +184,7 @@ def _resolve(space: WordSpace, expressions: Sequence[Expression], field_of: Fiel
         inputs.append(seen)
         resolved.append(tuple(terms))
     if missing:
-        raise out_of_vocabulary(space.name, missing, first_missing_field)
+        raise out_of_vocabulary(space.name, missing, first_missing_field, space.index)
     return TermBatch(
         vectors=np.vstack(rows).astype(np.float32, copy=False),
         weights=np.asarray(weights, dtype=np.float64),

@@ -11,7 +11,8 @@ A collection's work is split by job, one module each:
 - planning.py     searches: filters (indexed fields first), recall targets, exact or ANN, overfetch, rescoring of
                   quantised candidates, budgets, hits;
 - calibration.py  recall measured per setting of the index's knob, and the setting a target recall needs;
-- fields.py       indexed metadata fields: their entries per segment, and filters evaluated through them.
+- fields.py       indexed metadata fields: their entries per segment, and filters evaluated through them;
+- keywords.py     keyword (BM25) searches through the keyword index, with the planner's allowed items.
 This module wires them together, keeps the collection's state (RECOVERING, READY, DATA_LOSS) and its step sizes, and
 answers the reads (get, export, ids_with_inputs, info) under the contents' read lock.
 
@@ -39,12 +40,13 @@ from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index import metadata as stored
 from embedsvc.index.faiss import calibration, checkpoint, recovery, training
 from embedsvc.index.faiss.contents import Contents
+from embedsvc.index.faiss.keywords import KeywordSearch, missing_index
 from embedsvc.index.faiss.log import Delete, LogWriter, Upsert
 from embedsvc.index.faiss.planning import Planner, Steps
 from embedsvc.index.faiss.recovery import CONFIG, LOG, Checkpoints
 from embedsvc.index.faiss.vector_index import VectorIndex
 from embedsvc.index.filtering import Filter
-from embedsvc.index.types import CollectionConfig, Searched, State, StoredItem
+from embedsvc.index.types import CollectionConfig, KeywordHits, Searched, State, StoredItem
 from embedsvc.stats import Histogram
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,7 @@ class Collection:
         )
         self._checkpoints = Checkpoints(directory, self._contents, checkpoint_bytes, self._require_writer)
         self._planner = Planner(self._contents)
+        self._keywords = KeywordSearch(self._contents, self._planner)
 
     # ---- recovery, checkpoints -----------------------------------------------------------------------------------
 
@@ -340,6 +343,39 @@ class Collection:
             oversample=oversample,
             target_recall=target_recall,
             exact=exact,
+            with_metadata=with_metadata,
+            with_vectors=with_vectors,
+            max_response_bytes=max_response_bytes,
+        )
+
+    @property
+    def keyword_language(self) -> str:
+        return self.config.keyword
+
+    def require_keyword_index(self) -> None:
+        if not self.config.keyword:
+            raise missing_index(self.config.name)
+
+    def keyword_search(
+        self,
+        texts: Sequence[str],
+        k: int,
+        *,
+        where: Filter | None = None,
+        exclude: Sequence[set[str]] = (),
+        with_metadata: bool = True,
+        with_vectors: bool = False,
+        max_response_bytes: int = 0,
+    ) -> list[KeywordHits]:
+        """The best k live items by BM25 for each text, among those matching the filter, minus each query's
+        excluded ids (see keywords.py); each text searched under the read lock, one at a time."""
+        self.check_ready()
+        return self._keywords.search(
+            texts,
+            k,
+            steps=Steps(queries=_QUERY_CHUNK, filter_items=_FILTER_CHUNK, rerank_bytes=_RERANK_BYTES),
+            where=where,
+            exclude=exclude,
             with_metadata=with_metadata,
             with_vectors=with_vectors,
             max_response_bytes=max_response_bytes,

@@ -15,22 +15,23 @@ template, or an HNSW index whole), the recall calibration — and `checkpointed`
 place of the tail. `restore` opens a checkpoint: the segments are mapped, the index is rebuilt from its template and
 the segments' codes (or read whole), nothing is trained or encoded again.
 
-The seam for more indexes beside the vector index (issue 29: a keyword index, "one more secondary index"). An index
-over the store's slots is a secondary index: a cache of the store that the durable state (checkpoint + log) can
-always rebuild. The FAISS vector index (`index`) is the first; another one joins it at these places, and nowhere else:
-- here: created empty with the store (`__init__`; `training.compacted`), fed the new slots of every applied upsert
-  (`_feed`, reading the columns it needs from the store: `unit` for vectors, `inputs` for keywords), swapped in with
-  the store (`adopt`), counted in `memory_bytes`. Deletes and replacements reach it as tombstones: `store.live`,
-  which every search passes on as the mask of allowed slots, until the next compaction rebuilds it without them;
-- `training.py`: built over a whole store, at once (`refill`: recovery without its files, compaction) and in steps
-  (`build`: a rebuild);
-- `planning.py`: searched, with the same allowed mask (live, matching the filter);
-- checkpoints, if rebuilding it at start costs too much: `checkpoint_plan` adds its files to `plan.files`
-  (`checkpoint.Written(data=...)`, or `checkpoint.Linked` to share the last checkpoint's file when it has not
-  changed) and its description to `plan.extra[<name>]`; the manifest lists and checksums them with the rest, under
-  the same LSN; `restore` reads them back (`manifest.extra`, the files under `path`) instead of a refill; the log's
-  tail after the checkpoint reaches it through `replay` like any write. The vector index does exactly this with
-  `index.faiss`.
+Secondary indexes: caches of the store that the durable state (checkpoint + log) can always rebuild.
+- The FAISS vector index (`index`), over slots: fed the new slots of every applied upsert (`_feed`); deletes and
+  replacements reach it as tombstones (`store.live`, which every search passes on as the mask of allowed slots) until
+  a compaction or a rebuild renumbers the slots (`adopt`: `training.compacted`, `training.rebuild`). Checkpoints keep
+  it (its template and the segments' codes, or whole for HNSW), so that `restore` re-adds instead of training.
+- The keyword index (`keyword`, a collection created with a keyword language), over item ids, so renumbering slots
+  does not touch it: every applied record reaches it in `apply`, under the write lock, in one keyword commit per
+  group (an upsert adds or replaces its items' text, a delete removes them), so an acknowledged write is
+  keyword-searchable when its writer returns and a replaced or deleted item is never found again. It writes no files:
+  it is built once over the whole store when it is behind the store (`keyword_stale`: at open, after the checkpoint
+  was mapped and the log's tail replayed into the store, by `training.catch_up_keywords`); a compaction and a rebuild
+  (`adopt` of contents made with `keyword=False`) keep it. Its searches run under the read lock, so a hit's id is
+  always a live item of the store (planning.py, keywords.py).
+Another index joins at these places; if rebuilding it at start costs too much, `checkpoint_plan` adds its files to
+`plan.files` (`checkpoint.Written(data=...)`, or `checkpoint.Linked` to share the last checkpoint's file when it has
+not changed) and its description to `plan.extra[<name>]`; the manifest lists and checksums them with the rest, under
+the same LSN; `restore` reads them back instead of a rebuild, as the vector index does with `index.faiss`.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from embedsvc.index.faiss.log import Record
 from embedsvc.index.faiss.rwlock import RWLock
 from embedsvc.index.faiss.slots import Pending, Segment, SlotStore, open_segment
 from embedsvc.index.faiss.vector_index import VectorIndex
+from embedsvc.index.keyword.index import KeywordIndex
 from embedsvc.index.types import CollectionConfig, IndexKind, Quantization, Upsert
 
 # At most this many segments after a checkpoint; beyond it, the smallest adjacent ones are merged.
@@ -70,11 +72,18 @@ class Contents:
         config: CollectionConfig,
         on_trainable: Callable[[], None] = _nothing,
         on_grown: Callable[[], None] = _nothing,
+        *,
+        keyword: bool = True,
     ) -> None:
+        """`keyword`: hold the collection's keyword index, if it has one (a rebuild's or a compaction's fresh contents
+        do not: the collection's own keyword index stays in service through it, `adopt` keeps it)."""
         self.config = config
         self.rw = RWLock()
         self.store = self.new_store()
         self.index = self.new_index()
+        self.keyword = KeywordIndex(config.keyword) if config.keyword and keyword else None
+        # True while the keyword index does not reflect the store (until training.catch_up_keywords builds it).
+        self.keyword_stale = self.keyword is not None
         self.generation = 1
         # While a rebuild runs: the records applied since its snapshot, replayed onto the new contents before the swap.
         self.rebuilding: list[Record] | None = None
@@ -101,8 +110,23 @@ class Contents:
         with self.rw.write():
             for record in records:
                 self.replay(record, index=True)
+            if self.keyword is not None:
+                self._feed_keywords(records)
             if self.rebuilding is not None:
                 self.rebuilding.extend(records)
+
+    def _feed_keywords(self, records: list[Record]) -> None:
+        """The records' effect on the keyword index, in one commit: texts added or replaced, deleted items as empty
+        texts (which remove them)."""
+        assert self.keyword is not None
+        ids: list[str] = []
+        texts: list[str] = []
+        for record in records:
+            operation = record.operation
+            ids.extend(operation.ids)
+            texts.extend(operation.inputs if isinstance(operation, Upsert) else [""] * len(operation.ids))
+        if ids:
+            self.keyword.upsert(ids, texts)
 
     def replay(self, record: Record, *, index: bool) -> None:
         """Apply one record to the store, and with `index` to the indexes too (recovery may build them after)."""

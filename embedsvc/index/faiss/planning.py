@@ -3,8 +3,8 @@
 A search's plan, per step of queries:
 - allowed slots: live, and matching the filter. The parts of a filter on indexed fields are answered by their
   entries (fields.py: binary searches, then the matching slots only); the rest is the reference predicate, evaluated
-  outside the lock in steps on the slots the index let through (`_match`), and completed under it for the slots
-  written since (`_allowed`); a compaction in between (another generation of the contents) makes it start over.
+  outside the lock in steps on the slots the index let through (`match`), and completed under it for the slots
+  written since (`allowed`); a compaction in between (another generation of the contents) makes it start over.
 - settings: a target recall sets the index's knob (nprobe, ef_search, or the oversampling of a quantised index) from
   the collection's calibration (calibration.py), and the estimated recall goes into the provenance. A request's
   target sets it outright; the collection's own target only raises the configured knob (the calibration is measured
@@ -72,7 +72,7 @@ class _Knobs:
 
 
 @dataclass(frozen=True)
-class _Filter:
+class FilterPlan:
     """A filter split for this collection: the part its indexed fields answer, and the predicate of the rest."""
 
     indexed: Node | None
@@ -88,7 +88,7 @@ def _fit(array: np.ndarray, width: int, fill: float = 0.0) -> np.ndarray:
     return np.concatenate([array, pad], axis=1)
 
 
-class _Budget:
+class Budget:
     """The bytes a search's response would take, counted from the hits' slots before any hit is built."""
 
     def __init__(self, limit: int, with_metadata: bool, vector_bytes: int) -> None:
@@ -141,11 +141,11 @@ class Planner:
         contents = self.contents
         queries = index_form(np.ascontiguousarray(queries, dtype=np.float32), self.config.metric)
         knobs, parameters = self._settings(ef_search, nprobe, oversample, target_recall, exact, where is not None)
-        plan = self._split(where) if where is not None else None
-        matched = self._match(plan, steps.filter_items) if plan is not None else None
+        plan = self.filter_plan(where) if where is not None else None
+        matched = self.match(plan, steps.filter_items) if plan is not None else None
         results: list[list[Hit]] = []
         was_exact = True
-        budget = _Budget(max_response_bytes, with_metadata, 4 * self.config.dimension if with_vectors else 0)
+        budget = Budget(max_response_bytes, with_metadata, 4 * self.config.dimension if with_vectors else 0)
         for start in range(0, len(queries), steps.queries):
             calls.check()
             chunk = queries[start : start + steps.queries]
@@ -154,7 +154,7 @@ class Planner:
             with contents.rw.read():
                 lookup = contents.store.slot_of.lookup
                 skip = [{int(s) for s in lookup(list(ids)) if s >= 0} if ids else set() for ids in skip_ids]
-                allowed = self._allowed(plan, matched, steps.filter_items)
+                allowed = self.allowed(plan, matched, steps.filter_items)
                 if before is not None:
                     allowed[before:] = False
                 eligible = int(allowed.sum())
@@ -215,24 +215,24 @@ class Planner:
 
     # ---- filters -------------------------------------------------------------------------------------------------
 
-    def _split(self, where: Filter) -> _Filter:
+    def filter_plan(self, where: Filter) -> FilterPlan:
         indexed, rest = fields.split(where.node, self.config.indexed_fields)
         if indexed is None:
-            return _Filter(None, where.matches, where.matches)
-        return _Filter(indexed, filtering.predicate(rest) if rest is not None else None, where.matches)
+            return FilterPlan(None, where.matches, where.matches)
+        return FilterPlan(indexed, filtering.predicate(rest) if rest is not None else None, where.matches)
 
-    def _indexed(self, plan: _Filter, live: np.ndarray) -> np.ndarray:
+    def _indexed(self, plan: FilterPlan, live: np.ndarray) -> np.ndarray:
         """The live slots the indexed part of the filter matches (call with the read lock held)."""
         assert plan.indexed is not None
         store = self.contents.store
         return fields.evaluate(plan.indexed, self.config.indexed_fields, store.field_entries(), live)
 
-    def _match(self, plan: _Filter, step: int) -> tuple[np.ndarray, int, int]:
+    def match(self, plan: FilterPlan, step: int) -> tuple[np.ndarray, int, int]:
         """The filter over the live slots, its predicate evaluated without the lock: (matches, slots covered,
         generation).
 
         A slot's metadata is never changed in place, and appends do not move existing rows, so reading them unlocked
-        is safe; a compaction since (another generation) makes the result stale, and _allowed redoes it."""
+        is safe; a compaction since (another generation) makes the result stale, and allowed redoes it."""
         contents = self.contents
         with contents.rw.read():
             store, generation = contents.store, contents.generation
@@ -249,7 +249,7 @@ class Planner:
                 matches[slot] = plan.rest(meta[slot])
         return matches, n, generation
 
-    def _allowed(self, plan: _Filter | None, matched: tuple[np.ndarray, int, int] | None, step: int) -> np.ndarray:
+    def allowed(self, plan: FilterPlan | None, matched: tuple[np.ndarray, int, int] | None, step: int) -> np.ndarray:
         """The slots a search may return: live, and matching the filter (called with the read lock held)."""
         store, generation = self.contents.store, self.contents.generation
         allowed = store.live[: store.n].copy()

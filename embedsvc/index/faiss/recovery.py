@@ -6,8 +6,9 @@ log.py) and `checkpoint-<lsn>/` (see checkpoint.py).
 - `recover`: the latest checkpoint is opened into the contents (`Contents.restore`: its segments memory-mapped, the
   index re-added from its codes or read whole; a format-1 checkpoint is read into memory instead), the log's records
   after its LSN are replayed (a torn tail, the last unacknowledged group, is cut off first) — through the index when
-  it came back, else the index is built once over the result (`training.refill`) — and the log is opened for writing
-  with `Contents.apply` as the place its committed records go. Damage is `Damaged`, which the collection reports as
+  it came back, else the index is built once over the result (`training.refill`), the keyword index built over the
+  live items (`training.catch_up_keywords`) — and the log is opened for writing with `Contents.apply` as the place
+  its committed records go. Damage is `Damaged`, which the collection reports as
   DATA_LOSS, keeping the files as they are.
 - `Checkpoints`: a checkpoint at the log's last LSN, written while no write is in flight (`LogWriter.exclusive`),
   then the log emptied. It writes only what changed (`Contents.checkpoint_plan`: the rows appended since the last
@@ -19,8 +20,8 @@ log.py) and `checkpoint-<lsn>/` (see checkpoint.py).
   write stays durable in the log; it is reported and retried, with backoff, by a later write.
 
 Recovery and checkpoints move the slot store and the indexes only through `Contents` (`restore`, `checkpoint_plan`,
-`checkpointed`, `adopt`) and `training` (`refill`, `compacted`): another slot store layout or another secondary index
-does not change this module.
+`checkpointed`, `adopt`) and `training` (`refill`, `compacted`, `catch_up_keywords`): another slot store layout or
+another secondary index does not change this module.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ def recover(directory: Path, contents: Contents) -> LogWriter:
         replayed += 1
     if not indexed:
         training.refill(contents)
+    training.catch_up_keywords(contents)
     writer = LogWriter(path, lsn + 1, contents.apply)
     log.info("collection %s: %d items (%d log records replayed)", config.name, contents.store.count, replayed)
     return writer

@@ -122,6 +122,10 @@ class CollectionStore:
                 self._deleting.discard(name)
         durable.remove_tree(aside)
 
+    def keyword_unsupported(self) -> None:
+        """Every embedded collection can have a keyword index."""
+        return None
+
     def close_all(self, *, checkpoint: bool) -> None:
         """At shutdown: checkpoint (so the next start replays nothing) and close every collection."""
         with self._lock:

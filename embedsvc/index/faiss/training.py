@@ -15,7 +15,9 @@ done in the background (training, recall calibration).
   and as the collection grows, a recall calibration. Training nlist centroids costs about 25 x 39 nlist^2 x dimension
   operations: never inside a write's lock.
 
-Another secondary index (see contents.py) is built in `refill`, `compacted` and `build` beside the vector index.
+The keyword index (see contents.py) is built by `catch_up_keywords` when it is behind the store (at open, once the
+checkpoint and the log's tail are in the store), from the live items' ids and texts in one bulk build; a compaction
+and a rebuild keep it (it is keyed by id, not by slot: their fresh contents are made without one).
 """
 
 from __future__ import annotations
@@ -60,10 +62,22 @@ def _fill(contents: Contents, check: Callable[[], None] = lambda: None, units: C
         units(start + len(block))
 
 
+def catch_up_keywords(contents: Contents) -> None:
+    """Build the keyword index over the store's live items if it is behind the store (at open; hold the write lock,
+    or serve nothing yet)."""
+    if contents.keyword is None or not contents.keyword_stale:
+        return
+    store = contents.store
+    live = store.live_slots().tolist()
+    ids, inputs = store.ids, store.inputs
+    contents.keyword.build([ids[s] for s in live], [inputs[s] for s in live])
+    contents.keyword_stale = False
+
+
 def refill(contents: Contents) -> None:
     """A new index for `contents` over every row of its store, trained if the kind needs it and enough rows are live."""
-    contents.index = index = contents.new_index()
     store, params = contents.store, contents.config.index
+    contents.index = index = contents.new_index()
     if not index.trained:
         if store.count < params.train_size or store.count == 0:
             return
@@ -75,7 +89,7 @@ def refill(contents: Contents) -> None:
 def compacted(contents: Contents) -> Contents:
     """New contents holding the live rows renumbered from 0, with an index over them (see the module docstring).
     Reads `contents` only: hold its read lock, or keep writes away (the log's exclusive section)."""
-    fresh = Contents(contents.config)
+    fresh = Contents(contents.config, keyword=False)  # the keyword index stays in service (adopt keeps it)
     index = contents.index
     fresh.store = contents.store.compacted(index.codes_at if index.keeps_codes else None)
     fresh.saved, fresh.dirty, fresh.calibration = contents.saved, True, contents.calibration
@@ -126,7 +140,7 @@ def rebuild(
         store = contents.store.compacted()
         contents.rebuilding = []  # set under the lock: no write can be applied between the snapshot and this
     try:
-        fresh = Contents(contents.config)
+        fresh = Contents(contents.config, keyword=False)  # the keyword index stays in service (adopt keeps it)
         fresh.store = store
         build(fresh, stage, units, check)
         check()

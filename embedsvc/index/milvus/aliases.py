@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from embedsvc.index.milvus.client import Connection, MilvusOptions, ensure_table
@@ -20,9 +21,12 @@ MAX_ALIASES = 16_384  # one Milvus query reads them all
 
 
 class MilvusAliasStore:
-    def __init__(self, options: MilvusOptions, *, ttl_s: float = 1.0) -> None:
+    def __init__(
+        self, options: MilvusOptions, *, ttl_s: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.options = options
         self.ttl_s = ttl_s
+        self._clock = clock  # times the cache (tests pass one they move by hand)
         self._lock = threading.Lock()
         self._connection: Connection | None = None
         self._aliases: dict[str, Alias] = {}
@@ -38,7 +42,7 @@ class MilvusAliasStore:
 
     def _table(self, *, fresh: bool = False) -> dict[str, Alias]:
         with self._lock:
-            if not fresh and time.monotonic() - self._read_at < self.ttl_s:
+            if not fresh and self._clock() - self._read_at < self.ttl_s:
                 return self._aliases
             connection = self._connect()
             rows = connection.run(
@@ -52,7 +56,7 @@ class MilvusAliasStore:
             self._aliases = {
                 r["alias"]: Alias(r["alias"], r["collection"], datetime.fromisoformat(r["update_time"])) for r in rows
             }
-            self._read_at = time.monotonic()
+            self._read_at = self._clock()
             return self._aliases
 
     def resolve(self, name: str) -> str:

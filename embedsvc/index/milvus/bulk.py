@@ -33,8 +33,10 @@ def available() -> bool:
     return True
 
 
-def upsert_request(name: str, ids: Sequence[str], vectors: np.ndarray, documents: Sequence[bytes]) -> Any:
-    """The UpsertRequest of rows (id, vector, fx) for collection `name`."""
+def upsert_request(
+    name: str, ids: Sequence[str], vectors: np.ndarray, documents: Sequence[bytes], texts: Sequence[str] | None = None
+) -> Any:
+    """The UpsertRequest of rows (id, vector, fx, and `texts` as the full-text field when given) for `name`."""
     from pymilvus import DataType
     from pymilvus.grpc_gen import milvus_pb2, schema_pb2
 
@@ -47,6 +49,10 @@ def upsert_request(name: str, ids: Sequence[str], vectors: np.ndarray, documents
     fx_field = schema_pb2.FieldData(field_name="fx", type=DataType.JSON)
     fx_field.scalars.json_data.data.extend(documents)
     request.fields_data.extend([id_field, vector_field, fx_field])
+    if texts is not None:
+        text_field = schema_pb2.FieldData(field_name="text", type=DataType.VARCHAR)
+        text_field.scalars.string_data.data.extend(texts)
+        request.fields_data.append(text_field)
     return request
 
 

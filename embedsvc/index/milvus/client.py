@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,18 @@ def _writes_lock(options: MilvusOptions) -> threading.Lock | None:
         return _LITE_WRITES.setdefault(key, threading.Lock())
 
 
+# Full-text search (the BM25 function and sparse vectors) came with Milvus 2.5, and is in Milvus Lite from 2.5 on
+# (3.2 serves it, though its analyzer only tokenizes and lowercases: embedsvc analyses text itself, see
+# collection.py). The `milvus` package's embedded standalone server is 2.3 and refuses a sparse vector field.
+FULL_TEXT_SINCE = (2, 5)
+
+
+def full_text_supported(version: str) -> bool:
+    """Whether a Milvus server version ("v2.5.4", "milvus_lite-3.2.2", "v2.3.5-lite") has full-text search."""
+    found = re.search(r"(\d+)\.(\d+)", version)
+    return found is not None and (int(found.group(1)), int(found.group(2))) >= FULL_TEXT_SINCE
+
+
 @dataclass(frozen=True)
 class MilvusOptions:
     uri: str  # a local file path: Milvus Lite; http(s)://host:19530: a Milvus server or cluster
@@ -54,6 +67,7 @@ class Connection:
 
         self.options = options
         self._writes = _writes_lock(options)
+        self._version: str | None = None
         kwargs: dict[str, Any] = {"uri": options.uri}
         if options.token:
             kwargs["token"] = options.token
@@ -65,6 +79,25 @@ class Connection:
             raise EmbedsvcError(
                 Reason.STORAGE_ERROR, f"cannot connect to Milvus at {options.uri}: {_short(exc)}"
             ) from None
+
+    @property
+    def version(self) -> str:
+        """The server's version, asked once."""
+        if self._version is None:
+            self._version = str(self.run("version", self.client.get_server_version))
+        return self._version
+
+    def full_text_unsupported(self) -> EmbedsvcError | None:
+        """BACKEND_UNSUPPORTED naming the version needed when this server has no full-text search, else None."""
+        if full_text_supported(self.version):
+            return None
+        needed = ".".join(map(str, FULL_TEXT_SINCE))
+        return EmbedsvcError(
+            Reason.BACKEND_UNSUPPORTED,
+            f"keyword and hybrid search on Milvus need Milvus {needed} or later (its BM25 full-text search); the "
+            f"server at {self.options.uri} is {self.version}. Use a newer Milvus, or a FAISS collection",
+            metadata={"backend": "milvus", "needed": f"Milvus {needed}", "actual": self.version},
+        )
 
     def close(self) -> None:
         try:

@@ -3,6 +3,14 @@
 Row: `id` (VARCHAR primary key), `vector` and `fx`, one JSON document holding the filter index (see expressions.py),
 the metadata in embedsvc's stored JSON form (returned as is, so types round-trip exactly) and the raw input of a bound
 collection. Nothing is kept locally: every call asks Milvus, so replicas of embedsvc can share a collection.
+
+A collection with a keyword index (Milvus 2.5 or later) also has `text`, a VARCHAR analysed by Milvus, and `sparse`,
+the sparse vector Milvus's BM25 function derives from it (Milvus's own full-text search: its inverted index, its
+BM25 statistics, filters applied by Milvus). `text` holds the item's input as embedsvc's analyzer sees it (its terms,
+space-separated: index/keyword/analyzer.py), and queries are analysed the same way, so both backends match the same
+terms in every language embedsvc offers: Milvus's own analyzers differ by version (Milvus Lite 3.2 accepts stopword
+and stemmer filters and ignores them: "wings" does not find "wing" there), and its tokenizer only splits the terms
+again where they hold an underscore, on both sides alike. Scores are Milvus's BM25 (k1 1.2, b 0.75).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from embedsvc import calls
 from embedsvc.errors import EmbedsvcError, Reason, limit_exceeded
 from embedsvc.index import metadata as stored
 from embedsvc.index.filtering import Filter
+from embedsvc.index.keyword.analyzer import terms
 from embedsvc.index.milvus import bulk
 from embedsvc.index.milvus.client import Connection
 from embedsvc.index.milvus.expressions import FX, INPUT, META, filter_index, literal, translate
@@ -26,6 +35,7 @@ from embedsvc.index.types import (
     CollectionConfig,
     Hit,
     IndexKind,
+    KeywordHits,
     Metric,
     Quantization,
     Searched,
@@ -41,6 +51,9 @@ METRICS = {Metric.COSINE: "COSINE", Metric.L2: "L2", Metric.INNER_PRODUCT: "IP"}
 MAX_VARCHAR = 65_535
 MAX_FX_BYTES = 65_000
 _QUERY_CHUNK = 1024  # queries per Milvus search call (BatchSearch takes at most limits.max_queries)
+# The full-text fields of a collection with a keyword index.
+TEXT = "text"
+SPARSE = "sparse"
 UNKNOWN_COUNT = -1
 _ID_CHUNK = 1000
 
@@ -189,11 +202,25 @@ class MilvusCollection:
                     len(data),
                     MAX_FX_BYTES,
                 )
+        texts = self._analysed(op) if self.config.keyword else None
         if self._fast_writes:
-            return Staged(bulk.upsert_request(self.name, op.ids, op.vectors, encoded), None)
+            return Staged(bulk.upsert_request(self.name, op.ids, op.vectors, encoded, texts), None)
         vectors = op.vectors.tolist()
         rows = [{"id": i, "vector": v, FX: d} for i, v, d in zip(op.ids, vectors, documents, strict=True)]
+        if texts is not None:
+            for row, text in zip(rows, texts, strict=True):
+                row[TEXT] = text
         return Staged(None, rows)
+
+    def _analysed(self, op: Upsert) -> list[str]:
+        """Each item's text as its terms, space-separated (what Milvus indexes for BM25)."""
+        texts = [" ".join(terms(raw, self.config.keyword)) if raw else "" for raw in op.inputs]
+        for item_id, text in zip(op.ids, texts, strict=True):
+            if len(text.encode("utf-8")) > MAX_VARCHAR:
+                raise limit_exceeded(
+                    "items", f"bytes of item {item_id!r}'s analysed text (a Milvus VARCHAR)", len(text), MAX_VARCHAR
+                )
+        return texts
 
     def commit(self, staged: Staged) -> int:
         self.check_ready()
@@ -339,6 +366,7 @@ class MilvusCollection:
             self.client.search,
             self.name,
             data=chunk.tolist(),
+            anns_field="vector",
             limit=limit,
             filter=expression,
             output_fields=fields,
@@ -357,6 +385,78 @@ class MilvusCollection:
             _input(entity.get(FX) or {}),
             np.asarray(entity["vector"], np.float32) if with_vectors else None,
         )
+
+    @property
+    def keyword_language(self) -> str:
+        return self.config.keyword
+
+    def require_keyword_index(self) -> None:
+        if self.config.keyword:
+            return
+        unsupported = self.connection.full_text_unsupported()
+        if unsupported is not None:
+            raise unsupported
+        raise EmbedsvcError(
+            Reason.KEYWORD_INDEX_MISSING,
+            f"collection '{self.config.name}' has no keyword index (create it with one: "
+            "CreateCollectionRequest.keyword), so it answers dense searches only",
+            field="options.mode",
+            metadata={"collection": self.config.name},
+        )
+
+    def keyword_search(
+        self,
+        texts: Sequence[str],
+        k: int,
+        *,
+        where: Filter | None = None,
+        exclude: Sequence[set[str]] = (),
+        with_metadata: bool = True,
+        with_vectors: bool = False,
+        max_response_bytes: int = 0,
+    ) -> list[KeywordHits]:
+        """BM25 through Milvus's full-text search: the queries' terms (embedsvc's analysis) against `sparse`, Milvus
+        filtering; excluded ids dropped from k + their number. Milvus Lite reports BM25 scores negated (lower
+        first); scores here are BM25's, higher closer, on every version."""
+        self.check_ready()
+        self.require_keyword_index()
+        queried = [terms(text, self.config.keyword) for text in texts]
+        results = [KeywordHits([], found) for found in queried]
+        asked = [q for q, found in enumerate(queried) if found]
+        if not asked:
+            return results
+        extra = max((len(e) for e in exclude), default=0)
+        expression = translate(where.node) if where is not None else ""
+        fields = ["id", FX] + (["vector"] if with_vectors else [])
+        spent = 0
+        vector_bytes = 4 * self.config.dimension if with_vectors else 0
+        for start in range(0, len(asked), _QUERY_CHUNK):
+            calls.check()
+            chunk = asked[start : start + _QUERY_CHUNK]
+            answers = self.connection.run(
+                "search",
+                self.client.search,
+                self.name,
+                data=[" ".join(queried[q]) for q in chunk],
+                anns_field=SPARSE,
+                limit=k + extra,
+                filter=expression,
+                output_fields=fields,
+                search_params={"metric_type": "BM25"},
+            )
+            for q, answer in zip(chunk, answers, strict=True):
+                skip = exclude[q] if q < len(exclude) else set()
+                rows = [r for r in answer if r["id"] not in skip][:k]
+                for row in rows:
+                    row["distance"] = abs(float(row["distance"]))
+                    document = row.get("entity", row).get(FX) or {}
+                    spent += HIT_OVERHEAD + vector_bytes + len(row["id"]) + len(document.get(INPUT, "")) // 2
+                    spent += len(document.get(META, "")) if with_metadata else 0
+                if max_response_bytes and spent > max_response_bytes:
+                    raise response_too_large(spent, max_response_bytes)
+                rows.sort(key=lambda r: -r["distance"])
+                results[q] = KeywordHits([self._hit(r, with_metadata, with_vectors) for r in rows], queried[q])
+        return results
 
     def export(self, batch_size: int, after: str | None = None) -> Iterator[list[StoredItem]]:
         """Every item in id order, `batch_size` at a time: pages of `id > last` in primary-key order (the ordering

@@ -15,6 +15,8 @@ from embedsvc.index.milvus.collection import (
     FX,
     MAX_VARCHAR,
     METRICS,
+    SPARSE,
+    TEXT,
     MilvusCollection,
     index_params,
     not_supported,
@@ -105,12 +107,24 @@ class MilvusStore:
             self._collections[name] = collection
         return collection
 
+    def keyword_unsupported(self) -> EmbedsvcError | None:
+        try:
+            return self.connection.full_text_unsupported()
+        except EmbedsvcError as exc:  # Milvus unreachable: creating the collection will say so
+            log.warning("cannot ask Milvus for its version: %s", exc)
+            return None
+
     def create(self, config: CollectionConfig) -> MilvusCollection:
-        from pymilvus import DataType
+        from pymilvus import DataType, Function, FunctionType
 
         for field, why in unsupported(config):
             raise not_supported(field, why)
         connection = self.connection
+        if config.keyword:
+            refusal = connection.full_text_unsupported()
+            if refusal is not None:
+                refusal.field = "keyword"
+                raise refusal
         client = connection.client
         name = milvus_name(config.name)
         if self.has(config.name) or connection.run("create", client.has_collection, name):
@@ -127,6 +141,20 @@ class MilvusStore:
         kind, params = index_params(config)
         index = client.prepare_index_params()
         index.add_index("vector", index_type=kind, metric_type=METRICS[config.metric], params=params)
+        if config.keyword:
+            # The text arrives analysed by embedsvc (collection.py): Milvus only splits it at spaces (and
+            # underscores) and lowercases it, which leaves the terms as they are.
+            analyzer = {"tokenizer": "standard", "filter": ["lowercase"]}
+            schema.add_field(
+                TEXT, DataType.VARCHAR, max_length=MAX_VARCHAR, enable_analyzer=True, analyzer_params=analyzer
+            )
+            schema.add_field(SPARSE, DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(
+                Function(
+                    name="bm25", function_type=FunctionType.BM25, input_field_names=[TEXT], output_field_names=[SPARSE]
+                )
+            )
+            index.add_index(SPARSE, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         properties: dict[str, Any] = {} if config.index.mmap is None else {"mmap.enabled": config.index.mmap}
         try:
             connection.run(

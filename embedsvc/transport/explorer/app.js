@@ -19,7 +19,10 @@ async function failure(response) {
   let body = {};
   try { body = await response.json(); } catch (e) { /* not JSON */ }
   const reason = body.reason ? " " + body.reason : "";
-  return new Error(`${body.code || response.status}${reason}: ${body.message || response.statusText}`);
+  // The next step in this page's words (errors.Hint in the server): the key goes in the field at the top.
+  const hint = (body.metadata || {}).hint;
+  const message = hint === "send-api-key" ? "no API key: enter one in the API key field at the top of the page" : body.message;
+  return new Error(`${body.code || response.status}${reason}: ${message || response.statusText}`);
 }
 
 async function api(method, body) {
@@ -287,6 +290,7 @@ async function sample() {
     grid.appendChild(img);
   });
   pick(0, "a"); pick(15, "b");
+  await manifold();  // the manifold follows the samples: shown with them, not after a click
   const directions = (await api("LatentService/ListDirections", { model })).directions || [];
   const select = $("trav-direction");
   select.innerHTML = "";
@@ -406,8 +410,8 @@ function setUpCanvas() {
 
 async function search() {
   const collection = $("search-collection").value, q = $("search-query").value.trim(), as = $("search-as").value;
-  const filter = $("search-filter").value.trim(), k = Number($("search-k").value) || 10;
-  setParams({ page: "search", collection, q, as, filter, k });
+  const filter = $("search-filter").value.trim(), k = Number($("search-k").value) || 10, mode = $("search-mode").value;
+  setParams({ page: "search", collection, q, as, filter, k, mode });
   const info = state.collections.find((c) => c.name === collection) || {};
   const vae = state.models.find((m) => m.name === info.model && m.kind === "MODEL_KIND_VAE");
   let query;
@@ -416,8 +420,11 @@ async function search() {
   else if (as === "expression") query = { expression: { text: q } };
   else if (as === "item") query = { itemId: q };
   else query = { input: q };
-  const answer = await api("CollectionService/Search", { collection, query, options: { k, filter, includeVectors: !!vae } });
+  const options = { k, filter, includeVectors: !!vae };
+  if (mode) options.mode = "SEARCH_MODE_" + mode.toUpperCase();
+  const answer = await api("CollectionService/Search", { collection, query, options });
   const hits = answer.hits || [];
+  $("search-report").textContent = reportLine(answer.retrieval || {});
   let thumbs = [];
   if (vae && hits.length) {
     thumbs = (await api("LatentService/DecodeLatents", { model: vae.name, latents: hits.map((h) => h.vector) })).images;
@@ -427,8 +434,9 @@ async function search() {
   hits.forEach((hit, i) => {
     const row = document.createElement("tr");
     row.className = "result";
-    row.innerHTML = `<td>${i + 1}</td><td class="id"></td><td>${(hit.score || 0).toFixed(4)}</td><td class="input"></td><td class="meta"></td>`;
-    row.querySelector(".id").textContent = hit.id;
+    row.innerHTML = `<td>${i + 1}</td><td class="id"></td><td>${(hit.score || 0).toFixed(4)}</td><td class="why"></td><td class="input"></td><td class="meta"></td>`;
+    row.querySelector(".id").textContent = hit.id + (hit.isInput ? " *" : "");
+    row.querySelector(".why").textContent = explained(hit.explanation);
     if (thumbs[i]) {
       const img = document.createElement("img");
       img.className = "hit-thumb"; img.src = png(thumbs[i]); img.alt = hit.id;
@@ -439,7 +447,32 @@ async function search() {
     row.querySelector(".meta").textContent = JSON.stringify(plainMetadata(hit.metadata));
     body.appendChild(row);
   });
-  if (!hits.length) body.innerHTML = "<tr><td colspan=5>no hits</td></tr>";
+  if (!hits.length) body.innerHTML = "<tr><td colspan=6>no hits</td></tr>";
+}
+
+// A hit's explanation in a few words: its rank and score on each side, and what later stages gave it.
+function explained(e) {
+  if (!e) return "";
+  const parts = [];
+  if (e.denseRank) parts.push(`dense #${e.denseRank} ${(e.denseScore || 0).toFixed(3)}`);
+  if (e.keywordRank) parts.push(`keyword #${e.keywordRank} ${(e.keywordScore || 0).toFixed(3)}`);
+  if (e.rerankScore !== undefined) parts.push(`rerank ${e.rerankScore.toFixed(3)}`);
+  if (e.mmrScore !== undefined) parts.push(`mmr ${e.mmrScore.toFixed(3)}`);
+  return parts.join(" · ");
+}
+
+// How the search ran (the response's RetrievalReport): mode, fusion, and what it noticed.
+function reportLine(r) {
+  const mode = (r.mode || "SEARCH_MODE_DENSE").replace("SEARCH_MODE_", "").toLowerCase();
+  let line = `mode: ${mode}`;
+  if (r.fusion) {
+    const f = r.fusion, method = (f.method || "").replace("FUSION_METHOD_", "").toLowerCase();
+    line += `, ${method} fusion` + (method === "rrf" ? ` (k ${f.rrfK})` : ` (dense weight ${f.denseWeight})`);
+    line += `, ${f.candidates} candidates a side`;
+  }
+  if (r.keywordLanguage) line += `, keywords in ${r.keywordLanguage}`;
+  for (const n of r.notices || []) line += ` — ${(n.notice || "").replace("SEARCH_NOTICE_", "").toLowerCase().replaceAll("_", " ")}`;
+  return line;
 }
 
 // ---- wiring --------------------------------------------------------------------------------------------------------
@@ -454,7 +487,7 @@ function restoreFields() {
     "arith-expr": "expr", "arith-method": "method", "arith-top": "top", "map-source": "source", "map-words": "words",
     "map-top": "top", "map-colour": "colour", "map-k": "k", "map-field": "field", "map-expr": "expr",
     "latent-seed": "seed", "latent-temp": "temp", "search-query": "q", "search-as": "as", "search-filter": "filter",
-    "search-k": "k",
+    "search-k": "k", "search-mode": "mode",
   };
   const page = params.get("page") || "arithmetic";
   for (const [id, key] of Object.entries(fields)) {
@@ -490,9 +523,10 @@ async function main() {
   $("draw-as-b").addEventListener("click", () => guarded(() => drawingAs("b")));
   setUpCanvas();
   await guarded(loadCatalogue);
-  // A shared or reloaded URL shows its view at once.
+  // A page shows its view at once: a shared or reloaded URL's, or the default one (the map of the word list the form
+  // holds, the samples and their manifold).
   if (page === "arithmetic" && $("arith-model").value) await guarded(arithmetic);
-  if (page === "map" && params.has("source")) await guarded(drawMap);
+  if (page === "map" && (params.has("source") || $("map-model").value)) await guarded(drawMap);
   if (page === "latent" && $("latent-model").value) await guarded(sample);
   if (page === "search" && params.has("q")) await guarded(search);
   document.body.dataset.ready = "1";

@@ -17,8 +17,11 @@ import grpc.aio
 from google.rpc import error_details_pb2, status_pb2
 from starlette.requests import Request
 
-from embedsvc.errors import Reason
+from embedsvc.errors import Hint, Reason
 from embedsvc.settings import Settings
+
+# Errors whose next step is said differently over HTTP than in the gRPC message (errors.Hint): the HTTP words.
+HTTP_WORDS = {Hint.SEND_API_KEY.value: "no API key: send the header `Authorization: Bearer <key>`"}
 
 
 class HttpError(Exception):
@@ -57,7 +60,8 @@ class Failure:
             elif key == "grpc-retry-pushback-ms" and isinstance(value, str) and value.isdigit():
                 headers["retry-after"] = str(max(1, -(-int(value) // 1000)))
         code = exc.code()
-        return Failure(code, exc.details() or code.name, reason, metadata, details, headers)
+        message = HTTP_WORDS.get(metadata.get("hint", ""), exc.details() or code.name)
+        return Failure(code, message, reason, metadata, details, headers)
 
     @staticmethod
     def local(exc: HttpError) -> Failure:

@@ -35,6 +35,7 @@ CASES = [
     ),
     ("year != 1990", lambda m: m.get("year") != 1990),
     ('not genre != "pop"', lambda m: m["genre"] == "pop"),
+    ('genre == "rock" or year == 1990', lambda m: m["genre"] == "rock" or m.get("year") == 1990),  # == is =
 ]
 
 
@@ -53,7 +54,7 @@ def test_empty_filter_is_none():
     ("text", "position"),
     [
         ("genre =", "7"),
-        ("genre == 1", "7"),
+        ("genre === 1", "8"),
         ("(a = 1", "6"),
         ("a = 1 b", "6"),
         ("a IN 1", "5"),
@@ -66,6 +67,18 @@ def test_syntax_errors_have_positions(text, position):
         compile_filter(text, 1000)
     assert info.value.reason is Reason.INVALID_FILTER
     assert info.value.metadata["position"] == position
+
+
+@pytest.mark.parametrize(
+    ("text", "position"), [("genre = rock", "8"), ("tags IN [a, b]", "9"), ("genre != rock and x = 1", "9")]
+)
+def test_a_bare_word_value_hints_at_quotes(text, position):
+    with pytest.raises(EmbedsvcError) as info:
+        compile_filter(text, 1000)
+    assert info.value.reason is Reason.INVALID_FILTER
+    value = text[int(position) :].split()[0].rstrip(",]")
+    assert info.value.metadata == {"position": position, "hint": "quote-strings", "value": value}
+    assert f'"{value}"' in info.value.message
 
 
 def test_length_limit():

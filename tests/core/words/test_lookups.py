@@ -36,6 +36,18 @@ def test_oov_lists_all_missing_words(spaces):
     assert info.value.metadata["words"] == "zzqx qqzx"
 
 
+def test_oov_words_whose_lower_case_is_known_hint_at_it(spaces):
+    """The glove vocabulary is lower-case: `The` is out of it, `the` in it; `Zzqx` has no lower-case form in it."""
+    with pytest.raises(EmbedsvcError) as info:
+        words.embed(spaces["glove"], ["The", "Zzqx", "and"], LIMITS, normalize=False)
+    assert info.value.reason is Reason.OUT_OF_VOCABULARY
+    assert info.value.metadata == {"model": "glove", "words": "The Zzqx", "suggestions": "the", "hint": "lower-case"}
+    assert "lower-case" in info.value.message and "'the'" in info.value.message
+    with pytest.raises(EmbedsvcError) as info:
+        words.embed(spaces["glove"], ["zzqx"], LIMITS, normalize=False)
+    assert "hint" not in info.value.metadata
+
+
 def test_nearest_equals_gensim(spaces):
     kv = gensim_reference("lee-binary")
     lists = words.nearest(spaces["lee-binary"], ["government", "police"], LIMITS, top_n=8, restrict_vocab=0)

@@ -3,7 +3,6 @@ on the same data directory, and a delete that waits for a checkpoint without sta
 
 import errno
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -14,6 +13,7 @@ from embedsvc.index.faiss.collection import LOG, Collection, State
 from embedsvc.index.faiss.log import Upsert
 from embedsvc.index.faiss.store import CollectionStore
 from embedsvc.index.types import CollectionConfig, IndexParams, Metric
+from tests.helpers import wait_for
 
 
 def batch(b, n=20, d=8):
@@ -173,11 +173,19 @@ def test_delete_waits_for_a_checkpoint_without_stalling_other_collections(tmp_pa
     assert entered.wait(10)
     deleting = threading.Thread(target=store.delete, args=("slow",))
     deleting.start()
-    time.sleep(0.2)
-    started = time.perf_counter()
-    assert store.get("other").count == 0  # answered while the delete waits
-    assert store.names() == ["other"]
-    assert time.perf_counter() - started < 0.5
+    # The delete took the name out of the store and now waits in close() for the stalled checkpoint; calls on the
+    # other collection must be answered meanwhile, not wait behind it (if they did, they would wait until `release`).
+    answered = {}
+
+    def other_calls():
+        wait_for(lambda: store.names() == ["other"], what="the delete to take 'slow' out of the store")
+        answered["count"] = store.get("other").count
+
+    asker = threading.Thread(target=other_calls, daemon=True)
+    asker.start()
+    asker.join(30)
+    assert answered == {"count": 0}, "calls on another collection waited behind the delete"
+    assert deleting.is_alive()  # still waiting for the checkpoint
     with pytest.raises(Exception, match="exists"):
         store.create(config("slow"))  # the name is not free until its files are gone
     release.set()

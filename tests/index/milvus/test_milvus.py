@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from embedsvc.core.collections.filters import parse_filter
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index.types import Backend, CollectionConfig, IndexKind, IndexParams, Metric, Upsert
+from tests.helpers import FakeClock
 
 pytest.importorskip("pymilvus")
 
@@ -115,13 +116,17 @@ def test_items_over_milvus_field_limits_are_limit_exceeded(collection):
 def test_aliases_in_milvus_are_shared_by_every_store_over_it(tmp_path):
     from embedsvc.index.milvus.aliases import MilvusAliasStore
 
+    clock = FakeClock()
     options = MilvusOptions(str(tmp_path / "aliases.db"))
-    one, other = MilvusAliasStore(options, ttl_s=0.2), MilvusAliasStore(options, ttl_s=0.2)
+    one, other = MilvusAliasStore(options, ttl_s=1.0, clock=clock), MilvusAliasStore(options, ttl_s=1.0, clock=clock)
     assert one.resolve("music") == "music" and one.all() == []
+    assert other.resolve("music") == "music"  # read, and cached for ttl_s
     one.set("music", "docs")
     assert one.resolve("music") == "docs"  # at once on the store that made the change
-    time.sleep(0.3)
-    assert other.resolve("music") == "docs" and other.of("docs") == ["music"]  # within ttl_s on the others
+    clock.advance(0.9)
+    assert other.resolve("music") == "music"  # the others answer from their cache for up to ttl_s...
+    clock.advance(0.1)
+    assert other.resolve("music") == "docs" and other.of("docs") == ["music"]  # ...and then read the change
     other.set("music", "docs-v2")
     assert one.get("music").collection == "docs-v2"  # get reads fresh: the admin calls decide on it
     one.delete("music")

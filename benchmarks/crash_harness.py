@@ -1,9 +1,11 @@
 """Kill a real server with SIGKILL while clients upsert, restart it, and check that nothing acknowledged is lost.
 
-Each client sends atomic batches of items whose vectors derive from the batch tag; a batch counts as acknowledged
-when Upsert returned. After every restart the whole collection is exported and checked: every acknowledged item is
-present with its exact vector and metadata, and every batch is either fully visible or not at all.
-Used by tests/test_crash.py and benchmarks/crash.py.
+Each client sends atomic batches of items whose vectors derive from the batch tag, each with a text naming its batch;
+a batch counts as acknowledged when Upsert returned. After every restart the whole collection is exported and checked:
+every acknowledged item is present with its exact vector, metadata and text, and every batch is either fully visible
+or not at all; and the keyword index (rebuilt at open) finds exactly the visible items of each batch by its tag.
+Used by tests/test_crash.py and benchmarks/crash.py (it lives here, beside the benchmarks' one way to start a server,
+so that benchmarks import nothing from tests/).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks._serve import start
 from embedsvc.client import Client, EmbedsvcClientError
-from tests import serve_process
 
 DIM = 16
 BATCH = 20
@@ -37,10 +39,15 @@ class Outcome:
     acknowledged: dict[str, int] = field(default_factory=dict)  # batch tag -> round
     lost: list[str] = field(default_factory=list)
     torn: list[str] = field(default_factory=list)
+    keyword_mismatch: list[str] = field(default_factory=list)  # batch tags the keyword index answers wrongly
 
     @property
     def acknowledged_items(self) -> int:
         return BATCH * len(self.acknowledged)
+
+
+def text(tag: str, i: int) -> str:
+    return f"{tag} item {i}"
 
 
 def verify(client: Client, outcome: Outcome) -> None:
@@ -51,16 +58,26 @@ def verify(client: Client, outcome: Outcome) -> None:
         per_batch[tag] = per_batch.get(tag, 0) + 1
         vectors = batch_vectors(tag)
         i = int(item["metadata"]["i"])
-        if item_id != f"{tag}-{i}" or not np.array_equal(item["vector"], vectors[i]):
+        if item_id != f"{tag}-{i}" or not np.array_equal(item["vector"], vectors[i]) or item["input"] != text(tag, i):
             outcome.torn.append(item_id)
     outcome.torn.extend(tag for tag, n in per_batch.items() if n != BATCH)
     for tag in outcome.acknowledged:
         for i in range(BATCH):
             if f"{tag}-{i}" not in visible:
                 outcome.lost.append(f"{tag}-{i}")
+    tags = sorted(set(per_batch) | set(outcome.acknowledged))
+    for at in range(0, len(tags), 64):  # the keyword index against what is visible: nothing lost or resurrected
+        chunk = tags[at : at + 64]
+        found = client.batch_search(COLLECTION, chunk, mode="keyword", k=BATCH + 1, include_metadata=False)
+        for tag, hits in zip(chunk, found, strict=True):
+            expected = {item_id for item_id in visible if item_id.startswith(f"{tag}-")}
+            if {h.id for h in hits} != expected:
+                outcome.keyword_mismatch.append(tag)
 
 
-def writer(target: str, round_: int, client_no: int, outcome: Outcome, lock: threading.Lock) -> None:
+def writer(
+    target: str, round_: int, client_no: int, outcome: Outcome, lock: threading.Lock, writing: threading.Event
+) -> None:
     with Client(target, timeout=10) as client:
         n = 0
         while True:
@@ -68,11 +85,12 @@ def writer(target: str, round_: int, client_no: int, outcome: Outcome, lock: thr
             ids = [f"{tag}-{i}" for i in range(BATCH)]
             metadata = [{"batch": tag, "i": i, "round": round_} for i in range(BATCH)]
             try:
-                client.upsert(COLLECTION, ids, batch_vectors(tag), metadata)
+                client.upsert(COLLECTION, ids, batch_vectors(tag), metadata, [text(tag, i) for i in range(BATCH)])
             except EmbedsvcClientError:
                 return  # the server is gone
             with lock:
                 outcome.acknowledged[tag] = round_
+            writing.set()
             n += 1
 
 
@@ -86,21 +104,29 @@ def run(data_dir: Path, kills: int, *, clients: int = 3, seed: int = 0, backend:
     outcome = Outcome()
     lock = threading.Lock()
     for round_ in range(kills + 1):
-        proc, target = serve_process.start("--config", str(config), "--data-dir", str(data_dir))
+        proc, target = start("--config", str(config), "--data-dir", str(data_dir))
         try:
-            with Client(target, timeout=30) as client:
+            with Client(target, timeout=300) as client:  # a whole export and keyword search on a loaded machine
                 client.wait_until_serving(60)
                 if round_ == 0 and not client.list_collections():
-                    client.create_collection(COLLECTION, dimension=DIM, metric="cosine")
+                    client.create_collection(COLLECTION, dimension=DIM, metric="cosine", keyword="none")
                 verify(client, outcome)
             if round_ == kills:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)
                 break
-            threads = [threading.Thread(target=writer, args=(target, round_, c, outcome, lock)) for c in range(clients)]
+            writing = threading.Event()
+            threads = [
+                threading.Thread(target=writer, args=(target, round_, c, outcome, lock, writing))
+                for c in range(clients)
+            ]
             for t in threads:
                 t.start()
-            time.sleep(rng.uniform(0.2, 1.0))
+            # Kill only once writes are under way (a batch of this round was acknowledged), then at a random moment:
+            # the pause varies where the kill lands, nothing counts on its length.
+            if not writing.wait(60):
+                raise RuntimeError(f"round {round_}: no upsert was acknowledged within 60 s")
+            time.sleep(rng.uniform(0.0, 0.8))
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(30)
             outcome.kills += 1

@@ -1,0 +1,90 @@
+"""The GAN's networks: shapes, configs, eval-mode determinism, the hinge losses and the differentiable translation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from embedsvc.nets.gan import (
+    Discriminator,
+    GANConfig,
+    Generator,
+    LatentEncoder,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+    random_translation,
+)
+
+
+def test_shapes_ranges_and_config_round_trip() -> None:
+    torch.manual_seed(0)
+    for config in (GANConfig(), GANConfig(image_size=32, channels=3, latent_dim=8, generator_channels=(64, 32, 16))):
+        generator, discriminator, encoder = Generator(config), Discriminator(config), LatentEncoder(config)
+        z = torch.randn(5, config.latent_dim)
+        with torch.no_grad():
+            images = generator(z)
+            assert discriminator(images).shape == (5,)
+            assert encoder(images).shape == (5, config.latent_dim)
+        assert images.shape == (5, config.channels, config.image_size, config.image_size)
+        assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+        assert GANConfig.from_json(config.to_json()) == config
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(image_size=30),
+        dict(channels=2),
+        dict(latent_dim=0),
+        dict(generator_channels=()),
+        dict(discriminator_channels=(32, 0)),
+        dict(encoder_channels=()),
+        dict(encoder_units=-1),
+        dict(architecture="dcgan-v0"),
+    ],
+)
+def test_bad_configs_are_refused(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        GANConfig(**bad)
+
+
+def test_unknown_config_keys_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown"):
+        GANConfig.from_json({**GANConfig().to_json(), "surprise": 1})
+
+
+def test_eval_generator_is_deterministic_and_per_image() -> None:
+    """In eval mode each image depends on its own latent only: a batch gives what the latents give one by one."""
+    torch.manual_seed(1)
+    generator = Generator(GANConfig(latent_dim=8))
+    generator.train()
+    generator(torch.randn(64, 8))  # move the BatchNorm running statistics off their initial values
+    generator.eval()
+    z = torch.randn(6, 8)
+    with torch.no_grad():
+        batch = generator(z)
+        torch.testing.assert_close(generator(z), batch, rtol=0, atol=0)
+        alone = torch.cat([generator(z[i : i + 1]) for i in range(6)])
+    torch.testing.assert_close(alone, batch, rtol=1e-5, atol=1e-6)
+
+
+def test_hinge_losses() -> None:
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.0])
+    # relu(1 - real) = [0, 0.5], relu(1 + fake) = [0, 1]
+    assert float(hinge_discriminator_loss(real, fake)) == pytest.approx(0.25 + 0.5)
+    assert float(hinge_generator_loss(fake)) == pytest.approx(1.0)
+
+
+def test_random_translation_moves_whole_images_and_passes_gradients() -> None:
+    x = torch.zeros(4, 1, 6, 6)
+    x[:, :, 2:4, 2:4] = 1.0
+    x.requires_grad_(True)
+    moved = random_translation(x, 1, torch.Generator().manual_seed(0))
+    assert moved.shape == x.shape
+    for image in moved.detach():
+        assert float(image.sum()) == 4.0  # a 2x2 block one pixel from the border stays whole
+        rows, cols = torch.nonzero(image[0], as_tuple=True)
+        assert int(rows.max() - rows.min()) == 1 and int(cols.max() - cols.min()) == 1
+    moved.sum().backward()
+    assert x.grad is not None and float(x.grad.sum()) > 0
+    assert random_translation(x, 0) is x
