@@ -62,6 +62,8 @@ _QUERY_CHUNK = 256
 _FILTER_CHUNK = 4096
 # Bytes of candidate vectors one rescoring step may gather (queries x candidates x dimension x 4).
 _RERANK_BYTES = 64 * 1024 * 1024
+# Rows a rebuild adds to its new index per step (progress is reported, and cancellation checked, between steps).
+_REBUILD_CHUNK = 8192
 
 
 class Collection:
@@ -418,7 +420,7 @@ class Collection:
         `stage(name, total)` and `units(done)` report progress; `check()` is called between steps and stops the
         rebuild by raising (nothing changes then)."""
         self._require_writer()
-        training.rebuild(self._contents, stage, units, check)
+        training.rebuild(self._contents, stage, units, check, chunk=_REBUILD_CHUNK)
         stage("checkpoint", 0)
         self.checkpoint()
         index = self._contents.index

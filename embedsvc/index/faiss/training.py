@@ -54,9 +54,14 @@ def train_sample(contents: Contents) -> np.ndarray:
     return contents.store.unit[live]
 
 
-def _fill(contents: Contents, check: Callable[[], None] = lambda: None, units: Callable[[int], None] = lambda _: None):
+def _fill(
+    contents: Contents,
+    check: Callable[[], None] = lambda: None,
+    units: Callable[[int], None] = lambda _: None,
+    rows: int = _ADD_ROWS,
+) -> None:
     store, index = contents.store, contents.index
-    for start, block in store.chunks(max_rows=_ADD_ROWS):
+    for start, block in store.chunks(max_rows=rows):
         check()
         index.add(np.arange(start, start + len(block)), block)
         units(start + len(block))
@@ -109,8 +114,11 @@ def build(
     stage: Callable[[str, int], None],
     units: Callable[[int], None],
     check: Callable[[], None],
+    *,
+    chunk: int = _ADD_ROWS,
 ) -> None:
-    """A new index over this (unshared, compacted) contents, trained if the kind needs it, filled a block a step.
+    """A new index over this (unshared, compacted) contents, trained if the kind needs it, filled at most `chunk`
+    rows a step.
 
     `stage` and `units` report progress; `check()` runs between steps and stops the build by raising."""
     contents.index = index = contents.new_index()
@@ -122,7 +130,7 @@ def build(
         check()
         index.train(train_sample(contents))
     stage("indexing", store.n)
-    _fill(contents, check, units)
+    _fill(contents, check, units, chunk)
 
 
 def rebuild(
@@ -130,6 +138,8 @@ def rebuild(
     stage: Callable[[str, int], None],
     units: Callable[[int], None],
     check: Callable[[], None],
+    *,
+    chunk: int = _ADD_ROWS,
 ) -> None:
     """Rebuild the store (without tombstones) and its indexes off the lock, then swap them in with the writes made
     meanwhile. Nothing changes when `check()` raises. INVALID_VALUE while another rebuild runs."""
@@ -142,7 +152,7 @@ def rebuild(
     try:
         fresh = Contents(contents.config, keyword=False)  # the keyword index stays in service (adopt keeps it)
         fresh.store = store
-        build(fresh, stage, units, check)
+        build(fresh, stage, units, check, chunk=chunk)
         check()
         stage("catching-up", len(contents.rebuilding))
         with contents.rw.write():
