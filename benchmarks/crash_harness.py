@@ -65,13 +65,15 @@ def verify(client: Client, outcome: Outcome) -> None:
         for i in range(BATCH):
             if f"{tag}-{i}" not in visible:
                 outcome.lost.append(f"{tag}-{i}")
+    by_tag: dict[str, set[str]] = {}  # visible ids by their batch tag (ids are "<tag>-<i>"), built once
+    for item_id in visible:
+        by_tag.setdefault(item_id.rsplit("-", 1)[0], set()).add(item_id)
     tags = sorted(set(per_batch) | set(outcome.acknowledged))
     for at in range(0, len(tags), 64):  # the keyword index against what is visible: nothing lost or resurrected
         chunk = tags[at : at + 64]
         found = client.batch_search(COLLECTION, chunk, mode="keyword", k=BATCH + 1, include_metadata=False)
         for tag, hits in zip(chunk, found, strict=True):
-            expected = {item_id for item_id in visible if item_id.startswith(f"{tag}-")}
-            if {h.id for h in hits} != expected:
+            if {h.id for h in hits} != by_tag.get(tag, set()):
                 outcome.keyword_mismatch.append(tag)
 
 

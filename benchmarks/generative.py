@@ -121,7 +121,7 @@ def main() -> None:
     inversion_seconds = time.monotonic() - inversion_started
     m = float(np.mean((found.images - digits) ** 2))
     v = float(np.mean((vae.decode(vae.encode(digits)[0]) - digits) ** 2))
-    a = float(np.mean((ae.decode(ae.encode(digits)) - digits) ** 2))
+    a = float(np.mean((ae.decode(ae.encode(digits)[0]) - digits) ** 2))
     print(
         f"inversion of {len(digits)} held-out digits: {inversion.restarts} restarts"
         f"{' + the encoder' if gan.encoder is not None else ''}, {inversion.steps} steps, {inversion.prior} prior: "

@@ -38,6 +38,8 @@ from embedsvc.v1 import (
     operations_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
+    snapshots_pb2,
+    snapshots_pb2_grpc,
     text_pb2,
     text_pb2_grpc,
     words_pb2,
@@ -90,9 +92,22 @@ LATENT = Service("LatentService", latent_pb2, latent_pb2_grpc, "latent")
 MAPS = Service("MapService", maps_pb2, maps_pb2_grpc, "maps")
 COLLECTIONS = Service("CollectionService", collections_pb2, collections_pb2_grpc, "collections")
 OPERATIONS = Service("OperationService", operations_pb2, operations_pb2_grpc, "operations")
+SNAPSHOTS = Service("SnapshotService", snapshots_pb2, snapshots_pb2_grpc, "snapshots")
 
 # Every service of protos/embedsvc/v1, in the order the API documents them.
-SERVICES: tuple[Service, ...] = (SERVER, MODELS, WORDS, ARITHMETIC, TEXT, IMAGES, LATENT, MAPS, COLLECTIONS, OPERATIONS)
+SERVICES: tuple[Service, ...] = (
+    SERVER,
+    MODELS,
+    WORDS,
+    ARITHMETIC,
+    TEXT,
+    IMAGES,
+    LATENT,
+    MAPS,
+    COLLECTIONS,
+    OPERATIONS,
+    SNAPSHOTS,
+)
 
 # grpc.health.v1.Health: not ours (grpcio's servicer answers it), but every server has it and the client calls it.
 HEALTH = Service("Health", health_pb2, health_pb2_grpc, "health")

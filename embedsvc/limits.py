@@ -97,3 +97,7 @@ class Limits:
     max_examples: int = 256
     # Searches: hits per group (group_size).
     max_group_size: int = 100
+    # Snapshots: bytes of one UploadSnapshot (its files, in all).
+    max_snapshot_upload_bytes: int = 16 * 1024 * 1024 * 1024
+    # Texts scored against the query in one Rerank call (each one a cross-encoder pair).
+    max_rerank_texts: int = 1000

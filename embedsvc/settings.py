@@ -100,6 +100,9 @@ class StorageSettings:
 
     backend: str = "faiss"  # faiss | milvus: where CreateCollection puts a collection that names no backend
     milvus: MilvusSettings | None = None
+    # Where snapshots' files are kept (a relative path is relative to the data directory); empty:
+    # <data_dir>/snapshot-files. Replicas sharing collections on Milvus share this directory (a network file system).
+    snapshot_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,14 @@ class Settings:
     # Origins allowed to call the HTTP API from a browser page served elsewhere (CORS); none by default. "*" allows
     # any origin.
     http_cors_origins: tuple[str, ...] = ()
+    # OpenAI's /v1/embeddings: other names for hosted text models, as (alias, model) pairs (in TOML a table,
+    # [server.openai_model_aliases] "text-embedding-3-small" = "minilm"), for tools that only send OpenAI's names.
+    openai_model_aliases: tuple[tuple[str, str], ...] = ()
+    # The text model text-embeddings-inference's routes (/embed, /tokenize, /info) serve: TEI serves one model.
+    tei_model: str = "minilm"
+    # The cross-encoder TEI's /rerank serves (a TEI server is either an embedder or a reranker; this one can be both).
+    # Empty: tei_model, which, not being a cross-encoder, answers /rerank with TEI's 424 "not a re-ranker model".
+    tei_rerank_model: str = ""
     # Serve a non-loopback address without API keys. Refused unless asked for on purpose.
     insecure: bool = False
     auth: AuthSettings = field(default_factory=AuthSettings)
@@ -297,6 +308,13 @@ class Settings:
                     raise ConfigError(f"server.{key}: must be a list of origins, got {value!r}")
                 values[key] = tuple(value)
                 continue
+            if key == "openai_model_aliases":
+                if not isinstance(value, dict) or not all(
+                    isinstance(a, str) and a and isinstance(m, str) and m for a, m in value.items()
+                ):
+                    raise ConfigError(f"server.{key}: must be a table of alias = model name, got {value!r}")
+                values[key] = tuple(value.items())
+                continue
             values[key] = _coerce(f"server.{key}", value, cls.__dataclass_fields__[key].default)
         limits_table = _table(config, "limits")
         limit_values: dict[str, int] = {}
@@ -331,12 +349,14 @@ class Settings:
             m = self.storage.milvus
             uri = str(self.data_dir / m.uri) if m.is_local else m.uri
             milvus = MilvusOptions(uri, m.token, m.db_name, m.consistency, m.timeout_s, m.retries)
+        snapshots = Path(self.storage.snapshot_dir).expanduser() if self.storage.snapshot_dir else None
         return StorageOptions(
             self.data_dir,
             self.checkpoint_bytes,
             Backend(self.storage.backend),
             milvus,
             max_id_bytes=self.limits.max_id_bytes,
+            snapshot_dir=self.data_dir / snapshots if snapshots is not None else None,
         )
 
     def validate(self) -> None:
@@ -388,6 +408,11 @@ class Settings:
             raise ConfigError("server.grace_period_s: must not be negative")
         if not is_device(self.device):
             raise ConfigError(f"server.device: {self.device!r} is not auto, cpu or cuda:N")
+        shadowing = sorted({a for a, _ in self.openai_model_aliases} & {m.name for m in self.all_models()})
+        if shadowing:
+            raise ConfigError(
+                f"server.openai_model_aliases: {', '.join(shadowing)} would hide the model(s) of that name"
+            )
         kinds.check_requirements(self.all_models(), self.models)
 
 
@@ -413,7 +438,7 @@ def _path(key: str, value: Any) -> Path:
 
 
 def _storage(table: Mapping[str, Any]) -> StorageSettings:
-    unknown = set(table) - {"backend", "milvus"}
+    unknown = set(table) - {"backend", "milvus", "snapshot_dir"}
     if unknown:
         raise ConfigError(f"storage.{sorted(unknown)[0]}: unknown key")
     backend = table.get("backend", "faiss")
@@ -448,7 +473,10 @@ def _storage(table: Mapping[str, Any]) -> StorageSettings:
         milvus = MilvusSettings(uri, token, db_name, consistency, float(timeout), retries)
     if backend == "milvus" and milvus is None:
         raise ConfigError("storage.backend: milvus needs [storage.milvus] with its uri")
-    return StorageSettings(backend, milvus)
+    snapshot_dir = table.get("snapshot_dir", "")
+    if not isinstance(snapshot_dir, str):
+        raise ConfigError(f"storage.snapshot_dir: must be a directory path, got {snapshot_dir!r}")
+    return StorageSettings(backend, milvus, snapshot_dir)
 
 
 def _tls(table: Any) -> TlsSettings:

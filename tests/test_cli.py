@@ -191,7 +191,14 @@ def test_serve_with_config_then_sigterm_lets_calls_finish(data_dir, tmp_path, mi
     try:
         with Client(target) as c:
             c.wait_until_serving(120)
-            assert [m.name for m in c.list_models()] == ["minilm-static", "minilm", "mnist-vae", "glove"]
+            assert [m.name for m in c.list_models()] == [
+                "minilm-static",
+                "minilm",
+                "mnist-vae",
+                "mnist-gan",
+                "mnist-ae",
+                "glove",
+            ]
         out = subprocess.run(
             [
                 sys.executable,
@@ -405,3 +412,29 @@ def test_index_texts_jsonl_and_embed_text(capsys, target, tmp_path):
     payload = json.loads(out)
     assert code == 0 and len(payload["vectors"]) == 2 and len(payload["vectors"][0]) == 384
     assert payload["truncated"] == [] and payload["provenance"]["model"] == "minilm"
+
+
+def test_embed_shapes_and_tokenize(capsys, target):
+    """embed's --dtype, --dimensions and --long-texts refuse reach EmbedTexts (the same vectors as the client's), and
+    tokenize prints the model's tokens with their offsets."""
+    texts = ["hello world", "a longer sentence about cats"]
+    flags = [arg for t in texts for arg in ("--text", t)]
+    code, out, _ = run(capsys, "--target", target, "embed", "--model", "minilm", *flags, "--dtype", "ubinary", "--json")
+    payload = json.loads(out)
+    with Client(target) as client:
+        want = client.embed_texts("minilm", texts, dtype="ubinary")
+    assert code == 0 and payload["dtype"] == "ubinary" and payload["dimension"] == 384
+    assert payload["vectors"] == want.vectors.tolist() and payload["space"].endswith("/ubinary")
+    code, _, err = run(capsys, "--target", target, "embed", "--model", "minilm", *flags, "--dimensions", "128")
+    assert code == 1 and "DIMENSIONS_NOT_SUPPORTED" in err
+    long_text = " ".join(["word"] * 400)
+    code, _, err = run(
+        capsys, "--target", target, "embed", "--model", "minilm", "--text", long_text, "--long-texts", "refuse"
+    )
+    assert code == 1 and "LIMIT_EXCEEDED" in err
+    code, out, _ = run(capsys, "--target", target, "tokenize", "--model", "minilm", "Hello, world!", "--json")
+    (tokens,) = json.loads(out)["tokens"]
+    assert code == 0 and [t["token"] for t in tokens] == ["[CLS]", "hello", ",", "world", "!", "[SEP]"]
+    assert [(t["start"], t["end"]) for t in tokens[1:-1]] == [(0, 5), (5, 6), (7, 12), (12, 13)]
+    code, out, _ = run(capsys, "--target", target, "tokenize", "--model", "minilm", "Hello", "--no-special")
+    assert code == 0 and "1 tokens: hello(" in out

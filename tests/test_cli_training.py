@@ -89,7 +89,7 @@ def test_train_ae_writes_a_loadable_checkpoint_with_its_figures(capsys, tmp_path
     )
     assert config["metrics"]["test_reconstruction_mse"] < config["metrics"]["mean_image_baseline_mse"] * 2
     model = AEModel.load("mine", out)
-    assert model.encode(np.zeros((1, 1, 28, 28), np.float32)).shape == (1, 4)
+    assert model.encode(np.zeros((1, 1, 28, 28), np.float32))[0].shape == (1, 4)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ index finds exactly what survived (FAISS and Milvus Lite)."""
 import pytest
 
 from benchmarks import crash_harness
+from tests import crash_lifecycle
 
 
 def check(tmp_path, kills, backend="faiss"):
@@ -27,3 +28,10 @@ def test_sigkill_milvus_lite_5_times_loses_nothing(tmp_path):
 @pytest.mark.slow
 def test_sigkill_100_times_loses_nothing(tmp_path):
     check(tmp_path, 100)
+
+
+def test_sigkill_during_snapshots_restores_and_a_reembed_leaves_nothing_half_made(tmp_path):
+    outcome = crash_lifecycle.run(tmp_path / "data", rounds=6, log=lambda _msg: None)
+    assert outcome.kills == 6 and outcome.problems == []
+    assert outcome.cut.get("snapshot", 0) + outcome.cut.get("restore", 0) >= 2, outcome.cut  # kills hit them part-way
+    assert outcome.cut.get("reembed", 0) >= 1, outcome.cut

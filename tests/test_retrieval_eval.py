@@ -2,13 +2,10 @@
 checked by hand; TREC run files written and read back."""
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import ireval
+from benchmarks import ireval  # not the benchmarks folder on sys.path: its milvus.py would shadow the milvus package
 
 QRELS = {"q1": {"d1": 2, "d2": 1, "d9": 0}, "q2": {"d5": 3}, "q3": {"d7": 0}}
 

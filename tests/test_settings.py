@@ -11,7 +11,7 @@ from embedsvc.settings import ConfigError, Role, Settings, key_hash
 
 def test_defaults_serve_the_embedded_model():
     settings = Settings.from_config({})
-    assert [m.name for m in settings.all_models()] == ["minilm-static", "minilm", "mnist-vae"]
+    assert [m.name for m in settings.all_models()] == ["minilm-static", "minilm", "mnist-vae", "mnist-gan", "mnist-ae"]
     assert Settings(embedded_models=False).all_models() == ()
 
 
@@ -38,7 +38,14 @@ def test_toml_example_from_the_readme():
     assert settings.data_dir == Path("/tmp/x")
     (glove,) = settings.models
     assert glove.format is WordVectorFormat.GLOVE and glove.path == Path("/data/glove.6B.300d.txt")
-    assert [m.name for m in settings.all_models()] == ["minilm-static", "minilm", "mnist-vae", "glove"]
+    assert [m.name for m in settings.all_models()] == [
+        "minilm-static",
+        "minilm",
+        "mnist-vae",
+        "mnist-gan",
+        "mnist-ae",
+        "glove",
+    ]
 
 
 def test_flags_override_the_file():
@@ -161,8 +168,9 @@ def test_bad_config_names_the_key(config, message):
 
 def test_a_configured_model_can_replace_the_embedded_one():
     config = {"models": [{"name": "minilm-static", "format": "glove", "path": "/x"}]}
-    embedded_text, embedded_vae, replaced = Settings.from_config(config).all_models()
+    embedded_text, embedded_vae, embedded_gan, embedded_ae, replaced = Settings.from_config(config).all_models()
     assert embedded_text.name == "minilm" and embedded_vae.name == "mnist-vae"
+    assert (embedded_gan.name, embedded_ae.name) == ("mnist-gan", "mnist-ae")
     assert replaced.format is WordVectorFormat.GLOVE
 
 
@@ -243,6 +251,81 @@ def test_image_models_from_toml():
     assert faces.kind == "vae" and faces.path == Path("/models/faces-vae") and faces.device == "cpu"
     assert resnet.architecture == "resnet18" and resnet.image_size == 224 and resnet.mean == (0.485, 0.456, 0.406)
     assert (grey.channels, grey.image_size, grey.mean, grey.std) == (1, 64, (0.5,), (0.25,))
+
+
+def test_openai_aliases_tei_model_and_matryoshka_keys_from_toml():
+    config = tomllib.loads(
+        """
+        [server]
+        tei_model = "mpnet"
+        openai_model_aliases = { "text-embedding-3-small" = "mpnet", "text-embedding-ada-002" = "minilm" }
+
+        [[models]]
+        name = "mpnet"
+        kind = "text-encoder"
+        format = "sentence-transformers"
+        path = "/models/mpnet-matryoshka"
+        matryoshka_dims = [128, 768, 256]
+        allow_any_dimensions = true
+        """
+    )
+    settings = Settings.from_config(config)
+    assert settings.tei_model == "mpnet" and Settings().tei_model == "minilm"
+    assert dict(settings.openai_model_aliases) == {
+        "text-embedding-3-small": "mpnet",
+        "text-embedding-ada-002": "minilm",
+    }
+    (mpnet,) = settings.models
+    assert mpnet.options.matryoshka_dims == (768, 256, 128) and mpnet.options.allow_any_dimensions
+    assert (
+        Settings.from_config({"models": [{**config["models"][0], "matryoshka_dims": []}]})
+        .models[0]
+        .options.matryoshka_dims
+        == ()
+    )
+    assert Settings().all_models()[1].options.matryoshka_dims is None  # read from the model's directory
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"server": {"openai_model_aliases": ["a"]}}, "server.openai_model_aliases: must be a table"),
+        ({"server": {"openai_model_aliases": {"a": 1}}}, "server.openai_model_aliases: must be a table"),
+        ({"server": {"openai_model_aliases": {"minilm": "minilm-static"}}}, "minilm would hide the model"),
+        (
+            {
+                "models": [
+                    {
+                        "name": "t",
+                        "kind": "text-encoder",
+                        "format": "model2vec-static",
+                        "path": "/m",
+                        "matryoshka_dims": [0],
+                    }
+                ]
+            },
+            "matryoshka_dims: a list of positive integers",
+        ),
+        (
+            {
+                "models": [
+                    {
+                        "name": "t",
+                        "kind": "text-encoder",
+                        "format": "model2vec-static",
+                        "path": "/m",
+                        "allow_any_dimensions": "yes",
+                    }
+                ]
+            },
+            "allow_any_dimensions",
+        ),
+    ],
+)
+def test_bad_dialect_and_dimension_keys_name_the_key(config, message):
+    with pytest.raises(ConfigError) as info:
+        Settings.from_config(config)
+    assert message in str(info.value)
 
 
 # ---- Settings.load: the file, then the environment, then flags ---------------------------------------------------

@@ -53,12 +53,14 @@ def embed_texts(
     normalize: bool,
     dimension: int = 0,
     progress: Callable[[int], object] | None = None,
+    prompt_name: str = "",
 ) -> np.ndarray:
-    """The texts' vectors, TEXTS_PER_CALL texts per EmbedTexts call; `progress` hears how many each call embedded."""
+    """The texts' vectors, TEXTS_PER_CALL texts per EmbedTexts call, after the named prompt (""; the model's default);
+    `progress` hears how many each call embedded."""
     parts = []
     for start in range(0, len(texts), TEXTS_PER_CALL):
         part = list(texts[start : start + TEXTS_PER_CALL])
-        parts.append(c.embed_texts(model, part, normalize=normalize).vectors)
+        parts.append(c.embed_texts(model, part, normalize=normalize, prompt_name=prompt_name).vectors)
         if progress is not None:
             progress(len(part))
     return np.vstack(parts) if parts else np.zeros((0, dimension), dtype=np.float32)

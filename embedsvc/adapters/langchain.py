@@ -128,6 +128,7 @@ class EmbedsvcVectorStore(VectorStore):
         self.text_key = text_key
         self.mode = mode
         self._ready = False
+        self._query_prompt: str | None = None
 
     def close(self) -> None:
         if self._owns_client:
@@ -162,7 +163,10 @@ class EmbedsvcVectorStore(VectorStore):
     def _query_vector(self, query: str) -> np.ndarray:
         if self._embedding is not None:
             return np.asarray(self._embedding.embed_query(query), dtype=np.float32)
-        return self._client.embed_texts(self.model, [query]).vectors[0]
+        if self._query_prompt is None:  # the collection's query prompt, as its own text searches apply it
+            prompts = self._client.get_collection(self.collection).prompts if self._ensure() else None
+            self._query_prompt = prompts.query_prompt_name if prompts is not None else ""
+        return self._client.embed_texts(self.model, [query], prompt_name=self._query_prompt).vectors[0]
 
     # ---- writing ---------------------------------------------------------------------------------------------------
 

@@ -7,11 +7,14 @@
     model.similarity(embeddings, embeddings)
 
 `encode` takes the parameters code commonly passes (`batch_size`, `show_progress_bar`, `convert_to_numpy`,
-`convert_to_tensor`, `normalize_embeddings`, `truncate_dim`, `prompt`, `device`) and returns what
+`convert_to_tensor`, `normalize_embeddings`, `truncate_dim`, `prompt_name`, `prompt`, `device`) and returns what
 `SentenceTransformer.encode` returns: a 1-D array for one string, a 2-D float32 array for a list, a torch tensor with
 `convert_to_tensor`, a list of tensors with `convert_to_numpy=False`. Texts go to the server in batches of up to
 2,048 per call (the server's own batcher sizes the forward passes; `batch_size` only sets the progress bar's steps).
-Tensors need torch installed; nothing else here does.
+Tensors need torch installed; nothing else here does. The hosted model's named prompts (`prompts`,
+`default_prompt_name`) are the server's: `prompt_name` is applied by the server (the vectors are in the prompt's space),
+and `encode_query` / `encode_document` pick the "query" and "document" (else "passage", else "corpus") prompts as
+sentence-transformers does.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class RemoteSentenceTransformer:
         self._max_seq_length = int(info.max_seq_length)
         self.truncate_dim = truncate_dim
         self.space = info.space
+        self.prompts: dict[str, str] = dict(info.prompts)
+        self.default_prompt_name: str | None = info.default_prompt_name or None
 
     def close(self) -> None:
         if self._owns_client:
@@ -100,8 +105,17 @@ class RemoteSentenceTransformer:
         **kwargs: Any,
     ) -> Any:
         """SentenceTransformer.encode's answer, computed by the service (`device` is the server's to choose)."""
-        if prompt_name is not None:
-            raise ValueError(f"prompt_name '{prompt_name}': the hosted model has no named prompts; pass prompt=")
+        name = ""
+        if prompt is None and prompt_name is not None:
+            if prompt_name not in self.prompts:
+                choices = ", ".join(sorted(self.prompts)) or "none"
+                raise ValueError(f"prompt_name {prompt_name!r} is not one of the hosted model's prompts ({choices})")
+            name = prompt_name
+        elif prompt and self.default_prompt_name:
+            raise ValueError(
+                f"prompt=: the hosted model puts its default prompt {self.default_prompt_name!r} before every text; "
+                "pass prompt_name= (one of its prompts) instead"
+            )
         if output_value != "sentence_embedding":
             raise ValueError(f"output_value={output_value!r}: only sentence embeddings are served")
         if precision != "float32":
@@ -112,7 +126,7 @@ class RemoteSentenceTransformer:
         texts: list[str] = [sentences] if isinstance(sentences, str) else list(sentences)
         if prompt:
             texts = [prompt + t for t in texts]
-        rows = self._embed(texts, show_progress_bar, normalize_embeddings)
+        rows = self._embed(texts, show_progress_bar, normalize_embeddings, name)
         dim = truncate_dim or self.truncate_dim
         if dim:
             rows = rows[:, :dim]
@@ -132,17 +146,30 @@ class RemoteSentenceTransformer:
         return rows[0] if single else rows
 
     def encode_query(self, sentences: str | Sequence[str], **kwargs: Any) -> Any:
-        """encode() for queries (the hosted model has no query prompt)."""
+        """encode() for queries: with the hosted model's "query" prompt when it has one and no prompt is given."""
+        if kwargs.get("prompt_name") is None and kwargs.get("prompt") is None and "query" in self.prompts:
+            kwargs["prompt_name"] = "query"
         return self.encode(sentences, **kwargs)
 
     def encode_document(self, sentences: str | Sequence[str], **kwargs: Any) -> Any:
-        """encode() for documents (the hosted model has no document prompt)."""
+        """encode() for documents: with the hosted model's "document", else "passage", else "corpus" prompt when it
+        has one and no prompt is given."""
+        if kwargs.get("prompt_name") is None and kwargs.get("prompt") is None:
+            name = next((n for n in ("document", "passage", "corpus") if n in self.prompts), None)
+            if name is not None:
+                kwargs["prompt_name"] = name
         return self.encode(sentences, **kwargs)
 
-    def _embed(self, texts: list[str], show_progress_bar: bool | None, normalize: bool) -> np.ndarray:
+    def _embed(self, texts: list[str], show_progress_bar: bool | None, normalize: bool, prompt_name: str) -> np.ndarray:
         with tqdm(total=len(texts), desc="Batches", disable=not show_progress_bar, unit="text") as bar:
             return embed_texts(
-                self._client, self.model, texts, normalize=normalize, dimension=self._dimension, progress=bar.update
+                self._client,
+                self.model,
+                texts,
+                normalize=normalize,
+                dimension=self._dimension,
+                progress=bar.update,
+                prompt_name=prompt_name,
             )
 
     def similarity(self, embeddings1: Any, embeddings2: Any) -> Any:

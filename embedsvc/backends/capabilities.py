@@ -15,10 +15,13 @@ once after loading, so the first caller does not pay for thread pools, allocator
 - WORDS (`WordSpace`): a vocabulary of word vectors with gensim KeyedVectors semantics: lookups, nearest words,
   3CosAdd/3CosMul arithmetic and analogies (core/words runs those over `unit`).
 - TEXTS (`TextEncoder`): texts in, one vector each; counts tokens and splits long texts so callers can report
-  truncation and chunk. Its calls are queued: the registry hands it out with its dynamic batcher
-  (`core.texts.batching.TextModel`), never bare, so the model runs on one worker thread and not on gRPC threads.
-- PAIRS (`CrossEncoder`): scores (query, document) pairs for reranking. Defined ahead of its kind (a
-  sentence-transformers CrossEncoder, issue 29), which will be batched the way text encoders are.
+  truncation and chunk; gives a text's tokens with their offsets (TokenizeTexts), cuts a long text so only its end is
+  read (left truncation) and says which shorter (Matryoshka) vectors it was trained to give. Its calls are queued:
+  the registry hands it out with its dynamic batcher (`core.texts.batching.TextModel`), never bare, so the model runs
+  on one worker thread and not on gRPC threads.
+- PAIRS (`CrossEncoder`): scores (query, document) pairs for reranking (the cross-encoder kind: a sentence-transformers
+  CrossEncoder). Its calls are queued too: the registry hands it out with its batcher (`core.texts.batching.PairModel`,
+  itself a `CrossEncoder` whose `score` goes through the batcher under the current call's deadline).
 - IMAGES (`ImageEncoder`): images in, one feature vector each (similarity search, image collections, maps).
 - LATENT_DECODER (`LatentDecoder`): a generative model's decoder: latents in, images out. `has_prior` says whether
   latents may be drawn from its prior N(0, I) (Sample): a VAE's and a GAN's have one, an autoencoder's does not.
@@ -178,6 +181,18 @@ class WordSpace(Part, Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class TokenSpan:
+    """One token of a text: its id, its vocabulary string, whether the tokenizer added it, and the characters of the
+    text it covers (text[start:end]; 0, 0 for special tokens)."""
+
+    id: int
+    token: str
+    special: bool
+    start: int
+    end: int
+
+
 @runtime_checkable
 class TextEncoder(Part, Protocol):
     """Texts in, one float32 row each. `encode` runs on one thread at a time (the model's batch worker); the rest may
@@ -199,6 +214,17 @@ class TextEncoder(Part, Protocol):
         """What provenance reports: "sentence-transformers", "model2vec", "mean", "sif"."""
         ...
 
+    @property
+    def prompts(self) -> Mapping[str, str]:
+        """Named prompts, name -> the text put before an input (sentence-transformers' `prompts`); the callers put
+        it there (core/texts), `encode` never adds one itself."""
+        ...
+
+    @property
+    def default_prompt_name(self) -> str:
+        """The prompt a call that names none gets (sentence-transformers' default_prompt_name); "" for none."""
+        ...
+
     def encode(self, texts: list[str]) -> np.ndarray:
         """(len(texts), dimension) float32, each text truncated to max_seq_length tokens, not normalised."""
         ...
@@ -207,19 +233,40 @@ class TextEncoder(Part, Protocol):
         """Tokens of each text, untruncated, as the model counts them (special tokens included)."""
         ...
 
-    def chunks(self, text: str) -> list[str]:
-        """The text as consecutive windows that each fit in max_seq_length tokens."""
+    def chunks(self, text: str, prompt: str = "") -> list[str]:
+        """The text as consecutive windows, each with `prompt` before it, that each fit in max_seq_length tokens."""
         ...
 
     def unembeddable(self, texts: list[str]) -> list[int]:
         """Positions of texts this encoder cannot embed (checked before they are queued)."""
         ...
 
+    @property
+    def matryoshka_dims(self) -> tuple[int, ...]:
+        """Dimensions the model was trained to be truncated to (a Matryoshka loss), largest first; () when not."""
+        ...
+
+    @property
+    def any_dimensions(self) -> bool:
+        """The operator allows truncation to any dimensions (allow_any_dimensions)."""
+        ...
+
+    def tokens(self, text: str, special: bool = True) -> list[TokenSpan]:
+        """The text's tokens, untruncated, with the special tokens the model adds when `special`."""
+        ...
+
+    def tail(self, text: str, prompt: str = "") -> str | None:
+        """`prompt` then the end of a text, together at most max_seq_length tokens, the text cut at a word boundary so
+        that it tokenizes to the same tokens as the end of the whole text; prompt + text when they fit; None when this
+        tokenizer's tokens cannot be cut so (left truncation is then refused)."""
+        ...
+
 
 @runtime_checkable
 class CrossEncoder(Part, Protocol):
-    """Scores (query, document) pairs jointly (reranking). No kind offers it yet: issue 29 adds one (a
-    sentence-transformers CrossEncoder on the ONNX engine, batched like text encoders)."""
+    """Scores (query, document) pairs jointly (reranking): the cross-encoder kind (backends/cross_encoders.py), a
+    sentence-transformers CrossEncoder on ONNX Runtime or torch. `score` runs on one thread at a time (the model's
+    batch worker) unless the part is the registry's batched one."""
 
     @property
     def max_seq_length(self) -> int:
@@ -227,14 +274,17 @@ class CrossEncoder(Part, Protocol):
         ...
 
     @property
-    def method(self) -> str: ...
+    def method(self) -> str:
+        """What provenance reports: "cross-encoder"."""
+        ...
 
     def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        """(len(pairs),) float32 relevance scores, each pair truncated to max_seq_length tokens."""
+        """(len(pairs),) float32 raw relevance scores (the classifier's logit; callers apply the sigmoid), each pair
+        truncated to max_seq_length tokens as sentence-transformers' CrossEncoder truncates it (longest first)."""
         ...
 
     def token_counts(self, pairs: list[tuple[str, str]]) -> list[int]:
-        """Tokens of each pair as the model reads it, untruncated."""
+        """Tokens of each pair as the model reads it (special tokens included), untruncated."""
         ...
 
 
@@ -369,7 +419,7 @@ class Described:
     another is an optional part of the models offering that one: a model of that family without it is refused with
     OPERATION_NOT_SUPPORTED, "model 'x' is a <kind> model, which cannot <lacking>", and a model outside the family
     with the family's MODEL_KIND_MISMATCH. `instead` replaces the mismatch message for a model that offers another
-    capability (keys), with what to do instead; {name} and {kind} are filled in.
+    capability (keys), with what to do instead; {name}, {kind} and {a_kind} ("an autoencoder") are filled in.
     """
 
     what: str
@@ -382,7 +432,7 @@ DESCRIBED: Mapping[Capability, Described] = {
     Capability.WORDS: Described(
         "a word-vectors model",
         instead={
-            Capability.TEXTS: "model '{name}' is a {kind} model, not a word-vectors model: it embeds texts "
+            Capability.TEXTS: "model '{name}' is {a_kind} model, not a word-vectors model: it embeds texts "
             "(TextService.EmbedTexts) and has no vocabulary; for arithmetic, search a collection bound to it with an "
             "expression query",
         },
@@ -390,7 +440,7 @@ DESCRIBED: Mapping[Capability, Described] = {
     Capability.TEXTS: Described(
         "a model that embeds texts",
         instead={
-            Capability.WORDS: "model '{name}' is a {kind} model without a sentence mode; configure an averaged-words "
+            Capability.WORDS: "model '{name}' is {a_kind} model without a sentence mode; configure an averaged-words "
             'text encoder over it (format = "averaged-words", words = "{name}")',
         },
     ),

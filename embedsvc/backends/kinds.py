@@ -6,12 +6,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from embedsvc.backends import image_encoders, text_encoders, vae, word_vectors
+from embedsvc.backends import autoencoder, cross_encoders, gan, image_encoders, text_encoders, vae, word_vectors
 from embedsvc.backends.base import Kind, ModelSpec
 from embedsvc.errors import ConfigError
 
 KINDS: dict[str, Kind] = {
-    kind.name: kind for kind in (word_vectors.KIND, text_encoders.KIND, vae.KIND, image_encoders.KIND)
+    kind.name: kind
+    for kind in (
+        word_vectors.KIND,
+        text_encoders.KIND,
+        vae.KIND,
+        image_encoders.KIND,
+        cross_encoders.KIND,
+        gan.KIND,
+        autoencoder.KIND,
+    )
 }
 DEFAULT_KIND = word_vectors.KIND.name
 # Keys every [[models]] entry may have, whatever its kind.

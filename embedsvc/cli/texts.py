@@ -1,4 +1,5 @@
-"""Commands over texts: `index-texts` (documents into a collection bound to a text model)."""
+"""Commands over texts: `index-texts` (documents into a collection bound to a text model) and `rerank` (texts ordered by
+their relevance to a query, by a cross-encoder)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from embedsvc.cli.output import emit, fail
+from embedsvc.cli.output import clip, emit, fail, provenance
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -21,6 +22,18 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     it.add_argument("--batch-size", type=int, default=64, help="documents per stream message")
     it.set_defaults(handler=index_texts)
+
+    rr = sub.add_parser(
+        "rerank", parents=[common], help="order texts by their relevance to a query, with a cross-encoder model"
+    )
+    rr.add_argument("model", help="a cross-encoder (GetModel: reranks)")
+    rr.add_argument("query")
+    rr.add_argument("texts", nargs="*", metavar="TEXT", help="the texts to score (or --file)")
+    rr.add_argument("--file", type=Path, help="texts to score, one a line (blank lines skipped)")
+    rr.add_argument("--top-n", type=int, default=0, help="only the best N (default: every text)")
+    rr.add_argument("--raw-scores", action="store_true", help="the model's logits instead of their sigmoid")
+    rr.add_argument("--truncate", action="store_true", help="truncate pairs longer than the model reads (else refused)")
+    rr.set_defaults(handler=rerank)
 
 
 def read_documents(path: Path) -> tuple[list[str], list[str], list[dict[str, Any] | None]]:
@@ -82,3 +95,30 @@ def index_texts(args: argparse.Namespace, client: Any) -> None:
         f"indexed {response.upserted} documents in {response.batches} batches"
         + (f"; {args.collection} has {response.count}" if response.count >= 0 else ""),
     )
+
+
+def rerank(args: argparse.Namespace, client: Any) -> None:
+    texts = list(args.texts)
+    if args.file is not None:
+        try:
+            texts += [line for line in args.file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"cannot read {args.file}: {exc}")
+    if not texts:
+        fail("no texts to rerank: give them as arguments or with --file")
+    ranked = client.rerank(
+        args.model, args.query, texts, top_n=args.top_n, raw_scores=args.raw_scores, truncate=args.truncate
+    )
+    payload = {
+        "query": args.query,
+        "results": [{"index": r.index, "score": r.score, "text": texts[r.index]} for r in ranked.results],
+        "truncated": ranked.truncated,
+        "token_counts": ranked.token_counts,
+        "max_seq_length": ranked.max_seq_length,
+        "provenance": provenance(ranked.provenance),
+    }
+    lines = [
+        f"{r.score:.4f}  [{r.index}] {clip(texts[r.index])}" + ("  (truncated)" if r.index in ranked.truncated else "")
+        for r in ranked.results
+    ]
+    emit(args, payload, "\n".join(lines))

@@ -161,6 +161,21 @@ def _report(args: argparse.Namespace, metrics: dict[str, Any]) -> None:
     emit(args, metrics, "\n".join(lines + [f"  {k:<32} {v}" for k, v in metrics.items()]))
 
 
+def _train_options(args: argparse.Namespace, device: str) -> Any:
+    """The VAE's and the autoencoder's TrainOptions from their shared flags."""
+    from embedsvc.core.images.training import TrainOptions
+
+    return TrainOptions(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        device=device,
+        test_fraction=args.test_fraction,
+        validation_fraction=args.validation_fraction,
+    )
+
+
 # ---- train-vae ------------------------------------------------------------------------------------------------------
 
 
@@ -169,7 +184,7 @@ def train_vae(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from embedsvc.backends.vae import VAEModel, save_checkpoint
-    from embedsvc.core.images.training import TrainOptions, held_out_metrics
+    from embedsvc.core.images.training import held_out_metrics
     from embedsvc.core.images.training import train_vae as train
     from embedsvc.nets.vae import Likelihood, VAEConfig
 
@@ -183,15 +198,7 @@ def train_vae(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         fail(str(exc))
-    options = TrainOptions(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        device=device,
-        test_fraction=args.test_fraction,
-        validation_fraction=args.validation_fraction,
-    )
+    options = _train_options(args, device)
     _announce(data, args)
     started = time.monotonic()
     batches = -(-_train_count(data, args) // args.batch_size) * args.epochs
@@ -227,7 +234,7 @@ def train_ae(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from embedsvc.backends.autoencoder import save_autoencoder
-    from embedsvc.core.images.training import TrainOptions, autoencoder_metrics, train_autoencoder
+    from embedsvc.core.images.training import autoencoder_metrics, train_autoencoder
     from embedsvc.nets.autoencoder import AEConfig
 
     try:
@@ -236,15 +243,7 @@ def train_ae(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         fail(str(exc))
-    options = TrainOptions(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        device=device,
-        test_fraction=args.test_fraction,
-        validation_fraction=args.validation_fraction,
-    )
+    options = _train_options(args, device)
     _announce(data, args)
     started = time.monotonic()
     batches = -(-_train_count(data, args) // args.batch_size) * args.epochs

@@ -1,5 +1,5 @@
-"""Commands over models, words and arithmetic: `models`, `embed`, `arith`, `nearest`, `similarity`, `doesnt-match`,
-`evaluate-analogies`."""
+"""Commands over models, words and arithmetic: `models`, `embed`, `tokenize`, `arith`, `nearest`, `similarity`,
+`doesnt-match`, `evaluate-analogies`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from embedsvc.cli.arguments import deprecated_alias
 from embedsvc.cli.output import clip, emit, fail, message_dict, provenance
 
 # How `embedsvc models` names a kind; a kind not listed shows its own name.
-_KIND_LABELS = {"word-vectors": "words", "text-encoder": "text", "image-encoder": "image"}
+_KIND_LABELS = {"word-vectors": "words", "text-encoder": "text", "image-encoder": "image", "cross-encoder": "rerank"}
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -65,9 +65,37 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     what.add_argument("--image", action="append", type=Path, help="a PNG/JPEG file, for an image model (repeatable)")
     e.add_argument("--normalize", action="store_true", help="unit-length vectors")
     e.add_argument(
-        "--long-texts", choices=("truncate", "chunk"), default="truncate", help="texts over the model's max length"
+        "--long-texts",
+        choices=("truncate", "chunk", "refuse"),
+        default="truncate",
+        help="texts over the model's max length",
     )
+    e.add_argument(
+        "--truncation-direction",
+        choices=("right", "left"),
+        default="right",
+        help="which end of a long text truncation keeps (left: its end)",
+    )
+    e.add_argument(
+        "--dimensions",
+        type=int,
+        default=0,
+        help="texts: Matryoshka truncation to this many dimensions, re-normalised (models trained for it)",
+    )
+    e.add_argument(
+        "--dtype",
+        choices=("float32", "int8", "uint8", "binary", "ubinary"),
+        default="float32",
+        help="texts: quantised output (int8/uint8 calibrated per model; binary/ubinary: packed sign bits)",
+    )
+    e.add_argument("--prompt-name", default="", help="one of the text model's prompts (default: its default prompt)")
     e.set_defaults(handler=embed)
+
+    tk = sub.add_parser("tokenize", parents=[common], help="the tokens a text model reads")
+    tk.add_argument("--model", required=True)
+    tk.add_argument("text", nargs="+")
+    tk.add_argument("--no-special", action="store_true", help="leave out the special tokens the model adds")
+    tk.set_defaults(handler=tokenize)
 
     si = sub.add_parser("similarity", parents=[common], help="cosine similarity of two words")
     si.add_argument("--model", required=True)
@@ -146,6 +174,8 @@ def model_line(m: Any) -> str:
     if m.vocabulary_size:
         texts = "  (+texts)" if m.embeds_texts else ""
         return f"dim {m.dimension:<5} {label:<8} vocab {m.vocabulary_size:<8} {m.version}{texts}"
+    if m.reranks:  # no vectors: it scores (query, text) pairs
+        return f"{'pairs':<9} {label:<8} max {m.max_seq_length:<4} tokens {m.device:<6} {m.version}"
     return f"dim {m.dimension:<5} {label:<8} max {m.max_seq_length:<4} tokens {m.device:<6} {m.version}"
 
 
@@ -206,21 +236,39 @@ def nearest(args: argparse.Namespace, client: Any) -> None:
 
 
 def _rows(labels: Sequence[str], vectors: Any) -> str:
-    return "\n".join(f"{label}\t" + " ".join(f"{x:.6f}" for x in v) for label, v in zip(labels, vectors, strict=True))
+    def shown(x: Any) -> str:
+        return str(x) if isinstance(x, int) else f"{x:.6f}"
+
+    return "\n".join(
+        f"{label}\t" + " ".join(shown(x) for x in v.tolist()) for label, v in zip(labels, vectors, strict=True)
+    )
 
 
 def embed(args: argparse.Namespace, client: Any) -> None:
     if args.text:
-        te = client.embed_texts(args.model, args.text, normalize=args.normalize, long_texts=args.long_texts)
+        te = client.embed_texts(
+            args.model,
+            args.text,
+            normalize=args.normalize,
+            long_texts=args.long_texts,
+            dimensions=args.dimensions,
+            dtype=args.dtype,
+            truncation_direction=args.truncation_direction,
+            prompt_name=args.prompt_name,
+        )
         payload = {
             "texts": args.text,
             "vectors": te.vectors.tolist(),
+            "dtype": te.dtype,
+            "dimension": te.dimension,
             "truncated": te.truncated,
             "token_counts": te.token_counts,
             "space": te.space,
             "provenance": provenance(te.provenance),
+            "warnings": te.warnings,
         }
-        emit(args, payload, _rows([clip(t, 30) for t in args.text], te.vectors))
+        text = _rows([clip(t, 30) for t in args.text], te.vectors)
+        emit(args, payload, "\n".join([text, *(f"warning: {w}" for w in te.warnings)]))
     elif args.image:
         ie = client.embed_images(args.model, [_read(p) for p in args.image], normalize=args.normalize)
         payload = {
@@ -240,6 +288,22 @@ def embed(args: argparse.Namespace, client: Any) -> None:
             "provenance": provenance(emb.provenance),
         }
         emit(args, payload, _rows(args.word, emb.vectors))
+
+
+def tokenize(args: argparse.Namespace, client: Any) -> None:
+    found = client.tokenize_texts(args.model, args.text, add_special_tokens=not args.no_special)
+    payload = {
+        "texts": args.text,
+        "tokens": [
+            [{"id": t.id, "token": t.token, "special": t.special, "start": t.start, "end": t.end} for t in tokens]
+            for tokens in found
+        ],
+    }
+    lines = [
+        f"{clip(text, 30)}\t{len(tokens)} tokens: " + " ".join(f"{t.token}({t.id})" for t in tokens)
+        for text, tokens in zip(args.text, found, strict=True)
+    ]
+    emit(args, payload, "\n".join(lines))
 
 
 def similarity(args: argparse.Namespace, client: Any) -> None:

@@ -35,10 +35,12 @@ from embedsvc.client.types import (
     Operation,
     PackedHits,
     Projection,
+    Reranked,
     Sampled,
     SearchHits,
     ServerInfo,
     TextEmbeddings,
+    Token,
     WordChunk,
 )
 from embedsvc.v1 import (
@@ -50,12 +52,28 @@ from embedsvc.v1 import (
     models_pb2,
     operations_pb2,
     server_pb2,
+    snapshots_pb2,
     text_pb2,
     words_pb2,
 )
 
 T = TypeVar("T")
 Progress = Callable[[int], None] | None
+# EmbedTexts' options as the client methods take them (keyword names of _requests.embed_texts_request).
+TextOptions = dict[str, Any]
+
+
+def text_options(
+    normalize: bool, long_texts: str, dimensions: int, dtype: str, truncation_direction: str, prompt_name: str = ""
+) -> TextOptions:
+    return {
+        "normalize": normalize,
+        "long_texts": long_texts,
+        "dimensions": dimensions,
+        "dtype": dtype,
+        "truncation_direction": truncation_direction,
+        "prompt_name": prompt_name,
+    }
 
 
 @dataclass(frozen=True)
@@ -175,17 +193,36 @@ class Calls:
 
     # ---- texts ---------------------------------------------------------------------------------------------------
 
-    def embed_texts(self, model: str, texts: Sequence[str], normalize: bool, long_texts: str) -> Unary[TextEmbeddings]:
-        return Unary(
-            self.text.EmbedTexts, req.embed_texts_request(model, texts, normalize, long_texts), res.text_embeddings
+    def embed_texts(self, model: str, texts: Sequence[str], options: TextOptions) -> Unary[TextEmbeddings]:
+        return Unary(self.text.EmbedTexts, req.embed_texts_request(model, texts, **options), res.text_embeddings)
+
+    def rerank(
+        self,
+        model: str,
+        query: str,
+        texts: Sequence[str],
+        top_n: int,
+        raw_scores: bool,
+        return_text: bool,
+        truncate: bool,
+    ) -> Unary[Reranked]:
+        request = text_pb2.RerankRequest(
+            model=model,
+            query=query,
+            texts=list(texts),
+            top_n=top_n,
+            raw_scores=raw_scores,
+            return_text=return_text,
+            truncate=truncate,
         )
+        return Unary(self.text.Rerank, request, res.reranked)
 
     def embed_texts_stream(
-        self, model: str, texts: Sequence[str], batch_size: int, normalize: bool, long_texts: str, progress: Progress
+        self, model: str, texts: Sequence[str], batch_size: int, options: TextOptions, progress: Progress
     ) -> Stream[TextEmbeddings | EmbedsvcClientError]:
         requests = (
             text_pb2.EmbedTextsStreamRequest(
-                batch=req.embed_texts_request(model, texts[i : i + batch_size], normalize, long_texts),
+                batch=req.embed_texts_request(model, texts[i : i + batch_size], **options),
                 sequence=i // batch_size,
             )
             for i in range(0, len(texts), batch_size)
@@ -193,10 +230,14 @@ class Calls:
 
         def each(response: text_pb2.EmbedTextsStreamResponse) -> TextEmbeddings | EmbedsvcClientError:
             if progress is not None:
-                progress(len(response.batch.vectors))
+                progress(res.text_rows(response.batch))
             return res.stream_batch(response)
 
         return Stream(self.text.EmbedTextsStream, requests, each)
+
+    def tokenize_texts(self, model: str, texts: Sequence[str], add_special_tokens: bool) -> Unary[list[list[Token]]]:
+        request = text_pb2.TokenizeTextsRequest(model=model, texts=list(texts), add_special_tokens=add_special_tokens)
+        return Unary(self.text.TokenizeTexts, request, res.tokenized)
 
     # ---- images and latents --------------------------------------------------------------------------------------
 
@@ -341,6 +382,8 @@ class Calls:
         indexed_fields: Mapping[str, str] | None = None,
         keyword: str | bool | None = None,
         search_defaults: dict[str, Any] | None = None,
+        document_prompt: str | None = None,
+        query_prompt: str | None = None,
     ) -> Unary[collections_pb2.CollectionInfo]:
         request = collections_pb2.CreateCollectionRequest(
             name=name,
@@ -353,6 +396,12 @@ class Calls:
             keyword=req.keyword_spec(keyword),
             search_defaults=req.search_defaults(**search_defaults) if search_defaults is not None else None,
         )
+        if document_prompt is not None or query_prompt is not None:
+            request.prompts.SetInParent()
+            if document_prompt is not None:
+                request.prompts.document_prompt_name = document_prompt
+            if query_prompt is not None:
+                request.prompts.query_prompt_name = query_prompt
         return Unary(self.collections.CreateCollection, request, lambda r: r.collection)
 
     def get_collection(self, name: str) -> Unary[collections_pb2.CollectionInfo]:
@@ -370,6 +419,53 @@ class Calls:
     def rebuild(self, name: str) -> Unary[Operation]:
         request = collections_pb2.RebuildRequest(name=name)
         return Unary(self.collections.Rebuild, request, lambda r: res.operation(r.operation))
+
+    def reembed(self, collection: str, model: str, target_name: str, drop_unembeddable: bool) -> Unary[Operation]:
+        request = collections_pb2.ReembedRequest(
+            collection=collection, model=model, target_name=target_name, drop_unembeddable=drop_unembeddable
+        )
+        return Unary(self.collections.Reembed, request, lambda r: res.operation(r.operation))
+
+    def create_snapshot(self, collection: str) -> Unary[Operation]:
+        request = snapshots_pb2.CreateSnapshotRequest(collection=collection)
+        return Unary(self.snapshots.CreateSnapshot, request, lambda r: res.operation(r.operation))
+
+    def get_snapshot(self, name: str) -> Unary[snapshots_pb2.Snapshot]:
+        request = snapshots_pb2.GetSnapshotRequest(name=name)
+        return Unary(self.snapshots.GetSnapshot, request, lambda r: r.snapshot)
+
+    def list_snapshots(
+        self, collection: str, page_size: int, token: str
+    ) -> Unary[tuple[list[snapshots_pb2.Snapshot], str]]:
+        request = snapshots_pb2.ListSnapshotsRequest(collection=collection, page_size=page_size, page_token=token)
+        return Unary(self.snapshots.ListSnapshots, request, lambda r: (list(r.snapshots), r.next_page_token))
+
+    def delete_snapshot(self, name: str) -> Unary[None]:
+        request = snapshots_pb2.DeleteSnapshotRequest(name=name)
+        return Unary(self.snapshots.DeleteSnapshot, request, lambda r: None)
+
+    def restore_snapshot(
+        self, snapshot: str, name: str, replace_existing: bool, allow_model_mismatch: bool, backend: str
+    ) -> Unary[Operation]:
+        request = snapshots_pb2.RestoreSnapshotRequest(
+            snapshot=snapshot,
+            name=name,
+            replace_existing=replace_existing,
+            allow_model_mismatch=allow_model_mismatch,
+            backend=req.choice(req.BACKENDS, backend, "backend"),
+        )
+        return Unary(self.snapshots.RestoreSnapshot, request, lambda r: res.operation(r.operation))
+
+    def download_snapshot(self, name: str, chunk_bytes: int) -> Stream[snapshots_pb2.DownloadSnapshotResponse]:
+        request = snapshots_pb2.DownloadSnapshotRequest(name=name, chunk_bytes=chunk_bytes)
+        return Stream(self.snapshots.DownloadSnapshot, request, lambda r: r)
+
+    def upload_snapshot(self, chunks: Iterator[tuple[bytes, str, int, bytes]]) -> Unary[snapshots_pb2.Snapshot]:
+        messages = (
+            snapshots_pb2.UploadSnapshotRequest(manifest=manifest, path=path, offset=offset, data=data)
+            for manifest, path, offset, data in chunks
+        )
+        return Unary(self.snapshots.UploadSnapshot, messages, lambda r: r.snapshot)
 
     def get_operation(self, name: str) -> Unary[Operation]:
         request = operations_pb2.GetOperationRequest(name=name)

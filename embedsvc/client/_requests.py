@@ -69,7 +69,23 @@ BACKENDS = {
 }
 
 
-LONG_TEXT_MODES = {"truncate": text_pb2.LONG_TEXT_MODE_TRUNCATE, "chunk": text_pb2.LONG_TEXT_MODE_CHUNK}
+LONG_TEXT_MODES = {
+    "truncate": text_pb2.LONG_TEXT_MODE_TRUNCATE,
+    "chunk": text_pb2.LONG_TEXT_MODE_CHUNK,
+    "refuse": text_pb2.LONG_TEXT_MODE_REFUSE,
+}
+
+
+TRUNCATION_DIRECTIONS = {"right": text_pb2.TRUNCATION_DIRECTION_RIGHT, "left": text_pb2.TRUNCATION_DIRECTION_LEFT}
+
+
+DTYPES = {
+    "float32": text_pb2.EMBEDDING_DTYPE_FLOAT32,
+    "int8": text_pb2.EMBEDDING_DTYPE_INT8,
+    "uint8": text_pb2.EMBEDDING_DTYPE_UINT8,
+    "binary": text_pb2.EMBEDDING_DTYPE_BINARY,
+    "ubinary": text_pb2.EMBEDDING_DTYPE_UBINARY,
+}
 
 
 CLUSTER_METHODS = {"gmm": maps_pb2.CLUSTER_METHOD_GAUSSIAN_MIXTURE, "kmeans": maps_pb2.CLUSTER_METHOD_KMEANS}
@@ -222,10 +238,27 @@ def latent_rows(latents: Sequence[LatentLike] | np.ndarray) -> list[common_pb2.V
 
 
 def embed_texts_request(
-    model: str, texts: Sequence[str], normalize: bool, long_texts: str
+    model: str,
+    texts: Sequence[str],
+    normalize: bool,
+    long_texts: str,
+    dimensions: int = 0,
+    dtype: str = "float32",
+    truncation_direction: str = "right",
+    prompt_name: str = "",
 ) -> text_pb2.EmbedTextsRequest:
-    mode = choice(LONG_TEXT_MODES, long_texts, "long_texts")
-    return text_pb2.EmbedTextsRequest(model=model, texts=list(texts), normalize=normalize, long_texts=mode)
+    """EmbedTexts' request, asking for the packed forms (the client reads both)."""
+    return text_pb2.EmbedTextsRequest(
+        model=model,
+        texts=list(texts),
+        normalize=normalize,
+        long_texts=choice(LONG_TEXT_MODES, long_texts, "long_texts"),
+        dimensions=dimensions,
+        dtype=choice(DTYPES, dtype, "dtype"),
+        truncation_direction=choice(TRUNCATION_DIRECTIONS, truncation_direction, "truncation_direction"),
+        packed_results=True,
+        prompt_name=prompt_name,
+    )
 
 
 def items(

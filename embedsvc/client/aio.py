@@ -17,10 +17,11 @@ import grpc
 import numpy as np
 
 from embedsvc.client import _requests as req
-from embedsvc.client._calls import Calls, Stream, Unary
+from embedsvc.client._calls import Calls, Stream, Unary, text_options
 from embedsvc.client._channel import aio_channel, call_metadata, resolve_target
 from embedsvc.client._errors import error
 from embedsvc.client._responses import joined_text_embeddings, upsert_stream_result
+from embedsvc.client.archives import ArchiveWriter, read_archive
 from embedsvc.client.types import (
     Alias,
     AnalogyReport,
@@ -36,16 +37,18 @@ from embedsvc.client.types import (
     Operation,
     PackedHits,
     Projection,
+    Reranked,
     Sampled,
     SearchHits,
     ServerInfo,
     SpaceVector,
     TextEmbeddings,
+    Token,
     UpsertStreamError,
     UpsertStreamResult,
     WordChunk,
 )
-from embedsvc.v1 import arithmetic_pb2, collections_pb2, latent_pb2, maps_pb2, models_pb2
+from embedsvc.v1 import arithmetic_pb2, collections_pb2, latent_pb2, maps_pb2, models_pb2, snapshots_pb2
 
 T = TypeVar("T")
 
@@ -200,10 +203,41 @@ class AsyncClient:
     # ---- texts ---------------------------------------------------------------------------------------------------
 
     async def embed_texts(
-        self, model: str, texts: Sequence[str], *, normalize: bool = False, long_texts: str = "truncate"
+        self,
+        model: str,
+        texts: Sequence[str],
+        *,
+        normalize: bool = False,
+        long_texts: str = "truncate",
+        dimensions: int = 0,
+        dtype: str = "float32",
+        truncation_direction: str = "right",
+        prompt_name: str = "",
     ) -> TextEmbeddings:
-        """One vector per text; long_texts "truncate" (the model's max_seq_length) or "chunk" (mean of windows)."""
-        return await self._unary(self._calls.embed_texts(model, texts, normalize, long_texts))
+        """One vector per text. long_texts: "truncate" (to the model's max_seq_length, keeping the start, or the end
+        with truncation_direction "left"), "chunk" (the mean of windows) or "refuse". dimensions: Matryoshka
+        truncation, then unit-normalised (0: the model's). dtype: "float32", or quantised "int8", "uint8", "binary",
+        "ubinary" (then `vectors` is int8/uint8 and the space says so). prompt_name: one of the model's prompts
+        (GetModel: prompts) put before each text ("": its default prompt, if any). The space says what was done, in
+        that order: "<model space>[;prompt=<name>][/dim=<n>][/<dtype>]"."""
+        options = text_options(normalize, long_texts, dimensions, dtype, truncation_direction, prompt_name)
+        return await self._unary(self._calls.embed_texts(model, texts, options))
+
+    async def rerank(
+        self,
+        model: str,
+        query: str,
+        texts: Sequence[str],
+        *,
+        top_n: int = 0,
+        raw_scores: bool = False,
+        return_text: bool = False,
+        truncate: bool = False,
+    ) -> Reranked:
+        """How relevant each text is to the query, by a cross-encoder: results best first (TEI's /rerank). Scores are
+        the sigmoid of the model's logits, or the logits with raw_scores; top_n keeps the best n; a pair longer than
+        the model reads is refused (LIMIT_EXCEEDED) unless `truncate`."""
+        return await self._unary(self._calls.rerank(model, query, texts, top_n, raw_scores, return_text, truncate))
 
     async def embed_texts_stream(
         self,
@@ -213,15 +247,27 @@ class AsyncClient:
         batch_size: int = 256,
         normalize: bool = False,
         long_texts: str = "truncate",
+        dimensions: int = 0,
+        dtype: str = "float32",
+        truncation_direction: str = "right",
         progress: Callable[[int], None] | None = None,
         strict: bool = True,
+        prompt_name: str = "",
     ) -> TextEmbeddings:
-        """Bulk embedding over one EmbedTextsStream call, batch_size texts per message; the vectors of all batches.
-        A batch that fails does not stop the others: with `strict` its error is raised once the stream is done;
-        without, its rows are NaN and `errors` maps its batch index to the error."""
-        call = self._calls.embed_texts_stream(model, texts, batch_size, normalize, long_texts, progress)
+        """Bulk embedding over one EmbedTextsStream call, batch_size texts per message; the vectors of all batches
+        (options as embed_texts). A batch that fails does not stop the others: with `strict` its error is raised
+        once the stream is done; without, its rows are NaN (0 when quantised) and `errors` maps its batch index to
+        the error."""
+        options = text_options(normalize, long_texts, dimensions, dtype, truncation_direction, prompt_name)
+        call = self._calls.embed_texts_stream(model, texts, batch_size, options, progress)
         sizes = [len(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
         return joined_text_embeddings(await self._collect(call), sizes, strict=strict)
+
+    async def tokenize_texts(
+        self, model: str, texts: Sequence[str], *, add_special_tokens: bool = True
+    ) -> list[list[Token]]:
+        """Each text's tokens as the model's tokenizer splits it (untruncated), with character offsets."""
+        return await self._unary(self._calls.tokenize_texts(model, texts, add_special_tokens))
 
     # ---- images and latents --------------------------------------------------------------------------------------
 
@@ -365,6 +411,8 @@ class AsyncClient:
         indexed_fields: Mapping[str, str] | None = None,
         keyword: str | bool | None = None,
         search_defaults: dict[str, Any] | None = None,
+        document_prompt: str | None = None,
+        query_prompt: str | None = None,
         **params: float,
     ) -> collections_pb2.CollectionInfo:
         """metric: cosine | l2 | ip; index: flat | hnsw | ivf-flat | ivf-pq; quantization: none | int8 | rabitq;
@@ -375,7 +423,9 @@ class AsyncClient:
         keyword: the keyword index over the items' text (input): None, the server's default (English for a
         collection bound to a text model, none otherwise); True or a language ("english", "french", ..., "none"):
         one; False: none. search_defaults: what searches get when they do not say, a dict of mode (dense | keyword |
-        hybrid), fusion (rrf | weighted), rrf_k, dense_weight, candidates."""
+        hybrid), fusion (rrf | weighted), rrf_k, dense_weight, candidates. For a collection bound to a text model
+        with prompts: document_prompt (put before items' inputs) and query_prompt (before query texts), by name;
+        None: the model's "document" / "passage" / "corpus" and "query" prompts; "": none."""
         return await self._unary(
             self._calls.create_collection(
                 name,
@@ -390,6 +440,8 @@ class AsyncClient:
                 indexed_fields,
                 keyword,
                 search_defaults,
+                document_prompt=document_prompt,
+                query_prompt=query_prompt,
             )
         )
 
@@ -408,6 +460,74 @@ class AsyncClient:
         `wait` the finished one (raising its error if it failed)."""
         operation = await self._unary(self._calls.rebuild(name))
         return await self.wait_operation(operation.name, timeout=timeout) if wait else operation
+
+    async def reembed(
+        self,
+        collection: str,
+        model: str = "",
+        *,
+        target_name: str = "",
+        drop_unembeddable: bool = False,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> Operation:
+        """Re-embed a collection's stored inputs with `model` (default: its own model, at the version served now) into
+        a new collection, then switch the aliases that name it (`collection` an alias: that one; the collection's own
+        name: every alias pointing at it). Returns the operation, or with `wait` the finished one (its result a
+        ReembedResult; its error raised). Items without a stored input fail it unless `drop_unembeddable`."""
+        operation = await self._unary(self._calls.reembed(collection, model, target_name, drop_unembeddable))
+        return await self.wait_operation(operation.name, timeout=timeout) if wait else operation
+
+    async def create_snapshot(self, collection: str, *, wait: bool = False, timeout: float | None = None) -> Operation:
+        """Start a snapshot of a collection (writes go on meanwhile); returns the operation, or with `wait` the
+        finished one, whose result is the Snapshot."""
+        operation = await self._unary(self._calls.create_snapshot(collection))
+        return await self.wait_operation(operation.name, timeout=timeout) if wait else operation
+
+    async def get_snapshot(self, name: str) -> snapshots_pb2.Snapshot:
+        return await self._unary(self._calls.get_snapshot(name))
+
+    async def list_snapshots(self, collection: str = "", *, page_size: int = 0) -> list[snapshots_pb2.Snapshot]:
+        """Snapshots (all, or one collection's), newest first."""
+        return await self._all(lambda token: self._calls.list_snapshots(collection, page_size, token))
+
+    async def delete_snapshot(self, name: str) -> None:
+        await self._unary(self._calls.delete_snapshot(name))
+
+    async def restore_snapshot(
+        self,
+        snapshot: str,
+        name: str,
+        *,
+        replace_existing: bool = False,
+        allow_model_mismatch: bool = False,
+        backend: str = "",
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> Operation:
+        """Restore a snapshot into a new collection `name` (`replace_existing`: over the collection of that name);
+        returns the operation, or with `wait` the finished one, whose result is the CollectionInfo."""
+        call = self._calls.restore_snapshot(snapshot, name, replace_existing, allow_model_mismatch, backend)
+        operation = await self._unary(call)
+        return await self.wait_operation(operation.name, timeout=timeout) if wait else operation
+
+    async def download_snapshot(self, name: str, destination: str | Path, *, chunk_bytes: int = 0) -> dict[str, Any]:
+        """Save a snapshot as one tar file at `destination` (its manifest, then its files), every file checked against
+        the manifest's size and sha256 as it arrives (a mismatch raises DATA_LOSS and leaves no file); returns the
+        manifest."""
+        archive = ArchiveWriter(Path(destination))
+        try:
+            async for message in self._stream(self._calls.download_snapshot(name, chunk_bytes)):
+                archive.add(message.manifest, message.path, message.offset, message.data)
+            return archive.close()
+        except BaseException:
+            archive.abort()
+            raise
+
+    async def upload_snapshot(self, source: str | Path, *, chunk_bytes: int = 1 << 20) -> snapshots_pb2.Snapshot:
+        """Upload a snapshot archive (as download_snapshot saved it); the server checks every file and keeps it under
+        a new name, which the returned Snapshot has."""
+        return await self._unary(self._calls.upload_snapshot(read_archive(Path(source), chunk_bytes)))
 
     async def get_operation(self, name: str) -> Operation:
         return await self._unary(self._calls.get_operation(name))

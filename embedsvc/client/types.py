@@ -113,13 +113,55 @@ class Embeddings:
 
 @dataclass(frozen=True)
 class TextEmbeddings(Embeddings):
-    """EmbedTexts' answer: the vectors, which texts were longer than the model reads, and token counts."""
+    """EmbedTexts' answer: the vectors, which texts were longer than the model reads, and token counts.
+
+    `vectors` is (n, dimension) float32, or for a quantised `dtype` int8 ("int8", "binary") or uint8 ("uint8",
+    "ubinary") with `dimension` values a row (int8, uint8) or ceil(dimension / 8) packed bits (binary, ubinary)."""
 
     truncated: list[int] = field(default_factory=list)
     token_counts: list[int] = field(default_factory=list)
     max_seq_length: int = 0
-    # embed_texts_stream(strict=False): the batches that failed, by batch index (their rows are NaN).
+    # embed_texts_stream(strict=False): the batches that failed, by batch index (their rows are NaN, or 0 when
+    # quantised).
     errors: dict[int, EmbedsvcClientError] = field(default_factory=dict)
+    dtype: str = "float32"
+    # Components per vector (before packing).
+    dimension: int = 0
+    # What the server wants the caller to know (for example: the model was not trained for these dimensions).
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Token:
+    """One token of a text (TokenizeTexts): its id, vocabulary string, whether the tokenizer added it, and the
+    characters of the text it covers (text[start:end]; 0, 0 for special tokens)."""
+
+    id: int
+    token: str
+    special: bool
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    """One text's relevance to the query: its position in the request, its score, and the text with return_text."""
+
+    index: int
+    score: float
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class Reranked:
+    """Rerank's answer: the results best first (ties in request order; top_n of them when asked), the positions of
+    the texts whose pair was truncated, each pair's tokens (untruncated, request order) and the model's limit."""
+
+    results: list[RerankResult]
+    truncated: list[int]
+    token_counts: list[int]
+    max_seq_length: int
+    provenance: Provenance | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +250,7 @@ class RetrievalReport:
     diversity_candidates: int = 0
     example_strategy: str = ""
     notices: list[tuple[int, str]] = field(default_factory=list)
+    query_prompt_name: str = ""  # the collection's query prompt, when the search embedded query texts with it
 
 
 class SearchHits(list[SearchHit]):
@@ -300,7 +343,8 @@ class Clustering:
 
 @dataclass(frozen=True)
 class Operation:
-    """A long-running operation (a Rebuild): its progress, and once done its error or its result."""
+    """A long-running operation (Rebuild, Reembed, CreateSnapshot, RestoreSnapshot): its progress, and once done its
+    error or its result."""
 
     name: str
     done: bool
@@ -315,8 +359,18 @@ class Operation:
     cancel_requested: bool
     # Set when done and failed: the error the operation ended with (CANCELLED, INTERRUPTED, ...).
     error: EmbedsvcClientError | None = None
-    # Set when done and successful (for a rebuild: the collection's description).
+    # Set when done and successful: for a rebuild or a restore the collection's description (a CollectionInfo
+    # message), for a re-embed a ReembedResult, for a snapshot the Snapshot.
     result: Any = None
+    # Units per second in this stage so far, and the seconds it should still take at that rate (0: unknown).
+    units_per_second: float = 0.0
+    eta_seconds: float = 0.0
+    # The replica running it.
+    replica: str = ""
+    # A re-embed's progress (an operations_pb2.ReembedProgress: target, model, items it cannot re-embed, ...).
+    reembed: Any = None
+    # What to know about the outcome (a restore for a model version not served here, ...).
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ Models are loaded through their kind (`embedsvc.backends.kinds`), checked (each 
 `embedsvc.backends.capabilities`, and the model offers what its kind said it would), then warmed up: `warm_up()` on
 each distinct part (a part offered under several capabilities, a VAE's, once). Callers ask for a part by capability,
 `model(name, Capability.X)`, never for a kind, and get it typed by that capability's protocol. A text encoder comes
-with its dynamic batcher (`core.texts.batching.TextModel`), started here, so that its calls are queued for one worker
-thread rather than run on gRPC threads.
+with its dynamic batcher (`core.texts.batching.TextModel`), and a cross-encoder with its own (`PairModel`, which is
+itself a `CrossEncoder` whose `score` goes through the batcher), started here, so that their calls are queued for one
+worker thread rather than run on gRPC threads.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -35,7 +36,7 @@ from embedsvc.backends.capabilities import (
     WordSpace,
 )
 from embedsvc.backends.kinds import kind_of, load_order, parse_model
-from embedsvc.core.texts.batching import Batcher, TextModel
+from embedsvc.core.texts.batching import Batcher, PairModel, TextModel
 from embedsvc.errors import ConfigError, EmbedsvcError, Hint, Reason, operation_not_supported
 
 log = logging.getLogger(__name__)
@@ -72,12 +73,44 @@ class ModelInfo:
     engine: str = ""
     precision: str = ""
     quality: Any = None  # onnx_text.Quality of an int8 model
+    reranks: bool = False
+    # A text encoder's named prompts and the one applied when a request names none ("" for none).
+    prompts: Mapping[str, str] = field(default_factory=dict)
+    default_prompt_name: str = ""
+    matryoshka_dims: tuple[int, ...] = ()
+    any_dimensions: bool = False
+    # Generative latent models: the LatentService operations offered (LATENT_OPERATIONS' values), in that order.
+    latent_operations: tuple[str, ...] = ()
+
+
+# What each latent capability lets a model do, in the order ModelInfo lists them ("sample" also needs a prior).
+LATENT_OPERATIONS: tuple[tuple[str, Capability], ...] = (
+    ("decode", Capability.LATENT_DECODER),
+    ("encode", Capability.LATENT_ENCODER),
+    ("sample", Capability.LATENT_DECODER),
+    ("anomaly-score", Capability.ANOMALY_SCORES),
+    ("inpaint", Capability.INPAINTING),
+)
+
+
+def a_kind(kind: str) -> str:
+    """A kind's name with its article, for messages: "a vae", "an autoencoder"."""
+    return ("an " if kind[:1] in ("a", "e", "i", "o", "u") else "a ") + kind
+
+
+def latent_operations(loaded: Loaded) -> tuple[str, ...]:
+    """The latent operations a loaded model's parts allow: Sample needs its decoder to have a prior."""
+    decoder = loaded.parts.get(Capability.LATENT_DECODER)
+    has_prior = isinstance(decoder, LatentDecoder) and decoder.has_prior
+    return tuple(
+        name for name, capability in LATENT_OPERATIONS if capability in loaded.parts and (name != "sample" or has_prior)
+    )
 
 
 @dataclass(frozen=True)
 class Hosted:
     """A loaded, warmed-up model: what its kind loaded, and what the registry hands out per capability (the parts,
-    the text encoder with its batcher)."""
+    the text encoder or cross-encoder with its batcher)."""
 
     loaded: Loaded
     served: Mapping[Capability, object]
@@ -86,6 +119,18 @@ class Hosted:
     def text(self) -> TextModel | None:
         text = self.served.get(Capability.TEXTS)
         return text if isinstance(text, TextModel) else None
+
+    @property
+    def pairs(self) -> PairModel | None:
+        pairs = self.served.get(Capability.PAIRS)
+        return pairs if isinstance(pairs, PairModel) else None
+
+    @property
+    def batcher(self) -> Batcher[Any] | None:
+        """The model's batch worker, if its calls are queued (one per model)."""
+        if self.text is not None:
+            return self.text.batcher
+        return self.pairs.batcher if self.pairs is not None else None
 
 
 class ModelRegistry:
@@ -221,8 +266,8 @@ class ModelRegistry:
                 )
             hosted = self._hosted.pop(name)
             info = self._infos[name] = replace(_loading_info(self._specs[name]), state=ModelState.UNLOADED)
-        if hosted.text is not None:
-            hosted.text.batcher.close()
+        if hosted.batcher is not None:
+            hosted.batcher.close()
         log.info("model %s unloaded", name)
         return info
 
@@ -266,8 +311,8 @@ class ModelRegistry:
             self._specs[name] = spec
             self._offers[name] = kind_of(spec).offers(spec)
             info = self._infos[name] = _ready_info(_loading_info(spec), hosted)
-        if old.text is not None:
-            old.text.batcher.drain()  # its queued calls are answered by the old model, then it stops
+        if old.batcher is not None:
+            old.batcher.drain()  # its queued calls are answered by the old model, then it stops
         log.info("model %s reloaded: %s, %.1f s", name, info.version, time.monotonic() - started)
         return info
 
@@ -286,10 +331,10 @@ class ModelRegistry:
         for part in _distinct(loaded):
             part.warm_up()
         served: dict[Capability, object] = dict(loaded.parts)
+        options = loaded.batching
         encoder = loaded.parts.get(Capability.TEXTS)
         if isinstance(encoder, TextEncoder):  # its calls are queued: it is served with its batcher
-            options = loaded.batching
-            batcher = Batcher(
+            texts: Batcher[str] = Batcher(
                 spec.name,
                 encoder.encode,
                 max_batch_size=options.max_batch_size,
@@ -297,20 +342,32 @@ class ModelRegistry:
                 enabled=options.enabled,
                 max_queued=self._max_queued_texts,
             )
-            served[Capability.TEXTS] = TextModel(encoder, batcher)
+            served[Capability.TEXTS] = TextModel(encoder, texts)
+        scorer = loaded.parts.get(Capability.PAIRS)
+        if isinstance(scorer, CrossEncoder):  # so are a cross-encoder's pairs
+            pairs: Batcher[tuple[str, str]] = Batcher(
+                spec.name,
+                scorer.score,
+                max_batch_size=options.max_batch_size,
+                max_wait_s=options.max_wait_ms / 1e3,
+                enabled=options.enabled,
+                max_queued=self._max_queued_texts,
+                unit="pairs",
+            )
+            served[Capability.PAIRS] = PairModel(scorer, pairs)
         return Hosted(loaded, served)
 
     def close(self) -> None:
         """Stop the batch workers (queued calls fail with MODEL_NOT_READY)."""
         with self._lock:
-            models = [h.text for h in self._hosted.values() if h.text is not None]
-        for model in models:
-            model.batcher.close()
+            batchers = [h.batcher for h in self._hosted.values() if h.batcher is not None]
+        for batcher in batchers:
+            batcher.close()
 
-    def batchers(self) -> dict[str, Batcher]:
-        """The batcher of every loaded text encoder, by model name."""
+    def batchers(self) -> dict[str, Batcher[Any]]:
+        """The batcher of every loaded text encoder and cross-encoder, by model name."""
         with self._lock:
-            return {name: h.text.batcher for name, h in self._hosted.items() if h.text is not None}
+            return {name: h.batcher for name, h in self._hosted.items() if h.batcher is not None}
 
     def infos(self) -> list[ModelInfo]:
         with self._lock:
@@ -333,7 +390,7 @@ class ModelRegistry:
     @overload
     def model(self, name: str, capability: Literal[Capability.TEXTS]) -> TextModel: ...
     @overload
-    def model(self, name: str, capability: Literal[Capability.PAIRS]) -> CrossEncoder: ...
+    def model(self, name: str, capability: Literal[Capability.PAIRS]) -> PairModel: ...
     @overload
     def model(self, name: str, capability: Literal[Capability.IMAGES]) -> ImageEncoder: ...
     @overload
@@ -346,7 +403,8 @@ class ModelRegistry:
     def model(self, name: str, capability: Literal[Capability.INPAINTING]) -> LatentInpainter: ...
 
     def model(self, name: str, capability: Capability) -> object:
-        """The ready model of that name, as the part offering `capability` (a text encoder with its batcher).
+        """The ready model of that name, as the part offering `capability` (a text encoder or a cross-encoder with its
+        batcher).
 
         MISSING_FIELD without a name, MODEL_NOT_FOUND for an unknown one; MODEL_KIND_MISMATCH when the model does not
         offer the capability, or OPERATION_NOT_SUPPORTED when it is of the capability's family but lacks this part
@@ -408,6 +466,12 @@ def _names(capabilities: frozenset[Capability]) -> str:
     return ", ".join(sorted(c.value for c in capabilities)) or "nothing"
 
 
+def _max_seq_length(hosted: Hosted) -> int:
+    if hosted.text is not None:
+        return hosted.text.encoder.max_seq_length
+    return hosted.pairs.max_seq_length if hosted.pairs is not None else 0
+
+
 def _memory(hosted: Hosted) -> int:
     """Bytes the model's own parts hold (a part offered twice, a VAE's image encoder, counted once)."""
     return sum(int(p.memory_bytes()) for p in _distinct(hosted.loaded))
@@ -427,13 +491,19 @@ def _ready_info(info: ModelInfo, hosted: Hosted) -> ModelInfo:
         has_subwords=loaded.has_subwords,
         source=loaded.source,
         embeds_texts=Capability.TEXTS in loaded.capabilities,
-        max_seq_length=hosted.text.encoder.max_seq_length if hosted.text else 0,
+        reranks=Capability.PAIRS in loaded.capabilities,
+        prompts=dict(hosted.text.encoder.prompts) if hosted.text else {},
+        default_prompt_name=hosted.text.encoder.default_prompt_name if hosted.text else "",
+        max_seq_length=_max_seq_length(hosted),
+        matryoshka_dims=hosted.text.encoder.matryoshka_dims if hosted.text else (),
+        any_dimensions=hosted.text.encoder.any_dimensions if hosted.text else False,
         image_size=shape.size if shape else 0,
         image_channels=shape.channels if shape else 0,
         memory_bytes=_memory(hosted),
         engine=loaded.engine,
         precision=loaded.precision,
         quality=loaded.quality,
+        latent_operations=latent_operations(loaded),
     )
 
 
@@ -445,14 +515,14 @@ def _not_offered(info: ModelInfo, wanted: Capability, offers: frozenset[Capabili
         return operation_not_supported(
             info.name,
             info.kind,
-            f"model '{info.name}' is a {info.kind} model, which cannot {described.lacking}",
+            f"model '{info.name}' is {a_kind(info.kind)} model, which cannot {described.lacking}",
             wanted,
         )
     hints = [template for other, template in described.instead.items() if other in offers]
-    message = hints[0] if hints else "model '{name}' is a {kind} model, not " + described.what
+    message = hints[0] if hints else "model '{name}' is {a_kind} model, not " + described.what
     return EmbedsvcError(
         Reason.MODEL_KIND_MISMATCH,
-        message.format(name=info.name, kind=info.kind),
+        message.format(name=info.name, kind=info.kind, a_kind=a_kind(info.kind)),
         field="model",
         metadata={"model": info.name, "kind": info.kind},
         hint=Hint.EMBED_TEXTS if wanted is Capability.WORDS and Capability.TEXTS in offers else None,

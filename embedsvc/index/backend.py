@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index.filtering import Filter
+from embedsvc.index.snapshot_files import Manifest, Taken
 from embedsvc.index.types import Backend, CollectionConfig, KeywordHits, Searched, State, StoredItem, Upsert
 from embedsvc.stats import Histogram
 
@@ -145,9 +147,18 @@ class VectorCollection(Protocol):
         check: Callable[[], None] = ...,
     ) -> None: ...
 
+    def snapshot(self, dest: Path, check: Callable[[], None] = ..., units: Callable[[int], None] = ...) -> Taken:
+        """Write the collection's items into `dest` (an empty directory) as a snapshot's files (snapshot_files.py);
+        `check()` between steps may stop it by raising."""
+        ...
+
     def info(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
+
+
+# The items of a snapshot, in id order, each file checked against its manifest first (a fresh iterator per call).
+SnapshotItems = Callable[[], Iterator[list[StoredItem]]]
 
 
 class CollectionBackend(Protocol):
@@ -162,6 +173,22 @@ class CollectionBackend(Protocol):
     def create(self, config: CollectionConfig) -> VectorCollection: ...
 
     def delete(self, name: str) -> None: ...
+
+    def restore(
+        self,
+        config: CollectionConfig,
+        snapshot: str,
+        source: Path,
+        manifest: Manifest,
+        items: SnapshotItems,
+        check: Callable[[], None],
+        units: Callable[[int], None],
+        *,
+        replace: bool = False,
+    ) -> VectorCollection:
+        """A new collection `config.name` holding a snapshot's items (its files in `source`), built apart and
+        published in one step; COLLECTION_EXISTS when the name is taken, unless `replace`."""
+        ...
 
     def close_all(self, *, checkpoint: bool) -> None: ...
 
@@ -205,15 +232,7 @@ class Stores:
         return bool(getattr(self.backends.get(backend), "rescoring", False))
 
     def create(self, config: CollectionConfig) -> VectorCollection:
-        backend = self.backends.get(config.backend)
-        if backend is None:
-            configured = ", ".join(b.value for b in self.backends)
-            raise EmbedsvcError(
-                Reason.INVALID_VALUE,
-                f"backend {config.backend.value} is not configured on this server (configured: {configured}; see "
-                "[storage] in the configuration)",
-                field="backend",
-            )
+        backend = self._backend(config.backend)
         for other in self.backends.values():
             if other is not backend and other.has(config.name):
                 raise EmbedsvcError(
@@ -226,6 +245,45 @@ class Stores:
 
     def delete(self, name: str) -> None:
         self._holder(name).delete(name)
+
+    def restore(
+        self,
+        config: CollectionConfig,
+        snapshot: str,
+        source: Path,
+        manifest: Manifest,
+        items: SnapshotItems,
+        check: Callable[[], None],
+        units: Callable[[int], None],
+        *,
+        replace: bool = False,
+    ) -> VectorCollection:
+        """Restore into the backend `config.backend` names (see CollectionBackend.restore); a name held by another
+        backend is never replaced."""
+        backend = self._backend(config.backend)
+        for other in self.backends.values():
+            if other is not backend and other.has(config.name):
+                raise EmbedsvcError(
+                    Reason.COLLECTION_EXISTS,
+                    f"a collection named '{config.name}' exists in backend "
+                    f"{next(k.value for k, v in self.backends.items() if v is other)}; a restore replaces a collection "
+                    "of its own backend only",
+                    field="name",
+                    metadata={"collection": config.name},
+                )
+        return backend.restore(config, snapshot, source, manifest, items, check, units, replace=replace)
+
+    def _backend(self, which: Backend) -> CollectionBackend:
+        backend = self.backends.get(which)
+        if backend is None:
+            configured = ", ".join(b.value for b in self.backends)
+            raise EmbedsvcError(
+                Reason.INVALID_VALUE,
+                f"backend {which.value} is not configured on this server (configured: {configured}; see "
+                "[storage] in the configuration)",
+                field="backend",
+            )
+        return backend
 
     def keyword_unsupported(self, backend: Backend | None) -> EmbedsvcError | None:
         """Why a new collection of that backend (None: the default) cannot have a keyword index, or None."""

@@ -234,6 +234,14 @@ class CollectionConfig:
     # collection made before keyword search existed opens so: dense only).
     keyword: str = ""
     search_defaults: SearchDefaults = field(default_factory=SearchDefaults)
+    # A collection bound to a text model with prompts: the prompt put before items' inputs on upsert and the one put
+    # before query texts on search, by name and text ("" for none; collections made before prompts existed have
+    # none), and the space of query vectors made with it ("" when queries are in `space`; `space` is the documents').
+    document_prompt_name: str = ""
+    document_prompt: str = ""
+    query_prompt_name: str = ""
+    query_prompt: str = ""
+    query_space: str = ""
 
     def to_json(self) -> bytes:
         data = asdict(self)

@@ -2,12 +2,14 @@
 `<data_dir>/audit.log`: when, the request id, who (key name and peer), what (method, collections, counts) and the
 outcome (code and reason). Never the key, the authorization header or the request's content.
 
-A call only appends its entry to a queue (no lock, no wake-up of its own: the audit costs a call about a
-microsecond and no disk wait). One thread writes what has queued at most every `GROUP_WINDOW_S` seconds, as one
-group with one fsync, so that a busy server pays one write and one fsync per window instead of one per call
-(measured by benchmarks/percall.py). Lines reach the disk within that window; `flush()` waits for everything
-recorded before it. The log is rotated past `max_bytes` into audit.log.1 ... audit.log.<files>; a group is never
-split across files.
+A write or admin call is answered only once its line is on disk (`record(..., durable=True)`): what a caller saw
+acknowledged, or refused, is in the log, even across a crash right after. Such calls commit in groups: one thread
+writes everything queued as one group with one fsync, and the calls arriving during that fsync share the next one.
+An audited read (`audit_reads`) only appends its entry to a queue (no lock, no wake-up of its own: it costs a call
+about a microsecond and no disk wait), written at most `GROUP_WINDOW_S` seconds later, so that a busy server pays one
+write and one fsync per window instead of one per call (measured by benchmarks/percall.py). `flush()` waits for
+everything recorded before it. The log is rotated past `max_bytes` into audit.log.1 ... audit.log.<files>; a group is
+never split across files.
 """
 
 from __future__ import annotations
@@ -47,10 +49,13 @@ class AuditLog:
         self._thread = threading.Thread(target=self._run, name="audit", daemon=True)
         self._thread.start()
 
-    def record(self, **entry: Any) -> None:
-        """Queue one line (its time is now); thread-safe, never blocks."""
+    def record(self, *, durable: bool = False, **entry: Any) -> None:
+        """Queue one line (its time is now); thread-safe. Without `durable` it never blocks; with it, it returns once
+        the line is on disk (or the writer has stopped)."""
         self._pending.append((time.time(), entry))
-        if not self._wake.is_set():
+        if durable:
+            self.flush()
+        elif not self._wake.is_set():
             self._wake.set()
 
     def flush(self) -> None:

@@ -25,6 +25,7 @@ from embedsvc.core.collections.options import (
 from embedsvc.core.collections.planner import Notice, QueryResult, Report
 from embedsvc.core.collections.service import CollectionInfo, ItemIn
 from embedsvc.errors import EmbedsvcError, Reason, invalid
+from embedsvc.index.snapshot_files import FAISS, Manifest
 from embedsvc.index.types import (
     Alias,
     Backend,
@@ -42,7 +43,7 @@ from embedsvc.index.types import (
 )
 from embedsvc.limits import Limits
 from embedsvc.transport import convert, images_convert
-from embedsvc.v1 import collections_pb2, common_pb2, retrieval_pb2
+from embedsvc.v1 import collections_pb2, common_pb2, retrieval_pb2, snapshots_pb2
 
 METRICS: dict[int, Metric] = {
     collections_pb2.METRIC_COSINE: Metric.COSINE,
@@ -201,6 +202,47 @@ def info_message(info: CollectionInfo) -> collections_pb2.CollectionInfo:
         ],
         mapped_bytes=info.mapped_bytes,
         calibration=_calibration(info.calibration),
+        prompts=(
+            retrieval_pb2.CollectionPrompts(
+                document_prompt_name=c.document_prompt_name, query_prompt_name=c.query_prompt_name
+            )
+            if c.document_prompt_name or c.query_prompt_name
+            else None
+        ),
+        query_space=c.query_space,
+    )
+
+
+def prompt_names(request: collections_pb2.CreateCollectionRequest) -> tuple[str | None, str | None]:
+    """CreateCollection's (document, query) prompt names: None where unset (the model's conventional prompt)."""
+    if not request.HasField("prompts"):
+        return None, None
+    prompts = request.prompts
+    return (
+        prompts.document_prompt_name if prompts.HasField("document_prompt_name") else None,
+        prompts.query_prompt_name if prompts.HasField("query_prompt_name") else None,
+    )
+
+
+def snapshot_message(manifest: Manifest) -> snapshots_pb2.Snapshot:
+    config = manifest.config
+    source = CollectionInfo(
+        config, "ready", "", count=manifest.count, create_time=datetime.fromtimestamp(config.created_at, UTC)
+    )
+    return snapshots_pb2.Snapshot(
+        name=f"snapshots/{manifest.id}",
+        collection=config.name,
+        source=info_message(source),
+        create_time=timestamp(datetime.fromtimestamp(manifest.created_at, UTC)),
+        count=manifest.count,
+        size_bytes=manifest.size_bytes,
+        format=snapshots_pb2.SNAPSHOT_FORMAT_FAISS if manifest.format == FAISS else snapshots_pb2.SNAPSHOT_FORMAT_ITEMS,
+        point_in_time=manifest.point_in_time,
+        position=manifest.position,
+        replica=manifest.replica,
+        files=[
+            snapshots_pb2.SnapshotFile(path=f.path, size_bytes=f.size_bytes, sha256=f.sha256) for f in manifest.files
+        ],
     )
 
 
@@ -296,16 +338,6 @@ def item_message(item: StoredItem, space: str, *, with_vector: bool) -> collecti
     if with_vector:
         message.vector.CopyFrom(convert.vector_message(item.vector, space))
     return message
-
-
-def not_served_yet(field: str, what: str) -> EmbedsvcError:
-    """A v1 field this server version accepts on the wire but does not act on yet: refused, never ignored."""
-    return invalid(field, f"{what} is not served by this server version yet")
-
-
-def refuse_unserved_create(request: collections_pb2.CreateCollectionRequest) -> None:
-    if request.HasField("prompts"):
-        raise not_served_yet("prompts", "prompts")
 
 
 _MODES: dict[int, SearchMode] = {
@@ -558,6 +590,7 @@ def report_message(report: Report) -> retrieval_pb2.RetrievalReport:
         keyword_language=report.keyword_language,
         rerank_model_version=report.rerank_version,
         diversity_candidates=report.diversity_candidates,
+        query_prompt_name=report.query_prompt_name,
         notices=[retrieval_pb2.QueryNotice(query=q, notice=_NOTICES[n]) for q, n in report.notices],
     )
     if report.fusion is not None:

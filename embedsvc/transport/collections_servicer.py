@@ -1,4 +1,5 @@
-"""CollectionService: durable collections of vectors, searched with FAISS; aliases; rebuilds as operations."""
+"""CollectionService: durable collections of vectors, searched with FAISS; aliases; rebuilds and re-embeds as
+operations."""
 
 from __future__ import annotations
 
@@ -9,22 +10,25 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import grpc
 
 from embedsvc.core.collections.admin import CollectionAdmin
+from embedsvc.core.collections.reembed import Reembedder
 from embedsvc.errors import EmbedsvcError, Reason, missing
 from embedsvc.transport import auth, convert
 from embedsvc.transport import collections_convert as cc
-from embedsvc.transport.operations_servicer import operation_message
+from embedsvc.transport.operations_servicer import Outcomes
 from embedsvc.v1 import collections_pb2, collections_pb2_grpc
 
 
 class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
-    def __init__(self, admin: CollectionAdmin) -> None:
+    def __init__(self, admin: CollectionAdmin, reembedder: Reembedder, outcomes: Outcomes) -> None:
         self._admin = admin
         self._c = admin.collections
+        self._reembedder = reembedder
+        self._outcomes = outcomes
 
     def CreateCollection(
         self, request: collections_pb2.CreateCollectionRequest, context: grpc.ServicerContext
     ) -> collections_pb2.CreateCollectionResponse:
-        cc.refuse_unserved_create(request)
+        document_prompt, query_prompt = cc.prompt_names(request)
         info = self._admin.create(
             request.name,
             request.dimension,
@@ -35,6 +39,8 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
             indexed_fields=cc.indexed_fields(request.indexed_fields),
             keyword=cc.keyword_spec(request),
             search_defaults=cc.search_defaults(request),
+            document_prompt=document_prompt,
+            query_prompt=query_prompt,
         )
         return collections_pb2.CreateCollectionResponse(collection=cc.info_message(info))
 
@@ -104,7 +110,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
                             )
                         name = request.collection
                         items = cc.items(request.items, request.packed_vectors)
-                        collection, staged, upserted = self._c.stage_upsert(name, items, control)
+                        batch = self._c.stage_upsert(name, items, control)
                     except EmbedsvcError as exc:
                         exc.metadata["sequence"] = str(sequence)
                         if pending is not None:  # the batch before it is acknowledged (or fails) first
@@ -114,8 +120,8 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
                     if pending is not None:
                         write, pending = pending, None
                         yield acknowledge(write)
-                    future = writer.submit(contextvars.copy_context().run, collection.commit, staged)
-                    pending = (future, sequence, upserted)
+                    future = writer.submit(contextvars.copy_context().run, self._c.commit, batch)
+                    pending = (future, sequence, len(batch.ids))
                 if pending is not None:
                     write, pending = pending, None
                     yield acknowledge(write)
@@ -192,7 +198,15 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
         self, request: collections_pb2.RebuildRequest, context: grpc.ServicerContext
     ) -> collections_pb2.RebuildResponse:
         operation = self._admin.rebuild(request.name)
-        return collections_pb2.RebuildResponse(operation=operation_message(operation, self._admin))
+        return collections_pb2.RebuildResponse(operation=self._outcomes.message(operation))
+
+    def Reembed(
+        self, request: collections_pb2.ReembedRequest, context: grpc.ServicerContext
+    ) -> collections_pb2.ReembedResponse:
+        operation = self._reembedder.start(
+            request.collection, request.model, request.target_name, drop=request.drop_unembeddable
+        )
+        return collections_pb2.ReembedResponse(operation=self._outcomes.message(operation))
 
     def ExportItems(
         self, request: collections_pb2.ExportItemsRequest, context: grpc.ServicerContext

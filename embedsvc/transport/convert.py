@@ -94,6 +94,11 @@ def model_kind(kind: str) -> models_pb2.ModelKind:
     return models_pb2.ModelKind.Value("MODEL_KIND_" + kind.upper().replace("-", "_"))
 
 
+def latent_operation(name: str) -> models_pb2.LatentOperation:
+    """An operation's proto enum value, by name: "anomaly-score" is LATENT_OPERATION_ANOMALY_SCORE."""
+    return models_pb2.LatentOperation.Value("LATENT_OPERATION_" + name.upper().replace("-", "_"))
+
+
 def model_info_message(info: ModelInfo) -> models_pb2.ModelInfo:
     return models_pb2.ModelInfo(
         name=info.name,
@@ -110,6 +115,9 @@ def model_info_message(info: ModelInfo) -> models_pb2.ModelInfo:
         space=info.space,
         error=info.error,
         embeds_texts=info.embeds_texts,
+        reranks=info.reranks,
+        prompts=dict(info.prompts),
+        default_prompt_name=info.default_prompt_name,
         max_seq_length=info.max_seq_length,
         image_size=info.image_size,
         image_channels=info.image_channels,
@@ -117,6 +125,8 @@ def model_info_message(info: ModelInfo) -> models_pb2.ModelInfo:
         requires=list(info.requires),
         engine=info.engine,
         precision=info.precision,
+        matryoshka_dimensions=list(info.matryoshka_dims),
+        any_dimensions=info.any_dimensions,
         quality=(
             models_pb2.Quality(
                 mean_cosine=info.quality.mean_cosine,
@@ -127,6 +137,7 @@ def model_info_message(info: ModelInfo) -> models_pb2.ModelInfo:
             if info.quality is not None
             else None
         ),
+        latent_operations=[latent_operation(o) for o in info.latent_operations],
     )
 
 

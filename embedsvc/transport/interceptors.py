@@ -492,6 +492,7 @@ class _Call:
             log.log(level, "%s %s %s %.1f ms", method.method, code, self.reason, seconds * 1e3, extra={"call": fields})
         if method.audited:
             gateway._audit.record(  # type: ignore[union-attr]
+                durable=method.writes,  # a write or admin call is answered once its line is on disk
                 **fields,
                 peer=self.context.peer(),
                 collections=sorted(self.collections),

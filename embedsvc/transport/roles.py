@@ -41,6 +41,7 @@ RULES: dict[str, Rule] = {
     _V1 + "ArithmeticService/EvaluateAnalogies": Rule(READ),
     _V1 + "TextService/EmbedTexts": Rule(READ),
     _V1 + "TextService/EmbedTextsStream": Rule(READ),
+    _V1 + "TextService/TokenizeTexts": Rule(READ),
     _V1 + "TextService/Rerank": Rule(READ, counts="texts"),
     _V1 + "ImageService/EmbedImages": Rule(READ),
     _V1 + "LatentService/EncodeImages": Rule(READ),
@@ -76,9 +77,21 @@ RULES: dict[str, Rule] = {
     _V1 + "CollectionService/UpdateAlias": Rule(ADMIN, ("alias", "collection")),
     _V1 + "CollectionService/DeleteAlias": Rule(ADMIN, ("alias",)),
     _V1 + "CollectionService/ListAliases": Rule(READ, ("collection",)),  # and only aliases the key may touch
+    _V1 + "CollectionService/Reembed": Rule(ADMIN, ("collection", "target_name")),
     _V1 + "OperationService/GetOperation": Rule(READ),  # the operation's collection is checked by the servicer
     _V1 + "OperationService/ListOperations": Rule(READ, ("collection",)),
     _V1 + "OperationService/CancelOperation": Rule(ADMIN),
+    # Snapshots: the servicer checks the snapshot's collection against the key's scope. Taking, restoring, deleting
+    # and moving them are admin work. Download too: a snapshot is a backup leaving the server, and it holds what the
+    # collection held then (items deleted since, a collection dropped since), which a read key cannot see through
+    # ExportItems; readers export the current items with ExportItems.
+    _V1 + "SnapshotService/CreateSnapshot": Rule(ADMIN, ("collection",)),
+    _V1 + "SnapshotService/GetSnapshot": Rule(READ),
+    _V1 + "SnapshotService/ListSnapshots": Rule(READ, ("collection",)),  # lists only the collections the key may touch
+    _V1 + "SnapshotService/DeleteSnapshot": Rule(ADMIN),
+    _V1 + "SnapshotService/RestoreSnapshot": Rule(ADMIN, ("name",)),
+    _V1 + "SnapshotService/DownloadSnapshot": Rule(ADMIN),
+    _V1 + "SnapshotService/UploadSnapshot": Rule(ADMIN),
     # Reflection shows the whole API: it needs a key when auth is on.
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Rule(READ),
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": Rule(READ),

@@ -18,15 +18,19 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from embedsvc.core.collections.admin import CollectionAdmin
+from embedsvc.core.collections.reembed import REEMBED, Reembedder
 from embedsvc.core.collections.service import Collections
+from embedsvc.core.collections.snapshots import Snapshots
 from embedsvc.core.images.directions import DirectionStore
 from embedsvc.core.images.latents import Latents
 from embedsvc.core.operations import OperationStore
 from embedsvc.core.paging import PageTokens
 from embedsvc.core.registry import ModelRegistry
 from embedsvc.durable import DataDirLock
+from embedsvc.errors import EmbedsvcError
 from embedsvc.index.exact import configure_faiss
-from embedsvc.index.stores import open_aliases, open_stores
+from embedsvc.index.state import replica_id
+from embedsvc.index.stores import open_aliases, open_state, open_stores
 from embedsvc.settings import Settings
 from embedsvc.transport.admission import HEALTH_QUEUE, HEALTH_THREADS, Admission, CountingPool, Lane
 from embedsvc.transport.audit import AuditLog
@@ -81,20 +85,38 @@ class Server:
             device=settings.device,
             max_queued_texts=settings.limits.max_queued_texts,
         )
-        self.store = open_stores(settings.storage_options())
+        options = settings.storage_options()
+        self.store = open_stores(options)
         self.tokens = (
             PageTokens(settings.page_token_secret.encode("utf-8"))
             if settings.page_token_secret
             else PageTokens.in_data_dir(settings.data_dir)
         )
-        self.operations = OperationStore(settings.data_dir / "operations")
-        self.aliases = open_aliases(settings.storage_options())
-        self.directions = DirectionStore(settings.data_dir / "directions")
+        # The state replicas share (directions, operations, the snapshot catalogue): the data directory, or Milvus.
+        self.records = open_state(options)
+        self.replica = replica_id(settings.data_dir)
+        self.operations = OperationStore(self.records, self.replica, resumable=(REEMBED,))
+        self.aliases = open_aliases(options)
+        self.directions = DirectionStore(self.records)
         limits = settings.limits
         latents = Latents(self.registry, self.directions, limits, self.tokens)
         collections = Collections(self.store, self.registry, limits, latents, aliases=self.aliases, tokens=self.tokens)
         admin = CollectionAdmin(collections, self.aliases, self.operations)
-        return Domain(self.registry, limits, self.tokens, datetime.now(UTC), latents, collections, admin)
+        self.reembedder = Reembedder(admin)
+        self.snapshots = Snapshots(
+            collections, self.records, self.operations, options.snapshots, self.replica, reserve=admin.reserve
+        )
+        return Domain(
+            self.registry,
+            limits,
+            self.tokens,
+            datetime.now(UTC),
+            latents,
+            collections,
+            admin,
+            self.reembedder,
+            self.snapshots,
+        )
 
     def _open_observers(self, settings: Settings) -> None:
         """Metrics (served once started) and the audit log (with auth)."""
@@ -209,6 +231,7 @@ class Server:
             self.registry.load_all()
             # Collections bound to a model need it loaded; a damaged collection does not stop the others.
             self.store.recover_all()
+            self._resume()
         except Exception as exc:
             self.load_error = str(exc)
             log.error("%s", exc)
@@ -233,6 +256,16 @@ class Server:
         else:
             log.info("all models ready and collections recovered; serving")
         self.ready.set()
+
+    def _resume(self) -> None:
+        """Once collections are open: settle the operations a stop interrupted (re-embeds continue), and remove the
+        snapshots a stop left half-made. The shared state being unreachable (Milvus down) does not stop the server."""
+        try:
+            self.operations.recover()
+            self.snapshots.cleanup()
+            self.operations.resume(REEMBED, self.reembedder.resume)
+        except EmbedsvcError as exc:
+            log.error("cannot read the shared state at start (%s): operations resume at the next start", exc)
 
     def wait_until_ready(self, timeout: float | None = None) -> None:
         """Block until every model is loaded; raise RuntimeError on a load failure or time-out."""

@@ -14,7 +14,9 @@ from datetime import datetime
 
 from embedsvc import api
 from embedsvc.core.collections.admin import CollectionAdmin
+from embedsvc.core.collections.reembed import Reembedder
 from embedsvc.core.collections.service import Collections
+from embedsvc.core.collections.snapshots import Snapshots
 from embedsvc.core.images.latents import Latents
 from embedsvc.core.maps.projection import Maps
 from embedsvc.core.paging import PageTokens
@@ -25,8 +27,9 @@ from embedsvc.transport.collections_servicer import CollectionServicer
 from embedsvc.transport.latent_servicer import ImageServicer, LatentServicer
 from embedsvc.transport.maps_servicer import MapServicer
 from embedsvc.transport.models_servicer import ModelServicer
-from embedsvc.transport.operations_servicer import OperationServicer
+from embedsvc.transport.operations_servicer import OperationServicer, Outcomes
 from embedsvc.transport.server_servicer import ServerServicer
+from embedsvc.transport.snapshots_servicer import SnapshotServicer
 from embedsvc.transport.text_servicer import TextServicer
 from embedsvc.transport.words_servicer import WordServicer
 
@@ -49,6 +52,12 @@ class Domain:
     latents: Latents
     collections: Collections
     admin: CollectionAdmin
+    reembedder: Reembedder
+    snapshots: Snapshots
+
+    @property
+    def outcomes(self) -> Outcomes:
+        return Outcomes(self.admin, self.snapshots)
 
 
 @dataclass(frozen=True)
@@ -71,8 +80,9 @@ HOSTED: tuple[Hosted, ...] = (
     Hosted(api.IMAGES, MODELS, lambda d: ImageServicer(d.latents)),
     Hosted(api.LATENT, MODELS, lambda d: LatentServicer(d.latents)),
     Hosted(api.MAPS, MODELS, lambda d: MapServicer(Maps(d.latents, d.collections, d.limits))),
-    Hosted(api.COLLECTIONS, MODELS, lambda d: CollectionServicer(d.admin)),
-    Hosted(api.OPERATIONS, ALWAYS, lambda d: OperationServicer(d.admin)),
+    Hosted(api.COLLECTIONS, MODELS, lambda d: CollectionServicer(d.admin, d.reembedder, d.outcomes)),
+    Hosted(api.OPERATIONS, ALWAYS, lambda d: OperationServicer(d.admin, d.outcomes)),
+    Hosted(api.SNAPSHOTS, MODELS, lambda d: SnapshotServicer(d.snapshots, d.outcomes)),
 )
 
 

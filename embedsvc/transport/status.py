@@ -65,6 +65,10 @@ STATUS_CODES: dict[Reason, grpc.StatusCode] = {
     Reason.OPERATION_NOT_SUPPORTED: grpc.StatusCode.FAILED_PRECONDITION,
     Reason.KEYWORD_INDEX_MISSING: grpc.StatusCode.FAILED_PRECONDITION,
     Reason.BACKEND_UNSUPPORTED: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.SNAPSHOT_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Reason.INPUTS_NOT_STORED: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.SNAPSHOT_ELSEWHERE: grpc.StatusCode.FAILED_PRECONDITION,
+    Reason.DIMENSIONS_NOT_SUPPORTED: grpc.StatusCode.INVALID_ARGUMENT,
 }
 
 # Reasons a caller should retry after a pause, and the pause (seconds) sent as google.rpc.RetryInfo.

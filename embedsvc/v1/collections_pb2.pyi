@@ -530,6 +530,40 @@ class RebuildRequest(_message.Message):
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
+class ReembedRequest(_message.Message):
+    __slots__ = ("collection", "model", "target_name", "drop_unembeddable")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TARGET_NAME_FIELD_NUMBER: _ClassVar[int]
+    DROP_UNEMBEDDABLE_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    model: str
+    target_name: str
+    drop_unembeddable: bool
+    def __init__(self, collection: _Optional[str] = ..., model: _Optional[str] = ..., target_name: _Optional[str] = ..., drop_unembeddable: _Optional[bool] = ...) -> None: ...
+
+class ReembedResponse(_message.Message):
+    __slots__ = ("operation",)
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    operation: _operations_pb2.Operation
+    def __init__(self, operation: _Optional[_Union[_operations_pb2.Operation, _Mapping]] = ...) -> None: ...
+
+class ReembedResult(_message.Message):
+    __slots__ = ("collection", "source", "switched_aliases", "reembedded", "dropped", "dropped_sample")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SWITCHED_ALIASES_FIELD_NUMBER: _ClassVar[int]
+    REEMBEDDED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    collection: CollectionInfo
+    source: str
+    switched_aliases: _containers.RepeatedScalarFieldContainer[str]
+    reembedded: int
+    dropped: int
+    dropped_sample: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[_Union[CollectionInfo, _Mapping]] = ..., source: _Optional[str] = ..., switched_aliases: _Optional[_Iterable[str]] = ..., reembedded: _Optional[int] = ..., dropped: _Optional[int] = ..., dropped_sample: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class RebuildResponse(_message.Message):
     __slots__ = ("operation",)
     OPERATION_FIELD_NUMBER: _ClassVar[int]

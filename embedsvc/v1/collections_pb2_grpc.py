@@ -123,6 +123,11 @@ class CollectionServiceStub:
                 request_serializer=embedsvc_dot_v1_dot_collections__pb2.ListAliasesRequest.SerializeToString,
                 response_deserializer=embedsvc_dot_v1_dot_collections__pb2.ListAliasesResponse.FromString,
                 _registered_method=True)
+        self.Reembed = channel.unary_unary(
+                '/embedsvc.v1.CollectionService/Reembed',
+                request_serializer=embedsvc_dot_v1_dot_collections__pb2.ReembedRequest.SerializeToString,
+                response_deserializer=embedsvc_dot_v1_dot_collections__pb2.ReembedResponse.FromString,
+                _registered_method=True)
 
 
 class CollectionServiceServicer:
@@ -257,6 +262,20 @@ class CollectionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reembed(self, request, context):
+        """Re-embeds a collection's stored inputs with a model (the new version of its own model, or another one) into a
+        new collection, then switches the aliases that name the old collection to the new one, atomically each; the old
+        collection is kept until DeleteCollection. Returns the operation at once (progress: items done of the source's
+        count, rate, ETA; cancel it with CancelOperation, which removes the new collection and leaves the old one as it
+        was). Writes to the old collection while it runs are copied to the new one before the switch (the current state
+        of every item written, so a write is never lost nor an older state brought back); a write that raced with the
+        switch is refused with UNAVAILABLE / COLLECTION_NOT_READY and lands in the new collection when retried. After a
+        server restart the operation continues. A Reembed while one runs on the same collection returns that one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CollectionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -339,6 +358,11 @@ def add_CollectionServiceServicer_to_server(servicer, server):
                     servicer.ListAliases,
                     request_deserializer=embedsvc_dot_v1_dot_collections__pb2.ListAliasesRequest.FromString,
                     response_serializer=embedsvc_dot_v1_dot_collections__pb2.ListAliasesResponse.SerializeToString,
+            ),
+            'Reembed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reembed,
+                    request_deserializer=embedsvc_dot_v1_dot_collections__pb2.ReembedRequest.FromString,
+                    response_serializer=embedsvc_dot_v1_dot_collections__pb2.ReembedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -782,6 +806,33 @@ class CollectionService:
             '/embedsvc.v1.CollectionService/ListAliases',
             embedsvc_dot_v1_dot_collections__pb2.ListAliasesRequest.SerializeToString,
             embedsvc_dot_v1_dot_collections__pb2.ListAliasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reembed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedsvc.v1.CollectionService/Reembed',
+            embedsvc_dot_v1_dot_collections__pb2.ReembedRequest.SerializeToString,
+            embedsvc_dot_v1_dot_collections__pb2.ReembedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,9 +26,11 @@ if _version_not_supported:
 
 
 class LatentServiceStub:
-    """The latent space of a generative image model (a VAE): encode images into latents, decode latents into images,
-    sample the prior, interpolate, move along named attribute directions, score anomalies and inpaint.
-    Images come back as PNG bytes (8 bits per channel) at the model's size.
+    """The latent space of a generative image model (a VAE, a GAN or an autoencoder): encode images into latents, decode
+    latents into images, sample the prior, interpolate, move along named attribute directions, score anomalies and
+    inpaint. Each model offers the operations its parts allow (ModelInfo.latent_operations): a GAN encodes by inversion
+    (optimisation), an autoencoder cannot sample, score anomalies or inpaint; the others are refused with
+    FAILED_PRECONDITION / OPERATION_NOT_SUPPORTED. Images come back as PNG bytes (8 bits per channel) at the model's size.
     """
 
     def __init__(self, channel):
@@ -95,13 +97,16 @@ class LatentServiceStub:
 
 
 class LatentServiceServicer:
-    """The latent space of a generative image model (a VAE): encode images into latents, decode latents into images,
-    sample the prior, interpolate, move along named attribute directions, score anomalies and inpaint.
-    Images come back as PNG bytes (8 bits per channel) at the model's size.
+    """The latent space of a generative image model (a VAE, a GAN or an autoencoder): encode images into latents, decode
+    latents into images, sample the prior, interpolate, move along named attribute directions, score anomalies and
+    inpaint. Each model offers the operations its parts allow (ModelInfo.latent_operations): a GAN encodes by inversion
+    (optimisation), an autoencoder cannot sample, score anomalies or inpaint; the others are refused with
+    FAILED_PRECONDITION / OPERATION_NOT_SUPPORTED. Images come back as PNG bytes (8 bits per channel) at the model's size.
     """
 
     def EncodeImages(self, request, context):
-        """The posterior q(z|x) = N(mean, diag(exp(log_variance))) of each image.
+        """The latent of each image: a VAE's posterior q(z|x) = N(mean, diag(exp(log_variance))); an autoencoder's encoder
+        output; a GAN's inversion (the latent whose generated image best matches, found by Adam within the deadline).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,7 +127,7 @@ class LatentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Reconstruct(self, request, context):
-        """Each image decoded from its latent mean.
+        """Each image decoded from its latent mean (a GAN: its inversion's generated image).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -164,7 +169,7 @@ class LatentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AnomalyScore(self, request, context):
-        """Negative ELBO per image, in nats: unusual inputs score higher.
+        """Negative ELBO per image, in nats (a GAN: the inversion's objective): unusual inputs score higher.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -244,9 +249,11 @@ def add_LatentServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class LatentService:
-    """The latent space of a generative image model (a VAE): encode images into latents, decode latents into images,
-    sample the prior, interpolate, move along named attribute directions, score anomalies and inpaint.
-    Images come back as PNG bytes (8 bits per channel) at the model's size.
+    """The latent space of a generative image model (a VAE, a GAN or an autoencoder): encode images into latents, decode
+    latents into images, sample the prior, interpolate, move along named attribute directions, score anomalies and
+    inpaint. Each model offers the operations its parts allow (ModelInfo.latent_operations): a GAN encodes by inversion
+    (optimisation), an autoencoder cannot sample, score anomalies or inpaint; the others are refused with
+    FAILED_PRECONDITION / OPERATION_NOT_SUPPORTED. Images come back as PNG bytes (8 bits per channel) at the model's size.
     """
 
     @staticmethod

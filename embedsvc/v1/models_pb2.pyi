@@ -15,6 +15,17 @@ class ModelKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODEL_KIND_VAE: _ClassVar[ModelKind]
     MODEL_KIND_IMAGE_ENCODER: _ClassVar[ModelKind]
     MODEL_KIND_CROSS_ENCODER: _ClassVar[ModelKind]
+    MODEL_KIND_GAN: _ClassVar[ModelKind]
+    MODEL_KIND_AUTOENCODER: _ClassVar[ModelKind]
+
+class LatentOperation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LATENT_OPERATION_UNSPECIFIED: _ClassVar[LatentOperation]
+    LATENT_OPERATION_DECODE: _ClassVar[LatentOperation]
+    LATENT_OPERATION_ENCODE: _ClassVar[LatentOperation]
+    LATENT_OPERATION_SAMPLE: _ClassVar[LatentOperation]
+    LATENT_OPERATION_ANOMALY_SCORE: _ClassVar[LatentOperation]
+    LATENT_OPERATION_INPAINT: _ClassVar[LatentOperation]
 
 class ModelState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -29,6 +40,14 @@ MODEL_KIND_TEXT_ENCODER: ModelKind
 MODEL_KIND_VAE: ModelKind
 MODEL_KIND_IMAGE_ENCODER: ModelKind
 MODEL_KIND_CROSS_ENCODER: ModelKind
+MODEL_KIND_GAN: ModelKind
+MODEL_KIND_AUTOENCODER: ModelKind
+LATENT_OPERATION_UNSPECIFIED: LatentOperation
+LATENT_OPERATION_DECODE: LatentOperation
+LATENT_OPERATION_ENCODE: LatentOperation
+LATENT_OPERATION_SAMPLE: LatentOperation
+LATENT_OPERATION_ANOMALY_SCORE: LatentOperation
+LATENT_OPERATION_INPAINT: LatentOperation
 MODEL_STATE_UNSPECIFIED: ModelState
 MODEL_STATE_LOADING: ModelState
 MODEL_STATE_READY: ModelState
@@ -36,7 +55,7 @@ MODEL_STATE_FAILED: ModelState
 MODEL_STATE_UNLOADED: ModelState
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "kind", "dimension", "vocabulary_size", "device", "state", "version", "format", "source", "has_subwords", "description", "space", "error", "embeds_texts", "max_seq_length", "image_size", "image_channels", "memory_bytes", "requires", "engine", "precision", "quality", "prompts", "default_prompt_name", "reranks")
+    __slots__ = ("name", "kind", "dimension", "vocabulary_size", "device", "state", "version", "format", "source", "has_subwords", "description", "space", "error", "embeds_texts", "max_seq_length", "image_size", "image_channels", "memory_bytes", "requires", "engine", "precision", "quality", "prompts", "default_prompt_name", "reranks", "matryoshka_dimensions", "any_dimensions", "latent_operations")
     class PromptsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +88,9 @@ class ModelInfo(_message.Message):
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
     RERANKS_FIELD_NUMBER: _ClassVar[int]
+    MATRYOSHKA_DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    ANY_DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    LATENT_OPERATIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: ModelKind
     dimension: int
@@ -94,7 +116,10 @@ class ModelInfo(_message.Message):
     prompts: _containers.ScalarMap[str, str]
     default_prompt_name: str
     reranks: bool
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimension: _Optional[int] = ..., vocabulary_size: _Optional[int] = ..., device: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., version: _Optional[str] = ..., format: _Optional[str] = ..., source: _Optional[str] = ..., has_subwords: _Optional[bool] = ..., description: _Optional[str] = ..., space: _Optional[str] = ..., error: _Optional[str] = ..., embeds_texts: _Optional[bool] = ..., max_seq_length: _Optional[int] = ..., image_size: _Optional[int] = ..., image_channels: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., requires: _Optional[_Iterable[str]] = ..., engine: _Optional[str] = ..., precision: _Optional[str] = ..., quality: _Optional[_Union[Quality, _Mapping]] = ..., prompts: _Optional[_Mapping[str, str]] = ..., default_prompt_name: _Optional[str] = ..., reranks: _Optional[bool] = ...) -> None: ...
+    matryoshka_dimensions: _containers.RepeatedScalarFieldContainer[int]
+    any_dimensions: bool
+    latent_operations: _containers.RepeatedScalarFieldContainer[LatentOperation]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., dimension: _Optional[int] = ..., vocabulary_size: _Optional[int] = ..., device: _Optional[str] = ..., state: _Optional[_Union[ModelState, str]] = ..., version: _Optional[str] = ..., format: _Optional[str] = ..., source: _Optional[str] = ..., has_subwords: _Optional[bool] = ..., description: _Optional[str] = ..., space: _Optional[str] = ..., error: _Optional[str] = ..., embeds_texts: _Optional[bool] = ..., max_seq_length: _Optional[int] = ..., image_size: _Optional[int] = ..., image_channels: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., requires: _Optional[_Iterable[str]] = ..., engine: _Optional[str] = ..., precision: _Optional[str] = ..., quality: _Optional[_Union[Quality, _Mapping]] = ..., prompts: _Optional[_Mapping[str, str]] = ..., default_prompt_name: _Optional[str] = ..., reranks: _Optional[bool] = ..., matryoshka_dimensions: _Optional[_Iterable[int]] = ..., any_dimensions: _Optional[bool] = ..., latent_operations: _Optional[_Iterable[_Union[LatentOperation, str]]] = ...) -> None: ...
 
 class Quality(_message.Message):
     __slots__ = ("mean_cosine", "min_cosine", "top10_agreement", "sentences")

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65mbedsvc/v1/operations.proto\x12\x0b\x65mbedsvc.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xa8\x01\n\tOperation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x08metadata\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12#\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x12(\n\x08response\x18\x05 \x01(\x0b\x32\x14.google.protobuf.AnyH\x00\x42\x08\n\x06result\"\x97\x02\n\x11OperationMetadata\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x12\n\ndone_units\x18\x04 \x01(\x03\x12\x13\n\x0btotal_units\x18\x05 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61ncel_requested\x18\t \x01(\x08\"#\n\x13GetOperationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"A\n\x14GetOperationResponse\x12)\n\toperation\x18\x01 \x01(\x0b\x32\x16.embedsvc.v1.Operation\"R\n\x15ListOperationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\ncollection\x18\x03 \x01(\t\"]\n\x16ListOperationsResponse\x12*\n\noperations\x18\x01 \x03(\x0b\x32\x16.embedsvc.v1.Operation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x16\x43\x61ncelOperationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x17\x43\x61ncelOperationResponse\x12)\n\toperation\x18\x01 \x01(\x0b\x32\x16.embedsvc.v1.Operation2\xa0\x02\n\x10OperationService\x12S\n\x0cGetOperation\x12 .embedsvc.v1.GetOperationRequest\x1a!.embedsvc.v1.GetOperationResponse\x12Y\n\x0eListOperations\x12\".embedsvc.v1.ListOperationsRequest\x1a#.embedsvc.v1.ListOperationsResponse\x12\\\n\x0f\x43\x61ncelOperation\x12#.embedsvc.v1.CancelOperationRequest\x1a$.embedsvc.v1.CancelOperationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65mbedsvc/v1/operations.proto\x12\x0b\x65mbedsvc.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xa8\x01\n\tOperation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x08metadata\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12#\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x12(\n\x08response\x18\x05 \x01(\x0b\x32\x14.google.protobuf.AnyH\x00\x42\x08\n\x06result\"\x98\x03\n\x11OperationMetadata\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x12\n\ndone_units\x18\x04 \x01(\x03\x12\x13\n\x0btotal_units\x18\x05 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61ncel_requested\x18\t \x01(\x08\x12\x18\n\x10units_per_second\x18\n \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\x0b \x01(\x01\x12\x0f\n\x07replica\x18\x0c \x01(\t\x12-\n\x07reembed\x18\r \x01(\x0b\x32\x1c.embedsvc.v1.ReembedProgress\x12\x10\n\x08warnings\x18\x0e \x03(\t\"\xae\x01\n\x0fReembedProgress\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0f\n\x07\x61liases\x18\x05 \x03(\t\x12\x14\n\x0cunembeddable\x18\x06 \x01(\x03\x12\x1b\n\x13unembeddable_sample\x18\x07 \x03(\t\x12\x11\n\tcaught_up\x18\x08 \x01(\x03\"#\n\x13GetOperationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"A\n\x14GetOperationResponse\x12)\n\toperation\x18\x01 \x01(\x0b\x32\x16.embedsvc.v1.Operation\"R\n\x15ListOperationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x12\n\ncollection\x18\x03 \x01(\t\"]\n\x16ListOperationsResponse\x12*\n\noperations\x18\x01 \x03(\x0b\x32\x16.embedsvc.v1.Operation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x16\x43\x61ncelOperationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x17\x43\x61ncelOperationResponse\x12)\n\toperation\x18\x01 \x01(\x0b\x32\x16.embedsvc.v1.Operation2\xa0\x02\n\x10OperationService\x12S\n\x0cGetOperation\x12 .embedsvc.v1.GetOperationRequest\x1a!.embedsvc.v1.GetOperationResponse\x12Y\n\x0eListOperations\x12\".embedsvc.v1.ListOperationsRequest\x1a#.embedsvc.v1.ListOperationsResponse\x12\\\n\x0f\x43\x61ncelOperation\x12#.embedsvc.v1.CancelOperationRequest\x1a$.embedsvc.v1.CancelOperationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,19 +37,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OPERATION']._serialized_start=131
   _globals['_OPERATION']._serialized_end=299
   _globals['_OPERATIONMETADATA']._serialized_start=302
-  _globals['_OPERATIONMETADATA']._serialized_end=581
-  _globals['_GETOPERATIONREQUEST']._serialized_start=583
-  _globals['_GETOPERATIONREQUEST']._serialized_end=618
-  _globals['_GETOPERATIONRESPONSE']._serialized_start=620
-  _globals['_GETOPERATIONRESPONSE']._serialized_end=685
-  _globals['_LISTOPERATIONSREQUEST']._serialized_start=687
-  _globals['_LISTOPERATIONSREQUEST']._serialized_end=769
-  _globals['_LISTOPERATIONSRESPONSE']._serialized_start=771
-  _globals['_LISTOPERATIONSRESPONSE']._serialized_end=864
-  _globals['_CANCELOPERATIONREQUEST']._serialized_start=866
-  _globals['_CANCELOPERATIONREQUEST']._serialized_end=904
-  _globals['_CANCELOPERATIONRESPONSE']._serialized_start=906
-  _globals['_CANCELOPERATIONRESPONSE']._serialized_end=974
-  _globals['_OPERATIONSERVICE']._serialized_start=977
-  _globals['_OPERATIONSERVICE']._serialized_end=1265
+  _globals['_OPERATIONMETADATA']._serialized_end=710
+  _globals['_REEMBEDPROGRESS']._serialized_start=713
+  _globals['_REEMBEDPROGRESS']._serialized_end=887
+  _globals['_GETOPERATIONREQUEST']._serialized_start=889
+  _globals['_GETOPERATIONREQUEST']._serialized_end=924
+  _globals['_GETOPERATIONRESPONSE']._serialized_start=926
+  _globals['_GETOPERATIONRESPONSE']._serialized_end=991
+  _globals['_LISTOPERATIONSREQUEST']._serialized_start=993
+  _globals['_LISTOPERATIONSREQUEST']._serialized_end=1075
+  _globals['_LISTOPERATIONSRESPONSE']._serialized_start=1077
+  _globals['_LISTOPERATIONSRESPONSE']._serialized_end=1170
+  _globals['_CANCELOPERATIONREQUEST']._serialized_start=1172
+  _globals['_CANCELOPERATIONREQUEST']._serialized_end=1210
+  _globals['_CANCELOPERATIONRESPONSE']._serialized_start=1212
+  _globals['_CANCELOPERATIONRESPONSE']._serialized_end=1280
+  _globals['_OPERATIONSERVICE']._serialized_start=1283
+  _globals['_OPERATIONSERVICE']._serialized_end=1571
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,7 @@ class Operation(_message.Message):
     def __init__(self, name: _Optional[str] = ..., metadata: _Optional[_Union[_any_pb2.Any, _Mapping]] = ..., done: _Optional[bool] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., response: _Optional[_Union[_any_pb2.Any, _Mapping]] = ...) -> None: ...
 
 class OperationMetadata(_message.Message):
-    __slots__ = ("kind", "collection", "stage", "done_units", "total_units", "create_time", "update_time", "end_time", "cancel_requested")
+    __slots__ = ("kind", "collection", "stage", "done_units", "total_units", "create_time", "update_time", "end_time", "cancel_requested", "units_per_second", "eta_seconds", "replica", "reembed", "warnings")
     KIND_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,11 @@ class OperationMetadata(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    UNITS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    REEMBED_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     kind: str
     collection: str
     stage: str
@@ -45,7 +50,32 @@ class OperationMetadata(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     cancel_requested: bool
-    def __init__(self, kind: _Optional[str] = ..., collection: _Optional[str] = ..., stage: _Optional[str] = ..., done_units: _Optional[int] = ..., total_units: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_requested: _Optional[bool] = ...) -> None: ...
+    units_per_second: float
+    eta_seconds: float
+    replica: str
+    reembed: ReembedProgress
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, kind: _Optional[str] = ..., collection: _Optional[str] = ..., stage: _Optional[str] = ..., done_units: _Optional[int] = ..., total_units: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_requested: _Optional[bool] = ..., units_per_second: _Optional[float] = ..., eta_seconds: _Optional[float] = ..., replica: _Optional[str] = ..., reembed: _Optional[_Union[ReembedProgress, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReembedProgress(_message.Message):
+    __slots__ = ("source", "target", "model", "model_version", "aliases", "unembeddable", "unembeddable_sample", "caught_up")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    UNEMBEDDABLE_FIELD_NUMBER: _ClassVar[int]
+    UNEMBEDDABLE_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    CAUGHT_UP_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    target: str
+    model: str
+    model_version: str
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    unembeddable: int
+    unembeddable_sample: _containers.RepeatedScalarFieldContainer[str]
+    caught_up: int
+    def __init__(self, source: _Optional[str] = ..., target: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., unembeddable: _Optional[int] = ..., unembeddable_sample: _Optional[_Iterable[str]] = ..., caught_up: _Optional[int] = ...) -> None: ...
 
 class GetOperationRequest(_message.Message):
     __slots__ = ("name",)

@@ -26,10 +26,12 @@ if _version_not_supported:
 
 
 class OperationServiceStub:
-    """Long-running work as operations (AIP-151): CollectionService.Rebuild returns one at once, and its progress and
-    result are read here. Operations are recorded under the server's data directory: one that was running when the
-    server stopped is reported done with an ABORTED / INTERRUPTED error after the restart, never lost silently.
-    Finished operations are kept for at least a day (the latest 1000).
+    """Long-running work as operations (AIP-151): CollectionService.Rebuild and Reembed, SnapshotService.CreateSnapshot
+    and RestoreSnapshot return one at once, and its progress and result are read here. Operations are recorded in the
+    server's shared state (its data directory, or Milvus when replicas share collections there), so any replica
+    answers for any operation. One that was running when its server stopped resumes when that server starts again if
+    its kind can (a re-embed continues its fill), and is otherwise reported done with an ABORTED / INTERRUPTED error,
+    never lost silently. Finished operations are kept for at least a day (the latest 1000).
     """
 
     def __init__(self, channel):
@@ -56,10 +58,12 @@ class OperationServiceStub:
 
 
 class OperationServiceServicer:
-    """Long-running work as operations (AIP-151): CollectionService.Rebuild returns one at once, and its progress and
-    result are read here. Operations are recorded under the server's data directory: one that was running when the
-    server stopped is reported done with an ABORTED / INTERRUPTED error after the restart, never lost silently.
-    Finished operations are kept for at least a day (the latest 1000).
+    """Long-running work as operations (AIP-151): CollectionService.Rebuild and Reembed, SnapshotService.CreateSnapshot
+    and RestoreSnapshot return one at once, and its progress and result are read here. Operations are recorded in the
+    server's shared state (its data directory, or Milvus when replicas share collections there), so any replica
+    answers for any operation. One that was running when its server stopped resumes when that server starts again if
+    its kind can (a re-embed continues its fill), and is otherwise reported done with an ABORTED / INTERRUPTED error,
+    never lost silently. Finished operations are kept for at least a day (the latest 1000).
     """
 
     def GetOperation(self, request, context):
@@ -78,7 +82,9 @@ class OperationServiceServicer:
 
     def CancelOperation(self, request, context):
         """Asks a running operation to stop; it ends done with a CANCELLED error at its next checkpoint (work it had not
-        finished is discarded, nothing half-done is kept). Cancelling a finished operation changes nothing.
+        finished is discarded, nothing half-done is kept). Cancelling a finished operation changes nothing. Any replica
+        may cancel an operation another one runs: the request is recorded in the shared state and the running replica
+        stops within about a second.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,10 +117,12 @@ def add_OperationServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class OperationService:
-    """Long-running work as operations (AIP-151): CollectionService.Rebuild returns one at once, and its progress and
-    result are read here. Operations are recorded under the server's data directory: one that was running when the
-    server stopped is reported done with an ABORTED / INTERRUPTED error after the restart, never lost silently.
-    Finished operations are kept for at least a day (the latest 1000).
+    """Long-running work as operations (AIP-151): CollectionService.Rebuild and Reembed, SnapshotService.CreateSnapshot
+    and RestoreSnapshot return one at once, and its progress and result are read here. Operations are recorded in the
+    server's shared state (its data directory, or Milvus when replicas share collections there), so any replica
+    answers for any operation. One that was running when its server stopped resumes when that server starts again if
+    its kind can (a re-embed continues its fill), and is otherwise reported done with an ABORTED / INTERRUPTED error,
+    never lost silently. Finished operations are kept for at least a day (the latest 1000).
     """
 
     @staticmethod

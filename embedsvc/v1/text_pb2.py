@@ -26,29 +26,43 @@ from embedsvc.v1 import common_pb2 as embedsvc_dot_v1_dot_common__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65mbedsvc/v1/text.proto\x12\x0b\x65mbedsvc.v1\x1a\x18\x65mbedsvc/v1/common.proto\x1a\x17google/rpc/status.proto\"\x88\x01\n\x11\x45mbedTextsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x11\n\tnormalize\x18\x03 \x01(\x08\x12-\n\nlong_texts\x18\x04 \x01(\x0e\x32\x19.embedsvc.v1.LongTextMode\x12\x13\n\x0bprompt_name\x18\x05 \x01(\t\"\xa8\x01\n\x12\x45mbedTextsResponse\x12$\n\x07vectors\x18\x01 \x03(\x0b\x32\x13.embedsvc.v1.Vector\x12\x11\n\ttruncated\x18\x02 \x03(\x05\x12\x14\n\x0ctoken_counts\x18\x03 \x03(\x05\x12\x16\n\x0emax_seq_length\x18\x04 \x01(\x05\x12+\n\nprovenance\x18\x05 \x01(\x0b\x32\x17.embedsvc.v1.Provenance\"Z\n\x17\x45mbedTextsStreamRequest\x12-\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x1e.embedsvc.v1.EmbedTextsRequest\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"\x8d\x01\n\x18\x45mbedTextsStreamResponse\x12\x30\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x1f.embedsvc.v1.EmbedTextsResponseH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x42\x08\n\x06result\"\x86\x01\n\rRerankRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05texts\x18\x03 \x03(\t\x12\r\n\x05top_n\x18\x04 \x01(\x05\x12\x12\n\nraw_scores\x18\x05 \x01(\x08\x12\x13\n\x0breturn_text\x18\x06 \x01(\x08\x12\x10\n\x08truncate\x18\x07 \x01(\x08\":\n\x0cRerankResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\"|\n\x0eRerankResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.embedsvc.v1.RerankResult\x12\x11\n\ttruncated\x18\x02 \x03(\x05\x12+\n\nprovenance\x18\x03 \x01(\x0b\x32\x17.embedsvc.v1.Provenance*e\n\x0cLongTextMode\x12\x1e\n\x1aLONG_TEXT_MODE_UNSPECIFIED\x10\x00\x12\x1b\n\x17LONG_TEXT_MODE_TRUNCATE\x10\x01\x12\x18\n\x14LONG_TEXT_MODE_CHUNK\x10\x02\x32\xc1\x01\n\x0bTextService\x12M\n\nEmbedTexts\x12\x1e.embedsvc.v1.EmbedTextsRequest\x1a\x1f.embedsvc.v1.EmbedTextsResponse\x12\x63\n\x10\x45mbedTextsStream\x12$.embedsvc.v1.EmbedTextsStreamRequest\x1a%.embedsvc.v1.EmbedTextsStreamResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x65mbedsvc/v1/text.proto\x12\x0b\x65mbedsvc.v1\x1a\x18\x65mbedsvc/v1/common.proto\x1a\x17google/rpc/status.proto\"\xa0\x02\n\x11\x45mbedTextsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x11\n\tnormalize\x18\x03 \x01(\x08\x12-\n\nlong_texts\x18\x04 \x01(\x0e\x32\x19.embedsvc.v1.LongTextMode\x12\x13\n\x0bprompt_name\x18\x05 \x01(\t\x12\x12\n\ndimensions\x18\x06 \x01(\x05\x12*\n\x05\x64type\x18\x07 \x01(\x0e\x32\x1b.embedsvc.v1.EmbeddingDtype\x12>\n\x14truncation_direction\x18\x08 \x01(\x0e\x32 .embedsvc.v1.TruncationDirection\x12\x16\n\x0epacked_results\x18\t \x01(\x08\"|\n\x10QuantizedVectors\x12\x0c\n\x04rows\x18\x01 \x01(\x05\x12\x11\n\tdimension\x18\x02 \x01(\x05\x12*\n\x05\x64type\x18\x03 \x01(\x0e\x32\x1b.embedsvc.v1.EmbeddingDtype\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\r\n\x05space\x18\x05 \x01(\t\"\xa8\x02\n\x12\x45mbedTextsResponse\x12$\n\x07vectors\x18\x01 \x03(\x0b\x32\x13.embedsvc.v1.Vector\x12\x11\n\ttruncated\x18\x02 \x03(\x05\x12\x14\n\x0ctoken_counts\x18\x03 \x03(\x05\x12\x16\n\x0emax_seq_length\x18\x04 \x01(\x05\x12+\n\nprovenance\x18\x05 \x01(\x0b\x32\x17.embedsvc.v1.Provenance\x12\x32\n\x0epacked_vectors\x18\x06 \x01(\x0b\x32\x1a.embedsvc.v1.PackedVectors\x12\x38\n\x11quantized_vectors\x18\x07 \x01(\x0b\x32\x1d.embedsvc.v1.QuantizedVectors\x12\x10\n\x08warnings\x18\x08 \x03(\t\"Z\n\x17\x45mbedTextsStreamRequest\x12-\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x1e.embedsvc.v1.EmbedTextsRequest\x12\x10\n\x08sequence\x18\x02 \x01(\x03\"\x8d\x01\n\x18\x45mbedTextsStreamResponse\x12\x30\n\x05\x62\x61tch\x18\x01 \x01(\x0b\x32\x1f.embedsvc.v1.EmbedTextsResponseH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x42\x08\n\x06result\"l\n\x14TokenizeTextsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x1f\n\x12\x61\x64\x64_special_tokens\x18\x03 \x01(\x08H\x00\x88\x01\x01\x42\x15\n\x13_add_special_tokens\"O\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\x05\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07special\x18\x03 \x01(\x08\x12\r\n\x05start\x18\x04 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x05 \x01(\x05\"3\n\rTokenizedText\x12\"\n\x06tokens\x18\x01 \x03(\x0b\x32\x12.embedsvc.v1.Token\"\x87\x01\n\x15TokenizeTextsResponse\x12)\n\x05texts\x18\x01 \x03(\x0b\x32\x1a.embedsvc.v1.TokenizedText\x12\x16\n\x0emax_seq_length\x18\x02 \x01(\x05\x12+\n\nprovenance\x18\x03 \x01(\x0b\x32\x17.embedsvc.v1.Provenance\"\x86\x01\n\rRerankRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05texts\x18\x03 \x03(\t\x12\r\n\x05top_n\x18\x04 \x01(\x05\x12\x12\n\nraw_scores\x18\x05 \x01(\x08\x12\x13\n\x0breturn_text\x18\x06 \x01(\x08\x12\x10\n\x08truncate\x18\x07 \x01(\x08\":\n\x0cRerankResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\"\xaa\x01\n\x0eRerankResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.embedsvc.v1.RerankResult\x12\x11\n\ttruncated\x18\x02 \x03(\x05\x12+\n\nprovenance\x18\x03 \x01(\x0b\x32\x17.embedsvc.v1.Provenance\x12\x14\n\x0ctoken_counts\x18\x04 \x03(\x05\x12\x16\n\x0emax_seq_length\x18\x05 \x01(\x05*\x80\x01\n\x0cLongTextMode\x12\x1e\n\x1aLONG_TEXT_MODE_UNSPECIFIED\x10\x00\x12\x1b\n\x17LONG_TEXT_MODE_TRUNCATE\x10\x01\x12\x18\n\x14LONG_TEXT_MODE_CHUNK\x10\x02\x12\x19\n\x15LONG_TEXT_MODE_REFUSE\x10\x03*z\n\x13TruncationDirection\x12$\n TRUNCATION_DIRECTION_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTRUNCATION_DIRECTION_RIGHT\x10\x01\x12\x1d\n\x19TRUNCATION_DIRECTION_LEFT\x10\x02*\xbc\x01\n\x0e\x45mbeddingDtype\x12\x1f\n\x1b\x45MBEDDING_DTYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45MBEDDING_DTYPE_FLOAT32\x10\x01\x12\x18\n\x14\x45MBEDDING_DTYPE_INT8\x10\x02\x12\x19\n\x15\x45MBEDDING_DTYPE_UINT8\x10\x03\x12\x1a\n\x16\x45MBEDDING_DTYPE_BINARY\x10\x04\x12\x1b\n\x17\x45MBEDDING_DTYPE_UBINARY\x10\x05\x32\xdc\x02\n\x0bTextService\x12M\n\nEmbedTexts\x12\x1e.embedsvc.v1.EmbedTextsRequest\x1a\x1f.embedsvc.v1.EmbedTextsResponse\x12\x63\n\x10\x45mbedTextsStream\x12$.embedsvc.v1.EmbedTextsStreamRequest\x1a%.embedsvc.v1.EmbedTextsStreamResponse(\x01\x30\x01\x12\x41\n\x06Rerank\x12\x1a.embedsvc.v1.RerankRequest\x1a\x1b.embedsvc.v1.RerankResponse\x12V\n\rTokenizeTexts\x12!.embedsvc.v1.TokenizeTextsRequest\x1a\".embedsvc.v1.TokenizeTextsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'embedsvc.v1.text_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LONGTEXTMODE']._serialized_start=959
-  _globals['_LONGTEXTMODE']._serialized_end=1060
+  _globals['_LONGTEXTMODE']._serialized_start=1795
+  _globals['_LONGTEXTMODE']._serialized_end=1923
+  _globals['_TRUNCATIONDIRECTION']._serialized_start=1925
+  _globals['_TRUNCATIONDIRECTION']._serialized_end=2047
+  _globals['_EMBEDDINGDTYPE']._serialized_start=2050
+  _globals['_EMBEDDINGDTYPE']._serialized_end=2238
   _globals['_EMBEDTEXTSREQUEST']._serialized_start=91
-  _globals['_EMBEDTEXTSREQUEST']._serialized_end=227
-  _globals['_EMBEDTEXTSRESPONSE']._serialized_start=230
-  _globals['_EMBEDTEXTSRESPONSE']._serialized_end=398
-  _globals['_EMBEDTEXTSSTREAMREQUEST']._serialized_start=400
-  _globals['_EMBEDTEXTSSTREAMREQUEST']._serialized_end=490
-  _globals['_EMBEDTEXTSSTREAMRESPONSE']._serialized_start=493
-  _globals['_EMBEDTEXTSSTREAMRESPONSE']._serialized_end=634
-  _globals['_RERANKREQUEST']._serialized_start=637
-  _globals['_RERANKREQUEST']._serialized_end=771
-  _globals['_RERANKRESULT']._serialized_start=773
-  _globals['_RERANKRESULT']._serialized_end=831
-  _globals['_RERANKRESPONSE']._serialized_start=833
-  _globals['_RERANKRESPONSE']._serialized_end=957
-  _globals['_TEXTSERVICE']._serialized_start=1063
-  _globals['_TEXTSERVICE']._serialized_end=1256
+  _globals['_EMBEDTEXTSREQUEST']._serialized_end=379
+  _globals['_QUANTIZEDVECTORS']._serialized_start=381
+  _globals['_QUANTIZEDVECTORS']._serialized_end=505
+  _globals['_EMBEDTEXTSRESPONSE']._serialized_start=508
+  _globals['_EMBEDTEXTSRESPONSE']._serialized_end=804
+  _globals['_EMBEDTEXTSSTREAMREQUEST']._serialized_start=806
+  _globals['_EMBEDTEXTSSTREAMREQUEST']._serialized_end=896
+  _globals['_EMBEDTEXTSSTREAMRESPONSE']._serialized_start=899
+  _globals['_EMBEDTEXTSSTREAMRESPONSE']._serialized_end=1040
+  _globals['_TOKENIZETEXTSREQUEST']._serialized_start=1042
+  _globals['_TOKENIZETEXTSREQUEST']._serialized_end=1150
+  _globals['_TOKEN']._serialized_start=1152
+  _globals['_TOKEN']._serialized_end=1231
+  _globals['_TOKENIZEDTEXT']._serialized_start=1233
+  _globals['_TOKENIZEDTEXT']._serialized_end=1284
+  _globals['_TOKENIZETEXTSRESPONSE']._serialized_start=1287
+  _globals['_TOKENIZETEXTSRESPONSE']._serialized_end=1422
+  _globals['_RERANKREQUEST']._serialized_start=1425
+  _globals['_RERANKREQUEST']._serialized_end=1559
+  _globals['_RERANKRESULT']._serialized_start=1561
+  _globals['_RERANKRESULT']._serialized_end=1619
+  _globals['_RERANKRESPONSE']._serialized_start=1622
+  _globals['_RERANKRESPONSE']._serialized_end=1792
+  _globals['_TEXTSERVICE']._serialized_start=2241
+  _globals['_TEXTSERVICE']._serialized_end=2589
 # @@protoc_insertion_point(module_scope)

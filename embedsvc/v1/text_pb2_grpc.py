@@ -46,6 +46,16 @@ class TextServiceStub:
                 request_serializer=embedsvc_dot_v1_dot_text__pb2.EmbedTextsStreamRequest.SerializeToString,
                 response_deserializer=embedsvc_dot_v1_dot_text__pb2.EmbedTextsStreamResponse.FromString,
                 _registered_method=True)
+        self.Rerank = channel.unary_unary(
+                '/embedsvc.v1.TextService/Rerank',
+                request_serializer=embedsvc_dot_v1_dot_text__pb2.RerankRequest.SerializeToString,
+                response_deserializer=embedsvc_dot_v1_dot_text__pb2.RerankResponse.FromString,
+                _registered_method=True)
+        self.TokenizeTexts = channel.unary_unary(
+                '/embedsvc.v1.TextService/TokenizeTexts',
+                request_serializer=embedsvc_dot_v1_dot_text__pb2.TokenizeTextsRequest.SerializeToString,
+                response_deserializer=embedsvc_dot_v1_dot_text__pb2.TokenizeTextsResponse.FromString,
+                _registered_method=True)
 
 
 class TextServiceServicer:
@@ -67,6 +77,21 @@ class TextServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rerank(self, request, context):
+        """Scores how relevant each text is to a query with a cross-encoder and returns the texts best first (reranking,
+        text-embeddings-inference's /rerank). Pairs are batched with other callers' on the server, like texts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TokenizeTexts(self, request, context):
+        """Splits texts into the model's tokens, as the model reads them (ids, vocabulary strings, character offsets).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TextServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +104,16 @@ def add_TextServiceServicer_to_server(servicer, server):
                     servicer.EmbedTextsStream,
                     request_deserializer=embedsvc_dot_v1_dot_text__pb2.EmbedTextsStreamRequest.FromString,
                     response_serializer=embedsvc_dot_v1_dot_text__pb2.EmbedTextsStreamResponse.SerializeToString,
+            ),
+            'Rerank': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rerank,
+                    request_deserializer=embedsvc_dot_v1_dot_text__pb2.RerankRequest.FromString,
+                    response_serializer=embedsvc_dot_v1_dot_text__pb2.RerankResponse.SerializeToString,
+            ),
+            'TokenizeTexts': grpc.unary_unary_rpc_method_handler(
+                    servicer.TokenizeTexts,
+                    request_deserializer=embedsvc_dot_v1_dot_text__pb2.TokenizeTextsRequest.FromString,
+                    response_serializer=embedsvc_dot_v1_dot_text__pb2.TokenizeTextsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +172,60 @@ class TextService:
             '/embedsvc.v1.TextService/EmbedTextsStream',
             embedsvc_dot_v1_dot_text__pb2.EmbedTextsStreamRequest.SerializeToString,
             embedsvc_dot_v1_dot_text__pb2.EmbedTextsStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rerank(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedsvc.v1.TextService/Rerank',
+            embedsvc_dot_v1_dot_text__pb2.RerankRequest.SerializeToString,
+            embedsvc_dot_v1_dot_text__pb2.RerankResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TokenizeTexts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/embedsvc.v1.TextService/TokenizeTexts',
+            embedsvc_dot_v1_dot_text__pb2.TokenizeTextsRequest.SerializeToString,
+            embedsvc_dot_v1_dot_text__pb2.TokenizeTextsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,19 +1,25 @@
 """GAN and autoencoder checkpoints: safetensors + config.json round trips that unpickle nothing, and the errors a bad
-folder gives; the served GAN's numpy surface (decode, sample, invert, inpaint, anomaly scores) on a tiny generator."""
+folder gives; the served GAN's numpy surface (decode, sample, invert, inpaint, anomaly scores) on a tiny generator;
+both kinds from the kinds table, their parts honouring the capability protocols."""
 
 from __future__ import annotations
 
 import json
 import pickle
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from embedsvc import calls
 from embedsvc.backends.autoencoder import AEModel, save_autoencoder
+from embedsvc.backends.base import Capability, ImageShape, LoadContext, ModelSpec
 from embedsvc.backends.checkpoints import CheckpointError
 from embedsvc.backends.gan import GANModel, save_gan
+from embedsvc.backends.kinds import KINDS, parse_model
+from embedsvc.errors import ConfigError, EmbedsvcError, Reason
 from embedsvc.nets.autoencoder import AEConfig, ConvAutoencoder
 from embedsvc.nets.gan import GANConfig, Generator, LatentEncoder
 from embedsvc.nets.inversion import InversionOptions, Prior
@@ -135,11 +141,72 @@ def test_autoencoder_round_trip_without_pickle(tmp_path: Path, no_pickles: None)
     x = np.random.default_rng(0).uniform(size=(4, 1, 28, 28)).astype(np.float32)
     with torch.no_grad():
         expected = net.eval()(torch.from_numpy(x)).numpy()
-    z = model.encode(x)
-    assert z.shape == (4, 6)
+    z, log_variances = model.encode(x)
+    assert z.shape == (4, 6) and log_variances is None
     np.testing.assert_allclose(model.decode(z), expected, rtol=0, atol=1e-6)
     errors = model.reconstruction_errors(x)
     np.testing.assert_allclose(errors, ((expected - x) ** 2).reshape(4, -1).mean(axis=1), rtol=1e-5)
-    assert model.encode(np.zeros((0, 1, 28, 28), np.float32)).shape == (0, 6)
+    assert model.encode(np.zeros((0, 1, 28, 28), np.float32))[0].shape == (0, 6)
     with pytest.raises(CheckpointError, match="format"):
         GANModel.load("x", tmp_path / "ae")
+
+
+# ---- the kinds ------------------------------------------------------------------------------------------------------
+
+
+def test_the_gan_kind_is_one_part_under_five_capabilities(tmp_path: Path) -> None:
+    kind = KINDS["gan"]
+    folder, _ = tiny_gan(tmp_path)
+    spec = ModelSpec("g", kind.parse("models[0]", {"path": str(folder), "inversion_steps": 7}))
+    loaded = kind.load(spec, LoadContext(tmp_path))
+    assert loaded.capabilities == kind.offers(spec) and loaded.unfit_parts() == []
+    assert Capability.LATENT_ENCODER in loaded.capabilities and Capability.INPAINTING in loaded.capabilities
+    (part,) = {id(p): p for p in loaded.parts.values()}.values()
+    assert isinstance(part, GANModel) and part.has_prior and part.inversion.steps == 7 and part.inversion.restarts == 2
+    assert (loaded.dimension, loaded.image_shape) == (4, ImageShape(1, 28))
+    part.warm_up()
+    target, _ = part.sample(2, seed=1)
+    latents, log_variances = part.encode(target)
+    assert log_variances is None
+    np.testing.assert_array_equal(latents, part.invert(target).latents)
+    np.testing.assert_array_equal(part.embed(target), latents)
+    # The anomaly score's two terms are the inversion's final objective: residual / (2 noise^2) + prior.
+    data, prior = part.anomaly_terms(target, samples=0, seed=0)
+    found = part.invert(target)
+    np.testing.assert_allclose(data, found.errors * 784 / (2 * 0.1**2), rtol=1e-5)
+    np.testing.assert_allclose(prior, 0.5 * (found.latents**2).sum(axis=1), rtol=1e-5)  # this checkpoint: Gaussian
+    known = np.ones((1, 1, 28, 28), np.float32)
+    known[..., 14:, :] = 0
+    completed, _ = part.inpaint(target, known, steps=3, seed=5)
+    assert completed.shape == target.shape
+    with pytest.raises(ConfigError, match="inversion_restarts"):
+        kind.parse("models[0]", {"path": str(folder), "inversion_restarts": 65})
+
+
+def test_gan_inversion_stops_at_the_calls_deadline(tmp_path: Path) -> None:
+    """Served calls pass no check: inversion checks the bound call's control itself between steps."""
+    part = GANModel.load("g", tiny_gan(tmp_path)[0])
+    target, _ = part.sample(1, seed=1)
+    control = calls.CallControl()
+    control.cancel()
+    with calls.bound(control), pytest.raises(EmbedsvcError) as info:
+        part.encode(target)
+    assert info.value.reason is Reason.CANCELLED
+    with calls.bound(calls.CallControl(deadline=time.monotonic() - 1)), pytest.raises(EmbedsvcError) as info:
+        part.anomaly_terms(target)
+    assert info.value.reason is Reason.DEADLINE_EXCEEDED
+
+
+def test_the_autoencoder_kind_has_no_prior_and_no_likelihood(tmp_path: Path) -> None:
+    kind = KINDS["autoencoder"]
+    torch.manual_seed(0)
+    save_autoencoder(tmp_path / "ae", ConvAutoencoder(AEConfig(latent_dim=6)), META)
+    spec = ModelSpec("a", kind.parse("models[0]", {"path": str(tmp_path / "ae")}))
+    loaded = kind.load(spec, LoadContext(tmp_path))
+    assert loaded.capabilities == {Capability.IMAGES, Capability.LATENT_DECODER, Capability.LATENT_ENCODER}
+    assert loaded.unfit_parts() == []
+    (part,) = {id(p): p for p in loaded.parts.values()}.values()
+    assert isinstance(part, AEModel) and not part.has_prior
+    part.warm_up()
+    with pytest.raises(ConfigError, match="unknown key"):
+        parse_model(0, {"name": "a", "kind": "autoencoder", "path": "x", "inversion_steps": 3})

@@ -10,39 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import grpc
-import pytest
 
 from embedsvc.client import Client
 from tests.helpers import assert_refused
 
 REPO = Path(__file__).resolve().parents[2]
-# Pinned, so that the test does not change under us; protobufjs is the version proto-loader itself uses.
-PACKAGES = ("@grpc/grpc-js@1.14.7", "@grpc/proto-loader@0.8.1", "protobufjs@7.6.6")
-
-
-@pytest.fixture(scope="module")
-def node_modules(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with the packages installed by npm (its download cache makes later runs quick)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not (node and npm):
-        if os.environ.get("EMBEDSVC_REQUIRE_NODE") == "1":
-            raise RuntimeError("EMBEDSVC_REQUIRE_NODE=1 but node or npm is not installed")
-        pytest.skip("node and npm are not installed (the Node.js client test needs them)")
-    folder = tmp_path_factory.mktemp("node-client")
-    (folder / "package.json").write_text('{"private": true}\n')
-    subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", *PACKAGES],
-        cwd=folder,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    return folder
 
 
 def test_a_node_client_built_from_the_protos_calls_streams_and_reads_error_details(node_modules, make_server):

@@ -164,6 +164,31 @@ def test_latent_page_decodes_and_interpolates(browser: Any, http_url: str, targe
         c.delete_direction("mnist-vae", "explorer-test")
 
 
+def test_latent_page_offers_only_what_the_model_does(browser: Any, http_url: str) -> None:
+    """ModelInfo.latent_operations decides the controls: an autoencoder has no prior (no Sample, no manifold of samples)
+    and cannot inpaint, but encodes a drawing, reconstructs it and interpolates; the GAN offers everything."""
+
+    def shown(element_id: str) -> bool:
+        return bool(browser.execute_script(f"return document.getElementById('{element_id}').offsetParent !== null"))
+
+    open_page(browser, f"{http_url}/explorer/?page=latent&vae=mnist-ae")
+    assert wait(lambda: "offers: decode, encode" in browser.find_element(By.ID, "latent-offers").text)
+    assert not shown("sample-go") and not shown("latent-grid") and not shown("inpaint-go")
+    assert shown("reconstruct-go") and shown("interp-go")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#latent-grid img") and not error_text(browser)
+    browser.find_element(By.ID, "draw-as-a").click()
+    browser.find_element(By.ID, "draw-as-b").click()
+    wait(lambda: (browser.find_element(By.ID, "interp-b").get_attribute("src") or "").startswith("data:image/png"))
+    wait(lambda: (browser.find_element(By.ID, "interp-a").get_attribute("src") or "").startswith("data:image/png"))
+    browser.find_element(By.ID, "interp-go").click()
+    wait(lambda: (browser.find_element(By.ID, "interp-frame").get_attribute("src") or "").startswith("data:image/png"))
+    assert not error_text(browser)
+    open_page(browser, f"{http_url}/explorer/?page=latent&vae=mnist-gan&seed=3")
+    loaded = "return [...document.querySelectorAll('#latent-grid img')].filter(i => i.naturalWidth > 0).length"
+    assert wait(lambda: browser.execute_script(loaded) == 16), error_text(browser)
+    assert shown("sample-go") and shown("inpaint-go") and shown("reconstruct-go")
+
+
 def test_search_page_shows_hits(browser: Any, http_url: str, target: str, shots: Path) -> None:
     with Client(target) as c:
         c.create_collection("explorer-notes", model="minilm")
@@ -207,6 +232,57 @@ def test_search_page_shows_hits(browser: Any, http_url: str, target: str, shots:
     finally:
         with Client(target) as c:
             c.delete_collection("explorer-notes")
+
+
+def test_operations_page_shows_a_reembed_s_progress_and_cancels_it(
+    browser: Any, http_url: str, target: str, shots: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from embedsvc.core.collections import reembed
+
+    started, release = threading.Event(), threading.Event()
+    agree = reembed.Reembedder._agree
+
+    calls = []
+
+    def held(self: Any, *args: Any, **kwargs: Any) -> None:  # the fill waits in its second step, the first counted
+        calls.append(1)
+        if len(calls) == 2:
+            started.set()
+            release.wait(60)
+        agree(self, *args, **kwargs)
+
+    monkeypatch.setattr(reembed.Reembedder, "_agree", held)
+    monkeypatch.setattr(reembed, "BATCH", 40)
+    texts = [f"{w} and the {v}" for w in ("fire", "rain", "police", "australia", "minister") for v in range(40)]
+    with Client(target) as c:
+        c.create_collection("explorer-ops", model="lee-mean")
+        c.upsert("explorer-ops", [f"t{i}" for i in range(len(texts))], inputs=texts)
+        snapshot = c.create_snapshot("explorer-ops", wait=True).result
+        operation = c.reembed("explorer-ops", model="lee-sif", target_name="explorer-ops-2")
+    try:
+        assert started.wait(60)
+        open_page(browser, f"{http_url}/explorer/?page=operations&collection=explorer-ops")
+        rows = browser.find_elements(By.CSS_SELECTOR, "#ops-table tr.operation")
+        kinds = [r.get_attribute("data-kind") for r in rows]
+        assert kinds == ["reembed", "snapshot"], error_text(browser)
+        running = rows[0]
+        assert "filling" in running.find_element(By.CSS_SELECTOR, ".stage").text
+        assert "explorer-ops-2" in running.find_element(By.CSS_SELECTOR, ".stage").text
+        assert running.find_element(By.CSS_SELECTOR, ".progress span").text == f"40 / {len(texts)}"
+        assert snapshot.name in rows[1].find_element(By.CSS_SELECTOR, ".outcome").text
+        browser.save_screenshot(str(shots / "explorer-operations.png"))
+        running.find_element(By.CSS_SELECTOR, "button").click()  # Cancel
+        release.set()
+        wait(lambda: "CANCELLED" in browser.find_element(By.CSS_SELECTOR, "#ops-table tr.operation .outcome").text)
+        assert not error_text(browser)
+    finally:
+        release.set()
+        with Client(target) as c:
+            wait_for(lambda: c.get_operation(operation.name).done, 60, "the cancelled re-embed to finish")
+            c.delete_snapshot(snapshot.name)
+            c.delete_collection("explorer-ops")
 
 
 def test_pages_work_with_a_key(browser: Any, make_server: Any) -> None:

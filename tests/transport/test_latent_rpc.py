@@ -22,6 +22,7 @@ from embedsvc.core.images.codec import to_png
 from embedsvc.core.images.datasets import load_dataset, split
 from embedsvc.core.images.directions import DirectionStore
 from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.index.state import LocalRecords
 from embedsvc.v1 import arithmetic_pb2, common_pb2, latent_pb2, latent_pb2_grpc
 from tests.helpers import assert_refused
 
@@ -187,7 +188,7 @@ def test_directions_traverse_and_expressions(client, server, digits, vae):
         "DIRECTION_EXISTS",
     )
     # Durable: a store opened on the same folder (as after a restart) has it.
-    reopened = DirectionStore(server.settings.data_dir / "directions")
+    reopened = DirectionStore(LocalRecords(server.settings.data_dir))
     assert reopened.get(MODEL, "one-to-zero", version=d.model_version, field="x").vector == tuple(d.vector.values)
     with pytest.raises(EmbedsvcError) as info:  # a retrained model: the direction points elsewhere now
         reopened.get(MODEL, "one-to-zero", version="sha256:retrained", field="x")

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,19 +36,11 @@ from embedsvc.transport.admission import Admission, CountingPool, Lane
 from embedsvc.transport.interceptors import Gateway
 from embedsvc.transport.server import channel_options
 from embedsvc.v1 import server_pb2
+from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE_CONFIG = REPO / "protos" / "service_config.json"
 METHOD = "/embedsvc.v1.ServerService/GetServerInfo"
-PACKAGES = ("@grpc/grpc-js@1.14.7", "@grpc/proto-loader@0.8.1")
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the condition did not hold in time")
-        time.sleep(0.01)
 
 
 def marks(trailers: Any) -> set[str]:
@@ -251,25 +241,6 @@ def test_the_published_config_names_every_service():
 
 
 # ---- Node.js ----------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def node_modules(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not (node and npm):
-        if os.environ.get("EMBEDSVC_REQUIRE_NODE") == "1":
-            raise RuntimeError("EMBEDSVC_REQUIRE_NODE=1 but node or npm is not installed")
-        pytest.skip("node and npm are not installed (the Node.js client test needs them)")
-    folder = tmp_path_factory.mktemp("node-overload")
-    (folder / "package.json").write_text('{"private": true}\n')
-    subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", *PACKAGES],
-        cwd=folder,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    return folder
 
 
 def node(node_modules: Path, *args: str) -> dict[str, Any]:

@@ -1,23 +1,39 @@
 """Two embedsvc replicas over one Milvus server (a real Milvus standalone, from the `milvus` package): whatever one
-replica writes, the other finds at once; collections made or dropped through one are made or dropped for both."""
+replica writes, the other finds at once; collections made or dropped through one are made or dropped for both; and
+the state beside the collections is shared too: a direction made through one is used through the other, an operation
+started on one is seen and cancelled through the other, a snapshot taken through one restores through the other."""
 
 import contextlib
+from pathlib import Path
 
 import grpc
 import numpy as np
 
 from embedsvc.client import Client, EmbedsvcClientError
 from tests import serve_process
+from tests.conftest import GENSIM_DATA
 from tests.helpers import assert_refused, wait_for
+
+VAE = Path(__file__).resolve().parents[2] / "models" / "mnist-vae"
+MODELS = (
+    f'[[models]]\nname = "vae"\nkind = "vae"\npath = "{VAE}"\n'
+    f'[[models]]\nname = "lee"\nkind = "word-vectors"\nformat = "word2vec-text"\n'
+    f'path = "{GENSIM_DATA / "lee_fasttext.vec"}"\n'
+    '[[models]]\nname = "lee-mean"\nkind = "text-encoder"\nformat = "averaged-words"\nwords = "lee"\n'
+    '[[models]]\nname = "lee-sif"\nkind = "text-encoder"\nformat = "averaged-words"\nwords = "lee"\n'
+    'weighting = "sif"\n'
+)
 
 
 @contextlib.contextmanager
-def replica(tmp_path, name, uri):
+def replica(tmp_path, name, uri, *, models="", snapshot_dir=None):
     data = tmp_path / name
     data.mkdir()
     config = data / "replica.toml"
+    snapshots = f'snapshot_dir = "{snapshot_dir}"\n' if snapshot_dir is not None else ""
     config.write_text(
-        f'[server]\nembedded_models = false\n[storage]\nbackend = "milvus"\n[storage.milvus]\nuri = "{uri}"\n'
+        f'[server]\nembedded_models = false\n[storage]\nbackend = "milvus"\n{snapshots}'
+        f'[storage.milvus]\nuri = "{uri}"\n{models}'
     )
     # One page-token secret for all replicas: a page token from one is good at the next.
     secret = {"EMBEDSVC_PAGE_TOKEN_KEY": "replicas-share-this-secret"}
@@ -63,3 +79,81 @@ def test_a_write_through_one_replica_is_found_through_the_other(tmp_path, milvus
         b.delete_alias("current")
         a.delete_collection("shared")
         assert_refused(lambda: b.search("shared", vector=x[0], k=1), grpc.StatusCode.NOT_FOUND, "COLLECTION_NOT_FOUND")
+
+
+def lee_texts(n):
+    lines = (GENSIM_DATA / "lee_background.cor").read_text(encoding="latin-1").lower().split(".")
+    words = [[w for w in line.split() if w.isalpha()] for line in lines]
+    sentences = [" ".join(w[:20]) for w in words if len(w) >= 6]
+    return [f"{sentences[i % len(sentences)]} {i % 13} the" for i in range(n)]
+
+
+def test_directions_operations_and_snapshots_are_shared_by_the_replicas(tmp_path, milvus_server_uri):
+    shared = tmp_path / "shared-snapshots"  # one directory for both, as a network file system would be
+    with (
+        replica(tmp_path, "a", milvus_server_uri, models=MODELS, snapshot_dir=shared) as a,
+        replica(tmp_path, "b", milvus_server_uri, models=MODELS, snapshot_dir=shared) as b,
+    ):
+        # A direction made through A exists through B, at once, and deleting it through B deletes it for A.
+        rng = np.random.default_rng(0)
+        made = a.create_direction(
+            "vae",
+            "thicker",
+            from_latents=rng.normal(size=(8, 16)),
+            to_latents=rng.normal(size=(8, 16)) + 1.0,
+            description="through A",
+        )
+        (found,) = b.list_directions("vae")
+        assert (found.name, found.description) == ("thicker", "through A")
+        assert b.list_directions("vae", page_size=1)[0].model_version == made.model_version
+        b.delete_direction("vae", "thicker")
+        assert a.list_directions("vae") == []
+
+        # An operation started on A: B sees it running (A's replica id, its progress) and cancels it.
+        n = 12_000
+        a.create_collection("texts", model="lee-mean")
+        a.upsert_stream("texts", [f"t{i}" for i in range(n)], inputs=lee_texts(n), batch_size=2000)
+        operation = a.reembed("texts", model="lee-sif", target_name="texts-sif")
+
+        def filling_seen_by_b():
+            op = b.get_operation(operation.name)
+            return op if op.stage == "filling" or op.done else None
+
+        seen = wait_for(filling_seen_by_b, 120, "replica B to see the re-embed filling")
+        assert seen.stage == "filling" and seen.replica == a.get_operation(operation.name).replica
+        assert seen.replica != "" and operation.name in [o.name for o in b.list_operations("texts")]
+        b.cancel_operation(operation.name)
+        assert_refused(lambda: b.wait_operation(operation.name, timeout=120), grpc.StatusCode.CANCELLED, "CANCELLED")
+        assert "texts-sif" not in [c.name for c in a.list_collections()]  # A removed its partial collection
+
+        # A snapshot taken through A is listed by B and restores through B.
+        snapshot = a.create_snapshot("texts", wait=True, timeout=300).result
+        assert [s.name for s in b.list_snapshots("texts")] == [snapshot.name]
+        restored = b.restore_snapshot(snapshot.name, "texts-copy", wait=True, timeout=600).result
+        assert restored.count == n == a.get_collection("texts-copy").count
+        sample = [f"t{i}" for i in range(0, n, 997)]
+        copied, _ = a.get_items("texts-copy", sample, include_vectors=True)
+        original, _ = b.get_items("texts", sample, include_vectors=True)
+        assert [(i["id"], i["input"], i["vector"].tolist()) for i in copied] == [
+            (i["id"], i["input"], i["vector"].tolist()) for i in original
+        ]
+        b.delete_snapshot(snapshot.name)
+        assert a.list_snapshots() == []
+        for name in ("texts", "texts-copy"):
+            a.delete_collection(name)
+
+
+def test_a_snapshot_in_a_directory_another_replica_cannot_see(tmp_path, milvus_server_uri):
+    with replica(tmp_path, "a", milvus_server_uri) as a, replica(tmp_path, "b", milvus_server_uri) as b:
+        a.create_collection("alone", dimension=4)
+        a.upsert("alone", ["x"], np.ones((1, 4), np.float32))
+        snapshot = a.create_snapshot("alone", wait=True).result
+        assert [s.name for s in b.list_snapshots("alone")] == [snapshot.name]  # the catalogue is shared ...
+        error = assert_refused(  # ... but B has its own snapshot directory
+            lambda: b.restore_snapshot(snapshot.name, "alone-copy"),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "SNAPSHOT_ELSEWHERE",
+        )
+        assert error.metadata["replica"] == snapshot.replica
+        a.delete_snapshot(snapshot.name)
+        a.delete_collection("alone")

@@ -1,6 +1,5 @@
-"""The hybrid-retrieval fields of v1 that this server does not act on yet (prompts: they come with the cross-encoder
-and prompt release) are refused with INVALID_VALUE naming the field, never ignored; the retrieval fields it serves
-answer (tests/transport/test_retrieval_rpc.py tests what they do)."""
+"""The hybrid-retrieval fields of v1 answer (tests/transport/test_retrieval_rpc.py tests what they do, and
+tests/transport/test_prompts.py the prompts); prompts asked of a collection that cannot apply them are refused."""
 
 import grpc
 import pytest
@@ -15,8 +14,6 @@ from embedsvc.v1 import (
     collections_pb2,
     collections_pb2_grpc,
     retrieval_pb2,
-    text_pb2,
-    text_pb2_grpc,
 )
 
 
@@ -50,9 +47,6 @@ def refusal(call, request):
             assert status_pb2.Status.FromString(value).details[0].Unpack(details)
             return error.code(), details.reason, details.metadata.get("field")
     raise AssertionError("no ErrorInfo")
-
-
-BAD = (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_VALUE")
 
 
 @pytest.mark.parametrize(
@@ -97,29 +91,16 @@ def test_plain_dense_searches_still_answer(channel):
     assert not response.hits[0].HasField("explanation") and not response.groups
 
 
-@pytest.mark.parametrize(
-    ("request_", "field"),
-    [
-        (
-            collections_pb2.CreateCollectionRequest(
-                name="k",
-                model="planted",
-                metric=collections_pb2.METRIC_COSINE,
-                prompts=retrieval_pb2.CollectionPrompts(query_prompt_name="query"),
-            ),
-            "prompts",
-        ),
-    ],
-)
-def test_unserved_collection_settings_are_refused(channel, request_, field):
+def test_prompts_are_refused_for_collections_not_bound_to_a_text_model(channel):
+    """Prompts are served (tests/transport/test_prompts.py); a word model has none to apply, and nothing is created."""
     stub = collections_pb2_grpc.CollectionServiceStub(channel)
-    assert refusal(stub.CreateCollection, request_) == (*BAD, field)
-    with pytest.raises(grpc.RpcError) as info:  # and nothing was created
+    request = collections_pb2.CreateCollectionRequest(
+        name="k",
+        model="planted",
+        metric=collections_pb2.METRIC_COSINE,
+        prompts=retrieval_pb2.CollectionPrompts(query_prompt_name="query"),
+    )
+    assert refusal(stub.CreateCollection, request) == (grpc.StatusCode.FAILED_PRECONDITION, "MODEL_BINDING", "prompts")
+    with pytest.raises(grpc.RpcError) as info:
         stub.GetCollection(collections_pb2.GetCollectionRequest(name="k"), timeout=30)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
-
-
-def test_unserved_prompt_names_are_refused(channel):
-    stub = text_pb2_grpc.TextServiceStub(channel)
-    request = text_pb2.EmbedTextsRequest(model="planted", texts=["king"], prompt_name="query")
-    assert refusal(stub.EmbedTexts, request) == (*BAD, "prompt_name")

@@ -1,4 +1,5 @@
-"""Collections' lifecycle: create, list, delete, rebuild (a long-running operation) and aliases.
+"""Collections' lifecycle: create, list, delete, rebuild (a long-running operation) and aliases. Re-embeds
+(reembed.py) and snapshots (snapshots.py) build on it.
 
 Collection names and aliases share one namespace; every change to either takes `_names`, so a collection and an alias
 can never be created under the same name, and a collection cannot be deleted while an alias points at it.
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from embedsvc.core.collections.binding import binding
+from embedsvc.core.collections.binding import binding, collection_prompts, prompted
 from embedsvc.core.collections.checks import check_indexed_fields
 from embedsvc.core.collections.fusion import Fusion, Method
 from embedsvc.core.collections.service import CollectionInfo, Collections
@@ -20,7 +21,7 @@ from embedsvc.core.operations import Operation, OperationStore, Progress
 from embedsvc.core.paging import Page, page_size
 from embedsvc.errors import EmbedsvcError, Reason, invalid, limit_exceeded, missing
 from embedsvc.index.aliases import Alias, Aliases, not_found
-from embedsvc.index.backend import check_name
+from embedsvc.index.backend import VectorCollection, check_name
 from embedsvc.index.keyword.analyzer import check_language
 from embedsvc.index.types import (
     Backend,
@@ -73,20 +74,34 @@ class CollectionAdmin:
         indexed_fields: Sequence[IndexedField] = (),
         keyword: KeywordSpec | None = None,
         search_defaults: SearchDefaults | None = None,
+        document_prompt: str | None = None,
+        query_prompt: str | None = None,
     ) -> CollectionInfo:
         """`keyword`: the keyword index (None: one in English for a collection bound to a text model, none
         otherwise; on a backend that cannot hold one, none unless asked for, which is then BACKEND_UNSUPPORTED).
         `search_defaults`: what searches get when they do not say (checked here). `indexed_fields`: metadata fields
-        indexed for filters (at most limits.max_indexed_fields)."""
+        indexed for filters (at most limits.max_indexed_fields). `document_prompt` / `query_prompt`: a text-bound
+        collection's prompt names ("" for none, None for the model's conventional ones: "document", "passage" or
+        "corpus"; "query")."""
         check_name(name)
         check_indexed_fields(indexed_fields, self.limits)
         if metric is None:
             raise missing("metric", "the metric")
-        model_version = space = ""
+        model_version = space = query_space = ""
         text_model = False
+        document = query = None
+        if not model and (document_prompt or query_prompt):
+            raise EmbedsvcError(
+                Reason.MODEL_BINDING,
+                "prompts apply to collections bound to a text model (set `model`)",
+                field="prompts",
+            )
         if model:
             bound = binding(self.collections.registry, model, self.collections.latents)
             text_model = bound.text is not None
+            document, query = collection_prompts(bound, document_prompt, query_prompt)
+            bound = prompted(bound, document, query)
+            query_space = bound.query_space
             if dimension and dimension != bound.dimension:
                 raise EmbedsvcError(
                     Reason.DIMENSION_MISMATCH,
@@ -118,17 +133,29 @@ class CollectionAdmin:
             indexed_fields=tuple(indexed_fields),
             keyword=language,
             search_defaults=defaults,
+            document_prompt_name=document.name if document else "",
+            document_prompt=document.text if document else "",
+            query_prompt_name=query.name if query else "",
+            query_prompt=query.text if query else "",
+            query_space=query_space,
         )
+        return self.collections.describe(self.create_config(config))
+
+    def create_config(self, config: CollectionConfig) -> VectorCollection:
+        """Create a collection of a checked configuration (its name not an alias's)."""
         with self._names:
-            if self.aliases.get(name) is not None:
-                raise EmbedsvcError(
-                    Reason.COLLECTION_EXISTS,
-                    f"'{name}' is an alias; collections and aliases share one namespace",
-                    field="name",
-                    metadata={"collection": name},
-                )
-            created = self.store.create(config)
-        return self.collections.describe(created)
+            self.reserve(config.name)
+            return self.store.create(config)
+
+    def reserve(self, name: str) -> None:
+        """COLLECTION_EXISTS when an alias has this name (collections and aliases share one namespace)."""
+        if self.aliases.get(name) is not None:
+            raise EmbedsvcError(
+                Reason.COLLECTION_EXISTS,
+                f"'{name}' is an alias; collections and aliases share one namespace",
+                field="name",
+                metadata={"collection": name},
+            )
 
     def _keyword(self, spec: KeywordSpec | None, text_model: bool, backend: Backend | None) -> str:
         """The new collection's keyword language ("" for none)."""
@@ -230,6 +257,18 @@ class CollectionAdmin:
             self._target(collection)
             return self.aliases.set(alias, collection), current.collection
 
+    def switch_aliases(self, aliases: list[str] | None, source: str, target: str) -> list[str]:
+        """Point these aliases (None: every alias of `source`) from `source` to `target`, each atomically; an alias
+        pointing elsewhere by now is left alone. The aliases switched."""
+        switched = []
+        with self._names:
+            for alias in aliases if aliases is not None else self.aliases.of(source):
+                current = self.aliases.get(alias)
+                if current is not None and current.collection == source:
+                    self.aliases.set(alias, target)
+                    switched.append(alias)
+        return switched
+
     def delete_alias(self, alias: str) -> None:
         check_name(alias, "alias")
         with self._names:
@@ -258,11 +297,15 @@ class CollectionAdmin:
     # ---- operations ----------------------------------------------------------------------------------------------
 
     def operation_result(self, operation: Operation) -> CollectionInfo | None:
-        """What a finished rebuild produced: the collection's description now (None if it was deleted since)."""
-        if not operation.done or operation.error is not None or operation.result is None:
+        """The collection a finished rebuild, re-embed or restore produced, described now (None if it was deleted
+        since, or for another kind)."""
+        if not operation.done or operation.error is not None or not operation.result:
+            return None
+        name = operation.result.get("collection")
+        if not isinstance(name, str):
             return None
         try:
-            return self.collections.describe(self.store.get(operation.result["collection"]))
+            return self.collections.describe(self.store.get(name))
         except EmbedsvcError:
             return None
 

@@ -88,6 +88,8 @@ class Report:
     diversity_candidates: int = 0
     example_strategy: str = ""
     notices: list[tuple[int, Notice]] = field(default_factory=list)
+    # The collection's query prompt, when the search embedded query texts with it (inputs, text terms).
+    query_prompt_name: str = ""
 
 
 @dataclass(frozen=True)

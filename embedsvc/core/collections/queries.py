@@ -97,6 +97,7 @@ class QueryResolver:
                     dimension=config.dimension,
                     owner=f"collection '{config.name}'",
                     field=where[q] + ".vector",
+                    also=(config.query_space,) if config.query_space else (),  # made with its query prompt
                 )
             elif query.item_id:
                 check_id(query.item_id, where[q] + ".item_id", self.limits)
@@ -130,7 +131,7 @@ class QueryResolver:
         if inputs:  # embedded together: one batch for a text model
             fields = [where[q] + ".input" for q, _ in inputs]
             model = self.bound_model(collection, fields[0])
-            embedded = model.embed([i for _, i in inputs], lambda n, _t: fields[n], self.limits, control)
+            embedded = model.embed_queries([i for _, i in inputs], lambda n, _t: fields[n], self.limits, control)
             for (q, _), row in zip(inputs, embedded, strict=True):
                 out[q].vector = row
         if expressions:

@@ -18,9 +18,10 @@ import numpy as np
 
 from embedsvc.backends.capabilities import Capability
 from embedsvc.calls import CallControl
-from embedsvc.core.collections.binding import Binding, binding
+from embedsvc.core.collections.binding import Binding, bound
 from embedsvc.core.collections.checks import check_ids, check_metadata
 from embedsvc.core.collections.filters import parse_filter
+from embedsvc.core.collections.gates import Gates
 from embedsvc.core.collections.options import PackedQueries, QueryIn, SearchOptions
 from embedsvc.core.collections.options import plan as options_plan
 from embedsvc.core.collections.planner import Backend as PlannerBackend
@@ -66,6 +67,18 @@ class ItemIn:
 
 
 @dataclass(frozen=True)
+class StagedWrite:
+    """A batch validated, embedded and in the backend's form (`Collections.stage_upsert`), to be written by
+    `Collections.commit`."""
+
+    collection: VectorCollection
+    staged: Any
+    ids: list[str]
+    # The name the caller used (an alias, or the collection's own): checked again when the write commits.
+    addressed: str
+
+
+@dataclass(frozen=True)
 class CollectionInfo:
     config: CollectionConfig
     state: str  # recovering, ready, rebuilding, data_loss
@@ -103,6 +116,8 @@ class Collections:
         self.latents = latents
         self.aliases = aliases
         self.tokens = tokens or PageTokens(secrets.token_bytes(32))
+        # Every write commits through its collection's gate (a re-embed watches and holds them: gates.py).
+        self.gates = Gates(lambda name: self.aliases.resolve(name) if self.aliases is not None else name)
 
     def resolve(self, name: str, field: str = "collection") -> str:
         """The collection a name (or an alias) stands for."""
@@ -144,19 +159,13 @@ class Collections:
                 f"collection '{config.name}' is not bound to a model, so it takes vectors, not raw inputs",
                 field=field,
             )
-        model = binding(self.registry, config.model, self.latents)
-        if model.version != config.model_version:
-            raise EmbedsvcError(
-                Reason.MODEL_VERSION_CHANGED,
-                f"model '{config.model}' is now {model.version}, but collection '{config.name}' holds vectors of "
-                f"{config.model_version}; re-embed its items into a new collection (and switch an alias to it)",
-                field=field,
-                metadata={"expected": config.model_version, "actual": model.version},
-            )
-        return model
+        return bound(self.registry, config, self.latents, field)
 
     @staticmethod
-    def _vector(collection: VectorCollection, vector: np.ndarray, tag: str, field: str) -> np.ndarray:
+    def _vector(
+        collection: VectorCollection, vector: np.ndarray, tag: str, field: str, *, query: bool = False
+    ) -> np.ndarray:
+        """An item's vector (in the collection's space), or with `query` a query vector (also in its query space)."""
         config = collection.config
         return check_vector(
             vector,
@@ -165,6 +174,7 @@ class Collections:
             dimension=config.dimension,
             owner=f"collection '{config.name}'",
             field=field,
+            also=(config.query_space,) if query and config.query_space else (),
         )
 
     def prepare_upsert(
@@ -204,22 +214,32 @@ class Collections:
         stored.check_indexed(collection.config.indexed_fields, metadata)
         return collection, Upsert([i.id for i in items], vectors, metadata, [i.input for i in items])
 
-    def stage_upsert(
-        self, name: str, items: Sequence[ItemIn], control: CallControl | None = None
-    ) -> tuple[VectorCollection, Any, int]:
-        """(collection, staged write, items): a batch validated, embedded and in the backend's form, to be written by
-        `collection.commit(staged)`."""
+    def stage_upsert(self, name: str, items: Sequence[ItemIn], control: CallControl | None = None) -> StagedWrite:
+        """A batch validated, embedded and in the backend's form, to be written by `commit`."""
         collection, op = self.prepare_upsert(name, items, control)
-        return collection, collection.stage(op), len(op.ids)
+        return StagedWrite(collection, collection.stage(op), op.ids, name)
+
+    def commit(self, write: StagedWrite) -> int:
+        """Write a staged batch (through the collection's gate); the live count afterwards, or -1 (Milvus)."""
+        with self.gates.writing(write.collection.config.name, write.addressed) as touch:
+            count = write.collection.commit(write.staged)
+            touch(write.ids)
+        return count
 
     def upsert(self, name: str, items: Sequence[ItemIn], control: CallControl | None = None) -> tuple[int, int]:
         collection, op = self.prepare_upsert(name, items, control)
-        return len(op.ids), collection.upsert(op)
+        with self.gates.writing(collection.config.name, name) as touch:
+            count = collection.upsert(op)
+            touch(op.ids)
+        return len(op.ids), count
 
     def delete_items(self, name: str, ids: Sequence[str]) -> tuple[int, int]:
         collection = self._collection(name)
         check_ids(ids, "ids", self.limits)
-        return collection.delete(ids)
+        with self.gates.writing(collection.config.name, name) as touch:
+            deleted = collection.delete(ids)
+            touch(ids)
+        return deleted
 
     def get_items(self, name: str, ids: Sequence[str], *, with_vectors: bool) -> tuple[list[StoredItem], list[str]]:
         collection = self._collection(name)
@@ -339,6 +359,9 @@ class Collections:
             diversity_candidates=plan.diversity_candidates,
             example_strategy=next(iter(strategies), ""),
         )
+        embeds_texts = any(q.input or q.expression is not None for q in listed)
+        if config.query_prompt_name and plan.mode is not SearchMode.KEYWORD and embeds_texts:
+            report.query_prompt_name = config.query_prompt_name
         if not plan.staged and not examples:
             vectors = rows if rows is not None else np.stack([r.vector for r in resolved])  # type: ignore[misc]
             searched = collection.search(

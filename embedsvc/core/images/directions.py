@@ -1,30 +1,33 @@
 """Named latent directions: the difference of two example sets' mean latents, stored durably per model.
 
-One JSON file per direction under `<data_dir>/directions/<model>/<name>.json`, written atomically (temp file, fsync,
-rename, directory fsync) before CreateDirection answers; deleting removes the file and fsyncs the directory.
-A direction remembers the model version it was made with; using it with another version fails
-(MODEL_VERSION_CHANGED), because its vector would point somewhere else in a retrained model's space.
+One record per direction in the state replicas share (`index/state.Records`, kind "directions", key
+"<model>/<name>": the file `<data_dir>/directions/<model>/<name>.json`, written atomically before CreateDirection
+answers, or a row in Milvus when replicas share collections there), so a direction made through one replica is used
+through any other on the next call. Its vector is kept as base64 float32 (exact, and small enough for a shared
+record); records written before that kept a list of numbers, still read. A direction remembers the model version it
+was made with; using it with another version fails (MODEL_VERSION_CHANGED), because its vector would point somewhere
+else in a retrained model's space.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import math
-import os
 import re
 import threading
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 
-from embedsvc.durable import fsync_dir, write_atomic
 from embedsvc.errors import EmbedsvcError, Reason, missing
+from embedsvc.index.state import Records
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+KIND = "directions"
 
 
 @dataclass(frozen=True)
@@ -60,25 +63,41 @@ def check_direction_name(name: str, field: str = "name") -> None:
         )
 
 
+def _encode(direction: Direction) -> bytes:
+    data = asdict(direction)
+    del data["vector"]
+    data["vector_f32"] = base64.b64encode(np.asarray(direction.vector, "<f4").tobytes()).decode("ascii")
+    return (json.dumps(data) + "\n").encode()
+
+
+def _decode(raw: bytes) -> Direction:
+    data = json.loads(raw)
+    packed = data.pop("vector_f32", None)
+    if packed is not None:
+        data["vector"] = np.frombuffer(base64.b64decode(packed), "<f4").tolist()
+    return Direction(**{**data, "vector": tuple(float(v) for v in data["vector"])})
+
+
 class DirectionStore:
-    """Thread-safe; every file is read at start, so a corrupt one is reported then (and skipped), not mid-request."""
+    """Thread-safe; a record that cannot be read is logged and left out (of listings, and of look-ups, which then
+    answer DIRECTION_NOT_FOUND)."""
 
-    def __init__(self, root: Path) -> None:
-        self._root = root
+    def __init__(self, records: Records) -> None:
+        self._records = records
         self._lock = threading.Lock()
-        self._directions: dict[tuple[str, str], Direction] = {}
-        root.mkdir(parents=True, exist_ok=True)
-        for path in sorted(root.glob("*/*.json")):
-            try:
-                data = json.loads(path.read_text())
-                direction = Direction(**{**data, "vector": tuple(float(v) for v in data["vector"])})
-            except (ValueError, TypeError, KeyError) as exc:
-                log.error("direction file %s is unreadable and was skipped: %s", path, exc)
-                continue
-            self._directions[(direction.model, direction.name)] = direction
 
-    def _path(self, model: str, name: str) -> Path:
-        return self._root / model / f"{name}.json"
+    @staticmethod
+    def _key(model: str, name: str) -> str:
+        return f"{model}/{name}"
+
+    def _read(self, key: str, raw: bytes | None) -> Direction | None:
+        if raw is None:
+            return None
+        try:
+            return _decode(raw)
+        except (ValueError, TypeError, KeyError) as exc:
+            log.error("direction record %s is unreadable and was skipped: %s", key, exc)
+            return None
 
     def create(
         self,
@@ -97,7 +116,7 @@ class DirectionStore:
             name=name,
             model=model,
             model_version=model_version,
-            vector=tuple(float(v) for v in vector),
+            vector=tuple(float(v) for v in np.asarray(vector, np.float32)),
             from_label=labels[0],
             to_label=labels[1],
             from_count=counts[0],
@@ -105,24 +124,24 @@ class DirectionStore:
             description=description,
             created_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         )
+        key = self._key(model, name)
         with self._lock:
-            if (model, name) in self._directions and not replace:
+            if not replace and self._read(key, self._records.get(KIND, key)) is not None:
                 raise EmbedsvcError(
                     Reason.DIRECTION_EXISTS,
                     f"model '{model}' already has a direction '{name}' (set replace to overwrite it)",
                     field="name",
                     metadata={"model": model, "direction": name},
                 )
-            write_atomic(self._path(model, name), (json.dumps(asdict(direction)) + "\n").encode())
-            self._directions[(model, name)] = direction
+            self._records.put(KIND, key, _encode(direction))
         return direction
 
     def get(self, model: str, name: str, *, version: str, field: str) -> Direction:
         check_direction_name(name, field)
-        with self._lock:
-            direction = self._directions.get((model, name))
+        key = self._key(model, name)
+        direction = self._read(key, self._records.get(KIND, key)) if _NAME.match(model) else None
         if direction is None:
-            known = ", ".join(sorted(n for m, n in self._directions if m == model)) or "none"
+            known = ", ".join(d.name for d in self.list(model)) or "none"
             raise EmbedsvcError(
                 Reason.DIRECTION_NOT_FOUND,
                 f"model '{model}' has no direction '{name}' (its directions: {known})",
@@ -140,23 +159,20 @@ class DirectionStore:
         return direction
 
     def list(self, model: str = "") -> list[Direction]:
-        with self._lock:
-            found = [d for (m, _), d in self._directions.items() if not model or m == model]
-        return sorted(found, key=lambda d: (d.model, d.name))
+        found = [self._read(key, raw) for key, raw in self._records.list(KIND).items()]
+        return sorted(
+            (d for d in found if d is not None and (not model or d.model == model)), key=lambda d: (d.model, d.name)
+        )
 
     def delete(self, model: str, name: str) -> None:
         check_direction_name(name)
         if not model:
             raise missing("model", "the model name")
         with self._lock:
-            if (model, name) not in self._directions:
+            if not _NAME.match(model) or not self._records.delete(KIND, self._key(model, name)):
                 raise EmbedsvcError(
                     Reason.DIRECTION_NOT_FOUND,
                     f"model '{model}' has no direction '{name}'",
                     field="name",
                     metadata={"model": model, "direction": name},
                 )
-            path = self._path(model, name)
-            os.unlink(path)
-            fsync_dir(path.parent)
-            del self._directions[(model, name)]

@@ -24,7 +24,7 @@ from embedsvc.core.images.codec import ImageInput, PixelType, RawImage, decode_p
 from embedsvc.core.images.directions import Direction, DirectionStore
 from embedsvc.core.paging import Page, PageTokens, page_size
 from embedsvc.core.provenance import Provenance, provenance
-from embedsvc.core.registry import ModelRegistry
+from embedsvc.core.registry import ModelRegistry, a_kind
 from embedsvc.core.words.arithmetic import FieldOf
 from embedsvc.errors import (
     EmbedsvcError,
@@ -166,9 +166,8 @@ class Latents:
         model = self.registry.model(name, Capability.LATENT_DECODER)
         if not model.has_prior:
             info = self.registry.info(name)
-            raise operation_not_supported(
-                name, info.kind, f"model '{name}' is a {info.kind} model, which has no prior to sample from", "prior"
-            )
+            message = f"model '{name}' is {a_kind(info.kind)} model, which has no prior to sample from"
+            raise operation_not_supported(name, info.kind, message, "prior")
         check_count("n", "images to sample", n, self.limits.max_samples)
         temperature = 1.0 if temperature is None else temperature
         if not (np.isfinite(temperature) and 0.0 <= temperature <= 10.0):

@@ -1,12 +1,18 @@
-"""Dynamic batching: concurrent calls to one encoder merged into batches run by one worker thread.
+"""Dynamic batching: concurrent calls to one model merged into batches run by one worker thread.
 
 Callers (gRPC threads) queue jobs and wait; the worker takes the oldest job, waits at most `max_wait_s` for more to
-arrive (until the texts already queued plus as many as its last batch held, the callers it just answered, are there,
+arrive (until the inputs already queued plus as many as its last batch held, the callers it just answered, are there,
 or a full `max_batch_size`), drops the jobs whose caller cancelled or whose deadline passed,
-sorts the batch's texts by length so that padded batches stay short, runs the encoder once, and hands each caller its
-own rows in its own order. A call larger than `max_batch_size` is split into several jobs. With batching off, every
-job runs alone (the same worker, so the model still sees one batch at a time). The model never runs on a gRPC
-thread, and a full queue refuses new work (OVERLOADED) instead of growing without bound.
+sorts the batch's inputs by length so that padded batches stay short, runs the model once, and hands each caller its
+own rows in its own order. A call larger than `max_batch_size` is split into several jobs, each checked against the
+caller's deadline and cancellation before it runs. With batching off, every job runs alone (the same worker, so the
+model still sees one batch at a time). The model never runs on a gRPC thread, and a full queue refuses new work
+(OVERLOADED) instead of growing without bound.
+
+The batcher is generic over what it batches: texts for a text encoder (`TextModel`), (query, text) pairs for a
+cross-encoder (`PairModel`). Everything it does (queueing, waiting, deadlines, splitting, sorting by
+token count, isolating a bad job, statistics) depends only on each input's token count and on the model returning one
+row per input, so one implementation serves both; a sibling for pairs would be a copy of this file.
 """
 
 from __future__ import annotations
@@ -18,16 +24,20 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
 
-from embedsvc.backends.capabilities import TextEncoder
+from embedsvc import calls
+from embedsvc.backends.capabilities import CrossEncoder, TextEncoder
 from embedsvc.calls import CallControl
 from embedsvc.errors import EmbedsvcError, Reason, limit_exceeded
 from embedsvc.stats import Histogram
 
 log = logging.getLogger(__name__)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+# What a batcher batches: a text, or a (query, text) pair.
+T = TypeVar("T")
 
 
 class _Wake:
@@ -58,11 +68,11 @@ class _Wake:
         return False
 
 
-class _Job:
-    __slots__ = ("control", "done", "enqueued", "error", "lengths", "result", "texts", "wake")
+class _Job(Generic[T]):
+    __slots__ = ("control", "done", "enqueued", "error", "items", "lengths", "result", "wake")
 
-    def __init__(self, texts: list[str], lengths: list[int], control: CallControl, enqueued: float) -> None:
-        self.texts = texts
+    def __init__(self, items: list[T], lengths: list[int], control: CallControl, enqueued: float) -> None:
+        self.items = items
         self.lengths = lengths
         self.control = control
         self.enqueued = enqueued
@@ -80,33 +90,37 @@ class _Job:
 @dataclass
 class BatchStats:
     batches: int = 0
+    # Inputs (texts or pairs) the model ran.
     texts: int = 0
     dropped_jobs: int = 0
-    # Texts per batch the model ran (for the metrics endpoint).
+    # Inputs per batch the model ran (for the metrics endpoint).
     sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BUCKETS))
 
 
-class Batcher:
-    """One worker thread per encoder; `submit` is thread-safe and blocks its caller until its rows are ready."""
+class Batcher(Generic[T]):
+    """One worker thread per model; `submit` is thread-safe and blocks its caller until its rows are ready. `run`
+    takes a batch of inputs and returns one row per input (a vector, or a score: the rows of a 1-D array)."""
 
     def __init__(
         self,
         name: str,
-        run: Callable[[list[str]], np.ndarray],
+        run: Callable[[list[T]], np.ndarray],
         *,
         max_batch_size: int,
         max_wait_s: float,
         enabled: bool = True,
         max_queued: int = 16_384,
+        unit: str = "texts",
     ) -> None:
         self.name = name
         self._run = run
+        self.unit = unit
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.enabled = enabled
         self.max_queued = max_queued
         self.stats = BatchStats()
-        self._queue: deque[_Job] = deque()
+        self._queue: deque[_Job[T]] = deque()
         self._queued_texts = 0
         self._last_size = max_batch_size
         self._expected = 1  # texts the worker waits for before it runs a batch (see `_take`)
@@ -116,31 +130,32 @@ class Batcher:
         self._worker = threading.Thread(target=self._loop, name=f"batch-{name}", daemon=True)
         self._worker.start()
 
-    def submit(self, texts: Sequence[str], lengths: Sequence[int], control: CallControl | None = None) -> np.ndarray:
-        """The encoder's rows for these texts, in order. Raises CANCELLED, DEADLINE_EXCEEDED, OVERLOADED or the
-        encoder's own error."""
+    def submit(self, items: Sequence[T], lengths: Sequence[int], control: CallControl | None = None) -> np.ndarray:
+        """The model's rows for these inputs (texts or pairs; `lengths`: their token counts), in order. Raises
+        CANCELLED, DEADLINE_EXCEEDED, OVERLOADED or the model's own error."""
         control = control or CallControl()
         control.check()
         step = self.max_batch_size
         now = time.monotonic()
         jobs = [
-            _Job(list(texts[i : i + step]), list(lengths[i : i + step]), control, now)
-            for i in range(0, len(texts), step)
+            _Job(list(items[i : i + step]), list(lengths[i : i + step]), control, now)
+            for i in range(0, len(items), step)
         ]
-        if len(texts) > self.max_queued:  # could never fit, however long the caller waits: not retryable
-            raise limit_exceeded("texts", f"texts in one call to model '{self.name}' (its queue)", len(texts),
+        if len(items) > self.max_queued:  # could never fit, however long the caller waits: not retryable
+            raise limit_exceeded("texts", f"{self.unit} in one call to model '{self.name}' (its queue)", len(items),
                                  self.max_queued)  # fmt: skip
         with self._cond:
             if self._closed:
                 raise EmbedsvcError(Reason.MODEL_NOT_READY, f"model '{self.name}' is shutting down")
-            if self._queued_texts + len(texts) > self.max_queued:
+            if self._queued_texts + len(items) > self.max_queued:
                 raise EmbedsvcError(
                     Reason.OVERLOADED,
-                    f"model '{self.name}' has {self._queued_texts} texts queued (limit {self.max_queued}); retry later",
+                    f"model '{self.name}' has {self._queued_texts} {self.unit} queued (limit {self.max_queued}); retry "
+                    "later",
                     metadata={"model": self.name, "queued": str(self._queued_texts)},
                 )
             self._queue.extend(jobs)
-            self._queued_texts += len(texts)
+            self._queued_texts += len(items)
             # Wake the worker when it waits for a first job or its batch is now as full as it expects; between
             # the two it waits out its time (a wake-up per arriving call cost more than the wait saved).
             if len(self._queue) == len(jobs) or self._queued_texts >= self._expected:
@@ -160,7 +175,7 @@ class Batcher:
 
     @property
     def queued(self) -> int:
-        """Texts waiting for the model."""
+        """Inputs (texts or pairs) waiting for the model."""
         return self._queued_texts
 
     def drain(self) -> None:
@@ -176,15 +191,16 @@ class Batcher:
         self._worker.join(timeout=5)
         if self.stats.batches:
             log.info(
-                "model %s: %d batches, %d texts (%.1f a batch), %d jobs dropped",
+                "model %s: %d batches, %d %s (%.1f a batch), %d jobs dropped",
                 self.name,
                 self.stats.batches,
                 self.stats.texts,
+                self.unit,
                 self.stats.texts / self.stats.batches,
                 self.stats.dropped_jobs,
             )
 
-    def _take(self) -> list[_Job] | None:
+    def _take(self) -> list[_Job[T]] | None:
         """The next batch, after waiting for it to fill; None once closed."""
         with self._cond:
             # The callers the last batch answered tend to come straight back (closed-loop clients): expect them.
@@ -210,11 +226,11 @@ class Batcher:
                 while self._queued_texts < expected and (left := fill_by - time.monotonic()) > 0:
                     self._cond.wait(left)
             batch = [self._queue.popleft()]
-            size = len(batch[0].texts)
-            while self.enabled and self._queue and size + len(self._queue[0].texts) <= self.max_batch_size:
+            size = len(batch[0].items)
+            while self.enabled and self._queue and size + len(self._queue[0].items) <= self.max_batch_size:
                 job = self._queue.popleft()
                 batch.append(job)
-                size += len(job.texts)
+                size += len(job.items)
             self._queued_texts -= size
             self._last_size = size
             return batch
@@ -233,12 +249,12 @@ class Batcher:
             if live:
                 self._run_batch(live)
 
-    def _run_batch(self, jobs: list[_Job]) -> None:
-        texts = [t for job in jobs for t in job.texts]
+    def _run_batch(self, jobs: list[_Job[T]]) -> None:
+        items = [t for job in jobs for t in job.items]
         lengths = np.asarray([n for job in jobs for n in job.lengths])
         order = np.argsort(-lengths, kind="stable")  # longest first, as sentence-transformers does
         try:
-            rows = self._run([texts[i] for i in order])
+            rows = self._run([items[i] for i in order])
             out = np.empty_like(rows)
             out[order] = rows
         except BaseException as exc:
@@ -247,18 +263,18 @@ class Batcher:
                     self._run_batch([job])
                 return
             if not isinstance(exc, EmbedsvcError):
-                log.exception("model %s failed on a batch of %d texts", self.name, len(texts))
+                log.exception("model %s failed on a batch of %d %s", self.name, len(items), self.unit)
             for job in jobs:
                 job.error = exc
                 job.finish()
             return
         self.stats.batches += 1
-        self.stats.texts += len(texts)
-        self.stats.sizes.observe(len(texts))
+        self.stats.texts += len(items)
+        self.stats.sizes.observe(len(items))
         start = 0
         for job in jobs:
-            job.result = out[start : start + len(job.texts)]
-            start += len(job.texts)
+            job.result = out[start : start + len(job.items)]
+            start += len(job.items)
             job.finish()
 
 
@@ -268,4 +284,55 @@ class TextModel:
     that every caller queues its texts for the model's worker instead of running the model on its own thread."""
 
     encoder: TextEncoder
-    batcher: Batcher
+    batcher: Batcher[str]
+
+
+@dataclass(frozen=True)
+class PairModel:
+    """A loaded cross-encoder and the batcher that feeds it: what the registry hands out for `Capability.PAIRS`.
+
+    It honours `capabilities.CrossEncoder` itself, so a caller that only knows the protocol (the rerank stage of a
+    search) calls `score(pairs)` and its pairs are queued for the model's worker with the current call's deadline and
+    cancellation (`embedsvc.calls.current()`), like every text encoder's texts."""
+
+    encoder: CrossEncoder
+    batcher: Batcher[tuple[str, str]]
+
+    @property
+    def name(self) -> str:
+        return self.encoder.name
+
+    @property
+    def version(self) -> str:
+        return self.encoder.version
+
+    @property
+    def space(self) -> str:
+        return self.encoder.space
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.encoder.max_seq_length
+
+    @property
+    def method(self) -> str:
+        return self.encoder.method
+
+    def warm_up(self) -> None:
+        self.encoder.warm_up()
+
+    def memory_bytes(self) -> int:
+        return self.encoder.memory_bytes()
+
+    def token_counts(self, pairs: list[tuple[str, str]]) -> list[int]:
+        return self.encoder.token_counts(pairs)
+
+    def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        """The raw scores (logits) of the pairs, through the batcher, under the current call's control."""
+        if not pairs:
+            return np.empty(0, np.float32)
+        return self.scores(pairs, self.encoder.token_counts(pairs), calls.current())
+
+    def scores(self, pairs: list[tuple[str, str]], counts: list[int], control: CallControl | None) -> np.ndarray:
+        """`score` for callers that counted the pairs' tokens already (Rerank checks them against the limit)."""
+        return np.asarray(self.batcher.submit(pairs, counts, control), dtype=np.float32)

@@ -1,34 +1,107 @@
-"""Embedding texts: validation, truncation or chunking of long texts, normalisation, provenance.
+"""Embedding texts: validation, prompts, truncation (right or left), chunking or refusal of long texts,
+normalisation, the output's shape (dimensions, number type: `shapes.py`), provenance; and the tokens of texts.
 
 The model runs behind its batcher (`embedsvc.core.texts.batching`), so this is what every caller of a text encoder goes
 through: TextService, collections bound to a text model, and text terms of vector expressions.
+
+A prompt (one of the model's named prompts, `TextEncoder.prompts`) is put before each text, as sentence-transformers'
+encode(prompt_name=...) does; token counts, truncation and chunk windows count its tokens, since the model reads them.
+Vectors made with a prompt live in their own space, "<model's space>;prompt=<name>" (`prompt_space`), so that a query
+vector can never be stored where documents are by mistake. An empty prompt changes nothing: its vectors stay in the
+model's space. Output shapes come after the prompt: dimensions and dtype add their facets to the prompt's space
+("<model's space>;prompt=<name>/dim=<n>/<dtype>", `shapes.space_of`), and int8/uint8 are calibrated on the prompt's
+own vectors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
+from embedsvc.backends.capabilities import TokenSpan
 from embedsvc.calls import CallControl
 from embedsvc.core.expression import Expression, TermKind
 from embedsvc.core.provenance import Provenance, provenance
+from embedsvc.core.texts import shapes
 from embedsvc.core.texts.batching import TextModel
+from embedsvc.core.texts.shapes import Calibrations, Dtype
 from embedsvc.core.words.arithmetic import FieldOf, cosadd_means
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded
 from embedsvc.limits import Limits
 from embedsvc.vectors import check_vector, unit_rows
 
 
+class LongTexts(StrEnum):
+    """What happens to a text longer than the model's max_seq_length tokens."""
+
+    TRUNCATE = "truncate"  # keep the first tokens
+    TRUNCATE_LEFT = "truncate-left"  # keep the last tokens (from a word boundary)
+    CHUNK = "chunk"  # the mean of windows
+    REFUSE = "refuse"  # LIMIT_EXCEEDED
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One of a model's named prompts: its name (in space tags) and its text (put before each input)."""
+
+    name: str
+    text: str
+
+
+def prompt_space(space: str, prompt: Prompt | None) -> str:
+    """The space of vectors made with `prompt` from a model of `space`: the model's, with ";prompt=<name>" when the
+    prompt puts anything before the texts."""
+    return f"{space};prompt={prompt.name}" if prompt is not None and prompt.text else space
+
+
+def named_prompt(model: TextModel, name: str, field: str) -> Prompt | None:
+    """The model's prompt of that name (None for ""); INVALID_VALUE naming the choices for a name it lacks."""
+    if not name:
+        return None
+    prompts = model.encoder.prompts
+    if name not in prompts:
+        choices = ", ".join(sorted(prompts))
+        has = f"its prompts are {choices}" if prompts else "it has no prompts"
+        raise EmbedsvcError(
+            Reason.INVALID_VALUE,
+            f"model '{model.encoder.name}' has no prompt named {name!r}: {has}",
+            field=field,
+            metadata={"model": model.encoder.name, "choices": choices},
+        )
+    return Prompt(name, prompts[name])
+
+
+def request_prompt(model: TextModel, name: str, field: str = "prompt_name") -> Prompt | None:
+    """The prompt a request names, or the model's default prompt when it names none."""
+    return named_prompt(model, name or model.encoder.default_prompt_name, field)
+
+
 @dataclass(frozen=True)
 class TextEmbeddings:
+    # (texts, dimension) float32, or quantised: (texts, dtype.width(dimension)) int8 or uint8.
     vectors: np.ndarray
     # Positions of texts longer than the model's max_seq_length (truncated, or chunked on request).
     truncated: list[int]
     token_counts: list[int]
     max_seq_length: int
     space: str
+    provenance: Provenance
+    dimension: int = 0
+    dtype: Dtype = Dtype.FLOAT32
+    warnings: list[str] = field(default_factory=list)
+
+
+# Bytes of one Token message besides its string, at most: tags and lengths, id, flag and offsets as varints.
+TOKEN_BYTES = 20
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    texts: list[list[TokenSpan]]
+    max_seq_length: int
     provenance: Provenance
 
 
@@ -52,12 +125,15 @@ def encode(
     *,
     field_of: Callable[[int], str],
     normalize: bool,
-    chunk: bool = False,
+    long_texts: LongTexts = LongTexts.TRUNCATE,
     control: CallControl | None = None,
+    prompt: Prompt | None = None,
 ) -> tuple[np.ndarray, list[int], list[int]]:
-    """Vectors of checked texts through the model's batcher; returns (vectors, truncated positions, token counts)."""
+    """Vectors of checked texts through the model's batcher, each text after `prompt`'s text; returns (vectors, long
+    texts' positions, token counts of what the model reads of the whole texts, prompt included)."""
     encoder = model.encoder
-    texts = list(texts)
+    before = prompt.text if prompt is not None else ""
+    texts = [before + text for text in texts] if before else list(texts)
     bad = encoder.unembeddable(texts)
     if bad:
         raise EmbedsvcError(
@@ -69,8 +145,19 @@ def encode(
     counts = encoder.token_counts(texts)
     limit = encoder.max_seq_length
     truncated = [n for n, c in enumerate(counts) if limit and c > limit]
-    if chunk and truncated:
-        pieces = [encoder.chunks(t) if limit and c > limit else [t] for t, c in zip(texts, counts, strict=True)]
+    if long_texts is LongTexts.REFUSE and truncated:
+        n = truncated[0]
+        raise EmbedsvcError(
+            Reason.LIMIT_EXCEEDED,
+            f"the text has {counts[n]} tokens; model '{encoder.name}' reads at most {limit} (truncate or chunk it)",
+            field=field_of(n),
+            metadata={"limit": str(limit), "actual": str(counts[n]), "model": encoder.name},
+        )
+    if long_texts is LongTexts.CHUNK and truncated:
+        pieces = [
+            encoder.chunks(t[len(before) :], before) if limit and c > limit else [t]
+            for t, c in zip(texts, counts, strict=True)
+        ]
         flat = [p for ps in pieces for p in ps]
         rows = model.batcher.submit(flat, encoder.token_counts(flat), control)
         vectors = np.empty((len(texts), encoder.dimension), np.float32)
@@ -79,7 +166,21 @@ def encode(
             vectors[n] = rows[start : start + len(ps)].mean(axis=0)
             start += len(ps)
     else:
-        vectors = np.array(model.batcher.submit(texts, counts, control), dtype=np.float32)
+        read, read_counts = texts, counts
+        if long_texts is LongTexts.TRUNCATE_LEFT and truncated:
+            read, read_counts = list(texts), list(counts)
+            for n in truncated:
+                tail = encoder.tail(texts[n][len(before) :], before)
+                if tail is None:
+                    raise invalid(
+                        "truncation_direction",
+                        f"model '{encoder.name}': its tokenizer cannot be cut at a word boundary of this text "
+                        "without changing its tokens; truncate on the right, or chunk",
+                    )
+                read[n] = tail
+            for n, c in zip(truncated, encoder.token_counts([read[n] for n in truncated]), strict=True):
+                read_counts[n] = c
+        vectors = np.array(model.batcher.submit(read, read_counts, control), dtype=np.float32)
     if normalize:
         vectors = unit_rows(vectors)
     return vectors, truncated, counts
@@ -91,30 +192,84 @@ def embed_texts(
     limits: Limits,
     *,
     normalize: bool = False,
-    chunk: bool = False,
+    long_texts: LongTexts = LongTexts.TRUNCATE,
+    dimensions: int = 0,
+    dtype: Dtype = Dtype.FLOAT32,
+    calibrations: Calibrations | None = None,
     control: CallControl | None = None,
+    prompt_name: str = "",
 ) -> TextEmbeddings:
-    """EmbedTexts: checked texts -> one vector each, with truncation report and provenance."""
-    check_texts(texts, "texts", limits)
-    vectors, truncated, counts = encode(
-        model, texts, field_of=lambda n: f"texts[{n}]", normalize=normalize, chunk=chunk, control=control
-    )
+    """EmbedTexts: checked texts -> one vector each (after the named prompt, or the model's default one) in the asked
+    shape, with truncation report and provenance."""
+    prompt = request_prompt(model, prompt_name)
     encoder = model.encoder
+    warnings = shapes.check_dimensions(encoder, dimensions)
+    check_texts(texts, "texts", limits)
+    unit = normalize or dimensions > 0 or dtype is not Dtype.FLOAT32
+    vectors, truncated, counts = encode(
+        model,
+        texts,
+        field_of=lambda n: f"texts[{n}]",
+        normalize=unit,
+        long_texts=long_texts,
+        control=control,
+        prompt=prompt,
+    )
+    dimension = dimensions or encoder.dimension
+    if dimension < encoder.dimension:
+        vectors = shapes.truncate(vectors, dimension)
+    parameters = {
+        "normalize": str(unit).lower(),
+        "long_texts": "truncate" if long_texts is LongTexts.TRUNCATE_LEFT else long_texts.value,
+        "device": encoder.device,
+    }
+    if long_texts is LongTexts.TRUNCATE_LEFT:
+        parameters["truncation_direction"] = "left"
+    if prompt is not None:
+        parameters["prompt_name"] = prompt.name
+    if dimensions:
+        parameters["dimensions"] = str(dimension)
+    if dtype is not Dtype.FLOAT32:
+        parameters["dtype"] = dtype.value
+        ranges = None
+        if dtype.calibrated:
+
+            def embed(calibration: list[str], control: CallControl | None) -> np.ndarray:
+                rows, _, _ = encode(
+                    model, calibration, field_of=lambda n: "dtype", normalize=True, control=control, prompt=prompt
+                )
+                return rows
+
+            # A prompt's vectors are another space, calibrated on their own (the sentences after the prompt).
+            ranges, parameters["calibration"] = (calibrations or Calibrations()).ranges(
+                encoder, embed, dimension, control=control, space=prompt_space(encoder.space, prompt)
+            )
+        vectors = shapes.quantize(vectors, dtype, ranges)
     return TextEmbeddings(
         vectors=vectors,
         truncated=truncated,
         token_counts=counts,
         max_seq_length=encoder.max_seq_length,
-        space=encoder.space,
-        provenance=provenance(
-            encoder,
-            encoder.method,
-            {
-                "normalize": str(normalize).lower(),
-                "long_texts": "chunk" if chunk else "truncate",
-                "device": encoder.device,
-            },
-        ),
+        space=shapes.space_of(prompt_space(encoder.space, prompt), dimension, encoder.dimension, dtype),
+        provenance=provenance(encoder, encoder.method, parameters),
+        dimension=dimension,
+        dtype=dtype,
+        warnings=warnings,
+    )
+
+
+def tokenize_texts(model: TextModel, texts: Sequence[str], limits: Limits, *, special: bool = True) -> Tokenized:
+    """TokenizeTexts: each text's tokens as the model's tokenizer gives them, untruncated."""
+    check_texts(texts, "texts", limits)
+    encoder = model.encoder
+    tokens = [encoder.tokens(t, special) for t in texts]
+    # The answer must fit in one message: about TOKEN_BYTES a token besides its string (leaving room for framing).
+    size = sum(TOKEN_BYTES + len(t.token.encode("utf-8")) for spans in tokens for t in spans)
+    budget = limits.max_message_bytes - 64 * 1024
+    if size > budget:
+        raise limit_exceeded("texts", "bytes of the tokens' answer", size, budget)
+    return Tokenized(
+        tokens, encoder.max_seq_length, provenance(encoder, "tokenizer", {"add_special_tokens": str(special).lower()})
     )
 
 
@@ -124,12 +279,15 @@ def compose(
     field_of: FieldOf,
     limits: Limits,
     control: CallControl | None = None,
+    *,
+    prompt: Prompt | None = None,
+    spaces: Sequence[str] = (),
 ) -> tuple[np.ndarray, list[set[str]]]:
     """3CosAdd over a text model: the unit-normalised weighted mean of each expression's terms, and its texts.
 
-    Text terms (and bare words, which a sentence model reads as one-word texts) are embedded and unit-normalised, as
-    gensim normalises word terms; vector terms must be in the model's space and are used as given. Each distinct
-    text is embedded once per call.
+    Text terms (and bare words, which a sentence model reads as one-word texts) are embedded after `prompt` and
+    unit-normalised, as gensim normalises word terms; vector terms must be in the model's space (or one of `spaces`:
+    its prompts' spaces a collection uses) and are used as given. Each distinct text is embedded once per call.
     """
     encoder = model.encoder
     unique: dict[str, str] = {}  # text -> the field of its first use
@@ -150,7 +308,9 @@ def compose(
     order = list(unique)
     rows = {}
     if order:
-        vectors, _, _ = encode(model, order, field_of=lambda n: unique[order[n]], normalize=True, control=control)
+        vectors, _, _ = encode(
+            model, order, field_of=lambda n: unique[order[n]], normalize=True, control=control, prompt=prompt
+        )
         rows = dict(zip(order, vectors, strict=True))
     rows_of_terms: list[np.ndarray] = []
     for e, expr in enumerate(expressions):
@@ -161,7 +321,7 @@ def compose(
                     check_vector(
                         term.vector,
                         term.space,
-                        space=encoder.space,
+                        space=term.space if term.space in spaces else encoder.space,
                         dimension=encoder.dimension,
                         owner=f"model '{encoder.name}'",
                         field=field_of(e, t) + ".vector",

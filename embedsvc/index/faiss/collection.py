@@ -12,6 +12,7 @@ A collection's work is split by job, one module each:
                   quantised candidates, budgets, hits;
 - calibration.py  recall measured per setting of the index's knob, and the setting a target recall needs;
 - fields.py       indexed metadata fields: their entries per segment, and filters evaluated through them;
+- snapshots.py    a snapshot's files (the checkpoint's files and the log up to one LSN) and restoring them;
 - keywords.py     keyword (BM25) searches through the keyword index, with the planner's allowed items.
 This module wires them together, keeps the collection's state (RECOVERING, READY, DATA_LOSS) and its step sizes, and
 answers the reads (get, export, ids_with_inputs, info) under the contents' read lock.
@@ -30,7 +31,9 @@ after each training and as the collection grows.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +41,7 @@ import numpy as np
 
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index import metadata as stored
-from embedsvc.index.faiss import calibration, checkpoint, recovery, training
+from embedsvc.index.faiss import calibration, checkpoint, recovery, snapshots, training
 from embedsvc.index.faiss.contents import Contents
 from embedsvc.index.faiss.keywords import KeywordSearch, missing_index
 from embedsvc.index.faiss.log import Delete, LogWriter, Upsert
@@ -46,6 +49,7 @@ from embedsvc.index.faiss.planning import Planner, Steps
 from embedsvc.index.faiss.recovery import CONFIG, LOG, Checkpoints
 from embedsvc.index.faiss.vector_index import VectorIndex
 from embedsvc.index.filtering import Filter
+from embedsvc.index.snapshot_files import FAISS, Taken
 from embedsvc.index.types import CollectionConfig, KeywordHits, Searched, State, StoredItem
 from embedsvc.stats import Histogram
 
@@ -85,6 +89,10 @@ class Collection:
         )
         self._checkpoints = Checkpoints(directory, self._contents, checkpoint_bytes, self._require_writer)
         self._planner = Planner(self._contents)
+        # Snapshots copying the log's prefix (which a checkpoint would truncate): checkpoints wait for none to run,
+        # and hold `_pin_lock` while they write, so that no snapshot starts meanwhile.
+        self._pin_lock = threading.Condition()
+        self._pins = 0
         self._keywords = KeywordSearch(self._contents, self._planner)
 
     # ---- recovery, checkpoints -----------------------------------------------------------------------------------
@@ -200,8 +208,63 @@ class Collection:
         log.error("collection %s is damaged: %s", self.config.name, message)
 
     def checkpoint(self, *, compact: bool = False) -> None:
-        """Write a checkpoint of the live items and empty the log; `compact` also rebuilds memory and index."""
-        self._checkpoints.write(compact=compact)
+        """Write a checkpoint of the live items and empty the log; `compact` also rebuilds memory and index. Waits
+        while a snapshot copies the log."""
+        with self._pin_lock:
+            while self._pins:
+                self._pin_lock.wait()
+            self._checkpoints.write(compact=compact)
+
+    def _after_write(self, writer: LogWriter) -> None:
+        """The checkpoint a large log calls for, unless a snapshot copies the log or a checkpoint runs (then a later
+        write does it)."""
+        if not self._pin_lock.acquire(blocking=False):
+            return
+        try:
+            if not self._pins:
+                self._checkpoints.after_write(writer)
+        finally:
+            self._pin_lock.release()
+
+    @contextmanager
+    def _pinned(self) -> Iterator[None]:
+        """No checkpoint truncates the log while the block runs."""
+        with self._pin_lock:
+            self._pins += 1
+        try:
+            yield
+        finally:
+            with self._pin_lock:
+                self._pins -= 1
+                self._pin_lock.notify_all()
+
+    def snapshot(
+        self, dest: Path, check: Callable[[], None] = lambda: None, units: Callable[[int], None] = lambda _n: None
+    ) -> Taken:
+        """The collection at one LSN as files in `dest` (an empty directory): its configuration, its latest
+        checkpoint's files (hard-linked) and its log up to that LSN (copied). Writes go on meanwhile: the LSN is the
+        last one settled when the log's exclusive section is entered (no write is half-applied then), and no
+        checkpoint truncates the log until its prefix is copied.
+
+        The one method that knows how a FAISS collection's files make a snapshot (with `snapshots.py`): a new
+        checkpoint format changes these two places only."""
+        writer = self._require_writer()
+        at: dict[str, Any] = {}
+        with self._pinned():
+
+            def one_lsn() -> None:
+                at.update(
+                    lsn=writer.settled_lsn,
+                    log_bytes=writer.size,
+                    count=self.count,
+                    linked=snapshots.link_checkpoint(self.directory, dest),
+                )
+
+            writer.exclusive(one_lsn)
+            units(at["count"])
+            log_entry = snapshots.copy_log(self.directory / LOG, dest, at["log_bytes"], check)
+        files = snapshots.finish(dest, self.config, at["linked"], log_entry)
+        return Taken(FAISS, at["count"], at["lsn"], True, files)
 
     @property
     def checkpoint_seconds(self) -> Histogram:
@@ -282,7 +345,7 @@ class Collection:
         writer = self._require_writer()
         stored.check_indexed(self.config.indexed_fields, op.metadata)
         writer.commit(op)
-        self._checkpoints.after_write(writer)
+        self._after_write(writer)
         return self.count
 
     def delete(self, ids: Sequence[str]) -> tuple[int, int]:
@@ -292,7 +355,7 @@ class Collection:
         present = [i for i, s in zip(ids, slots.tolist(), strict=True) if s >= 0]
         if present:
             writer.commit(Delete(present))
-            self._checkpoints.after_write(writer)
+            self._after_write(writer)
         return len(present), len(ids) - len(present)
 
     def get(self, ids: Sequence[str], *, with_vectors: bool) -> list[StoredItem | None]:

@@ -46,11 +46,11 @@ from embedsvc.index.faiss import checkpoint, columns
 from embedsvc.index.faiss.calibration import GROWTH, Calibration
 from embedsvc.index.faiss.checkpoint import FileEntry, Linked, Manifest, Plan, SegmentEntry, Written
 from embedsvc.index.faiss.log import Record
-from embedsvc.index.faiss.rwlock import RWLock
 from embedsvc.index.faiss.slots import Pending, Segment, SlotStore, open_segment
 from embedsvc.index.faiss.vector_index import VectorIndex
 from embedsvc.index.keyword.index import KeywordIndex
 from embedsvc.index.types import CollectionConfig, IndexKind, Quantization, Upsert
+from embedsvc.rwlock import RWLock
 
 # At most this many segments after a checkpoint; beyond it, the smallest adjacent ones are merged.
 MAX_SEGMENTS = 16
@@ -261,19 +261,9 @@ class Contents:
         """Open a (format 2) checkpoint into these empty contents: segments mapped, the index restored from its file
         and the segments' codes. False when the index could not be restored (untrained, or codes missing): the
         caller refills it. ValueError when the files do not agree with the manifest."""
-        mapped = self.config.index.mmap is not False
-        if manifest.dimension != self.config.dimension:
-            raise ValueError(f"{path.name}: dimension {manifest.dimension}, not {self.config.dimension}")
-        segments = [
-            open_segment(columns.open_file(path / e.file, mapped=mapped, keep_fd=True), e.start)
-            for e in manifest.segments
-        ]
-        live_file = columns.open_file(path / checkpoint.LIVE, mapped=False)
-        live = np.unpackbits(live_file["live"], count=manifest.slots, bitorder="little").astype(bool)
         store = self.new_store()
-        store.load_segments(segments, live)
-        if store.count != manifest.count:
-            raise ValueError(f"{path.name}: {store.count} live slots, the manifest says {manifest.count}")
+        load_store(path, manifest, store, mapped=self.config.index.mmap is not False)
+        segments = store.segments
         self.store = store
         self.calibration = Calibration.from_json(manifest.calibration)
         self.saved = (path, manifest)
@@ -307,6 +297,23 @@ class Contents:
 
     def memory_bytes(self) -> int:
         return self.store.memory_bytes() + self.index.memory_bytes()
+
+
+def load_store(path: Path, manifest: Manifest, store: SlotStore, *, mapped: bool = True, keep_fd: bool = True) -> None:
+    """A format-2 checkpoint's rows into `store` (empty, of the checkpoint's dimension): its segments mapped (or read,
+    without `mapped`) and its live flags. ValueError when they do not agree with the manifest. `keep_fd` keeps each
+    segment's descriptor for the background checksum (collection.py)."""
+    if manifest.dimension != store.dimension:
+        raise ValueError(f"{path.name}: dimension {manifest.dimension}, not {store.dimension}")
+    segments = [
+        open_segment(columns.open_file(path / e.file, mapped=mapped, keep_fd=keep_fd), e.start)
+        for e in manifest.segments
+    ]
+    live_file = columns.open_file(path / checkpoint.LIVE, mapped=False)
+    live = np.unpackbits(live_file["live"], count=manifest.slots, bitorder="little").astype(bool)
+    store.load_segments(segments, live)
+    if store.count != manifest.count:
+        raise ValueError(f"{path.name}: {store.count} live slots, the manifest says {manifest.count}")
 
 
 def _read_checked(path: Path, manifest: Manifest, name: str) -> bytes:

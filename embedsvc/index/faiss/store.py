@@ -1,7 +1,11 @@
 """All collections of a server, under `<data_dir>/collections/<name>/`.
 
 Creating writes the directory under a temporary name and renames it into place; deleting renames it aside before
-removing it; either way a crash leaves a whole collection or none. Index files are only ever read from here.
+removing it; either way a crash leaves a whole collection or none. Restoring a snapshot builds the collection's files
+in a temporary directory (`.restore-...`), checked against the snapshot's manifest, and renames it into place the same
+way; restoring over an existing collection renames the old one to `.replacing-<name>` first and removes it once the
+new one is in place, and a start after a crash between those two renames puts the old one back. Index files are only
+ever read from here.
 """
 
 from __future__ import annotations
@@ -9,15 +13,21 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import numpy as np
 
 from embedsvc import durable
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index.backend import NAME, check_name  # noqa: F401 - check_name re-exported
+from embedsvc.index.faiss import snapshots
 from embedsvc.index.faiss.collection import CONFIG, Collection, State
-from embedsvc.index.types import CollectionConfig, IndexParams, Metric
+from embedsvc.index.snapshot_files import FAISS, Manifest
+from embedsvc.index.types import CollectionConfig, IndexParams, Metric, StoredItem, Upsert
 
 log = logging.getLogger(__name__)
+_REPLACING = ".replacing-"
 
 
 class CollectionStore:
@@ -31,16 +41,26 @@ class CollectionStore:
         self._collections: dict[str, Collection] = {}
         self._recovering: set[str] = set()
         self._deleting: set[str] = set()  # names whose files are being removed: not free for create yet
+        self._restoring: set[str] = set()  # names a restore will publish: not free either
 
     def has(self, name: str) -> bool:
         with self._lock:
-            return name in self._collections or name in self._recovering or name in self._deleting
+            return name in self._collections or name in self._recovering or name in self._busy()
+
+    def _busy(self) -> set[str]:
+        return self._deleting | self._restoring
 
     def recover_all(self) -> None:
         """Open every collection on disk; damaged ones are kept, in state DATA_LOSS, and the others serve."""
         durable.ensure_dir(self.root)
+        for aside in self.root.glob(f"{_REPLACING}*"):
+            name = aside.name.removeprefix(_REPLACING)
+            if not (self.root / name).exists():  # a restore over it stopped between its two renames: put it back
+                log.warning("collection %s: a restore over it did not finish; the old collection is back", name)
+                durable.replace(aside, self.root / name)
+                durable.fsync_dir(self.root)
         for leftover in self.root.glob(".*"):
-            durable.remove_tree(leftover)  # half-created or half-deleted collections
+            durable.remove_tree(leftover)  # half-created, half-restored or half-deleted collections
         names = sorted(p.name for p in self.root.iterdir() if p.is_dir() and NAME.match(p.name))
         with self._lock:
             self._recovering.update(names)
@@ -81,7 +101,7 @@ class CollectionStore:
 
     def create(self, config: CollectionConfig) -> Collection:
         with self._lock:
-            if config.name in self._collections or config.name in self._recovering or config.name in self._deleting:
+            if config.name in self._collections or config.name in self._recovering or config.name in self._busy():
                 raise EmbedsvcError(
                     Reason.COLLECTION_EXISTS,
                     f"a collection named '{config.name}' exists",
@@ -121,6 +141,109 @@ class CollectionStore:
             with self._lock:
                 self._deleting.discard(name)
         durable.remove_tree(aside)
+
+    def restore(
+        self,
+        config: CollectionConfig,
+        snapshot: str,
+        source: Path,
+        manifest: Manifest,
+        items: Callable[[], Iterator[list[StoredItem]]],
+        check: Callable[[], None],
+        units: Callable[[int], None],
+        *,
+        replace: bool = False,
+    ) -> Collection:
+        """A new collection named `config.name` holding a snapshot's items: a "faiss" snapshot's files placed (hard
+        links, the log copied), any other written item by item; built and checked in a temporary directory, then
+        renamed into place. With `replace`, an existing collection of that name is swapped out in the same step (see
+        the module docstring). COLLECTION_EXISTS when the name is taken and not `replace`."""
+        name = config.name
+        with self._lock:
+            exists = name in self._collections
+            if (exists and not replace) or name in self._recovering or name in self._busy():
+                raise EmbedsvcError(
+                    Reason.COLLECTION_EXISTS,
+                    f"a collection named '{name}' exists (set replace_existing to restore over it)",
+                    field="name",
+                    metadata={"collection": name},
+                )
+            self._restoring.add(name)
+        tmp = self.root / f".restore-{name}-{uuid.uuid4().hex[:8]}"
+        try:
+            durable.ensure_dir(self.root)
+            durable.mkdir(tmp)
+            if manifest.format == FAISS:
+                snapshots.place(snapshot, source, manifest, tmp, check)
+                durable.write_atomic(tmp / CONFIG, config.to_json())
+                units(manifest.count)
+            else:
+                self._write_items(tmp, config, items, check, units)
+            return self._publish(tmp, name)
+        except BaseException:
+            durable.remove_tree(tmp)
+            raise
+        finally:
+            with self._lock:
+                self._restoring.discard(name)
+
+    def _write_items(
+        self,
+        tmp: Path,
+        config: CollectionConfig,
+        items: Callable[[], Iterator[list[StoredItem]]],
+        check: Callable[[], None],
+        units: Callable[[int], None],
+    ) -> None:
+        durable.write_atomic(tmp / CONFIG, config.to_json())
+        collection = Collection.open(tmp, self.checkpoint_bytes)
+        try:
+            collection.check_ready()
+            done = 0
+            for batch in items():
+                check()
+                vectors = np.stack([i.vector for i in batch]).astype(np.float32)
+                ids, metadata, inputs = [i.id for i in batch], [i.metadata for i in batch], [i.input for i in batch]
+                collection.upsert(Upsert(ids, vectors, metadata, inputs))
+                done += len(batch)
+                units(done)
+            collection.checkpoint()
+        finally:
+            collection.close()
+
+    def _publish(self, tmp: Path, name: str) -> Collection:
+        """Rename a restored collection's directory into place (swapping out an open collection of that name)."""
+        final = self.root / name
+        with self._lock:
+            old = self._collections.pop(name, None)
+            if old is not None:
+                self._recovering.add(name)  # calls meanwhile: COLLECTION_NOT_READY, retry
+        aside = self.root / f"{_REPLACING}{name}"
+        try:
+            if old is not None:
+                old.close()
+                durable.remove_tree(aside)
+                durable.replace(final, aside)
+                durable.fsync_dir(self.root)
+            durable.replace(tmp, final)
+            durable.fsync_dir(self.root)
+        except BaseException:
+            if old is not None:  # put the old collection back, as a restart would
+                if aside.exists() and not final.exists():
+                    durable.replace(aside, final)
+                    durable.fsync_dir(self.root)
+                reopened = Collection.open(final, self.checkpoint_bytes)
+                with self._lock:
+                    self._collections[name] = reopened
+                    self._recovering.discard(name)
+            raise
+        if old is not None:
+            durable.remove_tree(aside)
+        collection = Collection.open(final, self.checkpoint_bytes)
+        with self._lock:
+            self._collections[name] = collection
+            self._recovering.discard(name)
+        return collection
 
     def keyword_unsupported(self) -> None:
         """Every embedded collection can have a keyword index."""

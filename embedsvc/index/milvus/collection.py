@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from embedsvc.index.keyword.analyzer import terms
 from embedsvc.index.milvus import bulk
 from embedsvc.index.milvus.client import Connection
 from embedsvc.index.milvus.expressions import FX, INPUT, META, filter_index, literal, translate
+from embedsvc.index.snapshot_files import ITEMS, ItemsWriter, Taken
 from embedsvc.index.types import (
     HIT_OVERHEAD,
     CollectionConfig,
@@ -56,6 +58,7 @@ TEXT = "text"
 SPARSE = "sparse"
 UNKNOWN_COUNT = -1
 _ID_CHUNK = 1000
+_SNAPSHOT_PAGE = 2000  # items per query of a snapshot's export
 
 
 def index_params(config: CollectionConfig) -> tuple[str, dict[str, Any]]:
@@ -482,6 +485,44 @@ class MilvusCollection:
             yield [self._item(r, True) for r in rows]
             # Not `len(rows) < batch_size`: with reduce_stop_for_best a page may stop short of the batch size.
             last = rows[-1]["id"]
+
+    def snapshot(
+        self, dest: Path, check: Callable[[], None] = lambda: None, units: Callable[[int], None] = lambda _n: None
+    ) -> Taken:
+        """Every item, in id order, as an "items" snapshot in `dest` (index/snapshot_files.py). A logical export
+        through the same queries as `export`: where the server answers the first page with an MVCC timestamp
+        (Milvus 2.4 and later), every later page is read at that timestamp and the snapshot is the collection at one
+        moment; otherwise (Milvus Lite, Milvus 2.3) each page is read as it is then, so a write made during the
+        export may or may not be in it (an item present throughout is there exactly once)."""
+        self.check_ready()
+        writer = ItemsWriter(dest, self.config.dimension)
+        pinned = 0
+        last: str | None = None
+        while True:
+            check()
+            options: dict[str, Any] = {"guarantee_timestamp": pinned} if pinned else {}
+            rows = self.connection.run(
+                "snapshot",
+                self.client.query,
+                self.name,
+                filter=f"id > {literal(last)}" if last is not None else 'id != ""',
+                limit=_SNAPSHOT_PAGE,
+                output_fields=["id", FX, "vector"],
+                iterator="True",
+                reduce_stop_for_best="True",
+                **options,
+            )
+            if last is None:
+                extra = getattr(rows, "extra", None) or {}
+                pinned = int(extra.get("iterator_session_ts", 0) or 0)
+            if not rows:
+                break
+            rows = sorted(rows, key=lambda r: r["id"])
+            writer.add([self._item(r, True) for r in rows])
+            units(writer.added)
+            last = rows[-1]["id"]
+        files = writer.close()
+        return Taken(ITEMS, writer.count, pinned, pinned > 0, files)
 
     def rebuild(
         self,

@@ -1,13 +1,24 @@
 """Collections in Milvus: a catalog collection holding each embedsvc collection's configuration, and one Milvus
 collection per embedsvc collection (named `es_` + the name's bytes in hex: Milvus names allow only letters, digits
 and underscores). Every lookup asks Milvus, so several embedsvc replicas can serve the same collections.
+
+A collection exists for embedsvc once its catalog row does. Restoring a snapshot fills a Milvus collection under a
+temporary name (`es_restore_<seconds>_<hex>`), renames it, then writes the catalog row: a failure drops it, and one
+that a crash left behind is invisible (no catalog row) and dropped by the next start a day later (no restore takes
+that long, and another replica's running restore must not be dropped).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index.milvus.client import Connection, MilvusOptions, ensure_table
@@ -23,11 +34,15 @@ from embedsvc.index.milvus.collection import (
     unsupported,
 )
 from embedsvc.index.milvus.expressions import literal
-from embedsvc.index.types import CollectionConfig
+from embedsvc.index.snapshot_files import Manifest
+from embedsvc.index.types import CollectionConfig, StoredItem, Upsert
 
 log = logging.getLogger(__name__)
+_WRITE_BATCH = 1000  # items per Milvus write when restoring
 CATALOG = "embedsvc_catalog"
 PREFIX = "es_"
+RESTORING = "es_restore_"
+_LEFTOVER_S = 24 * 3600
 
 
 def milvus_name(name: str) -> str:
@@ -61,6 +76,20 @@ class MilvusStore:
             log.error("Milvus at %s is unavailable at start: %s (collection calls will retry)", self.options.uri, exc)
             return
         log.info("Milvus at %s: %d collections", self.options.uri, len(names))
+        self._drop_leftovers()
+
+    def _drop_leftovers(self) -> None:
+        """Drop the temporary collections of restores that a crash stopped more than a day ago."""
+        connection = self.connection
+        try:
+            found = connection.run("restore", connection.client.list_collections)
+        except EmbedsvcError:
+            return
+        for name in found:
+            started = name.removeprefix(RESTORING).split("_")[0]
+            if name.startswith(RESTORING) and started.isdigit() and time.time() - int(started) > _LEFTOVER_S:
+                log.warning("dropping %s, left by a restore that did not finish", name)
+                connection.run("restore", connection.client.drop_collection, name, ddl=True)
 
     def _configs(self, expression: str = "") -> dict[str, CollectionConfig]:
         connection = self.connection
@@ -115,8 +144,6 @@ class MilvusStore:
             return None
 
     def create(self, config: CollectionConfig) -> MilvusCollection:
-        from pymilvus import DataType, Function, FunctionType
-
         for field, why in unsupported(config):
             raise not_supported(field, why)
         connection = self.connection
@@ -134,6 +161,20 @@ class MilvusStore:
                 field="name",
                 metadata={"collection": config.name},
             )
+        self._create_table(name, config)
+        self._catalog(config)
+        return self.get(config.name)
+
+    def _catalog(self, config: CollectionConfig) -> None:
+        connection = self.connection
+        row = {"name": config.name, "vector": [0.0, 0.0], "config": config.to_json().decode("utf-8")}
+        connection.run("create", connection.client.upsert, CATALOG, data=[row], write=True)
+
+    def _create_table(self, name: str, config: CollectionConfig) -> None:
+        from pymilvus import DataType, Function, FunctionType
+
+        connection = self.connection
+        client = connection.client
         schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=max(self.max_id_bytes, 1))
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=config.dimension)
@@ -178,8 +219,64 @@ class MilvusStore:
             raise not_supported(
                 "index.quantization", f"this Milvus server ({version}) has no {kind} index; use FAISS, or IVF_SQ8"
             ) from None
-        row = {"name": config.name, "vector": [0.0, 0.0], "config": config.to_json().decode("utf-8")}
-        connection.run("create", client.upsert, CATALOG, data=[row], write=True)
+
+    def restore(
+        self,
+        config: CollectionConfig,
+        snapshot: str,
+        source: Path,
+        manifest: Manifest,
+        items: Callable[[], Iterator[list[StoredItem]]],
+        check: Callable[[], None],
+        units: Callable[[int], None],
+        *,
+        replace: bool = False,
+    ) -> MilvusCollection:
+        """A new collection holding a snapshot's items, written under a temporary name, then renamed and entered in
+        the catalog (see the module docstring). With `replace`, an existing collection of that name is dropped just
+        before the rename: on Milvus that swap is not one step (a call in between finds no collection)."""
+        for field, why in unsupported(config):
+            raise not_supported(field, why)
+        connection = self.connection
+        client = connection.client
+        final = milvus_name(config.name)
+        if not replace and (self.has(config.name) or connection.run("restore", client.has_collection, final)):
+            raise EmbedsvcError(
+                Reason.COLLECTION_EXISTS,
+                f"a collection named '{config.name}' exists (set replace_existing to restore over it)",
+                field="name",
+                metadata={"collection": config.name},
+            )
+        tmp = f"{RESTORING}{int(time.time())}_{secrets.token_hex(6)}"
+        self._create_table(tmp, config)
+        try:
+            connection.run("load", client.load_collection, tmp, ddl=True)
+            collection = MilvusCollection(connection, config, tmp)
+            done = 0
+            for batch in items():
+                check()
+                vectors = np.stack([i.vector for i in batch]).astype(np.float32)
+                ids, metadata, inputs = [i.id for i in batch], [i.metadata for i in batch], [i.input for i in batch]
+                for start in range(0, len(ids), _WRITE_BATCH):
+                    part = slice(start, start + _WRITE_BATCH)
+                    collection.upsert(Upsert(ids[part], vectors[part], metadata[part], inputs[part]))
+                done += len(batch)
+                units(done)
+            check()
+            if replace and self.has(config.name):
+                self.delete(config.name)
+            elif connection.run("restore", client.has_collection, final):  # a collection of a crashed restore
+                log.warning("dropping Milvus collection %s, which no catalog entry names", final)
+                connection.run("restore", client.drop_collection, final, ddl=True)
+            connection.run("release", client.release_collection, tmp, ddl=True)
+            connection.run("rename", client.rename_collection, tmp, final, idempotent=False, ddl=True)
+        except BaseException:
+            try:
+                connection.run("restore", client.drop_collection, tmp, ddl=True)
+            except EmbedsvcError as exc:
+                log.error("cannot drop %s after a failed restore: %s (dropped a day later at start)", tmp, exc)
+            raise
+        self._catalog(config)
         return self.get(config.name)
 
     def delete(self, name: str) -> None:

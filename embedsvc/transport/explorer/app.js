@@ -101,7 +101,7 @@ async function loadCatalogue() {
   }
   if (params.get("model")) $("arith-model").value = params.get("model");
   fillModels($("map-model"), ["MODEL_KIND_WORD_VECTORS"], params.get("model"));
-  fillModels($("latent-model"), ["MODEL_KIND_VAE"], params.get("vae"));
+  fillModels($("latent-model"), LATENT_KINDS, params.get("vae"));
   for (const select of [$("map-collection"), $("search-collection")]) {
     select.innerHTML = "";
     for (const c of state.collections) option(select, c.name, `${c.name} (${c.count || 0} items${c.model ? ", " + c.model : ""})`);
@@ -265,6 +265,44 @@ function tip(event, text) {
 // ---- latent --------------------------------------------------------------------------------------------------------
 
 const latentOf = (image) => (image.latent && image.latent.values) || [];
+const LATENT_KINDS = ["MODEL_KIND_VAE", "MODEL_KIND_GAN", "MODEL_KIND_AUTOENCODER"];
+const OPERATION_NAMES = {
+  LATENT_OPERATION_DECODE: "decode", LATENT_OPERATION_ENCODE: "encode", LATENT_OPERATION_SAMPLE: "sample",
+  LATENT_OPERATION_ANOMALY_SCORE: "anomaly scores", LATENT_OPERATION_INPAINT: "inpaint",
+};
+
+// What the chosen model offers (ModelInfo.latentOperations): the page shows only the controls it can serve.
+function latentOperations() {
+  const m = state.models.find((m) => m.name === $("latent-model").value);
+  return (m && m.latentOperations) || [];
+}
+
+function offerLatent() {
+  const offered = latentOperations();
+  document.querySelectorAll("#page-latent [data-needs]").forEach((el) => { el.hidden = !offered.includes(el.dataset.needs); });
+  const m = state.models.find((m) => m.name === $("latent-model").value);
+  const kind = m ? m.kind.replace("MODEL_KIND_", "").toLowerCase() : "";
+  $("latent-offers").textContent = m ? `${m.name} (${kind}) offers: ${offered.map((o) => OPERATION_NAMES[o] || o).join(", ")}` +
+    (offered.includes("LATENT_OPERATION_SAMPLE") ? "" : " (no prior to sample from: draw or upload digits and use them as A and B)") : "";
+}
+
+// The page's first view for the chosen model: samples when it has a prior, else its directions only.
+async function showLatent() {
+  offerLatent();
+  if (latentOperations().includes("LATENT_OPERATION_SAMPLE")) return sample();
+  setParams({ page: "latent", vae: $("latent-model").value });
+  state.samples = []; state.latents = []; state.a = null; state.b = null;
+  await loadDirections($("latent-model").value);
+}
+
+async function loadDirections(model) {
+  const directions = (await api("LatentService/ListDirections", { model })).directions || [];
+  const select = $("trav-direction");
+  select.innerHTML = "";
+  for (const d of directions) option(select, d.name, `${d.name} (${d.fromLabel} → ${d.toLabel})`);
+  $("trav-go").disabled = directions.length === 0;
+  $("trav-go").title = directions.length ? "" : "no stored direction: create one with LatentService/CreateDirection";
+}
 
 function pick(index, which) {
   state[which] = state.latents[index];
@@ -291,12 +329,7 @@ async function sample() {
   });
   pick(0, "a"); pick(15, "b");
   await manifold();  // the manifold follows the samples: shown with them, not after a click
-  const directions = (await api("LatentService/ListDirections", { model })).directions || [];
-  const select = $("trav-direction");
-  select.innerHTML = "";
-  for (const d of directions) option(select, d.name, `${d.name} (${d.fromLabel} → ${d.toLabel})`);
-  $("trav-go").disabled = directions.length === 0;
-  $("trav-go").title = directions.length ? "" : "no stored direction: create one with LatentService/CreateDirection";
+  await loadDirections(model);
 }
 
 async function manifold() {
@@ -324,7 +357,7 @@ async function manifold() {
 }
 
 async function interpolate() {
-  if (!state.a || !state.b) throw new Error("sample first, then pick A and B");
+  if (!state.a || !state.b) throw new Error("sample (or draw and encode) first, then pick A and B");
   const steps = Number($("interp-steps").value) || 9;
   const frames = await stream("LatentService/Interpolate", {
     model: $("latent-model").value, start: { latent: { values: state.a } }, end: { latent: { values: state.b } },
@@ -343,7 +376,7 @@ function showFrame() {
 }
 
 async function traverse() {
-  if (!state.a) throw new Error("sample first, then pick A");
+  if (!state.a) throw new Error("sample (or draw and encode) first, then pick A");
   const strengths = [-2, -1.5, -1, -0.5, 0, 0.5, 1, 1.5, 2];
   const frames = await stream("LatentService/Traverse", {
     model: $("latent-model").value, start: { latent: { values: state.a } }, direction: $("trav-direction").value, strengths,
@@ -413,7 +446,7 @@ async function search() {
   const filter = $("search-filter").value.trim(), k = Number($("search-k").value) || 10, mode = $("search-mode").value;
   setParams({ page: "search", collection, q, as, filter, k, mode });
   const info = state.collections.find((c) => c.name === collection) || {};
-  const vae = state.models.find((m) => m.name === info.model && m.kind === "MODEL_KIND_VAE");
+  const vae = state.models.find((m) => m.name === info.model && LATENT_KINDS.includes(m.kind));
   let query;
   const file = $("search-image").files[0];
   if (file) query = { image: { data: b64(await file.arrayBuffer()) } };
@@ -475,6 +508,70 @@ function reportLine(r) {
   return line;
 }
 
+// ---- operations ----------------------------------------------------------------------------------------------------
+
+const seconds = (s) => (s >= 3600 ? `${(s / 3600).toFixed(1)} h` : s >= 60 ? `${Math.round(s / 60)} min` : `${Math.round(s)} s`);
+
+function operationMetadata(op) {
+  // OperationMetadata travels as a google.protobuf.Any: its fields sit beside "@type" in proto3 JSON.
+  return op.metadata || {};
+}
+
+function outcome(op, meta) {
+  if (op.error) return `${op.error.code || ""} ${(op.error.details || []).map((d) => d.reason).filter(Boolean).join(" ")}: ${op.error.message || ""}`;
+  if (!op.done) return meta.cancelRequested ? "cancelling" : "running";
+  const r = op.response || {};
+  if (meta.kind === "reembed") {
+    const switched = (r.switchedAliases || []).join(", ") || "no alias";
+    return `${(r.collection || {}).name || ""}: ${r.reembedded || 0} items, switched ${switched}` + (r.dropped ? `, left out ${r.dropped}` : "");
+  }
+  if (meta.kind === "snapshot") return `${r.name || ""} (${r.count || 0} items)`;
+  return r.name ? `${r.name} (${r.count || 0} items)` : "done";
+}
+
+let opsTimer = null;
+
+async function showOperations() {
+  const collection = $("ops-collection").value.trim();
+  setParams({ page: "operations", collection });
+  const answer = await api("OperationService/ListOperations", { pageSize: 100, collection });
+  const body = $("ops-table").querySelector("tbody");
+  body.innerHTML = "";
+  const operations = answer.operations || [];
+  for (const op of operations) {
+    const meta = operationMetadata(op);
+    const done = Number(meta.doneUnits || 0), total = Number(meta.totalUnits || 0);
+    const row = document.createElement("tr");
+    row.className = "operation";
+    row.dataset.name = op.name;
+    row.dataset.kind = meta.kind || "";
+    row.dataset.done = op.done ? "1" : "0";
+    row.innerHTML = `<td class="name"></td><td>${meta.kind || ""}</td><td class="col"></td><td class="stage"></td>
+      <td class="progress"><progress max="${total || 1}" value="${total ? done : 0}"></progress> <span></span></td>
+      <td>${meta.unitsPerSecond ? Math.round(meta.unitsPerSecond) + "/s" : ""}</td>
+      <td>${!op.done && meta.etaSeconds ? seconds(meta.etaSeconds) : ""}</td><td class="outcome"></td><td></td>`;
+    row.querySelector(".name").textContent = op.name.replace("operations/", "");
+    row.querySelector(".col").textContent = meta.collection || "";
+    const target = (meta.reembed || {}).target;
+    row.querySelector(".stage").textContent = (meta.stage || "") + (target ? ` → ${target}` : "");
+    row.querySelector(".progress span").textContent = total ? `${done} / ${total}` : "";
+    row.querySelector(".outcome").textContent = outcome(op, meta);
+    if (!op.done) {
+      const cancel = document.createElement("button");
+      cancel.type = "button"; cancel.textContent = "Cancel";
+      cancel.addEventListener("click", () => guarded(async () => {
+        await api("OperationService/CancelOperation", { name: op.name });
+        await showOperations();
+      }));
+      row.lastElementChild.appendChild(cancel);
+    }
+    body.appendChild(row);
+  }
+  if (!operations.length) body.innerHTML = "<tr><td colspan=9>no operations</td></tr>";
+  clearTimeout(opsTimer);
+  if (operations.some((op) => !op.done)) opsTimer = setTimeout(() => guarded(showOperations), 1000);
+}
+
 // ---- wiring --------------------------------------------------------------------------------------------------------
 
 function showPage(page) {
@@ -487,11 +584,12 @@ function restoreFields() {
     "arith-expr": "expr", "arith-method": "method", "arith-top": "top", "map-source": "source", "map-words": "words",
     "map-top": "top", "map-colour": "colour", "map-k": "k", "map-field": "field", "map-expr": "expr",
     "latent-seed": "seed", "latent-temp": "temp", "search-query": "q", "search-as": "as", "search-filter": "filter",
-    "search-k": "k", "search-mode": "mode",
+    "search-k": "k", "search-mode": "mode", "ops-collection": "collection",
   };
   const page = params.get("page") || "arithmetic";
   for (const [id, key] of Object.entries(fields)) {
-    const belongs = id.startsWith({ arithmetic: "arith", map: "map", latent: "latent", search: "search" }[page]);
+    const prefix = { arithmetic: "arith", map: "map", latent: "latent", search: "search", operations: "ops" }[page];
+    const belongs = id.startsWith(prefix);
     if (belongs && params.has(key)) $(id).value = params.get(key);
   }
   if (page === "arithmetic") $("arith-inputs").checked = params.get("inputs") === "1";
@@ -511,7 +609,9 @@ async function main() {
   submit("arith-form", arithmetic);
   submit("map-form", drawMap);
   submit("latent-form", sample);
+  $("latent-model").addEventListener("change", () => guarded(showLatent));
   submit("search-form", search);
+  submit("ops-form", showOperations);
   $("manifold-go").addEventListener("click", () => guarded(manifold));
   $("interp-go").addEventListener("click", () => guarded(interpolate));
   $("interp-slider").addEventListener("input", showFrame);
@@ -527,8 +627,9 @@ async function main() {
   // holds, the samples and their manifold).
   if (page === "arithmetic" && $("arith-model").value) await guarded(arithmetic);
   if (page === "map" && (params.has("source") || $("map-model").value)) await guarded(drawMap);
-  if (page === "latent" && $("latent-model").value) await guarded(sample);
+  if (page === "latent" && $("latent-model").value) await guarded(showLatent);
   if (page === "search" && params.has("q")) await guarded(search);
+  if (page === "operations") await guarded(showOperations);
   document.body.dataset.ready = "1";
 }
 

@@ -6,7 +6,8 @@ Every call is transcoded and sent to this server's own gRPC service over a priva
 passes the same interceptor as a gRPC call (API keys and roles, admission control, deadlines, limits, metrics, audit)
 and reaches the same servicers: nothing here re-implements the API, and the Connect routes are built from the table
 of services, so a new RPC is reachable over HTTP the moment it exists. Other HTTP dialects are route modules beside
-`connect.py`, registered in `app.ROUTE_MODULES`.
+`connect.py`, registered in `app.ROUTE_MODULES`: OpenAI's embeddings API (`openai.py`) and text-embeddings-inference's
+(`tei.py`).
 """
 
 from embedsvc.transport.http.connect import api_methods

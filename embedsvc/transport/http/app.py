@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from embedsvc.settings import Settings
-from embedsvc.transport.http import connect, openapi
+from embedsvc.transport.http import connect, openai, openapi, tei
 from embedsvc.transport.http.upstream import Upstream
 
 
@@ -36,8 +36,8 @@ class RouteModule(Protocol):
     def openapi(self, schemas: dict[str, Any]) -> dict[str, Any]: ...
 
 
-# The HTTP dialects, one line each.
-ROUTE_MODULES: tuple[RouteModule, ...] = (connect,)
+# The HTTP dialects, one line each: the API itself (Connect), OpenAI's /v1/embeddings, text-embeddings-inference's.
+ROUTE_MODULES: tuple[RouteModule, ...] = (connect, openai, tei)
 
 
 def build_app(settings: Settings, grpc_target: str, modules: tuple[RouteModule, ...] = ROUTE_MODULES) -> Starlette:

@@ -82,7 +82,9 @@ def document(modules: Iterable[Paths]) -> dict[str, Any]:
         "info": {
             "title": "embedsvc",
             "version": "v1",
-            "description": "The embedsvc gRPC API over HTTP/JSON (the Connect protocol). Generated from protos/.",
+            "description": "The embedsvc gRPC API over HTTP/JSON (the Connect protocol, generated from protos/), and "
+            "the OpenAI (/v1/embeddings, /v1/models) and text-embeddings-inference (/embed, /rerank, /tokenize, /info, "
+            "/health) dialects over it.",
         },
         "paths": paths,
         "components": {

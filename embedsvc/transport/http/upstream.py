@@ -10,15 +10,18 @@ keys, roles, admission, deadlines, limits, metrics and audit apply once, in the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from starlette.requests import Request
 
 from embedsvc.errors import Hint, Reason
 from embedsvc.settings import Settings
+
+M = TypeVar("M", bound=Message)
 
 # Errors whose next step is said differently over HTTP than in the gRPC message (errors.Hint): the HTTP words.
 HTTP_WORDS = {Hint.SEND_API_KEY.value: "no API key: send the header `Authorization: Bearer <key>`"}
@@ -76,6 +79,7 @@ class Upstream:
         self.grpc_target = grpc_target
         self.max_body = settings.limits.max_message_bytes
         self._channel: grpc.aio.Channel | None = None
+        self._callables: dict[str, Any] = {}
 
     @property
     def channel(self) -> grpc.aio.Channel:
@@ -93,6 +97,20 @@ class Upstream:
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close()
+        self._callables.clear()
+
+    async def unary(
+        self, path: str, message: Message, response: type[M], request: Request, timeout: float | None = None
+    ) -> M:
+        """One unary call of the API (`/embedsvc.v1.TextService/EmbedTexts`) on behalf of an HTTP request: its key,
+        request id and address travel with it. Raises grpc.aio.AioRpcError when the call fails."""
+        rpc = self._callables.get(path)
+        if rpc is None:
+            rpc = self._callables[path] = self.channel.unary_unary(
+                path, request_serializer=type(message).SerializeToString, response_deserializer=response.FromString
+            )
+        result: M = await rpc(message, metadata=self.metadata(request), timeout=timeout)
+        return result
 
     async def body(self, request: Request) -> bytes:
         """The request's body; LIMIT_EXCEEDED past the largest message, before reading it when the length is known."""

@@ -1,7 +1,6 @@
 """Checkpoints against writes that arrive while one is being written (index/faiss/recovery.py, log.py)."""
 
 import threading
-import time
 
 import numpy as np
 
@@ -9,18 +8,12 @@ from embedsvc.index.faiss.collection import Collection
 from embedsvc.index.faiss.log import LogWriter, Upsert
 from embedsvc.index.faiss.store import CollectionStore
 from embedsvc.index.types import CollectionConfig, IndexParams, Metric
+from tests.helpers import wait_for
 
 
 def batch(tag: str, n: int = 5) -> Upsert:
     x = np.random.default_rng(len(tag)).normal(size=(n, 4)).astype(np.float32)
     return Upsert([f"{tag}{i}" for i in range(n)], x, [{}] * n, [""] * n)
-
-
-def wait_until(condition, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.001)
 
 
 def test_inside_exclusive_the_settled_lsn_leaves_out_writes_still_waiting(tmp_path):
@@ -32,7 +25,7 @@ def test_inside_exclusive_the_settled_lsn_leaves_out_writes_still_waiting(tmp_pa
     def during() -> None:
         thread = threading.Thread(target=writer.commit, args=(batch("b"),))
         thread.start()
-        wait_until(lambda: writer.last_lsn == 2)  # b has its LSN, and waits for the exclusive section to end
+        wait_for(lambda: writer.last_lsn == 2, every=0.001)  # b has its LSN, and waits for the exclusive section to end
         seen["settled"], seen["applied"] = writer.settled_lsn, [r.lsn for r in applied]
         seen["thread"] = thread
 
@@ -57,7 +50,7 @@ def test_a_write_waiting_for_a_checkpoint_survives_a_restart(tmp_path, monkeypat
             thread = threading.Thread(target=collection.upsert, args=(batch("late"),))
             thread.start()
             late.append(thread)
-            wait_until(lambda: self.last_lsn == 2)
+            wait_for(lambda: self.last_lsn == 2, every=0.001)
             fn()
 
         real_exclusive(self, with_a_write_waiting)

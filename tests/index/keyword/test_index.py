@@ -1,21 +1,17 @@
 """The keyword index: writes searchable at once, replaces and deletes never found again, filters exact whatever
 their selectivity, analysis per language; and BM25 quality equal to the reference (bm25s) on Cranfield."""
 
-import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks import ireval  # not the benchmarks folder on sys.path: its milvus.py would shadow the milvus package
 from embedsvc.errors import EmbedsvcError
 from embedsvc.index.keyword.analyzer import LANGUAGES, check_language
 from embedsvc.index.keyword.index import Allowed, KeywordIndex
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
-import ireval
 
 
 def ids_of(index, text, k=10, allowed=None):

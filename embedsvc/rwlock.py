@@ -1,4 +1,5 @@
-"""A readers-writer lock for a collection: many searches at once, or one writer applying committed records."""
+"""A readers-writer lock: a FAISS collection's contents (many searches at once, or one writer applying committed
+records) and the write gate of every collection (core/collections/gates.py) use it."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ class RWLock:
         finally:
             with self._cond:
                 self._readers -= 1
-                self._cond.notify_all()
+                if not self._readers:  # only a writer waits on readers, and only for the last one
+                    self._cond.notify_all()
 
     @contextmanager
     def write(self) -> Iterator[None]:
