@@ -13,8 +13,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+# What write_file takes: bytes, or a sequence of buffers written one after another (numpy arrays, memory-mapped
+# columns: a large file is written without first being joined into one bytes object).
+Data = bytes | bytearray | memoryview | Sequence[Any]
 
 observer: Any = None
 
@@ -68,18 +73,29 @@ def truncate_file(path: Path, size: int) -> None:
         os.close(fd)
 
 
-def write_file(path: Path, data: bytes) -> None:
-    """Create or overwrite `path` with `data`, and fsync it (its directory entry still needs fsync_dir)."""
+def write_file(path: Path, data: Data) -> None:
+    """Create or overwrite `path` with `data` (bytes, or a sequence of buffers written in order), and fsync it (its
+    directory entry still needs fsync_dir)."""
     _before("write_file", path, data)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        parts: Sequence[Any] = [data] if isinstance(data, bytes | bytearray | memoryview) else data
+        for part in parts:
+            view = memoryview(part).cast("B")
+            while view:
+                view = view[os.write(fd, view[: 1 << 30]) :]
         _after("write_file", path, data)
         fsync(fd)
     finally:
         os.close(fd)
+
+
+def link(src: Path, dst: Path) -> None:
+    """A second name for an existing file (a hard link; durable after fsync_dir of dst's parent). Checkpoints share
+    their unchanged, never rewritten files this way."""
+    _before("link", src, dst)
+    os.link(src, dst)
+    _after("link", src, dst)
 
 
 def fsync_file(path: Path) -> None:

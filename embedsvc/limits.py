@@ -43,6 +43,8 @@ class Limits:
     max_queries: int = 1024
     # Collections: characters of a metadata filter.
     max_filter_chars: int = 4096
+    # Collections: metadata fields indexed for filters (indexed_fields of CreateCollection).
+    max_indexed_fields: int = 32
     # Collections: components of a vector.
     max_dimension: int = 4096
     # Texts in one EmbedTexts call (or stream message), and items with text inputs in one Upsert.

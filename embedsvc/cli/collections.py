@@ -15,7 +15,32 @@ import numpy as np
 
 from embedsvc.cli.output import clip, emit, fail, message_dict, to_json
 
-INDEX_PARAMETERS = ("m", "ef_construction", "ef_search", "nlist", "nprobe", "pq_m", "pq_bits")
+INDEX_PARAMETERS = (
+    "m",
+    "ef_construction",
+    "ef_search",
+    "nlist",
+    "nprobe",
+    "pq_m",
+    "pq_bits",
+    "rabitq_bits",
+    "oversample",
+)
+FIELD_TYPES = ("string", "integer", "timestamp")
+
+
+def _indexed_field(text: str) -> tuple[str, str]:
+    name, _, kind = text.rpartition(":")
+    if not name or kind not in FIELD_TYPES:
+        raise argparse.ArgumentTypeError(f"{text!r}: NAME:TYPE, TYPE one of {', '.join(FIELD_TYPES)}")
+    return name, kind
+
+
+def _recall(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: a recall above 0, at most 1")
+    return value
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -29,6 +54,34 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     cc.add_argument("--model", default="", help="bind to a hosted model: items and queries may be words")
     cc.add_argument(
         "--backend", choices=("faiss", "milvus"), default="", help="where the items live (default: the server's)"
+    )
+    cc.add_argument(
+        "--quantization",
+        choices=("none", "int8", "rabitq"),
+        default="",
+        help="compress the index (flat, hnsw: int8 only, ivf-flat); candidates are rescored with the float vectors",
+    )
+    cc.add_argument(
+        "--target-recall",
+        type=_recall,
+        default=0.0,
+        help="recall@10 searches aim for (default 0.95, unless --nprobe/--ef-search is set)",
+    )
+    cc.add_argument(
+        "--indexed-field",
+        type=_indexed_field,
+        action="append",
+        default=[],
+        metavar="NAME:TYPE",
+        help="index a metadata field for filters (TYPE: string, integer, timestamp); repeat for more",
+    )
+    cc.add_argument(
+        "--no-mmap",
+        dest="mmap",
+        action="store_const",
+        const=False,
+        default=None,
+        help="read the vectors into memory at open instead of mapping them",
     )
     cc.add_argument(
         "--document-prompt",
@@ -143,6 +196,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     se.add_argument("--filter", default="", help="e.g. 'genre = \"jazz\" AND year >= 1990'")
     se.add_argument("--exact", action="store_true", help="exhaustive search whatever the index")
     se.add_argument(
+        "--target-recall", type=_recall, default=0.0, help="recall@10 to aim for (default: the collection's)"
+    )
+    se.add_argument("--nprobe", type=int, default=0, help="IVF lists to visit (0: the collection's or the target's)")
+    se.add_argument(
+        "--ef-search", type=int, default=0, help="HNSW candidate list (0: the collection's or the target's)"
+    )
+    se.add_argument("--oversample", type=int, default=0, help="candidates per hit rescored (quantised indexes)")
+    se.add_argument(
         "--mode", choices=MODES, default="", help="dense, keyword (BM25) or hybrid (default: the collection's)"
     )
     fusion_arguments(se, "")
@@ -172,6 +233,9 @@ def info_line(info: Any) -> str:
     from embedsvc.v1 import collections_pb2, text_pb2
 
     kind = collections_pb2.IndexKind.Name(info.index.kind).removeprefix("INDEX_KIND_").lower().replace("_", "-")
+    quantization = collections_pb2.Quantization.Name(info.index.quantization).removeprefix("QUANTIZATION_").lower()
+    if quantization not in ("none", "unspecified"):
+        kind += f"+{quantization}"
     metric = collections_pb2.Metric.Name(info.metric).removeprefix("METRIC_").lower()
     state = collections_pb2.CollectionState.Name(info.state).removeprefix("COLLECTION_STATE_").lower()
     bound = f"  model {info.model}" if info.model else ""
@@ -185,7 +249,9 @@ def info_line(info: Any) -> str:
 
 
 def create(args: argparse.Namespace, client: Any) -> None:
-    params = {name: getattr(args, name) for name in INDEX_PARAMETERS if getattr(args, name)}
+    params: dict[str, Any] = {name: getattr(args, name) for name in INDEX_PARAMETERS if getattr(args, name)}
+    if args.target_recall:
+        params["target_recall"] = args.target_recall
     keyword: str | bool | None = False if args.no_keyword else args.keyword
     defaults = _fusion(args) | ({"mode": args.mode} if args.mode else {})
     created = client.create_collection(
@@ -195,6 +261,9 @@ def create(args: argparse.Namespace, client: Any) -> None:
         index=args.index,
         model=args.model,
         backend=args.backend,
+        quantization=args.quantization,
+        mmap=args.mmap,
+        indexed_fields=dict(args.indexed_field),
         document_prompt=args.document_prompt,
         query_prompt=args.query_prompt,
         dimensions=args.dimensions,
@@ -414,6 +483,10 @@ def search(args: argparse.Namespace, client: Any) -> None:
         "diversity": args.diversity,
         "diversity_candidates": args.diversity_candidates,
         "keep_inputs": args.keep_inputs,
+        "target_recall": args.target_recall,
+        "nprobe": args.nprobe,
+        "ef_search": args.ef_search,
+        "oversample": args.oversample,
     }
     hits = client.search(
         args.collection,

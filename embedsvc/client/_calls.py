@@ -7,7 +7,7 @@ client stream) and parses one response; a `Stream` call parses each response of 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -382,8 +382,11 @@ class Calls:
         metric: str,
         index: str,
         model: str,
-        params: dict[str, int],
+        params: dict[str, float],
         backend: str = "",
+        quantization: str = "",
+        mmap: bool | None = None,
+        indexed_fields: Mapping[str, str] | None = None,
         keyword: str | bool | None = None,
         search_defaults: dict[str, Any] | None = None,
         document_prompt: str | None = None,
@@ -395,9 +398,10 @@ class Calls:
             name=name,
             dimension=dimension,
             metric=req.choice(req.METRICS, metric, "metric"),
-            index=collections_pb2.IndexSpec(kind=req.choice(req.INDEX_KINDS, index, "index"), **params),
+            index=req.index_spec(index, quantization, mmap, params),
             model=model,
             backend=req.choice(req.BACKENDS, backend, "backend"),
+            indexed_fields=req.indexed_fields(indexed_fields),
             keyword=req.keyword_spec(keyword),
             search_defaults=req.search_defaults(**search_defaults) if search_defaults is not None else None,
         )

@@ -3,7 +3,7 @@ names, vectors, typed metadata, images, terms and expressions, items, queries an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,21 @@ INDEX_KINDS = {
     "hnsw": collections_pb2.INDEX_KIND_HNSW,
     "ivf-flat": collections_pb2.INDEX_KIND_IVF_FLAT,
     "ivf-pq": collections_pb2.INDEX_KIND_IVF_PQ,
+}
+
+
+QUANTIZATIONS = {
+    "": collections_pb2.QUANTIZATION_UNSPECIFIED,
+    "none": collections_pb2.QUANTIZATION_NONE,
+    "int8": collections_pb2.QUANTIZATION_INT8,
+    "rabitq": collections_pb2.QUANTIZATION_RABITQ,
+}
+
+
+FIELD_TYPES = {
+    "string": collections_pb2.FIELD_TYPE_STRING,
+    "integer": collections_pb2.FIELD_TYPE_INTEGER,
+    "timestamp": collections_pb2.FIELD_TYPE_TIMESTAMP,
 }
 
 
@@ -336,6 +351,8 @@ def search_options(
     nprobe: int = 0,
     include_vectors: bool = False,
     include_metadata: bool = True,
+    target_recall: float = 0.0,
+    oversample: int = 0,
     *,
     mode: str = "",
     fusion: str = "",
@@ -360,6 +377,8 @@ def search_options(
         nprobe=nprobe,
         include_vectors=include_vectors,
         include_metadata=include_metadata,
+        target_recall=target_recall,
+        oversample=oversample,
         mode=choice(MODES, mode, "mode"),
         group_by=group_by,
         group_size=group_size,
@@ -402,3 +421,32 @@ def search_defaults(
     if dense_weight is not None:
         defaults.fusion.dense_weight = dense_weight
     return defaults
+
+
+_INT_PARAMS = ("m", "ef_construction", "ef_search", "nlist", "nprobe", "pq_m", "pq_bits", "rabitq_bits", "oversample")
+
+
+def index_spec(kind: str, quantization: str, mmap: bool | None, params: dict[str, float]) -> collections_pb2.IndexSpec:
+    """An IndexSpec from names: kind, quantization, and the integer parameters and target_recall by name."""
+    unknown = sorted(set(params) - {*_INT_PARAMS, "target_recall"})
+    if unknown:
+        raise TypeError(f"unknown index parameters: {', '.join(unknown)}")
+    spec = collections_pb2.IndexSpec(
+        kind=choice(INDEX_KINDS, kind, "index"),
+        quantization=choice(QUANTIZATIONS, quantization, "quantization"),
+        target_recall=float(params.get("target_recall", 0.0)),
+    )
+    for name in _INT_PARAMS:
+        if name in params:
+            setattr(spec, name, int(params[name]))
+    if mmap is not None:
+        spec.mmap = mmap
+    return spec
+
+
+def indexed_fields(fields: Mapping[str, str] | None) -> list[collections_pb2.IndexedField]:
+    """{"tenant": "string", "year": "integer", "created": "timestamp"} as IndexedField messages."""
+    return [
+        collections_pb2.IndexedField(name=name, type=choice(FIELD_TYPES, kind, f"indexed field {name!r}"))
+        for name, kind in (fields or {}).items()
+    ]

@@ -365,6 +365,7 @@ def packed_hits(r: collections_pb2.BatchSearchResponse) -> PackedHits:
         scores=np.frombuffer(p.scores, dtype="<f8").astype(np.float64),
         vectors=unpacked(p.vectors).copy() if p.HasField("vectors") else None,
         space=p.vectors.space,
+        provenance=provenance(r.provenance),
     )
 
 

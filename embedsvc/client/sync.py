@@ -6,7 +6,7 @@ Generated from aio.py by scripts/unasync_client.py; do not edit: edit aio.py, th
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -405,16 +405,21 @@ class Client:
         index: str = "flat",
         model: str = "",
         backend: str = "",
+        quantization: str = "",
+        mmap: bool | None = None,
+        indexed_fields: Mapping[str, str] | None = None,
         keyword: str | bool | None = None,
         search_defaults: dict[str, Any] | None = None,
         document_prompt: str | None = None,
         query_prompt: str | None = None,
         dimensions: int = 0,
         dtype: str = "",
-        **params: int,
+        **params: float,
     ) -> collections_pb2.CollectionInfo:
-        """metric: cosine | l2 | ip; index: flat | hnsw | ivf-flat | ivf-pq; backend: faiss | milvus (empty: the
-        server's default); params: m, ef_construction, ef_search, nlist, nprobe, pq_m, pq_bits.
+        """metric: cosine | l2 | ip; index: flat | hnsw | ivf-flat | ivf-pq; quantization: none | int8 | rabitq;
+        backend: faiss | milvus (empty: the server's default); mmap: keep the vectors memory-mapped (None: the
+        backend's default); indexed_fields: {field: string | integer | timestamp}; params: m, ef_construction,
+        ef_search, nlist, nprobe, pq_m, pq_bits, rabitq_bits, oversample, target_recall.
 
         keyword: the keyword index over the items' text (input): None, the server's default (English for a
         collection bound to a text model, none otherwise); True or a language ("english", "french", ..., "none"):
@@ -436,6 +441,9 @@ class Client:
                 model,
                 params,
                 backend,
+                quantization,
+                mmap,
+                indexed_fields,
                 keyword,
                 search_defaults,
                 document_prompt=document_prompt,
@@ -636,7 +644,8 @@ class Client:
         search's only query). Expressions over an image collection are lists of image, latent and DirectionRef
         terms; ItemRef terms are stored items.
 
-        Options: k, filter, exact, ef_search, nprobe, include_vectors, include_metadata; mode (dense | keyword |
+        Options: k, filter, exact, ef_search, nprobe, include_vectors, include_metadata, target_recall, oversample;
+        mode (dense | keyword |
         hybrid; default: the collection's), fusion (rrf | weighted), rrf_k, dense_weight, candidates; rerank (a
         cross-encoder model), rerank_candidates, raw_scores; group_by, group_size; diversity (0..1),
         diversity_candidates; keep_inputs; include_explanations.
@@ -668,7 +677,8 @@ class Client:
 
     def batch_search_packed(self, collection: str, queries: np.ndarray, **options: Any) -> PackedHits:
         """Many vector queries (an (n, d) array, sent packed), the hits in columns: cheaper than batch_search's one
-        object per hit on both sides for large batches. No metadata or inputs (include_metadata must not be True)."""
+        object per hit on both sides for large batches. No metadata or inputs (include_metadata must not be True).
+        The result's provenance has the search's effective parameters (nprobe, estimated_recall, ...)."""
         return self._unary(self._calls.batch_search_packed(collection, queries, options))
 
     def export_items(self, collection: str, *, batch_size: int = 1000, resume_token: str = "") -> Export:

@@ -281,6 +281,8 @@ class PackedHits:
     scores: np.ndarray  # (hits,) float64
     vectors: np.ndarray | None = None  # (hits, dimension) float32, with include_vectors
     space: str = ""
+    # The index used and the search's effective parameters (knobs, target and estimated recall).
+    provenance: Provenance | None = None
 
     @property
     def offsets(self) -> np.ndarray:

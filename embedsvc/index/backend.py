@@ -26,7 +26,7 @@ import numpy as np
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index.filtering import Filter
 from embedsvc.index.snapshot_files import Manifest, Taken
-from embedsvc.index.types import Backend, CollectionConfig, Hit, KeywordHits, State, StoredItem, Upsert
+from embedsvc.index.types import Backend, CollectionConfig, KeywordHits, Searched, State, StoredItem, Upsert
 from embedsvc.stats import Histogram
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -102,11 +102,16 @@ class VectorCollection(Protocol):
         exclude: Sequence[set[str]] = (),
         ef_search: int = 0,
         nprobe: int = 0,
+        oversample: int = 0,
+        target_recall: float = 0.0,
         exact: bool = False,
         with_metadata: bool = True,
         with_vectors: bool = False,
         max_response_bytes: int = 0,
-    ) -> tuple[list[list[Hit]], bool]: ...
+    ) -> Searched:
+        """(hits, exact) and the effective parameters; a backend refuses with OPERATION_NOT_SUPPORTED what it cannot
+        honour (target_recall, oversample)."""
+        ...
 
     @property
     def keyword_language(self) -> str:
@@ -220,6 +225,11 @@ class Stores:
 
     def get(self, name: str) -> VectorCollection:
         return self._holder(name).get(name)
+
+    def rescoring(self, backend: Backend) -> bool:
+        """Whether collections of this backend rescore quantised candidates and calibrate recall (the defaults of
+        oversample and target_recall apply); the others refuse those options."""
+        return bool(getattr(self.backends.get(backend), "rescoring", False))
 
     def create(self, config: CollectionConfig) -> VectorCollection:
         backend = self._backend(config.backend)

@@ -9,8 +9,12 @@ written as {"$timestamp": "<ISO 8601, UTC>"}, the only object a stored value can
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.index.types import FieldType, IndexedField
 
 Metadata = dict[str, Any]
 TIMESTAMP_KEY = "$timestamp"
@@ -41,3 +45,32 @@ def loads(text: str | bytes) -> Any:
 def size_bytes(metadata: Metadata) -> int:
     """What limits.max_metadata_bytes counts: the UTF-8 bytes of the metadata's compact JSON."""
     return len(dumps(metadata).encode("utf-8"))
+
+
+_FIELD_TYPES = {
+    FieldType.STRING: (lambda v: isinstance(v, str), "strings"),
+    FieldType.INTEGER: (lambda v: isinstance(v, int) and not isinstance(v, bool), "integers"),
+    FieldType.TIMESTAMP: (lambda v: isinstance(v, datetime), "timestamps"),
+}
+
+
+def check_indexed(fields: Sequence[IndexedField], metadata: Sequence[Metadata], field: str = "items") -> None:
+    """Every value of an indexed field is of its type, or a list of them (or the field is absent): what lets its
+    index answer filters exactly. INVALID_METADATA naming the item and field otherwise."""
+    if not fields:
+        return
+    for n, meta in enumerate(metadata):
+        if not meta:
+            continue
+        for f in fields:
+            if f.name not in meta:
+                continue
+            value = meta[f.name]
+            ok, plural = _FIELD_TYPES[f.type]
+            if not all(ok(e) for e in (value if isinstance(value, list) else [value])):
+                raise EmbedsvcError(
+                    Reason.INVALID_METADATA,
+                    f"metadata field {f.name!r} is indexed as {f.type.value}: its values must be {plural} or lists "
+                    f"of {plural}",
+                    field=f"{field}[{n}].metadata.{f.name}",
+                )

@@ -4,7 +4,8 @@ A snapshot is a directory with `manifest.json` and files. The manifest names the
 configuration (with its model binding), the item count, the position it was taken at, and every file with its size and
 sha256. Two formats:
 - "faiss" (`index/faiss/snapshots.py`): a FAISS collection's own files at one LSN: `collection.json`,
-  `checkpoint/{meta.json, vectors.npy, items.jsonl}` and `wal.log`.
+  `checkpoint/` (its latest checkpoint's files: `manifest.json`, segment files, `live.cols`, the index file; or, from
+  before checkpoint format 2, `meta.json`, `vectors.npy` and `items.jsonl`) and `wal.log`.
 - "items" (here): a logical export, in id order, in parts of at most `PART_ITEMS` items: `items-NNNNN.jsonl` (one
   `{"id", "input", "metadata"}` per line, metadata in the stored JSON form of `index/metadata.py`) and
   `vectors-NNNNN.npy` (float32, one row per line of the part).

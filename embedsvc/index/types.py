@@ -40,9 +40,53 @@ class IndexKind(StrEnum):
     IVF_PQ = "ivf-pq"
 
 
+class Quantization(StrEnum):
+    """How an index compresses its vectors (FLAT, HNSW and IVF-FLAT; IVF-PQ is quantised by its kind). A quantised
+    index fetches `oversample` x k candidates by their codes and rescores them with the exact float vectors."""
+
+    NONE = "none"
+    INT8 = "int8"  # a scalar quantiser, one byte per component (FAISS SQ8): 0.25 x the float vectors
+    RABITQ = "rabitq"  # RaBitQ, `rabitq_bits` bits per component (1 bit: d / 8 bytes and a few factors)
+
+
+class FieldType(StrEnum):
+    """The type of an indexed metadata field: every item's value must be one of it, a list of them, or absent."""
+
+    STRING = "string"
+    INTEGER = "integer"
+    TIMESTAMP = "timestamp"
+
+
+@dataclass(frozen=True)
+class IndexedField:
+    """A metadata field that equality, IN and range filters find through an index, at a cost in proportion to the
+    items that match (declared when the collection is created)."""
+
+    name: str
+    type: FieldType
+
+
+# Oversampling when a quantised index does not say: candidates fetched per hit, rescored with the float vectors.
+# Measured on clustered d = 128 vectors (README's cost curve): int8 reaches recall@10 1.0 after rescoring at 2;
+# RaBitQ needs more the fewer bits it keeps (4 bits: 0.99 at 4; 1 bit: 0.81 at 10); PQ (m = d / 4, 8 bits) at 4.
+_OVERSAMPLE = {"int8": 2, "pq": 4}
+_RABITQ_OVERSAMPLE = {1: 16, 2: 8, 3: 6, 4: 4}
+# What a collection's searches aim for unless a request says otherwise: recall@10 against exact search, estimated on
+# a sample of the collection's own vectors (IVF and HNSW kinds, and quantised FLAT).
+DEFAULT_TARGET_RECALL = 0.95
+
+
 @dataclass(frozen=True)
 class IndexParams:
-    """Index kind and parameters; 0 means "the default" until `resolved`."""
+    """Index kind and parameters; 0 means "the default" until `resolved`.
+
+    `quantization` compresses FLAT, HNSW and IVF-FLAT indexes (int8 on IVF-FLAT is FAISS's IVF-SQ8); a quantised index
+    and IVF-PQ fetch `oversample` x k candidates by their codes and rescore them with the float vectors (which stay
+    on disk, memory-mapped). `target_recall` is what searches aim for: the service measures recall against exact
+    search on a sample of the collection's own vectors and picks nprobe, ef_search or the oversampling that reaches
+    it. Unset, it is DEFAULT_TARGET_RECALL, unless the knob itself is set (nprobe for IVF, ef_search for HNSW, the
+    oversampling of a quantised FLAT index): then 0, the knob as set. `mmap` False reads the float vectors into
+    memory at open instead of mapping them."""
 
     kind: IndexKind = IndexKind.FLAT
     m: int = 0
@@ -52,20 +96,48 @@ class IndexParams:
     nprobe: int = 0
     pq_m: int = 0
     pq_bits: int = 0
+    quantization: Quantization = Quantization.NONE
+    rabitq_bits: int = 0
+    oversample: int = 0
+    target_recall: float = 0.0
+    mmap: bool | None = None  # None: the backend's default (mapped, on FAISS)
 
-    def resolved(self, dimension: int) -> IndexParams:
-        """Defaults filled in for this kind; parameters of other kinds zeroed."""
+    def resolved(self, dimension: int, *, rescoring: bool = True) -> IndexParams:
+        """Defaults filled in for this kind; parameters of other kinds zeroed. `rescoring` False (a backend that
+        neither rescores nor calibrates: Milvus) leaves oversample and target_recall as asked, so that the backend can
+        refuse them when set."""
+        knob_set = (
+            (self.kind is IndexKind.HNSW and self.ef_search)
+            or (self.is_ivf and self.nprobe)
+            or (self.kind is IndexKind.FLAT and self.quantization is not Quantization.NONE and self.oversample)
+        )
+        bits = oversample = 0
+        if self.quantization is Quantization.RABITQ:
+            bits = self.rabitq_bits or 4
+            oversample = self.oversample or _RABITQ_OVERSAMPLE.get(bits, 3)
+        elif self.quantization is Quantization.INT8:
+            oversample = self.oversample or _OVERSAMPLE["int8"]
+        elif self.kind is IndexKind.IVF_PQ:
+            oversample = self.oversample or _OVERSAMPLE["pq"]
+        target = self.target_recall or (0.0 if knob_set else DEFAULT_TARGET_RECALL)
+        if not rescoring:
+            oversample, target = self.oversample, self.target_recall
+        common = IndexParams(
+            self.kind,
+            quantization=self.quantization,
+            rabitq_bits=bits,
+            oversample=oversample,
+            target_recall=target,
+            mmap=self.mmap,
+        )
         if self.kind is IndexKind.FLAT:
-            return IndexParams(IndexKind.FLAT)
+            return common
         if self.kind is IndexKind.HNSW:
-            return IndexParams(
-                IndexKind.HNSW,
-                m=self.m or 32,
-                ef_construction=self.ef_construction or 200,
-                ef_search=self.ef_search or 64,
+            return replace(
+                common, m=self.m or 32, ef_construction=self.ef_construction or 200, ef_search=self.ef_search or 64
             )
         nlist = self.nlist or 256
-        ivf = IndexParams(self.kind, nlist=nlist, nprobe=self.nprobe or min(16, nlist))
+        ivf = replace(common, nlist=nlist, nprobe=self.nprobe or min(16, nlist))
         if self.kind is IndexKind.IVF_FLAT:
             return ivf
         pq_m = self.pq_m or next(m for m in (64, 32, 16, 8, 4, 2, 1) if dimension % m == 0)
@@ -85,6 +157,19 @@ class IndexParams:
                 f"must divide the dimension {dimension}",
             ),
             ("pq_bits", self.kind is not IndexKind.IVF_PQ or 1 <= self.pq_bits <= 16, "1..16"),
+            (
+                "quantization",
+                self.kind is not IndexKind.IVF_PQ or self.quantization is Quantization.NONE,
+                "IVF-PQ is quantised by its kind: leave quantization unset",
+            ),
+            (
+                "quantization",
+                self.kind is not IndexKind.HNSW or self.quantization is not Quantization.RABITQ,
+                "RaBitQ is offered on FLAT and IVF indexes (FAISS's HNSW with RaBitQ supports L2 only); use int8",
+            ),
+            ("rabitq_bits", self.quantization is not Quantization.RABITQ or 1 <= self.rabitq_bits <= 8, "1..8"),
+            ("oversample", 0 <= self.oversample <= 100, "0..100"),
+            ("target_recall", 0.0 <= self.target_recall <= 1.0, "0 (the knobs as set) to 1"),
         ]
         return [(f"index.{name}", f"{name}: {message}") for name, ok, message in checks if not ok]
 
@@ -93,13 +178,25 @@ class IndexParams:
         return self.kind in (IndexKind.IVF_FLAT, IndexKind.IVF_PQ)
 
     @property
+    def quantised(self) -> bool:
+        """Searched by codes, so candidates are rescored with the float vectors."""
+        return self.quantization is not Quantization.NONE or self.kind is IndexKind.IVF_PQ
+
+    @property
     def train_size(self) -> int:
-        """Vectors needed before training (FAISS wants about 39 points per centroid)."""
+        """Vectors needed before training (FAISS wants about 39 points per centroid; a scalar quantiser learns each
+        component's range, RaBitQ the centre of the data)."""
         if self.kind is IndexKind.IVF_FLAT:
             return 39 * self.nlist
         if self.kind is IndexKind.IVF_PQ:
             return 39 * max(self.nlist, 1 << self.pq_bits)
+        if self.quantization is not Quantization.NONE:
+            return QUANTISER_TRAIN_SIZE
         return 0
+
+
+# Vectors a quantised FLAT or HNSW index is trained on (its ranges or centre); searched exactly until then.
+QUANTISER_TRAIN_SIZE = 1000
 
 
 class SearchMode(StrEnum):
@@ -132,6 +229,7 @@ class CollectionConfig:
     # Seconds since the epoch (UTC); 0 in collections made before it was recorded (then the config file's mtime).
     created_at: float = 0.0
     backend: Backend = Backend.FAISS
+    indexed_fields: tuple[IndexedField, ...] = ()
     # The keyword index's analyzer language (index/keyword/analyzer.py); "" when the collection has none (every
     # collection made before keyword search existed opens so: dense only).
     keyword: str = ""
@@ -160,23 +258,34 @@ class CollectionConfig:
         data = asdict(self)
         data["metric"] = self.metric.value
         data["index"]["kind"] = self.index.kind.value
+        data["index"]["quantization"] = self.index.quantization.value
         data["backend"] = self.backend.value
+        data["indexed_fields"] = [{"name": f.name, "type": f.type.value} for f in self.indexed_fields]
         data["search_defaults"]["mode"] = self.search_defaults.mode.value
         return json.dumps({"format": 1, **data}, indent=2).encode("utf-8")
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> CollectionConfig:
+        """Also reads configurations written before quantisation, recall targets and indexed fields (none, target 0:
+        the knobs as configured, none)."""
         data = json.loads(raw)
         data.pop("format", None)
         index = data.pop("index")
         index["kind"] = IndexKind(index["kind"])
+        index["quantization"] = Quantization(index.get("quantization", Quantization.NONE.value))
+        index.setdefault("target_recall", 0.0)  # collections made before recall targets keep their knobs
         backend = Backend(data.pop("backend", Backend.FAISS.value))
+        fields = tuple(IndexedField(f["name"], FieldType(f["type"])) for f in data.pop("indexed_fields", []))
         defaults = data.pop("search_defaults", None) or {}
         defaults["mode"] = SearchMode(defaults.get("mode") or SearchMode.DENSE.value)
         return cls(
             **{**data, "metric": Metric(data["metric"]), "index": IndexParams(**index), "backend": backend},
+            indexed_fields=fields,
             search_defaults=SearchDefaults(**defaults),
         )
+
+    def indexed_field(self, name: str) -> IndexedField | None:
+        return next((f for f in self.indexed_fields if f.name == name), None)
 
 
 @dataclass(frozen=True)
@@ -195,6 +304,27 @@ class Hit:
     metadata: dict[str, Any] | None = None
     input: str = ""
     vector: np.ndarray | None = None
+
+
+class Searched(tuple[list[list[Hit]], bool]):
+    """What a collection's search returns: the pair (hits per query, whether the search was exact), which unpacks
+    as before, and `parameters`: the effective search parameters the provenance reports (nprobe, ef_search,
+    oversample, target_recall, estimated_recall: strings)."""
+
+    parameters: dict[str, str]
+
+    def __new__(cls, hits: list[list[Hit]], exact: bool, parameters: dict[str, str] | None = None) -> Searched:
+        self = super().__new__(cls, (hits, exact))
+        self.parameters = dict(parameters or {})
+        return self
+
+    @property
+    def hits(self) -> list[list[Hit]]:
+        return self[0]
+
+    @property
+    def exact(self) -> bool:
+        return self[1]
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,13 @@ from embedsvc.index.types import (
     Alias,
     Backend,
     CollectionConfig,
+    FieldType,
     Hit,
+    IndexedField,
     IndexKind,
     IndexParams,
     Metric,
+    Quantization,
     SearchDefaults,
     SearchMode,
     StoredItem,
@@ -57,6 +60,21 @@ KINDS: dict[int, IndexKind] = {
     collections_pb2.INDEX_KIND_IVF_PQ: IndexKind.IVF_PQ,
 }
 _KIND_MESSAGES: dict[IndexKind, Any] = {v: k for k, v in KINDS.items() if k != collections_pb2.INDEX_KIND_UNSPECIFIED}
+QUANTIZATIONS: dict[int, Quantization] = {
+    collections_pb2.QUANTIZATION_UNSPECIFIED: Quantization.NONE,
+    collections_pb2.QUANTIZATION_NONE: Quantization.NONE,
+    collections_pb2.QUANTIZATION_INT8: Quantization.INT8,
+    collections_pb2.QUANTIZATION_RABITQ: Quantization.RABITQ,
+}
+_QUANTIZATION_MESSAGES: dict[Quantization, Any] = {
+    v: k for k, v in QUANTIZATIONS.items() if k != collections_pb2.QUANTIZATION_UNSPECIFIED
+}
+FIELD_TYPES: dict[int, FieldType] = {
+    collections_pb2.FIELD_TYPE_STRING: FieldType.STRING,
+    collections_pb2.FIELD_TYPE_INTEGER: FieldType.INTEGER,
+    collections_pb2.FIELD_TYPE_TIMESTAMP: FieldType.TIMESTAMP,
+}
+_FIELD_TYPE_MESSAGES: dict[FieldType, Any] = {v: k for k, v in FIELD_TYPES.items()}
 
 
 def backend(value: int) -> Backend | None:
@@ -90,28 +108,61 @@ def metric(value: int) -> Metric | None:
     return METRICS[value]
 
 
+_INT_PARAMS = ("m", "ef_construction", "ef_search", "nlist", "nprobe", "pq_m", "pq_bits", "rabitq_bits", "oversample")
+
+
 def index_params(spec: collections_pb2.IndexSpec) -> IndexParams:
     if spec.kind not in KINDS:
         raise invalid("index.kind", f"unknown index kind {spec.kind}")
-    values = (spec.m, spec.ef_construction, spec.ef_search, spec.nlist, spec.nprobe, spec.pq_m, spec.pq_bits)
-    for name, value in zip(
-        ("m", "ef_construction", "ef_search", "nlist", "nprobe", "pq_m", "pq_bits"), values, strict=True
-    ):
+    if spec.quantization not in QUANTIZATIONS:
+        raise invalid("index.quantization", f"unknown quantization {spec.quantization}")
+    values = {name: getattr(spec, name) for name in _INT_PARAMS}
+    for name, value in values.items():
         if value < 0:
             raise invalid(f"index.{name}", f"{name} must not be negative")
-    return IndexParams(KINDS[spec.kind], *values)
+    if not 0.0 <= spec.target_recall <= 1.0:  # NaN fails this too
+        raise invalid("index.target_recall", f"target_recall must be 0..1, got {spec.target_recall}")
+    return IndexParams(
+        KINDS[spec.kind],
+        quantization=QUANTIZATIONS[spec.quantization],
+        target_recall=spec.target_recall,
+        mmap=spec.mmap if spec.HasField("mmap") else None,
+        **values,
+    )
 
 
 def index_spec(params: IndexParams) -> collections_pb2.IndexSpec:
-    return collections_pb2.IndexSpec(
+    spec = collections_pb2.IndexSpec(
         kind=_KIND_MESSAGES[params.kind],
-        m=params.m,
-        ef_construction=params.ef_construction,
-        ef_search=params.ef_search,
-        nlist=params.nlist,
-        nprobe=params.nprobe,
-        pq_m=params.pq_m,
-        pq_bits=params.pq_bits,
+        quantization=_QUANTIZATION_MESSAGES[params.quantization],
+        target_recall=params.target_recall,
+        **{name: getattr(params, name) for name in _INT_PARAMS},
+    )
+    if params.mmap is not None:
+        spec.mmap = params.mmap
+    return spec
+
+
+def indexed_fields(messages: Sequence[collections_pb2.IndexedField]) -> list[IndexedField]:
+    out = []
+    for n, message in enumerate(messages):
+        if message.type not in FIELD_TYPES:
+            raise invalid(
+                f"indexed_fields[{n}].type", f"{message.name!r}: the type must be string, integer or timestamp"
+            )
+        out.append(IndexedField(message.name, FIELD_TYPES[message.type]))
+    return out
+
+
+def _calibration(calibration: Any) -> collections_pb2.RecallCalibration | None:
+    if calibration is None:
+        return None
+    return collections_pb2.RecallCalibration(
+        knob=calibration.knob,
+        points=[collections_pb2.RecallPoint(value=v, oversample=o, recall=r) for v, o, r in calibration.points],
+        count=calibration.count,
+        queries=calibration.queries,
+        k=calibration.k,
     )
 
 
@@ -147,6 +198,11 @@ def info_message(info: CollectionInfo) -> collections_pb2.CollectionInfo:
         backend=backend_message(c.backend),
         keyword=retrieval_pb2.KeywordIndexSpec(language=c.keyword, enabled=True) if c.keyword else None,
         search_defaults=defaults_message(c),
+        indexed_fields=[
+            collections_pb2.IndexedField(name=f.name, type=_FIELD_TYPE_MESSAGES[f.type]) for f in c.indexed_fields
+        ],
+        mapped_bytes=info.mapped_bytes,
+        calibration=_calibration(info.calibration),
         prompts=(
             retrieval_pb2.CollectionPrompts(
                 document_prompt_name=c.document_prompt_name, query_prompt_name=c.query_prompt_name
@@ -419,6 +475,8 @@ def search_options(message: collections_pb2.SearchOptions) -> SearchOptions:
         diversity_candidates=message.diversity_candidates,
         keep_inputs=message.keep_inputs,
         include_explanations=message.include_explanations if message.HasField("include_explanations") else True,
+        target_recall=message.target_recall,
+        oversample=message.oversample,
     )
 
 

@@ -36,6 +36,7 @@ class CollectionServicer(collections_pb2_grpc.CollectionServiceServicer):
             cc.index_params(request.index),
             request.model,
             backend=cc.backend(request.backend),
+            indexed_fields=cc.indexed_fields(request.indexed_fields),
             keyword=cc.keyword_spec(request),
             search_defaults=cc.search_defaults(request),
             document_prompt=document_prompt,

@@ -30,6 +30,20 @@ class IndexKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INDEX_KIND_IVF_FLAT: _ClassVar[IndexKind]
     INDEX_KIND_IVF_PQ: _ClassVar[IndexKind]
 
+class Quantization(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    QUANTIZATION_UNSPECIFIED: _ClassVar[Quantization]
+    QUANTIZATION_NONE: _ClassVar[Quantization]
+    QUANTIZATION_INT8: _ClassVar[Quantization]
+    QUANTIZATION_RABITQ: _ClassVar[Quantization]
+
+class FieldType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FIELD_TYPE_UNSPECIFIED: _ClassVar[FieldType]
+    FIELD_TYPE_STRING: _ClassVar[FieldType]
+    FIELD_TYPE_INTEGER: _ClassVar[FieldType]
+    FIELD_TYPE_TIMESTAMP: _ClassVar[FieldType]
+
 class CollectionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     COLLECTION_STATE_UNSPECIFIED: _ClassVar[CollectionState]
@@ -52,6 +66,14 @@ INDEX_KIND_FLAT: IndexKind
 INDEX_KIND_HNSW: IndexKind
 INDEX_KIND_IVF_FLAT: IndexKind
 INDEX_KIND_IVF_PQ: IndexKind
+QUANTIZATION_UNSPECIFIED: Quantization
+QUANTIZATION_NONE: Quantization
+QUANTIZATION_INT8: Quantization
+QUANTIZATION_RABITQ: Quantization
+FIELD_TYPE_UNSPECIFIED: FieldType
+FIELD_TYPE_STRING: FieldType
+FIELD_TYPE_INTEGER: FieldType
+FIELD_TYPE_TIMESTAMP: FieldType
 COLLECTION_STATE_UNSPECIFIED: CollectionState
 COLLECTION_STATE_RECOVERING: CollectionState
 COLLECTION_STATE_READY: CollectionState
@@ -62,7 +84,7 @@ BACKEND_FAISS: Backend
 BACKEND_MILVUS: Backend
 
 class IndexSpec(_message.Message):
-    __slots__ = ("kind", "m", "ef_construction", "ef_search", "nlist", "nprobe", "pq_m", "pq_bits")
+    __slots__ = ("kind", "m", "ef_construction", "ef_search", "nlist", "nprobe", "pq_m", "pq_bits", "quantization", "rabitq_bits", "oversample", "target_recall", "mmap")
     KIND_FIELD_NUMBER: _ClassVar[int]
     M_FIELD_NUMBER: _ClassVar[int]
     EF_CONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +93,11 @@ class IndexSpec(_message.Message):
     NPROBE_FIELD_NUMBER: _ClassVar[int]
     PQ_M_FIELD_NUMBER: _ClassVar[int]
     PQ_BITS_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZATION_FIELD_NUMBER: _ClassVar[int]
+    RABITQ_BITS_FIELD_NUMBER: _ClassVar[int]
+    OVERSAMPLE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_RECALL_FIELD_NUMBER: _ClassVar[int]
+    MMAP_FIELD_NUMBER: _ClassVar[int]
     kind: IndexKind
     m: int
     ef_construction: int
@@ -79,10 +106,47 @@ class IndexSpec(_message.Message):
     nprobe: int
     pq_m: int
     pq_bits: int
-    def __init__(self, kind: _Optional[_Union[IndexKind, str]] = ..., m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_search: _Optional[int] = ..., nlist: _Optional[int] = ..., nprobe: _Optional[int] = ..., pq_m: _Optional[int] = ..., pq_bits: _Optional[int] = ...) -> None: ...
+    quantization: Quantization
+    rabitq_bits: int
+    oversample: int
+    target_recall: float
+    mmap: bool
+    def __init__(self, kind: _Optional[_Union[IndexKind, str]] = ..., m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_search: _Optional[int] = ..., nlist: _Optional[int] = ..., nprobe: _Optional[int] = ..., pq_m: _Optional[int] = ..., pq_bits: _Optional[int] = ..., quantization: _Optional[_Union[Quantization, str]] = ..., rabitq_bits: _Optional[int] = ..., oversample: _Optional[int] = ..., target_recall: _Optional[float] = ..., mmap: _Optional[bool] = ...) -> None: ...
+
+class IndexedField(_message.Message):
+    __slots__ = ("name", "type")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: FieldType
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[FieldType, str]] = ...) -> None: ...
+
+class RecallCalibration(_message.Message):
+    __slots__ = ("knob", "points", "count", "queries", "k")
+    KNOB_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    knob: str
+    points: _containers.RepeatedCompositeFieldContainer[RecallPoint]
+    count: int
+    queries: int
+    k: int
+    def __init__(self, knob: _Optional[str] = ..., points: _Optional[_Iterable[_Union[RecallPoint, _Mapping]]] = ..., count: _Optional[int] = ..., queries: _Optional[int] = ..., k: _Optional[int] = ...) -> None: ...
+
+class RecallPoint(_message.Message):
+    __slots__ = ("value", "oversample", "recall")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    OVERSAMPLE_FIELD_NUMBER: _ClassVar[int]
+    RECALL_FIELD_NUMBER: _ClassVar[int]
+    value: int
+    oversample: int
+    recall: float
+    def __init__(self, value: _Optional[int] = ..., oversample: _Optional[int] = ..., recall: _Optional[float] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "dimension", "metric", "index", "count", "trained", "model", "model_version", "space", "disk_bytes", "memory_bytes", "state", "error", "tombstones", "create_time", "aliases", "checkpoint_error", "checkpoint_failures", "backend", "keyword", "search_defaults", "prompts", "query_space", "shape")
+    __slots__ = ("name", "dimension", "metric", "index", "count", "trained", "model", "model_version", "space", "disk_bytes", "memory_bytes", "state", "error", "tombstones", "create_time", "aliases", "checkpoint_error", "checkpoint_failures", "backend", "keyword", "search_defaults", "prompts", "query_space", "indexed_fields", "mapped_bytes", "calibration", "shape")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +170,9 @@ class CollectionInfo(_message.Message):
     SEARCH_DEFAULTS_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
     QUERY_SPACE_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    MAPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     name: str
     dimension: int
@@ -130,8 +197,11 @@ class CollectionInfo(_message.Message):
     search_defaults: _retrieval_pb2.SearchDefaults
     prompts: _retrieval_pb2.CollectionPrompts
     query_space: str
+    indexed_fields: _containers.RepeatedCompositeFieldContainer[IndexedField]
+    mapped_bytes: int
+    calibration: RecallCalibration
     shape: VectorShape
-    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index: _Optional[_Union[IndexSpec, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., space: _Optional[str] = ..., disk_bytes: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[CollectionState, str]] = ..., error: _Optional[str] = ..., tombstones: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., aliases: _Optional[_Iterable[str]] = ..., checkpoint_error: _Optional[str] = ..., checkpoint_failures: _Optional[int] = ..., backend: _Optional[_Union[Backend, str]] = ..., keyword: _Optional[_Union[_retrieval_pb2.KeywordIndexSpec, _Mapping]] = ..., search_defaults: _Optional[_Union[_retrieval_pb2.SearchDefaults, _Mapping]] = ..., prompts: _Optional[_Union[_retrieval_pb2.CollectionPrompts, _Mapping]] = ..., query_space: _Optional[str] = ..., shape: _Optional[_Union[VectorShape, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index: _Optional[_Union[IndexSpec, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., space: _Optional[str] = ..., disk_bytes: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[CollectionState, str]] = ..., error: _Optional[str] = ..., tombstones: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., aliases: _Optional[_Iterable[str]] = ..., checkpoint_error: _Optional[str] = ..., checkpoint_failures: _Optional[int] = ..., backend: _Optional[_Union[Backend, str]] = ..., keyword: _Optional[_Union[_retrieval_pb2.KeywordIndexSpec, _Mapping]] = ..., search_defaults: _Optional[_Union[_retrieval_pb2.SearchDefaults, _Mapping]] = ..., prompts: _Optional[_Union[_retrieval_pb2.CollectionPrompts, _Mapping]] = ..., query_space: _Optional[str] = ..., indexed_fields: _Optional[_Iterable[_Union[IndexedField, _Mapping]]] = ..., mapped_bytes: _Optional[int] = ..., calibration: _Optional[_Union[RecallCalibration, _Mapping]] = ..., shape: _Optional[_Union[VectorShape, _Mapping]] = ...) -> None: ...
 
 class VectorShape(_message.Message):
     __slots__ = ("dimensions", "dtype", "calibration")
@@ -165,7 +235,7 @@ class Item(_message.Message):
     def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., input: _Optional[str] = ..., image: _Optional[_Union[_common_pb2.ImageInput, _Mapping]] = ..., metadata: _Optional[_Mapping[str, _common_pb2.MetadataValue]] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("name", "dimension", "metric", "index", "model", "backend", "keyword", "search_defaults", "prompts", "shape")
+    __slots__ = ("name", "dimension", "metric", "index", "model", "backend", "keyword", "search_defaults", "prompts", "indexed_fields", "shape")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -175,6 +245,7 @@ class CreateCollectionRequest(_message.Message):
     KEYWORD_FIELD_NUMBER: _ClassVar[int]
     SEARCH_DEFAULTS_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_FIELDS_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     name: str
     dimension: int
@@ -185,8 +256,9 @@ class CreateCollectionRequest(_message.Message):
     keyword: _retrieval_pb2.KeywordIndexSpec
     search_defaults: _retrieval_pb2.SearchDefaults
     prompts: _retrieval_pb2.CollectionPrompts
+    indexed_fields: _containers.RepeatedCompositeFieldContainer[IndexedField]
     shape: VectorShape
-    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index: _Optional[_Union[IndexSpec, _Mapping]] = ..., model: _Optional[str] = ..., backend: _Optional[_Union[Backend, str]] = ..., keyword: _Optional[_Union[_retrieval_pb2.KeywordIndexSpec, _Mapping]] = ..., search_defaults: _Optional[_Union[_retrieval_pb2.SearchDefaults, _Mapping]] = ..., prompts: _Optional[_Union[_retrieval_pb2.CollectionPrompts, _Mapping]] = ..., shape: _Optional[_Union[VectorShape, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index: _Optional[_Union[IndexSpec, _Mapping]] = ..., model: _Optional[str] = ..., backend: _Optional[_Union[Backend, str]] = ..., keyword: _Optional[_Union[_retrieval_pb2.KeywordIndexSpec, _Mapping]] = ..., search_defaults: _Optional[_Union[_retrieval_pb2.SearchDefaults, _Mapping]] = ..., prompts: _Optional[_Union[_retrieval_pb2.CollectionPrompts, _Mapping]] = ..., indexed_fields: _Optional[_Iterable[_Union[IndexedField, _Mapping]]] = ..., shape: _Optional[_Union[VectorShape, _Mapping]] = ...) -> None: ...
 
 class CreateCollectionResponse(_message.Message):
     __slots__ = ("collection",)
@@ -327,7 +399,7 @@ class Query(_message.Message):
     def __init__(self, vector: _Optional[_Union[_common_pb2.Vector, _Mapping]] = ..., item_id: _Optional[str] = ..., input: _Optional[str] = ..., expression: _Optional[_Union[_arithmetic_pb2.Expression, _Mapping]] = ..., image: _Optional[_Union[_common_pb2.ImageInput, _Mapping]] = ..., examples: _Optional[_Union[_retrieval_pb2.Examples, _Mapping]] = ..., keyword_text: _Optional[str] = ...) -> None: ...
 
 class SearchOptions(_message.Message):
-    __slots__ = ("k", "filter", "ef_search", "nprobe", "exact", "include_vectors", "include_metadata", "mode", "fusion", "rerank", "group_by", "group_size", "diversity", "diversity_candidates", "keep_inputs", "include_explanations")
+    __slots__ = ("k", "filter", "ef_search", "nprobe", "exact", "include_vectors", "include_metadata", "mode", "fusion", "rerank", "group_by", "group_size", "diversity", "diversity_candidates", "keep_inputs", "include_explanations", "target_recall", "oversample")
     K_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     EF_SEARCH_FIELD_NUMBER: _ClassVar[int]
@@ -344,6 +416,8 @@ class SearchOptions(_message.Message):
     DIVERSITY_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     KEEP_INPUTS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_EXPLANATIONS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_RECALL_FIELD_NUMBER: _ClassVar[int]
+    OVERSAMPLE_FIELD_NUMBER: _ClassVar[int]
     k: int
     filter: str
     ef_search: int
@@ -360,7 +434,9 @@ class SearchOptions(_message.Message):
     diversity_candidates: int
     keep_inputs: bool
     include_explanations: bool
-    def __init__(self, k: _Optional[int] = ..., filter: _Optional[str] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., exact: _Optional[bool] = ..., include_vectors: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., mode: _Optional[_Union[_retrieval_pb2.SearchMode, str]] = ..., fusion: _Optional[_Union[_retrieval_pb2.Fusion, _Mapping]] = ..., rerank: _Optional[_Union[_retrieval_pb2.RerankStage, _Mapping]] = ..., group_by: _Optional[str] = ..., group_size: _Optional[int] = ..., diversity: _Optional[float] = ..., diversity_candidates: _Optional[int] = ..., keep_inputs: _Optional[bool] = ..., include_explanations: _Optional[bool] = ...) -> None: ...
+    target_recall: float
+    oversample: int
+    def __init__(self, k: _Optional[int] = ..., filter: _Optional[str] = ..., ef_search: _Optional[int] = ..., nprobe: _Optional[int] = ..., exact: _Optional[bool] = ..., include_vectors: _Optional[bool] = ..., include_metadata: _Optional[bool] = ..., mode: _Optional[_Union[_retrieval_pb2.SearchMode, str]] = ..., fusion: _Optional[_Union[_retrieval_pb2.Fusion, _Mapping]] = ..., rerank: _Optional[_Union[_retrieval_pb2.RerankStage, _Mapping]] = ..., group_by: _Optional[str] = ..., group_size: _Optional[int] = ..., diversity: _Optional[float] = ..., diversity_candidates: _Optional[int] = ..., keep_inputs: _Optional[bool] = ..., include_explanations: _Optional[bool] = ..., target_recall: _Optional[float] = ..., oversample: _Optional[int] = ...) -> None: ...
 
 class SearchHit(_message.Message):
     __slots__ = ("id", "score", "vector", "input", "metadata", "is_input", "explanation")

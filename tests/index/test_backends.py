@@ -60,7 +60,9 @@ def store(request, tmp_path):
 def make(store, n, metric=Metric.COSINE, kind=IndexKind.FLAT, d=32, metadata=None, **params):
     name = f"c{next(_names)}"
     backend = Backend.MILVUS if not isinstance(store, CollectionStore) else Backend.FAISS
-    config = CollectionConfig(name, d, metric, IndexParams(kind, **params).resolved(d), backend=backend)
+    # Resolved as the service resolves it for this backend (Milvus neither rescores nor calibrates recall).
+    index = IndexParams(kind, **params).resolved(d, rescoring=backend is Backend.FAISS)
+    config = CollectionConfig(name, d, metric, index, backend=backend)
     collection = store.create(config)
     x = clustered(n, d)
     for s in range(0, n, 1000):
@@ -291,7 +293,8 @@ def texts_of(n, seed=0):
 def make_text(store, n, metadata=None, language="english", d=8):
     name = f"k{next(_names)}"
     backend = Backend.MILVUS if not isinstance(store, CollectionStore) else Backend.FAISS
-    config = CollectionConfig(name, d, Metric.COSINE, IndexParams().resolved(d), backend=backend, keyword=language)
+    index = IndexParams().resolved(d, rescoring=backend is Backend.FAISS)
+    config = CollectionConfig(name, d, Metric.COSINE, index, backend=backend, keyword=language)
     if backend is Backend.MILVUS:
         unsupported = store.keyword_unsupported()
         if unsupported is not None:  # the standalone server of the `milvus` package is 2.3

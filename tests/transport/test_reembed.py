@@ -110,7 +110,8 @@ def test_a_model_upgrade_reembeds_into_a_new_collection_and_switches_the_alias(c
     client.reload_model("words", model_file(files["v1"]))
     words, _ = planted_vectors()
     source = f"words-v1-{backend}"
-    client.create_collection(source, model="words", metric="cosine", backend=backend)
+    fields = {"w": "string"} if backend == "faiss" else None  # Milvus refuses indexed fields
+    client.create_collection(source, model="words", metric="cosine", backend=backend, indexed_fields=fields)
     client.create_alias(f"live-{backend}", source)
     client.upsert(source, [f"id-{w}" for w in words], inputs=words, metadata=[{"w": w} for w in words])
     old_version = client.get_collection(source).model_version
@@ -137,6 +138,7 @@ def test_a_model_upgrade_reembeds_into_a_new_collection_and_switches_the_alias(c
     )
     assert (result.reembedded, result.dropped, list(result.dropped_sample)) == (len(words) - 1, 1, ["id-noise39"])
     assert (result.collection.model, result.collection.model_version) == ("words", version)
+    assert [f.name for f in result.collection.indexed_fields] == list(fields or [])  # carried over
     assert (done.reembed.target, done.reembed.model_version, done.reembed.unembeddable) == (target, version, 1)
     # The alias now names the new collection, whose vectors are the upgraded model's.
     assert client.search(f"live-{backend}", input="king", k=1)[0].id != "id-king"

@@ -8,7 +8,7 @@ can never be created under the same name, and a collection cannot be deleted whi
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +21,7 @@ from embedsvc.core.collections.binding import (
     shape_fields,
     shaped,
 )
+from embedsvc.core.collections.checks import check_indexed_fields
 from embedsvc.core.collections.fusion import Fusion, Method
 from embedsvc.core.collections.service import CollectionInfo, Collections
 from embedsvc.core.operations import Operation, OperationStore, Progress
@@ -30,7 +31,15 @@ from embedsvc.errors import EmbedsvcError, Reason, invalid, limit_exceeded, miss
 from embedsvc.index.aliases import Alias, Aliases, not_found
 from embedsvc.index.backend import VectorCollection, check_name
 from embedsvc.index.keyword.analyzer import check_language
-from embedsvc.index.types import Backend, CollectionConfig, IndexParams, Metric, SearchDefaults, SearchMode
+from embedsvc.index.types import (
+    Backend,
+    CollectionConfig,
+    IndexedField,
+    IndexParams,
+    Metric,
+    SearchDefaults,
+    SearchMode,
+)
 
 REBUILD = "rebuild"
 # Whether the caller may see a collection (listings leave the others out); the transport knows the caller.
@@ -70,6 +79,7 @@ class CollectionAdmin:
         model: str,
         *,
         backend: Backend | None = None,
+        indexed_fields: Sequence[IndexedField] = (),
         keyword: KeywordSpec | None = None,
         search_defaults: SearchDefaults | None = None,
         document_prompt: str | None = None,
@@ -79,11 +89,13 @@ class CollectionAdmin:
     ) -> CollectionInfo:
         """`keyword`: the keyword index (None: one in English for a collection bound to a text model, none
         otherwise; on a backend that cannot hold one, none unless asked for, which is then BACKEND_UNSUPPORTED).
-        `search_defaults`: what searches get when they do not say (checked here). `document_prompt` /
-        `query_prompt`: a text-bound collection's prompt names ("" for none, None for the model's conventional ones:
-        "document", "passage" or "corpus"; "query"). `dimensions` / `dtype`: its shape (shapes.py): a text-bound
-        collection's Matryoshka dimensions and number type, or an unbound one's number type."""
+        `search_defaults`: what searches get when they do not say (checked here). `indexed_fields`: metadata fields
+        indexed for filters (at most limits.max_indexed_fields). `document_prompt` / `query_prompt`: a text-bound
+        collection's prompt names ("" for none, None for the model's conventional ones: "document", "passage" or
+        "corpus"; "query"). `dimensions` / `dtype`: its shape (shapes.py): a text-bound collection's Matryoshka
+        dimensions and number type, or an unbound one's number type."""
         check_name(name)
+        check_indexed_fields(indexed_fields, self.limits)
         if metric is None:
             raise missing("metric", "the metric")
         model_version = space = query_space = ""
@@ -125,7 +137,8 @@ class CollectionAdmin:
             raise missing("dimension", "a positive dimension (or a model)")
         if dimension > self.limits.max_dimension:
             raise limit_exceeded("dimension", "dimension", dimension, self.limits.max_dimension)
-        resolved = index.resolved(dimension)
+        backend = backend or self.store.default
+        resolved = index.resolved(dimension, rescoring=self.store.rescoring(backend))
         for field, message in resolved.problems(dimension):
             raise invalid(field, message)
         language = self._keyword(keyword, text_model, backend)
@@ -139,7 +152,8 @@ class CollectionAdmin:
             model_version,
             space or f"collection:{name}",
             created_at=datetime.now(UTC).timestamp(),
-            backend=backend or self.store.default,
+            backend=backend,
+            indexed_fields=tuple(indexed_fields),
             keyword=language,
             search_defaults=defaults,
             document_prompt_name=document.name if document else "",

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from embedsvc.errors import EmbedsvcError, Reason, check_count, limit_exceeded, missing
+from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
 from embedsvc.index import metadata as stored
+from embedsvc.index.types import IndexedField
 from embedsvc.limits import Limits
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -68,3 +69,20 @@ def check_ids(ids: Sequence[str], field: str, limits: Limits) -> None:
         if item_id in seen:
             raise EmbedsvcError(Reason.DUPLICATE_ID, f"id {item_id!r} appears twice", field=f"{field}[{i}]")
         seen.add(item_id)
+
+
+def check_indexed_fields(fields: Sequence[IndexedField], limits: Limits) -> None:
+    """The metadata fields a new collection indexes: at most limits.max_indexed_fields, valid names, each once."""
+    check_count("indexed_fields", "indexed fields", len(fields), limits.max_indexed_fields, minimum=0)
+    seen: set[str] = set()
+    for n, f in enumerate(fields):
+        where = f"indexed_fields[{n}].name"
+        if not f.name:
+            raise missing(where, "the field's name")
+        if len(f.name) > MAX_FIELD_NAME_CHARS or f.name.startswith("$"):
+            raise invalid(
+                where, f"field name {f.name!r}: 1 to {MAX_FIELD_NAME_CHARS} characters, not starting with '$'"
+            )
+        if f.name in seen:
+            raise invalid(where, f"field {f.name!r} is listed twice")
+        seen.add(f.name)

@@ -86,6 +86,8 @@ class SearchOptions:
     diversity_candidates: int = 0
     keep_inputs: bool = False
     include_explanations: bool = True
+    target_recall: float = 0.0  # 0: the collection's own (IndexSpec.target_recall)
+    oversample: int = 0  # quantised indexes: candidates per hit (0: the collection's, or the target's)
 
 
 def collection_fusion(config: CollectionConfig) -> Fusion:

@@ -103,6 +103,8 @@ class Backend:
     include_metadata: bool
     include_vectors: bool
     max_response_bytes: int
+    oversample: int = 0  # quantised indexes: candidates per hit (0: the collection's, or its target's)
+    target_recall: float = 0.0  # 0: the collection's own
 
 
 @dataclass
@@ -133,6 +135,8 @@ class Planner:
         self.need_vectors = backend.include_vectors or plan.diversity is not None
         self.lower_is_better = collection.config.metric is Metric.L2
         self.exact = True
+        # The dense searches' effective parameters (nprobe, ef_search, oversample, target and estimated recall).
+        self.parameters: dict[str, str] = {}
 
     def run(self, resolved: Sequence[Resolved]) -> list[QueryResult]:
         results: list[QueryResult] = []
@@ -210,19 +214,23 @@ class Planner:
         return out
 
     def _dense(self, vectors: np.ndarray, k: int, exclude: list[set[str]]) -> list[list[Hit]]:
-        hits, exact = self.collection.search(
+        searched = self.collection.search(
             vectors,
             k,
             where=self.backend.where,
             exclude=exclude,
             ef_search=self.backend.ef_search,
             nprobe=self.backend.nprobe,
+            oversample=self.backend.oversample,
+            target_recall=self.backend.target_recall,
             exact=self.backend.exact,
             with_metadata=self.need_metadata,
             with_vectors=self.need_vectors,
             max_response_bytes=self.backend.max_response_bytes,
         )
+        hits, exact = searched
         self.exact = self.exact and exact
+        self.parameters |= searched.parameters
         return hits
 
     def _fused(self, dense: list[Hit], keyword: list[Hit], depth: int) -> _Ranked:
@@ -254,6 +262,8 @@ class Planner:
             exclude=[exclude] * len(examples),
             ef_search=self.backend.ef_search,
             nprobe=self.backend.nprobe,
+            oversample=self.backend.oversample,
+            target_recall=self.backend.target_recall,
             exact=self.backend.exact,
             with_metadata=self.need_metadata,
             with_vectors=True,
@@ -261,6 +271,7 @@ class Planner:
         )
         hits_of, exact = lists
         self.exact = self.exact and exact
+        self.parameters |= lists.parameters
         seen: dict[str, Hit] = {}
         for hits in hits_of:
             for hit in hits:

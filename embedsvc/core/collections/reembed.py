@@ -179,12 +179,12 @@ class Reembedder:
         )
         return shaped(bound, shape)
 
-    @staticmethod
-    def _config(target: str, source: CollectionConfig, bound: Binding) -> CollectionConfig:
+    def _config(self, target: str, source: CollectionConfig, bound: Binding) -> CollectionConfig:
         index = source.index
         if index.kind is IndexKind.IVF_PQ and bound.dimension % max(index.pq_m, 1):
             index = replace(index, pq_m=0)  # the default for the new dimension
-        index = index.resolved(bound.dimension)
+        # Resolved as CreateCollection resolves for the backend: Milvus takes no oversample or recall target.
+        index = index.resolved(bound.dimension, rescoring=self.store.rescoring(source.backend))
         for field, message in index.problems(bound.dimension):
             raise invalid(field, f"the source's index does not suit dimension {bound.dimension}: {message}")
         return CollectionConfig(
@@ -197,6 +197,7 @@ class Reembedder:
             bound.space,
             created_at=datetime.now(UTC).timestamp(),
             backend=source.backend,
+            indexed_fields=source.indexed_fields,  # the metadata is copied as it is, so its indexed fields carry over
             keyword=source.keyword,  # the keyword index (over the same inputs) and search defaults carry over
             search_defaults=source.search_defaults,
             **shape_fields(bound),

@@ -37,9 +37,10 @@ from embedsvc.core.registry import ModelRegistry
 from embedsvc.core.texts import embedding as texts
 from embedsvc.core.texts.shapes import Calibrations, Dtype
 from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_exceeded, missing
+from embedsvc.index import metadata as stored
 from embedsvc.index.aliases import Aliases
 from embedsvc.index.backend import Stores, VectorCollection, check_name
-from embedsvc.index.types import CollectionConfig, SearchMode, StoredItem, Upsert
+from embedsvc.index.types import CollectionConfig, Quantization, SearchMode, StoredItem, Upsert
 from embedsvc.limits import Limits
 from embedsvc.vectors import packed_rows
 
@@ -93,6 +94,8 @@ class CollectionInfo:
     aliases: list[str] = field(default_factory=list)
     checkpoint_error: str = ""
     checkpoint_failures: int = 0
+    mapped_bytes: int = 0
+    calibration: Any = None  # the recall calibration (index/faiss/calibration.py), or None
 
 
 class Collections:
@@ -204,6 +207,7 @@ class Collections:
             inputs = [items[n].input for n in to_embed]
             vectors[to_embed] = model.embed(inputs, lambda i, _t: f"items[{to_embed[i]}].input", self.limits, control)
         metadata = [check_metadata(i.metadata, f"items[{n}].metadata", self.limits) for n, i in enumerate(items)]
+        stored.check_indexed(collection.config.indexed_fields, metadata)
         return collection, Upsert([i.id for i in items], vectors, metadata, [i.input for i in items])
 
     def stage_upsert(self, name: str, items: Sequence[ItemIn], control: CallControl | None = None) -> StagedWrite:
@@ -326,6 +330,10 @@ class Collections:
         for name_, value in (("ef_search", options.ef_search), ("nprobe", options.nprobe)):
             if not 0 <= value <= 65536:
                 raise invalid(f"options.{name_}", f"{name_} must be 0..65536, got {value}")
+        if not 0 <= options.oversample <= 100:
+            raise invalid("options.oversample", f"oversample must be 0..100, got {options.oversample}")
+        if not 0.0 <= options.target_recall <= 1.0:
+            raise invalid("options.target_recall", f"target_recall must be 0..1, got {options.target_recall}")
         k = plan.k
         if n_queries * k > self.limits.max_result_hits:
             raise limit_exceeded(
@@ -370,18 +378,22 @@ class Collections:
             report.query_prompt_name = config.query_prompt_name
         if not plan.staged and not examples:
             vectors = rows if rows is not None else np.stack([r.vector for r in resolved])  # type: ignore[misc]
-            lists, exact = collection.search(
+            searched = collection.search(
                 vectors,
                 k,
                 where=where,
                 exclude=[r.own for r in resolved] if rows is None else (),
                 ef_search=options.ef_search,
                 nprobe=options.nprobe,
+                oversample=options.oversample,
+                target_recall=options.target_recall,
                 exact=options.exact,
                 with_metadata=options.include_metadata,
                 with_vectors=options.include_vectors,
                 max_response_bytes=budget,
             )
+            lists, exact = searched
+            effective = searched.parameters
             results = [QueryResult(hits) for hits in lists]
             report.dense_candidates = k
         else:
@@ -396,6 +408,8 @@ class Collections:
                     options.include_metadata,
                     options.include_vectors,
                     budget,
+                    oversample=options.oversample,
+                    target_recall=options.target_recall,
                 ),
                 reranker=reranker,
                 max_candidates=self.limits.max_candidates,
@@ -403,6 +417,7 @@ class Collections:
             )
             results = planner.run(resolved)
             exact = planner.exact
+            effective = planner.parameters
         if options.include_vectors and shapes.dtype_of(config) in (Dtype.BINARY, Dtype.UBINARY):
             for result in results:
                 for hit in result.hits:
@@ -416,9 +431,11 @@ class Collections:
             parameters["nprobe"] = str(options.nprobe)
         if plan.mode is not SearchMode.DENSE:
             parameters["mode"] = plan.mode.value
-        provenance = Provenance(
-            config.model, config.model_version, f"{config.index.kind.value}/{config.metric.value}", parameters
-        )
+        parameters |= effective  # the knobs in effect: nprobe, ef_search, oversample, target and estimated recall
+        method = config.index.kind.value
+        if config.index.quantization is not Quantization.NONE:
+            method += f"+{config.index.quantization.value}"
+        provenance = Provenance(config.model, config.model_version, f"{method}/{config.metric.value}", parameters)
         return SearchOutcome(results, provenance, report, collection)
 
     @staticmethod

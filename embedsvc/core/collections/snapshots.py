@@ -35,7 +35,7 @@ from embedsvc.index.backend import check_name
 from embedsvc.index.snapshot_files import MANIFEST, FileCheck, Manifest, damaged, open_file
 from embedsvc.index.state import Records
 from embedsvc.index.stores import snapshot_items
-from embedsvc.index.types import Backend
+from embedsvc.index.types import Backend, CollectionConfig
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +250,8 @@ class Snapshots:
             backend=backend or old.backend,
             space=f"collection:{target}" if old.space == f"collection:{old.name}" else old.space,
         )
+        config, moved = self._for_backend(config, old.backend)
+        warnings += moved
         snapshot = PREFIX + manifest.id
 
         def work(progress: Progress) -> dict[str, Any]:
@@ -271,6 +273,34 @@ class Snapshots:
             return {"collection": target}
 
         return self.operations.start(RESTORE, target, work, params={"snapshot": snapshot, "name": target})
+
+    def _for_backend(self, config: CollectionConfig, source: Backend) -> tuple[CollectionConfig, list[str]]:
+        """A snapshot's configuration for the backend it is restored into, and a warning for each option left out.
+        Moved to a backend that neither rescores nor calibrates (Milvus), the embedded backend's recall target,
+        oversampling and indexed fields are left out (Milvus refuses them; its searches and filters work without
+        them); either way the index parameters are resolved as CreateCollection resolves them for that backend.
+        Options the target has no equivalent of at all (a quantised FLAT on Milvus) are still refused there."""
+        if config.backend is source:
+            return config, []
+        rescoring = self.store.rescoring(config.backend)
+        index = config.index
+        warnings = []
+        if not rescoring:
+            dropped = [n for n, v in (("target_recall", index.target_recall), ("oversample", index.oversample)) if v]
+            if dropped:
+                warnings.append(
+                    f"{' and '.join(dropped)} of the index left out: they are the embedded (FAISS) backend's "
+                    f"(set nprobe or ef_search on {config.backend.value})"
+                )
+            index = replace(index, target_recall=0.0, oversample=0)
+            if config.indexed_fields:
+                names = ", ".join(f.name for f in config.indexed_fields)
+                warnings.append(
+                    f"indexed fields ({names}) left out: {config.backend.value} has no such index here; filters on "
+                    "them work without it"
+                )
+                config = replace(config, indexed_fields=())
+        return replace(config, index=index.resolved(config.dimension, rescoring=rescoring)), warnings
 
     def _model_check(self, manifest: Manifest, allow_mismatch: bool) -> list[str]:
         """The warnings of restoring a bound collection whose model is not served at its version (refused unless

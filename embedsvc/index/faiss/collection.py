@@ -1,21 +1,31 @@
 """One collection of the embedded backend: the facade that the backend interface (`VectorCollection`) sees.
 
 A collection's work is split by job, one module each:
-- slots.py      the slot store: the items in memory (ids, metadata, inputs, vectors, live flags), as columns;
-- contents.py   the store and the indexes over its slots, under one readers-writer lock: where committed records land;
-- recovery.py   opening from checkpoint + log, checkpoints, compaction (the files: collection.json, wal.log,
-                checkpoint-<lsn>/);
-- training.py   building indexes: background training, the rebuild operation;
-- planning.py   searches: filters and their selectivity, exact or ANN, overfetch, PQ re-ranking, budgets, hits;
-- snapshots.py  a snapshot's files (the checkpoint and the log up to one LSN) and restoring them.
-- keywords.py   keyword (BM25) searches through the keyword index, with the planner's allowed items.
+- slots.py        the slot store: the items (ids, metadata, inputs, vectors, live flags) as columns, in segments
+                  memory-mapped from the checkpoint plus the rows appended since;
+- contents.py     the store and the indexes over its slots, under one readers-writer lock: where committed records
+                  land; what a checkpoint holds and how one is opened;
+- recovery.py     opening from checkpoint + log, checkpoints, compaction (the files: collection.json, wal.log,
+                  checkpoint-<lsn>/);
+- training.py     building indexes: background training and calibration, the rebuild operation, compaction;
+- planning.py     searches: filters (indexed fields first), recall targets, exact or ANN, overfetch, rescoring of
+                  quantised candidates, budgets, hits;
+- calibration.py  recall measured per setting of the index's knob, and the setting a target recall needs;
+- fields.py       indexed metadata fields: their entries per segment, and filters evaluated through them;
+- snapshots.py    a snapshot's files (the checkpoint's files and the log up to one LSN) and restoring them;
+- keywords.py     keyword (BM25) searches through the keyword index, with the planner's allowed items.
 This module wires them together, keeps the collection's state (RECOVERING, READY, DATA_LOSS) and its step sizes, and
 answers the reads (get, export, ids_with_inputs, info) under the contents' read lock.
 
 Concurrency: searches hold the read side of the lock; applying committed records holds the write side. Writers are
 ordered by the log (group commit); a record is applied only after it is durable. A replaced or deleted row is a
-tombstone until the next checkpoint compacts it away, or a rebuild. The FAISS index is a cache rebuilt from the rows at
-start.
+tombstone until a compaction (a checkpoint once more than half the slots are tombstones) or a rebuild. The FAISS index
+is a cache of the rows: kept in checkpoints (as codes per segment, or whole for HNSW) so that a restart maps and
+re-adds instead of training and encoding.
+
+Background work (one thread per collection, one job at a time): after an open, the checksums of the checkpoint's
+large files (a mismatch makes the collection DATA_LOSS); training once enough vectors arrived; a recall calibration
+after each training and as the collection grows.
 """
 
 from __future__ import annotations
@@ -30,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from embedsvc.errors import EmbedsvcError, Reason
-from embedsvc.index.faiss import recovery, snapshots, training
+from embedsvc.index import metadata as stored
+from embedsvc.index.faiss import calibration, checkpoint, recovery, snapshots, training
 from embedsvc.index.faiss.contents import Contents
 from embedsvc.index.faiss.keywords import KeywordSearch, missing_index
 from embedsvc.index.faiss.log import Delete, LogWriter, Upsert
@@ -39,7 +50,7 @@ from embedsvc.index.faiss.recovery import CONFIG, LOG, Checkpoints
 from embedsvc.index.faiss.vector_index import VectorIndex
 from embedsvc.index.filtering import Filter
 from embedsvc.index.snapshot_files import FAISS, Taken
-from embedsvc.index.types import CollectionConfig, Hit, KeywordHits, State, StoredItem
+from embedsvc.index.types import CollectionConfig, KeywordHits, Searched, State, StoredItem
 from embedsvc.stats import Histogram
 
 log = logging.getLogger(__name__)
@@ -53,9 +64,9 @@ __all__ = ["CONFIG", "LOG", "Collection", "State", "VectorIndex"]
 _QUERY_CHUNK = 256
 # Items a filter is evaluated on per step.
 _FILTER_CHUNK = 4096
-# Bytes of candidate vectors one IVF-PQ re-ranking step may gather (queries x candidates x dimension x 4).
+# Bytes of candidate vectors one rescoring step may gather (queries x candidates x dimension x 4).
 _RERANK_BYTES = 64 * 1024 * 1024
-# Vectors added to a rebuilt index per step.
+# Rows a rebuild adds to its new index per step (progress is reported, and cancellation checked, between steps).
 _REBUILD_CHUNK = 8192
 
 
@@ -67,8 +78,15 @@ class Collection:
         self.state = State.RECOVERING
         self.error = ""
         self._writer: LogWriter | None = None
-        self._trainer = training.Trainer(config.name, lambda: self.rebuild(check=self._check_open))
-        self._contents = Contents(config, on_trainable=self._trainer.start)
+        self._recalibrate = False
+        self._background = training.Background(
+            config.name, {"verify": self._verify, "train": self._train, "calibrate": self._calibrate}
+        )
+        self._contents = Contents(
+            config,
+            on_trainable=lambda: self._background.start("train"),
+            on_grown=lambda: self._background.start("calibrate"),
+        )
         self._checkpoints = Checkpoints(directory, self._contents, checkpoint_bytes, self._require_writer)
         self._planner = Planner(self._contents)
         # Snapshots copying the log's prefix (which a checkpoint would truncate): checkpoints wait for none to run,
@@ -93,6 +111,96 @@ class Collection:
             self._damaged(str(exc))
             return
         self.state = State.READY
+        if self._contents.saved is not None:
+            self._background.start("verify")
+        if self._needs_calibration():
+            self._background.start("calibrate")
+
+    def _verify(self) -> None:
+        """Check the checkpoint's large files (mapped at open, not read) against the manifest's checksums."""
+        contents = self._contents
+        saved = contents.saved
+        if saved is None:
+            return
+        path, manifest = saved
+        with contents.rw.read():
+            files = [s.file for s in contents.store.segments if s.file is not None]
+        for file in files:
+            entry = manifest.files.get(file.path.name)
+            try:
+                if entry is None or entry.bytes <= checkpoint.VERIFY_AT_OPEN:
+                    file.close()
+                    continue
+                if file.digest() != entry.sha256:
+                    self._damaged(f"{path.name}/{file.path.name}: checksum mismatch; the files are kept for inspection")
+                    return
+            except (OSError, ValueError):
+                continue  # checked already (a reopened segment), or closed: nothing to say about its bytes
+
+    def _needs_calibration(self) -> bool:
+        contents = self._contents
+        name, _ = calibration.knob(self.config.index)
+        index = contents.index
+        return (
+            bool(name)
+            and index.trained
+            and not index.exact
+            and calibration.stale(contents.calibration, contents.store.count)
+        )
+
+    def _train(self) -> None:
+        self.rebuild(check=self._check_open)  # which asks for a calibration after
+
+    def _calibrate(self) -> None:
+        """Measure the index's recall at each setting of its knob on a sample of the collection's own vectors,
+        among the rows there were when it started (writes go on meanwhile)."""
+        self._check_open()
+        contents = self._contents
+        with contents.rw.read():
+            store, generation = contents.store, contents.generation
+            if not contents.index.trained or contents.index.exact:
+                return
+            if not self._recalibrate and not calibration.stale(contents.calibration, store.count):
+                return  # asked for again while it ran, and measured since
+            self._recalibrate = False
+            before = store.n
+            live = store.live_slots()
+            count = len(live)
+            rng = np.random.default_rng(count)
+            sample = np.sort(rng.choice(live, min(calibration.QUERIES, count), replace=False))
+            vectors = store.unit[sample]
+            ids = [store.ids[s] for s in sample.tolist()]
+        name, _ = calibration.knob(self.config.index)
+        steps = Steps(queries=_QUERY_CHUNK, filter_items=_FILTER_CHUNK, rerank_bytes=_RERANK_BYTES)
+
+        def search(
+            queries: np.ndarray, k: int, exclude: Sequence[set[str]], exact: bool, value: int, oversample: int
+        ) -> list[list[str]]:
+            self._check_open()
+            knobs = {"nprobe": 0, "ef_search": 0, "oversample": oversample} | ({name: value} if value else {})
+            found = self._planner.search(
+                queries,
+                k,
+                steps=steps,
+                exclude=exclude,
+                exact=exact,
+                with_metadata=False,
+                nprobe=knobs["nprobe"],
+                ef_search=knobs["ef_search"],
+                oversample=knobs["oversample"],
+                before=before,
+            )
+            return [[h.id for h in row] for row in found.hits]
+
+        measured = calibration.measure(self.config.index, vectors, ids, count, search)
+        with contents.rw.write():
+            if contents.generation != generation:
+                return  # renumbered meanwhile (a compaction, a rebuild): measured on rows that moved; again later
+            contents.calibration = measured
+            contents.dirty = True
+        if measured is not None:
+            log.info("collection %s: recall calibrated on %d of %d items: %s %s", self.config.name,
+                     measured.queries, count, measured.knob, measured.points)  # fmt: skip
 
     def _damaged(self, message: str) -> None:
         self.state = State.DATA_LOSS
@@ -225,7 +333,8 @@ class Collection:
         return self._contents.store.slot_of
 
     def stage(self, op: Upsert) -> Upsert:
-        """The write, ready for `commit` (nothing to prepare here: the log frames it under its own lock)."""
+        """The write, ready for `commit` (the log frames it under its own lock): its indexed fields checked."""
+        stored.check_indexed(self.config.indexed_fields, op.metadata)
         return op
 
     def commit(self, staged: Upsert) -> int:
@@ -234,6 +343,7 @@ class Collection:
     def upsert(self, op: Upsert) -> int:
         """Durably add or replace items; returns the live count afterwards."""
         writer = self._require_writer()
+        stored.check_indexed(self.config.indexed_fields, op.metadata)
         writer.commit(op)
         self._after_write(writer)
         return self.count
@@ -241,8 +351,8 @@ class Collection:
     def delete(self, ids: Sequence[str]) -> tuple[int, int]:
         writer = self._require_writer()
         with self._contents.rw.read():
-            slot_of = self._contents.store.slot_of
-            present = [i for i in ids if i in slot_of]
+            slots = self._contents.store.slot_of.lookup(ids)
+        present = [i for i, s in zip(ids, slots.tolist(), strict=True) if s >= 0]
         if present:
             writer.commit(Delete(present))
             self._after_write(writer)
@@ -267,15 +377,19 @@ class Collection:
         exclude: Sequence[set[str]] = (),
         ef_search: int = 0,
         nprobe: int = 0,
+        oversample: int = 0,
+        target_recall: float = 0.0,
         exact: bool = False,
         with_metadata: bool = True,
         with_vectors: bool = False,
         max_response_bytes: int = 0,
-    ) -> tuple[list[list[Hit]], bool]:
+    ) -> Searched:
         """k hits per query among live items matching the filter, minus each query's excluded ids.
 
-        Returns the hits and whether the search was exact. Whenever at least k items are eligible, k are returned:
-        an ANN search that comes back short is redone exactly for that query.
+        Returns the hits and whether the search was exact (a pair), and the effective parameters. Whenever at least
+        k items are eligible, k are returned: an ANN search that comes back short is redone exactly for that query.
+        `target_recall` (0: the collection's) sets the knob (nprobe, ef_search, oversample) that a request leaves
+        at 0, from the collection's recall calibration.
 
         The filter is evaluated outside the lock (a slow filter does not hold writers up), in steps; queries are
         searched _QUERY_CHUNK at a time, each step under the read lock; between steps the current call may stop
@@ -291,6 +405,8 @@ class Collection:
             exclude=exclude,
             ef_search=ef_search,
             nprobe=nprobe,
+            oversample=oversample,
+            target_recall=target_recall,
             exact=exact,
             with_metadata=with_metadata,
             with_vectors=with_vectors,
@@ -338,10 +454,13 @@ class Collection:
         self.check_ready()
         contents = self._contents
         with contents.rw.read():
-            ids = sorted(i for i in contents.store.slot_of if after is None or i > after)
-        for start in range(0, len(ids), batch_size):
+            store = contents.store
+            order = store.sorted_slots(after)
+        for start in range(0, len(order), batch_size):
+            # Ids from the store the order was taken in (a slot's id never changes), the items from the current one.
+            ids = [store.ids[s] for s in order[start : start + batch_size].tolist()]
             with contents.rw.read():
-                found = contents.store.items(ids[start : start + batch_size], with_vectors=True)
+                found = contents.store.items(ids, with_vectors=True)
             batch = [item for item in found if item is not None]
             if batch:
                 yield batch
@@ -367,10 +486,14 @@ class Collection:
         training.rebuild(self._contents, stage, units, check, chunk=_REBUILD_CHUNK)
         stage("checkpoint", 0)
         self.checkpoint()
+        index = self._contents.index
+        if calibration.knob(self.config.index)[0] and index.trained and not index.exact:
+            self._recalibrate = True  # a new index: its recall is measured again
+            self._background.start("calibrate")
 
     def wait_for_training(self, timeout: float | None = None) -> None:
-        """Wait for a background training (tests, benchmarks)."""
-        self._trainer.wait(timeout)
+        """Wait for the background work (training, calibration, checks) to finish (tests, benchmarks)."""
+        self._background.wait(timeout)
 
     # ---- reporting -----------------------------------------------------------------------------------------------
 
@@ -393,6 +516,8 @@ class Collection:
                 "tombstones": store.tombstones,
                 "disk_bytes": disk,
                 "memory_bytes": contents.memory_bytes(),
+                "mapped_bytes": store.mapped_bytes(),
                 "checkpoint_error": self.checkpoint_error,
                 "checkpoint_failures": self.checkpoint_failures,
+                "calibration": contents.calibration,
             }

@@ -55,8 +55,8 @@ class KeywordSearch:
         contents = self.contents
         if contents.keyword is None:
             raise missing_index(contents.config.name)
-        predicate = where.matches if where is not None else None
-        matched = self.planner.match(predicate, steps.filter_items) if predicate is not None else None
+        plan = self.planner.filter_plan(where) if where is not None else None  # indexed fields answer their part
+        matched = self.planner.match(plan, steps.filter_items) if plan is not None else None
         budget = Budget(max_response_bytes, with_metadata, 4 * contents.config.dimension if with_vectors else 0)
         results: list[KeywordHits] = []
         for q, text in enumerate(texts):
@@ -65,7 +65,7 @@ class KeywordSearch:
             with contents.rw.read():
                 keyword, store = contents.keyword, contents.store
                 assert keyword is not None
-                mask = self.planner.allowed(predicate, matched, steps.filter_items) if predicate is not None else None
+                mask = self.planner.allowed(plan, matched, steps.filter_items) if plan is not None else None
                 found = keyword.search(text, k, self._allowed(mask, skip))
                 slot_of = store.slot_of
                 slots = np.array([slot_of[i] for i in found.ids], dtype=np.int64)

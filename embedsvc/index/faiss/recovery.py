@@ -3,20 +3,25 @@
 Files in the collection's directory: `collection.json` (CONFIG: the configuration, written once), `wal.log` (LOG: see
 log.py) and `checkpoint-<lsn>/` (see checkpoint.py).
 
-- `recover`: the latest checkpoint is loaded into the contents, the log's records after its LSN are replayed (a torn
-  tail, the last unacknowledged group, is cut off first), the indexes are built once over the result
-  (`training.refill`), and the log is opened for writing with `Contents.apply` as the place its committed records
-  go. Damage is `Damaged`, which the collection reports as DATA_LOSS, keeping the files as they are.
-- `Checkpoints`: a checkpoint of the live items at the log's last LSN, written while no write is in flight
-  (`LogWriter.exclusive`), then the log emptied. With `compact`, memory is rebuilt from that snapshot too (the slots
-  renumbered, tombstones gone, the indexes refilled). A checkpoint is due once the log passes `checkpoint_bytes`
-  (compacting when more than half the slots are tombstones). A failed one (a full disk, an I/O error) never fails the
-  write that triggered it: every write stays durable in the log; it is reported and retried, with backoff, by a later
-  write.
+- `recover`: the latest checkpoint is opened into the contents (`Contents.restore`: its segments memory-mapped, the
+  index re-added from its codes or read whole; a format-1 checkpoint is read into memory instead), the log's records
+  after its LSN are replayed (a torn tail, the last unacknowledged group, is cut off first) — through the index when
+  it came back, else the index is built once over the result (`training.refill`), the keyword index built over the
+  live items (`training.catch_up_keywords`) — and the log is opened for writing with `Contents.apply` as the place
+  its committed records go. Damage is `Damaged`, which the collection reports as
+  DATA_LOSS, keeping the files as they are.
+- `Checkpoints`: a checkpoint at the log's last LSN, written while no write is in flight (`LogWriter.exclusive`),
+  then the log emptied. It writes only what changed (`Contents.checkpoint_plan`: the rows appended since the last
+  one, as a new segment; the live bits; the index file when it changed) and links the rest; then the new segments
+  are mapped in place of the rows they hold (`Contents.checkpointed`). With `compact`, the live rows are first copied
+  renumbered into new contents (`training.compacted`, outside the write lock), which the checkpoint writes and which
+  are swapped in after. A checkpoint is due once the log passes `checkpoint_bytes` (compacting when more than half
+  the slots are tombstones). A failed one (a full disk, an I/O error) never fails the write that triggered it: every
+  write stays durable in the log; it is reported and retried, with backoff, by a later write.
 
-Recovery and checkpoints move the slot store and the indexes only as wholes (`Contents.load`, `training.refill`,
-`SlotStore.snapshot`): another slot store layout or another secondary index does not change this module, unless that
-index saves files of its own in checkpoints (see contents.py).
+Recovery and checkpoints move the slot store and the indexes only through `Contents` (`restore`, `checkpoint_plan`,
+`checkpointed`, `adopt`) and `training` (`refill`, `compacted`, `catch_up_keywords`): another slot store layout or
+another secondary index does not change this module.
 """
 
 from __future__ import annotations
@@ -56,13 +61,20 @@ def recover(directory: Path, contents: Contents) -> LogWriter:
     log opened for writing. Raises Damaged."""
     config = contents.config
     lsn = 0
+    indexed = False  # the index came back with the checkpoint: the log's tail is fed to it as it is replayed
     try:
         latest = checkpoint.latest_checkpoint(directory)
-        if latest is not None:
-            snapshot = checkpoint.read_checkpoint(latest, config.dimension)
-            contents.load(snapshot)
-            lsn = snapshot.lsn
-    except (OSError, ValueError, KeyError) as exc:
+        if latest is not None and checkpoint.is_legacy(latest):
+            legacy = checkpoint.read_legacy(latest, config.dimension)
+            contents.load_legacy(legacy)
+            lsn = legacy.lsn
+        elif latest is not None:
+            manifest = checkpoint.read_manifest(latest)
+            indexed = contents.restore(latest, manifest)
+            lsn = manifest.lsn
+        else:
+            indexed = contents.index.trained
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise Damaged(f"checkpoint unreadable: {exc}") from exc
     checkpoint.remove_leftovers(directory)
     path = directory / LOG
@@ -76,10 +88,12 @@ def recover(directory: Path, contents: Contents) -> LogWriter:
     for record in result.records:
         if record.lsn <= lsn:
             continue  # already in the checkpoint (a crash came between checkpoint and log truncation)
-        contents.replay(record, index=False)
+        contents.replay(record, index=indexed)
         lsn = record.lsn
         replayed += 1
-    training.refill(contents)
+    if not indexed:
+        training.refill(contents)
+    training.catch_up_keywords(contents)
     writer = LogWriter(path, lsn + 1, contents.apply)
     log.info("collection %s: %d items (%d log records replayed)", config.name, contents.store.count, replayed)
     return writer
@@ -111,14 +125,23 @@ class Checkpoints:
         def run() -> None:
             started = time.perf_counter()
             lsn = writer.settled_lsn
-            with contents.rw.read():
-                snapshot = contents.store.snapshot(lsn)
-            checkpoint.write_checkpoint(self.directory, snapshot)
-            writer.truncate()
+            # Inside the exclusive section no record is applied, so the contents stay as they are until the swap
+            # below (a rebuild's swap may still come: `checkpointed` then leaves the new contents alone).
+            target = contents
             if compact:
+                with contents.rw.read():
+                    target = training.compacted(contents)
+            with contents.rw.read():
+                plan = target.checkpoint_plan(lsn)
+                store = target.store
+            if plan is not None:
+                path, manifest = checkpoint.write_checkpoint(self.directory, plan)
+            writer.truncate()
+            if plan is not None:
                 with contents.rw.write():
-                    contents.load(snapshot)
-                    training.refill(contents)
+                    if target is not contents:
+                        contents.adopt(target)
+                    contents.checkpointed(path, manifest, store)
             self.seconds.observe(time.perf_counter() - started)
 
         writer.exclusive(run)

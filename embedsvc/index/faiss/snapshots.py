@@ -1,14 +1,19 @@
 """Snapshots of FAISS collections (the "faiss" format of `index/snapshot_files.py`): a collection's own files at one
 LSN, and putting such files back as a new collection.
 
-A snapshot directory holds `collection.json`, `checkpoint/` (the files of the collection's latest checkpoint, hard
-links where the file system allows, else copies) and `wal.log` (the log's first bytes: every record up to the
-snapshot's LSN). The collection facade (`Collection.snapshot`) decides the LSN, under the log's exclusive section, and
-keeps checkpoints from truncating the log while its prefix is copied; this module only moves files.
+A snapshot directory holds `collection.json`, `checkpoint/` (the files of the collection's latest checkpoint: its
+`manifest.json` with the LSN, its segment files, `live.cols` and the index file; hard links where the file system
+allows, else copies) and `wal.log` (the log's first bytes: every record up to the snapshot's LSN). The collection
+facade (`Collection.snapshot`) decides the LSN, under the log's exclusive section, and keeps checkpoints from
+truncating the log (or removing the checkpoint) while the files are linked and the log's prefix copied; this module
+only moves files. The keyword index writes no files: a restored collection builds it at open, as any collection does.
 
-It assumes, as `checkpoint.py` guarantees today, that a checkpoint's files never change once renamed into place (a
-new checkpoint is a new directory): that is what makes hard links safe. A checkpoint format whose files change in
-place (appended segments) must copy them instead: `link_checkpoint` and `place` are the two places.
+Hard links are safe because `checkpoint.py` never changes a checkpoint's files once renamed into place: a later
+checkpoint links the segments it shares and writes new files for the rest, and a snapshot's links keep the files it
+names whatever the collection does next. A checkpoint format whose files changed in place would have to copy them
+instead: `link_checkpoint` and `place` are the two places. Snapshots taken before format 2 (`checkpoint/meta.json`,
+`vectors.npy`, `items.jsonl`) are still placed and read: the restored collection opens them as it opens a format-1
+checkpoint, and rewrites them at its next checkpoint.
 """
 
 from __future__ import annotations
@@ -21,11 +26,11 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
-
 from embedsvc import durable
 from embedsvc.index.faiss import checkpoint
+from embedsvc.index.faiss.contents import load_store
 from embedsvc.index.faiss.log import scan
+from embedsvc.index.faiss.slots import SlotStore
 from embedsvc.index.snapshot_files import (
     FileCheck,
     FileEntry,
@@ -37,12 +42,13 @@ from embedsvc.index.snapshot_files import (
     verify_file,
     write_entry,
 )
-from embedsvc.index.types import CollectionConfig, Delete, StoredItem, Upsert
+from embedsvc.index.types import CollectionConfig, StoredItem, Upsert
 
 CONFIG = "collection.json"
 CHECKPOINT = "checkpoint"
 LOG = "wal.log"
 _BLOCK = 1 << 20
+_LEGACY_META = "meta.json"  # a format-1 checkpoint's description (checkpoint.read_legacy)
 _LINK_FAILURES = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP)
 
 
@@ -108,14 +114,7 @@ def place(snapshot: str, source: Path, manifest: Manifest, target: Path, check: 
         verify(snapshot, source, (entries[CONFIG],), check)
     linked = sorted(p for p in entries if p.startswith(f"{CHECKPOINT}/"))
     if linked:
-        meta = f"{CHECKPOINT}/meta.json"
-        if meta not in entries:
-            raise damaged(snapshot, meta, "is missing from the manifest")
-        verify(snapshot, source, (entries[meta],), check)
-        try:
-            lsn = int(json.loads((source / meta).read_bytes())["lsn"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise damaged(snapshot, meta, f"does not parse ({exc})") from None
+        lsn = _checkpoint_lsn(snapshot, source, entries, check)
         folder = target / f"{checkpoint.PREFIX}{lsn}"
         folder.mkdir()
         for path in linked:
@@ -132,6 +131,21 @@ def place(snapshot: str, source: Path, manifest: Manifest, target: Path, check: 
         raise damaged(snapshot, LOG, "is missing from the manifest")
     _copy_checked(snapshot, source / LOG, target / LOG, entries[LOG], check)
     durable.fsync_dir(target)
+
+
+def _checkpoint_lsn(snapshot: str, source: Path, entries: dict[str, FileEntry], check: Callable[[], None]) -> int:
+    """The LSN of a snapshot's checkpoint, from its manifest.json (format 2) or meta.json (format 1), checked."""
+    for name in (checkpoint.MANIFEST, _LEGACY_META):
+        path = f"{CHECKPOINT}/{name}"
+        if path in entries:
+            break
+    else:
+        raise damaged(snapshot, f"{CHECKPOINT}/{checkpoint.MANIFEST}", "is missing from the manifest")
+    verify(snapshot, source, (entries[path],), check)
+    try:
+        return int(json.loads((source / path).read_bytes())["lsn"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise damaged(snapshot, path, f"does not parse ({exc})") from None
 
 
 def _copy_checked(snapshot: str, source: Path, target: Path, entry: FileEntry, check: Callable[[], None]) -> None:
@@ -152,35 +166,42 @@ def _copy_checked(snapshot: str, source: Path, target: Path, entry: FileEntry, c
 def read_items(
     snapshot: str, folder: Path, manifest: Manifest, check: Callable[[], None], batch: int = 4096
 ) -> Iterator[list[StoredItem]]:
-    """The items of a "faiss" snapshot, in id order (its checkpoint with its log replayed), every file checked first."""
+    """The items of a "faiss" snapshot, in id order (its checkpoint with its log replayed), every file checked first.
+    The checkpoint's segments are mapped, not read: only the log's tail and the ids' order are held in memory."""
     verify(snapshot, folder, manifest.files, check)
-    dimension = manifest.config.dimension
-    items: dict[str, tuple[np.ndarray, dict, str]] = {}
+    config = manifest.config
+    store = SlotStore(config.dimension, config.metric)
     lsn = 0
-    if (folder / CHECKPOINT / "meta.json").exists():
-        try:
-            loaded = checkpoint.read_checkpoint(folder / CHECKPOINT, dimension)
-        except (OSError, ValueError, KeyError) as exc:
-            raise damaged(snapshot, CHECKPOINT, f"does not load ({exc})") from None
-        lsn = loaded.lsn
-        for n, item_id in enumerate(loaded.ids):
-            items[item_id] = (loaded.vectors[n], loaded.metadata[n], loaded.inputs[n])
-    result = scan(folder / LOG, dimension, after_lsn=lsn)
+    base = folder / CHECKPOINT
+    try:
+        if (base / checkpoint.MANIFEST).exists():
+            saved = checkpoint.read_manifest(base)
+            load_store(base, saved, store, keep_fd=False)
+            lsn = saved.lsn
+        elif (base / _LEGACY_META).exists():
+            legacy = checkpoint.read_legacy(base, config.dimension)
+            if legacy.ids:
+                store.append(Upsert(legacy.ids, legacy.vectors, legacy.metadata, legacy.inputs))
+            lsn = legacy.lsn
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise damaged(snapshot, CHECKPOINT, f"does not load ({exc})") from None
+    result = scan(folder / LOG, config.dimension, after_lsn=lsn)
     if result.corruption or result.torn_bytes:
         raise damaged(snapshot, LOG, result.corruption or "ends in a torn record")
     for record in result.records:
         if record.lsn <= lsn:
             continue
         operation = record.operation
-        if isinstance(operation, Delete):
-            for item_id in operation.ids:
-                items.pop(item_id, None)
-        elif isinstance(operation, Upsert):
-            for n, item_id in enumerate(operation.ids):
-                items[item_id] = (operation.vectors[n], operation.metadata[n], operation.inputs[n])
-    if len(items) != manifest.count:
-        raise damaged(snapshot, LOG, f"replays to {len(items)} items; the manifest lists {manifest.count}")
-    ids = sorted(items)
-    for start in range(0, len(ids), batch):
+        if isinstance(operation, Upsert):
+            store.append(operation)
+        else:
+            store.remove(operation)
+    if store.count != manifest.count:
+        raise damaged(snapshot, LOG, f"replays to {store.count} items; the manifest lists {manifest.count}")
+    slots = store.sorted_slots()
+    for start in range(0, len(slots), batch):
         check()
-        yield [StoredItem(i, items[i][0], items[i][1], items[i][2]) for i in ids[start : start + batch]]
+        part = slots[start : start + batch]
+        ids = [store.ids[s] for s in part.tolist()]
+        found = store.items_at(ids, part, with_vectors=True)
+        yield [item for item in found if item is not None]

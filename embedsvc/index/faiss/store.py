@@ -31,6 +31,9 @@ _REPLACING = ".replacing-"
 
 
 class CollectionStore:
+    # Quantised candidates are rescored and recall is calibrated here (Stores.rescoring).
+    rescoring = True
+
     def __init__(self, data_dir: Path, checkpoint_bytes: int) -> None:
         self.root = data_dir / "collections"
         self.checkpoint_bytes = checkpoint_bytes

@@ -1,16 +1,23 @@
-"""Building a collection's indexes: at once over a whole store, in steps for a rebuild, and training in the background.
+"""Building a collection's indexes: at once over a whole store, in steps for a rebuild, compacted copies, and the work
+done in the background (training, recall calibration).
 
-- `refill`: a new index over every row of the store, at recovery and at a compaction (the caller holds the write
-  lock, or serves nothing yet). IVF kinds are trained first when enough rows are live; with fewer, the index stays
-  empty and the planner searches the store exactly.
-- `rebuild`: a new store and index built from a snapshot of the live items while searches and writes go on against
-  the old ones, then swapped in, under the write lock, together with the writes made meanwhile (`Contents.rebuilding`
-  collects them). The caller checkpoints after, which drops the tombstones from disk too.
-- `Trainer`: once enough vectors arrived to train an IVF index, a rebuild in a background thread. Training nlist
-  centroids costs about 25 x 39 nlist^2 x dimension operations: never inside a write's lock.
+- `refill`: a new index over every row of the store, at recovery when the checkpoint could not give it back, and
+  for a compaction without codes (the caller holds the write lock, or serves nothing yet). Kinds that need training
+  are trained first when enough rows are live (on a seeded sample of at most `train_rows`); with fewer, the index
+  stays empty and the planner searches the store exactly. Every slot is added, tombstones too (the planner never
+  returns them), so that the index's codes cover consecutive slots for the checkpoint.
+- `compacted`: new contents holding the live rows renumbered from 0 (a compaction), with the same trained index
+  refilled from the codes the segments and the index keep (no training, no encoding), else built afresh.
+- `rebuild`: a new store and index built from the live items while searches and writes go on against the old ones,
+  then swapped in, under the write lock, together with the writes made meanwhile (`Contents.rebuilding` collects
+  them). The caller checkpoints after, which drops the tombstones from disk too.
+- `Background`: work in a thread, one job at a time: once enough vectors arrived to train, a rebuild; after a rebuild
+  and as the collection grows, a recall calibration. Training nlist centroids costs about 25 x 39 nlist^2 x dimension
+  operations: never inside a write's lock.
 
-The keyword index (see contents.py) is built in `refill` when it is behind the store (at open), from the live items'
-ids and texts in one bulk build; a compaction and a rebuild keep it (it is keyed by id, not by slot).
+The keyword index (see contents.py) is built by `catch_up_keywords` when it is behind the store (at open, once the
+checkpoint and the log's tail are in the store), from the live items' ids and texts in one bulk build; a compaction
+and a rebuild keep it (it is keyed by id, not by slot: their fresh contents are made without one).
 """
 
 from __future__ import annotations
@@ -23,27 +30,83 @@ import numpy as np
 
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index.faiss.contents import Contents
+from embedsvc.index.types import IndexKind
 
 log = logging.getLogger(__name__)
 
+# Rows added to an index per FAISS call when filling it from a store.
+_ADD_ROWS = 65536
+
+
+def train_rows(contents: Contents) -> int:
+    """Rows an index is trained on: k-means uses 256 per centroid at most; a quantiser's ranges need far fewer."""
+    p = contents.config.index
+    centroids = max(p.nlist, (1 << p.pq_bits) if p.kind is IndexKind.IVF_PQ else 1)
+    return max(p.train_size, 256 * centroids, 100_000)
+
+
+def train_sample(contents: Contents) -> np.ndarray:
+    """The index-form vectors of a seeded random sample of the live rows, at most train_rows of them, in slot order."""
+    live = contents.store.live_slots()
+    limit = train_rows(contents)
+    if len(live) > limit:
+        live = np.sort(np.random.default_rng(0).choice(live, limit, replace=False))
+    return contents.store.unit[live]
+
+
+def _fill(
+    contents: Contents,
+    check: Callable[[], None] = lambda: None,
+    units: Callable[[int], None] = lambda _: None,
+    rows: int = _ADD_ROWS,
+) -> None:
+    store, index = contents.store, contents.index
+    for start, block in store.chunks(max_rows=rows):
+        check()
+        index.add(np.arange(start, start + len(block)), block)
+        units(start + len(block))
+
+
+def catch_up_keywords(contents: Contents) -> None:
+    """Build the keyword index over the store's live items if it is behind the store (at open; hold the write lock,
+    or serve nothing yet)."""
+    if contents.keyword is None or not contents.keyword_stale:
+        return
+    store = contents.store
+    live = store.live_slots().tolist()
+    ids, inputs = store.ids, store.inputs
+    contents.keyword.build([ids[s] for s in live], [inputs[s] for s in live])
+    contents.keyword_stale = False
+
 
 def refill(contents: Contents) -> None:
-    """A new index for `contents` over every row of its store, trained if the kind needs it and enough rows are live;
-    and the keyword index built over the live items if it is behind the store."""
+    """A new index for `contents` over every row of its store, trained if the kind needs it and enough rows are live."""
     store, params = contents.store, contents.config.index
-    if contents.keyword is not None and contents.keyword_stale:
-        live = store.live_slots().tolist()
-        contents.keyword.build([store.ids[s] for s in live], [store.inputs[s] for s in live])
-        contents.keyword_stale = False
     contents.index = index = contents.new_index()
     if not index.trained:
-        if store.count >= params.train_size and store.count > 0:
-            live = store.live_slots()
-            index.train(store.unit[live])
-            index.add(live, store.unit[live])
-        return
+        if store.count < params.train_size or store.count == 0:
+            return
+        index.train(train_sample(contents))
     if store.n:
-        index.add(np.arange(store.n), store.unit[: store.n])
+        _fill(contents)
+
+
+def compacted(contents: Contents) -> Contents:
+    """New contents holding the live rows renumbered from 0, with an index over them (see the module docstring).
+    Reads `contents` only: hold its read lock, or keep writes away (the log's exclusive section)."""
+    fresh = Contents(contents.config, keyword=False)  # the keyword index stays in service (adopt keeps it)
+    index = contents.index
+    fresh.store = contents.store.compacted(index.codes_at if index.keeps_codes else None)
+    fresh.saved, fresh.dirty, fresh.calibration = contents.saved, True, contents.calibration
+    template = index.template()
+    segments = fresh.store.segments
+    if template is not None and all(s.codes is not None for s in segments):
+        fresh.index.restore(template, [(s.start, np.asarray(s.codes)) for s in segments])
+        return fresh
+    if index.trained and not index.exact and not index.whole and template is None:
+        fresh.calibration = None  # an index trained anew: measured again
+    refill(fresh)
+    return fresh
 
 
 def build(
@@ -52,26 +115,22 @@ def build(
     units: Callable[[int], None],
     check: Callable[[], None],
     *,
-    chunk: int,
+    chunk: int = _ADD_ROWS,
 ) -> None:
-    """A new index over this (unshared, compacted) contents, trained if the kind needs it, filled `chunk` rows a step.
+    """A new index over this (unshared, compacted) contents, trained if the kind needs it, filled at most `chunk`
+    rows a step.
 
     `stage` and `units` report progress; `check()` runs between steps and stops the build by raising."""
     contents.index = index = contents.new_index()
     store = contents.store
-    slots = np.arange(store.n)
     if not index.trained:
         if store.count == 0 or store.count < contents.config.index.train_size:
             return  # searched exactly until enough vectors arrive, as before
         stage("training", 0)
         check()
-        index.train(store.unit[slots])
-    stage("indexing", len(slots))
-    for start in range(0, len(slots), chunk):
-        check()
-        step = slots[start : start + chunk]
-        index.add(step, store.unit[step])
-        units(start + len(step))
+        index.train(train_sample(contents))
+    stage("indexing", store.n)
+    _fill(contents, check, units, chunk)
 
 
 def rebuild(
@@ -80,7 +139,7 @@ def rebuild(
     units: Callable[[int], None],
     check: Callable[[], None],
     *,
-    chunk: int,
+    chunk: int = _ADD_ROWS,
 ) -> None:
     """Rebuild the store (without tombstones) and its indexes off the lock, then swap them in with the writes made
     meanwhile. Nothing changes when `check()` raises. INVALID_VALUE while another rebuild runs."""
@@ -88,11 +147,11 @@ def rebuild(
     with contents.rw.read():
         if contents.rebuilding is not None:
             raise EmbedsvcError(Reason.INVALID_VALUE, f"collection '{contents.config.name}' is already rebuilding")
-        snapshot = contents.store.snapshot(0)
+        store = contents.store.compacted()
         contents.rebuilding = []  # set under the lock: no write can be applied between the snapshot and this
     try:
         fresh = Contents(contents.config, keyword=False)  # the keyword index stays in service (adopt keeps it)
-        fresh.load(snapshot)
+        fresh.store = store
         build(fresh, stage, units, check, chunk=chunk)
         check()
         stage("catching-up", len(contents.rebuilding))
@@ -104,31 +163,58 @@ def rebuild(
         contents.rebuilding = None
 
 
-class Trainer:
-    """Runs `train` (a rebuild of the collection) in a background thread, one at a time."""
+class Background:
+    """Runs a collection's background jobs ("train": a rebuild; "calibrate": a recall calibration) in a thread, one
+    at a time; a job asked for while it is queued runs once, and one asked for while it runs runs again after."""
 
-    def __init__(self, name: str, train: Callable[[], None]) -> None:
+    def __init__(self, name: str, jobs: dict[str, Callable[[], None]]) -> None:
         self.name = name
-        self._train = train
+        self._jobs = jobs
+        self._lock = threading.Lock()
+        self._queue: list[str] = []
+        self._running: str | None = None
+        self._again: set[str] = set()
         self._thread: threading.Thread | None = None
+        self._idle = threading.Event()
+        self._idle.set()
 
-    def start(self) -> None:
-        """Start training unless it runs already (searches stay exact and writes go on meanwhile)."""
-        if self._thread is not None and self._thread.is_alive():
-            return
+    def start(self, job: str) -> None:
+        """Queue `job` (searches stay exact, or at the last calibration, and writes go on meanwhile)."""
+        with self._lock:
+            if job == self._running:
+                self._again.add(job)
+                return
+            if job in self._queue:
+                return
+            self._queue.append(job)
+            self._idle.clear()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"index-{self.name}", daemon=True)
+                self._thread.start()
 
-        def train() -> None:
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._thread = None  # under the lock: a job queued from now on starts a new thread
+                    self._idle.set()
+                    return
+                job = self._queue.pop(0)
+                self._running = job
             try:
-                self._train()
+                self._jobs[job]()
             except EmbedsvcError as exc:  # closed, deleted, or a rebuild already runs: the next write tries again
-                log.info("collection %s: background training stopped: %s", self.name, exc.message)
+                log.info("collection %s: background %s stopped: %s", self.name, job, exc.message)
             except Exception:
-                log.exception("collection %s: background training failed; searches stay exact", self.name)
-
-        self._thread = threading.Thread(target=train, name=f"train-{self.name}", daemon=True)
-        self._thread.start()
+                log.exception("collection %s: background %s failed", self.name, job)
+            finally:
+                with self._lock:
+                    self._running = None
+                    if job in self._again:
+                        self._again.discard(job)
+                        if job not in self._queue:
+                            self._queue.append(job)
 
     def wait(self, timeout: float | None = None) -> None:
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
+        """Wait until no job is queued or running (tests, benchmarks)."""
+        self._idle.wait(timeout)

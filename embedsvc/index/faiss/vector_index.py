@@ -1,9 +1,24 @@
-"""The FAISS index behind a collection: FLAT, HNSW, IVF-FLAT, IVF-PQ, searched through an id bitmap.
+"""The FAISS index behind a collection, by kind and quantisation, searched through an id bitmap; and how it is kept in
+checkpoints.
 
-FAISS ids are the collection's slots (row numbers of its store). Deleted and replaced rows stay in the index as
-tombstones until a rebuild, and every search passes a bitmap of the allowed slots (live, and matching the filter), so
-FAISS itself never returns them. IVF kinds need training: until a collection holds enough vectors the caller searches
-its store exactly; `train` then fits the quantisers on the live vectors.
+| kind     | none                          | int8                           | rabitq                        |
+|----------|-------------------------------|--------------------------------|-------------------------------|
+| FLAT     | none: the store's rows         | IndexScalarQuantizer (SQ8)     | IndexRaBitQ                   |
+| HNSW     | IndexHNSWFlat                 | IndexHNSWSQ                    | (refused: L2 only in FAISS)   |
+| IVF-FLAT | IndexIVFFlat                  | IndexIVFScalarQuantizer (SQ8)  | IndexIVFRaBitQ                |
+| IVF-PQ   | IndexIVFPQ                    |                                |                               |
+
+A FLAT collection without quantisation has no FAISS index: the planner searches the store's rows (memory-mapped from
+the checkpoint) exactly, block by block, so the float vectors are held once. Every other kind is a FAISS index whose
+ids are the collection's slots (row numbers of its store). Deleted and replaced rows stay in the index as tombstones
+until a compaction or a rebuild, and searches pass a bitmap of the allowed slots, so FAISS never returns them.
+Quantised kinds need training (the scalar quantiser's ranges, RaBitQ's centre, IVF's centroids): until a collection
+holds `train_size` vectors the planner searches its store exactly.
+
+Checkpoints (`keeps_codes` kinds: IVF and quantised FLAT) store each row's codes in its segment (`codes(start,
+end)`: FAISS's standalone codes, with the inverted list for IVF) and the trained, empty index once (`template`), so
+that opening re-adds codes (`restore`) instead of training and encoding again. HNSW kinds are saved whole
+(`serialize`, when rows were added since), their graph being rewritten by every insertion.
 """
 
 from __future__ import annotations
@@ -14,60 +29,105 @@ import faiss
 import numpy as np
 
 from embedsvc.index.exact import faiss_metric, faiss_threads
-from embedsvc.index.types import IndexKind, IndexParams, Metric
+from embedsvc.index.types import IndexKind, IndexParams, Metric, Quantization
 
 # FAISS's type stubs lack the keyword constructors of its SearchParameters classes, which exist at run time.
 _faiss: Any = faiss
 
 
 class VectorIndex:
-    """One FAISS index over a collection's slots. Not thread-safe: the collection serialises writes."""
+    """One FAISS index over a collection's slots (or none: FLAT). Not thread-safe: the collection serialises writes."""
 
     def __init__(self, params: IndexParams, dimension: int, metric: Metric) -> None:
         self.params = params
         self.dimension = dimension
         self.metric = metric
         self.faiss_metric = faiss_metric(metric)
-        self.index = self._build()
-        self.trained = bool(self.index.is_trained)
+        self.index: Any = self._build()
+        self.trained = self.index is None or bool(self.index.is_trained)
+        self._template: bytes | None = None
+        self._added = 0  # FLAT: rows "added" (the store holds them)
+        self._pending: list[tuple[int, np.ndarray]] = []  # IVF: codes of rows added since the last checkpoint
+        self.dirty = False  # HNSW: rows added since it was last serialised
 
     def _build(self) -> Any:  # FAISS's stubs lack the index subclasses' attributes
-        p, d = self.params, self.dimension
+        p, d, metric = self.params, self.dimension, self.faiss_metric
+        sq8: Any = faiss.ScalarQuantizer.QT_8bit
         if p.kind is IndexKind.FLAT:
-            return faiss.IndexFlat(d, self.faiss_metric)
+            if p.quantization is Quantization.INT8:
+                return faiss.IndexScalarQuantizer(d, sq8, metric)
+            if p.quantization is Quantization.RABITQ:
+                return faiss.IndexRaBitQ(d, metric, p.rabitq_bits)
+            return None
         if p.kind is IndexKind.HNSW:
-            index: Any = faiss.IndexHNSWFlat(d, p.m, self.faiss_metric)
+            if p.quantization is Quantization.INT8:
+                index: Any = faiss.IndexHNSWSQ(d, sq8, p.m, metric)
+            else:
+                index = faiss.IndexHNSWFlat(d, p.m, metric)
             index.hnsw.efConstruction = p.ef_construction
             index.hnsw.efSearch = p.ef_search
             return index
-        quantizer = faiss.IndexFlat(d, self.faiss_metric)
-        if p.kind is IndexKind.IVF_FLAT:
-            index = faiss.IndexIVFFlat(quantizer, d, p.nlist, self.faiss_metric)
+        quantizer = faiss.IndexFlat(d, metric)
+        if p.kind is IndexKind.IVF_PQ:
+            index = faiss.IndexIVFPQ(quantizer, d, p.nlist, p.pq_m, p.pq_bits, metric)
+        elif p.quantization is Quantization.INT8:
+            index = faiss.IndexIVFScalarQuantizer(quantizer, d, p.nlist, sq8, metric)
+        elif p.quantization is Quantization.RABITQ:
+            index = faiss.IndexIVFRaBitQ(quantizer, d, p.nlist, metric, True, p.rabitq_bits)
         else:
-            index = faiss.IndexIVFPQ(quantizer, d, p.nlist, p.pq_m, p.pq_bits, self.faiss_metric)
+            index = faiss.IndexIVFFlat(quantizer, d, p.nlist, metric)
         index.nprobe = p.nprobe
         self._quantizer = quantizer  # keep the Python object alive next to the index
         return index
 
+    # ---- what the planner and training need -------------------------------------------------------------------
+
+    @property
+    def exact(self) -> bool:
+        """No FAISS index: searches are exact over the store's rows."""
+        return self.index is None
+
+    @property
+    def keeps_codes(self) -> bool:
+        """Checkpoints keep this index's codes per segment (IVF kinds, quantised FLAT)."""
+        return self.params.is_ivf or (self.params.kind is IndexKind.FLAT and self.index is not None)
+
+    @property
+    def whole(self) -> bool:
+        """Checkpoints keep this index whole (HNSW kinds)."""
+        return self.params.kind is IndexKind.HNSW
+
     @property
     def ntotal(self) -> int:
-        return int(self.index.ntotal)
+        return self._added if self.index is None else int(self.index.ntotal)
 
     def train(self, vectors: np.ndarray) -> None:
+        if self.index is None:
+            return
         with faiss_threads():
             self.index.train(np.ascontiguousarray(vectors, dtype=np.float32))
         self.trained = True
+        if self.keeps_codes:
+            self._template = bytes(faiss.serialize_index(self.index))
 
     def add(self, slots: np.ndarray, vectors: np.ndarray) -> None:
-        """Add rows; FLAT and HNSW number them in order, so `slots` must continue from ntotal."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if not self.params.is_ivf and len(slots) and int(slots[0]) != self.ntotal:
+        """Add rows; every kind but IVF numbers them in order, so `slots` must continue from ntotal."""
+        if not len(slots):
+            return
+        if not self.params.is_ivf and int(slots[0]) != self.ntotal:
             raise ValueError(f"slot {int(slots[0])} added at position {self.ntotal}")
+        if self.index is None:
+            self._added += len(slots)
+            return
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         with faiss_threads():
             if self.params.is_ivf:
-                self.index.add_with_ids(vectors, np.ascontiguousarray(slots, dtype=np.int64))
+                codes = self.index.sa_encode(vectors)
+                self.index.add_sa_codes(codes, np.ascontiguousarray(slots, dtype=np.int64))
+                self._pending.append((int(slots[0]), codes))
             else:
                 self.index.add(vectors)
+        self.dirty = True
 
     def search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None, *, ef_search: int = 0, nprobe: int = 0
@@ -93,11 +153,94 @@ class VectorIndex:
         del bitmap  # the selector points into it until here
         return distances, labels
 
+    # ---- checkpoints -----------------------------------------------------------------------------------------
+
+    def template(self) -> bytes | None:
+        """The trained, empty index (keeps_codes kinds, once trained)."""
+        return self._template if self.trained else None
+
+    def codes(self, start: int, end: int) -> np.ndarray | None:
+        """The codes of slots [start, end) in slot order (a copy), or None where this index has not got them all."""
+        if not self.keeps_codes or not self.trained or self.index is None or end <= start:
+            return None
+        if not self.params.is_ivf:
+            if end > self.ntotal:
+                return None
+            size = self.index.code_size
+            view = faiss.rev_swig_ptr(self.index.codes.data(), self.ntotal * size)
+            return np.array(view[start * size : end * size]).reshape(end - start, size)
+        pieces = sorted(self._pending, key=lambda p: p[0])
+        out: list[np.ndarray] = []
+        at = start
+        for first, codes in pieces:
+            last = first + len(codes)
+            if last <= at or first >= end:
+                continue
+            if first > at:
+                return None
+            out.append(codes[at - first : min(end, last) - first])
+            at = min(end, last)
+            if at == end:
+                break
+        return np.concatenate(out) if at == end and out else None
+
+    def codes_at(self, slots: np.ndarray) -> np.ndarray | None:
+        """The codes of some slots (sorted), or None."""
+        if not len(slots):
+            return None if not self.keeps_codes else np.empty((0, self.code_size), np.uint8)
+        whole = self.codes(int(slots[0]), int(slots[-1]) + 1)
+        return None if whole is None else whole[slots - int(slots[0])]
+
+    @property
+    def code_size(self) -> int:
+        return int(self.index.sa_code_size()) if self.index is not None else 0
+
+    def forget(self, end: int) -> None:
+        """The codes of slots below `end` are in a checkpoint now: drop the copies kept for it (IVF)."""
+        self._pending = [(first, codes) for first, codes in self._pending if first + len(codes) > end]
+
+    def restore(self, template: bytes, parts: list[tuple[int, np.ndarray]]) -> None:
+        """Become the trained index of `template` holding the codes of each (first slot, codes) part, in order."""
+        self.index = faiss.deserialize_index(np.frombuffer(template, np.uint8))
+        if self.params.is_ivf:
+            self.index.nprobe = self.params.nprobe
+        self.trained = True
+        self._template = template
+        with faiss_threads():
+            for first, codes in parts:
+                ids = np.arange(first, first + len(codes), dtype=np.int64)
+                self.index.add_sa_codes(np.ascontiguousarray(codes), ids if self.params.is_ivf else None)
+
+    def serialize(self) -> np.ndarray:
+        """The whole index (HNSW kinds), as FAISS writes it."""
+        self.dirty = False
+        return faiss.serialize_index(self.index)
+
+    def restore_whole(self, data: np.ndarray) -> None:
+        self.index = faiss.deserialize_index(data)
+        self.index.hnsw.efSearch = self.params.ef_search
+        self.trained = bool(self.index.is_trained)
+        self.dirty = False
+
     def memory_bytes(self) -> int:
-        codes = {IndexKind.FLAT: 4 * self.dimension, IndexKind.IVF_FLAT: 4 * self.dimension + 8}
-        per_vector = codes.get(self.params.kind)
-        if per_vector is None and self.params.kind is IndexKind.HNSW:
-            per_vector = 4 * self.dimension + 8 * self.params.m * 2
-        if per_vector is None:  # IVF-PQ
-            per_vector = (self.params.pq_m * self.params.pq_bits + 7) // 8 + 8
-        return self.ntotal * per_vector
+        if self.index is None:
+            return 0
+        n = self.ntotal
+        if self.params.kind is IndexKind.HNSW:
+            storage = self.dimension if self.params.quantization is Quantization.INT8 else 4 * self.dimension
+            return n * (storage + 4 * self.params.m * 2 + 8)
+        code = self.code_size if self.trained else 0
+        if self.params.is_ivf:
+            code = code - _coarse_bytes(self.params.nlist) + 8  # the id beside each code in its list
+            pending = sum(c.nbytes for _, c in self._pending)
+            return n * code + pending + 4 * self.params.nlist * self.dimension
+        return n * code
+
+
+def _coarse_bytes(nlist: int) -> int:
+    """Bytes of the inverted list number at the start of an IVF index's standalone code."""
+    size, bits = 0, max(nlist - 1, 1).bit_length()
+    while bits > 0:
+        size += 1
+        bits -= 8
+    return size

@@ -39,6 +39,8 @@ from embedsvc.index.types import (
     IndexKind,
     KeywordHits,
     Metric,
+    Quantization,
+    Searched,
     State,
     StoredItem,
     Upsert,
@@ -59,15 +61,50 @@ _ID_CHUNK = 1000
 _SNAPSHOT_PAGE = 2000  # items per query of a snapshot's export
 
 
-def index_params(config: CollectionConfig) -> tuple[str, dict[str, int]]:
+def index_params(config: CollectionConfig) -> tuple[str, dict[str, Any]]:
+    """The Milvus index of a collection's kind and quantisation (see `unsupported` for what has none)."""
     p = config.index
     if p.kind is IndexKind.HNSW:
+        if p.quantization is Quantization.INT8:
+            return "HNSW_SQ", {"M": p.m, "efConstruction": p.ef_construction, "sq_type": "SQ8"}
         return "HNSW", {"M": p.m, "efConstruction": p.ef_construction}
     if p.kind is IndexKind.IVF_FLAT:
+        if p.quantization is Quantization.INT8:
+            return "IVF_SQ8", {"nlist": p.nlist}
+        if p.quantization is Quantization.RABITQ:
+            return "IVF_RABITQ", {"nlist": p.nlist}
         return "IVF_FLAT", {"nlist": p.nlist}
     if p.kind is IndexKind.IVF_PQ:
         return "IVF_PQ", {"nlist": p.nlist, "m": p.pq_m, "nbits": p.pq_bits}
     return "FLAT", {}
+
+
+def unsupported(config: CollectionConfig) -> list[tuple[str, str]]:
+    """(field, why) for each option of the configuration that Milvus has no equivalent of, whatever its version:
+    quantised FLAT (no such Milvus index), RaBitQ other than IVF with 1 bit, recall targets and oversampling (the
+    embedded backend's calibration and rescoring), indexed metadata fields (no JSON path index in the Milvus servers
+    this supports: they would need Milvus 2.5.11's)."""
+    p = config.index
+    out = []
+    if p.kind is IndexKind.FLAT and p.quantization is not Quantization.NONE:
+        out.append(("index.quantization", "Milvus has no quantised FLAT index; use IVF_FLAT (int8 is IVF_SQ8)"))
+    if p.quantization is Quantization.RABITQ and (p.kind is not IndexKind.IVF_FLAT or p.rabitq_bits != 1):
+        out.append(("index.rabitq_bits", "Milvus's RaBitQ index is IVF_RABITQ, with 1 bit per component"))
+    if p.target_recall:
+        out.append(
+            ("index.target_recall", "recall targets are the embedded (FAISS) backend's; set nprobe or ef_search")
+        )
+    if p.oversample:
+        out.append(("index.oversample", "oversampling and rescoring are the embedded (FAISS) backend's"))
+    if config.indexed_fields:
+        out.append(
+            (
+                "indexed_fields",
+                "indexed metadata fields need JSON path indexes, which these Milvus servers lack (Milvus 2.5.11 has "
+                "them); filters on any field work without them",
+            )
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -76,6 +113,11 @@ class Staged:
 
     request: Any
     rows: list[dict[str, Any]] | None
+
+
+def not_supported(field: str, message: str) -> EmbedsvcError:
+    """An option that the Milvus backend has no equivalent of: FAILED_PRECONDITION / OPERATION_NOT_SUPPORTED."""
+    return EmbedsvcError(Reason.OPERATION_NOT_SUPPORTED, message, field=field, metadata={"backend": "milvus"})
 
 
 def _metadata(document: dict[str, Any]) -> dict[str, Any]:
@@ -252,16 +294,22 @@ class MilvusCollection:
         exclude: Sequence[set[str]] = (),
         ef_search: int = 0,
         nprobe: int = 0,
+        oversample: int = 0,
+        target_recall: float = 0.0,
         exact: bool = False,
         with_metadata: bool = True,
         with_vectors: bool = False,
         max_response_bytes: int = 0,
-    ) -> tuple[list[list[Hit]], bool]:
+    ) -> Searched:
         """k hits per query, Milvus filtering exactly (no shortfall), excluded ids dropped from k + their number.
 
         `exact` on an IVF index probes every list (exact for IVF_FLAT); an HNSW search stays approximate (with ef
-        raised to 4,096), and the result says so."""
+        raised to 4,096), and the result says so. A target recall or an oversampling is refused: they are the
+        embedded backend's (its calibration, its rescoring)."""
         self.check_ready()
+        for field, value in (("options.target_recall", target_recall), ("options.oversample", oversample)):
+            if value:
+                raise not_supported(field, f"{field.split('.')[1]} is not offered on Milvus collections")
         p = self.config.index
         extra = max((len(e) for e in exclude), default=0)
         want = k + extra
@@ -311,7 +359,7 @@ class MilvusCollection:
                 if max_response_bytes and spent > max_response_bytes:
                     raise response_too_large(spent, max_response_bytes)
                 results.append([self._hit(row, with_metadata, with_vectors) for row in rows])
-        return results, was_exact
+        return Searched(results, was_exact)
 
     def _search(
         self, chunk: np.ndarray, limit: int, expression: str, fields: list[str], search_params: dict[str, Any]

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +30,8 @@ from embedsvc.index.milvus.collection import (
     TEXT,
     MilvusCollection,
     index_params,
+    not_supported,
+    unsupported,
 )
 from embedsvc.index.milvus.expressions import literal
 from embedsvc.index.snapshot_files import Manifest
@@ -141,6 +144,8 @@ class MilvusStore:
             return None
 
     def create(self, config: CollectionConfig) -> MilvusCollection:
+        for field, why in unsupported(config):
+            raise not_supported(field, why)
         connection = self.connection
         stored = len(config.to_json())
         if stored > MAX_VARCHAR:  # a shaped collection's int8 ranges grow with its dimension (two sets with prompts)
@@ -153,10 +158,10 @@ class MilvusStore:
                 metadata={"backend": "milvus", "needed": f"{stored} bytes", "actual": str(MAX_VARCHAR)},
             )
         if config.keyword:
-            unsupported = connection.full_text_unsupported()
-            if unsupported is not None:
-                unsupported.field = "keyword"
-                raise unsupported
+            refusal = connection.full_text_unsupported()
+            if refusal is not None:
+                refusal.field = "keyword"
+                raise refusal
         client = connection.client
         name = milvus_name(config.name)
         if self.has(config.name) or connection.run("create", client.has_collection, name):
@@ -201,16 +206,29 @@ class MilvusStore:
                 )
             )
             index.add_index(SPARSE, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-        connection.run(
-            "create",
-            client.create_collection,
-            name,
-            schema=schema,
-            index_params=index,
-            consistency_level=self.options.consistency,
-            idempotent=False,
-            ddl=True,
-        )
+        properties: dict[str, Any] = {} if config.index.mmap is None else {"mmap.enabled": config.index.mmap}
+        try:
+            connection.run(
+                "create",
+                client.create_collection,
+                name,
+                schema=schema,
+                index_params=index,
+                consistency_level=self.options.consistency,
+                idempotent=False,
+                ddl=True,
+                properties=properties or None,
+            )
+        except EmbedsvcError as exc:
+            if f"invalid index type: {kind.lower()}" not in exc.message.lower():
+                raise
+            # An index this server lacks (HNSW_SQ, IVF_RABITQ before Milvus 2.6): nothing is left behind.
+            if connection.run("create", client.has_collection, name):
+                connection.run("create", client.drop_collection, name, ddl=True)
+            version = connection.run("create", client.get_server_version)
+            raise not_supported(
+                "index.quantization", f"this Milvus server ({version}) has no {kind} index; use FAISS, or IVF_SQ8"
+            ) from None
 
     def restore(
         self,
@@ -227,6 +245,8 @@ class MilvusStore:
         """A new collection holding a snapshot's items, written under a temporary name, then renamed and entered in
         the catalog (see the module docstring). With `replace`, an existing collection of that name is dropped just
         before the rename: on Milvus that swap is not one step (a call in between finds no collection)."""
+        for field, why in unsupported(config):
+            raise not_supported(field, why)
         connection = self.connection
         client = connection.client
         final = milvus_name(config.name)

@@ -17,6 +17,7 @@ from embedsvc.index.faiss import snapshots
 from embedsvc.index.faiss.store import CollectionStore
 from embedsvc.index.snapshot_files import Manifest
 from embedsvc.index.types import CollectionConfig, Delete, IndexParams, Metric, Upsert
+from tests.index.faiss.test_checkpoints import write_format_1
 
 D = 8
 CONFIG = CollectionConfig("src", D, Metric.L2, IndexParams().resolved(D))
@@ -126,8 +127,15 @@ def taken(store, tmp_path):
     dest.mkdir()
     snapshot = collection.snapshot(dest)
     manifest = manifest_of(snapshot)
-    assert {f.path for f in manifest.files} >= {"collection.json", "wal.log", "checkpoint/vectors.npy"}
+    paths = {f.path for f in manifest.files}
+    assert paths >= {"collection.json", "wal.log", "checkpoint/manifest.json", "checkpoint/live.cols"}
+    assert segment_of(manifest)  # the checkpoint's segments, linked as they are
     return dest, manifest, items_of(dest, manifest)
+
+
+def segment_of(manifest: Manifest) -> str:
+    """The path of the snapshot's first checkpoint segment."""
+    return min(f.path for f in manifest.files if f.path.startswith("checkpoint/segment-"))
 
 
 def restore(store, dest, manifest, name="restored", **options):
@@ -152,10 +160,11 @@ def test_restore_places_the_files_and_the_collection_equals_the_snapshot(store, 
 
 
 @pytest.mark.parametrize(
-    "path", ["collection.json", "wal.log", "checkpoint/vectors.npy", "checkpoint/items.jsonl", "checkpoint/meta.json"]
+    "path", ["collection.json", "wal.log", "checkpoint/manifest.json", "checkpoint/live.cols", "segment"]
 )
 def test_a_flipped_byte_is_caught_and_nothing_is_restored(store, taken, tmp_path, path):
     dest, manifest, _ = taken
+    path = segment_of(manifest) if path == "segment" else path
     damaged = tmp_path / "damaged"
     shutil.copytree(dest, damaged)
     data = bytearray((damaged / path).read_bytes())
@@ -179,10 +188,11 @@ def test_a_truncated_or_missing_file_is_caught(store, taken, tmp_path):
     with pytest.raises(EmbedsvcError) as info:
         restore(store, truncated, manifest)
     assert (info.value.reason, info.value.metadata["file"]) == (Reason.DATA_LOSS, "wal.log")
-    (truncated / "checkpoint" / "items.jsonl").unlink()
+    segment = segment_of(manifest)
+    (truncated / segment).unlink()
     with pytest.raises(EmbedsvcError) as info:
         restore(store, truncated, manifest)
-    assert (info.value.reason, info.value.metadata["file"]) == (Reason.DATA_LOSS, "checkpoint/items.jsonl")
+    assert (info.value.reason, info.value.metadata["file"]) == (Reason.DATA_LOSS, segment)
     assert not store.has("restored")
 
 
@@ -212,3 +222,33 @@ def test_a_crash_between_the_two_renames_of_a_replace_is_settled_at_start(tmp_pa
     again = CollectionStore(root, 1 << 30)
     again.recover_all()
     assert again.get("src").count == 1 and not (collections / ".replacing-src").exists()
+
+
+def test_a_snapshot_of_a_format_1_checkpoint_restores(store, tmp_path):
+    """A collection still on a checkpoint written before format 2 (0.2's vectors.npy, items.jsonl, meta.json) snapshots
+    and restores: the restored collection opens it as the source does, and rewrites it at its next checkpoint."""
+    store.create(CONFIG)
+    store.close_all(checkpoint=False)
+    directory = store.root / "src"
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, D)).astype(np.float32)
+    ids = [f"old-{i}" for i in range(40)]
+    write_format_1(directory, 5, ids, x, [{"i": i} for i in range(40)], ids)
+    again = CollectionStore(store.root.parent, 1 << 30)
+    again.recover_all()
+    try:
+        source = again.get("src")
+        source.upsert(Upsert(["new"], np.ones((1, D), np.float32), [{"new": True}], ["new"]))
+        source.delete(["old-0"])
+        dest = tmp_path / "snap"
+        dest.mkdir()
+        manifest = manifest_of(source.snapshot(dest))
+        assert {"checkpoint/meta.json", "checkpoint/vectors.npy"} <= {f.path for f in manifest.files}
+        items = items_of(dest, manifest)
+        assert items == contents(source) and len(items) == 40
+        restored = restore(again, dest, manifest)
+        assert contents(restored) == items
+        restored.checkpoint()
+        assert contents(restored) == items
+    finally:
+        again.close_all(checkpoint=False)

@@ -29,7 +29,9 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def collection(store):
-    config = CollectionConfig("props", 4, Metric.L2, IndexParams(IndexKind.FLAT).resolved(4), backend=Backend.MILVUS)
+    config = CollectionConfig(
+        "props", 4, Metric.L2, IndexParams(IndexKind.FLAT).resolved(4, rescoring=False), backend=Backend.MILVUS
+    )
     return store.create(config)
 
 
@@ -85,7 +87,9 @@ def test_numbers_compare_as_the_python_reference_does(collection, values, op):
 
 
 def test_a_collection_dropped_behind_our_back_is_not_found(store):
-    config = CollectionConfig("gone", 4, Metric.L2, IndexParams(IndexKind.FLAT).resolved(4), backend=Backend.MILVUS)
+    config = CollectionConfig(
+        "gone", 4, Metric.L2, IndexParams(IndexKind.FLAT).resolved(4, rescoring=False), backend=Backend.MILVUS
+    )
     collection = store.create(config)
     store.connection.client.drop_collection(collection.name)
     with pytest.raises(EmbedsvcError) as info:
@@ -162,7 +166,9 @@ def test_column_built_writes_store_what_pymilvus_rows_store(store):
     from embedsvc.index.milvus import bulk
 
     assert bulk.available()  # the pinned pymilvus has every piece: the fast path is the one in use
-    config = CollectionConfig("paths", 4, Metric.L2, IndexParams(IndexKind.FLAT).resolved(4), backend=Backend.MILVUS)
+    config = CollectionConfig(
+        "paths", 4, Metric.L2, IndexParams(IndexKind.FLAT).resolved(4, rescoring=False), backend=Backend.MILVUS
+    )
     collection = store.create(config)
     x = np.random.default_rng(3).normal(size=(3, 4)).astype(np.float32)
     meta = [{"s": 'qu"ote', "n": 2**62, "f": 0.5, "l": ["a", 1, True]}, {}, {"t": [1.5]}]

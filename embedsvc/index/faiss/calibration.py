@@ -1,0 +1,123 @@
+"""Recall you can ask for: the measured recall of a collection's index at each setting of its search knob, and the
+setting a target recall needs.
+
+The knob is nprobe (IVF kinds), ef_search (HNSW kinds) or the oversampling (quantised FLAT); exact kinds have none
+(recall 1). `measure` takes QUERIES of the collection's own live vectors as queries, finds each one's exact k nearest
+other items (the query's own item left out, so that finding itself does not count), then searches at each knob value,
+smallest first, exactly as a search would (codes, oversampling, rescoring), and records recall@k against the exact
+answer; a series stops once a value reaches STOP. A quantised IVF or HNSW index has a second knob, its oversampling:
+when the series at the collection's oversampling levels off below STOP (the codes, not the probing, limit it), the
+series is measured again at twice and four times it. `choose` gives the cheapest setting whose recall reaches a
+target (the smallest knob value, then the smallest oversampling), and its recall; when none does, the smallest
+setting within 0.001 of the best recall measured (its recall is then below the target, and says so).
+
+A calibration is redone in the background after every training or rebuild, and when the collection has grown GROWTH
+times since; it is saved in the checkpoint's manifest and read back at open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from embedsvc.index.types import IndexKind, IndexParams
+
+QUERIES = 200
+K = 10
+STOP = 0.999
+GROWTH = 1.5
+_NPROBE = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 4096)
+_EF = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 4096)
+_OVERSAMPLE = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 100)
+
+
+def knob(params: IndexParams) -> tuple[str, tuple[int, ...]]:
+    """The knob a target recall sets for these parameters, and the values measured ("" and () when exact)."""
+    if params.is_ivf:
+        return "nprobe", (*(v for v in _NPROBE if v < params.nlist), params.nlist)
+    if params.kind is IndexKind.HNSW:
+        return "ef_search", _EF
+    if params.quantised:
+        return "oversample", _OVERSAMPLE
+    return "", ()
+
+
+@dataclass(frozen=True)
+class Calibration:
+    knob: str
+    # (knob value, oversampling, recall@k): series by oversampling, values ascending in each. For quantised FLAT the
+    # knob is the oversampling (both equal); without quantisation the oversampling is 1.
+    points: tuple[tuple[int, int, float], ...]
+    count: int  # live items when measured
+    queries: int
+    k: int = K
+
+    def choose(self, target: float) -> tuple[int, int, float]:
+        """(knob value, oversampling, recall) of the cheapest setting reaching `target` (see the module docstring)."""
+        reaching = [p for p in self.points if p[2] >= target]
+        if not reaching:
+            best = max(p[2] for p in self.points)
+            reaching = [p for p in self.points if p[2] >= best - 0.001]
+        return min(reaching, key=lambda p: (p[0], p[1]))
+
+    def estimate(self, value: int, oversample: int) -> float | None:
+        """The recall measured at the largest setting not above (value, oversample) (a lower bound: recall grows
+        with both)."""
+        below = [p for p in self.points if p[0] <= value and p[1] <= oversample]
+        return max(below, key=lambda p: (p[0], p[1]))[2] if below else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"knob": self.knob, "points": [list(p) for p in self.points], "count": self.count,
+                "queries": self.queries, "k": self.k}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Calibration | None:
+        if not data or not data.get("points") or len(data["points"][0]) != 3:
+            return None
+        points = tuple((int(v), int(o), float(r)) for v, o, r in data["points"])
+        return cls(str(data["knob"]), points, int(data["count"]), int(data["queries"]), int(data.get("k", K)))
+
+
+# search(queries, k, exclude, exact, knob value, oversampling) -> the hits' ids per query, as a search finds them.
+Search = Callable[[np.ndarray, int, Sequence[set[str]], bool, int, int], list[list[str]]]
+
+
+def measure(
+    params: IndexParams, sample: np.ndarray, sample_ids: Sequence[str], count: int, search: Search
+) -> Calibration | None:
+    """Recall@K at each setting, on the sample's vectors (index form) as queries, each leaving out its own id."""
+    name, values = knob(params)
+    if not name or not len(sample):
+        return None
+    exclude = [{i} for i in sample_ids]
+    k = min(K, max(count - 1, 1))
+    truth = search(sample, k, exclude, True, 0, 0)
+    wanted = [set(row) for row in truth]
+    total = max(sum(len(w) for w in wanted), 1)
+    points: list[tuple[int, int, float]] = []
+    if name == "oversample":
+        series = [0]
+    elif params.quantised:
+        series = [params.oversample, 2 * params.oversample, 4 * params.oversample]
+    else:
+        series = [1]
+    for oversample in series:
+        for value in values:
+            found = search(sample, k, exclude, False, value, oversample)
+            recall = sum(len(set(row) & w) for row, w in zip(found, wanted, strict=True)) / total
+            points.append((value, oversample or value, round(recall, 4)))
+            if recall >= STOP:
+                break
+        if max(p[2] for p in points) >= STOP:
+            break
+    return Calibration(name, tuple(points), count, len(sample), k)
+
+
+def stale(calibration: Calibration | None, count: int) -> bool:
+    """Whether the collection has grown (or shrunk) enough since its calibration to measure again."""
+    if calibration is None:
+        return True
+    return count >= GROWTH * calibration.count or count * GROWTH <= calibration.count
