@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -742,7 +743,8 @@ def report(results: dict[tuple[str, str], Cell], args: argparse.Namespace, load:
     )
     for (server, call), c in results.items():
         parts = " ".join(f"{c.parts_us[p]:9.0f}" for p in shown)
-        share = c.client_us / (c.client_us + c.cpu_us)
+        # A short round (--smoke) can see no CPU tick at all on either side: no share to tell then.
+        share = c.client_us / (c.client_us + c.cpu_us) if c.client_us + c.cpu_us > 0 else math.nan
         g = c.gil
         gil = (
             "     -      -"
@@ -773,7 +775,7 @@ def report(results: dict[tuple[str, str], Cell], args: argparse.Namespace, load:
                 print(f"  {server:9} {call:11} " + ", ".join(f"{p} {v:.0f}" for p, v in split.items() if v >= 0.5))
         print("\nwhat one process could serve on a 16-core host (calls/s): at most 1e6 / GIL, and 16e6 / CPU*")
         for (server, call), c in results.items():
-            if c.gil is None or c.gil.us <= 0:
+            if c.gil is None or c.gil.us <= 0 or c.gil.cpu_us <= 0:
                 continue
             by_gil, by_cores = 1e6 / c.gil.us, 16e6 / c.gil.cpu_us
             verdict = (
@@ -939,7 +941,8 @@ def main() -> None:
     results = {cell: median_cell(values, gils[cell]) for cell, values in measured.items()}
     ratios = {
         name: statistics.median(
-            m.cpu_us / b.cpu_us for m, b in zip(measured[(name, "info")], measured[("bare", "info")], strict=True)
+            m.cpu_us / b.cpu_us if b.cpu_us > 0 else math.nan
+            for m, b in zip(measured[(name, "info")], measured[("bare", "info")], strict=True)
         )
         for name in servers
         if ("bare", "info") in measured and (name, "info") in measured
