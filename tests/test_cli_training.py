@@ -98,6 +98,8 @@ def test_train_ae_writes_a_loadable_checkpoint_with_its_figures(capsys, tmp_path
         ("train-gan", ["--epochs", "0"]),
         ("train-gan", ["--ema-decay", "1.5"]),
         ("train-gan", ["--latent-dim", "0"]),
+        ("train-gan", ["--discriminator-steps", "0"]),
+        ("train-gan", ["--r1-gamma", "-1"]),
         ("train-ae", ["--test-fraction", "1.5"]),
         ("train-ae", ["--threads", "-1"]),
     ],

@@ -56,6 +56,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     g.add_argument("--discriminator-channels", type=_channels, default=(64, 128), help="(default 64,128)")
     g.add_argument("--generator-learning-rate", type=float, default=2e-4)
     g.add_argument("--discriminator-learning-rate", type=float, default=2e-4)
+    g.add_argument("--discriminator-steps", type=int, default=1, help="critic updates per generator update")
+    g.add_argument("--r1-gamma", type=float, default=0.0, help="weight of the R1 penalty on real images (0: off)")
     g.add_argument("--ema-decay", type=float, default=0.999, help="moving average of the generator's weights")
     g.add_argument("--augment-shift", type=int, default=2, help="random translation (pixels) before the critic")
     g.add_argument("--encoder-epochs", type=int, default=20, help="epochs of the inversion encoder (0: none)")
@@ -296,6 +298,8 @@ def train_gan(args: argparse.Namespace) -> int:
         inversion = InversionOptions(steps=args.inversion_steps, restarts=args.inversion_restarts, seed=args.seed)
         if args.encoder_epochs < 0 or args.augment_shift < 0 or not 0 <= args.ema_decay < 1:
             raise ValueError("--encoder-epochs and --augment-shift must be >= 0, --ema-decay within [0, 1)")
+        if args.discriminator_steps < 1 or args.r1_gamma < 0:
+            raise ValueError("--discriminator-steps must be >= 1 and --r1-gamma >= 0")
         if args.metric_images < 1:
             raise ValueError("--metric-images must be >= 1")
     except ValueError as exc:
@@ -307,6 +311,8 @@ def train_gan(args: argparse.Namespace) -> int:
         discriminator_learning_rate=args.discriminator_learning_rate,
         ema_decay=args.ema_decay,
         augment_shift=args.augment_shift,
+        discriminator_steps=args.discriminator_steps,
+        r1_gamma=args.r1_gamma,
         encoder_epochs=args.encoder_epochs,
         seed=args.seed,
         device=device,
@@ -351,6 +357,8 @@ def train_gan(args: argparse.Namespace) -> int:
         "generator_learning_rate": args.generator_learning_rate,
         "discriminator_learning_rate": args.discriminator_learning_rate,
         "betas": [options.beta1, options.beta2],
+        "discriminator_steps": args.discriminator_steps,
+        "r1_gamma": args.r1_gamma,
         "ema_decay": args.ema_decay,
         "augment_shift": args.augment_shift,
         "encoder_epochs": args.encoder_epochs,

@@ -31,6 +31,7 @@ __all__ = [
     "LatentEncoder",
     "hinge_discriminator_loss",
     "hinge_generator_loss",
+    "r1_penalty",
     "random_translation",
 ]
 
@@ -182,3 +183,10 @@ def hinge_discriminator_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Te
 def hinge_generator_loss(fake: torch.Tensor) -> torch.Tensor:
     """-mean D(G(z))."""
     return -fake.mean()
+
+
+def r1_penalty(real_score: torch.Tensor, real_input: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ||grad_x D(x)||^2 at the real images x (R1, Mescheder et al. 2018), differentiable
+    (for the critic's update): `real_input` must require grad and `real_score` be D(real_input)."""
+    (gradient,) = torch.autograd.grad(real_score.sum(), real_input, create_graph=True)
+    return gradient.pow(2).flatten(1).sum(1).mean()

@@ -12,6 +12,7 @@ from embedsvc.nets.gan import (
     LatentEncoder,
     hinge_discriminator_loss,
     hinge_generator_loss,
+    r1_penalty,
     random_translation,
 )
 
@@ -73,6 +74,18 @@ def test_hinge_losses() -> None:
     # relu(1 - real) = [0, 0.5], relu(1 + fake) = [0, 1]
     assert float(hinge_discriminator_loss(real, fake)) == pytest.approx(0.25 + 0.5)
     assert float(hinge_generator_loss(fake)) == pytest.approx(1.0)
+
+
+def test_r1_penalty_is_the_squared_gradient_norm_and_trains_the_critic() -> None:
+    # D(x) = sum(w * x^2) / 2 has gradient w * x, so the penalty is the batch mean of ||w * x||^2.
+    w = torch.tensor([[1.0, 2.0], [3.0, 0.5]], requires_grad=True)
+    x = torch.tensor([[[[1.0, 1.0], [0.0, 2.0]]], [[[0.5, 0.0], [1.0, 1.0]]]], requires_grad=True)
+    score = (w * x.pow(2)).flatten(1).sum(1) / 2
+    penalty = r1_penalty(score, x)
+    expected = ((w * x).pow(2).flatten(1).sum(1)).mean()
+    assert float(penalty.detach()) == pytest.approx(float(expected.detach()))
+    penalty.backward()  # create_graph: the penalty reaches the critic's weights
+    assert w.grad is not None and float(w.grad.abs().sum()) > 0
 
 
 def test_random_translation_moves_whole_images_and_passes_gradients() -> None:

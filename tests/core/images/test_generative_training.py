@@ -3,6 +3,7 @@ the VAE's, runs are reproducible, and the judge's figures behave."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -56,6 +57,25 @@ def test_the_moving_average_lags_the_live_generator(digits) -> None:
         fast.generator.state_dict()[name] - initial[name]
     ).abs().max() * 0.1
     assert slow.encoder is None and slow.encoder_history == []
+
+
+def test_several_critic_steps_per_generator_step_and_the_r1_penalty(digits, monkeypatch) -> None:
+    from embedsvc.core.images import gan_training
+
+    steps = []
+    update = gan_training._ema_update
+    monkeypatch.setattr(gan_training, "_ema_update", lambda *a: (steps.append(1), update(*a)))
+    # 210 training digits: 6 batches of 32 an epoch, 12 critic steps in two epochs; the generator (and its moving
+    # average) steps on every third.
+    options = GANTrainOptions(epochs=2, batch_size=32, encoder_epochs=0, discriminator_steps=3, r1_gamma=1.0)
+    first = train_gan(digits, TINY, options)
+    assert len(steps) == 4 and all(math.isfinite(r.discriminator_loss + r.generator_loss) for r in first.history)
+    again = train_gan(digits, TINY, options)
+    for a, b in zip(first.generator.state_dict().values(), again.generator.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    plain = train_gan(digits, TINY, dataclasses.replace(options, r1_gamma=0.0))
+    name = "project.0.weight"
+    assert not torch.equal(plain.generator.state_dict()[name], first.generator.state_dict()[name])
 
 
 def test_autoencoder_training_reduces_reconstruction_error(digits) -> None:
