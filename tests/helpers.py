@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 
 from embedsvc.client import EmbedsvcClientError
 
@@ -57,3 +58,13 @@ def assert_refused(
     got: tuple[object, ...] = (error.code, error.reason) if field is None else (error.code, error.reason, error.field)
     assert got == want, f"refused with {got}, not {want}: {error.message}"
     return error
+
+
+def reason_of(error: grpc.RpcError) -> str | None:
+    """The machine-readable reason (google.rpc.ErrorInfo) of a raw gRPC error, for tests that call a stub directly."""
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            info = error_details_pb2.ErrorInfo()
+            assert status_pb2.Status.FromString(value).details[0].Unpack(info)
+            return str(info.reason)
+    return None

@@ -9,13 +9,12 @@ from datetime import UTC, datetime
 import grpc
 import numpy as np
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 
 import embedsvc
 from embedsvc.client import Client, EmbedsvcClientError, UpsertStreamError, collection_points
 from embedsvc.index.faiss import collection as faiss_collection
 from embedsvc.v1 import collections_pb2, models_pb2
-from tests.helpers import assert_refused, wait_for
+from tests.helpers import assert_refused, reason_of, wait_for
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -90,18 +89,9 @@ def test_forged_and_foreign_page_tokens_are_refused(client, made):
         with pytest.raises((grpc.RpcError, EmbedsvcClientError)) as info:
             case()
         error = info.value
-        reason = error.reason if isinstance(error, EmbedsvcClientError) else _reason(error)
+        reason = error.reason if isinstance(error, EmbedsvcClientError) else reason_of(error)
         code = error.code if isinstance(error, EmbedsvcClientError) else error.code()
         assert (code, reason) == (INVALID, "INVALID_PAGE_TOKEN")
-
-
-def _reason(error):
-    for key, value in error.trailing_metadata():
-        if key == "grpc-status-details-bin":
-            info = error_details_pb2.ErrorInfo()
-            assert status_pb2.Status.FromString(value).details[0].Unpack(info)
-            return info.reason
-    return None
 
 
 def test_typed_metadata_round_trips_and_filters(client, made):

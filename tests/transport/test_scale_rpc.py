@@ -4,10 +4,9 @@ fields, as a client sets them, and every refusal as (code, reason, field) on eac
 import grpc
 import numpy as np
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 
 from embedsvc.v1 import collections_pb2, collections_pb2_grpc
-from tests.helpers import assert_refused, wait_for
+from tests.helpers import assert_refused, reason_of, wait_for
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 LIMIT = grpc.StatusCode.INVALID_ARGUMENT
@@ -66,15 +65,6 @@ def test_bad_index_options_are_invalid_and_name_their_field(client, index, param
     assert "bad" not in [c.name for c in client.list_collections()]
 
 
-def _reason(error: grpc.RpcError) -> str:
-    for key, value in error.trailing_metadata():
-        if key == "grpc-status-details-bin":
-            info = error_details_pb2.ErrorInfo()
-            assert status_pb2.Status.FromString(value).details[0].Unpack(info)
-            return str(info.reason)
-    return ""
-
-
 def test_search_time_recall_options_are_checked(client):
     client.create_collection("s", dimension=4, metric="l2", index="ivf-flat", nlist=2, quantization="int8")
     try:
@@ -105,7 +95,7 @@ def test_indexed_fields_are_limited_and_typed(client, target):
         request = collections_pb2.CreateCollectionRequest(name="f", dimension=4, indexed_fields=[field])
         with pytest.raises(grpc.RpcError) as refused:
             collections_pb2_grpc.CollectionServiceStub(channel).CreateCollection(request, timeout=30)
-        assert (refused.value.code(), _reason(refused.value)) == (INVALID, "INVALID_VALUE"), refused.value.details()
+        assert (refused.value.code(), reason_of(refused.value)) == (INVALID, "INVALID_VALUE"), refused.value.details()
     channel.close()
     info = client.create_collection("f", dimension=4, indexed_fields={"kind": "string", "year": "integer"})
     try:

@@ -126,7 +126,8 @@ def test_a_compaction_keeps_the_trained_index_and_its_codes(tmp_path, monkeypatc
     reopened.close()
 
 
-def test_damage_in_a_small_file_is_found_at_open(tmp_path):
+def _damaged_segment(tmp_path):
+    """A checkpointed collection "c" of 500 rows whose first segment file has one flipped bit; (its path, its bytes)."""
     store = CollectionStore(tmp_path, 1 << 30)
     load(store.create(config()), clustered(500, D), 0, 500)
     store.close_all(checkpoint=True)
@@ -135,24 +136,22 @@ def test_damage_in_a_small_file_is_found_at_open(tmp_path):
     data = bytearray(segment.read_bytes())
     data[-3] ^= 0x40
     segment.write_bytes(bytes(data))
+    return segment, bytes(data)
+
+
+def test_damage_in_a_small_file_is_found_at_open(tmp_path):
+    _damaged_segment(tmp_path)
     reopened = Collection.open(tmp_path / "collections" / "c", 1 << 30)
     assert reopened.state is State.DATA_LOSS and "checksum mismatch" in reopened.error
 
 
 def test_damage_in_a_large_file_is_found_after_open(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint, "VERIFY_AT_OPEN", 1024)  # every segment is "large": checked in the background
-    store = CollectionStore(tmp_path, 1 << 30)
-    load(store.create(config()), clustered(500, D), 0, 500)
-    store.close_all(checkpoint=True)
-    path, manifest = latest(tmp_path / "collections" / "c")
-    segment = path / manifest.segments[0].file
-    data = bytearray(segment.read_bytes())
-    data[-3] ^= 0x40
-    segment.write_bytes(bytes(data))
+    segment, data = _damaged_segment(tmp_path)
     reopened = Collection.open(tmp_path / "collections" / "c", 1 << 30)
     reopened.wait_for_training(30)
     assert reopened.state is State.DATA_LOSS and "checksum mismatch" in reopened.error
-    assert segment.read_bytes() == bytes(data)  # kept as it is, for inspection
+    assert segment.read_bytes() == data  # kept as it is, for inspection
 
 
 def test_the_checks_after_open_pass_on_a_sound_checkpoint_replaced_meanwhile(tmp_path, monkeypatch):
