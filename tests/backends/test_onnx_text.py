@@ -141,3 +141,70 @@ def test_int8_without_the_onnx_engine_is_a_load_error_not_a_silent_fp32(minilm_d
     options = TextEncoderOptions(TextEncoderFormat.SENTENCE_TRANSFORMERS, minilm_dir, precision="int8")
     with pytest.raises(RuntimeError, match="precision int8 needs the ONNX engine"):
         load_text_encoder(ModelSpec("m", options), device="cpu", word_models={}, data_dir=None)
+
+
+def test_packed_passes_give_each_text_the_vector_it_has_alone(minilm_dir, tmp_path):
+    """Texts laid end to end in one pass attend only to themselves: a text's vector is the same alone, in any
+    company, in any pass, and equal to sentence-transformers' (which pads)."""
+    encoder = load_text_encoder(spec(minilm_dir), device="cpu", word_models={}, data_dir=tmp_path)
+    assert encoder.engine == "onnx" and encoder.packed and encoder.onnx_path.name.endswith("-packed.onnx")
+    sentences = real_sentences(60) + ["ok", " ".join(["a long text that runs past the window"] * 60)]
+    together = encoder.encode(sentences)
+    alone = np.stack([encoder.encode([s])[0] for s in sentences])
+    reversed_ = encoder.encode(sentences[::-1])[::-1]
+    assert np.abs(together - alone).max() <= 1e-5 and np.abs(together - reversed_).max() <= 1e-5
+    reference = encoder.model.encode(sentences, batch_size=16, normalize_embeddings=False)
+    assert np.abs(together - reference).max() <= 1e-5
+
+
+def test_packs_cover_every_row_once_in_similar_lengths_within_the_budget():
+    from embedsvc.backends.onnx_engine import PACK_TOKENS, packs
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 300, size=200)
+    for parts in (1, 2, 4):
+        passes = packs(lengths, parts=parts)
+        rows = np.concatenate(passes)
+        assert sorted(rows.tolist()) == list(range(200))  # every row exactly once
+        assert (np.diff(lengths[rows]) <= 0).all()  # longest first, consecutive: similar lengths share a pass
+        for p in passes:
+            assert len(p) == 1 or lengths[p].sum() <= PACK_TOKENS  # a row over the budget runs alone
+    few = np.array([20, 18, 17, 16])
+    assert len(packs(few, parts=2)) == 2 and len(packs(few, parts=1)) == 1  # side by side only when asked
+    assert len(packs(np.array([5]), parts=2)) == 1
+
+
+def test_packed_features_lay_texts_end_to_end_with_their_attention_layout():
+    from embedsvc.backends.onnx_engine import packed_features
+
+    ids = [[101, 7, 8, 102], [101, 102], [101, 9, 102]]
+    types = [[0, 0, 0, 0], [0, 0], [0, 1, 1]]
+    f = packed_features(ids, types, np.array([2, 0]))
+    assert f["input_ids"].tolist() == [101, 9, 102, 101, 7, 8, 102]
+    assert f["token_type_ids"].tolist() == [0, 1, 1, 0, 0, 0, 0]
+    assert f["position_ids"].tolist() == [0, 1, 2, 0, 1, 2, 3]
+    assert f["key_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
+    assert f["gather_index"].tolist() == [[0, 1, 2, 0], [3, 4, 5, 6]]  # padded slots point at a real token
+    assert f["scatter_index"].tolist() == [0, 1, 2, 4, 5, 6, 7]  # each token's slot in the [texts x longest] grid
+
+
+def test_packed_passes_refused_at_load_fall_back_to_padded_batches(minilm_dir, tmp_path, caplog, monkeypatch):
+    from embedsvc.backends import onnx_engine
+
+    real = onnx_engine.packed_features
+
+    def wrong_positions(ids, types, rows):  # a broken layout: every token at position 0
+        feeds = real(ids, types, rows)
+        feeds["position_ids"][:] = 0
+        return feeds
+
+    monkeypatch.setattr(onnx_engine, "packed_features", wrong_positions)
+    with caplog.at_level(logging.WARNING):
+        encoder = load_text_encoder(spec(minilm_dir, "onnx"), device="cpu", word_models={}, data_dir=tmp_path)
+    assert encoder.engine == "onnx" and not encoder.packed and "packed passes refused" in caplog.text
+    sentences = real_sentences(20)
+    reference = encoder.model.encode(sentences, batch_size=16, normalize_embeddings=False)
+    assert np.abs(encoder.encode(sentences) - reference).max() <= 1e-5
+    monkeypatch.setattr(onnx_engine, "packing_refusal", lambda transformer: "not BERT")
+    padded = load_text_encoder(spec(minilm_dir, "onnx"), device="cpu", word_models={}, data_dir=tmp_path / "d")
+    assert padded.engine == "onnx" and not padded.packed and not padded.onnx_path.name.endswith("-packed.onnx")
