@@ -40,6 +40,15 @@ class Aliases(Protocol):
 
     def delete(self, alias: str) -> None: ...
 
+    @property
+    def ttl_s(self) -> float:
+        """How long `resolve` and `of` may answer from a cache after a switch made through another replica."""
+        ...
+
+    def refresh(self) -> None:
+        """Read the aliases again now (a cache, if any, is replaced)."""
+        ...
+
 
 class AliasStore:
     """Thread-safe; reads are lock-free lookups in a dict replaced as a whole on every change."""
@@ -54,6 +63,13 @@ class AliasStore:
                 name: Alias(name, entry["collection"], datetime.fromisoformat(entry["update_time"]))
                 for name, entry in data["aliases"].items()
             }
+
+    @property
+    def ttl_s(self) -> float:
+        return 0.0  # one server per data directory: its memory is the truth
+
+    def refresh(self) -> None:
+        pass
 
     def resolve(self, name: str) -> str:
         """The collection an alias names, or the name itself."""

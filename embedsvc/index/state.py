@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import threading
+from collections.abc import Collection
 from pathlib import Path
 from typing import Protocol
 
@@ -61,6 +62,10 @@ class Records(Protocol):
 
     def delete(self, kind: str, key: str) -> bool:
         """Remove a record; False when there was none."""
+        ...
+
+    def delete_many(self, kind: str, keys: Collection[str]) -> None:
+        """Remove these records (those that exist), in as few steps as the store allows."""
         ...
 
     def list(self, kind: str) -> dict[str, bytes]:
@@ -127,6 +132,10 @@ class LocalRecords:
             durable.fsync_dir(path.parent)
             del records[key]
             return True
+
+    def delete_many(self, kind: str, keys: Collection[str]) -> None:
+        for key in keys:
+            self.delete(kind, key)
 
     def list(self, kind: str) -> dict[str, bytes]:
         check_key(kind, "x")

@@ -100,7 +100,9 @@ class Server:
         self.directions = DirectionStore(self.records)
         limits = settings.limits
         latents = Latents(self.registry, self.directions, limits, self.tokens)
-        collections = Collections(self.store, self.registry, limits, latents, aliases=self.aliases, tokens=self.tokens)
+        collections = Collections(
+            self.store, self.registry, limits, latents, aliases=self.aliases, tokens=self.tokens, records=self.records
+        )
         admin = CollectionAdmin(collections, self.aliases, self.operations)
         self.reembedder = Reembedder(admin)
         self.snapshots = Snapshots(
@@ -262,6 +264,7 @@ class Server:
         snapshots a stop left half-made. The shared state being unreachable (Milvus down) does not stop the server."""
         try:
             self.operations.recover()
+            self.reembedder.recover()
             self.snapshots.cleanup()
             self.operations.resume(REEMBED, self.reembedder.resume)
         except EmbedsvcError as exc:

@@ -69,6 +69,7 @@ STATUS_CODES: dict[Reason, grpc.StatusCode] = {
     Reason.INPUTS_NOT_STORED: grpc.StatusCode.FAILED_PRECONDITION,
     Reason.SNAPSHOT_ELSEWHERE: grpc.StatusCode.FAILED_PRECONDITION,
     Reason.DIMENSIONS_NOT_SUPPORTED: grpc.StatusCode.INVALID_ARGUMENT,
+    Reason.COLLECTION_SWITCHING: grpc.StatusCode.UNAVAILABLE,
 }
 
 # Reasons a caller should retry after a pause, and the pause (seconds) sent as google.rpc.RetryInfo.
@@ -78,6 +79,8 @@ RETRY_AFTER: dict[Reason, float] = {
     Reason.OVERLOADED: 0.1,
     Reason.STORAGE_ERROR: 1.0,
     Reason.RATE_LIMITED: 1.0,
+    # A re-embed's switch holds writes back for about two of its leases (core/collections/fence.py): try again then.
+    Reason.COLLECTION_SWITCHING: 1.0,
 }
 
 INTERNAL_MESSAGE = "internal error; the server log has the details"

@@ -44,6 +44,17 @@ def test_many_records_list_completely(records):
     assert records.list("operations") == {f"{n:05d}": str(n).encode() for n in range(300)}
 
 
+def test_delete_many_removes_those_that_exist_in_bulk(records):
+    for n in range(600):
+        records.put("reembed-journal", f"op1/{n:05d}", b"[]")
+    records.put("reembed-journal", "op2/00000", b"[]")
+    records.delete_many("reembed-journal", [f"op1/{n:05d}" for n in range(600)] + ["op1/absent"])
+    assert records.list("reembed-journal") == {"op2/00000": b"[]"}
+    records.delete_many("reembed-journal", [])
+    with pytest.raises(ValueError):
+        records.delete_many("reembed-journal", ["../x"])
+
+
 @pytest.mark.parametrize("key", ["", "../x", "a/../b", ".hidden", "a//b", "a/", "a b", "x" * 201])
 def test_keys_are_checked(records, key):
     with pytest.raises(ValueError):

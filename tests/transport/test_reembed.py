@@ -20,12 +20,19 @@ from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOption
 from embedsvc.backends.text_models import Weighting
 from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
 from embedsvc.client import Client, EmbedsvcClientError
+from embedsvc.core.collections import fence as fence_module
 from embedsvc.core.collections import reembed as reembed_module
+from embedsvc.index.state import LocalRecords, replica_id
 from embedsvc.settings import MilvusSettings, Settings, StorageSettings
 from embedsvc.transport.server import Server, create_server
+from embedsvc.v1 import collections_pb2, collections_pb2_grpc
 from tests.conftest import GENSIM_DATA, planted_vectors, write_word2vec_text
+from tests.helpers import assert_refused, reason_of
+from tests.transport.reembed_phases import Phases
 
 FAILED = grpc.StatusCode.FAILED_PRECONDITION
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+RETRY_SWITCH = {(UNAVAILABLE, "COLLECTION_NOT_READY"), (UNAVAILABLE, "COLLECTION_SWITCHING")}
 
 
 def refused(fn):
@@ -169,6 +176,7 @@ def test_writes_during_the_fill_are_neither_lost_nor_brought_back(client, served
     monkeypatch.setattr(reembed_module, "BATCH", 16)  # many small steps: the writers overlap with the fill
     lock, stop, switched = threading.Lock(), threading.Event(), threading.Event()
     acknowledged = {"during": 0, "after": 0}
+    refusals = {"COLLECTION_NOT_READY": 0, "COLLECTION_SWITCHING": 0}
 
     def writer(k: int) -> None:
         rng = random.Random(k)
@@ -185,7 +193,10 @@ def test_writes_during_the_fill_are_neither_lost_nor_brought_back(client, served
                         c.upsert(alias, [item], inputs=[text], metadata=[meta])
                         state = (text, meta)
                 except EmbedsvcClientError as exc:
-                    assert exc.reason == "COLLECTION_NOT_READY", exc  # the switch raced this write: not written
+                    # The switch holds writes back (fenced), or raced this one: not written, retry.
+                    assert (exc.code, exc.reason) in RETRY_SWITCH, exc
+                    with lock:
+                        refusals[exc.reason] += 1
                     continue
                 with lock:
                     expected[item] = state
@@ -230,6 +241,74 @@ def slow_fill(monkeypatch: pytest.MonkeyPatch, started: threading.Event, release
     monkeypatch.setattr(reembed_module.Reembedder, "_agree", held)
 
 
+def test_a_write_in_every_phase_of_a_reembed_ends_in_the_new_collection(client, served, backend, monkeypatch):
+    """One replica: writes through the alias while the re-embed fills, catches up, holds writes back for the switch
+    (refused, retryable, nothing written) and after the switch; afterwards the new collection holds every
+    acknowledged write, embedded by the new model."""
+    source, alias = f"phases-{backend}", f"phases-live-{backend}"
+    texts = lee_sentences(120)
+    client.create_collection(source, model="lee-mean", metric="cosine", backend=backend)
+    client.create_alias(alias, source)
+    client.upsert(source, [f"d{i}" for i in range(100)], inputs=texts[:100], metadata=[{"v": 0}] * 100)
+    expected = {f"d{i}": (texts[i], {"v": 0}) for i in range(100)}
+    monkeypatch.setattr(reembed_module, "BATCH", 20)
+    phases = Phases(monkeypatch)
+
+    def write(item: str, text: str, v: int) -> None:
+        client.upsert(alias, [item], inputs=[text], metadata=[{"v": v}])
+        expected[item] = (text, {"v": v})
+
+    operation = client.reembed(alias, model="lee-sif", target_name=f"{source}-sif")
+    with phases.at("filling"):
+        write("d90", texts[100], 1)  # not read by the fill yet
+        write("d0", texts[101], 1)  # read by the fill already
+        write("fill-new", texts[102], 1)
+        client.delete_items(alias, ["d1"])
+        del expected["d1"]
+    with phases.at("catching-up"):
+        write("d2", texts[103], 2)
+        write("catch-new", texts[104], 2)
+        client.delete_items(alias, ["d3"])
+        del expected["d3"]
+    with phases.at("fenced"), grpc.insecure_channel(served) as channel:
+        stub = collections_pb2_grpc.CollectionServiceStub(channel)
+        for call in (
+            lambda: stub.DeleteItems(collections_pb2.DeleteItemsRequest(collection=alias, ids=["d4"])),
+            lambda: stub.DeleteItems(collections_pb2.DeleteItemsRequest(collection=source, ids=["d4"])),
+        ):
+            with pytest.raises(grpc.RpcError) as info:
+                call()
+            trailers = dict(info.value.trailing_metadata())
+            assert (info.value.code(), reason_of(info.value)) == (UNAVAILABLE, "COLLECTION_SWITCHING")
+            assert trailers["grpc-retry-pushback-ms"] == "1000"
+        error = assert_refused(lambda: write("d5", texts[105], 3), UNAVAILABLE, "COLLECTION_SWITCHING")
+        assert error.metadata["state"] == "fenced" and error.metadata["target"] == f"{source}-sif"
+        assert error.metadata["operation"] == operation.name
+    with phases.at("switched"):
+        write("d5", texts[105], 3)  # the retry of the refused write: through the alias, to the new collection
+        write("switched-new", texts[106], 3)
+        client.delete_items(alias, ["d4"])
+        del expected["d4"]
+    done = client.wait_operation(operation.name, timeout=300)
+    assert done.result.collection.name == f"{source}-sif" and list(done.result.switched_aliases) == [alias]
+    assert contents(client, alias) == expected
+    assert contents(client, source)["d5"] == (texts[5], {"v": 0})  # the refused write did not reach the old one
+    changed = ["d90", "d0", "fill-new", "d2", "catch-new", "d5", "switched-new"]
+    items, missing = client.get_items(alias, changed, include_vectors=True)
+    assert missing == []
+    np.testing.assert_allclose(
+        np.stack([i["vector"] for i in items]),
+        client.embed_texts("lee-sif", [expected[i][0] for i in changed]).vectors,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    # The fence is released: the old collection takes writes again (by its own name).
+    client.upsert(source, ["after"], inputs=[texts[107]])
+    client.delete_alias(alias)
+    client.delete_collection(source)
+    client.delete_collection(f"{source}-sif")
+
+
 def test_cancel_removes_the_partial_collection_and_leaves_the_old_one(client, backend, monkeypatch):
     source = f"cancelled-{backend}"
     client.create_collection(source, model="lee-mean", backend=backend)
@@ -266,6 +345,7 @@ def test_a_reembed_continues_after_a_restart(tmp_path, files, monkeypatch):
             c.create_collection("docs", model="lee-mean")
             c.create_alias("docs-live", "docs")
             c.upsert("docs", [f"d{i}" for i in range(400)], inputs=texts)
+            c.create_collection("other", model="lee-mean")
             slow_fill(monkeypatch, started, release)
             monkeypatch.setattr(reembed_module, "BATCH", 50)
             operation = c.reembed("docs-live", model="lee-sif", target_name="docs-sif")
@@ -276,20 +356,35 @@ def test_a_reembed_continues_after_a_restart(tmp_path, files, monkeypatch):
         release.set()
         stopping.join(60)
     monkeypatch.undo()
+    # As a kill -9 in the fenced window would leave them: fences in force, of this re-embed and of one whose
+    # operation is gone. Neither may hold writes back once the server is up again.
+    records, replica = LocalRecords(settings.data_dir), replica_id(settings.data_dir)
+    for source, op_id in (("docs", operation.name.removeprefix("operations/")), ("other", "00000000000000000001-dead")):
+        fenced = fence_module.Record(source, f"{source}-new", op_id, replica, fence_module.State.FENCED, "t", 4e9)
+        records.put(fence_module.KIND, fence_module.source_key(source), fenced.to_json())
+    started, release = threading.Event(), threading.Event()
+    slow_fill(monkeypatch, started, release)  # the resumed fill holds after its first batch
     srv = serve(settings)  # the same data directory: the operation resumes from its record
     try:
         with Client(f"127.0.0.1:{srv.port}", timeout=60) as c:
+            assert started.wait(60)
+            c.upsert("docs-live", ["d0", "new"], inputs=[texts[1], texts[2]])  # not fenced: journaled by the gate
+            c.upsert("other", ["o"], inputs=[texts[3]])
+            release.set()
             done = c.wait_operation(operation.name, timeout=300)
             assert done.result.collection.name == "docs-sif" and list(done.result.switched_aliases) == ["docs-live"]
-            assert done.result.reembedded == 400 and contents(c, "docs-live") == contents(c, "docs")
-            items, _ = c.get_items("docs-live", ["d0", "d399"], include_vectors=True)
+            assert done.result.reembedded == 401 and contents(c, "docs-live") == contents(c, "docs")
+            items, _ = c.get_items("docs-live", ["d0", "d399", "new"], include_vectors=True)
             np.testing.assert_allclose(
                 np.stack([i["vector"] for i in items]),
-                c.embed_texts("lee-sif", [texts[0], texts[399]]).vectors,
+                c.embed_texts("lee-sif", [texts[1], texts[399], texts[2]]).vectors,
                 rtol=1e-5,
                 atol=1e-6,
             )
+            for source in ("docs", "other"):
+                assert srv.reembedder.fences.view(source).record.state is fence_module.State.DONE
     finally:
+        release.set()
         srv.stop(0)
 
 

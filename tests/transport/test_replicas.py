@@ -1,7 +1,8 @@
 """Two embedsvc replicas over one Milvus server (a real Milvus standalone, from the `milvus` package): whatever one
 replica writes, the other finds at once; collections made or dropped through one are made or dropped for both; and
 the state beside the collections is shared too: a direction made through one is used through the other, an operation
-started on one is seen and cancelled through the other, a snapshot taken through one restores through the other."""
+started on one is seen and cancelled through the other, a snapshot taken through one restores through the other; and
+no write through one is lost by a re-embed that the other runs."""
 
 import contextlib
 from pathlib import Path
@@ -9,10 +10,18 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from embedsvc.backends.base import ModelSpec
+from embedsvc.backends.text_encoders import TextEncoderFormat, TextEncoderOptions
+from embedsvc.backends.text_models import Weighting
+from embedsvc.backends.word_vectors import WordVectorFormat, WordVectorsOptions
 from embedsvc.client import Client, EmbedsvcClientError
+from embedsvc.core.collections import reembed as reembed_module
+from embedsvc.settings import MilvusSettings, Settings, StorageSettings
+from embedsvc.transport.server import create_server
 from tests import serve_process
 from tests.conftest import GENSIM_DATA
-from tests.helpers import assert_refused, wait_for
+from tests.helpers import FakeClock, assert_refused, wait_for
+from tests.transport.reembed_phases import Phases
 
 VAE = Path(__file__).resolve().parents[2] / "models" / "mnist-vae"
 MODELS = (
@@ -157,3 +166,113 @@ def test_a_snapshot_in_a_directory_another_replica_cannot_see(tmp_path, milvus_s
         assert error.metadata["replica"] == snapshot.replica
         a.delete_snapshot(snapshot.name)
         a.delete_collection("alone")
+
+
+def in_process_replica(tmp_path, name, uri):
+    """A replica in this process (its own data directory, caches, gates and fences; the same Milvus), so that a test
+    can hold the re-embed it runs at each step."""
+    lee = GENSIM_DATA / "lee_fasttext.vec"
+    settings = Settings(
+        host="127.0.0.1",
+        port=0,
+        data_dir=tmp_path / name,
+        embedded_models=False,
+        models=(
+            ModelSpec("lee", WordVectorsOptions(WordVectorFormat.WORD2VEC_TEXT, lee)),
+            ModelSpec("lee-mean", TextEncoderOptions(TextEncoderFormat.AVERAGED_WORDS, words="lee")),
+            ModelSpec(
+                "lee-sif", TextEncoderOptions(TextEncoderFormat.AVERAGED_WORDS, words="lee", weighting=Weighting.SIF)
+            ),
+        ),
+        grace_period_s=0.5,
+        page_token_secret="replicas-share-this-secret",
+        storage=StorageSettings("milvus", MilvusSettings(uri)),
+    )
+    srv, _ = create_server(settings)
+    srv.start()
+    srv.wait_until_ready(120)
+    return srv
+
+
+def test_no_write_through_another_replica_misses_the_reembedded_collection(tmp_path, milvus_server_uri, monkeypatch):
+    """Replica A re-embeds; writes go through replica B in every step of it: while A fills, while it catches up, in
+    the fenced window (refused, retryable) and right after the switch while B's alias cache still names the old
+    collection (refused, and the retry lands in the new one). Every write B acknowledged is in the new collection,
+    embedded by the new model."""
+    srv_a = in_process_replica(tmp_path, "a", milvus_server_uri)
+    srv_b = in_process_replica(tmp_path, "b", milvus_server_uri)
+    texts = lee_texts(160)
+    try:
+        with Client(f"127.0.0.1:{srv_a.port}", timeout=60) as a, Client(f"127.0.0.1:{srv_b.port}", timeout=60) as b:
+            a.create_collection("fence-docs", model="lee-mean", metric="cosine")
+            a.create_alias("fence-live", "fence-docs")
+            a.upsert("fence-docs", [f"d{i}" for i in range(100)], inputs=texts[:100], metadata=[{"v": 0}] * 100)
+            expected = {f"d{i}": (texts[i], {"v": 0}) for i in range(100)}
+            # B's alias cache names the old collection for as long as the test says (the worst its 1 s can do).
+            srv_b.aliases._clock = FakeClock()
+            srv_b.aliases.refresh()
+            assert b.get_items("fence-live", ["d0"])[0][0]["id"] == "d0"
+            monkeypatch.setattr(reembed_module, "BATCH", 20)
+            phases = Phases(monkeypatch)
+            refusals: list[str] = []
+
+            def write(item, text, v):
+                b.upsert("fence-live", [item], inputs=[text], metadata=[{"v": v}])
+                expected[item] = (text, {"v": v})
+
+            def retried(item, text, v):
+                try:
+                    write(item, text, v)
+                    return True
+                except EmbedsvcClientError as exc:
+                    assert (exc.code, exc.reason) == (grpc.StatusCode.UNAVAILABLE, "COLLECTION_SWITCHING"), exc
+                    refusals.append(exc.metadata["state"])
+                    return False
+
+            operation = a.reembed("fence-live", model="lee-sif", target_name="fence-sif")
+            with phases.at("filling"):
+                write("d90", texts[100], 1)
+                write("d0", texts[101], 1)
+                write("b-fill", texts[102], 1)
+                b.delete_items("fence-live", ["d1"])
+                del expected["d1"]
+            with phases.at("catching-up"):
+                write("d2", texts[103], 2)
+                write("b-catch", texts[104], 2)
+                b.delete_items("fence-live", ["d3"])
+                del expected["d3"]
+            with phases.at("fenced"):
+                error = assert_refused(
+                    lambda: write("d4", texts[105], 3), grpc.StatusCode.UNAVAILABLE, "COLLECTION_SWITCHING"
+                )
+                assert (error.metadata["state"], error.metadata["target"]) == ("fenced", "fence-sif")
+                assert_refused(
+                    lambda: b.delete_items("fence-docs", ["d5"]), grpc.StatusCode.UNAVAILABLE, "COLLECTION_SWITCHING"
+                )
+            with phases.at("switched"):
+                assert srv_b.aliases.resolve("fence-live") == "fence-docs"  # B's alias cache is stale
+                wait_for(lambda: retried("d4", texts[105], 3), 30, "B's write to land once B sees the switch")
+                assert "switched" in refusals  # refused through the stale alias, which B then read again
+                write("b-switched", texts[106], 3)
+            done = a.wait_operation(operation.name, timeout=300)
+            assert done.result.collection.name == "fence-sif" and list(done.result.switched_aliases) == ["fence-live"]
+            assert done.reembed.caught_up > 0
+            target = {i["id"]: (i["input"], i["metadata"]) for i in a.export_items("fence-sif", batch_size=500)}
+            assert target == expected  # every write B acknowledged, in every step
+            assert {i["id"]: i["input"] for i in b.export_items("fence-docs")}["d4"] == texts[4]  # refused: not written
+            changed = ["d90", "d0", "b-fill", "d2", "b-catch", "d4", "b-switched"]
+            items, missing = a.get_items("fence-sif", changed, include_vectors=True)
+            assert missing == []
+            np.testing.assert_allclose(
+                np.stack([i["vector"] for i in items]),
+                a.embed_texts("lee-sif", [expected[i][0] for i in changed]).vectors,
+                rtol=1e-5,
+                atol=1e-6,
+            )
+            b.upsert("fence-docs", ["after"], inputs=[texts[107]])  # the fence is released: the old one takes writes
+            a.delete_alias("fence-live")
+            for name in ("fence-docs", "fence-sif"):
+                a.delete_collection(name)
+    finally:
+        srv_b.stop(0)
+        srv_a.stop(0)

@@ -45,4 +45,5 @@ def test_retryable_reasons_carry_retry_info_and_others_do_not():
         Reason.OVERLOADED,
         Reason.STORAGE_ERROR,
         Reason.RATE_LIMITED,
+        Reason.COLLECTION_SWITCHING,
     }

@@ -9,23 +9,27 @@ state. A write addressed through an alias checks, under the read side, that the 
 resolved: one switched meanwhile makes the write fail with UNAVAILABLE / COLLECTION_NOT_READY (retry: it then lands
 in the alias's new collection), never land in the old one unseen.
 
+Every write also passes the re-embed fence (fence.py) under the read side: a re-embed that another replica runs needs
+its ids in the shared journal before it commits, and a fenced or switched collection refuses it. The fence reads the
+shared records at most once per lease; the gate's lock covers the writes in flight on this replica, the fence's lease
+those on the others.
+
 Embedding happens before the gate (in `Collections.prepare_upsert`): the gate is held only while the backend commits.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
+from embedsvc.core.collections.fence import Fences
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.rwlock import RWLock
 
-Touch = Callable[[Iterable[str]], None]
-
-
-def _untracked(ids: Iterable[str]) -> None:
-    pass
+# Called once the write's commit succeeded: records its ids, and confirms it against the re-embed fence (which may
+# still refuse it: COLLECTION_SWITCHING).
+Committed = Callable[[], None]
 
 
 class Watch:
@@ -60,8 +64,9 @@ class Gate:
 class Gates:
     """One gate per collection name (made on first use)."""
 
-    def __init__(self, resolve: Callable[[str], str]) -> None:
+    def __init__(self, resolve: Callable[[str], str], fences: Fences | None = None) -> None:
         self._resolve = resolve
+        self.fences = fences if fences is not None else Fences()
         self._lock = threading.Lock()
         self._gates: dict[str, Gate] = {}
 
@@ -73,9 +78,9 @@ class Gates:
             return gate
 
     @contextmanager
-    def writing(self, collection: str, addressed: str) -> Iterator[Touch]:
-        """Hold the collection's gate for one write's commit; yields the function that records the ids written
-        (call it once the commit succeeded)."""
+    def writing(self, collection: str, addressed: str, ids: Sequence[str]) -> Iterator[Committed]:
+        """Hold the collection's gate for one write's commit (of these ids) and pass the re-embed fence; yields the
+        function to call once the commit succeeded."""
         gate = self.gate(collection)
         with gate.lock.read():
             if addressed != collection:
@@ -88,7 +93,14 @@ class Gates:
                         metadata={"collection": collection, "alias": addressed},
                     )
             watch = gate.watch
-            yield watch.touch if watch is not None else _untracked
+            admission = self.fences.admit(collection, addressed, list(ids), watched=watch is not None)
+
+            def committed() -> None:
+                if watch is not None:
+                    watch.touch(ids)
+                self.fences.confirm(admission)
+
+            yield committed
 
     @contextmanager
     def watching(self, collection: str, owner: str) -> Iterator[Watch]:

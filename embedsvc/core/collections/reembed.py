@@ -8,27 +8,30 @@ embedding of that input); an item the old collection lacks must be absent from t
 1. checking-inputs: every item of the source is read once; items with no stored input (written as vectors or
    images), and for a word model words outside its vocabulary, are counted. Unless `drop_unembeddable`, any such
    item ends the operation here (INPUTS_NOT_STORED), before anything is embedded.
-2. filling: the source's items in id order, a batch at a time; each item that does not agree is embedded with the
-   new model and written (or removed from the target). From the first step on, the source's gate (gates.py) records
-   the id of every write that commits to the source.
+2. filling: the source's re-embed fence (fence.py) is set to `journal` and, once every replica has seen it, the
+   source's items are read in id order, a batch at a time; each item that does not agree is embedded with the new
+   model and written (or removed from the target). From before the first step on, the id of every write that commits
+   to the source is recorded: by the source's gate (gates.py) for the writes through this replica, in the fence's
+   shared journal (before they commit) for the writes through any other.
 3. catching-up: the recorded ids are taken and made to agree with the source's *current* state, round after round,
    until few remain. Because the current state is copied rather than the writes replayed, an older state is never
    written over a newer one: a write during the fill that the fill's batch read before it is copied again afterwards,
    and an item deleted meanwhile is deleted from the target, never brought back.
-4. switching: with the source's gate held (no write half-way; later writes wait), the last recorded ids are made to
-   agree, the items that cannot be re-embedded are counted again, and the aliases are switched, each in one step. A
-   write that resolved an alias before the switch and commits after it is refused with COLLECTION_NOT_READY (retry:
-   it then lands in the new collection).
+4. switching: the fence is set to `fenced` (every replica refuses writes to the source with COLLECTION_SWITCHING,
+   retryable) and, once every replica has seen it, with the source's gate held (no write half-way on this replica),
+   the last recorded ids are made to agree, the items that cannot be re-embedded are counted again, the aliases are
+   switched, each in one step, and the fence is set to `switched` for as long as an alias cache may still name the
+   old collection (a write through such a cache is refused the same way; its retry lands in the new collection). A
+   write that resolved an alias before the switch and commits after it on this replica is refused with
+   COLLECTION_NOT_READY (retry: it then lands in the new collection). The fence is `done` when the operation ends,
+   however it ends.
 
 Resumable: the operation's parameters are in its record; after a restart the same steps run again, and an existing
 target (made by this operation: its intent is recorded before it is created) is made to agree, with a pruning pass
-removing what the source no longer holds; only items that disagree are embedded again. Cancelled (or failed), the
-target is removed and the source is as it was.
-
-Across replicas (collections on Milvus): the gate sees the writes through this replica only. The fill then makes a
-second full pass before switching, which catches writes through other replicas made before it; a write through
-another replica after that pass and before the switch, or through one whose alias cache (1 s) still names the old
-collection just after it, lands in the old collection only. The README says so.
+removing what the source no longer holds; only items that disagree are embedded again (after the switch, recorded in
+the operation's details, nothing runs again). A fence left by a crash stops counting when its record expires, or at
+once when the server starts again (fence.py). Cancelled (or failed), the fence is released, the target is removed and
+the source is as writes left it.
 """
 
 from __future__ import annotations
@@ -45,11 +48,13 @@ import numpy as np
 
 from embedsvc.core.collections.admin import CollectionAdmin
 from embedsvc.core.collections.binding import Binding, binding, collection_shape, shape_fields, shaped
+from embedsvc.core.collections.fence import Fence, State
+from embedsvc.core.collections.gates import Watch
 from embedsvc.core.collections.shapes import dtype_of
-from embedsvc.core.operations import Operation, Progress, Work
+from embedsvc.core.operations import PREFIX, Operation, Progress, Work
 from embedsvc.errors import EmbedsvcError, Reason, invalid
 from embedsvc.index.backend import VectorCollection, check_name
-from embedsvc.index.types import Backend, CollectionConfig, IndexKind, StoredItem, Upsert
+from embedsvc.index.types import CollectionConfig, IndexKind, StoredItem, Upsert
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +65,8 @@ BATCH = 256
 # Catch up outside the gate until this few writes wait, at most this many rounds.
 _CATCH_UP_SMALL = 256
 _CATCH_UP_ROUNDS = 50
+# Times the fill begins again when the fence could not be renewed in time (the shared state was unreachable).
+_LAPSES = 2
 # Reasons that say an input cannot be embedded by the model (the item is left out), not that embedding failed.
 _INPUT_REASONS = {
     Reason.OUT_OF_VOCABULARY,
@@ -128,6 +135,7 @@ class Reembedder:
         self.store = admin.store
         self.operations = admin.operations
         self.gates = admin.collections.gates
+        self.fences = admin.collections.fences
 
     # ---- starting ------------------------------------------------------------------------------------------------
 
@@ -153,6 +161,17 @@ class Reembedder:
         self._config(target, source.config, bound)  # its index parameters must suit the new dimension
         plan = Plan(real, target, bound.name, bound.version, [name] if name != real else None, drop)
         return self.operations.start(REEMBED, real, self._work(plan), params=asdict(plan))
+
+    def recover(self) -> None:
+        """At start, before resuming: release the fences of re-embeds that no longer run (fence.py)."""
+
+        def running(op_id: str) -> bool:
+            try:
+                return not self.operations.get(PREFIX + op_id).done
+            except EmbedsvcError:
+                return False
+
+        self.fences.recover(self.operations.replica, running)
 
     def resume(self, op: Operation) -> Work:
         """The work of a re-embed that a restart stopped (OperationStore.resume)."""
@@ -218,6 +237,14 @@ class Reembedder:
         return work
 
     def _run(self, plan: Plan, progress: Progress) -> dict[str, Any]:
+        details = progress.operation.details
+        if "switched_aliases" in details:  # a restart came after the switch: nothing is left to do
+            progress.stage("done")
+            return {
+                **self._result(plan, self.store.get(plan.target), list(details["switched_aliases"]), Unembeddable()),
+                "dropped": int(details.get("unembeddable", 0)),
+                "dropped_sample": list(details.get("unembeddable_sample", [])),
+            }
         source = self.store.get(plan.source)
         source.check_ready()
         model = self._binding(plan.model, source.config)
@@ -241,29 +268,26 @@ class Reembedder:
         unembeddable = Unembeddable()
         self._check_inputs(source, model, plan, progress, unembeddable)
         target, fresh = self._target(plan, source.config, model, progress)
-        caught_up = 0
-        with self.gates.watching(plan.source, f"operations/{progress.operation.id}") as watch:
-            passes = 2 if source.config.backend is Backend.MILVUS and self.operations.shared else 1
-            for n in range(passes):
-                self._fill(source, target, model, progress, unembeddable, prune=not fresh or n > 0)
-            progress.stage("catching-up", watch.pending())
-            for _ in range(_CATCH_UP_ROUNDS):
-                ids = watch.take()
-                if not ids:
-                    break
-                caught_up += self._sync(source, target, model, sorted(ids), progress, unembeddable)
-                progress.details(caught_up=caught_up)
-                if watch.pending() <= _CATCH_UP_SMALL:
-                    break
-            progress.stage("switching")
-            with self.gates.held(plan.source):
-                caught_up += self._sync(source, target, model, sorted(watch.take()), progress, unembeddable)
-                self._report(progress, unembeddable, caught_up=caught_up)
-                if unembeddable.ids and not plan.drop:
-                    raise unembeddable.error(plan.source)
-                switched = self.admin.switch_aliases(plan.aliases, plan.source, plan.target)
+        op = progress.operation
+        fence = self.fences.hold(plan.source, plan.target, op.id, op.replica or self.operations.replica)
+        try:
+            with self.gates.watching(plan.source, f"operations/{op.id}") as watch:
+                switched = self._fill_and_switch(
+                    plan, source, target, model, progress, unembeddable, watch, fence, prune=not fresh
+                )
+            # Writes through a stale alias cache are refused (retry: to the new collection) until every cache has
+            # expired; the switch is done, so this wait is not cancelled.
+            fence.settle(lambda: None, fence.switched_settle())
+        finally:
+            fence.close()
         progress.stage("done")
         log.info("re-embedded %s into %s (%s); switched %s", plan.source, plan.target, plan.version, switched)
+        return self._result(plan, target, switched, unembeddable)
+
+    @staticmethod
+    def _result(
+        plan: Plan, target: VectorCollection, switched: list[str], unembeddable: Unembeddable
+    ) -> dict[str, Any]:
         return {
             "collection": plan.target,
             "source": plan.source,
@@ -272,6 +296,63 @@ class Reembedder:
             "dropped": len(unembeddable.ids),
             "dropped_sample": unembeddable.sample(),
         }
+
+    def _fill_and_switch(
+        self,
+        plan: Plan,
+        source: VectorCollection,
+        target: VectorCollection,
+        model: Binding,
+        progress: Progress,
+        unembeddable: Unembeddable,
+        watch: Watch,
+        fence: Fence,
+        *,
+        prune: bool,
+    ) -> list[str]:
+        """Fill the target, catch up, fence the source's writes, copy the last ones and switch; the aliases
+        switched. Begun again (with a full pass) if the fence could not be renewed in time."""
+        caught_up = 0
+        for _ in range(_LAPSES + 1):
+            # From here on every replica journals its writes to the source (this one: its watch), so the fill sees
+            # every write before it and the journal every write after it.
+            fence.enter(State.JOURNAL)
+            fence.settle(progress.check)
+            self._fill(source, target, model, progress, unembeddable, prune=prune)
+            prune = True  # a second attempt: the source may have lost items that the target holds
+            progress.stage("catching-up", watch.pending())
+            for _ in range(_CATCH_UP_ROUNDS):
+                ids = watch.take() | fence.take()
+                if not ids:
+                    break
+                caught_up += self._sync(source, target, model, sorted(ids), progress, unembeddable)
+                progress.details(caught_up=caught_up)
+                if len(ids) <= _CATCH_UP_SMALL and watch.pending() <= _CATCH_UP_SMALL:
+                    break
+            if fence.lapsed:
+                continue
+            # Every replica refuses writes to the source (retryable) once this is seen; the ones before are journaled.
+            fence.enter(State.FENCED)
+            fence.settle(progress.check)
+            progress.stage("switching")
+            with self.gates.held(plan.source):
+                caught_up += self._sync(
+                    source, target, model, sorted(watch.take() | fence.take()), progress, unembeddable
+                )
+                if fence.lapsed:
+                    continue
+                self._report(progress, unembeddable, caught_up=caught_up)
+                if unembeddable.ids and not plan.drop:
+                    raise unembeddable.error(plan.source)
+                switched = self.admin.switch_aliases(plan.aliases, plan.source, plan.target)
+                progress.details(persist=True, switched_aliases=switched)
+                fence.enter(State.SWITCHED, switched)
+                return switched
+        raise EmbedsvcError(
+            Reason.STORAGE_ERROR,
+            f"the re-embed of '{plan.source}' could not keep its record in the shared state current; nothing was "
+            "switched: run it again",
+        )
 
     @staticmethod
     def _report(progress: Progress, unembeddable: Unembeddable, **values: Any) -> None:

@@ -21,6 +21,7 @@ from embedsvc.calls import CallControl
 from embedsvc.core.collections import shapes
 from embedsvc.core.collections.binding import Binding, bound
 from embedsvc.core.collections.checks import check_ids, check_metadata
+from embedsvc.core.collections.fence import Fences
 from embedsvc.core.collections.filters import parse_filter
 from embedsvc.core.collections.gates import Gates
 from embedsvc.core.collections.options import PackedQueries, QueryIn, SearchOptions
@@ -40,6 +41,7 @@ from embedsvc.errors import EmbedsvcError, Reason, check_count, invalid, limit_e
 from embedsvc.index import metadata as stored
 from embedsvc.index.aliases import Aliases
 from embedsvc.index.backend import Stores, VectorCollection, check_name
+from embedsvc.index.state import Records
 from embedsvc.index.types import CollectionConfig, Quantization, SearchMode, StoredItem, Upsert
 from embedsvc.limits import Limits
 from embedsvc.vectors import packed_rows
@@ -112,6 +114,7 @@ class Collections:
         aliases: Aliases | None = None,
         tokens: PageTokens | None = None,
         calibrations: Calibrations | None = None,
+        records: Records | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -121,8 +124,14 @@ class Collections:
         self.tokens = tokens or PageTokens(secrets.token_bytes(32))
         # int8/uint8 calibration ranges, shared with EmbedTexts (a new shaped collection quantises as it does).
         self.calibrations = calibrations or Calibrations()
-        # Every write commits through its collection's gate (a re-embed watches and holds them: gates.py).
-        self.gates = Gates(lambda name: self.aliases.resolve(name) if self.aliases is not None else name)
+        # Every write commits through its collection's gate (a re-embed watches and holds them: gates.py) and the
+        # re-embed fence, whose records replicas share (fence.py; in memory without `records`).
+        self.fences = Fences(
+            records,
+            alias_ttl_s=aliases.ttl_s if aliases is not None else 0.0,
+            refresh_aliases=aliases.refresh if aliases is not None else None,
+        )
+        self.gates = Gates(lambda name: self.aliases.resolve(name) if self.aliases is not None else name, self.fences)
 
     def resolve(self, name: str, field: str = "collection") -> str:
         """The collection a name (or an alias) stands for."""
@@ -217,24 +226,24 @@ class Collections:
 
     def commit(self, write: StagedWrite) -> int:
         """Write a staged batch (through the collection's gate); the live count afterwards, or -1 (Milvus)."""
-        with self.gates.writing(write.collection.config.name, write.addressed) as touch:
+        with self.gates.writing(write.collection.config.name, write.addressed, write.ids) as committed:
             count = write.collection.commit(write.staged)
-            touch(write.ids)
+            committed()
         return count
 
     def upsert(self, name: str, items: Sequence[ItemIn], control: CallControl | None = None) -> tuple[int, int]:
         collection, op = self.prepare_upsert(name, items, control)
-        with self.gates.writing(collection.config.name, name) as touch:
+        with self.gates.writing(collection.config.name, name, op.ids) as committed:
             count = collection.upsert(op)
-            touch(op.ids)
+            committed()
         return len(op.ids), count
 
     def delete_items(self, name: str, ids: Sequence[str]) -> tuple[int, int]:
         collection = self._collection(name)
         check_ids(ids, "ids", self.limits)
-        with self.gates.writing(collection.config.name, name) as touch:
+        with self.gates.writing(collection.config.name, name, ids) as committed:
             deleted = collection.delete(ids)
-            touch(ids)
+            committed()
         return deleted
 
     def get_items(self, name: str, ids: Sequence[str], *, with_vectors: bool) -> tuple[list[StoredItem], list[str]]:

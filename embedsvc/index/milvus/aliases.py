@@ -59,6 +59,9 @@ class MilvusAliasStore:
             self._read_at = self._clock()
             return self._aliases
 
+    def refresh(self) -> None:
+        self._table(fresh=True)
+
     def resolve(self, name: str) -> str:
         alias = self._table().get(name)
         return alias.collection if alias is not None else name

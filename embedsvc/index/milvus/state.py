@@ -10,6 +10,7 @@ are small (an operation, a direction's vector in base64, a snapshot's manifest).
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 
 from embedsvc.index.milvus.client import Connection, MilvusOptions, ensure_table
 from embedsvc.index.milvus.expressions import literal
@@ -18,6 +19,7 @@ from embedsvc.index.state import check_key, too_large
 STATE = "embedsvc_state"
 MAX_VALUE = 65_535
 _PAGE = 4096  # records per query when listing a kind
+_DELETE_CHUNK = 256  # keys per delete expression (its length stays far below Milvus's limits)
 
 
 class MilvusRecords:
@@ -68,6 +70,15 @@ class MilvusRecords:
             "state", connection.client.delete, STATE, filter=f"key == {literal(f'{kind}/{key}')}", write=True
         )
         return True
+
+    def delete_many(self, kind: str, keys: Collection[str]) -> None:
+        keys = sorted(keys)
+        for key in keys:
+            check_key(kind, key)
+        connection = self._connect()
+        for start in range(0, len(keys), _DELETE_CHUNK):
+            chunk = ", ".join(literal(f"{kind}/{k}") for k in keys[start : start + _DELETE_CHUNK])
+            connection.run("state", connection.client.delete, STATE, filter=f"key in [{chunk}]", write=True)
 
     def list(self, kind: str) -> dict[str, bytes]:
         check_key(kind, "x")
