@@ -196,7 +196,7 @@ class OnnxSentenceEncoder(SentenceTransformerEncoder):
     def _passes(self) -> ThreadPoolExecutor:
         """The threads that run a batch's packed passes side by side (made at first need)."""
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._parallel, thread_name_prefix=f"onnx-{self.name}")
+            self._pool = ThreadPoolExecutor(max(1, self._parallel - 1), thread_name_prefix=f"onnx-{self.name}")
         return self._pool
 
     def _check_pipeline(self) -> bool:
@@ -258,11 +258,17 @@ class OnnxSentenceEncoder(SentenceTransformerEncoder):
                 out[rows] = pooled
 
             passes = onnx_engine.packs(lengths, parts=self._parallel)
-            if len(passes) == 1:
-                run(passes[0])
-            else:
-                for done in [self._passes().submit(run, rows) for rows in passes]:
-                    done.result()
+            # Dealt round-robin to `_parallel` threads, this one among them (one hand-off fewer a batch).
+            shares = [passes[i :: self._parallel] for i in range(min(self._parallel, len(passes)))]
+
+            def run_all(share: list[np.ndarray]) -> None:
+                for rows in share:
+                    run(rows)
+
+            started = [self._passes().submit(run_all, share) for share in shares[1:]]
+            run_all(shares[0] if shares else [])
+            for done in started:
+                done.result()
             return out
         for rows in onnx_engine.sub_batches(lengths, self.inner_batch):
             feeds = onnx_engine.features(ids, types, rows, self._pad_id, self._inputs)
