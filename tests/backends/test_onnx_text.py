@@ -148,7 +148,7 @@ def test_packed_passes_give_each_text_the_vector_it_has_alone(minilm_dir, tmp_pa
     company, in any pass, and equal to sentence-transformers' (which pads)."""
     encoder = load_text_encoder(spec(minilm_dir), device="cpu", word_models={}, data_dir=tmp_path)
     assert encoder.engine == "onnx" and encoder.packed and encoder.onnx_path.name.endswith("-packed.onnx")
-    sentences = real_sentences(60) + ["ok", " ".join(["a long text that runs past the window"] * 60)]
+    sentences = [*real_sentences(60), "ok", " ".join(["a long text that runs past the window"] * 60)]
     together = encoder.encode(sentences)
     alone = np.stack([encoder.encode([s])[0] for s in sentences])
     reversed_ = encoder.encode(sentences[::-1])[::-1]
