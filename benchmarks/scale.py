@@ -11,10 +11,10 @@ in seeded chunks into a memory-mapped .npy file; the queries are further points 
   ivf-pq    IVF_PQ (m = 32), L2                   the codes in memory; the vectors on disk, for rescoring
   hnsw      HNSW + int8, L2 (not by default: building a graph of 1M on 2 cores takes most of an hour)
 
-nlist is 1,024 at 1M (4 x sqrt(n), at most 16,384). Every collection is loaded at once, one UpsertStream each (the
-durable ingest rate is the total). The run then waits for training and recall calibration, stops the server with
-SIGTERM (graceful stop: a checkpoint of what changed), starts it again (restart to SERVING; the empty server's own
-start, measured first, is reported beside it), and measures:
+nlist is about sqrt(n) rounded down to a power of two (at most 16,384): 512 at 1M, 2,048 at 10M. Every collection is
+loaded at once, one UpsertStream each (the durable ingest rate is the total). The run then waits for training and
+recall calibration, stops the server with SIGTERM (graceful stop: a checkpoint of what changed), starts it again
+(restart to SERVING; the empty server's own start, measured first, is reported beside it), and measures:
 - memory per kind: each collection's directory hard-linked into a data directory of its own, served alone, warmed
   with a batch search; its RSS (anonymous + file-backed) minus the empty server's, over the raw vectors (n x d x 4);
 - recall@10 against exact search (FAISS brute force) at the defaults and with target_recall 0.95 and 0.99, and the
@@ -78,7 +78,7 @@ class Kind:
 
 def kinds(n: int, wanted: Sequence[str]) -> list[Kind]:
     nlist = int(min(16384, max(16, 4 * round(np.sqrt(n) / 4))))
-    nlist = 1 << int(np.log2(nlist))  # a power of two: 1,024 at 1M, 8,192 at 10M
+    nlist = 1 << int(np.log2(nlist))  # a power of two: 512 at 1M, 2,048 at 10M
     table = {
         "flat": Kind("flat", "l2", "flat"),
         "cosine": Kind("cosine", "cosine", "flat"),

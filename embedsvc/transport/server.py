@@ -305,7 +305,10 @@ class Server:
         self.stopped.set()
 
     def wait_for_termination(self) -> None:
-        self.stopped.wait()
+        # In steps: a signal caught by another thread leaves the main thread asleep in an untimed wait, and Python runs
+        # its handler (SIGTERM: stop) only once the main thread wakes. A graceful stop was seen lost that way.
+        while not self.stopped.wait(0.5):
+            pass
 
 
 def channel_options(settings: Settings) -> list[tuple[str, int]]:

@@ -52,29 +52,32 @@ class ColumnFile:
         # Kept open for `digest`, which must read this file even once a newer checkpoint replaced its name.
         self._fd = fd
         self._offsets = offsets
-        self._reader = os.open(path, os.O_RDONLY) if mapping is not None else None
 
     def __del__(self) -> None:
-        for fd in (self._fd, self._reader):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
 
     def rows(self, name: str, rows: np.ndarray) -> np.ndarray:
-        """Some rows of a column read with pread, not through the mapping: a scattered read (rescoring candidates,
-        Get) then costs the page cache, not this process's resident memory, which the kernel's fault-around would
-        otherwise grow by up to 64 KiB a row."""
-        column = self.columns[name]
-        if self._reader is None:
-            return column[rows]
-        width = column[0].nbytes if len(column) else 0
-        out = np.empty((len(rows), *column.shape[1:]), column.dtype)
-        view = out.reshape(len(rows), -1).view(np.uint8)
-        base = self._offsets[name]
-        for i, row in enumerate(rows.tolist()):
-            if os.preadv(self._reader, [view[i]], base + row * width) != width:
-                raise OSError(f"{self.path.name}: a short read of column {name}")
+        """Some rows of a column (rescoring candidates, Get), gathered through the mapping at once (sorted rows read
+        best), then the column's pages dropped from this process (`drop`): the read costs the page cache, as a pread
+        of each row would, not this process's resident memory, which the kernel's fault-around grows by up to 64 KiB
+        a row touched."""
+        out = self.columns[name][rows]
+        self.drop(name)
         return out
+
+    def drop(self, *names: str) -> None:
+        """Drop this process's mapped pages of these columns (they stay in the page cache; the next read maps them
+        again). Safe while other threads read them: the mapping is read-only, so a dropped page is mapped again."""
+        if self._mapping is None:
+            return
+        for name in names:
+            start = self._offsets[name]
+            end = start + self.columns[name].nbytes
+            first = start - start % mmap.PAGESIZE
+            if end > first:
+                self._mapping.madvise(mmap.MADV_DONTNEED, first, end - first)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]

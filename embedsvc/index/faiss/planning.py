@@ -331,12 +331,16 @@ class Planner:
         # Python ints and floats up front: indexing numpy scalars one by one costs more than the search itself for
         # large batches.
         store = self.contents.store
-        ids, meta, inputs = store.ids, store.meta, store.inputs
+        meta = store.meta
         rows = labels.tolist()
+        # Each distinct hit's id and input read at once (per segment), not slot by slot.
+        wanted = np.unique(labels[labels >= 0])
+        slots = wanted.tolist()
+        ids = dict(zip(slots, store.ids.many(wanted), strict=True))
+        inputs = dict(zip(slots, store.inputs.many(wanted), strict=True))
         vectors: dict[int, np.ndarray] = {}
         if with_vectors:
-            wanted = np.unique(labels[labels >= 0])
-            vectors = dict(zip(wanted.tolist(), store.vectors[wanted], strict=True))
+            vectors = dict(zip(slots, store.vectors[wanted], strict=True))
         results = []
         for q, (row, row_scores) in enumerate(zip(rows, scores.tolist(), strict=True)):
             skip = exclude[q] if q < len(exclude) else ()

@@ -48,9 +48,10 @@ from embedsvc.vectors import unit_rows
 
 # Rows normalised at a time where a cosine segment keeps no unit column (exact search over a quantised collection).
 _NORMALISE_ROWS = 65536
-# At most this many rows of a mapped segment are read one by one (pread) rather than through the mapping: rescoring
-# candidates and fetched items stay out of resident memory; a larger gather (training samples) maps the pages.
-_PREAD_ROWS = 1 << 17
+# At most this many rows of a mapped segment are gathered and their pages dropped from this process after
+# (ColumnFile.rows): rescoring candidates and fetched items stay out of resident memory; a larger gather (training
+# samples) keeps the pages mapped.
+_DROP_ROWS = 1 << 17
 _EMPTY_META: dict[str, Any] = {}
 
 
@@ -112,8 +113,9 @@ class Segment:
         return self.start + self.rows
 
     def take(self, column: str, rows: np.ndarray) -> np.ndarray:
-        """Some rows of a column: read (pread) from a mapped file when they are few and scattered, else indexed."""
-        if self.file is not None and self.file.mapped and len(rows) <= _PREAD_ROWS:
+        """Some rows of a column: from a mapped file, when they are few and scattered, gathered in row order and their
+        pages dropped from this process after; else indexed."""
+        if self.file is not None and self.file.mapped and len(rows) <= _DROP_ROWS:
             unique, inverse = np.unique(rows, return_inverse=True)
             return self.file.rows(column, unique)[inverse]
         return self.cols[column][rows]
@@ -672,6 +674,32 @@ class _Text:
         segment = layout.segments[int(np.searchsorted(layout.starts, slot, "right")) - 1]
         return segment.id(slot - segment.start) if self._column == "ids" else segment.input(slot - segment.start)
 
+    def many(self, slots: np.ndarray) -> list[str]:
+        """The strings of these slots, in their order: each segment's rows gathered from its blob at once (a search's
+        hits), not one slot at a time."""
+        slots = np.asarray(slots, np.int64).reshape(-1)
+        layout = self._store._layout
+        tail = layout.tail
+        out: list[str] = [""] * len(slots)
+        parts = layout.parts(slots)
+        for part in np.unique(parts).tolist():
+            where = np.flatnonzero(parts == part)
+            if part == len(layout.segments):
+                column = tail.ids if self._column == "ids" else tail.inputs
+                for i, slot in zip(where.tolist(), (slots[where] - tail.start).tolist(), strict=True):
+                    out[i] = column[slot]
+                continue
+            segment = layout.segments[part]
+            data, offsets = _gather_blob(
+                segment.cols[self._column], segment.cols[self._column + "_off"], slots[where] - segment.start
+            )
+            if segment.file is not None and len(where) <= _DROP_ROWS:  # their pages not kept, as rescoring's
+                segment.file.drop(self._column, self._column + "_off")
+            raw, bounds = data.tobytes(), offsets.tolist()
+            for j, i in enumerate(where.tolist()):
+                out[i] = raw[bounds[j] : bounds[j + 1]].decode("utf-8")
+        return out
+
 
 class _Meta:
     """meta[s]: a slot's metadata (decoded from its segment on each read; {} shared for items without)."""
@@ -750,6 +778,8 @@ class _Sizes:
             local = rows[where] - segment.start
             out[where, 0] = segment.lengths("ids", local) + segment.lengths("inputs", local)
             out[where, 1] = segment.lengths("meta", local)
+            if segment.file is not None and len(local) <= _DROP_ROWS:  # a search's hits: their pages not kept
+                segment.file.drop("ids_off", "inputs_off", "meta_off")
         return out
 
 

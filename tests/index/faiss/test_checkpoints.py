@@ -71,6 +71,34 @@ def test_a_later_checkpoint_links_what_it_can_and_writes_the_rest(tmp_path):
     reopened.close()
 
 
+def test_rows_and_texts_read_at_once_from_mapped_segments_and_the_tail(tmp_path):
+    # A search's hits read their ids, inputs and vectors at once per segment (gathered through the mapping, its pages
+    # dropped after): the same as reading slot by slot, in any order, repeated slots included, again and again.
+    store = CollectionStore(tmp_path, 1 << 30)
+    collection = store.create(config())
+    x = clustered(3000, D)
+    load(collection, x, 0, 1000, tag="é")
+    collection.checkpoint()
+    load(collection, x, 1000, 2000)
+    collection.checkpoint()
+    load(collection, x, 2000, 3000)  # the tail
+    slots_store = collection._contents.store
+    assert [s.file is not None and s.file.mapped for s in slots_store.segments] == [True, True]
+    slots = np.array([2999, 5, 1500, 5, 0, 2000, 1999, 999, 1000, 2500])
+    for _ in range(2):
+        assert slots_store.ids.many(slots) == [slots_store.ids[s] for s in slots.tolist()]
+        assert slots_store.inputs.many(slots) == [f"in {s}" for s in slots.tolist()]
+        np.testing.assert_array_equal(slots_store.vectors[slots], x[slots])
+    assert slots_store.ids.many(slots)[:2] == ["2999", "é5"]
+    assert slots_store.ids.many(np.array([], np.int64)) == []
+    sizes = slots_store.sizes[slots]
+    expected = [len(i.encode()) + len(f"in {s}") for i, s in zip(slots_store.ids.many(slots), slots.tolist())]
+    assert sizes[:, 0].tolist() == expected
+    found = collection.search(x[[5, 1500, 2500]], 2, exact=True)
+    assert [r[0].id for r in found.hits] == ["é5", "1500", "2500"] and found.hits[0][0].input == "in 5"
+    store.close_all(checkpoint=False)
+
+
 def test_nothing_written_since_means_no_new_checkpoint(tmp_path):
     store = CollectionStore(tmp_path, 1 << 30)
     collection = store.create(config())
