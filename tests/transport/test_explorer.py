@@ -58,8 +58,17 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def wait(what: Callable[[], Any], timeout: float = 60) -> Any:
-    """What the page shows once it shows it (polled with a deadline)."""
-    return wait_for(what, timeout, "the page to get there", every=0.1)
+    """What the page shows once it shows it (polled with a deadline). An element the page re-rendered between
+    finding it and reading it (the operations page refreshes its table) is read again at the next poll."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def shown() -> Any:
+        try:
+            return what()
+        except StaleElementReferenceException:
+            return None
+
+    return wait_for(shown, timeout, "the page to get there", every=0.1)
 
 
 def open_page(browser: Any, url: str) -> None:
