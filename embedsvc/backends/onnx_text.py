@@ -130,7 +130,8 @@ class OnnxSentenceEncoder(SentenceTransformerEncoder):
             raise OnnxRefused(f"its tokenizer pads on the {self.tokenizer.padding_side}; the ONNX engine pads right")
         self._threads = threads
         self._parallel = threads or max(1, os.cpu_count() or 1)  # packed passes run side by side
-        self._pool: ThreadPoolExecutor | None = None
+        # The other threads of a batch's packed passes (started at first use by the executor itself).
+        self._pool = ThreadPoolExecutor(max(1, self._parallel - 1), thread_name_prefix=f"onnx-{name}")
         self.precision = precision
         self.quality: Quality | None = None
         # Packed passes (no padding) where the architecture allows, else padded sub-batches.
@@ -192,12 +193,6 @@ class OnnxSentenceEncoder(SentenceTransformerEncoder):
             quality.top10_agreement,
         )
         return quality
-
-    def _passes(self) -> ThreadPoolExecutor:
-        """The threads that run a batch's packed passes side by side (made at first need)."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max(1, self._parallel - 1), thread_name_prefix=f"onnx-{self.name}")
-        return self._pool
 
     def _check_pipeline(self) -> bool:
         """True when the pipeline ends with Normalize; OnnxRefused unless it is Transformer, mean Pooling, Normalize?"""
@@ -265,7 +260,7 @@ class OnnxSentenceEncoder(SentenceTransformerEncoder):
                 for rows in share:
                     run(rows)
 
-            started = [self._passes().submit(run_all, share) for share in shares[1:]]
+            started = [self._pool.submit(run_all, share) for share in shares[1:]]
             run_all(shares[0] if shares else [])
             for done in started:
                 done.result()

@@ -69,7 +69,7 @@ class AliasStore:
         return 0.0  # one server per data directory: its memory is the truth
 
     def refresh(self) -> None:
-        pass
+        """Nothing to read again: this store's memory is the truth (there is no cache to go stale)."""
 
     def resolve(self, name: str) -> str:
         """The collection an alias names, or the name itself."""
