@@ -236,6 +236,8 @@ class OnnxSentenceEncoder(SentenceTransformerEncoder):
         to end, at most PACK_TOKENS tokens a pass), or over padded sub-batches of similar length (longest first, each
         at most `inner_batch` texts and TOKEN_BUDGET padded tokens)."""
         out = np.empty((len(texts), self.dimension), np.float32)
+        if not texts:  # the tokenizer fails on an empty list
+            return out
         encoded = self.tokenizer(
             texts, padding=False, truncation=True, max_length=self.max_seq_length or None, return_attention_mask=False
         )

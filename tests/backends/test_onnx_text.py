@@ -155,6 +155,7 @@ def test_packed_passes_give_each_text_the_vector_it_has_alone(minilm_dir, tmp_pa
     assert np.abs(together - alone).max() <= 1e-5 and np.abs(together - reversed_).max() <= 1e-5
     reference = encoder.model.encode(sentences, batch_size=16, normalize_embeddings=False)
     assert np.abs(together - reference).max() <= 1e-5
+    assert encoder.encode([]).shape == (0, 384)
 
 
 def test_packs_cover_every_row_once_in_similar_lengths_within_the_budget():
