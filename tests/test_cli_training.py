@@ -66,6 +66,8 @@ def test_train_gan_writes_a_loadable_checkpoint_with_its_figures(capsys, tmp_pat
     assert config["model"]["generator_channels"] == [16, 8] and config["model"]["discriminator_channels"] == [8, 16]
     assert config["data"]["split"] == SPLIT and config["training"]["seed"] == 0
     assert config["training"]["threads"] == 1 and "final_discriminator_loss" in config["training"]
+    # The digits have labels: the critic has a class head by default.
+    assert config["training"]["class_weight"] == 1.0 and config["training"]["confidence_weight"] == 2.0
     assert config["inversion"]["steps"] == 5 and config["inversion"]["restarts"] == 1
     assert {"inversion_mse", "encoder_only_mse", "inpaint_bottom_half_mse", "anomaly_auroc_vs_uniform_noise"} <= set(
         config["metrics"]
@@ -73,6 +75,21 @@ def test_train_gan_writes_a_loadable_checkpoint_with_its_figures(capsys, tmp_pat
     model = GANModel.load("mine", out)
     assert model.encoder is not None
     assert model.decode(np.zeros((1, 8), np.float32)).shape == (1, 1, 28, 28)
+
+
+def test_train_gan_on_unlabelled_images_has_no_class_head_and_refuses_one(capsys, tmp_path, digits_npz):
+    data = np.load(digits_npz)
+    unlabelled = tmp_path / "unlabelled.npz"
+    np.savez(unlabelled, images=data["images"])
+    small = ["--epochs", "1", "--latent-dim", "8", "--generator-channels", "16,8", "--discriminator-channels", "8,16"]
+    small += ["--encoder-epochs", "0", "--metric-images", "2", "--inversion-steps", "2", "--threads", "1"]
+    code, _, stderr = run(capsys, "train-gan", "--data", unlabelled, "--out", tmp_path / "x", "--class-weight", "1")
+    assert code == 1 and stderr.startswith("error:") and "labelled" in stderr and not (tmp_path / "x").exists()
+    code, _, stderr = run(capsys, "train-gan", "--data", unlabelled, "--out", tmp_path / "gan", *small)
+    assert code == 0, stderr
+    assert "no class head" in stderr
+    training = json.loads((tmp_path / "gan" / "config.json").read_text())["training"]
+    assert training["class_weight"] == 0.0 and training["confidence_weight"] == 0.0
 
 
 def test_train_ae_writes_a_loadable_checkpoint_with_its_figures(capsys, tmp_path, digits_npz):
@@ -100,6 +117,7 @@ def test_train_ae_writes_a_loadable_checkpoint_with_its_figures(capsys, tmp_path
         ("train-gan", ["--latent-dim", "0"]),
         ("train-gan", ["--discriminator-steps", "0"]),
         ("train-gan", ["--r1-gamma", "-1"]),
+        ("train-gan", ["--class-weight", "-1"]),
         ("train-ae", ["--test-fraction", "1.5"]),
         ("train-ae", ["--threads", "-1"]),
     ],

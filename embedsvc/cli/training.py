@@ -58,6 +58,20 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     g.add_argument("--discriminator-learning-rate", type=float, default=2e-4)
     g.add_argument("--discriminator-steps", type=int, default=1, help="critic updates per generator update")
     g.add_argument("--r1-gamma", type=float, default=0.0, help="weight of the R1 penalty on real images (0: off)")
+    g.add_argument(
+        "--class-weight",
+        type=float,
+        default=None,
+        help="weight of the critic's class head's loss on the real images' labels (default 1 when the data has "
+        "labels, else 0: no class head)",
+    )
+    g.add_argument(
+        "--confidence-weight",
+        type=float,
+        default=None,
+        help="weight of the generator's class term: each image clearly one class, the classes equally common "
+        "(default 2 when the data has labels, else 0)",
+    )
     g.add_argument("--ema-decay", type=float, default=0.999, help="moving average of the generator's weights")
     g.add_argument("--augment-shift", type=int, default=2, help="random translation (pixels) before the critic")
     g.add_argument("--encoder-epochs", type=int, default=20, help="epochs of the inversion encoder (0: none)")
@@ -300,6 +314,13 @@ def train_gan(args: argparse.Namespace) -> int:
             raise ValueError("--encoder-epochs and --augment-shift must be >= 0, --ema-decay within [0, 1)")
         if args.discriminator_steps < 1 or args.r1_gamma < 0:
             raise ValueError("--discriminator-steps must be >= 1 and --r1-gamma >= 0")
+        labelled = data.labels is not None
+        class_weight = (1.0 if labelled else 0.0) if args.class_weight is None else args.class_weight
+        confidence_weight = (2.0 if labelled else 0.0) if args.confidence_weight is None else args.confidence_weight
+        if class_weight < 0 or confidence_weight < 0:
+            raise ValueError("--class-weight and --confidence-weight must be >= 0")
+        if (class_weight or confidence_weight) and not labelled:
+            raise ValueError("--class-weight and --confidence-weight need labelled images; this data set has none")
         if args.metric_images < 1:
             raise ValueError("--metric-images must be >= 1")
     except ValueError as exc:
@@ -313,13 +334,18 @@ def train_gan(args: argparse.Namespace) -> int:
         augment_shift=args.augment_shift,
         discriminator_steps=args.discriminator_steps,
         r1_gamma=args.r1_gamma,
+        class_weight=class_weight,
+        confidence_weight=confidence_weight,
         encoder_epochs=args.encoder_epochs,
         seed=args.seed,
         device=device,
         test_fraction=args.test_fraction,
         validation_fraction=args.validation_fraction,
     )
+    classes = bool(class_weight or confidence_weight)
     _announce(data, args)
+    if not classes:
+        print("the data set has no labels: no class head on the critic", file=sys.stderr)
     started = time.monotonic()
     n_train = _train_count(data, args)
     batches = max(1, n_train // args.batch_size) * args.epochs + -(-n_train // args.batch_size) * args.encoder_epochs
@@ -353,12 +379,15 @@ def train_gan(args: argparse.Namespace) -> int:
     card = _card(args, data, result, device, time.monotonic() - started)
     last = result.history[-1]
     card["training"] |= {
-        "loss": "hinge; spectrally normalised critic; random translations of real and generated images",
+        "loss": "hinge; spectrally normalised critic; random translations of real and generated images"
+        + ("; a class head on the critic, the generator rewarded for clear and balanced classes" if classes else ""),
         "generator_learning_rate": args.generator_learning_rate,
         "discriminator_learning_rate": args.discriminator_learning_rate,
         "betas": [options.beta1, options.beta2],
         "discriminator_steps": args.discriminator_steps,
         "r1_gamma": args.r1_gamma,
+        "class_weight": class_weight,
+        "confidence_weight": confidence_weight,
         "ema_decay": args.ema_decay,
         "augment_shift": args.augment_shift,
         "encoder_epochs": args.encoder_epochs,

@@ -3,8 +3,9 @@
 Generator G(z): z ~ N(0, I) (latent_dim) -> Linear -> (C0, s, s) -> [ConvTranspose(4, stride 2) -> BatchNorm -> ReLU]
 -> ConvTranspose(4, stride 2) -> sigmoid, an image in [0, 1] (s = image_size / 2 ** len(generator_channels)).
 Discriminator D(x): [Conv(4, stride 2) -> LeakyReLU(0.2)] -> Linear -> one unbounded score (real > fake), every layer
-spectrally normalised (Miyato et al. 2018), trained with the hinge loss. Only G (its exponential moving average, the
-one that samples best) is served; D exists for training.
+spectrally normalised (Miyato et al. 2018), trained with the hinge loss; optionally a class head on the same features
+(trained on labelled real images) whose confidence on generated images the generator is rewarded for. Only G (its
+exponential moving average, the one that samples best) is served; D exists for training.
 
 The small `LatentEncoder` (x -> z) is trained after the GAN to start GAN inversion near the answer
 (`embedsvc/nets/inversion.py`); it has the shape of the VAE's encoder.
@@ -29,6 +30,7 @@ __all__ = [
     "GANConfig",
     "Generator",
     "LatentEncoder",
+    "class_confidence_loss",
     "hinge_discriminator_loss",
     "hinge_generator_loss",
     "r1_penalty",
@@ -130,10 +132,17 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Images (N, C, H, W) in [0, 1] -> one score per image (N,): higher means "real"."""
+    """Images (N, C, H, W) in [0, 1] -> one score per image (N,): higher means "real".
 
-    def __init__(self, config: GANConfig) -> None:
+    With `classes` > 0 the critic also has a class head on the same features (a plain linear layer, not spectrally
+    normalised, so that its logits can grow as confident as the data allow), trained on the real images' labels: the
+    generator is then rewarded for images that head is sure of, with every class as common as the others (the
+    categorical GAN's objective, Springenberg 2016; see `class_confidence_loss`)."""
+
+    def __init__(self, config: GANConfig, classes: int = 0) -> None:
         super().__init__()
+        if classes < 0:
+            raise ValueError("classes must be >= 0")
         self.config = config
         layers: list[nn.Module] = []
         c_in = config.channels
@@ -143,10 +152,21 @@ class Discriminator(nn.Module):
         side = config.image_size // 2 ** len(config.discriminator_channels)
         self.features = nn.Sequential(*layers, nn.Flatten())
         self.score = spectral_norm(nn.Linear(c_in * side * side, 1))
+        self.classes = nn.Linear(c_in * side * side, classes) if classes else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.score(self._features(x)).squeeze(1)
+
+    def score_and_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The score (N,) and the class head's logits (N, classes) from one pass over the features."""
+        if self.classes is None:
+            raise ValueError("this critic has no class head (classes = 0)")
+        features = self._features(x)
+        return self.score(features).squeeze(1), self.classes(features)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
         # Centred inputs: the same [0, 1] images as the generator's, mapped to [-1, 1].
-        return self.score(self.features(x * 2 - 1)).squeeze(1)
+        return self.features(x * 2 - 1)
 
 
 class LatentEncoder(nn.Module):
@@ -183,6 +203,18 @@ def hinge_discriminator_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Te
 def hinge_generator_loss(fake: torch.Tensor) -> torch.Tensor:
     """-mean D(G(z))."""
     return -fake.mean()
+
+
+def class_confidence_loss(logits: torch.Tensor) -> torch.Tensor:
+    """The generator's class term: the mean entropy of each image's class distribution (low: each image is clearly
+    one class) minus the entropy of the batch's mean distribution (high: the classes are equally common), both from
+    the critic's class head (the categorical GAN's generator objective, Springenberg 2016). Minimised."""
+    log_p = F.log_softmax(logits, dim=1)
+    p = log_p.exp()
+    per_image = -(p * log_p).sum(1).mean()
+    mean = p.mean(0)
+    marginal = -(mean * mean.clamp_min(1e-12).log()).sum()
+    return per_image - marginal
 
 
 def r1_penalty(real_score: torch.Tensor, real_input: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from embedsvc.nets.gan import (
     GANConfig,
     Generator,
     LatentEncoder,
+    class_confidence_loss,
     hinge_discriminator_loss,
     hinge_generator_loss,
     r1_penalty,
@@ -101,3 +104,33 @@ def test_random_translation_moves_whole_images_and_passes_gradients() -> None:
     moved.sum().backward()
     assert x.grad is not None and float(x.grad.sum()) > 0
     assert random_translation(x, 0) is x
+
+
+def test_the_critics_class_head_shares_its_features() -> None:
+    torch.manual_seed(2)
+    config = GANConfig(latent_dim=8)
+    critic = Discriminator(config, classes=10).eval()  # eval: spectral norm's power iteration holds still
+    images = Generator(config)(torch.randn(4, 8)).detach()
+    score, logits = critic.score_and_logits(images)
+    assert score.shape == (4,) and logits.shape == (4, 10)
+    assert torch.allclose(score, critic(images))  # the same score as the plain pass
+    with pytest.raises(ValueError, match="no class head"):
+        Discriminator(config).score_and_logits(images)
+    with pytest.raises(ValueError):
+        Discriminator(config, classes=-1)
+
+
+def test_class_confidence_loss_rewards_clear_and_balanced_classes() -> None:
+    """Per-image entropy minus the batch's class entropy: -ln(k) at best (each image sure of one class, every class
+    equally common), 0 for a uniform guess per image, and 0 for sure images all of one class (collapse)."""
+    k = 10
+    sure_balanced = torch.eye(k) * 50
+    uniform = torch.zeros(k, k)
+    sure_collapsed = torch.zeros(k, k)
+    sure_collapsed[:, 3] = 50
+    assert float(class_confidence_loss(sure_balanced)) == pytest.approx(-math.log(k), abs=1e-4)
+    assert float(class_confidence_loss(uniform)) == pytest.approx(0.0, abs=1e-6)
+    assert float(class_confidence_loss(sure_collapsed)) == pytest.approx(0.0, abs=1e-4)
+    logits = torch.randn(16, k, requires_grad=True)
+    class_confidence_loss(logits).backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()

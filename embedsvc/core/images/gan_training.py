@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from embedsvc.core.images.datasets import ImageDataset
 from embedsvc.core.images.training import split_three_way
@@ -31,6 +32,7 @@ from embedsvc.nets.gan import (
     GANConfig,
     Generator,
     LatentEncoder,
+    class_confidence_loss,
     hinge_discriminator_loss,
     hinge_generator_loss,
     r1_penalty,
@@ -55,6 +57,11 @@ class GANTrainOptions:
     discriminator_steps: int = 1
     # Weight gamma of the R1 penalty gamma / 2 * E||grad D(x_real)||^2 on the critic (Mescheder et al. 2018); 0: off.
     r1_gamma: float = 0.0
+    # With labelled data: weight of the critic's class head's cross-entropy on the real images' labels, and of the
+    # generator's class term (`class_confidence_loss`: each image clearly one class, the classes equally common).
+    # Both 0: no class head (unlabelled data needs both 0).
+    class_weight: float = 0.0
+    confidence_weight: float = 0.0
     encoder_epochs: int = 20
     encoder_learning_rate: float = 1e-3
     seed: int = 0
@@ -111,15 +118,23 @@ def train_gan(
 ) -> GANTrainResult:
     if options.discriminator_steps < 1 or options.r1_gamma < 0:
         raise ValueError("discriminator_steps must be >= 1 and r1_gamma >= 0")
+    if options.class_weight < 0 or options.confidence_weight < 0:
+        raise ValueError("class_weight and confidence_weight must be >= 0")
+    classes = 0
+    if options.class_weight or options.confidence_weight:
+        if dataset.labels is None:
+            raise ValueError("a class head needs labelled images: this data set has no labels")
+        classes = max(len(dataset.class_names or ()), int(dataset.labels.max()) + 1)
     test, validation, train = split_three_way(dataset, options.test_fraction, options.validation_fraction, options.seed)
     device = options.device
     torch.manual_seed(options.seed)
-    generator, discriminator = Generator(config).to(device), Discriminator(config).to(device)
+    generator, discriminator = Generator(config).to(device), Discriminator(config, classes).to(device)
     ema = copy.deepcopy(generator).eval().requires_grad_(False)
     betas = (options.beta1, options.beta2)
     g_opt = torch.optim.Adam(generator.parameters(), lr=options.generator_learning_rate, betas=betas)
     d_opt = torch.optim.Adam(discriminator.parameters(), lr=options.discriminator_learning_rate, betas=betas)
     images = torch.from_numpy(train.images).to(device)
+    labels = torch.from_numpy(train.labels).long().to(device) if classes and train.labels is not None else None
     rng = np.random.default_rng(options.seed)
     noise = torch.Generator(device=device).manual_seed(options.seed)
     shift = options.augment_shift
@@ -141,17 +156,28 @@ def train_gan(
             real_input = random_translation(real, shift, noise)
             if options.r1_gamma:
                 real_input = real_input.detach().requires_grad_(True)
-            real_score = discriminator(real_input)
-            fake_score = discriminator(random_translation(fake.detach(), shift, noise))
+            fake_input = random_translation(fake.detach(), shift, noise)
+            if labels is None:
+                real_score, fake_score = discriminator(real_input), discriminator(fake_input)
+                class_loss = None
+            else:
+                real_score, real_logits = discriminator.score_and_logits(real_input)
+                fake_score = discriminator(fake_input)
+                class_loss = F.cross_entropy(real_logits, labels[torch.from_numpy(index).to(device)])
             d_loss = hinge_discriminator_loss(real_score, fake_score)
-            d_total = d_loss
+            d_total = d_loss if class_loss is None else d_loss + options.class_weight * class_loss
             if options.r1_gamma:
-                d_total = d_loss + options.r1_gamma / 2 * r1_penalty(real_score, real_input)
+                d_total = d_total + options.r1_gamma / 2 * r1_penalty(real_score, real_input)
             d_opt.zero_grad(set_to_none=True)
             d_total.backward()
             d_opt.step()
             if generator_step:
-                g_loss = hinge_generator_loss(discriminator(random_translation(fake, shift, noise)))
+                fake_input = random_translation(fake, shift, noise)
+                if labels is None:
+                    g_loss = hinge_generator_loss(discriminator(fake_input))
+                else:
+                    score, logits = discriminator.score_and_logits(fake_input)
+                    g_loss = hinge_generator_loss(score) + options.confidence_weight * class_confidence_loss(logits)
                 g_opt.zero_grad(set_to_none=True)
                 g_loss.backward()
                 g_opt.step()

@@ -9,13 +9,14 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from embedsvc.core.images.datasets import load_dataset
+from embedsvc.core.images.datasets import ImageDataset, load_dataset
 from embedsvc.core.images.gan_training import GANTrainOptions, train_gan
 from embedsvc.core.images.quality import JudgeOptions, confidence_and_spread, frechet_distance, train_judge
 from embedsvc.core.images.training import TrainOptions, evaluate_autoencoder, split_three_way, train_autoencoder
 from embedsvc.nets.autoencoder import AEConfig, ConvAutoencoder
-from embedsvc.nets.gan import GANConfig, Generator
+from embedsvc.nets.gan import Discriminator, GANConfig, Generator
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +77,41 @@ def test_several_critic_steps_per_generator_step_and_the_r1_penalty(digits, monk
     plain = train_gan(digits, TINY, dataclasses.replace(options, r1_gamma=0.0))
     name = "project.0.weight"
     assert not torch.equal(plain.generator.state_dict()[name], first.generator.state_dict()[name])
+
+
+def test_a_class_head_learns_the_real_labels_and_needs_them(digits) -> None:
+    """With class weights the critic's class head trains on the real digits' labels (its loss on them falls below
+    an untrained head's), runs stay seeded, and unlabelled data is refused."""
+    options = GANTrainOptions(
+        epochs=3,
+        batch_size=32,
+        encoder_epochs=0,
+        class_weight=1.0,
+        confidence_weight=1.0,
+        discriminator_learning_rate=2e-3,  # the tiny critic learns its 210 digits' labels within 3 epochs
+    )
+    first = train_gan(digits, TINY, options)
+    assert first.discriminator.classes is not None and first.discriminator.classes.out_features == 10
+    images = torch.from_numpy(first.train.images)
+    labels = torch.from_numpy(first.train.labels).long()
+    torch.manual_seed(0)
+    untrained = Discriminator(TINY, classes=10).eval()
+    with torch.no_grad():
+        trained = first.discriminator.score_and_logits(images)[1]
+        untrained_loss = F.cross_entropy(untrained.score_and_logits(images)[1], labels)
+    # chance is 0.1 and ln(10) = 2.30; this seed gives 0.65 and 1.50
+    assert float((trained.argmax(1) == labels).float().mean()) > 0.5
+    assert float(F.cross_entropy(trained, labels)) < float(untrained_loss) - 0.5
+    again = train_gan(digits, TINY, options)
+    for a, b in zip(first.generator.state_dict().values(), again.generator.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    plain = train_gan(digits, TINY, dataclasses.replace(options, class_weight=0.0, confidence_weight=0.0))
+    assert plain.discriminator.classes is None
+    unlabelled = ImageDataset(digits.images, None, digits.class_names, digits.description)
+    with pytest.raises(ValueError, match="labels"):
+        train_gan(unlabelled, TINY, options)
+    with pytest.raises(ValueError):
+        train_gan(digits, TINY, dataclasses.replace(options, confidence_weight=-1.0))
 
 
 def test_autoencoder_training_reduces_reconstruction_error(digits) -> None:
