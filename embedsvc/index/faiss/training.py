@@ -19,7 +19,8 @@ done in the background (training, recall calibration).
   the background, once the collection has grown 4 times (2 times when that gives a full-size sample) since
   (`contents.Trained.retrain_at`): its centroids then come from a sample of the data it holds, as raw FAISS's would.
   Every training records the live count and the sample's size (`Contents.trained`, kept in checkpoints). nlist and
-  every other parameter stay as the collection was created with them.
+  every other parameter stay as the collection was created with them. A build (off the lock) keeps the most even of
+  KMEANS_RESTARTS k-means runs (vector_index.py); a refill (at open, or under a compaction's lock) runs one.
 
 The keyword index (see contents.py) is built by `catch_up_keywords` when it is behind the store (at open, once the
 checkpoint and the log's tail are in the store), from the live items' ids and texts in one bulk build; a compaction
@@ -36,6 +37,7 @@ import numpy as np
 
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index.faiss.contents import Contents, Trained
+from embedsvc.index.faiss.vector_index import KMEANS_RESTARTS
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +54,10 @@ def train_sample(contents: Contents) -> np.ndarray:
     return contents.store.unit[live]
 
 
-def _train(contents: Contents) -> None:
+def _train(contents: Contents, restarts: int = 1) -> None:
     """Train the (new, untrained) index on a sample of the store's live rows, and record it."""
     sample = train_sample(contents)
-    contents.index.train(sample)
+    contents.index.train(sample, restarts=restarts)
     contents.trained = Trained(contents.store.count, len(sample))
 
 
@@ -134,7 +136,7 @@ def build(
             return  # searched exactly until enough vectors arrive, as before
         stage("training", 0)
         check()
-        _train(contents)
+        _train(contents, KMEANS_RESTARTS)  # off the lock: worth the most even of several k-means runs
     stage("indexing", store.n)
     _fill(contents, check, units, chunk)
 

@@ -233,7 +233,7 @@ def test_centroids_are_the_most_even_of_several_kmeans_runs(metric):
         sample /= np.linalg.norm(sample, axis=1, keepdims=True)
     params = IndexParams(IndexKind.IVF_FLAT, nlist=32, quantization=Quantization.INT8).resolved(D)
     ours = VectorIndex(params, D, metric)
-    ours.train(sample)
+    ours.train(sample, restarts=5)
     plain = VectorIndex(params, D, metric).index
     plain.train(sample)
 
