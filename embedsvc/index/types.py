@@ -194,6 +194,13 @@ class IndexParams:
             return QUANTISER_TRAIN_SIZE
         return 0
 
+    @property
+    def train_rows(self) -> int:
+        """Rows an index is trained on at most (a seeded sample of the live rows beyond it): k-means uses 256 per
+        centroid at most; a quantiser's ranges and PQ's codebooks need far fewer than 100,000."""
+        centroids = max(self.nlist, (1 << self.pq_bits) if self.kind is IndexKind.IVF_PQ else 1)
+        return max(self.train_size, 256 * centroids, 100_000)
+
 
 # Vectors a quantised FLAT or HNSW index is trained on (its ranges or centre); searched exactly until then.
 QUANTISER_TRAIN_SIZE = 1000

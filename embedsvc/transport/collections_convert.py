@@ -203,6 +203,7 @@ def info_message(info: CollectionInfo) -> collections_pb2.CollectionInfo:
         ],
         mapped_bytes=info.mapped_bytes,
         calibration=_calibration(info.calibration),
+        training=collections_pb2.IndexTraining(**info.training) if info.training else None,
         prompts=(
             retrieval_pb2.CollectionPrompts(
                 document_prompt_name=c.document_prompt_name, query_prompt_name=c.query_prompt_name

@@ -146,7 +146,7 @@ class RecallPoint(_message.Message):
     def __init__(self, value: _Optional[int] = ..., oversample: _Optional[int] = ..., recall: _Optional[float] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "dimension", "metric", "index", "count", "trained", "model", "model_version", "space", "disk_bytes", "memory_bytes", "state", "error", "tombstones", "create_time", "aliases", "checkpoint_error", "checkpoint_failures", "backend", "keyword", "search_defaults", "prompts", "query_space", "indexed_fields", "mapped_bytes", "calibration", "shape")
+    __slots__ = ("name", "dimension", "metric", "index", "count", "trained", "model", "model_version", "space", "disk_bytes", "memory_bytes", "state", "error", "tombstones", "create_time", "aliases", "checkpoint_error", "checkpoint_failures", "backend", "keyword", "search_defaults", "prompts", "query_space", "indexed_fields", "mapped_bytes", "calibration", "shape", "training")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +174,7 @@ class CollectionInfo(_message.Message):
     MAPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
     name: str
     dimension: int
     metric: Metric
@@ -201,7 +202,18 @@ class CollectionInfo(_message.Message):
     mapped_bytes: int
     calibration: RecallCalibration
     shape: VectorShape
-    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index: _Optional[_Union[IndexSpec, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., space: _Optional[str] = ..., disk_bytes: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[CollectionState, str]] = ..., error: _Optional[str] = ..., tombstones: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., aliases: _Optional[_Iterable[str]] = ..., checkpoint_error: _Optional[str] = ..., checkpoint_failures: _Optional[int] = ..., backend: _Optional[_Union[Backend, str]] = ..., keyword: _Optional[_Union[_retrieval_pb2.KeywordIndexSpec, _Mapping]] = ..., search_defaults: _Optional[_Union[_retrieval_pb2.SearchDefaults, _Mapping]] = ..., prompts: _Optional[_Union[_retrieval_pb2.CollectionPrompts, _Mapping]] = ..., query_space: _Optional[str] = ..., indexed_fields: _Optional[_Iterable[_Union[IndexedField, _Mapping]]] = ..., mapped_bytes: _Optional[int] = ..., calibration: _Optional[_Union[RecallCalibration, _Mapping]] = ..., shape: _Optional[_Union[VectorShape, _Mapping]] = ...) -> None: ...
+    training: IndexTraining
+    def __init__(self, name: _Optional[str] = ..., dimension: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., index: _Optional[_Union[IndexSpec, _Mapping]] = ..., count: _Optional[int] = ..., trained: _Optional[bool] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., space: _Optional[str] = ..., disk_bytes: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., state: _Optional[_Union[CollectionState, str]] = ..., error: _Optional[str] = ..., tombstones: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., aliases: _Optional[_Iterable[str]] = ..., checkpoint_error: _Optional[str] = ..., checkpoint_failures: _Optional[int] = ..., backend: _Optional[_Union[Backend, str]] = ..., keyword: _Optional[_Union[_retrieval_pb2.KeywordIndexSpec, _Mapping]] = ..., search_defaults: _Optional[_Union[_retrieval_pb2.SearchDefaults, _Mapping]] = ..., prompts: _Optional[_Union[_retrieval_pb2.CollectionPrompts, _Mapping]] = ..., query_space: _Optional[str] = ..., indexed_fields: _Optional[_Iterable[_Union[IndexedField, _Mapping]]] = ..., mapped_bytes: _Optional[int] = ..., calibration: _Optional[_Union[RecallCalibration, _Mapping]] = ..., shape: _Optional[_Union[VectorShape, _Mapping]] = ..., training: _Optional[_Union[IndexTraining, _Mapping]] = ...) -> None: ...
+
+class IndexTraining(_message.Message):
+    __slots__ = ("count", "sample", "retrain_at")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    RETRAIN_AT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    sample: int
+    retrain_at: int
+    def __init__(self, count: _Optional[int] = ..., sample: _Optional[int] = ..., retrain_at: _Optional[int] = ...) -> None: ...
 
 class VectorShape(_message.Message):
     __slots__ = ("dimensions", "dtype", "calibration")

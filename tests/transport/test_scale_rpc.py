@@ -29,6 +29,10 @@ def test_a_quantised_collection_reports_its_settings_and_searches_to_its_target(
             what="the recall calibration",
         )
         assert calibration.knob == "nprobe" and len(calibration.points) > 0
+        # Its training: on all it held then (at least 39 x 16), trained again at 4x that (a full sample is 100,000).
+        training = client.get_collection("q8").training
+        assert 624 <= training.count <= 3000 and training.sample == training.count
+        assert training.retrain_at == 4 * training.count
         hits = client.search("q8", vector=x[7], k=5, target_recall=0.99, oversample=4)
         assert hits[0].id == "i7"
         parameters = dict(hits.provenance.parameters)

@@ -98,6 +98,7 @@ class CollectionInfo:
     checkpoint_failures: int = 0
     mapped_bytes: int = 0
     calibration: Any = None  # the recall calibration (index/faiss/calibration.py), or None
+    training: dict[str, int] | None = None  # the index's last training: count, sample, retrain_at (FAISS), or None
 
 
 class Collections:

@@ -2,8 +2,9 @@
 
 A checkpoint is a directory `checkpoint-<lsn>/` that describes itself:
 - `manifest.json`: format 2, the LSN, the dimension, the slots and live items, the segments in slot order (file,
-  first slot, rows), every file of the directory with its size and sha256, what the index file holds, and the
-  recall calibration;
+  first slot, rows), every file of the directory with its size and sha256, what the index file holds, the
+  recall calibration, and the index's last training (live items then, sample size; absent from
+  older checkpoints: contents.py guesses);
 - `segment-*.cols`: column files (columns.py) of consecutive slots: vectors, ids, inputs, metadata, the id hashes,
   indexed fields, and the index's codes (slots.py says which). A segment is never rewritten: the next checkpoint
   hard-links it (durable.link) and writes only the rows appended since, as a new segment, plus what changed;
@@ -74,6 +75,7 @@ class Manifest:
     index: str = ""  # "" (none), "template" (trained and empty: the segments hold the codes) or "whole" (HNSW)
     calibration: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # other indexes' own descriptions (contents.py)
+    training: dict[str, Any] | None = None  # the index's last training (contents.Trained); None in older ones
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -88,6 +90,7 @@ class Manifest:
                 "index": self.index,
                 "calibration": self.calibration,
                 "extra": self.extra,
+                "training": self.training,
             },
             indent=1,
         ).encode()
@@ -107,6 +110,7 @@ class Manifest:
             index=str(data.get("index") or ""),
             calibration=data.get("calibration"),
             extra=dict(data.get("extra") or {}),
+            training=data.get("training"),
         )
 
 
@@ -142,6 +146,7 @@ class Plan:
     index: str = ""
     calibration: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] | None = None
 
 
 def _position(path: Path) -> tuple[int, int] | None:
@@ -189,6 +194,7 @@ def write_checkpoint(directory: Path, plan: Plan) -> tuple[Path, Manifest]:
             plan.index,
             plan.calibration,
             plan.extra,
+            plan.training,
         )
         durable.write_file(tmp / MANIFEST, manifest.to_json())
         durable.fsync_dir(tmp)

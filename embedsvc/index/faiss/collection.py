@@ -24,8 +24,9 @@ is a cache of the rows: kept in checkpoints (as codes per segment, or whole for 
 re-adds instead of training and encoding.
 
 Background work (one thread per collection, one job at a time): after an open, the checksums of the checkpoint's
-large files (a mismatch makes the collection DATA_LOSS); training once enough vectors arrived; a recall calibration
-after each training and as the collection grows.
+large files (a mismatch makes the collection DATA_LOSS); training once enough vectors arrived, and again (IVF) once
+the collection has grown well past the sample it was trained on (training.py); a recall calibration after each
+training and as the collection grows.
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ class Collection:
         self.state = State.READY
         if self._contents.saved is not None:
             self._background.start("verify")
-        if self._needs_calibration():
+        if self._contents.retrain_due():
+            self._background.start("train")  # grew past its training before the last stop; calibrated after
+        elif self._needs_calibration():
             self._background.start("calibrate")
 
     def _verify(self) -> None:
@@ -149,6 +152,16 @@ class Collection:
         )
 
     def _train(self) -> None:
+        """Train the index: the first time, or again once the collection has grown past its training sample."""
+        contents = self._contents
+        with contents.rw.read():
+            trained = contents.trained
+            if contents.index.trained and not contents.retrain_due():
+                return  # asked for again while it ran, or a Rebuild trained it meanwhile
+            count = contents.store.count
+        if trained is not None:
+            log.info("collection %s: training its index again: %d items now, trained at %d on a sample of %d",
+                     self.config.name, count, trained.count, trained.sample)  # fmt: skip
         self.rebuild(check=self._check_open)  # which asks for a calibration after
 
     def _calibrate(self) -> None:
@@ -520,4 +533,18 @@ class Collection:
                 "checkpoint_error": self.checkpoint_error,
                 "checkpoint_failures": self.checkpoint_failures,
                 "calibration": contents.calibration,
+                "training": self._training(),
             }
+
+    def _training(self) -> dict[str, int] | None:
+        """The index's last training, and the count at which it trains again (0: never); None until trained (hold
+        the read lock)."""
+        contents = self._contents
+        trained = contents.trained
+        if trained is None or not contents.index.trained:
+            return None
+        return {
+            "count": trained.count,
+            "sample": trained.sample,
+            "retrain_at": trained.retrain_at(self.config.index),
+        }

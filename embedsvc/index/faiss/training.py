@@ -14,6 +14,13 @@ done in the background (training, recall calibration).
 - `Background`: work in a thread, one job at a time: once enough vectors arrived to train, a rebuild; after a rebuild
   and as the collection grows, a recall calibration. Training nlist centroids costs about 25 x 39 nlist^2 x dimension
   operations: never inside a write's lock.
+- Retraining: the first training comes as soon as `train_size` (39 x nlist) vectors arrived, on all of them; an IVF
+  index trained on fewer than `train_rows` (256 x nlist, at least 100,000) is trained again, by the same rebuild in
+  the background, once the collection has grown 4 times (2 times when that gives a full-size sample) since
+  (`contents.Trained.retrain_at`): its centroids then come from a sample of the data it holds, as raw FAISS's would.
+  Every training records the live count and the sample's size (`Contents.trained`, kept in checkpoints). nlist and
+  every other parameter stay as the collection was created with them. A build (off the lock) keeps the most even of
+  KMEANS_RESTARTS k-means runs (vector_index.py); a refill (at open, or under a compaction's lock) runs one.
 
 The keyword index (see contents.py) is built by `catch_up_keywords` when it is behind the store (at open, once the
 checkpoint and the log's tail are in the store), from the live items' ids and texts in one bulk build; a compaction
@@ -29,8 +36,8 @@ from collections.abc import Callable
 import numpy as np
 
 from embedsvc.errors import EmbedsvcError, Reason
-from embedsvc.index.faiss.contents import Contents
-from embedsvc.index.types import IndexKind
+from embedsvc.index.faiss.contents import Contents, Trained
+from embedsvc.index.faiss.vector_index import KMEANS_RESTARTS
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +45,20 @@ log = logging.getLogger(__name__)
 _ADD_ROWS = 65536
 
 
-def train_rows(contents: Contents) -> int:
-    """Rows an index is trained on: k-means uses 256 per centroid at most; a quantiser's ranges need far fewer."""
-    p = contents.config.index
-    centroids = max(p.nlist, (1 << p.pq_bits) if p.kind is IndexKind.IVF_PQ else 1)
-    return max(p.train_size, 256 * centroids, 100_000)
-
-
 def train_sample(contents: Contents) -> np.ndarray:
     """The index-form vectors of a seeded random sample of the live rows, at most train_rows of them, in slot order."""
     live = contents.store.live_slots()
-    limit = train_rows(contents)
+    limit = contents.config.index.train_rows
     if len(live) > limit:
         live = np.sort(np.random.default_rng(0).choice(live, limit, replace=False))
     return contents.store.unit[live]
+
+
+def _train(contents: Contents, restarts: int = 1) -> None:
+    """Train the (new, untrained) index on a sample of the store's live rows, and record it."""
+    sample = train_sample(contents)
+    contents.index.train(sample, restarts=restarts)
+    contents.trained = Trained(contents.store.count, len(sample))
 
 
 def _fill(
@@ -86,7 +93,7 @@ def refill(contents: Contents) -> None:
     if not index.trained:
         if store.count < params.train_size or store.count == 0:
             return
-        index.train(train_sample(contents))
+        _train(contents)
     if store.n:
         _fill(contents)
 
@@ -102,6 +109,7 @@ def compacted(contents: Contents) -> Contents:
     segments = fresh.store.segments
     if template is not None and all(s.codes is not None for s in segments):
         fresh.index.restore(template, [(s.start, np.asarray(s.codes)) for s in segments])
+        fresh.trained = contents.trained  # the same training
         return fresh
     if index.trained and not index.exact and not index.whole and template is None:
         fresh.calibration = None  # an index trained anew: measured again
@@ -128,7 +136,7 @@ def build(
             return  # searched exactly until enough vectors arrive, as before
         stage("training", 0)
         check()
-        index.train(train_sample(contents))
+        _train(contents, KMEANS_RESTARTS)  # off the lock: worth the most even of several k-means runs
     stage("indexing", store.n)
     _fill(contents, check, units, chunk)
 

@@ -102,14 +102,48 @@ class VectorIndex:
     def ntotal(self) -> int:
         return self._added if self.index is None else int(self.index.ntotal)
 
-    def train(self, vectors: np.ndarray) -> None:
+    def train(self, vectors: np.ndarray, *, restarts: int = 1) -> None:
+        """Train on a sample; an IVF index's centroids from up to `restarts` k-means runs (_train_centroids)."""
         if self.index is None:
             return
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         with faiss_threads():
-            self.index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+            if self.params.is_ivf and restarts > 1:
+                self._train_centroids(vectors, restarts)  # then FAISS trains only the codes (the centroids are there)
+            self.index.train(vectors)
         self.trained = True
         if self.keeps_codes:
             self._template = bytes(faiss.serialize_index(self.index))
+
+    def _train_centroids(self, vectors: np.ndarray, restarts: int) -> None:
+        """The IVF centroids: k-means as FAISS runs it (its parameters: 10 iterations, at most 256 points a list,
+        spherical for inner product), from `restarts` seeds when that is cheap enough (KMEANS_RESTARTS_UP_TO),
+        keeping the run whose lists are the most even on the sample. An IVF search scans the lists it probes whole,
+        and one k-means run's local optimum decides how even they are: at 1M clustered vectors
+        (benchmarks/ivf_training.py), five seeds on the same sample gave list-size imbalances from 1.94 to 2.24, so
+        codes scanned at nprobe 16 from 106k to 131k, with recall@10 the same (0.990-0.995 at nprobe 1); the sample's
+        imbalance is within 0.02 of the whole data's."""
+        index = self.index
+        nlist, d = int(index.nlist), self.dimension
+        points = min(len(vectors), int(index.cp.max_points_per_centroid) * nlist)
+        restarts = restarts if points * nlist * d <= KMEANS_RESTARTS_UP_TO else 1
+        best: tuple[float, np.ndarray] | None = None
+        for restart in range(restarts):
+            cp = faiss.ClusteringParameters()
+            for name in ("niter", "spherical", "max_points_per_centroid", "min_points_per_centroid"):
+                setattr(cp, name, getattr(index.cp, name))
+            cp.seed = int(index.cp.seed) + restart
+            clustering = faiss.Clustering(d, nlist, cp)
+            assign = faiss.IndexFlat(d, self.faiss_metric)
+            clustering.train(vectors, assign)
+            _, lists = assign.search(vectors, 1)
+            sizes = np.bincount(lists[:, 0], minlength=nlist).astype(np.float64)
+            imbalance = float(nlist * (sizes**2).sum() / sizes.sum() ** 2)
+            if best is None or imbalance < best[0]:
+                best = (imbalance, faiss.vector_to_array(clustering.centroids).reshape(nlist, d))
+        assert best is not None
+        index.quantizer.reset()
+        index.quantizer.add(best[1])
 
     def add(self, slots: np.ndarray, vectors: np.ndarray) -> None:
         """Add rows; every kind but IVF numbers them in order, so `slots` must continue from ntotal."""
@@ -277,6 +311,12 @@ class VectorIndex:
         return n * code
 
 
+# k-means runs an IVF index's centroids are chosen from (the most even lists) when it is trained in the background
+# (training.build: first training, retraining, Rebuild; a refill at open or under a compaction's lock runs one), while
+# training points x nlist x dimension is at most KMEANS_RESTARTS_UP_TO (a full sample at nlist 512, d = 128: about
+# 7 s a run on a 2-core machine); one run beyond it (nlist 1,024 and up at d = 128, once the sample is full).
+KMEANS_RESTARTS = 5
+KMEANS_RESTARTS_UP_TO = 256 * 512 * 512 * 128
 # Codes read at a time when an IVF index's lists are filled from a checkpoint (a transient copy).
 _FILL_CHUNK_BYTES = 64 << 20
 
