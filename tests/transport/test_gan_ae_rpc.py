@@ -144,7 +144,12 @@ def test_gan_interpolation_between_inverted_images(client, digits, spherical):
     a, b = png(digits[1].images[0]), png(digits[1].images[1])
     frames = client.interpolate(GAN, a, b, steps=5, spherical=spherical)
     ends = client.reconstruct(GAN, [a, b])
-    assert len(frames) == 5 and frames[0].png == ends[0].png and frames[-1].png == ends[1].png
+    # The ends are the images' inversions: the same latents up to float noise (200 Adam steps on batches of other
+    # shapes and thread counts round differently: ~1e-4), so the same images up to a grey level.
+    assert len(frames) == 5
+    for frame, end in ((frames[0], ends[0]), (frames[-1], ends[1])):
+        np.testing.assert_allclose(frame.latent, end.latent, atol=2e-3)
+        assert np.abs(array(frame.png) - array(end.png)).max() <= 2 / 255 + 1e-6
     if spherical:
         norms = [np.linalg.norm(f.latent) for f in frames]
         np.testing.assert_allclose(norms, np.linspace(norms[0], norms[-1], 5), rtol=1e-4)
@@ -206,9 +211,11 @@ def test_gan_collection_stores_inverted_latents(client, gan, digits):
     client.create_collection("gan-digits", model=GAN, metric="l2")
     client.upsert("gan-digits", ["a", "b", "c"], images=[png(x) for x in test.images[:3]])
     hits = client.search("gan-digits", image=png(test.images[1]), k=3, include_vectors=True)
-    assert hits[0].id == "b" and hits[0].score == pytest.approx(0.0, abs=1e-6)
+    # The stored latent and the query's are inversions of the same image, equal up to float noise (see above).
+    assert hits[0].id == "b" and hits[0].score == pytest.approx(0.0, abs=1e-4)
+    assert hits[1].score > 100 * hits[0].score + 1e-3
     want = gan.invert(as_sent(test.images[1:2]).astype(np.float32)).latents[0]
-    np.testing.assert_allclose(hits[0].vector, want, atol=1e-4)
+    np.testing.assert_allclose(hits[0].vector, want, atol=2e-3)
     client.delete_collection("gan-digits")
 
 
