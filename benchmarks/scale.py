@@ -19,9 +19,10 @@ recall calibration, stops the server with SIGTERM (graceful stop: a checkpoint o
   with a batch search; its RSS (anonymous + file-backed) minus the empty server's, over the raw vectors (n x d x 4);
 - recall@10 against exact search (FAISS brute force) at the defaults and with target_recall 0.95 and 0.99, and the
   recall the provenance estimates;
-- search: BatchSearch QPS (all queries in one packed call, median of --repeats) and single-query Search p50, against
-  raw FAISS in this process on the same index kind with the same settings (the service's effective nprobe and
-  oversampling; quantised kinds rescored with numpy over the memory-mapped vectors, as the service does).
+- search: BatchSearch QPS (all queries in one packed call, median of --repeats, taking turns with raw FAISS) and
+  single-query Search p50, against raw FAISS in this process on the same index kind with the same settings (the
+  service's effective nprobe and oversampling; quantised kinds rescored with numpy over the memory-mapped vectors,
+  as the service does).
 The machine is shared (its load average is printed); times are medians.
 
 Prints last: `scale: n N, flat memory F x raw, int8 memory Q x raw recall R, default recall D, restart T s, search
@@ -261,13 +262,17 @@ def raw_search(kind: Kind, index: Any, data: np.ndarray, q: np.ndarray, paramete
     return np.take_along_axis(labels, order, 1).tolist()
 
 
-def timed(fn: Any, repeats: int) -> float:
-    times = []
+def timed(fns: list[Any], repeats: int) -> list[float]:
+    """Each function's median time over `repeats` rounds, the functions taking turns within a round (interleaved: this
+    machine's speed drifts by tens of percent over a minute, which back-to-back blocks of runs would attribute to one
+    side)."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for fn, spent in zip(fns, times, strict=True):
+            started = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - started)
+    return [statistics.median(spent) for spent in times]
 
 
 def p50(fn: Any, queries: np.ndarray) -> float:
@@ -361,8 +366,13 @@ def run() -> None:
             index = raw_index(kind, data)
             raw_found = raw_search(kind, index, data, q, params)
             results[kind.name]["raw recall"] = recall(raw_found, exact[kind.metric])
-            service = timed(lambda k=kind: client.batch_search_packed(k.name, q, k=10), args.repeats)
-            raw = timed(lambda k=kind, i=index, p=params: raw_search(k, i, data, q, p), args.repeats)
+            service, raw = timed(
+                [
+                    lambda k=kind: client.batch_search_packed(k.name, q, k=10),
+                    lambda k=kind, i=index, p=params: raw_search(k, i, data, q, p),
+                ],
+                args.repeats,
+            )
             single = q[: args.single]
             service_p50 = p50(lambda v, k=kind: client.search(k.name, vector=v, k=10, include_metadata=False), single)
             raw_p50 = p50(lambda v, k=kind, i=index, p=params: raw_search(k, i, data, v[None, :], p), single)
