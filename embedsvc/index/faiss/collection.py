@@ -42,7 +42,7 @@ import numpy as np
 
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index import metadata as stored
-from embedsvc.index.faiss import calibration, checkpoint, recovery, snapshots, training
+from embedsvc.index.faiss import calibration, checkpoint, heap, recovery, snapshots, training
 from embedsvc.index.faiss.contents import Contents
 from embedsvc.index.faiss.keywords import KeywordSearch, missing_index
 from embedsvc.index.faiss.log import Delete, LogWriter, Upsert
@@ -112,6 +112,7 @@ class Collection:
             self._damaged(str(exc))
             return
         self.state = State.READY
+        heap.release_freed_memory()  # the recovery's reads of the checkpoint and the log
         if self._contents.saved is not None:
             self._background.start("verify")
         if self._contents.retrain_due():

@@ -21,7 +21,7 @@ import numpy as np
 from embedsvc import durable
 from embedsvc.errors import EmbedsvcError, Reason
 from embedsvc.index.backend import NAME, check_name  # noqa: F401 - check_name re-exported
-from embedsvc.index.faiss import snapshots
+from embedsvc.index.faiss import heap, snapshots
 from embedsvc.index.faiss.collection import CONFIG, Collection, State
 from embedsvc.index.snapshot_files import FAISS, Manifest
 from embedsvc.index.types import CollectionConfig, IndexParams, Metric, StoredItem, Upsert
@@ -35,6 +35,7 @@ class CollectionStore:
     rescoring = True
 
     def __init__(self, data_dir: Path, checkpoint_bytes: int) -> None:
+        heap.map_large_allocations()
         self.root = data_dir / "collections"
         self.checkpoint_bytes = checkpoint_bytes
         self._lock = threading.Lock()

@@ -36,6 +36,7 @@ from collections.abc import Callable
 import numpy as np
 
 from embedsvc.errors import EmbedsvcError, Reason
+from embedsvc.index.faiss import heap
 from embedsvc.index.faiss.contents import Contents, Trained
 from embedsvc.index.faiss.vector_index import KMEANS_RESTARTS
 
@@ -216,6 +217,7 @@ class Background:
             except Exception:
                 log.exception("collection %s: background %s failed", self.name, job)
             finally:
+                heap.release_freed_memory()  # the job's transient buffers (copies, samples, reads): give them back
                 with self._lock:
                     self._running = None
                     if job in self._again:
