@@ -48,6 +48,9 @@ from embedsvc.index.types import HIT_OVERHEAD, Hit, Metric, Searched, response_t
 _ANN_MIN_SELECTIVITY = 0.05
 # Without a filter, up to this many tombstones are covered by fetching that many extra hits; beyond it, a selector.
 _MAX_OVERFETCH = 1024
+# Query-rows (queries x rows) one step of a brute-force search may take: 1,073 queries at 1M rows, about 2 s of this
+# machine's 2 cores (the step a call may stop after and writers wait for), and never fewer queries than an index step.
+_EXACT_STEP_WORK = 1 << 30
 # Rows of a segment searched per FAISS call in an exact search (a block's allowed rows are gathered when a filter
 # or many tombstones leave some out).
 _EXACT_BLOCK = 262144
@@ -146,10 +149,11 @@ class Planner:
         results: list[list[Hit]] = []
         was_exact = True
         budget = Budget(max_response_bytes, with_metadata, 4 * self.config.dimension if with_vectors else 0)
-        for start in range(0, len(queries), steps.queries):
+        step = self._query_step(steps.queries, len(queries), exact)
+        for start in range(0, len(queries), step):
             calls.check()
-            chunk = queries[start : start + steps.queries]
-            skip_ids = exclude[start : start + steps.queries]
+            chunk = queries[start : start + step]
+            skip_ids = exclude[start : start + step]
             extra = max((len(e) for e in skip_ids), default=0)
             with contents.rw.read():
                 lookup = contents.store.slot_of.lookup
@@ -173,6 +177,17 @@ class Planner:
                     self._hits(labels, scores, skip, k, with_metadata=with_metadata, with_vectors=with_vectors)
                 )
         return Searched(results, was_exact, {} if was_exact else parameters)
+
+    def _query_step(self, step: int, queries: int, exact: bool) -> int:
+        """Queries searched per step. A brute-force search reads every row once per step, so a batch of many queries
+        over a large store goes faster in fewer, larger steps (at 1M rows, 1,000 queries in steps of 256 took 15%
+        longer than in one FAISS call): brute force takes up to _EXACT_STEP_WORK query-rows a step, never fewer
+        queries than `step` (the step an index search takes)."""
+        index = self.contents.index
+        if not (exact or index.exact or not index.trained):
+            return step
+        rows = max(1, self.contents.store.count)
+        return max(step, min(queries, _EXACT_STEP_WORK // rows))
 
     # ---- settings ------------------------------------------------------------------------------------------------
 
