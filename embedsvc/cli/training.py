@@ -6,6 +6,7 @@ command, the seed, the losses and the held-out figures)."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import sys
@@ -312,13 +313,13 @@ def train_gan(args: argparse.Namespace) -> int:
         inversion = InversionOptions(steps=args.inversion_steps, restarts=args.inversion_restarts, seed=args.seed)
         if args.encoder_epochs < 0 or args.augment_shift < 0 or not 0 <= args.ema_decay < 1:
             raise ValueError("--encoder-epochs and --augment-shift must be >= 0, --ema-decay within [0, 1)")
-        if args.discriminator_steps < 1 or args.r1_gamma < 0:
-            raise ValueError("--discriminator-steps must be >= 1 and --r1-gamma >= 0")
+        if args.discriminator_steps < 1 or not 0 <= args.r1_gamma < math.inf:
+            raise ValueError("--discriminator-steps must be >= 1 and --r1-gamma a finite number >= 0")
         labelled = data.labels is not None
         class_weight = (1.0 if labelled else 0.0) if args.class_weight is None else args.class_weight
         confidence_weight = (2.0 if labelled else 0.0) if args.confidence_weight is None else args.confidence_weight
-        if class_weight < 0 or confidence_weight < 0:
-            raise ValueError("--class-weight and --confidence-weight must be >= 0")
+        if not (0 <= class_weight < math.inf and 0 <= confidence_weight < math.inf):
+            raise ValueError("--class-weight and --confidence-weight must be finite numbers >= 0")
         if (class_weight or confidence_weight) and not labelled:
             raise ValueError("--class-weight and --confidence-weight need labelled images; this data set has none")
         if args.metric_images < 1:

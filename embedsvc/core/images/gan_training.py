@@ -116,10 +116,10 @@ def train_gan(
     on_epoch: Callable[[GANEpochReport], None] | None = None,
     on_encoder_epoch: Callable[[EncoderEpochReport], None] | None = None,
 ) -> GANTrainResult:
-    if options.discriminator_steps < 1 or options.r1_gamma < 0:
-        raise ValueError("discriminator_steps must be >= 1 and r1_gamma >= 0")
-    if options.class_weight < 0 or options.confidence_weight < 0:
-        raise ValueError("class_weight and confidence_weight must be >= 0")
+    if options.discriminator_steps < 1 or not 0 <= options.r1_gamma < math.inf:
+        raise ValueError("discriminator_steps must be >= 1 and r1_gamma a finite number >= 0")
+    if not (0 <= options.class_weight < math.inf and 0 <= options.confidence_weight < math.inf):
+        raise ValueError("class_weight and confidence_weight must be finite numbers >= 0")
     classes = 0
     if options.class_weight or options.confidence_weight:
         if dataset.labels is None:

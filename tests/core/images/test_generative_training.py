@@ -112,6 +112,8 @@ def test_a_class_head_learns_the_real_labels_and_needs_them(digits) -> None:
         train_gan(unlabelled, TINY, options)
     with pytest.raises(ValueError):
         train_gan(digits, TINY, dataclasses.replace(options, confidence_weight=-1.0))
+    with pytest.raises(ValueError):
+        train_gan(digits, TINY, dataclasses.replace(options, class_weight=float("nan")))
 
 
 def test_autoencoder_training_reduces_reconstruction_error(digits) -> None:
