@@ -12,26 +12,26 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 from collections.abc import Callable
 
-log = logging.getLogger(__name__)
 
-
-def _trimmer() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
+def _libc(name: str, *argtypes: type) -> Callable[..., int] | None:
+    """The C library's function `name` (an int result), or None where the library or the function is not there
+    (malloc_trim and mallopt are glibc's)."""
+    library = ctypes.util.find_library("c")
+    if library is None:
         return None
     try:
-        trim = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):  # not glibc
+        function = getattr(ctypes.CDLL(library), name)
+    except (OSError, AttributeError):
         return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
+    function.argtypes = list(argtypes)
+    function.restype = ctypes.c_int
+    return function
 
 
-_TRIM = _trimmer()
+_TRIM = _libc("malloc_trim", ctypes.c_size_t)
+_MALLOPT = _libc("mallopt", ctypes.c_int, ctypes.c_int)
 # glibc's mallopt parameter: allocations of at least this many bytes get pages of their own (mmap), returned to the OS
 # when freed. Fixing it also turns off glibc's moving threshold, which after the first large free serves allocations
 # of up to 32 MB from the heap, where they stay after they are freed (a batch search's 10 MB of rescoring candidates).
@@ -39,33 +39,15 @@ _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 4 << 20
 
 
-def _mallopt() -> Callable[[int, int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):
-        return None
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return mallopt
-
-
 def map_large_allocations() -> bool:
     """Give allocations of MMAP_THRESHOLD_BYTES or more their own pages, so that freeing them returns the memory
     (process-wide; called when a collection store opens). True if the C library took it (glibc)."""
-    mallopt = _mallopt()
-    return mallopt is not None and mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
+    return _MALLOPT is not None and _MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
 
 
 def release_freed_memory() -> bool:
     """Return the heap's free pages to the OS; True if the C library could (glibc), False where it cannot."""
     if _TRIM is None:
         return False
-    try:
-        _TRIM(0)
-    except OSError:  # pragma: no cover - defensive: the call itself does not fail on glibc
-        log.debug("malloc_trim failed", exc_info=True)
-        return False
+    _TRIM(0)
     return True

@@ -36,5 +36,5 @@ def test_a_freed_large_buffer_leaves_the_process() -> None:
 
 def test_without_glibc_the_calls_say_they_did_nothing(monkeypatch) -> None:
     monkeypatch.setattr(heap, "_TRIM", None)
-    monkeypatch.setattr(heap, "_mallopt", lambda: None)
+    monkeypatch.setattr(heap, "_MALLOPT", None)
     assert heap.release_freed_memory() is False and heap.map_large_allocations() is False
