@@ -23,6 +23,7 @@ that opening re-adds codes (`restore`) instead of training and encoding again. H
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,7 +31,10 @@ import faiss
 import numpy as np
 
 from embedsvc.index.exact import faiss_metric, faiss_threads
+from embedsvc.index.faiss.balance import balance, imbalance
 from embedsvc.index.types import IndexKind, IndexParams, Metric, Quantization
+
+log = logging.getLogger(__name__)
 
 # FAISS's type stubs lack the keyword constructors of its SearchParameters classes, which exist at run time.
 _faiss: Any = faiss
@@ -118,11 +122,12 @@ class VectorIndex:
     def _train_centroids(self, vectors: np.ndarray, restarts: int) -> None:
         """The IVF centroids: k-means as FAISS runs it (its parameters: 10 iterations, at most 256 points a list,
         spherical for inner product), from `restarts` seeds when that is cheap enough (KMEANS_RESTARTS_UP_TO),
-        keeping the run whose lists are the most even on the sample. An IVF search scans the lists it probes whole,
-        and one k-means run's local optimum decides how even they are: at 1M clustered vectors
-        (benchmarks/ivf_training.py), five seeds on the same sample gave list-size imbalances from 1.94 to 2.24, so
-        codes scanned at nprobe 16 from 106k to 131k, with recall@10 the same (0.990-0.995 at nprobe 1); the sample's
-        imbalance is within 0.02 of the whole data's."""
+        keeping the run whose lists are the most even on the sample, then made more even by split-and-merge
+        (balance.py) while that is cheap enough (BALANCE_UP_TO). An IVF search scans the lists it probes whole, and
+        one k-means run's local optimum decides how even they are: at 1M clustered vectors
+        (benchmarks/ivf_training.py), six seeds on one sample gave list-size imbalances from 1.89 to 2.39, so codes
+        scanned at nprobe 16 from 105k to 144k; balancing the best of them brought it to 1.19 and 50k codes, with
+        recall@10 at nprobe 4 to 16 the same. The sample's imbalance is within 0.02 of the whole data's."""
         index = self.index
         nlist, d = int(index.nlist), self.dimension
         points = min(len(vectors), int(index.cp.max_points_per_centroid) * nlist)
@@ -137,13 +142,20 @@ class VectorIndex:
             assign = faiss.IndexFlat(d, self.faiss_metric)
             clustering.train(vectors, assign)
             _, lists = assign.search(vectors, 1)
-            sizes = np.bincount(lists[:, 0], minlength=nlist).astype(np.float64)
-            imbalance = float(nlist * (sizes**2).sum() / sizes.sum() ** 2)
-            if best is None or imbalance < best[0]:
-                best = (imbalance, faiss.vector_to_array(clustering.centroids).reshape(nlist, d))
+            uneven = imbalance(np.bincount(lists[:, 0], minlength=nlist))
+            if best is None or uneven < best[0]:
+                best = (uneven, faiss.vector_to_array(clustering.centroids).reshape(nlist, d))
         assert best is not None
+        centroids = best[1]
+        if points * nlist * d <= BALANCE_UP_TO:
+            if points < len(vectors):  # the subsample k-means trained on is FAISS's own; any seeded one will do here
+                vectors = vectors[np.sort(np.random.default_rng(0).choice(len(vectors), points, replace=False))]
+            centroids, before, after = balance(
+                centroids, vectors, self.faiss_metric, spherical=bool(index.cp.spherical), seed=int(index.cp.seed)
+            )
+            log.info("IVF lists balanced: imbalance %.3f -> %.3f on %d training vectors", before, after, len(vectors))
         index.quantizer.reset()
-        index.quantizer.add(best[1])
+        index.quantizer.add(centroids)
 
     def add(self, slots: np.ndarray, vectors: np.ndarray) -> None:
         """Add rows; every kind but IVF numbers them in order, so `slots` must continue from ntotal."""
@@ -317,6 +329,10 @@ class VectorIndex:
 # 7 s a run on a 2-core machine); one run beyond it (nlist 1,024 and up at d = 128, once the sample is full).
 KMEANS_RESTARTS = 5
 KMEANS_RESTARTS_UP_TO = 256 * 512 * 512 * 128
+# The chosen run's lists are then made more even (balance.py: split the largest, retire the smallest; about 10 s at a
+# full sample, nlist 512, d = 128) while training points x nlist x dimension is at most BALANCE_UP_TO (a full sample at
+# nlist 1,024, d = 128).
+BALANCE_UP_TO = 4 * KMEANS_RESTARTS_UP_TO
 # Codes read at a time when an IVF index's lists are filled from a checkpoint (a transient copy).
 _FILL_CHUNK_BYTES = 64 << 20
 
