@@ -6,7 +6,8 @@ In this process (no server), on scale.py's clustered d = 128 data with its nlist
              before it existed, a collection kept that training);
   retrained  a collection as it is now: trained at train_size, then again as it grows (contents.Trained.retrain_at);
   raw        raw FAISS (IVF<nlist>,SQ8) trained on a seeded sample of 256 x nlist of all n vectors, as scale.py builds
-             it (one k-means run; the collections keep the most even of several: vector_index.py).
+             it (one k-means run; the collections keep the most even of several, then balance its lists:
+             vector_index.py, balance.py).
 Both collections receive the vectors in batches of 20,000 and finish their background work after each batch (so the
 trainings happen at the counts the rule gives, whatever the machine's load). For each index: the list-size imbalance
 (FAISS's imbalance_factor: n x sum(size^2) / (sum size)^2, 1 when the lists are even), the mean number of codes a

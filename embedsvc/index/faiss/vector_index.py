@@ -123,10 +123,10 @@ class VectorIndex:
         """The IVF centroids: k-means as FAISS runs it (its parameters: 10 iterations, at most 256 points a list,
         spherical for inner product), from `restarts` seeds when that is cheap enough (KMEANS_RESTARTS_UP_TO),
         keeping the run whose lists are the most even on the sample, then made more even by split-and-merge
-        (balance.py) while that is cheap enough (BALANCE_UP_TO). An IVF search scans the lists it probes whole, and
-        one k-means run's local optimum decides how even they are: at 1M clustered vectors
+        (balance.py) on as much of the sample as BALANCE_UP_TO allows. An IVF search scans the lists it probes
+        whole, and one k-means run's local optimum decides how even they are: at 1M clustered vectors
         (benchmarks/ivf_training.py), six seeds on one sample gave list-size imbalances from 1.89 to 2.39, so codes
-        scanned at nprobe 16 from 105k to 144k; balancing the best of them brought it to 1.19 and 50k codes, with
+        scanned at nprobe 16 from 105k to 144k; balancing the best of them brought it to 1.18 and 47k codes, with
         recall@10 at nprobe 4 to 16 the same. The sample's imbalance is within 0.02 of the whole data's."""
         index = self.index
         nlist, d = int(index.nlist), self.dimension
@@ -147,8 +147,9 @@ class VectorIndex:
                 best = (uneven, faiss.vector_to_array(clustering.centroids).reshape(nlist, d))
         assert best is not None
         centroids = best[1]
-        if points * nlist * d <= BALANCE_UP_TO:
-            if points < len(vectors):  # the subsample k-means trained on is FAISS's own; any seeded one will do here
+        points = min(points, BALANCE_UP_TO // (nlist * d))
+        if points >= BALANCE_MIN_PER_LIST * nlist:
+            if points < len(vectors):  # a seeded subsample (k-means trained on FAISS's own)
                 vectors = vectors[np.sort(np.random.default_rng(0).choice(len(vectors), points, replace=False))]
             centroids, before, after = balance(
                 centroids, vectors, self.faiss_metric, spherical=bool(index.cp.spherical), seed=int(index.cp.seed)
@@ -329,10 +330,12 @@ class VectorIndex:
 # 7 s a run on a 2-core machine); one run beyond it (nlist 1,024 and up at d = 128, once the sample is full).
 KMEANS_RESTARTS = 5
 KMEANS_RESTARTS_UP_TO = 256 * 512 * 512 * 128
-# The chosen run's lists are then made more even (balance.py: split the largest, retire the smallest; about 10 s at a
-# full sample, nlist 512, d = 128) while training points x nlist x dimension is at most BALANCE_UP_TO (a full sample at
-# nlist 1,024, d = 128).
+# The chosen run's lists are then made more even (balance.py: split the largest, retire the smallest; about 8 s at a
+# full sample, nlist 512, d = 128) on at most BALANCE_UP_TO / (nlist x dimension) of the training vectors (all of a
+# full sample up to nlist 1,024 at d = 128; 64 a list at nlist 2,048), and not at all when that leaves fewer than
+# BALANCE_MIN_PER_LIST a list (nlist 4,096 and up at d = 128).
 BALANCE_UP_TO = 4 * KMEANS_RESTARTS_UP_TO
+BALANCE_MIN_PER_LIST = 32
 # Codes read at a time when an IVF index's lists are filled from a checkpoint (a transient copy).
 _FILL_CHUNK_BYTES = 64 << 20
 

@@ -5,7 +5,10 @@ import faiss
 import numpy as np
 import pytest
 
+from embedsvc.index.faiss import vector_index
 from embedsvc.index.faiss.balance import balance, imbalance
+from embedsvc.index.faiss.vector_index import VectorIndex
+from embedsvc.index.types import IndexKind, IndexParams, Metric, Quantization
 
 D = 16
 NLIST = 32
@@ -89,3 +92,22 @@ def test_imbalance_is_faiss_own_factor():
     index.add(np.repeat(np.arange(4, dtype=np.float32), sizes)[:, None])
     assert imbalance(sizes) == pytest.approx(index.invlists.imbalance_factor())
     assert imbalance(np.zeros(3)) == 1.0
+
+
+def test_an_ivf_index_balances_on_what_its_budget_allows_and_skips_below_32_a_list(monkeypatch):
+    """VectorIndex.train: the chosen k-means run balanced on the whole sample, on a seeded subsample when the budget
+    (training vectors x nlist x d) is smaller, and not at all when that would leave fewer than 32 vectors a list."""
+    sample = blobs(8000, 64, seed=3)
+
+    def lists_imbalance(budget):
+        monkeypatch.setattr(vector_index, "BALANCE_UP_TO", budget)
+        params = IndexParams(IndexKind.IVF_FLAT, nlist=NLIST, quantization=Quantization.INT8).resolved(D)
+        index = VectorIndex(params, D, Metric.L2)
+        index.train(sample, restarts=2)
+        centroids = index.index.quantizer.reconstruct_n(0, NLIST)
+        return imbalance(np.bincount(faiss.knn(sample, centroids, 1)[1][:, 0], minlength=NLIST))
+
+    whole = lists_imbalance(len(sample) * NLIST * D)
+    subsample = lists_imbalance(40 * NLIST * NLIST * D)  # 40 vectors a list
+    kmeans_only = lists_imbalance(31 * NLIST * NLIST * D)
+    assert whole < kmeans_only - 0.15 and subsample < kmeans_only - 0.05
