@@ -14,9 +14,9 @@ two by a 2-means of their own points, each half taking the centroid of one of th
 go to their neighbours), then Lloyd iterations settle every centroid. It keeps the most even set of centroids it saw
 (the input included), measured on the training sample. On the 1M benchmark above: imbalance 1.89 -> 1.18 and codes
 scanned at nprobe 16 105,116 -> 46,787 (raw FAISS: 96,641), with recall@10 at the defaults unchanged (0.9999) and at
-nprobe 1 up from 0.995 to 0.9996. A query's true
-neighbours split over two halves of one former list sit in the two nearest lists, so recall at a given nprobe holds;
-where it does not, the collection's recall calibration raises nprobe.
+nprobe 1 up from 0.995 to 0.9996. A query's true neighbours split over two halves of one former list sit in the two
+nearest lists, so recall at a given nprobe mostly holds; where it does not, the collection's recall calibration
+raises nprobe.
 """
 
 from __future__ import annotations
@@ -82,10 +82,10 @@ def balance(
     lists = _assign(current, vectors, metric)
     sizes = np.bincount(lists, minlength=nlist)
     start = imbalance(sizes)
-    best = (start, current)
-    moves = max(1, int(share * nlist))
     if nlist < 4 or len(vectors) < 4 * nlist:
         return current, start, start
+    best = (start, current)
+    moves = max(1, int(share * nlist))
     for round_ in range(rounds):
         order = np.argsort(sizes, kind="stable")
         smallest, largest = order[:moves], order[::-1][:moves]
