@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import scale  # the data generator, nlist, raw FAISS and exact search of the scale benchmark
 
 from embedsvc.index.faiss import contents as contents_module
+from embedsvc.index.faiss.balance import imbalance
 from embedsvc.index.faiss.log import Upsert
 from embedsvc.index.faiss.store import CollectionStore
 from embedsvc.index.types import CollectionConfig, IndexKind, IndexParams, Metric, Quantization
@@ -51,10 +52,6 @@ BATCH = 20_000
 def list_sizes(index: Any) -> np.ndarray:
     ivf = faiss.extract_index_ivf(index)
     return np.array([ivf.invlists.list_size(i) for i in range(ivf.nlist)], np.int64)
-
-
-def imbalance(sizes: np.ndarray) -> float:
-    return float(len(sizes) * (sizes.astype(np.float64) ** 2).sum() / float(sizes.sum()) ** 2)
 
 
 def scanned(index: Any, q: np.ndarray, nprobe: int) -> float:

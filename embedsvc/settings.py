@@ -197,7 +197,7 @@ class Settings:
     max_connection_age_grace_s: float = 30.0
     # Calls one HTTP/2 connection may have open at once (0: no limit). With a limit, calls beyond it wait in the
     # client instead of reaching the server, and a client multiplexing many calls on one connection is held to this
-    # many. Without one the server still serves about 0.9 of its capacity under 4x overload (benchmarks/overload.py).
+    # many. Without one the server still serves 0.75-0.9 of its capacity under 4x overload (benchmarks/overload.py).
     max_streams_per_connection: int = 0
     # "auto" | "cpu" | "cuda:N": where text encoders run (auto: cuda:0 when torch sees a GPU). Word vectors always run
     # on the CPU (numpy/FAISS).

@@ -178,13 +178,17 @@ class Planner:
                 )
         return Searched(results, was_exact, {} if was_exact else parameters)
 
+    def _brute_force(self, exact: bool) -> bool:
+        """Searches go over the store's rows, not an index: asked for, an exact kind (FLAT), or not trained yet."""
+        index = self.contents.index
+        return exact or index.exact or not index.trained
+
     def _query_step(self, step: int, queries: int, exact: bool) -> int:
         """Queries searched per step. A brute-force search reads every row once per step, so a batch of many queries
         over a large store goes faster in fewer, larger steps (at 1M rows, 1,000 queries in steps of 256 took 15%
         longer than in one FAISS call): brute force takes up to _EXACT_STEP_WORK query-rows a step, never fewer
         queries than `step` (the step an index search takes)."""
-        index = self.contents.index
-        if not (exact or index.exact or not index.trained):
+        if not self._brute_force(exact):
             return step
         rows = max(1, self.contents.store.count)
         return max(step, min(queries, _EXACT_STEP_WORK // rows))
@@ -305,7 +309,7 @@ class Planner:
         store, index = self.contents.store, self.contents.index
         n, p = store.n, self.config.index
         hidden = n - eligible  # tombstones (and, without a filter, nothing else)
-        use_exact = exact or index.exact or not index.trained or eligible < _ANN_MIN_SELECTIVITY * store.count
+        use_exact = self._brute_force(exact) or eligible < _ANN_MIN_SELECTIVITY * store.count
         quantised = p.quantised
         if use_exact:
             every = not filtered and hidden == 0
