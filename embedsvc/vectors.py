@@ -7,6 +7,27 @@ import numpy as np
 
 from embedsvc.errors import EmbedsvcError, Reason
 
+# The largest magnitude a component of a vector entering a space may have. FAISS computes squared distances in float32,
+# which vectors with components near 1e19 overflow (to inf and NaN), and its k-means then aborts the whole process
+# (an IVF collection's training); embeddings are many orders of magnitude smaller. At 1e15 a component, the squared
+# norm of even 100,000 components stays under 1e35 (float32's largest is 3.4e38).
+MAX_COMPONENT = 1e15
+
+
+def _values_error(values: np.ndarray, what: str, field: str) -> EmbedsvcError | None:
+    """None when every component is finite and within MAX_COMPONENT; else NOT_FINITE or LIMIT_EXCEEDED for `what`."""
+    largest = float(np.abs(values).max(initial=0.0))  # NaN when any component is NaN
+    if largest <= MAX_COMPONENT:
+        return None
+    if not np.isfinite(values).all():
+        return EmbedsvcError(Reason.NOT_FINITE, f"{what} has NaN or infinite components", field=field)
+    return EmbedsvcError(
+        Reason.LIMIT_EXCEEDED,
+        f"{what} has a component of magnitude {largest:.3g}, over the limit of {MAX_COMPONENT:.0e}",
+        field=field,
+        metadata={"limit": f"{MAX_COMPONENT:.0e}", "actual": f"{largest:.6g}"},
+    )
+
 
 def unit_rows(rows: np.ndarray, norms: np.ndarray | None = None) -> np.ndarray:
     """Each row divided by its L2 norm, in the rows' own dtype (float32 rows give gensim's unit vectors bit for bit);
@@ -19,7 +40,8 @@ def unit_rows(rows: np.ndarray, norms: np.ndarray | None = None) -> np.ndarray:
 def check_vector(
     vector: np.ndarray, tag: str, *, space: str, dimension: int, owner: str, field: str, also: tuple[str, ...] = ()
 ) -> np.ndarray:
-    """The vector as float32, or SPACE_MISMATCH / DIMENSION_MISMATCH / NOT_FINITE.
+    """The vector as float32, or SPACE_MISMATCH / DIMENSION_MISMATCH / NOT_FINITE / LIMIT_EXCEEDED (a component over
+    MAX_COMPONENT).
 
     `field` names the Vector message in the request (its `.space` and `.values` are reported); `owner` is how the
     space is named in messages, for example "model 'glove'". A tag in `also` is accepted too (a collection's query
@@ -39,13 +61,15 @@ def check_vector(
             field=field + ".values",
             metadata={"expected": str(dimension), "actual": str(vector.size)},
         )
-    if not np.isfinite(vector).all():
-        raise EmbedsvcError(Reason.NOT_FINITE, "the vector has NaN or infinite components", field=field + ".values")
+    error = _values_error(vector, "the vector", field + ".values")
+    if error is not None:
+        raise error
     return vector.astype(np.float32, copy=False)
 
 
 def packed_rows(values: np.ndarray, *, dimension: int, owner: str, field: str) -> np.ndarray:
-    """A flat float32 array sent packed (`packed_*` fields) as its (n, dimension) rows, every component finite."""
+    """A flat float32 array sent packed (`packed_*` fields) as its (n, dimension) rows, every component finite and
+    within MAX_COMPONENT."""
     if values.ndim != 1 or values.size % dimension:
         raise EmbedsvcError(
             Reason.DIMENSION_MISMATCH,
@@ -54,7 +78,9 @@ def packed_rows(values: np.ndarray, *, dimension: int, owner: str, field: str) -
             metadata={"expected": str(dimension), "actual": str(values.size)},
         )
     rows = values.reshape(-1, dimension)
-    if not np.isfinite(rows).all():
-        bad = int(np.flatnonzero(~np.isfinite(rows).all(axis=1))[0])
-        raise EmbedsvcError(Reason.NOT_FINITE, f"row {bad} has NaN or infinite components", field=field)
+    if _values_error(rows, "", field) is not None:
+        bad = int(np.flatnonzero(~(np.abs(rows) <= MAX_COMPONENT).all(axis=1))[0])
+        error = _values_error(rows[bad], f"row {bad}", field)
+        assert error is not None
+        raise error
     return rows

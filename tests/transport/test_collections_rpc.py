@@ -198,6 +198,10 @@ BAD = [
     ("nan vector", lambda c: c.upsert("vecs", ["a"], np.full((1, 8), np.nan, np.float32)), (INVALID, "NOT_FINITE")),
     ("inf query", lambda c: c.search("vecs", vector=np.full(8, np.inf)), (INVALID, "NOT_FINITE")),
     ("nan packed", lambda c: c.batch_search("vecs", np.full((3, 8), np.nan, np.float32)), (INVALID, "NOT_FINITE")),
+    # Finite but huge: FAISS's float32 distances overflow and its k-means aborts the process (vectors.MAX_COMPONENT).
+    ("huge vector", lambda c: c.upsert("vecs", ["a"], np.full((1, 8), 1e30, np.float32)), (INVALID, "LIMIT_EXCEEDED")),
+    ("huge query", lambda c: c.search("vecs", vector=np.full(8, -3e18)), (INVALID, "LIMIT_EXCEEDED")),
+    ("huge packed", lambda c: c.batch_search("vecs", np.full((3, 8), 2e15, np.float32)), (INVALID, "LIMIT_EXCEEDED")),
     ("ragged packed", lambda c: c.batch_search("vecs", np.zeros((3, 3), np.float32)), (INVALID, "DIMENSION_MISMATCH")),
     ("packed over", lambda c: c.batch_search("vecs", np.zeros((1025, 8), np.float32)), (INVALID, "LIMIT_EXCEEDED")),
     ("no queries", lambda c: c.batch_search("vecs", []), (INVALID, "MISSING_FIELD")),

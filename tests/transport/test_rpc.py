@@ -157,6 +157,13 @@ BAD_INPUT = [
         "expressions[0].terms[0].vector.values",
     ),
     (
+        "huge vector",
+        lambda c: c.arithmetic("planted", [[np.full(32, 1e20)]]),
+        INVALID,
+        "LIMIT_EXCEEDED",
+        "expressions[0].terms[0].vector.values",
+    ),
+    (
         "wrong dimension",
         lambda c: c.arithmetic("planted", [[np.ones(3)]]),
         INVALID,
