@@ -199,6 +199,12 @@ class Settings:
     # client instead of reaching the server, and a client multiplexing many calls on one connection is held to this
     # many. Without one the server still serves 0.75-0.9 of its capacity under 4x overload (benchmarks/overload.py).
     max_streams_per_connection: int = 0
+    # Python's GIL switch interval (sys.setswitchinterval), in milliseconds, set by `embedsvc serve` for its process.
+    # A thread that wants the GIL waits this long before it makes the holder give it up; gRPC's poll thread, which
+    # takes every call in and sees every answer out, is such a thread whenever the workers hold the lock. Python's
+    # default, 5 ms, left it waiting behind the workers under overload (4x overload of Similarity on 2 cores, served
+    # over capacity: median 0.73 of 10 runs at 5 ms, 0.86 of 7 at 0.5 ms; benchmarks/overload.py, README "Overload").
+    gil_switch_interval_ms: float = 0.5
     # "auto" | "cpu" | "cuda:N": where text encoders run (auto: cuda:0 when torch sees a GPU). Word vectors always run
     # on the CPU (numpy/FAISS).
     device: str = "auto"
@@ -387,6 +393,8 @@ class Settings:
         ):
             if not 0 <= getattr(self, name) < 1e7:
                 raise ConfigError(f"server.{name}: seconds, 0 or positive, got {getattr(self, name)}")
+        if not 0.01 <= self.gil_switch_interval_ms <= 1000:
+            raise ConfigError(f"server.gil_switch_interval_ms: 0.01..1000, got {self.gil_switch_interval_ms}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"server.log_format: must be text or json, got {self.log_format!r}")
         if self.auth.enabled and not self.auth.keys:

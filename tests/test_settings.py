@@ -427,3 +427,25 @@ def test_load_errors_name_the_file_key_variable_or_flag(tmp_path, text, env, fla
     with pytest.raises(ConfigError) as info:
         Settings.load(path, {"HOME": str(tmp_path), **env}, **flags)
     assert message in str(info.value)
+
+
+def test_the_gil_switch_interval_is_read_checked_and_set_by_serve():
+    """`embedsvc serve` sets its process's switch interval from the setting (an in-process server leaves it alone)."""
+    import sys
+
+    from embedsvc.cli.serve import apply_to_process
+
+    assert Settings().gil_switch_interval_ms == 0.5
+    chosen = Settings.from_config({"server": {"gil_switch_interval_ms": 2}})
+    assert chosen.gil_switch_interval_ms == 2
+    for bad in (0, -1, 0.001, 1001, float("nan")):
+        with pytest.raises(ConfigError, match=r"server\.gil_switch_interval_ms: 0\.01\.\.1000"):
+            Settings.from_config({"server": {"gil_switch_interval_ms": bad}})
+    before = sys.getswitchinterval()
+    try:
+        apply_to_process(chosen)
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+        apply_to_process(Settings())
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+    finally:
+        sys.setswitchinterval(before)

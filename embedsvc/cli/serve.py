@@ -12,7 +12,10 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from embedsvc.settings import Settings
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -87,6 +90,12 @@ def make_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def apply_to_process(chosen: Settings) -> None:
+    """What the settings say about the whole process `embedsvc serve` runs in (not set by a server made in-process,
+    which shares its process with its embedder): the GIL's switch interval."""
+    sys.setswitchinterval(chosen.gil_switch_interval_ms / 1000)
+
+
 def serve(args: argparse.Namespace) -> int:
     # Idle model threads sleep instead of spinning. Torch's OpenMP threads spin for a while after each parallel region
     # by default, which suits one program that owns the machine; in a server they take the cores the request threads
@@ -103,6 +112,7 @@ def serve(args: argparse.Namespace) -> int:
     from embedsvc.transport import logs
 
     logs.configure(chosen.log_level, chosen.log_format)
+    apply_to_process(chosen)
     from embedsvc.transport.server import create_server
 
     try:
