@@ -53,9 +53,16 @@ def sharing_models(folder: Path, cache: Path) -> Path:
     return folder
 
 
-def start(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+# The threads that drain each started server's stderr, by pid (serve() waits for the last lines).
+_DRAINS: dict[int, threading.Thread] = {}
+
+
+def start(
+    *args: str, env: dict[str, str] | None = None, log: list[str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
     """Run `embedsvc serve --port 0 ARGS...`; return the process and its target once it listens. Its stderr keeps
-    being drained (into this process's stderr only if it fails to start), so it never blocks on a full pipe."""
+    being drained (into this process's stderr only if it fails to start; into `log`, line by line, when given), so it
+    never blocks on a full pipe."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "embedsvc", "serve", "--port", "0", *args],
         stderr=subprocess.PIPE,
@@ -68,19 +75,26 @@ def start(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Pop
         seen.append(line)
         match = _LISTENING.search(line)
         if match:
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            drain = proc.stderr.read if log is None else lambda: log.extend(proc.stderr)  # type: ignore[union-attr]
+            _DRAINS[proc.pid] = threading.Thread(target=drain, daemon=True)
+            _DRAINS[proc.pid].start()
             return proc, f"127.0.0.1:{match.group(1)}"
     raise RuntimeError(f"the server exited with {proc.wait()} before listening:\n{''.join(seen)}")
 
 
 @contextmanager
 def serve(
-    data_dir: Path, *flags: str, ready_s: float = 600, env: dict[str, str] | None = None, **client: Any
+    data_dir: Path,
+    *flags: str,
+    ready_s: float = 600,
+    env: dict[str, str] | None = None,
+    log: list[str] | None = None,
+    **client: Any,
 ) -> Iterator[str]:
     """The target "127.0.0.1:PORT" of a running, SERVING server with this data directory and these `embedsvc serve`
-    flags (--config, --http-port, ...); SIGTERM on exit. `client`: what a Client needs to reach it (ca_file,
-    api_key)."""
-    proc, target = start("--data-dir", str(data_dir), *flags, env=env)
+    flags (--config, --http-port, ...); SIGTERM on exit (and its log lines, to the last, in `log` when given).
+    `client`: what a Client needs to reach it (ca_file, api_key)."""
+    proc, target = start("--data-dir", str(data_dir), *flags, env=env, log=log)
     try:
         with Client(target, timeout=60, **client) as probe:
             probe.wait_until_serving(ready_s)
@@ -92,6 +106,9 @@ def serve(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        drained = _DRAINS.pop(proc.pid, None)
+        if drained is not None:
+            drained.join(10)  # its last lines (the log at shutdown) are in `log`
 
 
 def free_port() -> int:

