@@ -203,7 +203,7 @@ class Settings:
     # A thread that wants the GIL waits this long before it makes the holder give it up; gRPC's poll thread, which
     # takes every call in and sees every answer out, is such a thread whenever the workers hold the lock. Python's
     # default, 5 ms, left it waiting behind the workers under overload (4x overload of Similarity on 2 cores, served
-    # over capacity: median 0.73 of 10 runs at 5 ms, 0.86 of 7 at 0.5 ms; benchmarks/overload.py, README "Overload").
+    # over capacity: median 0.73 of 10 runs at 5 ms, 0.85 of 8 at 0.5 ms; benchmarks/overload.py, README "Overload").
     gil_switch_interval_ms: float = 0.5
     # "auto" | "cpu" | "cuda:N": where text encoders run (auto: cuda:0 when torch sees a GPU). Word vectors always run
     # on the CPU (numpy/FAISS).
